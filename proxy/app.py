@@ -1,0 +1,141 @@
+"""``create_app``: routes, middleware, and the lifetime of upstream sessions.
+
+Everything the handlers need hangs off one typed ``Gateway`` under an ``AppKey``; there
+is no module-level mutable state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from proxy import handlers
+from proxy.config import Config, provider_keys
+from proxy.metrics import Metrics
+from proxy.middleware import observe
+from proxy.pricing import PriceTable
+from proxy.providers import build_adapter
+from proxy.providers.base import Pool
+from proxy.routing import Provider, Router
+from proxy.state import GATEWAY, Gateway
+from proxy.uploads import TempDir
+from proxy.upstream import Upstream
+
+log = logging.getLogger("imagegate")
+
+
+def create_app(
+    config: Config,
+    *,
+    environ: Mapping[str, str],
+    registry: CollectorRegistry | None = None,
+) -> web.Application:
+    gateway = Gateway(
+        config=config,
+        metrics=Metrics(registry if registry is not None else CollectorRegistry()),
+    )
+    # The JSON cap; multipart bodies are streamed and capped by the parser.
+    app = web.Application(
+        middlewares=[observe], client_max_size=config.limits.max_json_bytes
+    )
+    app[GATEWAY] = gateway
+    app.cleanup_ctx.append(_files)
+    app.cleanup_ctx.append(_upstreams_ctx(dict(environ)))
+    app.on_shutdown.append(_drain)
+    for prefix in ("/v1", "/v3"):
+        app.router.add_post(f"{prefix}/images/edits", handlers.images_edits)
+        app.router.add_post(f"{prefix}/images/generations", handlers.images_generations)
+    app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/readyz", handlers.readyz)
+    app.router.add_get("/metrics", handlers.metrics)
+    return app
+
+
+async def _drain(app: web.Application) -> None:
+    app[GATEWAY].draining = True
+
+
+async def _files(app: web.Application) -> AsyncIterator[None]:
+    gateway = app[GATEWAY]
+    gateway.temp_dir = await asyncio.to_thread(TempDir, gateway.config.limits.temp_dir)
+    gateway.prices = await asyncio.to_thread(PriceTable.load_default)
+    yield
+    await asyncio.to_thread(gateway.temp_dir.remove)
+
+
+def _session(name: str, pool: Pool, metrics: Metrics) -> aiohttp.ClientSession:
+    trace = aiohttp.TraceConfig()
+    created = metrics.upstream_connections.labels(name, "created")
+    reused = metrics.upstream_connections.labels(name, "reused")
+
+    async def on_create(*_: object) -> None:
+        created.inc()
+
+    async def on_reuse(*_: object) -> None:
+        reused.inc()
+
+    trace.on_connection_create_end.append(on_create)
+    trace.on_connection_reuseconn.append(on_reuse)
+    connector = aiohttp.TCPConnector(
+        limit=pool.limit,
+        limit_per_host=pool.limit_per_host,
+        keepalive_timeout=pool.keepalive_timeout_s,
+        ttl_dns_cache=pool.dns_cache_ttl_s,
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=pool.total_timeout_s,
+        sock_connect=pool.connect_timeout_s,
+        sock_read=pool.read_timeout_s,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        trace_configs=[trace],
+        # Upstream replies are ours to interpret; never raise on status.
+        raise_for_status=False,
+        auto_decompress=True,
+    )
+
+
+def _upstreams_ctx(
+    environ: dict[str, str],
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        gateway = app[GATEWAY]
+        config = gateway.config
+        keys = provider_keys(config, environ)
+        providers: dict[str, Provider] = {}
+        sessions: list[aiohttp.ClientSession] = []
+        try:
+            for name, cfg in config.providers.items():
+                adapter = build_adapter(cfg)
+                key = keys[name]
+                if key is None:
+                    log.warning(
+                        "provider has no API key; its requests will fail until %s is set",
+                        cfg.api_key_env,
+                        extra={"fields": {"provider": name}},
+                    )
+                session = _session(name, cfg.pool, gateway.metrics)
+                sessions.append(session)
+                upstream = Upstream(
+                    name,
+                    base_url=cfg.base_url,
+                    session=session,
+                    auth=adapter.auth(key) if key else None,
+                    key_env=cfg.api_key_env,
+                    metrics=gateway.metrics,
+                    max_response_bytes=config.limits.max_response_bytes,
+                )
+                providers[name] = Provider(adapter, upstream)
+            gateway.router = Router(providers)
+            yield
+        finally:
+            await asyncio.gather(*(s.close() for s in sessions))
+
+    return ctx

@@ -1,0 +1,109 @@
+"""The proxy's configuration: frozen msgspec Structs decoded once from YAML.
+
+Secrets never live here: a provider names the environment variable that holds its key
+(``api_key_env``) and the key is read from the environment mapping passed to the app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from proxy.providers import ProviderConfig
+from proxy.providers.base import ConfigBase
+
+MiB = 1024 * 1024
+_DEFAULT_MAX_FILE = 50 * MiB
+_MAX_IMAGES = 16
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class Server(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    # Below Kubernetes' default terminationGracePeriodSeconds (30 s) minus a preStop sleep.
+    shutdown_timeout_s: Seconds = 25.0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: bool = True
+
+
+class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    max_file_bytes: PositiveInt = _DEFAULT_MAX_FILE
+    # None: room for 16 images and a mask at the per-file limit, plus text fields.
+    max_body_bytes: PositiveInt | None = None
+    max_json_bytes: PositiveInt = 64 * MiB
+    max_files: PositiveInt = _MAX_IMAGES + 1
+    max_fields: PositiveInt = 64
+    max_field_bytes: PositiveInt = 256 * 1024
+    max_response_bytes: PositiveInt = 256 * MiB
+    temp_dir: str | None = None
+
+    @property
+    def body_cap(self) -> int:
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return (_MAX_IMAGES + 1) * self.max_file_bytes + MiB
+
+
+class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    server: Server = Server()
+    limits: Limits = Limits()
+    providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
+
+
+class ConfigError(Exception):
+    """An invalid config; the message is one line naming the key and the reason."""
+
+
+def _tag_providers(raw: Any) -> Any:
+    # The provider's key doubles as its type, so `providers: {openai: {...}}` needs no
+    # `type:`; a second OpenAI-compatible upstream says `type: openai` under its own name.
+    if isinstance(raw, dict) and isinstance(raw.get("providers"), dict):
+        providers = {}
+        for name, section in raw["providers"].items():
+            if isinstance(section, dict) and "type" not in section:
+                section = {"type": name, **section}
+            providers[name] = section
+        raw = {**raw, "providers": providers}
+    return raw
+
+
+def parse_config(text: str | bytes, *, source: str = "<config>") -> Config:
+    try:
+        raw = msgspec.yaml.decode(text)
+    except msgspec.DecodeError as exc:
+        reason = str(exc).replace("\n", " ")
+        raise ConfigError(f"{source}: not valid YAML: {reason}") from exc
+    if raw is None:
+        raw = {}
+    try:
+        config = msgspec.convert(_tag_providers(raw), Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    for name in config.providers:
+        if not name or "/" in name:
+            raise ConfigError(f"{source}: provider name {name!r} must not contain '/'")
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
+    return parse_config(text, source=str(path))
+
+
+def provider_keys(config: Config, environ: Mapping[str, str]) -> dict[str, str | None]:
+    """Resolve each provider's key from the environment; an unset or empty one is None."""
+    return {
+        name: (environ.get(cfg.api_key_env) or None)
+        for name, cfg in config.providers.items()
+    }

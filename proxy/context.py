@@ -1,0 +1,34 @@
+"""Per-request accounting carried in a ContextVar.
+
+aiohttp runs each request in its own task, so a ContextVar set by the middleware is seen
+by everything that request awaits (adapters, ``Upstream``) without threading it through
+every signature.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    route: str
+    provider: str | None = None
+    model: str | None = None
+    upstream_s: float = 0.0
+    cost: float | None = None
+    images: int = 0
+    error_code: str | None = None
+
+
+CURRENT: ContextVar[RequestContext | None] = ContextVar(
+    "imagegate_request", default=None
+)
+
+
+def add_upstream_time(seconds: float) -> None:
+    ctx = CURRENT.get()
+    if ctx is not None:
+        ctx.upstream_s += seconds

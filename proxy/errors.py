@@ -1,0 +1,224 @@
+"""The one exception tree of the proxy, rendered in one place as OpenAI's error envelope.
+
+    ProxyError                         500 server_error
+    ├── RequestError                   (the client's fault)
+    │   ├── InvalidRequest             400 invalid_request_error   param = field path
+    │   ├── Unauthorized               401 authentication_error
+    │   ├── Forbidden                  403 permission_error
+    │   ├── NotFound                   404 invalid_request_error
+    │   │   └── UnknownModel           404 invalid_request_error   code = model_not_found
+    │   ├── PayloadTooLarge            413 invalid_request_error
+    │   ├── UnsupportedMediaType       415 invalid_request_error
+    │   └── RateLimited                429 rate_limit_error        (the proxy's own limits)
+    ├── ProviderNotConfigured          503 server_error            (no key for a provider)
+    ├── Overloaded                     503 server_error            (backpressure)
+    └── UpstreamError                  (provider = "<name>")
+        ├── UpstreamRejected           4xx as sent by the provider (not 401/403/429)
+        ├── UpstreamAuthError          502 our credentials were refused (401/403)
+        ├── UpstreamRateLimited        429 passes Retry-After through
+        ├── UpstreamUnavailable        502 connect errors, provider 5xx
+        ├── UpstreamTimeout            504
+        └── UpstreamProtocolError      502 unparseable or oversized provider response
+
+Each class carries its HTTP status and OpenAI error ``type``; ``retryable`` says whether
+a client may usefully try again (rendered as ``x-should-retry``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ProxyError(Exception):
+    status: ClassVar[int] = 500
+    error_type: ClassVar[str] = "server_error"
+    retryable: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers: dict[str, str] = headers or {}
+
+    @property
+    def http_status(self) -> int:
+        return self.status
+
+
+class RequestError(ProxyError):
+    status = 400
+    error_type = "invalid_request_error"
+    retryable = False
+
+
+class InvalidRequest(RequestError):
+    pass
+
+
+class Unauthorized(RequestError):
+    status = 401
+    error_type = "authentication_error"
+
+
+class Forbidden(RequestError):
+    status = 403
+    error_type = "permission_error"
+
+
+class NotFound(RequestError):
+    status = 404
+
+
+class UnknownModel(NotFound):
+    def __init__(self, message: str, *, param: str | None = "model") -> None:
+        super().__init__(message, param=param, code="model_not_found")
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+
+
+class UnsupportedMediaType(RequestError):
+    status = 415
+
+
+class RateLimited(RequestError):
+    status = 429
+    error_type = "rate_limit_error"
+    retryable = True
+
+
+class ProviderNotConfigured(ProxyError):
+    status = 503
+    retryable = False
+
+
+class Overloaded(ProxyError):
+    status = 503
+
+
+class UpstreamError(ProxyError):
+    status = 502
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code, headers=headers)
+        self.provider = provider
+
+
+class UpstreamRejected(UpstreamError):
+    """The provider said the client's input is bad; its status and message pass through."""
+
+    status = 400
+    error_type = "invalid_request_error"
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        upstream_status: int = 400,
+        error_type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, param=param, code=code)
+        self.upstream_status = upstream_status
+        self.upstream_type = error_type
+
+    @property
+    def http_status(self) -> int:
+        return self.upstream_status
+
+
+class UpstreamAuthError(UpstreamError):
+    retryable = False
+
+
+class UpstreamRateLimited(UpstreamError):
+    status = 429
+    error_type = "rate_limit_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+
+
+class UpstreamProtocolError(UpstreamError):
+    pass
+
+
+# 408 from a provider means it gave up waiting on us: a timeout, not the client's input.
+_TIMEOUT_STATUSES = frozenset({408, 504})
+
+
+def from_upstream_status(
+    provider: str,
+    status: int,
+    *,
+    message: str | None,
+    retry_after: str | None = None,
+    error_type: str | None = None,
+    param: str | None = None,
+    code: str | None = None,
+) -> UpstreamError:
+    """Classify a non-success provider status. The only status ladder in the proxy.
+
+    The provider's message is kept only where it is about the client's request (4xx);
+    for refused credentials the client learns only that, never what the provider said.
+    """
+    if status in (401, 403):
+        return UpstreamAuthError(
+            f"provider '{provider}' refused the gateway's credentials "
+            f"(HTTP {status}); the gateway operator must fix its configuration",
+            provider=provider,
+            code="upstream_auth_error",
+        )
+    if status == 429:
+        headers = {"Retry-After": retry_after} if retry_after else {}
+        return UpstreamRateLimited(
+            message or f"provider '{provider}' is rate limiting requests",
+            provider=provider,
+            code=code or "rate_limit_exceeded",
+            headers=headers,
+        )
+    if status in _TIMEOUT_STATUSES:
+        return UpstreamTimeout(
+            f"provider '{provider}' timed out (HTTP {status})",
+            provider=provider,
+            code="upstream_timeout",
+        )
+    if 400 <= status < 500:
+        return UpstreamRejected(
+            message or f"provider '{provider}' rejected the request (HTTP {status})",
+            provider=provider,
+            upstream_status=status,
+            error_type=error_type,
+            param=param,
+            code=code,
+        )
+    return UpstreamUnavailable(
+        f"provider '{provider}' failed (HTTP {status})",
+        provider=provider,
+        code="upstream_error",
+    )

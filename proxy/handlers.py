@@ -1,0 +1,181 @@
+"""Thin HTTP handlers: intake → job → adapter → OpenAI-shaped response."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from proxy.context import CURRENT
+from proxy.errors import InvalidRequest
+from proxy.headers import validate_extra_headers
+from proxy.models import (
+    EDIT_FIELDS,
+    GENERATE_FIELDS,
+    EditJob,
+    EditRequest,
+    EditResult,
+    GenerateRequest,
+    ImageInput,
+    _Fields,
+)
+from proxy.parsing import (
+    convert,
+    read_json,
+    read_multipart,
+    require_json_or_multipart,
+    resolve_ref,
+    split_known,
+)
+from proxy.routing import Route
+from proxy.state import GATEWAY, Gateway
+from proxy.uploads import UploadSet
+
+_encode = msgspec.json.encode
+
+
+def _job(
+    fields: _Fields,
+    route: Route,
+    *,
+    operation: str,
+    source: str,
+    extra: dict[str, Any],
+    images: tuple[ImageInput, ...] = (),
+    mask: ImageInput | None = None,
+) -> EditJob:
+    if fields.stream:
+        raise InvalidRequest(
+            "stream=true is not supported by this gateway yet", param="stream"
+        )
+    return EditJob(
+        operation=operation,  # type: ignore[arg-type]
+        provider=route.provider,
+        model=route.model,
+        prompt=fields.prompt,
+        source=source,  # type: ignore[arg-type]
+        images=images,
+        mask=mask,
+        n=fields.n,
+        size=fields.size,
+        quality=fields.quality,
+        background=fields.background,
+        output_format=fields.output_format,
+        output_compression=fields.output_compression,
+        input_fidelity=fields.input_fidelity,
+        moderation=fields.moderation,
+        response_format=fields.response_format,
+        partial_images=fields.partial_images,
+        user=fields.user,
+        metadata=fields.metadata,
+        extra=extra,
+        extra_headers=validate_extra_headers(fields.extra_headers),
+    )
+
+
+def _route(gateway: Gateway, model: str) -> Route:
+    route = gateway.router.resolve(model)
+    ctx = CURRENT.get()
+    if ctx is not None:
+        ctx.provider = route.provider
+        ctx.model = route.price_key if route.price_key in gateway.prices else "other"
+    return route
+
+
+async def images_edits(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    limits = gateway.config.limits
+    kind = require_json_or_multipart(request, multipart=True)
+    async with UploadSet(gateway.temp_path) as uploads:
+        if kind == "application/json":
+            fields, extra = split_known(await read_json(request, limits), EDIT_FIELDS)
+            body = convert(fields, EditRequest)
+            route = _route(gateway, body.model)
+            images = tuple(
+                resolve_ref(ref, param=f"images[{i}]")
+                for i, ref in enumerate(body.images)
+            )
+            mask = (
+                resolve_ref(body.mask, param="mask", mask=True) if body.mask else None
+            )
+            job = _job(
+                body, route, operation="edit", source="json", extra=extra,
+                images=images, mask=mask,
+            )  # fmt: skip
+        else:
+            form = await read_multipart(request, limits, uploads)
+            gateway.metrics.upload_bytes.inc(
+                sum(i.size for i in form.images) + (form.mask.size if form.mask else 0)
+            )
+            route = _route(gateway, form.form.model)
+            job = _job(
+                form.form, route, operation="edit", source="multipart",
+                extra=form.extra, images=tuple(form.images), mask=form.mask,
+            )  # fmt: skip
+        result = await route.adapter.edit(job, route.upstream)
+    return _respond(gateway, route, result)
+
+
+async def images_generations(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    require_json_or_multipart(request, multipart=False)
+    fields, extra = split_known(
+        await read_json(request, gateway.config.limits), GENERATE_FIELDS
+    )
+    body = convert(fields, GenerateRequest)
+    route = _route(gateway, body.model)
+    job = _job(body, route, operation="generate", source="json", extra=extra)
+    result = await route.adapter.edit(job, route.upstream)
+    return _respond(gateway, route, result)
+
+
+def splice(body: bytes, extra: bytes) -> bytes:
+    """Append ``"k":v`` members to an encoded JSON object without decoding it."""
+    end = body.rstrip()
+    assert end.endswith(b"}")
+    head = end[:-1].rstrip()
+    sep = b"" if head.endswith(b"{") else b","
+    return head + sep + extra + b"}"
+
+
+def _respond(gateway: Gateway, route: Route, result: EditResult) -> web.Response:
+    cost = result.cost
+    if cost is None:
+        cost = gateway.prices.cost(
+            route.price_key, usage=result.usage, images=result.images
+        )
+    metrics = gateway.metrics
+    ctx = CURRENT.get()
+    model_label = ctx.model if ctx is not None and ctx.model else "other"
+    if cost is None:
+        metrics.unpriced.labels(route.provider, model_label).inc()
+    else:
+        metrics.cost.labels(route.provider, model_label).inc(cost)
+    metrics.images.labels(route.provider).inc(result.images)
+    if ctx is not None:
+        ctx.cost = cost
+        ctx.images = result.images
+    members = b'"provider":' + _encode(route.provider) + b',"cost":' + _encode(cost)
+    return web.Response(
+        body=splice(result.body, members), content_type="application/json"
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    if gateway.draining:
+        return web.json_response({"status": "draining"}, status=503)
+    return web.json_response({"status": "ready", "providers": gateway.router.names})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[GATEWAY].metrics.registry
+    resp = web.Response(body=generate_latest(registry))
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp

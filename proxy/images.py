@@ -1,0 +1,67 @@
+"""Image bytes: type sniffing from magic bytes and data-URL decoding.
+
+A part's declared Content-Type is never trusted (SDKs send application/octet-stream for
+raw bytes); the first bytes decide.
+"""
+
+from __future__ import annotations
+
+import binascii
+
+from proxy.errors import InvalidRequest
+
+PNG = "image/png"
+JPEG = "image/jpeg"
+WEBP = "image/webp"
+IMAGE_TYPES = frozenset({PNG, JPEG, WEBP})
+EXTENSIONS = {PNG: "png", JPEG: "jpg", WEBP: "webp"}
+
+SNIFF_BYTES = 12
+
+
+def sniff(head: bytes) -> str | None:
+    """The image type of the first bytes of a file, or None if it is none we accept."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return PNG
+    if head.startswith(b"\xff\xd8\xff"):
+        return JPEG
+    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return WEBP
+    return None
+
+
+def require_image(head: bytes, *, param: str, mask: bool = False) -> str:
+    kind = sniff(head)
+    if kind is None:
+        raise InvalidRequest(
+            f"'{param}' is not a PNG, JPEG or WebP image",
+            param=param,
+            code="invalid_image",
+        )
+    if mask and kind != PNG:
+        raise InvalidRequest(
+            f"'{param}' must be a PNG image (its alpha channel marks the edit area)",
+            param=param,
+            code="invalid_image",
+        )
+    return kind
+
+
+def decode_data_url(url: str, *, param: str) -> bytes:
+    """Decode ``data:image/...;base64,<data>``; anything else is a 400 naming ``param``."""
+    header, sep, payload = url.partition(",")
+    if not sep:
+        raise InvalidRequest(f"'{param}' is not a valid data URL", param=param)
+    meta = header[5:].split(";")
+    if not meta[0].lower().startswith("image/") or "base64" not in (
+        m.strip().lower() for m in meta[1:]
+    ):
+        raise InvalidRequest(
+            f"'{param}' must be a data:image/...;base64, URL", param=param
+        )
+    try:
+        return binascii.a2b_base64(payload, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest(
+            f"'{param}' does not hold valid base64 data", param=param
+        ) from exc

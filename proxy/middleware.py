@@ -1,0 +1,159 @@
+"""Request id, error rendering, request metrics and the access log, in one middleware.
+
+The only place a ``ProxyError`` becomes OpenAI's error envelope; any other exception is
+logged with its traceback and answered as a bare 500 carrying the request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+
+from proxy.context import CURRENT, RequestContext
+from proxy.errors import ProxyError, UpstreamRejected
+from proxy.models import ErrorBody, ErrorDetail
+from proxy.state import GATEWAY, Gateway
+
+access_log = logging.getLogger("imagegate.access")
+log = logging.getLogger("imagegate")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+# Status 499: the client went away before an answer (nginx's convention).
+_CLIENT_CLOSED = 499
+_encoder = msgspec.json.Encoder()
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(
+    status: int,
+    message: str,
+    error_type: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+    retryable: bool = True,
+) -> web.Response:
+    body = ErrorBody(
+        ErrorDetail(message=message, type=error_type, param=param, code=code)
+    )
+    resp = web.Response(
+        status=status, body=_encoder.encode(body), content_type="application/json"
+    )
+    resp.headers.update(headers or {})
+    if not retryable:
+        # The OpenAI SDKs honour this before their own status-based retry rule.
+        resp.headers["x-should-retry"] = "false"
+    return resp
+
+
+def render(exc: ProxyError) -> web.Response:
+    error_type = exc.error_type
+    if isinstance(exc, UpstreamRejected) and exc.upstream_type:
+        error_type = exc.upstream_type
+    return error_response(
+        exc.http_status,
+        exc.message,
+        error_type,
+        param=exc.param,
+        code=exc.code,
+        headers=exc.headers,
+        retryable=exc.retryable,
+    )
+
+
+def _http_error(exc: web.HTTPException) -> web.Response:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status)
+    resp = error_response(
+        exc.status, exc.reason, "invalid_request_error", code=code, retryable=False
+    )
+    for name in ("Allow",):
+        if name in exc.headers:
+            resp.headers[name] = exc.headers[name]
+    return resp
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    metrics = gateway.metrics
+    incoming = request.headers.get("X-Request-ID", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    route = _route_name(request)
+    ctx = RequestContext(request_id=request_id, route=route)
+    CURRENT.set(ctx)
+    start = time.perf_counter()
+    status = 500
+    metrics.inflight.inc()
+    try:
+        try:
+            resp = await handler(request)
+        except ProxyError as exc:
+            ctx.error_code = exc.code or type(exc).__name__
+            resp = render(exc)
+        except web.HTTPException as exc:
+            resp = _http_error(exc)
+        except (asyncio.CancelledError, ConnectionResetError):
+            status = _CLIENT_CLOSED
+            raise
+        except Exception:
+            log.exception(
+                "unhandled error", extra={"fields": {"request_id": request_id}}
+            )
+            resp = error_response(
+                500,
+                f"internal error; request id {request_id}",
+                "server_error",
+                code="internal_error",
+            )
+        status = resp.status
+        resp.headers["X-Request-ID"] = request_id
+        return resp
+    finally:
+        metrics.inflight.dec()
+        _record(gateway, ctx, status, time.perf_counter() - start)
+
+
+def _record(gateway: Gateway, ctx: RequestContext, status: int, elapsed: float) -> None:
+
+    metrics = gateway.metrics
+    provider = ctx.provider or "none"
+    metrics.requests.labels(ctx.route, provider, f"{status // 100}xx").inc()
+    if ctx.route in _QUIET_ROUTES:
+        return
+    metrics.request_duration.labels(ctx.route).observe(elapsed)
+    overhead = max(elapsed - ctx.upstream_s, 0.0)
+    metrics.overhead.labels(ctx.route).observe(overhead)
+    if gateway.config.server.access_log:
+        access_log.info(
+            "request",
+            extra={
+                "fields": {
+                    "request_id": ctx.request_id,
+                    "route": ctx.route,
+                    "status": status,
+                    "provider": ctx.provider,
+                    "model": ctx.model,
+                    "duration_s": round(elapsed, 6),
+                    "upstream_s": round(ctx.upstream_s, 6),
+                    "overhead_s": round(overhead, 6),
+                    "cost_usd": ctx.cost,
+                    "images": ctx.images,
+                    "error": ctx.error_code,
+                }
+            },
+        )

@@ -1,0 +1,167 @@
+"""Wire types: the public request shapes, the provider-neutral job, the result.
+
+Request Structs carry every constraint of the API description, so validation is
+msgspec's decode and its error path names the field. Adapters only ever see ``EditJob``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import aiofiles
+import msgspec
+
+Prompt = Annotated[str, msgspec.Meta(min_length=1, max_length=32000)]
+ModelName = Annotated[str, msgspec.Meta(pattern=r"^[^/\s]+/\S+$", max_length=256)]
+# OpenAI's own cap on an image_url (a data URL of a ~15 MiB image fits).
+ImageUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=20 * 1024 * 1024)]
+FileId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+
+
+class ImageRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One entry of ``images[]`` or the ``mask``: exactly one of the two keys."""
+
+    file_id: FileId | None = None
+    image_url: ImageUrl | None = None
+
+
+class _Fields(msgspec.Struct, frozen=True, kw_only=True):
+    """Fields shared by every intake; each unknown field is forwarded to the provider."""
+
+    model: ModelName
+    prompt: Prompt
+    n: Annotated[int, msgspec.Meta(ge=1, le=10)] | None = None
+    size: Annotated[str, msgspec.Meta(min_length=1, max_length=32)] | None = None
+    quality: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    background: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    output_format: Annotated[str, msgspec.Meta(max_length=16)] | None = None
+    output_compression: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+    input_fidelity: Annotated[str, msgspec.Meta(max_length=16)] | None = None
+    moderation: Annotated[str, msgspec.Meta(max_length=16)] | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+    partial_images: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None
+    stream: bool | None = None
+    user: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    metadata: dict[str, Any] | None = None
+    extra_headers: dict[str, str] | None = None
+
+
+class EditRequest(_Fields, frozen=True, kw_only=True):
+    """The JSON edit body (``images: [{file_id|image_url}]``)."""
+
+    images: Annotated[list[ImageRef], msgspec.Meta(min_length=1, max_length=16)]
+    mask: ImageRef | None = None
+
+
+class EditForm(_Fields, frozen=True, kw_only=True):
+    """The text fields of a multipart edit; the files arrive as parts."""
+
+
+class GenerateRequest(_Fields, frozen=True, kw_only=True):
+    """The JSON generation body."""
+
+
+EDIT_FIELDS = frozenset(EditRequest.__struct_fields__)
+FORM_FIELDS = frozenset(EditForm.__struct_fields__)
+GENERATE_FIELDS = frozenset(GenerateRequest.__struct_fields__)
+
+
+class StoredImage(msgspec.Struct, frozen=True):
+    """Image bytes the proxy holds: a temp file (multipart) or decoded data URL bytes."""
+
+    content_type: str
+    size: int
+    filename: str
+    path: str | None = None
+    data: bytes | None = None
+    # The client's own data URL, kept so JSON upstreams get it without re-encoding.
+    data_url: str | None = None
+
+    async def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        async with aiofiles.open(self.path, "rb") as f:
+            return await f.read()
+
+
+class RemoteImage(msgspec.Struct, frozen=True):
+    """An https URL the client gave; passed to providers that take URLs."""
+
+    url: str
+
+
+class FileRef(msgspec.Struct, frozen=True):
+    """A ``file_id`` the proxy does not hold; passed to providers with their own ids."""
+
+    file_id: str
+
+
+ImageInput = StoredImage | RemoteImage | FileRef
+
+
+class EditJob(msgspec.Struct, frozen=True, kw_only=True):
+    """One validated, provider-neutral request. Adapters never see raw requests."""
+
+    operation: Literal["edit", "generate"]
+    provider: str  # the configured provider name
+    model: str  # the provider's model id (the "provider/" prefix stripped)
+    prompt: str
+    source: Literal["json", "multipart"]
+    images: tuple[ImageInput, ...] = ()
+    mask: ImageInput | None = None
+    n: int | None = None
+    size: str | None = None
+    quality: str | None = None
+    background: str | None = None
+    output_format: str | None = None
+    output_compression: int | None = None
+    input_fidelity: str | None = None
+    moderation: str | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+    partial_images: int | None = None
+    stream: bool = False
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+    # Fields the proxy does not know, forwarded to the provider unchanged.
+    extra: dict[str, Any] = {}
+    extra_headers: dict[str, str] = {}
+
+
+class Usage(msgspec.Struct, frozen=True):
+    """OpenAI's image usage block; every count optional so partial blocks still price."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    input_tokens_details: TokenDetails | None = None
+    output_tokens_details: TokenDetails | None = None
+
+
+class TokenDetails(msgspec.Struct, frozen=True):
+    text_tokens: int | None = None
+    image_tokens: int | None = None
+
+
+class EditResult(msgspec.Struct, frozen=True, kw_only=True):
+    """An OpenAI-shaped JSON object from the provider, plus what pricing needs.
+
+    ``body`` is the encoded object without ``provider``/``cost``; the handler splices
+    those in so a large base64 reply is never decoded and re-encoded.
+    """
+
+    body: bytes
+    images: int
+    usage: Usage | None = None
+    cost: float | None = None
+
+
+class ErrorDetail(msgspec.Struct, frozen=True, omit_defaults=False):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    error: ErrorDetail

@@ -1,0 +1,24 @@
+"""The provider registry: the tagged union of provider configs and ``build_adapter``.
+
+Explicit and exhaustive: adding a provider means adding its module, its ``Config`` to
+the union, and its arm to the ``match``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, assert_never
+
+from proxy.providers import openai
+
+if TYPE_CHECKING:
+    from proxy.providers.base import ProviderAdapter
+
+ProviderConfig = openai.Config
+
+
+def build_adapter(config: ProviderConfig) -> ProviderAdapter:
+    match config:
+        case openai.Config():
+            return openai.OpenAIAdapter(config)
+        case _:
+            assert_never(config)

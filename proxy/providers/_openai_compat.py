@@ -1,0 +1,218 @@
+"""Request building and reply parsing shared by OpenAI-shaped upstreams.
+
+Pure functions apart from opening temp files: the multipart form streams each image
+from its temp file, and the reply is validated without decoding its base64 payloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import IO, Any
+
+import aiohttp
+import msgspec
+
+from proxy.errors import (
+    InvalidRequest,
+    UpstreamError,
+    UpstreamProtocolError,
+    from_upstream_status,
+)
+from proxy.images import EXTENSIONS
+from proxy.models import (
+    EditJob,
+    EditResult,
+    FileRef,
+    ImageInput,
+    RemoteImage,
+    StoredImage,
+    Usage,
+)
+from proxy.upstream import UpstreamResponse
+
+# Typed job fields forwarded under their own names when set.
+_FORWARDED = (
+    "n",
+    "size",
+    "quality",
+    "background",
+    "output_format",
+    "output_compression",
+    "input_fidelity",
+    "moderation",
+    "response_format",
+    "partial_images",
+    "user",
+)
+
+
+def job_fields(job: EditJob, *, model: str) -> dict[str, Any]:
+    """The scalar fields of an OpenAI-shaped body, unknown client fields included."""
+    fields: dict[str, Any] = {**job.extra, "model": model, "prompt": job.prompt}
+    for name in _FORWARDED:
+        value = getattr(job, name)
+        if value is not None:
+            fields[name] = value
+    if job.metadata is not None:
+        fields["metadata"] = job.metadata
+    return fields
+
+
+def _form_items(name: str, value: Any) -> Iterator[tuple[str, str]]:
+    # The OpenAI SDKs' encoding: bools as true/false, lists as key[], dicts as key[sub].
+    if isinstance(value, bool):
+        yield name, "true" if value else "false"
+    elif isinstance(value, dict):
+        for sub, item in value.items():
+            yield from _form_items(f"{name}[{sub}]", item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _form_items(f"{name}[]", item)
+    elif value is not None:
+        yield name, str(value)
+
+
+def _filename(image: StoredImage, index: int, stem: str) -> str:
+    ext = EXTENSIONS[image.content_type]
+    return f"{stem}{index if index else ''}.{ext}"
+
+
+@contextlib.asynccontextmanager
+async def multipart_form(
+    job: EditJob, *, model: str, images_field: str | None = None
+) -> AsyncIterator[aiohttp.FormData]:
+    """An OpenAI edit form streaming each image from disk; files closed on exit.
+
+    Each part carries the sniffed image type: OpenAI rejects application/octet-stream.
+    """
+    form = aiohttp.FormData(quote_fields=False)
+    for name, value in job_fields(job, model=model).items():
+        for key, text in _form_items(name, value):
+            form.add_field(key, text)
+    stored = [_require_stored(img, f"images[{i}]") for i, img in enumerate(job.images)]
+    field = images_field or ("image" if len(stored) == 1 else "image[]")
+    opened: list[IO[bytes]] = []
+    try:
+        for i, img in enumerate(stored):
+            form.add_field(
+                field,
+                await _open(img, opened),
+                content_type=img.content_type,
+                filename=_filename(img, i, "image"),
+            )
+        if job.mask is not None:
+            mask = _require_stored(job.mask, "mask")
+            form.add_field(
+                "mask",
+                await _open(mask, opened),
+                content_type=mask.content_type,
+                filename=_filename(mask, 0, "mask"),
+            )
+        yield form
+    finally:
+        for f in opened:
+            f.close()
+
+
+async def _open(image: StoredImage, opened: list[IO[bytes]]) -> IO[bytes] | bytes:
+    if image.data is not None:
+        return image.data
+    assert image.path is not None
+    f = await asyncio.to_thread(open, image.path, "rb")
+    opened.append(f)
+    return f
+
+
+def _require_stored(image: ImageInput, param: str) -> StoredImage:
+    if isinstance(image, StoredImage):
+        return image
+    raise InvalidRequest(
+        f"'{param}' must be an uploaded file for a multipart request", param=param
+    )
+
+
+def data_url(image: StoredImage, data: bytes) -> str:
+    return f"data:{image.content_type};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+async def image_ref(image: ImageInput) -> dict[str, str]:
+    """An ``images[]`` entry of OpenAI's JSON edit form."""
+    if isinstance(image, RemoteImage):
+        return {"image_url": image.url}
+    if isinstance(image, FileRef):
+        return {"file_id": image.file_id}
+    if image.data_url is not None:
+        return {"image_url": image.data_url}
+    return {"image_url": data_url(image, await image.read())}
+
+
+async def json_body(job: EditJob, *, model: str) -> bytes:
+    body = job_fields(job, model=model)
+    if job.operation == "edit":
+        body["images"] = [await image_ref(img) for img in job.images]
+        if job.mask is not None:
+            body["mask"] = await image_ref(job.mask)
+    return msgspec.json.encode(body)
+
+
+class _ImagesShape(msgspec.Struct):
+    """Just enough of an images reply to validate it and price it."""
+
+    data: list[msgspec.Raw]
+    usage: Usage | None = None
+    provider: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    cost: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+
+
+_shape_decoder = msgspec.json.Decoder(_ImagesShape)
+_object_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def parse_images(provider: str, body: bytes) -> EditResult:
+    """Validate an OpenAI images reply; keep its bytes for splicing."""
+    try:
+        shape = _shape_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise UpstreamProtocolError(
+            f"provider '{provider}' sent an unexpected reply",
+            provider=provider,
+            code="upstream_protocol_error",
+        ) from exc
+    if shape.provider is not msgspec.UNSET or shape.cost is not msgspec.UNSET:
+        # An upstream gateway already added these; drop them so ours are not duplicates.
+        obj = _object_decoder.decode(body)
+        obj.pop("provider", None)
+        obj.pop("cost", None)
+        body = msgspec.json.encode(obj)
+    return EditResult(body=body, images=len(shape.data), usage=shape.usage)
+
+
+class _ErrorDetail(msgspec.Struct):
+    message: str | None = None
+    type: str | None = None
+    param: str | None = None
+    code: str | int | None = None
+
+
+class _ErrorEnvelope(msgspec.Struct):
+    error: _ErrorDetail | str | None = None
+
+
+def error_for(provider: str, resp: UpstreamResponse) -> UpstreamError:
+    """Map a non-2xx OpenAI-shaped reply, keeping the provider's message and code."""
+    detail = _ErrorDetail()
+    with contextlib.suppress(msgspec.DecodeError):
+        err = msgspec.json.decode(resp.body, type=_ErrorEnvelope).error
+        detail = _ErrorDetail(message=err) if isinstance(err, str) else err or detail
+    return from_upstream_status(
+        provider,
+        resp.status,
+        message=detail.message,
+        retry_after=resp.headers.get("Retry-After"),
+        error_type=detail.type,
+        param=detail.param,
+        code=None if detail.code is None else str(detail.code),
+    )

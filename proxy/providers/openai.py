@@ -1,0 +1,81 @@
+"""OpenAI Images API (and any OpenAI-compatible base URL).
+
+API: https://platform.openai.com/docs/api-reference/images/createEdit
+Multipart in becomes multipart out, streamed from the temp files; JSON in becomes
+OpenAI's JSON edit form (``images: [{image_url|file_id}]``). Deviations: GPT image
+models always answer base64, so ``response_format`` is dropped for them when it asks for
+``b64_json`` and refused when it asks for ``url``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+from proxy.errors import InvalidRequest
+from proxy.models import EditJob, EditResult
+from proxy.providers import _openai_compat as compat
+from proxy.providers.base import Auth, ConfigBase, Pool, StaticKey
+from proxy.upstream import Upstream
+
+
+class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="openai"):
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    organization: str | None = None
+    project: str | None = None
+    pool: Pool = Pool()
+
+
+def _is_gpt_image(model: str) -> bool:
+    return model.startswith(("gpt-image", "chatgpt-image"))
+
+
+def normalize(job: EditJob) -> EditJob:
+    """Apply OpenAI's model rules that the proxy can check before sending."""
+    if job.response_format is None or not _is_gpt_image(job.model):
+        return job
+    if job.response_format == "url":
+        raise InvalidRequest(
+            f"model '{job.model}' returns base64 images only; use "
+            "response_format=b64_json or leave it out",
+            param="response_format",
+        )
+    return msgspec.structs.replace(job, response_format=None)
+
+
+class OpenAIAdapter:
+    name: ClassVar[str] = "openai"
+
+    def __init__(self, config: Config) -> None:
+        self._headers: dict[str, str] = {}
+        if config.organization:
+            self._headers["OpenAI-Organization"] = config.organization
+        if config.project:
+            self._headers["OpenAI-Project"] = config.project
+
+    def auth(self, key: str) -> Auth:
+        return StaticKey("Authorization", key, prefix="Bearer ")
+
+    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+        job = normalize(job)
+        headers = {**job.extra_headers, **self._headers}
+        if job.operation == "generate":
+            resp = await upstream.post(
+                "/images/generations",
+                data=await compat.json_body(job, model=job.model),
+                headers={**headers, "Content-Type": "application/json"},
+            )
+        elif job.source == "multipart":
+            async with compat.multipart_form(job, model=job.model) as form:
+                resp = await upstream.post("/images/edits", data=form, headers=headers)
+        else:
+            resp = await upstream.post(
+                "/images/edits",
+                data=await compat.json_body(job, model=job.model),
+                headers={**headers, "Content-Type": "application/json"},
+            )
+        if not resp.ok:
+            raise compat.error_for(upstream.name, resp)
+        return compat.parse_images(upstream.name, resp.body)

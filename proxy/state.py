@@ -1,0 +1,31 @@
+"""The gateway's typed state, hung off the application under one ``AppKey``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from proxy.config import Config
+from proxy.metrics import Metrics
+from proxy.pricing import PriceTable
+from proxy.routing import Router
+from proxy.uploads import TempDir
+
+
+@dataclass
+class Gateway:
+    config: Config
+    metrics: Metrics
+    prices: PriceTable = field(default_factory=lambda: PriceTable({}))
+    router: Router = field(default_factory=lambda: Router({}))
+    temp_dir: TempDir | None = None
+    draining: bool = False
+
+    @property
+    def temp_path(self) -> str:
+        assert self.temp_dir is not None
+        return self.temp_dir.path
+
+
+GATEWAY = web.AppKey("gateway", Gateway)

@@ -1,0 +1,167 @@
+"""``Upstream``: one provider's pooled session, credentials, timeouts and metrics.
+
+This is the only module that catches aiohttp client exceptions; it maps them to the
+proxy's ``UpstreamError`` tree in one context manager. Reply bodies are read with a cap,
+so a misbehaving provider cannot exhaust memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import msgspec
+from multidict import CIMultiDictProxy
+
+from proxy.context import add_upstream_time
+from proxy.errors import (
+    ProviderNotConfigured,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from proxy.metrics import Metrics
+from proxy.providers.base import Auth
+
+
+class UpstreamResponse(msgspec.Struct, frozen=True):
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+class Upstream:
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        auth: Auth | None,
+        key_env: str,
+        metrics: Metrics,
+        max_response_bytes: int,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.session = session
+        self._auth = auth
+        self._key_env = key_env
+        self._metrics = metrics
+        self._max_response_bytes = max_response_bytes
+        self._duration = metrics.upstream_duration.labels(name)
+
+    def url(self, path: str) -> str:
+        if path.startswith(("https://", "http://")):
+            return path
+        return f"{self.base_url}{path}"
+
+    async def _headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+        if self._auth is None:
+            raise ProviderNotConfigured(
+                f"provider '{self.name}' has no API key: the gateway operator must set "
+                f"{self._key_env}",
+                code="provider_not_configured",
+            )
+        headers = dict(extra or {})
+        # Credentials last, so nothing the client forwarded can replace them.
+        headers.update(await self._auth.headers())
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        authenticated: bool = True,
+        **kwargs: Any,
+    ) -> UpstreamResponse:
+        """Send one request and read the whole (capped) reply."""
+        sent = await self._headers(headers) if authenticated else dict(headers or {})
+        start = time.perf_counter()
+        outcome = "error"
+        try:
+            async with (
+                self._map_errors(),
+                self.session.request(
+                    method, self.url(path), headers=sent, **kwargs
+                ) as r,
+            ):
+                body = await self._read_capped(r)
+                outcome = f"{r.status // 100}xx"
+                return UpstreamResponse(r.status, r.headers, body)
+        finally:
+            elapsed = time.perf_counter() - start
+            add_upstream_time(elapsed)
+            self._duration.observe(elapsed)
+            self._metrics.upstream_requests.labels(self.name, outcome).inc()
+
+    async def post(self, path: str, **kwargs: Any) -> UpstreamResponse:
+        return await self.request("POST", path, **kwargs)
+
+    async def get(self, path: str, **kwargs: Any) -> UpstreamResponse:
+        return await self.request("GET", path, **kwargs)
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
+        cap = self._max_response_bytes
+        length = resp.content_length
+        if length is not None:
+            if length > cap:
+                raise UpstreamProtocolError(
+                    f"provider '{self.name}' sent a reply over {cap} bytes",
+                    provider=self.name,
+                    code="upstream_reply_too_large",
+                )
+            return await resp.read()
+        buf = bytearray()
+        async for chunk in resp.content.iter_chunked(256 * 1024):
+            buf += chunk
+            if len(buf) > cap:
+                raise UpstreamProtocolError(
+                    f"provider '{self.name}' sent a reply over {cap} bytes",
+                    provider=self.name,
+                    code="upstream_reply_too_large",
+                )
+        return bytes(buf)
+
+    @contextlib.asynccontextmanager
+    async def _map_errors(self) -> AsyncIterator[None]:
+        name = self.name
+        try:
+            yield
+        except UpstreamError:
+            raise
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"provider '{name}' did not answer in time",
+                provider=name,
+                code="upstream_timeout",
+            ) from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise UpstreamProtocolError(
+                f"provider '{name}' sent a malformed or truncated reply",
+                provider=name,
+                code="upstream_protocol_error",
+            ) from exc
+        except aiohttp.ClientResponseError as exc:
+            raise UpstreamProtocolError(
+                f"provider '{name}' sent an invalid HTTP reply",
+                provider=name,
+                code="upstream_protocol_error",
+            ) from exc
+        except aiohttp.ClientError as exc:
+            # Connector errors, disconnects, resets: the provider is unreachable.
+            raise UpstreamUnavailable(
+                f"provider '{name}' is unreachable ({type(exc).__name__})",
+                provider=name,
+                code="upstream_unavailable",
+            ) from exc

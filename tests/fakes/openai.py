@@ -1,0 +1,140 @@
+"""A fake OpenAI Images API: parses what it receives the way OpenAI would, records it,
+and replies with scripted responses."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from aiohttp import BodyPartReader, web
+
+IMAGE_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\nfake-output").decode()
+ALLOWED_TYPES = {"image/png", "image/jpeg", "image/webp"}
+
+
+@dataclass
+class FilePart:
+    name: str
+    filename: str | None
+    content_type: str
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    content_type: str
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    files: list[FilePart] = field(default_factory=list)
+    json: dict[str, Any] | None = None
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None  # dict → JSON; bytes → raw
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    drop: bool = False  # close the connection without an answer
+
+
+def images_reply(n: int = 1, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "created": int(time.time()),
+        "data": [{"b64_json": IMAGE_B64} for _ in range(n)],
+        "usage": {
+            "input_tokens": 50,
+            "input_tokens_details": {"text_tokens": 10, "image_tokens": 40},
+            "output_tokens": 1000 * n,
+            "total_tokens": 50 + 1000 * n,
+        },
+        "size": "1024x1024",
+        "quality": "low",
+        "output_format": "png",
+        "background": "opaque",
+    }
+    body.update(extra)
+    return body
+
+
+class FakeOpenAI:
+    """An aiohttp app for /v1/images/{edits,generations}; check ``received`` after."""
+
+    def __init__(self, key: str = "sk-upstream-test") -> None:
+        self.key = key
+        self.received: list[Received] = []
+        self.replies: list[Reply] = []
+        self.app = web.Application(client_max_size=1024**3)
+        self.app.router.add_post("/v1/images/edits", self._handle)
+        self.app.router.add_post("/v1/images/generations", self._handle)
+
+    def script(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+    @property
+    def last(self) -> Received:
+        return self.received[-1]
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        rec = Received(
+            request.method,
+            request.path,
+            dict(request.headers),
+            request.content_type,
+        )
+        if request.content_type == "multipart/form-data":
+            reader = await request.multipart()
+            async for part in reader:
+                assert isinstance(part, BodyPartReader)
+                data = await part.read()
+                if part.filename is not None:
+                    ctype = part.headers.get("Content-Type", "")
+                    rec.files.append(FilePart(part.name or "", part.filename, ctype, data))
+                else:
+                    rec.fields.setdefault(part.name or "", []).append(data.decode())
+        else:
+            rec.json = msgspec.json.decode(await request.read())
+        self.received.append(rec)
+        if request.headers.get("Authorization") != f"Bearer {self.key}":
+            return web.json_response(
+                {"error": {"message": "Incorrect API key provided: sk-up***",
+                           "type": "invalid_request_error", "param": None,
+                           "code": "invalid_api_key"}},
+                status=401,
+            )  # fmt: skip
+        for f in rec.files:
+            if f.content_type not in ALLOWED_TYPES:
+                return web.json_response(
+                    {"error": {"message": f"Invalid file '{f.name}': unsupported "
+                               f"mimetype ('{f.content_type}').",
+                               "type": "invalid_request_error", "param": f.name,
+                               "code": "invalid_value"}},
+                    status=400,
+                )  # fmt: skip
+        reply = self.replies.pop(0) if self.replies else Reply()
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        if reply.drop:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()
+        body = reply.body
+        if body is None:
+            n = int((rec.fields.get("n") or ["1"])[0]) if rec.json is None else int(
+                rec.json.get("n", 1)
+            )
+            body = images_reply(n)
+        if isinstance(body, bytes):
+            return web.Response(status=reply.status, body=body, headers=reply.headers)
+        return web.json_response(body, status=reply.status, headers=reply.headers)

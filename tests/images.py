@@ -1,0 +1,47 @@
+"""Small valid images built in code, so tests need no binary fixtures."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+
+def png(width: int = 4, height: int = 4, *, alpha: int | None = None, seed: int = 0) -> bytes:
+    """An RGB (or RGBA when ``alpha`` is given) PNG with varied pixels."""
+    channels = 3 if alpha is None else 4
+    rows = bytearray()
+    for y in range(height):
+        rows.append(0)
+        for x in range(width):
+            px = [(x * 40 + seed) % 256, (y * 40 + seed) % 256, (x + y + seed) % 256]
+            if alpha is not None:
+                px.append(alpha)
+            rows += bytes(px)
+    color_type = 2 if alpha is None else 6
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(rows)))
+        + chunk(b"IEND", b"")
+    )
+
+
+def jpeg_like(size: int = 64) -> bytes:
+    """Bytes that start like a JPEG: enough for the proxy, which only sniffs."""
+    return b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * (size // 256 + 1)
+
+
+def webp_like(size: int = 64) -> bytes:
+    return b"RIFF" + struct.pack("<I", size) + b"WEBPVP8 " + b"\x00" * size
+
+
+def sized_png(size: int) -> bytes:
+    """A PNG header followed by filler up to ``size`` bytes (the proxy only sniffs)."""
+    head = png(2, 2)
+    return head + b"\x00" * max(0, size - len(head))
