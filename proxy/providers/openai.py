@@ -16,7 +16,7 @@ import msgspec
 from proxy.errors import InvalidRequest
 from proxy.models import EditJob, EditResult
 from proxy.providers import _openai_compat as compat
-from proxy.providers.base import Auth, ConfigBase, Pool, StaticKey
+from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
 from proxy.upstream import Upstream
 
 
@@ -47,6 +47,8 @@ def normalize(job: EditJob) -> EditJob:
 
 class OpenAIAdapter:
     name: ClassVar[str] = "openai"
+    # OpenAI's JSON form takes file ids; gpt-image models do not fetch remote URLs.
+    capabilities: ClassVar[Capabilities] = Capabilities(file_ids=True, streaming=True)
 
     def __init__(self, config: Config) -> None:
         self._headers: dict[str, str] = {}
