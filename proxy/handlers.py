@@ -29,6 +29,7 @@ from proxy.parsing import (
     resolve_ref,
     split_known,
 )
+from proxy.prepare import check_capabilities
 from proxy.routing import Route
 from proxy.state import GATEWAY, Gateway
 from proxy.uploads import UploadSet
@@ -114,8 +115,13 @@ async def images_edits(request: web.Request) -> web.Response:
                 form.form, route, operation="edit", source="multipart",
                 extra=form.extra, images=tuple(form.images), mask=form.mask,
             )  # fmt: skip
-        result = await route.adapter.edit(job, route.upstream)
+        result = await _run(route, job)
     return _respond(gateway, route, result)
+
+
+async def _run(route: Route, job: EditJob) -> EditResult:
+    check_capabilities(job, route.adapter.capabilities, provider=route.provider)
+    return await route.adapter.edit(job, route.upstream)
 
 
 async def images_generations(request: web.Request) -> web.Response:
@@ -127,7 +133,7 @@ async def images_generations(request: web.Request) -> web.Response:
     body = convert(fields, GenerateRequest)
     route = _route(gateway, body.model)
     job = _job(body, route, operation="generate", source="json", extra=extra)
-    result = await route.adapter.edit(job, route.upstream)
+    result = await _run(route, job)
     return _respond(gateway, route, result)
 
 
