@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -34,6 +35,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed: it cuts the proxy's CPU per request (see bench/README.md)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a pinned dependency
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     path = getattr(args, "path", None) or args.config
@@ -52,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = create_app(config, environ=os.environ)
     web.run_app(
         app,
+        loop=new_event_loop(),
         host=args.host or config.server.host,
         port=args.port if args.port is not None else config.server.port,
         shutdown_timeout=config.server.shutdown_timeout_s,
