@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import BodyPartReader, web
 
 from proxy.config import Limits
+from proxy.disposition import part_names
 from proxy.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from proxy.images import SNIFF_BYTES, decode_data_url, require_image, sniff
 from proxy.models import (
@@ -156,7 +157,7 @@ async def read_multipart(
             break
         if not isinstance(part, BodyPartReader):
             raise InvalidRequest("nested multipart bodies are not supported")
-        name = part.name
+        name, filename = part_names(part)
         if not name:
             raise InvalidRequest("a multipart part has no name")
         if _IMAGE_PART.match(name) or name == "mask":
@@ -174,7 +175,7 @@ async def read_multipart(
             else:
                 images.append(stored)
             continue
-        if part.filename is not None:
+        if filename is not None:
             raise InvalidRequest(
                 f"unexpected file part '{name}'; images go in 'image', 'image[]' or "
                 "'mask'",
