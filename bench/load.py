@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -39,6 +40,10 @@ class Measurement:
     peak_rss_mib: float | None
     hwm_rss_mib: float | None
     generator_cpu_pct: float  # wrk's CPU time over wall time
+    runs: int = 1
+    # (max - min) / median over the runs: the noise this figure carries.
+    rps_spread_pct: float = 0.0
+    p50_spread_pct: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,4 +135,44 @@ def measure(
         peak_rss_mib=round(peak[0] / 1024, 1) if pids else None,
         hwm_rss_mib=round(procs.hwm_kib(pids) / 1024, 1) if pids else None,
         generator_cpu_pct=round(100 * generator_cpu / wall, 1),
+    )
+
+
+def combine(runs: list[Measurement]) -> Measurement:
+    """Median of each rate and percentile over repeated runs; peak RSS is the max."""
+    if len(runs) == 1:
+        return runs[0]
+
+    def med(field: str) -> float:
+        return float(statistics.median(getattr(m, field) for m in runs))
+
+    def spread(field: str) -> float:
+        values = [getattr(m, field) for m in runs]
+        mid = statistics.median(values)
+        return round(100 * (max(values) - min(values)) / mid, 1) if mid else 0.0
+
+    def top(field: str) -> float | None:
+        values = [getattr(m, field) for m in runs if getattr(m, field) is not None]
+        return max(values) if values else None
+
+    cpu = [m.cpu_s_per_1k for m in runs if m.cpu_s_per_1k is not None]
+    first = runs[0]
+    return Measurement(
+        target=first.target,
+        scenario=first.scenario,
+        concurrency=first.concurrency,
+        seconds=round(sum(m.seconds for m in runs), 3),
+        requests=sum(m.requests for m in runs),
+        errors=sum(m.errors for m in runs),
+        rps=round(med("rps"), 1),
+        p50_ms=round(med("p50_ms"), 3),
+        p99_ms=round(med("p99_ms"), 3),
+        cpu_s=round(sum(m.cpu_s for m in runs), 3),
+        cpu_s_per_1k=round(statistics.median(cpu), 4) if cpu else None,
+        peak_rss_mib=top("peak_rss_mib"),
+        hwm_rss_mib=top("hwm_rss_mib"),
+        generator_cpu_pct=round(med("generator_cpu_pct"), 1),
+        runs=len(runs),
+        rps_spread_pct=spread("rps"),
+        p50_spread_pct=spread("p50_ms"),
     )

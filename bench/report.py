@@ -76,8 +76,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         "| scenario | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms "
         "| CPU s/1k req | peak RSS MiB | req/s vs nginx | added p50 vs nginx "
-        "| CPU vs nginx | errors | wrk CPU % |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| CPU vs nginx | errors | wrk CPU % | spread % req/s, p50 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         title = (
@@ -92,13 +92,14 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| {_cell(r.get('rps_vs_nginx'), '{:.2f}')} "
             f"| {_cell(r.get('added_p50_vs_nginx'), '{:.2f}')} "
             f"| {_cell(r.get('cpu_vs_nginx'), '{:.2f}')} | {r['errors']} "
-            f"| {r['generator_cpu_pct']:.0f} |"
+            f"| {r['generator_cpu_pct']:.0f} "
+            f"| {r['rps_spread_pct']:.0f}, {r['p50_spread_pct']:.0f} |"
         )
     head = (
         f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, "
         f"Linux {meta['machine']['kernel']}, Python {meta['machine']['python']}, "
         f"{meta['machine']['nginx']}, {meta['machine']['wrk']}. "
-        f"{meta['seconds']:g} s per run, fake upstream latency {meta['latency_ms']:g} ms, "
+        f"Median of {meta.get('repeat', 1)} runs of {meta['seconds']:g} s, fake upstream latency {meta['latency_ms']:g} ms, "
         f"proxies on CPU {meta['proxy_cpus']}, wrk and the fake upstream on CPU "
         f"{meta['client_cpus']}. Load average before/after: "
         f"{' '.join(meta['machine']['loadavg'])} / {' '.join(meta['loadavg_after'])}."

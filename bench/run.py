@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.load import Measurement, measure
+from bench.load import Measurement, combine, measure
 from bench.scenarios import BY_NAME, Scenario, write_body
 from bench.targets import HERE, stack
 
@@ -30,6 +30,7 @@ def run_all(
     targets: Sequence[str] = TARGETS,
     seconds: float,
     warmup: float,
+    repeat: int = 1,
     latency_ms: float = 2.0,
     proxy_cpus: str | None = "1",
     client_cpus: str | None = "0",
@@ -44,20 +45,23 @@ def run_all(
     ) as running:
         for scenario in scenarios:
             body, content_type = write_body(scenario, workdir)
-            for name in targets:
-                target = running.targets[name]
-                kwargs: dict[str, Any] = {
-                    "workdir": workdir, "client_cpus": client_cpus,
-                }  # fmt: skip
-                if warmup > 0:
-                    measure(
-                        target, scenario, body, content_type, seconds=warmup, **kwargs
-                    )
-                m = measure(
-                    target, scenario, body, content_type, seconds=seconds, **kwargs
-                )
-                results.append(m)
-                _progress(m)
+            runs: dict[str, list[Measurement]] = {name: [] for name in targets}
+            # Interleaved: target order within a round, rounds repeated, so a burst of
+            # load from elsewhere on the machine hits every target alike.
+            for _ in range(repeat):
+                for name in targets:
+                    target = running.targets[name]
+                    kwargs: dict[str, Any] = {
+                        "workdir": workdir, "client_cpus": client_cpus,
+                    }  # fmt: skip
+                    if warmup > 0:
+                        measure(target, scenario, body, content_type,
+                                seconds=warmup, **kwargs)  # fmt: skip
+                    m = measure(target, scenario, body, content_type,
+                                seconds=seconds, **kwargs)  # fmt: skip
+                    runs[name].append(m)
+                    _progress(m)
+            results += [combine(runs[name]) for name in targets]
             body.unlink()
     return results
 
@@ -77,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seconds", type=float, help="seconds per measurement (default 10)")
     p.add_argument("--warmup", type=float, help="warm-up seconds per measurement")
+    p.add_argument("--repeat", type=int, default=1, help="runs per figure (median)")
     p.add_argument("--scenarios", help="comma-separated: " + ",".join(BY_NAME))
     p.add_argument("--targets", default=",".join(TARGETS))
     p.add_argument(
@@ -100,12 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="imagegate-bench-") as tmp:
         meta: dict[str, Any] = {
             "machine": report.machine(), "seconds": seconds, "warmup": warmup,
-            "latency_ms": args.latency_ms, "proxy_cpus": args.proxy_cpus,
+            "latency_ms": args.latency_ms, "repeat": args.repeat, "proxy_cpus": args.proxy_cpus,
             "client_cpus": args.client_cpus,
         }  # fmt: skip
         results = run_all(
             Path(tmp), scenarios=scenarios, targets=args.targets.split(","),
-            seconds=seconds, warmup=warmup, latency_ms=args.latency_ms,
+            seconds=seconds, warmup=warmup, repeat=args.repeat, latency_ms=args.latency_ms,
             proxy_cpus=args.proxy_cpus, client_cpus=args.client_cpus,
         )  # fmt: skip
     meta["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
