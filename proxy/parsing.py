@@ -233,7 +233,7 @@ async def _stream_file(
     finally:
         await asyncio.shield(f.close())
     return StoredImage(
-        content_type=kind, size=size, filename=part.filename or "", path=path
+        content_type=kind, size=size, filename=part_names(part)[1] or "", path=path
     )
 
 
