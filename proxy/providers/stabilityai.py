@@ -127,7 +127,8 @@ async def build_form(
     job: EditJob, endpoint: Endpoint, provider: str
 ) -> AsyncIterator[aiohttp.FormData]:
     """The multipart body; the image streams from its temp file, closed on exit."""
-    form = aiohttp.FormData(quote_fields=False)
+    # Stability takes multipart only, also for generation where no file is sent.
+    form = aiohttp.FormData(quote_fields=False, default_to_multipart=True)
     for name, value in form_fields(job, endpoint, provider):
         form.add_field(name, value)
     opened: list[IO[bytes]] = []
