@@ -16,7 +16,7 @@ from aiohttp import BodyPartReader, web
 
 from proxy.config import Limits
 from proxy.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from proxy.images import SNIFF_BYTES, decode_data_url, require_image, sniff
+from proxy.images import SNIFF_BYTES, decode_data_url, require_image
 from proxy.models import (
     FORM_FIELDS,
     EditForm,
@@ -215,10 +215,7 @@ async def _stream_file(
         head += chunk
     if not head:
         raise InvalidRequest(f"file part '{name}' is empty", param=param)
-    kind = sniff(head[:SNIFF_BYTES])
-    if kind is None or (param == "mask" and kind != "image/png"):
-        require_image(head[:SNIFF_BYTES], param=param, mask=param == "mask")
-    assert kind is not None
+    kind = require_image(head[:SNIFF_BYTES], param=param, mask=param == "mask")
     path, f = await uploads.new_file()
     size = 0
     try:
