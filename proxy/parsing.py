@@ -77,6 +77,8 @@ async def read_json(request: web.Request, limits: Limits) -> dict[str, Any]:
         obj = _json_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidRequest("the body is not valid UTF-8 JSON") from None
     except RecursionError:
         raise InvalidRequest("the JSON body is nested too deeply") from None
     if not isinstance(obj, dict):
