@@ -74,7 +74,9 @@ def start_proxy(
         config = build_config(temp_root, providers, **sections)
         env = {"OPENAI_API_KEY": UPSTREAM_KEY} if environ is None else environ
         app: web.Application = create_app(config, environ=env, registry=registry)
-        return await aiohttp_server(app)
+        return await aiohttp_server(
+            app, keepalive_timeout=config.server.keepalive_timeout_s
+        )
 
     return start
 
