@@ -84,7 +84,7 @@ async def one(session: aiohttp.ClientSession, base: str, kind: str, port: int) -
     else:
         prompt = {"upstream_fail": "fail", "upstream_slow": "slow"}.get(kind, "ok")
         image = "data:image/png;base64," + base64.b64encode(png()).decode()
-        body = {"model": "openai/gpt-image-2", "prompt": prompt,
+        body: dict[str, object] = {"model": "openai/gpt-image-2", "prompt": prompt,
                 "images": [{"image_url": image}]}  # fmt: skip
         if kind == "invalid":
             body["n"] = 99
