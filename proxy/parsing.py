@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.multipart import BadContentDispositionHeader
 
 from proxy.config import Limits
 from proxy.errors import (
@@ -161,7 +163,15 @@ async def read_multipart(
     while True:
         try:
             part = await _idle(reader.next(), limits)
-        except (ValueError, AssertionError, RuntimeError) as exc:
+        except (
+            ValueError,
+            AssertionError,
+            RuntimeError,
+            BadHttpMessage,
+            BadContentDispositionHeader,
+        ) as exc:
+            # BadHttpMessage: a part's header lines do not parse (e.g. "C" alone);
+            # BadContentDispositionHeader is a warning, raised where warnings are errors.
             raise InvalidRequest(f"malformed multipart body: {exc}") from None
         if part is None:
             break
