@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
@@ -32,6 +32,7 @@ from proxy.parsing import (
 from proxy.prepare import check_capabilities
 from proxy.routing import Route
 from proxy.state import GATEWAY, Gateway
+from proxy.translate import fan_out
 from proxy.uploads import UploadSet
 
 _encode = msgspec.json.encode
@@ -41,8 +42,8 @@ def _job(
     fields: _Fields,
     route: Route,
     *,
-    operation: str,
-    source: str,
+    operation: Literal["edit", "generate"],
+    source: Literal["json", "multipart"],
     extra: dict[str, Any],
     images: tuple[ImageInput, ...] = (),
     mask: ImageInput | None = None,
@@ -52,11 +53,11 @@ def _job(
             "stream=true is not supported by this gateway yet", param="stream"
         )
     return EditJob(
-        operation=operation,  # type: ignore[arg-type]
+        operation=operation,
         provider=route.provider,
         model=route.model,
         prompt=fields.prompt,
-        source=source,  # type: ignore[arg-type]
+        source=source,
         images=images,
         mask=mask,
         n=fields.n,
@@ -120,7 +121,11 @@ async def images_edits(request: web.Request) -> web.Response:
 
 
 async def _run(route: Route, job: EditJob) -> EditResult:
-    check_capabilities(job, route.adapter.capabilities, provider=route.provider)
+    caps = route.adapter.capabilities
+    check_capabilities(job, caps, provider=route.provider)
+    if not caps.native_n and (job.n or 1) > 1:
+        # The provider makes one image per call: n calls in parallel, one result.
+        return await fan_out(job, lambda one: route.adapter.edit(one, route.upstream))
     return await route.adapter.edit(job, route.upstream)
 
 
@@ -183,6 +188,12 @@ async def readyz(request: web.Request) -> web.Response:
     if gateway.draining:
         return web.json_response({"status": "draining"}, status=503)
     return web.json_response({"status": "ready", "providers": gateway.router.names})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[GATEWAY].openapi, content_type="application/json"
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:
