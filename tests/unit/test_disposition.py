@@ -20,6 +20,9 @@ HEADERS = [
     'form-data; name=""',
     'form-data; name="extra_headers[X-Trace]"',
     'form-data; name="image"; filename="caf\u00e9 100%.png"',
+    # Optional whitespace around the separators (RFC 9110 5.6.6).
+    'form-data ; name="image" ; filename="x.png" ',
+    'form-data;name="image";filename="x.png"',
     # Everything else: aiohttp's parser decides.
     "form-data; name=prompt",
     'form-data; name="a\\"b"; filename="x.png"',
