@@ -15,12 +15,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from proxy import handlers
+from proxy.catalog import images_models
 from proxy.config import Config, provider_keys
 from proxy.metrics import Metrics
 from proxy.middleware import observe
 from proxy.pricing import PriceTable
 from proxy.providers import build_adapter
-from proxy.providers.base import Pool
+from proxy.providers.base import Pool, resolve_auth
 from proxy.routing import Provider, Router
 from proxy.state import GATEWAY, Gateway
 from proxy.uploads import TempDir
@@ -50,6 +51,7 @@ def create_app(
     for prefix in ("/v1", "/v3"):
         app.router.add_post(f"{prefix}/images/edits", handlers.images_edits)
         app.router.add_post(f"{prefix}/images/generations", handlers.images_generations)
+        app.router.add_get(f"{prefix}/images/models", images_models)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
@@ -114,8 +116,8 @@ def _upstreams_ctx(
         try:
             for name, cfg in config.providers.items():
                 adapter = build_adapter(cfg)
-                key = keys[name]
-                if key is None:
+                auth = resolve_auth(adapter, keys[name], environ)
+                if auth is None:
                     log.warning(
                         "provider has no API key; its requests will fail until %s is set",
                         cfg.api_key_env,
@@ -127,13 +129,15 @@ def _upstreams_ctx(
                     name,
                     base_url=cfg.base_url,
                     session=session,
-                    auth=adapter.auth(key) if key else None,
+                    auth=auth,
                     key_env=cfg.api_key_env,
                     metrics=gateway.metrics,
                     max_response_bytes=config.limits.max_response_bytes,
                 )
                 providers[name] = Provider(adapter, upstream)
-            gateway.router = Router(providers)
+            gateway.router = Router(
+                providers, aliases=config.models, allowed=config.allowed_models
+            )
             yield
         finally:
             await asyncio.gather(*(s.close() for s in sessions))

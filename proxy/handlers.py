@@ -30,6 +30,7 @@ from proxy.parsing import (
     split_known,
 )
 from proxy.prepare import check_capabilities
+from proxy.providers.base import capabilities_of
 from proxy.routing import Route
 from proxy.state import GATEWAY, Gateway
 from proxy.uploads import UploadSet
@@ -120,7 +121,8 @@ async def images_edits(request: web.Request) -> web.Response:
 
 
 async def _run(route: Route, job: EditJob) -> EditResult:
-    check_capabilities(job, route.adapter.capabilities, provider=route.provider)
+    caps = capabilities_of(route.adapter, route.model)
+    check_capabilities(job, caps, provider=route.provider)
     return await route.adapter.edit(job, route.upstream)
 
 

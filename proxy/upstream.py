@@ -25,7 +25,7 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 from proxy.metrics import Metrics
-from proxy.providers.base import Auth
+from proxy.providers.base import Auth, RequestSigner
 
 
 class UpstreamResponse(msgspec.Struct, frozen=True):
@@ -87,6 +87,10 @@ class Upstream:
     ) -> UpstreamResponse:
         """Send one request and read the whole (capped) reply."""
         sent = await self._headers(headers) if authenticated else dict(headers or {})
+        if authenticated and isinstance(self._auth, RequestSigner):
+            body = kwargs.get("data", b"")
+            assert isinstance(body, bytes), "a signed request needs a bytes body"
+            sent = dict(await self._auth.sign(method, self.url(path), sent, body))
         start = time.perf_counter()
         outcome = "error"
         try:

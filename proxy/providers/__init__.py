@@ -8,17 +8,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, assert_never
 
-from proxy.providers import openai
+from proxy.providers import azure, openai, xai
 
 if TYPE_CHECKING:
     from proxy.providers.base import ProviderAdapter
 
-ProviderConfig = openai.Config
+ProviderConfig = openai.Config | azure.Config | xai.Config
 
 
 def build_adapter(config: ProviderConfig) -> ProviderAdapter:
     match config:
         case openai.Config():
             return openai.OpenAIAdapter(config)
+        case azure.Config():
+            return azure.AzureAdapter(config)
+        case xai.Config():
+            return xai.XAIAdapter(config)
         case _:
             assert_never(config)
