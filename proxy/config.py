@@ -88,8 +88,17 @@ def parse_config(text: str | bytes, *, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: not valid YAML: {reason}") from exc
     if raw is None:
         raw = {}
+    raw = _tag_providers(raw)
+    if isinstance(raw, dict) and isinstance(raw.get("providers"), dict):
+        # One at a time, so an error path names the provider (msgspec prints `[...]`).
+        for name, section in raw["providers"].items():
+            try:
+                msgspec.convert(section, ProviderConfig)
+            except msgspec.ValidationError as exc:
+                where = str(exc).replace("`$", f"`$.providers.{name}")
+                raise ConfigError(f"{source}: {where}") from exc
     try:
-        config = msgspec.convert(_tag_providers(raw), Config)
+        config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
     for name in config.providers:

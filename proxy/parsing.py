@@ -16,7 +16,7 @@ from aiohttp import BodyPartReader, web
 
 from proxy.config import Limits
 from proxy.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from proxy.images import SNIFF_BYTES, decode_data_url, require_image, sniff
+from proxy.images import SNIFF_BYTES, decode_data_url, require_image
 from proxy.models import (
     FORM_FIELDS,
     EditForm,
@@ -30,6 +30,7 @@ from proxy.uploads import UploadSet
 
 _CHUNK = 256 * 1024
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
+_NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 _FIELD_NAME = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _IMAGE_PART = re.compile(r"^image(\[\d*\])?$")
 _MAX_NESTING = 4
@@ -48,12 +49,10 @@ def _validation_error(exc: msgspec.ValidationError) -> InvalidRequest:
     match = _PATH.search(text)
     param = match.group(1) if match else None
     message = text[: match.start()] if match else text
-    if param is None:
-        missing = re.search(r"missing required field `([^`]+)`", text)
-        param = missing.group(1) if missing else None
-    elif "missing required field" in message:
-        missing = re.search(r"`([^`]+)`", message)
-        param = f"{param}.{missing.group(1)}" if missing else param
+    # "Object missing required field `x`" / "contains unknown field `x`": name x itself.
+    named = _NAMED_FIELD.search(message)
+    if named is not None:
+        param = f"{param}.{named.group(1)}" if param else named.group(1)
     where = f" (at '{param}')" if param else ""
     return InvalidRequest(f"{message}{where}", param=param)
 
@@ -78,6 +77,10 @@ async def read_json(request: web.Request, limits: Limits) -> dict[str, Any]:
         obj = _json_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidRequest("the body is not valid UTF-8 JSON") from None
+    except RecursionError:
+        raise InvalidRequest("the JSON body is nested too deeply") from None
     if not isinstance(obj, dict):
         raise InvalidRequest("the body must be a JSON object")
     return obj
@@ -214,10 +217,7 @@ async def _stream_file(
         head += chunk
     if not head:
         raise InvalidRequest(f"file part '{name}' is empty", param=param)
-    kind = sniff(head[:SNIFF_BYTES])
-    if kind is None or (param == "mask" and kind != "image/png"):
-        require_image(head[:SNIFF_BYTES], param=param, mask=param == "mask")
-    assert kind is not None
+    kind = require_image(head[:SNIFF_BYTES], param=param, mask=param == "mask")
     path, f = await uploads.new_file()
     size = 0
     try:
