@@ -1,0 +1,280 @@
+"""AWS Bedrock image models through ``InvokeModel``, signed with SigV4.
+
+API: https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_InvokeModel.html
+and https://docs.aws.amazon.com/nova/latest/userguide/image-gen-access.html
+``POST /model/{modelId}/invoke`` with a JSON body in the model's own schema:
+- Amazon Nova Canvas (and Titan Image): an edit with a mask is ``INPAINTING`` (Nova
+  marks the area to change in black, so OpenAI's mask is converted and inverted), or
+  ``OUTPAINTING`` when ``task_type: OUTPAINTING`` is sent (Nova changes the white area);
+  an edit without a mask is ``IMAGE_VARIATION`` (1-5 images), or ``INPAINTING`` driven
+  by a ``maskPrompt``. ``n`` is ``numberOfImages`` (at most 5); ``size`` is
+  ``width``/``height`` (multiples of 16, 320-4096) where the task takes one.
+- Stability models on Bedrock: one image per call (``n`` fans out); edits send the
+  first image (and a white-edit mask); sd3 models run ``image-to-image``.
+Unknown client fields go into the task's parameters (e.g. ``negativeText``,
+``similarityStrength``), ``seed``/``cfgScale`` into ``imageGenerationConfig``.
+Credentials come from the standard AWS chain, not from one key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from collections.abc import Mapping
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import msgspec
+from PIL import Image, ImageOps
+
+from proxy import sizes, translate
+from proxy.errors import (
+    InvalidRequest,
+    UpstreamProtocolError,
+    UpstreamRejected,
+    from_upstream_status,
+)
+from proxy.masks import to_white_edit_mask
+from proxy.models import EditJob, EditResult, StoredImage
+from proxy.providers import _aws
+from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool
+from proxy.upstream import Upstream
+
+NOVA_MAX_N = 5
+_NOVA_SIZE = "multiples of 16 from 320 to 4096 per side, ratio 1:4 to 4:1, at most 4194304 pixels"
+_NOVA_CONFIG_KEYS = frozenset({"seed", "cfgScale"})
+
+
+class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="amazon"):
+    region: str = "us-east-1"
+    # Empty: https://bedrock-runtime.{region}.amazonaws.com
+    base_url: str = ""
+    # Informational: the first link of the AWS chain; profiles and roles work too.
+    api_key_env: str = "AWS_ACCESS_KEY_ID"
+    profile: str | None = None
+    pool: Pool = Pool()
+
+    def __post_init__(self) -> None:
+        if not self.base_url:
+            url = f"https://bedrock-runtime.{self.region}.amazonaws.com"
+            msgspec.structs.force_setattr(self, "base_url", url)
+
+
+def is_nova(model: str) -> bool:
+    return "nova-canvas" in model or "titan-image" in model
+
+
+def nova_size(size: str | None) -> dict[str, int]:
+    parsed = sizes.parse_size(size)
+    if parsed is None:
+        return {}
+    w, h = parsed.width, parsed.height
+    if (
+        w is None
+        or h is None
+        or not (320 <= w <= 4096 and 320 <= h <= 4096)
+        or w % 16
+        or h % 16
+        or max(w / h, h / w) > 4
+        or w * h > 4_194_304
+    ):
+        raise sizes.unsupported_size(size, "amazon", ["auto", _NOVA_SIZE])
+    return {"width": w, "height": h}
+
+
+def _nova_quality(quality: str | None) -> dict[str, str]:
+    if quality in ("high", "hd", "premium"):
+        return {"quality": "premium"}
+    if quality in ("low", "medium", "standard"):
+        return {"quality": "standard"}
+    return {}
+
+
+def nova_body(job: EditJob, images: list[str], mask: str | None) -> dict[str, Any]:
+    """The Nova Canvas request; ``images`` and ``mask`` are base64, mask already in
+    the polarity the chosen task needs."""
+    n = job.n or 1
+    if n > NOVA_MAX_N:
+        raise InvalidRequest(
+            f"amazon Nova Canvas makes at most {NOVA_MAX_N} images per request", param="n"
+        )
+    extra = dict(job.extra)
+    task = str(extra.pop("task_type", "")).upper() or None
+    config: dict[str, Any] = {"numberOfImages": n, **_nova_quality(job.quality)}
+    config.update({k: extra.pop(k) for k in _NOVA_CONFIG_KEYS & extra.keys()})
+    params: dict[str, Any] = {"text": job.prompt, **extra}
+    if job.operation == "generate":
+        task = "TEXT_IMAGE"
+        config.update(nova_size(job.size))
+    elif mask is not None or "maskPrompt" in extra:
+        task = task if task == "OUTPAINTING" else "INPAINTING"
+        sizes.require_auto(job.size, provider="amazon", why="Nova keeps the image size")
+        params["image"] = images[0]
+        if mask is not None:
+            params["maskImage"] = mask
+    else:
+        task = "IMAGE_VARIATION"
+        params["images"] = images
+        config.update(nova_size(job.size))
+    key = {
+        "TEXT_IMAGE": "textToImageParams",
+        "INPAINTING": "inPaintingParams",
+        "OUTPAINTING": "outPaintingParams",
+        "IMAGE_VARIATION": "imageVariationParams",
+    }[task]
+    return {"taskType": task, key: params, "imageGenerationConfig": config}
+
+
+def stability_body(job: EditJob, images: list[str], mask: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {**job.extra, "prompt": job.prompt}
+    if job.output_format in ("png", "jpeg", "webp"):
+        body["output_format"] = job.output_format
+    sd3 = ".sd3" in job.model or job.model.startswith("sd3")
+    if job.operation == "generate" or not images:
+        ratio = sizes.aspect_ratio(
+            job.size, sizes.STABILITY_ASPECT_RATIOS, provider="amazon"
+        )
+        if ratio is not None:
+            body["aspect_ratio"] = ratio
+        if sd3:
+            body["mode"] = "text-to-image"
+        return body
+    if len(images) > 1:
+        raise InvalidRequest(
+            f"model '{job.model}' edits one image; got {len(images)}", param="images"
+        )
+    body["image"] = images[0]
+    if mask is not None:
+        body["mask"] = mask
+    if sd3:
+        body.setdefault("strength", 0.7)
+        body["mode"] = "image-to-image"
+    return body
+
+
+class _Reply(msgspec.Struct):
+    images: list[str] = []
+    finish_reasons: list[str | None] = []
+    error: str | None = None
+
+
+_reply = msgspec.json.Decoder(_Reply)
+
+
+def parse_images(provider: str, body: bytes) -> list[str]:
+    """The base64 images of a Bedrock image reply; a filtered image is a 400."""
+    try:
+        reply = _reply.decode(body)
+    except msgspec.DecodeError:
+        reply = _Reply()
+    reasons = [r for r in reply.finish_reasons if r]
+    if reply.error or reasons:
+        raise UpstreamRejected(
+            reply.error or f"provider '{provider}' filtered the image: {reasons[0]}",
+            provider=provider,
+            code="content_filtered",
+        )
+    if not reply.images:
+        raise UpstreamProtocolError(
+            f"provider '{provider}' sent an unexpected reply",
+            provider=provider,
+            code="upstream_protocol_error",
+        )
+    return reply.images
+
+
+class _Error(msgspec.Struct):
+    message: str | None = None
+    Message: str | None = None
+
+
+def error_message(body: bytes) -> str | None:
+    """Bedrock's error text (``{"message": ...}``, ``Message`` from some services)."""
+    try:
+        err = msgspec.json.decode(body, type=_Error)
+    except msgspec.DecodeError:
+        return None
+    return err.message or err.Message
+
+
+def _invert(png: bytes) -> bytes:
+    with Image.open(io.BytesIO(png)) as mask:
+        out = ImageOps.invert(mask.convert("L"))
+    buf = io.BytesIO()
+    out.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+async def white_mask(job: EditJob) -> bytes | None:
+    """The client's mask as a white-edit PNG the size of the first image."""
+    if job.mask is None:
+        return None
+    first = job.images[0] if job.images else None
+    if not isinstance(job.mask, StoredImage) or not isinstance(first, StoredImage):
+        raise InvalidRequest(
+            "provider 'amazon' needs the mask and first image as bytes", param="mask"
+        )
+    return await to_white_edit_mask(job.mask, first)
+
+
+async def nova_mask(job: EditJob) -> str | None:
+    """Nova's mask: black = change for INPAINTING, white = change for OUTPAINTING."""
+    white = await white_mask(job)
+    if white is None:
+        return None
+    if str(job.extra.get("task_type", "")).upper() != "OUTPAINTING":
+        white = await asyncio.to_thread(_invert, white)
+    return base64.b64encode(white).decode("ascii")
+
+
+class AmazonAdapter:
+    name: ClassVar[str] = "amazon"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        max_images=5, image_types=frozenset({"image/png", "image/jpeg"})
+    )
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+
+    def auth(self, key: str) -> Auth:  # pragma: no cover - chain_auth is used instead
+        return self.chain_auth({"AWS_ACCESS_KEY_ID": key})
+
+    def chain_auth(self, environ: Mapping[str, str]) -> Auth:
+        resolve = _aws.credential_chain(environ, self._config.profile)
+        return _aws.SigV4Signer(resolve, service="bedrock", region=self._config.region)
+
+    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+        if is_nova(job.model):
+            return await self._call(job, upstream)
+        return await translate.fan_out(job, lambda one: self._call(one, upstream))
+
+    async def _call(self, job: EditJob, upstream: Upstream) -> EditResult:
+        images = [
+            await translate.inline_base64(img, provider="amazon", param=f"images[{i}]")
+            for i, img in enumerate(job.images)
+        ]
+        if is_nova(job.model):
+            body = nova_body(job, images, await nova_mask(job))
+        else:
+            white = await white_mask(job)
+            mask = None if white is None else base64.b64encode(white).decode("ascii")
+            body = stability_body(job, images, mask)
+        resp = await upstream.post(
+            f"/model/{quote(job.model, safe=':')}/invoke",
+            data=msgspec.json.encode(body),
+            headers={
+                **job.extra_headers,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+        )
+        if not resp.ok:
+            raise from_upstream_status(
+                upstream.name,
+                resp.status,
+                message=error_message(resp.body),
+                retry_after=resp.headers.get("Retry-After"),
+            )
+        outputs = [translate.Encoded(b) for b in parse_images(upstream.name, resp.body)]
+        return await translate.images_result(outputs, job=job, upstream=upstream)
