@@ -33,6 +33,7 @@ from proxy.prepare import check_capabilities
 from proxy.providers.base import capabilities_of
 from proxy.routing import Route
 from proxy.state import GATEWAY, Gateway
+from proxy.translate import fan_out
 from proxy.uploads import UploadSet
 
 _encode = msgspec.json.encode
@@ -123,6 +124,9 @@ async def images_edits(request: web.Request) -> web.Response:
 async def _run(route: Route, job: EditJob) -> EditResult:
     caps = capabilities_of(route.adapter, route.model)
     check_capabilities(job, caps, provider=route.provider)
+    if not caps.native_n and (job.n or 1) > 1:
+        # The provider makes one image per call: n calls in parallel, one result.
+        return await fan_out(job, lambda one: route.adapter.edit(one, route.upstream))
     return await route.adapter.edit(job, route.upstream)
 
 
