@@ -8,12 +8,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, assert_never
 
-from proxy.providers import azure, openai, xai
+from proxy.providers import amazon, azure, bfl, openai, replicate, xai
 
 if TYPE_CHECKING:
     from proxy.providers.base import ProviderAdapter
 
-ProviderConfig = openai.Config | azure.Config | xai.Config
+ProviderConfig = (
+    openai.Config
+    | azure.Config
+    | xai.Config
+    | bfl.Config
+    | replicate.Config
+    | amazon.Config
+)
 
 
 def build_adapter(config: ProviderConfig) -> ProviderAdapter:
@@ -24,5 +31,11 @@ def build_adapter(config: ProviderConfig) -> ProviderAdapter:
             return azure.AzureAdapter(config)
         case xai.Config():
             return xai.XAIAdapter(config)
+        case bfl.Config():
+            return bfl.BFLAdapter(config)
+        case replicate.Config():
+            return replicate.ReplicateAdapter(config)
+        case amazon.Config():
+            return amazon.AmazonAdapter(config)
         case _:
             assert_never(config)

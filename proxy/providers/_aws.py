@@ -79,7 +79,8 @@ class SigV4Signer:
         headers: Mapping[str, str],
         body: bytes,
     ) -> dict[str, str]:
-        assert frozen.access_key is not None and frozen.secret_key is not None
+        assert frozen.access_key is not None
+        assert frozen.secret_key is not None
         creds = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
         request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
         SigV4Auth(creds, self._service, self._region).add_auth(request)

@@ -9,7 +9,7 @@ and https://docs.aws.amazon.com/nova/latest/userguide/image-gen-access.html
   an edit without a mask is ``IMAGE_VARIATION`` (1-5 images), or ``INPAINTING`` driven
   by a ``maskPrompt``. ``n`` is ``numberOfImages`` (at most 5); ``size`` is
   ``width``/``height`` (multiples of 16, 320-4096) where the task takes one.
-- Stability models on Bedrock: one image per call (``n`` fans out); edits send the
+- Stability models on Bedrock: one image per call (the handler fans ``n`` out); edits send the
   first image (and a white-edit mask); sd3 models run ``image-to-image``.
 Unknown client fields go into the task's parameters (e.g. ``negativeText``,
 ``similarityStrength``), ``seed``/``cfgScale`` into ``imageGenerationConfig``.
@@ -44,6 +44,10 @@ from proxy.upstream import Upstream
 NOVA_MAX_N = 5
 _NOVA_SIZE = "multiples of 16 from 320 to 4096 per side, ratio 1:4 to 4:1, at most 4194304 pixels"
 _NOVA_CONFIG_KEYS = frozenset({"seed", "cfgScale"})
+_PNG_JPEG = frozenset({"image/png", "image/jpeg"})
+NOVA = Capabilities(max_images=5, image_types=_PNG_JPEG)
+# Stability on Bedrock: one image in, one image out per call.
+STABILITY = Capabilities(max_images=1, native_n=False, image_types=_PNG_JPEG)
 
 
 class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="amazon"):
@@ -97,7 +101,8 @@ def nova_body(job: EditJob, images: list[str], mask: str | None) -> dict[str, An
     n = job.n or 1
     if n > NOVA_MAX_N:
         raise InvalidRequest(
-            f"amazon Nova Canvas makes at most {NOVA_MAX_N} images per request", param="n"
+            f"amazon Nova Canvas makes at most {NOVA_MAX_N} images per request",
+            param="n",
         )
     extra = dict(job.extra)
     task = str(extra.pop("task_type", "")).upper() or None
@@ -230,9 +235,7 @@ async def nova_mask(job: EditJob) -> str | None:
 
 class AmazonAdapter:
     name: ClassVar[str] = "amazon"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        max_images=5, image_types=frozenset({"image/png", "image/jpeg"})
-    )
+    capabilities: ClassVar[Capabilities] = NOVA
 
     def __init__(self, config: Config) -> None:
         self._config = config
@@ -244,12 +247,10 @@ class AmazonAdapter:
         resolve = _aws.credential_chain(environ, self._config.profile)
         return _aws.SigV4Signer(resolve, service="bedrock", region=self._config.region)
 
-    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
-        if is_nova(job.model):
-            return await self._call(job, upstream)
-        return await translate.fan_out(job, lambda one: self._call(one, upstream))
+    def model_capabilities(self, model: str) -> Capabilities:
+        return NOVA if is_nova(model) else STABILITY
 
-    async def _call(self, job: EditJob, upstream: Upstream) -> EditResult:
+    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         images = [
             await translate.inline_base64(img, provider="amazon", param=f"images[{i}]")
             for i, img in enumerate(job.images)

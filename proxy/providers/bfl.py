@@ -7,7 +7,7 @@ hosts, ``*.bfl.ai`` by default, since the key goes with it) every
 ``Failed`` are a 502, ``Content Moderated``/``Request Moderated`` a 400. The result's
 ``sample`` is a signed URL that expires within minutes, so with ``b64_json`` (the
 default) the proxy downloads it at once.
-Deviations: one image per job (``n`` fans out); Kontext takes up to 4 images
+Deviations: one image per job (the handler fans ``n`` out); Kontext takes up to 4 images
 (``input_image``, ``input_image_2``...) and no mask; Fill takes one image and the mask,
 converted to FLUX's white = edit; ``size`` maps to ``aspect_ratio`` (Kontext) and must
 be auto for Fill and Expand. Unknown client fields (``seed``, ``safety_tolerance``,
@@ -32,10 +32,29 @@ from proxy.errors import (
 from proxy.masks import to_white_edit_mask
 from proxy.models import EditJob, EditResult, StoredImage
 from proxy.providers import _polling
-from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, Seconds, StaticKey
+from proxy.providers.base import (
+    Auth,
+    Capabilities,
+    ConfigBase,
+    Pool,
+    Seconds,
+    StaticKey,
+)
 from proxy.upstream import Upstream, UpstreamResponse
 
-ASPECT_RATIOS = ("21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16", "9:21")
+ASPECT_RATIOS = (
+    "21:9",
+    "16:9",
+    "3:2",
+    "4:3",
+    "5:4",
+    "1:1",
+    "4:5",
+    "3:4",
+    "2:3",
+    "9:16",
+    "9:21",
+)
 _TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
 KONTEXT = Capabilities(max_images=4, mask=False, native_n=False, image_types=_TYPES)
 FILL = Capabilities(generate=False, max_images=1, native_n=False, image_types=_TYPES)
@@ -135,10 +154,9 @@ class BFLAdapter:
     def model_capabilities(self, model: str) -> Capabilities:
         return model_capabilities(model)
 
-    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
-        return await translate.fan_out(job, lambda one: self._run(one, upstream))
-
-    def _decode(self, upstream: Upstream, resp: UpstreamResponse, typ: type[Any]) -> Any:
+    def _decode(
+        self, upstream: Upstream, resp: UpstreamResponse, typ: type[Any]
+    ) -> Any:
         if not resp.ok:
             raise from_upstream_status(
                 upstream.name,
@@ -155,7 +173,7 @@ class BFLAdapter:
                 code="upstream_protocol_error",
             ) from exc
 
-    async def _run(self, job: EditJob, upstream: Upstream) -> EditResult:
+    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         cfg = self._config
         deadline = asyncio.get_running_loop().time() + cfg.deadline_s
         resp = await upstream.post(
@@ -195,4 +213,6 @@ class BFLAdapter:
                 provider=name,
                 code="upstream_job_failed",
             )
-        return _polling.require_allowed(sample, self._config.allowed_hosts, provider=name)
+        return _polling.require_allowed(
+            sample, self._config.allowed_hosts, provider=name
+        )

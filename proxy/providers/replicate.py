@@ -10,7 +10,7 @@ the client wants ``b64_json``.
 Deviations: inputs are model-specific; the proxy sends ``prompt``, the first image as
 ``input_image`` (several as ``input_images``), the mask as ``mask`` (white = edit),
 ``size`` as ``aspect_ratio``, and forwards unknown client fields into ``input``.
-One prediction per image: ``n`` fans out.
+One prediction per image: the handler fans ``n`` out.
 """
 
 from __future__ import annotations
@@ -33,7 +33,14 @@ from proxy.masks import to_white_edit_mask
 from proxy.models import EditJob, EditResult, StoredImage
 from proxy.providers import _openai_compat as compat
 from proxy.providers import _polling
-from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, Seconds, StaticKey
+from proxy.providers.base import (
+    Auth,
+    Capabilities,
+    ConfigBase,
+    Pool,
+    Seconds,
+    StaticKey,
+)
 from proxy.upstream import Upstream, UpstreamResponse
 
 ASPECT_RATIOS = (
@@ -49,7 +56,10 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="replicate
     poll_interval_s: Seconds = 1.0
     deadline_s: Seconds = 300.0
     output_hosts: list[str] = msgspec.field(
-        default_factory=lambda: ["https://replicate.delivery", "https://*.replicate.delivery"]
+        default_factory=lambda: [
+            "https://replicate.delivery",
+            "https://*.replicate.delivery",
+        ]
     )
     pool: Pool = Pool()
 
@@ -116,15 +126,12 @@ class ReplicateAdapter:
     def auth(self, key: str) -> Auth:
         return StaticKey("Authorization", key, prefix="Bearer ")
 
-    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
-        return await translate.fan_out(job, lambda one: self._predict(one, upstream))
-
     def _check(self, upstream: Upstream, resp: UpstreamResponse) -> Prediction:
         if not resp.ok:
             raise compat.error_for(upstream.name, resp)
         return parse_prediction(upstream.name, resp.body)
 
-    async def _predict(self, job: EditJob, upstream: Upstream) -> EditResult:
+    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         deadline = asyncio.get_running_loop().time() + self._config.deadline_s
         owner_name = job.model
         resp = await upstream.post(

@@ -37,12 +37,12 @@ def _hmac(key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg.encode(), hashlib.sha256).digest()
 
 
-def expected_signature(request: web.Request, body: bytes, signed: list[str], date: str) -> str:
+def expected_signature(
+    request: web.Request, body: bytes, signed: list[str], date: str
+) -> str:
     amz_date = request.headers["X-Amz-Date"]
     path = quote(request.raw_path.split("?")[0], safe="/~")
-    headers = "".join(
-        f"{h}:{' '.join(request.headers[h].split())}\n" for h in signed
-    )
+    headers = "".join(f"{h}:{' '.join(request.headers[h].split())}\n" for h in signed)
     canonical = "\n".join([
         request.method, path, "", headers, ";".join(signed),
         hashlib.sha256(body).hexdigest(),
@@ -92,7 +92,8 @@ class FakeBedrock(FakeProvider):
             n = payload["imageGenerationConfig"].get("numberOfImages", 1)
             return await self.scripted(request, lambda: {"images": [RESULT_B64] * n})
         return await self.scripted(
-            request, lambda: {"seeds": [7], "finish_reasons": [None], "images": [RESULT_B64]}
+            request,
+            lambda: {"seeds": [7], "finish_reasons": [None], "images": [RESULT_B64]},
         )
 
 

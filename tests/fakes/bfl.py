@@ -25,7 +25,10 @@ class FakeBFL(FakeProvider):
         self.route("GET", "/delivery/{file}", self._file)
 
     def _refused(self, request: web.Request) -> web.Response | None:
-        if request.headers.get("x-key") != self.key or "Authorization" in request.headers:
+        if (
+            request.headers.get("x-key") != self.key
+            or "Authorization" in request.headers
+        ):
             return web.json_response({"detail": "Not authenticated"}, status=403)
         return None
 
@@ -42,7 +45,8 @@ class FakeBFL(FakeProvider):
         self._polls[jid] = 0
         base = self.poll_base or self.url
         return await self.scripted(
-            request, lambda: {"id": jid, "polling_url": f"{base}/v1/get_result?id={jid}"}
+            request,
+            lambda: {"id": jid, "polling_url": f"{base}/v1/get_result?id={jid}"},
         )
 
     async def _result(self, request: web.Request, rec: Received) -> web.StreamResponse:

@@ -64,7 +64,9 @@ class FakeReplicate(FakeProvider):
         pid = request.match_info["id"]
         self._polls[pid] += 1
         done = self._polls[pid] > self.polls_before_done and self.final != "never"
-        return web.json_response(self._prediction(pid, self.final if done else "processing"))
+        return web.json_response(
+            self._prediction(pid, self.final if done else "processing")
+        )
 
     async def _cancel(self, request: web.Request, rec: Received) -> web.StreamResponse:
         self.canceled.append(request.match_info["id"])
