@@ -14,17 +14,32 @@ import asyncio
 import base64
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
-from proxy.errors import ProxyError, UpstreamProtocolError
+from proxy.errors import InvalidRequest, ProxyError, UpstreamProtocolError
 from proxy.images import sniff
-from proxy.models import EditJob, EditResult, TokenDetails, Usage
+from proxy.models import (
+    EditJob,
+    EditResult,
+    ImageInput,
+    StoredImage,
+    TokenDetails,
+    Usage,
+)
 from proxy.upstream import Upstream
 
-# One produced image: its bytes, or a URL where the provider left it.
-Output = bytes | str
+
+class Encoded(NamedTuple):
+    """An image the provider already sent as base64: passed on without re-encoding."""
+
+    b64: str
+    content_type: str = "image/png"
+
+
+# One produced image: its bytes, base64 from the provider, or a URL where it left it.
+Output = bytes | Encoded | str
 
 _encode = msgspec.json.encode
 
@@ -56,6 +71,10 @@ async def fetch_image(url: str, upstream: Upstream) -> bytes:
 
 async def _entry(item: Output, job: EditJob, upstream: Upstream) -> dict[str, str]:
     want_url = job.response_format == "url"
+    if isinstance(item, Encoded):
+        if want_url:
+            return {"url": f"data:{item.content_type};base64,{item.b64}"}
+        return {"b64_json": item.b64}
     if isinstance(item, str):
         if want_url:
             return {"url": item}
@@ -171,3 +190,16 @@ def _first_error(eg: BaseExceptionGroup[BaseException]) -> BaseException:
         if isinstance(exc, ProxyError):
             return exc
     return eg.exceptions[0]
+
+
+async def inline_base64(image: ImageInput, *, provider: str, param: str) -> str:
+    """An input image as base64 for JSON upstreams; a client's data URL is reused."""
+    if not isinstance(image, StoredImage):
+        raise InvalidRequest(
+            f"provider '{provider}' needs the image bytes for '{param}': upload the "
+            "file or send a data: URL",
+            param=param,
+        )
+    if image.data_url is not None:
+        return image.data_url.partition(",")[2]
+    return _b64(await image.read())
