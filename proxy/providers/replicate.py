@@ -28,6 +28,7 @@ from proxy.errors import (
     UpstreamProtocolError,
     UpstreamRejected,
     UpstreamUnavailable,
+    from_upstream_status,
 )
 from proxy.masks import to_white_edit_mask
 from proxy.models import EditJob, EditResult, StoredImage
@@ -64,7 +65,7 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="replicate
     pool: Pool = Pool()
 
 
-class Urls(msgspec.Struct):
+class Urls(msgspec.Struct, frozen=True):
     get: str | None = None
     cancel: str | None = None
 
@@ -78,6 +79,20 @@ class Prediction(msgspec.Struct):
 
 _prediction = msgspec.json.Decoder(Prediction)
 _FINAL = frozenset({"succeeded", "failed", "canceled"})
+
+
+class _Problem(msgspec.Struct):
+    detail: str | None = None
+    title: str | None = None
+
+
+def error_message(body: bytes) -> str | None:
+    """Replicate's errors are problem details: ``{"title", "detail", "status"}``."""
+    try:
+        problem = msgspec.json.decode(body, type=_Problem)
+    except msgspec.DecodeError:
+        return None
+    return problem.detail or problem.title
 
 
 def parse_prediction(provider: str, body: bytes) -> Prediction:
@@ -128,7 +143,12 @@ class ReplicateAdapter:
 
     def _check(self, upstream: Upstream, resp: UpstreamResponse) -> Prediction:
         if not resp.ok:
-            raise compat.error_for(upstream.name, resp)
+            raise from_upstream_status(
+                upstream.name,
+                resp.status,
+                message=error_message(resp.body),
+                retry_after=resp.headers.get("Retry-After"),
+            )
         return parse_prediction(upstream.name, resp.body)
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:

@@ -26,6 +26,9 @@ class FakeAzure(FakeProvider):
             )
             self.route("POST", f"/openai/v1/images/{op}", self._v1)
 
+    def error_body(self, status: int, message: str) -> Any:
+        return {"error": {"code": str(status), "message": message}}
+
     def _refused(self, request: web.Request) -> web.Response | None:
         if (
             request.headers.get("api-key") != self.key

@@ -62,6 +62,9 @@ class FakeBedrock(FakeProvider):
         super().__init__(key)
         self.route("POST", "/model/{model}/invoke", self._invoke)
 
+    def error_body(self, status: int, message: str) -> Any:
+        return {"message": message}
+
     def _signature_error(self, request: web.Request, body: bytes) -> str | None:
         match = _AUTH.match(request.headers.get("Authorization", ""))
         if match is None:

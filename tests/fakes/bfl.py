@@ -24,6 +24,9 @@ class FakeBFL(FakeProvider):
         self.route("GET", "/v1/get_result", self._result)
         self.route("GET", "/delivery/{file}", self._file)
 
+    def error_body(self, status: int, message: str) -> Any:
+        return {"detail": message}
+
     def _refused(self, request: web.Request) -> web.Response | None:
         if (
             request.headers.get("x-key") != self.key

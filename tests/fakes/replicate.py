@@ -26,6 +26,9 @@ class FakeReplicate(FakeProvider):
         self.route("POST", "/v1/predictions/{id}/cancel", self._cancel)
         self.route("GET", "/delivery/{file}", self._file)
 
+    def error_body(self, status: int, message: str) -> Any:
+        return {"title": "error", "detail": message, "status": status}
+
     def _prediction(self, pid: str, status: str) -> dict[str, Any]:
         pred: dict[str, Any] = {
             "id": pid, "status": status, "output": None, "error": None,

@@ -18,6 +18,9 @@ class FakeXAI(FakeProvider):
         self.route("POST", "/v1/images/edits", self._edit)
         self.route("POST", "/v1/images/generations", self._generate)
 
+    def error_body(self, status: int, message: str) -> Any:
+        return {"code": "Client specified an invalid argument", "error": message}
+
     def _error(self, status: int, message: str) -> web.Response:
         return web.json_response({"code": "Client specified an invalid argument",
                                   "error": message}, status=status)  # fmt: skip

@@ -1,103 +1,187 @@
-"""Provider cases for the contract suite (adapters of issue 3, part b).
-
-Each case says how to start the provider's fake upstream, configure the proxy for it,
-shape the provider's own error body, and check the request the fake received.
-"""
+"""Contract cases for Azure, xAI, Bedrock, Replicate and BFL, run by
+``test_provider_contract``: each starts its fake, configures the proxy for it, and says
+what the fake must have received for the edit (auth header, body fields, mask polarity,
+image bytes)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+import base64
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tests.fakes.azure import API_VERSION, FakeAzure
-from tests.fakes.provider import FakeProvider
+from PIL import Image
+
+from tests.conftest import UPSTREAM_KEY, AiohttpServer
+from tests.fakes import bedrock
+from tests.fakes.azure import FakeAzure
+from tests.fakes.bedrock import FakeBedrock
+from tests.fakes.bfl import FakeBFL
+from tests.fakes.replicate import FakeReplicate
 from tests.fakes.xai import FakeXAI
+from tests.integration import test_provider_contract as contract
 
-KEY = "upstream-secret-key"
+if TYPE_CHECKING:
+    from tests.integration.test_provider_contract import Case, Started
 
-
-@dataclass(frozen=True)
-class Case:
-    id: str
-    provider: str  # the configured provider name (= type)
-    model: str  # the full model name a client sends
-    fake: Callable[[str], FakeProvider]
-    config: Callable[[str], dict[str, Any]]  # fake base URL -> provider section
-    error: Callable[[str], Any]  # message -> the provider's error body
-    check: Callable[[FakeProvider], None]  # asserts on a successful edit's request
-    env: dict[str, str] = field(default_factory=dict)
-    polling: bool = False
-    # Upstream requests one edit makes (submit + polls + downloads).
-    calls: int = 1
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": bedrock.ACCESS_KEY,
+    "AWS_SECRET_ACCESS_KEY": bedrock.SECRET_KEY,
+    "AWS_SESSION_TOKEN": bedrock.SESSION_TOKEN,
+}
+# The fakes serve on 127.0.0.1 over http; production defaults name the provider hosts.
+LOCAL = ["http://127.0.0.1:*"]
 
 
-def _openai_error(message: str) -> Any:
-    return {"error": {"message": message, "type": "invalid_request_error",
-                      "param": None, "code": "bad"}}  # fmt: skip
+def data_url_bytes(url: str) -> bytes:
+    assert url.startswith("data:image/png;base64,")
+    return base64.b64decode(url.partition(",")[2])
 
 
-def _check_azure_deployment(fake: FakeProvider) -> None:
-    rec = fake.last
-    assert (
-        rec.path == f"/openai/deployments/house/images/edits?api-version={API_VERSION}"
+def assert_black_edit(mask_png: bytes) -> None:
+    """Nova's INPAINTING mask: black where the client's alpha was 0, white elsewhere."""
+    img = Image.open(io.BytesIO(mask_png)).convert("L")
+    assert img.size == (8, 8)
+    for y in range(8):
+        for x in range(8):
+            assert img.getpixel((x, y)) == (0 if x < 4 else 255), (x, y)
+
+
+async def start_azure(aiohttp_server: AiohttpServer, tmp: Path) -> Started:
+    fake = FakeAzure(UPSTREAM_KEY)
+    server = await aiohttp_server(fake.app)
+
+    def check() -> None:
+        rec = fake.last
+        assert rec.path == "/openai/deployments/house/images/edits"
+        assert rec.headers["api-key"] == UPSTREAM_KEY
+        assert "Authorization" not in rec.headers
+        assert rec.fields["model"] == ["house"]
+        assert [f.data for f in rec.files] == [contract.IMAGE, contract.MASK]
+
+    section = {"base_url": str(server.make_url("")).rstrip("/"), "pool": contract.POOL,
+               "deployments": {"house": "gpt-image-2"}}  # fmt: skip
+    return contract.Started(
+        fake, {"azure": section}, {"AZURE_OPENAI_API_KEY": UPSTREAM_KEY}, check,
+        fake.error_body,
+    )  # fmt: skip
+
+
+async def start_azure_v1(aiohttp_server: AiohttpServer, tmp: Path) -> Started:
+    started = await start_azure(aiohttp_server, tmp)
+    started.providers["azure"]["surface"] = "v1"
+    fake = started.fake
+
+    def check() -> None:
+        assert fake.last.path == "/openai/v1/images/edits"
+        assert fake.last.headers["api-key"] == UPSTREAM_KEY
+        assert fake.last.fields["model"] == ["house"]
+
+    started.check = check
+    return started
+
+
+async def start_xai(aiohttp_server: AiohttpServer, tmp: Path) -> Started:
+    fake = FakeXAI(UPSTREAM_KEY)
+    server = await aiohttp_server(fake.app)
+
+    def check() -> None:
+        body = fake.last.json
+        assert fake.last.headers["Authorization"] == f"Bearer {UPSTREAM_KEY}"
+        assert body is not None
+        assert body["model"] == "grok-imagine-image"
+        assert body["response_format"] == "b64_json"
+        assert body["image"]["type"] == "image_url"
+        assert data_url_bytes(body["image"]["url"]) == contract.IMAGE
+
+    section = {"base_url": str(server.make_url("/v1")), "pool": contract.POOL}
+    return contract.Started(
+        fake, {"xai": section}, {"XAI_API_KEY": UPSTREAM_KEY}, check, fake.error_body
     )
-    assert rec.headers["api-key"] == KEY
-    assert "Authorization" not in rec.headers
-    assert rec.fields["model"] == ["house"]
-    assert [f.name for f in rec.files] == ["image"]
 
 
-def _check_azure_v1(fake: FakeProvider) -> None:
-    rec = fake.last
-    assert rec.path == "/openai/v1/images/edits"
-    assert rec.headers["api-key"] == KEY
-    assert rec.fields["model"] == ["house"]
+async def start_amazon(aiohttp_server: AiohttpServer, tmp: Path) -> Started:
+    fake = FakeBedrock()
+    server = await aiohttp_server(fake.app)
+
+    def check() -> None:
+        # The fake has already recomputed and matched the SigV4 signature.
+        rec = fake.last
+        assert rec.path == "/model/amazon.nova-canvas-v1:0/invoke"
+        assert rec.headers["Authorization"].startswith("AWS4-HMAC-SHA256 ")
+        assert rec.json is not None
+        assert rec.json["taskType"] == "INPAINTING"
+        params = rec.json["inPaintingParams"]
+        assert params["text"] == "put a hat on it"
+        assert base64.b64decode(params["image"]) == contract.IMAGE
+        assert_black_edit(base64.b64decode(params["maskImage"]))
+        assert rec.json["imageGenerationConfig"] == {"numberOfImages": 1}
+
+    section = {"base_url": str(server.make_url("")).rstrip("/"), "pool": contract.POOL}
+    return contract.Started(fake, {"amazon": section}, AWS_ENV, check, fake.error_body)
 
 
-def _check_xai(fake: FakeProvider) -> None:
-    rec = fake.last
-    assert rec.path == "/v1/images/edits"
-    assert rec.headers["Authorization"] == f"Bearer {KEY}"
-    assert rec.json is not None
-    assert rec.json["model"] == "grok-imagine-image"
-    assert rec.json["response_format"] == "b64_json"
-    assert rec.json["image"]["type"] == "image_url"
-    assert rec.json["image"]["url"].startswith("data:image/png;base64,")
+async def start_replicate(aiohttp_server: AiohttpServer, tmp: Path) -> Started:
+    fake = FakeReplicate(UPSTREAM_KEY)
+    server = await aiohttp_server(fake.app)
+    fake.url = str(server.make_url("")).rstrip("/")
+
+    def check() -> None:
+        create, download = fake.received[-2:]
+        assert (
+            create.path == "/v1/models/black-forest-labs/flux-kontext-pro/predictions"
+        )
+        assert create.headers["Authorization"] == f"Bearer {UPSTREAM_KEY}"
+        assert create.headers["Prefer"] == "wait=60"
+        assert create.json is not None
+        inputs = create.json["input"]
+        assert inputs["prompt"] == "put a hat on it"
+        assert data_url_bytes(inputs["input_image"]) == contract.IMAGE
+        assert download.path.startswith("/delivery/")
+
+    section = {
+        "base_url": f"{fake.url}/v1",
+        "pool": contract.POOL,
+        "output_hosts": LOCAL,
+    }
+    return contract.Started(
+        fake, {"replicate": section}, {"REPLICATE_API_TOKEN": UPSTREAM_KEY}, check,
+        fake.error_body,
+    )  # fmt: skip
 
 
-CASES = [
-    Case(
-        "azure-deployments",
-        "azure",
-        "azure/house",
-        FakeAzure,
-        lambda url: {"base_url": url, "deployments": {"house": "gpt-image-2"}},
-        _openai_error,
-        _check_azure_deployment,
-        env={"AZURE_OPENAI_API_KEY": KEY},
-    ),
-    Case(
-        "azure-v1",
-        "azure",
-        "azure/house",
-        FakeAzure,
-        lambda url: {"base_url": url, "surface": "v1"},
-        _openai_error,
-        _check_azure_v1,
-        env={"AZURE_OPENAI_API_KEY": KEY},
-    ),
-    Case(
-        "xai",
-        "xai",
-        "xai/grok-imagine-image",
-        FakeXAI,
-        lambda url: {"base_url": f"{url}/v1"},
-        lambda message: {
-            "code": "Client specified an invalid argument",
-            "error": message,
-        },
-        _check_xai,
-        env={"XAI_API_KEY": KEY},
-    ),
-]
+async def start_bfl(aiohttp_server: AiohttpServer, tmp: Path) -> Started:
+    fake = FakeBFL(UPSTREAM_KEY)
+    server = await aiohttp_server(fake.app)
+    fake.url = str(server.make_url("")).rstrip("/")
+
+    def check() -> None:
+        submit, *polls, download = fake.received[-4:]
+        assert submit.path == "/v1/flux-pro-1.0-fill"
+        assert submit.headers["x-key"] == UPSTREAM_KEY
+        assert submit.json is not None
+        assert submit.json["prompt"] == "put a hat on it"
+        assert base64.b64decode(submit.json["image"]) == contract.IMAGE
+        contract.assert_white_edit(base64.b64decode(submit.json["mask"]))
+        assert [p.path for p in polls] == ["/v1/get_result"] * 2
+        assert all(p.headers["x-key"] == UPSTREAM_KEY for p in polls)
+        assert download.path.startswith("/delivery/")
+
+    section = {"base_url": f"{fake.url}/v1", "pool": contract.POOL,
+               "poll_interval_s": 0.01, "allowed_hosts": LOCAL}  # fmt: skip
+    return contract.Started(
+        fake, {"bfl": section}, {"BFL_API_KEY": UPSTREAM_KEY}, check, fake.error_body
+    )
+
+
+def cases() -> list[Case]:
+    Case = contract.Case
+    return [
+        Case("azure", "azure/house", True, start_azure),
+        Case("azure-v1", "azure/house", False, start_azure_v1),
+        Case("xai", "xai/grok-imagine-image", False, start_xai),
+        Case("amazon", "amazon/amazon.nova-canvas-v1:0", True, start_amazon),
+        Case("replicate", "replicate/black-forest-labs/flux-kontext-pro", False,
+             start_replicate),
+        Case("bfl", "bfl/flux-pro-1.0-fill", True, start_bfl),
+    ]  # fmt: skip

@@ -26,6 +26,7 @@ from tests.fakes.openai import FakeOpenAI
 from tests.fakes.stabilityai import FakeStability
 from tests.fakes.vertex import FakeVertex, key_file, new_key
 from tests.images import png
+from tests.integration import contract_b
 
 IMAGE = png(8, 8, seed=3)
 # Left half fully transparent (OpenAI: edit there), right half opaque (keep).
@@ -167,6 +168,7 @@ CASES = [
     Case("google", "google/gemini-2.5-flash-image", False, start_google),
     Case("vertex", "vertex/imagen-3.0-capability-001", True, start_vertex),
     Case("stabilityai", "stabilityai/inpaint", True, start_stability),
+    *contract_b.cases(),
 ]
 
 
