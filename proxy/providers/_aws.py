@@ -11,15 +11,18 @@ service, and hashing a large body takes CPU, so both run in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 
 import botocore.session
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, EnvProvider, ReadOnlyCredentials
+from botocore.exceptions import BotoCoreError
 
 from proxy.errors import ProviderNotConfigured
 
+log = logging.getLogger("imagegate")
 Resolver = Callable[[], Credentials | None]
 
 
@@ -27,13 +30,17 @@ def credential_chain(environ: Mapping[str, str], profile: str | None) -> Resolve
     """botocore's default chain, its environment link reading ``environ``."""
 
     def resolve() -> Credentials | None:
-        session = botocore.session.Session(profile=profile)
-        resolver = session.get_component("credential_provider")
-        if profile is None:
-            # An explicit profile disables the environment link, as in botocore.
-            rest = [p for p in resolver.providers if p.METHOD != "env"]
-            resolver.providers = [EnvProvider(environ=dict(environ)), *rest]
-        creds: Credentials | None = resolver.load_credentials()
+        try:
+            session = botocore.session.Session(profile=profile)
+            resolver = session.get_component("credential_provider")
+            if profile is None:
+                # An explicit profile disables the environment link, as in botocore.
+                rest = [p for p in resolver.providers if p.METHOD != "env"]
+                resolver.providers = [EnvProvider(environ=dict(environ)), *rest]
+            creds: Credentials | None = resolver.load_credentials()
+        except BotoCoreError as exc:  # e.g. the configured profile does not exist
+            log.warning("AWS credentials unavailable: %s", type(exc).__name__)
+            return None
         return creds
 
     return resolve

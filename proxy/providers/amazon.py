@@ -35,9 +35,8 @@ from proxy.errors import (
     UpstreamRejected,
     from_upstream_status,
 )
-from proxy.masks import to_white_edit_mask
-from proxy.models import EditJob, EditResult, StoredImage
-from proxy.providers import _aws
+from proxy.models import EditJob, EditResult
+from proxy.providers import _aws, _inputs
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool
 from proxy.upstream import Upstream
 
@@ -211,21 +210,9 @@ def _invert(png: bytes) -> bytes:
     return buf.getvalue()
 
 
-async def white_mask(job: EditJob) -> bytes | None:
-    """The client's mask as a white-edit PNG the size of the first image."""
-    if job.mask is None:
-        return None
-    first = job.images[0] if job.images else None
-    if not isinstance(job.mask, StoredImage) or not isinstance(first, StoredImage):
-        raise InvalidRequest(
-            "provider 'amazon' needs the mask and first image as bytes", param="mask"
-        )
-    return await to_white_edit_mask(job.mask, first)
-
-
 async def nova_mask(job: EditJob) -> str | None:
     """Nova's mask: black = change for INPAINTING, white = change for OUTPAINTING."""
-    white = await white_mask(job)
+    white = await _inputs.white_mask(job, provider="amazon")
     if white is None:
         return None
     if str(job.extra.get("task_type", "")).upper() != "OUTPAINTING":
@@ -247,6 +234,9 @@ class AmazonAdapter:
         resolve = _aws.credential_chain(environ, self._config.profile)
         return _aws.SigV4Signer(resolve, service="bedrock", region=self._config.region)
 
+    def listed_models(self) -> list[str]:
+        return ["amazon.nova-canvas-v1:0", "stability.sd3-5-large-v1:0"]
+
     def model_capabilities(self, model: str) -> Capabilities:
         return NOVA if is_nova(model) else STABILITY
 
@@ -258,7 +248,7 @@ class AmazonAdapter:
         if is_nova(job.model):
             body = nova_body(job, images, await nova_mask(job))
         else:
-            white = await white_mask(job)
+            white = await _inputs.white_mask(job, provider="amazon")
             mask = None if white is None else base64.b64encode(white).decode("ascii")
             body = stability_body(job, images, mask)
         resp = await upstream.post(

@@ -29,9 +29,8 @@ from proxy.errors import (
     UpstreamUnavailable,
     from_upstream_status,
 )
-from proxy.masks import to_white_edit_mask
-from proxy.models import EditJob, EditResult, StoredImage
-from proxy.providers import _polling
+from proxy.models import EditJob, EditResult
+from proxy.providers import _inputs, _polling
 from proxy.providers.base import (
     Auth,
     Capabilities,
@@ -125,10 +124,8 @@ async def build_body(job: EditJob) -> dict[str, Any]:
     if caps is FILL or caps is EXPAND:
         sizes.require_auto(job.size, provider="bfl", why="FLUX keeps the image size")
         body["image"] = images[0]
-        if job.mask is not None:
-            assert isinstance(job.mask, StoredImage)
-            assert isinstance(job.images[0], StoredImage)
-            white = await to_white_edit_mask(job.mask, job.images[0])
+        white = await _inputs.white_mask(job, provider="bfl")
+        if white is not None:
             body["mask"] = base64.b64encode(white).decode("ascii")
     else:
         for i, image in enumerate(images):
@@ -150,6 +147,12 @@ class BFLAdapter:
 
     def auth(self, key: str) -> Auth:
         return StaticKey("x-key", key)
+
+    def listed_models(self) -> list[str]:
+        return [
+            "flux-kontext-pro", "flux-kontext-max", "flux-pro-1.0-fill",
+            "flux-pro-1.0-expand", "flux-pro-1.1",
+        ]  # fmt: skip
 
     def model_capabilities(self, model: str) -> Capabilities:
         return model_capabilities(model)

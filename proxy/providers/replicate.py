@@ -16,6 +16,7 @@ One prediction per image: the handler fans ``n`` out.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -24,16 +25,16 @@ import msgspec
 
 from proxy import sizes, translate
 from proxy.errors import (
+    InvalidRequest,
     ProxyError,
     UpstreamProtocolError,
     UpstreamRejected,
     UpstreamUnavailable,
     from_upstream_status,
 )
-from proxy.masks import to_white_edit_mask
-from proxy.models import EditJob, EditResult, StoredImage
+from proxy.models import EditJob, EditResult
+from proxy.providers import _inputs, _polling
 from proxy.providers import _openai_compat as compat
-from proxy.providers import _polling
 from proxy.providers.base import (
     Auth,
     Capabilities,
@@ -108,17 +109,21 @@ def parse_prediction(provider: str, body: bytes) -> Prediction:
 
 async def build_input(job: EditJob) -> dict[str, Any]:
     data: dict[str, Any] = {**job.extra, "prompt": job.prompt}
-    refs = [await compat.image_ref(img) for img in job.images]
-    urls = [ref.get("image_url") for ref in refs]
+    urls = []
+    for i, img in enumerate(job.images):
+        url = (await compat.image_ref(img)).get("image_url")
+        if url is None:  # a file id Replicate cannot resolve
+            raise InvalidRequest(
+                "replicate needs the image itself, not a file id", param=f"images[{i}]"
+            )
+        urls.append(url)
     if len(urls) == 1:
         data["input_image"] = urls[0]
     elif urls:
         data["input_images"] = urls
-    if job.mask is not None:
-        assert isinstance(job.mask, StoredImage)
-        assert isinstance(job.images[0], StoredImage)
-        white = await to_white_edit_mask(job.mask, job.images[0])
-        data["mask"] = compat.data_url(job.mask, white)
+    white = await _inputs.white_mask(job, provider="replicate")
+    if white is not None:
+        data["mask"] = "data:image/png;base64," + base64.b64encode(white).decode()
     ratio = sizes.aspect_ratio(job.size, ASPECT_RATIOS, provider="replicate")
     if ratio is not None:
         data["aspect_ratio"] = ratio
@@ -137,6 +142,9 @@ class ReplicateAdapter:
     def __init__(self, config: Config) -> None:
         self._config = config
         self._api = urlsplit(config.base_url)
+
+    def listed_models(self) -> list[str]:
+        return [f"black-forest-labs/flux-kontext-{v}" for v in ("pro", "max")]
 
     def auth(self, key: str) -> Auth:
         return StaticKey("Authorization", key, prefix="Bearer ")

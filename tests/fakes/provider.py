@@ -15,6 +15,8 @@ from tests.fakes.base import OUTPUT_B64, OUTPUT_PNG, Received
 Handler = Callable[[web.Request, Received], Awaitable[web.StreamResponse]]
 RESULT_PNG = OUTPUT_PNG
 RESULT_B64 = OUTPUT_B64
+# The fakes serve on 127.0.0.1 over http; production defaults name the provider hosts.
+LOCAL = ["http://127.0.0.1:*"]
 
 
 class FakeProvider(base.FakeProvider):

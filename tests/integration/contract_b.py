@@ -13,24 +13,16 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from tests.conftest import UPSTREAM_KEY, AiohttpServer
-from tests.fakes import bedrock
 from tests.fakes.azure import FakeAzure
-from tests.fakes.bedrock import FakeBedrock
+from tests.fakes.bedrock import AWS_ENV, FakeBedrock
 from tests.fakes.bfl import FakeBFL
+from tests.fakes.provider import LOCAL
 from tests.fakes.replicate import FakeReplicate
 from tests.fakes.xai import FakeXAI
 from tests.integration import test_provider_contract as contract
 
 if TYPE_CHECKING:
     from tests.integration.test_provider_contract import Case, Started
-
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": bedrock.ACCESS_KEY,
-    "AWS_SECRET_ACCESS_KEY": bedrock.SECRET_KEY,
-    "AWS_SESSION_TOKEN": bedrock.SESSION_TOKEN,
-}
-# The fakes serve on 127.0.0.1 over http; production defaults name the provider hosts.
-LOCAL = ["http://127.0.0.1:*"]
 
 
 def data_url_bytes(url: str) -> bytes:

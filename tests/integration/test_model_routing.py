@@ -136,3 +136,25 @@ def test_bad_aliases_stop_the_start(
     raw = {"providers": {"openai": {}}, "models": models}
     with pytest.raises(ConfigError, match=reason):
         parse_config(msgspec.json.encode(raw))
+
+
+async def test_models_lists_configured_names_of_every_adapter(
+    start_proxy: StartProxy,
+) -> None:
+    server = await start_proxy(
+        {"amazon": {"region": "us-west-2"}, "bfl": {}, "replicate": {}, "xai": {}},
+        environ={},
+    )
+    _, body = await _get(server, "/v1/images/models")
+    by_id = {m["id"]: m["capabilities"] for m in body["data"]}
+    assert by_id["amazon/amazon.nova-canvas-v1:0"]["max_images"] == 5
+    assert by_id["amazon/stability.sd3-5-large-v1:0"]["max_images"] == 1
+    assert by_id["bfl/flux-pro-1.0-fill"] == {
+        "edit": True, "generate": False, "mask": True, "max_images": 1,
+    }  # fmt: skip
+    assert by_id["bfl/flux-pro-1.1"] == {
+        "edit": False, "generate": True, "mask": False, "max_images": 0,
+    }  # fmt: skip
+    assert by_id["bfl/flux-kontext-pro"]["mask"] is False
+    assert "replicate/black-forest-labs/flux-kontext-pro" in by_id
+    assert by_id["xai/grok-imagine-image"]["max_images"] == 3
