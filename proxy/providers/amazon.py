@@ -9,8 +9,8 @@ and https://docs.aws.amazon.com/nova/latest/userguide/image-gen-access.html
   an edit without a mask is ``IMAGE_VARIATION`` (1-5 images), or ``INPAINTING`` driven
   by a ``maskPrompt``. ``n`` is ``numberOfImages`` (at most 5); ``size`` is
   ``width``/``height`` (multiples of 16, 320-4096) where the task takes one.
-- Stability models on Bedrock: one image per call (the handler fans ``n`` out); edits send the
-  first image (and a white-edit mask); sd3 models run ``image-to-image``.
+- Stability models on Bedrock: one image per call (the handler fans ``n`` out); edits
+  send the first image (and a white-edit mask); sd3 models run ``image-to-image``.
 Unknown client fields go into the task's parameters (e.g. ``negativeText``,
 ``similarityStrength``), ``seed``/``cfgScale`` into ``imageGenerationConfig``.
 Credentials come from the standard AWS chain, not from one key.
@@ -18,15 +18,12 @@ Credentials come from the standard AWS chain, not from one key.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import io
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import msgspec
-from PIL import Image, ImageOps
 
 from proxy import sizes, translate
 from proxy.errors import (
@@ -36,13 +33,10 @@ from proxy.errors import (
     from_upstream_status,
 )
 from proxy.models import EditJob, EditResult
-from proxy.providers import _aws, _inputs
+from proxy.providers import _aws, _inputs, _nova
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool
 from proxy.upstream import Upstream
 
-NOVA_MAX_N = 5
-_NOVA_SIZE = "multiples of 16 from 320 to 4096 per side, ratio 1:4 to 4:1, at most 4194304 pixels"
-_NOVA_CONFIG_KEYS = frozenset({"seed", "cfgScale"})
 _PNG_JPEG = frozenset({"image/png", "image/jpeg"})
 NOVA = Capabilities(max_images=5, image_types=_PNG_JPEG)
 # Stability on Bedrock: one image in, one image out per call.
@@ -62,72 +56,6 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="amazon"):
         if not self.base_url:
             url = f"https://bedrock-runtime.{self.region}.amazonaws.com"
             msgspec.structs.force_setattr(self, "base_url", url)
-
-
-def is_nova(model: str) -> bool:
-    return "nova-canvas" in model or "titan-image" in model
-
-
-def nova_size(size: str | None) -> dict[str, int]:
-    parsed = sizes.parse_size(size)
-    if parsed is None:
-        return {}
-    w, h = parsed.width, parsed.height
-    if (
-        w is None
-        or h is None
-        or not (320 <= w <= 4096 and 320 <= h <= 4096)
-        or w % 16
-        or h % 16
-        or max(w / h, h / w) > 4
-        or w * h > 4_194_304
-    ):
-        raise sizes.unsupported_size(size, "amazon", ["auto", _NOVA_SIZE])
-    return {"width": w, "height": h}
-
-
-def _nova_quality(quality: str | None) -> dict[str, str]:
-    if quality in ("high", "hd", "premium"):
-        return {"quality": "premium"}
-    if quality in ("low", "medium", "standard"):
-        return {"quality": "standard"}
-    return {}
-
-
-def nova_body(job: EditJob, images: list[str], mask: str | None) -> dict[str, Any]:
-    """The Nova Canvas request; ``images`` and ``mask`` are base64, mask already in
-    the polarity the chosen task needs."""
-    n = job.n or 1
-    if n > NOVA_MAX_N:
-        raise InvalidRequest(
-            f"amazon Nova Canvas makes at most {NOVA_MAX_N} images per request",
-            param="n",
-        )
-    extra = dict(job.extra)
-    task = str(extra.pop("task_type", "")).upper() or None
-    config: dict[str, Any] = {"numberOfImages": n, **_nova_quality(job.quality)}
-    config.update({k: extra.pop(k) for k in _NOVA_CONFIG_KEYS & extra.keys()})
-    params: dict[str, Any] = {"text": job.prompt, **extra}
-    if job.operation == "generate":
-        task = "TEXT_IMAGE"
-        config.update(nova_size(job.size))
-    elif mask is not None or "maskPrompt" in extra:
-        task = task if task == "OUTPAINTING" else "INPAINTING"
-        sizes.require_auto(job.size, provider="amazon", why="Nova keeps the image size")
-        params["image"] = images[0]
-        if mask is not None:
-            params["maskImage"] = mask
-    else:
-        task = "IMAGE_VARIATION"
-        params["images"] = images
-        config.update(nova_size(job.size))
-    key = {
-        "TEXT_IMAGE": "textToImageParams",
-        "INPAINTING": "inPaintingParams",
-        "OUTPAINTING": "outPaintingParams",
-        "IMAGE_VARIATION": "imageVariationParams",
-    }[task]
-    return {"taskType": task, key: params, "imageGenerationConfig": config}
 
 
 def stability_body(job: EditJob, images: list[str], mask: str | None) -> dict[str, Any]:
@@ -202,24 +130,6 @@ def error_message(body: bytes) -> str | None:
     return err.message or err.Message
 
 
-def _invert(png: bytes) -> bytes:
-    with Image.open(io.BytesIO(png)) as mask:
-        out = ImageOps.invert(mask.convert("L"))
-    buf = io.BytesIO()
-    out.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-async def nova_mask(job: EditJob) -> str | None:
-    """Nova's mask: black = change for INPAINTING, white = change for OUTPAINTING."""
-    white = await _inputs.white_mask(job, provider="amazon")
-    if white is None:
-        return None
-    if str(job.extra.get("task_type", "")).upper() != "OUTPAINTING":
-        white = await asyncio.to_thread(_invert, white)
-    return base64.b64encode(white).decode("ascii")
-
-
 class AmazonAdapter:
     name: ClassVar[str] = "amazon"
     capabilities: ClassVar[Capabilities] = NOVA
@@ -238,15 +148,15 @@ class AmazonAdapter:
         return ["amazon.nova-canvas-v1:0", "stability.sd3-5-large-v1:0"]
 
     def model_capabilities(self, model: str) -> Capabilities:
-        return NOVA if is_nova(model) else STABILITY
+        return NOVA if _nova.is_nova(model) else STABILITY
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         images = [
             await translate.inline_base64(img, provider="amazon", param=f"images[{i}]")
             for i, img in enumerate(job.images)
         ]
-        if is_nova(job.model):
-            body = nova_body(job, images, await nova_mask(job))
+        if _nova.is_nova(job.model):
+            body = _nova.nova_body(job, images, await _nova.nova_mask(job))
         else:
             white = await _inputs.white_mask(job, provider="amazon")
             mask = None if white is None else base64.b64encode(white).decode("ascii")

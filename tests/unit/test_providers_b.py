@@ -9,7 +9,7 @@ import pytest
 
 from proxy.errors import InvalidRequest, UpstreamProtocolError, UpstreamRejected
 from proxy.models import EditJob, FileRef, RemoteImage, StoredImage
-from proxy.providers import _inputs, _polling, amazon, azure, bfl, replicate, xai
+from proxy.providers import _inputs, _nova, _polling, amazon, azure, bfl, replicate, xai
 from tests.images import png
 
 
@@ -66,18 +66,18 @@ def test_amazon_default_endpoint_follows_the_region() -> None:
 
 
 def test_nova_mask_prompt_inpainting_and_task_choice() -> None:
-    body = amazon.nova_body(job(extra={"maskPrompt": "the sofa"}), ["AAA"], None)
+    body = _nova.nova_body(job(extra={"maskPrompt": "the sofa"}), ["AAA"], None)
     assert body["taskType"] == "INPAINTING"
     assert body["inPaintingParams"] == {
         "text": "a hat",
         "maskPrompt": "the sofa",
         "image": "AAA",
     }
-    out = amazon.nova_body(job(extra={"task_type": "outpainting"}), ["AAA"], "MMM")
+    out = _nova.nova_body(job(extra={"task_type": "outpainting"}), ["AAA"], "MMM")
     assert out["taskType"] == "OUTPAINTING"
     assert out["outPaintingParams"]["maskImage"] == "MMM"
     with pytest.raises(InvalidRequest) as exc:
-        amazon.nova_body(job(size="1024x1024"), ["AAA"], "MMM")
+        _nova.nova_body(job(size="1024x1024"), ["AAA"], "MMM")
     assert exc.value.param == "size"
 
 
@@ -86,12 +86,12 @@ def test_nova_mask_prompt_inpainting_and_task_choice() -> None:
 )
 def test_nova_sizes_outside_the_rules_are_400(size: str) -> None:
     with pytest.raises(InvalidRequest):
-        amazon.nova_size(size)
+        _nova.nova_size(size)
 
 
 def test_nova_size_auto_and_valid() -> None:
-    assert amazon.nova_size("auto") == {}
-    assert amazon.nova_size("2048x1024") == {"width": 2048, "height": 1024}
+    assert _nova.nova_size("auto") == {}
+    assert _nova.nova_size("2048x1024") == {"width": 2048, "height": 1024}
 
 
 def test_stability_on_bedrock_bodies() -> None:
@@ -124,7 +124,7 @@ async def test_bedrock_mask_needs_bytes() -> None:
             job(images=(RemoteImage("https://a/b.png"),), mask=STORED), provider="bfl"
         )
     assert exc.value.param == "mask"
-    assert await amazon.nova_mask(job(images=(STORED,))) is None
+    assert await _nova.nova_mask(job(images=(STORED,))) is None
 
 
 def test_replicate_errors_and_predictions() -> None:
