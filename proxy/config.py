@@ -31,6 +31,9 @@ class Server(ConfigBase, frozen=True, forbid_unknown_fields=True):
     port: Port = 8080
     # Below Kubernetes' default terminationGracePeriodSeconds (30 s) minus a preStop sleep.
     shutdown_timeout_s: Seconds = 25.0
+    # Idle keep-alive connections close after this; it also bounds a client that
+    # trickles its request headers (aiohttp arms it when the connection opens).
+    keepalive_timeout_s: Seconds = 75.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
 
@@ -44,6 +47,8 @@ class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):
     max_fields: PositiveInt = 64
     max_field_bytes: PositiveInt = 256 * 1024
     max_response_bytes: PositiveInt = 256 * MiB
+    # The longest wait for the next bytes of a request body (slow clients get a 408).
+    client_idle_timeout_s: Seconds = 30.0
     temp_dir: str | None = None
 
     @property

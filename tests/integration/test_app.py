@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import CLIENT_KEY, UPSTREAM_KEY
+from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, SecretAudit
 from tests.fakes.openai import FakeOpenAI, Reply
 from tests.images import png
 
@@ -171,3 +171,13 @@ async def test_unknown_routes_are_openai_errors(
         assert r.status == status
         body = await r.json()
     assert body["error"]["type"] == "invalid_request_error"
+
+
+async def test_secret_audit_is_watching(
+    sdk: openai.AsyncOpenAI, secret_audit: SecretAudit
+) -> None:
+    # The session-wide audit (tests/conftest.py) sees real traffic and logs.
+    before = secret_audit.responses
+    await sdk.images.edit(model="openai/gpt-image-2", image=png(), prompt="x")
+    assert secret_audit.responses == before + 1
+    assert any('"provider":"openai"' in t for t in secret_audit.texts)
