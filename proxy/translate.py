@@ -14,7 +14,7 @@ import asyncio
 import base64
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -42,6 +42,7 @@ class Encoded(NamedTuple):
 Output = bytes | Encoded | str
 
 _encode = msgspec.json.encode
+T = TypeVar("T")
 
 
 def _b64(data: bytes) -> str:
@@ -95,7 +96,7 @@ async def images_result(
     extra: dict[str, Any] | None = None,
 ) -> EditResult:
     """An OpenAI ``ImagesResponse`` body from produced images, plus what pricing needs."""
-    data = [await _entry(item, job, upstream) for item in outputs]
+    data = await _gather([_entry(item, job, upstream) for item in outputs])
     body: dict[str, Any] = {"created": int(time.time()), "data": data}
     if usage is not None:
         body["usage"] = usage
@@ -165,22 +166,23 @@ def merge_results(results: Sequence[EditResult]) -> EditResult:
     )
 
 
+async def _gather(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run concurrently (URL downloads, fan-out calls); the first failure cancels the
+    rest and is raised as is, so the client sees what a single call would have given."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c) for c in coros]
+    except BaseExceptionGroup as eg:
+        raise _first_error(eg) from None
+    return [t.result() for t in tasks]
+
+
 async def fan_out(
     job: EditJob, call: Callable[[EditJob], Coroutine[Any, Any, EditResult]]
 ) -> EditResult:
-    """``n`` parallel single-image calls merged into one result.
-
-    The first failure cancels the other calls and is raised as is, so the client sees
-    the same error a single call would have given.
-    """
-    n = job.n or 1
+    """``n`` parallel single-image calls merged into one result."""
     single = msgspec.structs.replace(job, n=None)
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(call(single)) for _ in range(n)]
-    except BaseExceptionGroup as eg:
-        raise _first_error(eg) from None
-    return merge_results([t.result() for t in tasks])
+    return merge_results(await _gather([call(single) for _ in range(job.n or 1)]))
 
 
 def _first_error(eg: BaseExceptionGroup[BaseException]) -> BaseException:

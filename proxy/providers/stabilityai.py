@@ -54,25 +54,19 @@ class Endpoint(NamedTuple):
     mask: bool  # the endpoint takes `mask`
 
 
+_EDIT = "/v2beta/stable-image/edit/"
+_GEN = "/v2beta/stable-image/generate/"
+# model name -> (path, takes prompt, takes mask)
 EDITS = {
-    "inpaint": Endpoint("/v2beta/stable-image/edit/inpaint", True, True),
-    "erase": Endpoint("/v2beta/stable-image/edit/erase", False, True),
-    "outpaint": Endpoint("/v2beta/stable-image/edit/outpaint", True, False),
-    "search-and-replace": Endpoint(
-        "/v2beta/stable-image/edit/search-and-replace", True, False
-    ),
-    "search-and-recolor": Endpoint(
-        "/v2beta/stable-image/edit/search-and-recolor", True, False
-    ),
-    "remove-background": Endpoint(
-        "/v2beta/stable-image/edit/remove-background", False, False
-    ),
-}
-GENERATE = {
-    "ultra": "/v2beta/stable-image/generate/ultra",
-    "core": "/v2beta/stable-image/generate/core",
-}
-_SD3 = "/v2beta/stable-image/generate/sd3"
+    name: Endpoint(_EDIT + name, prompt, mask)
+    for name, prompt, mask in [
+        ("inpaint", True, True), ("erase", False, True), ("outpaint", True, False),
+        ("search-and-replace", True, False), ("search-and-recolor", True, False),
+        ("remove-background", False, False),
+    ]
+}  # fmt: skip
+GENERATE = {"ultra": _GEN + "ultra", "core": _GEN + "core"}
+_SD3 = _GEN + "sd3"
 
 
 def endpoint_for(job: EditJob, provider: str) -> Endpoint:
@@ -127,7 +121,8 @@ async def build_form(
     job: EditJob, endpoint: Endpoint, provider: str
 ) -> AsyncIterator[aiohttp.FormData]:
     """The multipart body; the image streams from its temp file, closed on exit."""
-    form = aiohttp.FormData(quote_fields=False)
+    # Stability takes multipart only, also for generation where no file is sent.
+    form = aiohttp.FormData(quote_fields=False, default_to_multipart=True)
     for name, value in form_fields(job, endpoint, provider):
         form.add_field(name, value)
     opened: list[IO[bytes]] = []

@@ -195,6 +195,7 @@ class VertexAdapter:
     def auth(self, key: str) -> Auth:
         if self._config.auth == "access_token":
             return StaticKey("Authorization", key, prefix="Bearer ")
+        # Kept so edit() can refresh the token through the Upstream before each call.
         self._service_account = ServiceAccountAuth(
             key, key_env=self._config.api_key_env
         )

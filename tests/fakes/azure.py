@@ -13,8 +13,9 @@ from tests.fakes.provider import RESULT_B64, FakeProvider
 API_VERSION = "2025-04-01-preview"
 
 
-def _reply() -> dict[str, Any]:
-    return {**images_reply(), "data": [{"b64_json": RESULT_B64}]}
+def _reply(rec: Received) -> dict[str, Any]:
+    n = int(rec.json.get("n", 1)) if rec.json else int(rec.fields.get("n", ["1"])[0])
+    return {**images_reply(n), "data": [{"b64_json": RESULT_B64}] * n}
 
 
 class FakeAzure(FakeProvider):
@@ -48,7 +49,9 @@ class FakeAzure(FakeProvider):
             return web.json_response(
                 {"error": {"code": "404", "message": "Resource not found"}}, status=404
             )
-        return self._refused(request) or await self.scripted(request, _reply)
+        return self._refused(request) or await self.scripted(
+            request, lambda: _reply(rec)
+        )
 
     async def _v1(self, request: web.Request, rec: Received) -> web.StreamResponse:
         model = (
@@ -61,4 +64,6 @@ class FakeAzure(FakeProvider):
                 {"error": {"code": "invalid_request", "message": "model is required"}},
                 status=400,
             )
-        return self._refused(request) or await self.scripted(request, _reply)
+        return self._refused(request) or await self.scripted(
+            request, lambda: _reply(rec)
+        )

@@ -51,6 +51,7 @@ class FakeVertex(FakeProvider):
         self.expires_in = 3600
         self.tokens_issued = 0
         self.token_status = 200
+        self.token_garbage = False
         self.bodies: list[dict[str, Any]] = []
         self.models: list[str] = []
         self.app.router.add_post("/token", self._token)
@@ -88,6 +89,8 @@ class FakeVertex(FakeProvider):
                 },
                 status=self.token_status,
             )
+        if self.token_garbage:
+            return web.Response(text="<html>maintenance</html>")
         self.tokens_issued += 1
         self.key = f"ya29.fake-{self.tokens_issued}"
         return web.json_response(

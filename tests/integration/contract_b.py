@@ -169,11 +169,13 @@ async def start_bfl(aiohttp_server: AiohttpServer, tmp: Path) -> Started:
 def cases() -> list[Case]:
     Case = contract.Case
     return [
-        Case("azure", "azure/house", True, start_azure),
-        Case("azure-v1", "azure/house", False, start_azure_v1),
-        Case("xai", "xai/grok-imagine-image", False, start_xai),
-        Case("amazon", "amazon/amazon.nova-canvas-v1:0", True, start_amazon),
+        Case("azure", "azure/house", True, start_azure, "azure/house"),
+        Case("azure-v1", "azure/house", False, start_azure_v1, "azure/house"),
+        Case("xai", "xai/grok-imagine-image", False, start_xai,
+             "xai/grok-imagine-image"),
+        Case("amazon", "amazon/amazon.nova-canvas-v1:0", True, start_amazon,
+             "amazon/amazon.nova-canvas-v1:0"),
         Case("replicate", "replicate/black-forest-labs/flux-kontext-pro", False,
-             start_replicate),
-        Case("bfl", "bfl/flux-pro-1.0-fill", True, start_bfl),
+             start_replicate, "replicate/black-forest-labs/flux-pro"),
+        Case("bfl", "bfl/flux-pro-1.0-fill", True, start_bfl, "bfl/flux-kontext-pro"),
     ]  # fmt: skip

@@ -67,9 +67,10 @@ Starter = Callable[[AiohttpServer, Path], Awaitable[Started]]
 @dataclass(frozen=True)
 class Case:
     id: str
-    model: str
-    mask: bool
+    model: str  # used for the masked edit
+    mask: bool  # the provider takes a mask
     start: Starter
+    generate_model: str | None = None  # None: the provider does not generate
 
 
 async def _serve(aiohttp_server: AiohttpServer, app: Any) -> TestServer:
@@ -164,12 +165,15 @@ async def start_stability(aiohttp_server: AiohttpServer, tmp: Path) -> Started:
 
 
 CASES = [
-    Case("openai", "openai/gpt-image-2", True, start_openai),
-    Case("google", "google/gemini-2.5-flash-image", False, start_google),
-    Case("vertex", "vertex/imagen-3.0-capability-001", True, start_vertex),
-    Case("stabilityai", "stabilityai/inpaint", True, start_stability),
+    Case("openai", "openai/gpt-image-2", True, start_openai, "openai/gpt-image-2"),
+    Case("google", "google/gemini-2.5-flash-image", False, start_google,
+         "google/gemini-2.5-flash-image"),
+    Case("vertex", "vertex/imagen-3.0-capability-001", True, start_vertex,
+         "vertex/imagen-4.0-generate-001"),
+    Case("stabilityai", "stabilityai/inpaint", True, start_stability,
+         "stabilityai/core"),
     *contract_b.cases(),
-]
+]  # fmt: skip
 
 
 @dataclass
@@ -227,6 +231,22 @@ async def test_success(env: Env) -> None:
     extra = result.model_extra or {}
     assert extra["provider"] == env.case.model.split("/")[0]
     assert "cost" in extra
+
+
+async def test_generation(env: Env) -> None:
+    if env.case.generate_model is None:
+        with pytest.raises(openai.BadRequestError) as exc:
+            await env.sdk.images.generate(model=env.case.model, prompt="a boat")
+        assert exc.value.param == "model"
+        return
+    result = await env.sdk.images.generate(
+        model=env.case.generate_model, prompt="a boat", n=2
+    )
+    assert result.data is not None
+    assert len(result.data) == 2
+    assert all(d.b64_json for d in result.data)
+    provider = env.case.generate_model.split("/")[0]
+    assert (result.model_extra or {})["provider"] == provider
 
 
 async def test_provider_400_passes_through(env: Env) -> None:
