@@ -106,6 +106,8 @@ async def test_models_lists_served_models_with_capabilities(
         "house-style",
     }
     assert by_id["house-style"]["alias_of"] == "openai/gpt-image-2"
+    assert "alias_of" not in by_id["azure/house"]
+    assert all(m["object"] == "model" for m in body["data"])
     assert by_id["azure/house"]["capabilities"] == {
         "edit": True, "generate": True, "mask": True, "max_images": 16,
     }  # fmt: skip
