@@ -30,10 +30,9 @@ from proxy.errors import (
     InvalidRequest,
     UpstreamProtocolError,
     UpstreamRejected,
-    from_upstream_status,
 )
 from proxy.models import EditJob, EditResult
-from proxy.providers import _aws, _inputs, _nova
+from proxy.providers import _aws, _inputs, _nova, _replies
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool
 from proxy.upstream import Upstream
 
@@ -171,11 +170,6 @@ class AmazonAdapter:
             },
         )
         if not resp.ok:
-            raise from_upstream_status(
-                upstream.name,
-                resp.status,
-                message=error_message(resp.body),
-                retry_after=resp.headers.get("Retry-After"),
-            )
+            raise _replies.failure(upstream.name, resp, error_message(resp.body))
         outputs = [translate.Encoded(b) for b in parse_images(upstream.name, resp.body)]
         return await translate.images_result(outputs, job=job, upstream=upstream)

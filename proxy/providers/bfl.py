@@ -18,19 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
 from proxy import sizes, translate
 from proxy.errors import (
-    UpstreamProtocolError,
     UpstreamRejected,
     UpstreamUnavailable,
-    from_upstream_status,
 )
 from proxy.models import EditJob, EditResult
-from proxy.providers import _inputs, _polling
+from proxy.providers import _inputs, _polling, _replies
 from proxy.providers.base import (
     Auth,
     Capabilities,
@@ -41,6 +39,7 @@ from proxy.providers.base import (
 )
 from proxy.upstream import Upstream, UpstreamResponse
 
+T = TypeVar("T")
 ASPECT_RATIOS = (
     "21:9",
     "16:9",
@@ -157,24 +156,10 @@ class BFLAdapter:
     def model_capabilities(self, model: str) -> Capabilities:
         return model_capabilities(model)
 
-    def _decode(
-        self, upstream: Upstream, resp: UpstreamResponse, typ: type[Any]
-    ) -> Any:
+    def _decode(self, name: str, resp: UpstreamResponse, typ: type[T]) -> T:
         if not resp.ok:
-            raise from_upstream_status(
-                upstream.name,
-                resp.status,
-                message=error_message(resp.body),
-                retry_after=resp.headers.get("Retry-After"),
-            )
-        try:
-            return msgspec.json.decode(resp.body, type=typ)
-        except msgspec.DecodeError as exc:
-            raise UpstreamProtocolError(
-                f"provider '{upstream.name}' sent an unexpected reply",
-                provider=upstream.name,
-                code="upstream_protocol_error",
-            ) from exc
+            raise _replies.failure(name, resp, error_message(resp.body))
+        return _replies.decode(name, resp.body, typ)
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         cfg = self._config
@@ -184,13 +169,13 @@ class BFLAdapter:
             data=msgspec.json.encode(await build_body(job)),
             headers={**job.extra_headers, "Content-Type": "application/json"},
         )
-        submitted: Submitted = self._decode(upstream, resp, Submitted)
+        submitted = self._decode(upstream.name, resp, Submitted)
         poll_url = _polling.require_allowed(
             submitted.polling_url, cfg.allowed_hosts, provider=upstream.name
         )
 
         async def fetch() -> Job:
-            return self._decode(upstream, await upstream.get(poll_url), Job)  # type: ignore[no-any-return]
+            return self._decode(upstream.name, await upstream.get(poll_url), Job)
 
         state = await _polling.poll(
             fetch,

@@ -30,10 +30,9 @@ from proxy.errors import (
     UpstreamProtocolError,
     UpstreamRejected,
     UpstreamUnavailable,
-    from_upstream_status,
 )
 from proxy.models import EditJob, EditResult
-from proxy.providers import _inputs, _polling
+from proxy.providers import _inputs, _polling, _replies
 from proxy.providers import _openai_compat as compat
 from proxy.providers.base import (
     Auth,
@@ -78,7 +77,6 @@ class Prediction(msgspec.Struct):
     urls: Urls = Urls()
 
 
-_prediction = msgspec.json.Decoder(Prediction)
 _FINAL = frozenset({"succeeded", "failed", "canceled"})
 
 
@@ -97,14 +95,7 @@ def error_message(body: bytes) -> str | None:
 
 
 def parse_prediction(provider: str, body: bytes) -> Prediction:
-    try:
-        return _prediction.decode(body)
-    except msgspec.DecodeError as exc:
-        raise UpstreamProtocolError(
-            f"provider '{provider}' sent an unexpected reply",
-            provider=provider,
-            code="upstream_protocol_error",
-        ) from exc
+    return _replies.decode(provider, body, Prediction)
 
 
 async def build_input(job: EditJob) -> dict[str, Any]:
@@ -151,12 +142,7 @@ class ReplicateAdapter:
 
     def _check(self, upstream: Upstream, resp: UpstreamResponse) -> Prediction:
         if not resp.ok:
-            raise from_upstream_status(
-                upstream.name,
-                resp.status,
-                message=error_message(resp.body),
-                retry_after=resp.headers.get("Retry-After"),
-            )
+            raise _replies.failure(upstream.name, resp, error_message(resp.body))
         return parse_prediction(upstream.name, resp.body)
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
