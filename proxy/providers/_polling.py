@@ -15,6 +15,7 @@ from fnmatch import fnmatchcase
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from proxy.context import add_upstream_time
 from proxy.errors import UpstreamProtocolError, UpstreamTimeout
 
 T = TypeVar("T")
@@ -59,4 +60,7 @@ async def poll(
                 provider=provider,
                 code="upstream_timeout",
             )
+        # Waiting on the provider is upstream time, not the gateway's overhead.
+        started = loop.time()
         await asyncio.sleep(interval_s)
+        add_upstream_time(loop.time() - started)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -53,7 +53,7 @@ ASPECT_RATIOS = (
 class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="replicate"):
     base_url: str = "https://api.replicate.com/v1"
     api_key_env: str = "REPLICATE_API_TOKEN"
-    wait_s: int = 60  # Prefer: wait=N, 1-60
+    wait_s: Annotated[int, msgspec.Meta(ge=1, le=60)] = 60  # Prefer: wait=N
     poll_interval_s: Seconds = 1.0
     deadline_s: Seconds = 300.0
     output_hosts: list[str] = msgspec.field(

@@ -11,6 +11,7 @@ import aiohttp
 import openai
 import pytest
 from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
 
 from tests.conftest import UPSTREAM_KEY, AiohttpServer, StartProxy
 from tests.fakes.azure import FakeAzure
@@ -507,3 +508,48 @@ async def test_replicate_sends_the_mask_white_edit(
     sent = rep.received[0].json
     assert sent is not None
     assert_white_edit(base64.b64decode(sent["input"]["mask"].partition(",")[2]))
+
+
+async def test_replicate_success_without_output_is_502(
+    start_proxy: StartProxy, rep: FakeReplicate
+) -> None:
+    server = await _rep_proxy(start_proxy, rep)
+    rep.script(Reply(201, {"id": "p9", "status": "succeeded", "output": None}))
+    got, body = await _post(server, "/v3/images/edits", _edit(REP_MODEL))
+    assert got == 502
+    assert "no image" in body["error"]["message"]
+
+
+async def test_bfl_expand_sends_the_image_without_mask(
+    start_proxy: StartProxy, bfl: FakeBFL
+) -> None:
+    server = await _bfl_proxy(start_proxy, bfl)
+    got, body = await _post(
+        server, "/v3/images/edits", _edit("bfl/flux-pro-1.0-expand", top=64)
+    )
+    assert got == 200, body
+    sent = bfl.received[0].json
+    assert sent is not None
+    assert sent["top"] == 64
+    assert "mask" not in sent
+    assert base64.b64decode(sent["image"]).startswith(b"\x89PNG")
+
+
+async def test_polling_wait_counts_as_upstream_time(
+    start_proxy: StartProxy, bfl: FakeBFL, registry: CollectorRegistry
+) -> None:
+    bfl.pending_polls = 2
+    server = await _bfl_proxy(start_proxy, bfl, poll_interval_s=0.2)
+    got, _ = await _post(server, "/v3/images/edits", _edit("bfl/flux-kontext-pro"))
+    assert got == 200
+    overhead = registry.get_sample_value(
+        "imagegate_overhead_seconds_sum", {"route": "/v3/images/edits"}
+    )
+    total = registry.get_sample_value(
+        "imagegate_request_duration_seconds_sum", {"route": "/v3/images/edits"}
+    )
+    assert overhead is not None
+    assert total is not None
+    # The two 200 ms waits between polls belong to the provider, not to the gateway.
+    assert total >= 0.4
+    assert overhead < 0.2
