@@ -1,9 +1,12 @@
-"""Input preparation shared by the JSON providers of this package: the client's mask
-as the white = edit PNG that FLUX Fill, Replicate models and Bedrock expect."""
+"""Input preparation shared by the providers of this package: model ids that go into
+URL paths, and the client's mask as the white = edit PNG that FLUX Fill, Replicate
+models and Bedrock expect."""
 
 from __future__ import annotations
 
-from proxy.errors import InvalidRequest
+import re
+
+from proxy.errors import InvalidRequest, UnknownModel
 from proxy.masks import to_white_edit_mask
 from proxy.models import EditJob, StoredImage
 
@@ -20,3 +23,23 @@ async def white_mask(job: EditJob, *, provider: str) -> bytes | None:
             param="mask",
         )
     return await to_white_edit_mask(job.mask, first)
+
+
+# A path segment that cannot climb (".", "..") or smuggle a query, fragment or slash.
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def model_path(model: str, *, provider: str, segments: int = 1) -> str:
+    """A client's model id, checked before it becomes part of an upstream URL path.
+
+    The gateway's key goes with the request, so ``bfl/../account`` must never reach
+    another endpoint of the provider's API.
+    """
+    parts = model.split("/")
+    if len(parts) != segments or not all(_SEGMENT.match(p) for p in parts):
+        shape = "/".join(["<name>"] * segments)
+        raise UnknownModel(
+            f"'{provider}/{model}' is not a valid model name for provider '{provider}' "
+            f"(expected {provider}/{shape})"
+        )
+    return model

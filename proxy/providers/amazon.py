@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 import msgspec
 
@@ -161,7 +160,7 @@ class AmazonAdapter:
             mask = None if white is None else base64.b64encode(white).decode("ascii")
             body = stability_body(job, images, mask)
         resp = await upstream.post(
-            f"/model/{quote(job.model, safe=':')}/invoke",
+            f"/model/{_inputs.model_path(job.model, provider=upstream.name)}/invoke",
             data=msgspec.json.encode(body),
             headers={
                 **job.extra_headers,

@@ -18,6 +18,7 @@ from urllib.parse import quote
 import msgspec
 
 from proxy.models import EditJob, EditResult
+from proxy.providers import _inputs
 from proxy.providers import _openai_compat as compat
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
 from proxy.upstream import Upstream
@@ -60,6 +61,7 @@ class AzureAdapter:
         return sorted(self._config.deployments)
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+        _inputs.model_path(job.model, provider=upstream.name)
         return await compat.send(
             job,
             upstream,

@@ -165,7 +165,7 @@ class BFLAdapter:
         cfg = self._config
         deadline = asyncio.get_running_loop().time() + cfg.deadline_s
         resp = await upstream.post(
-            f"/{job.model}",
+            f"/{_inputs.model_path(job.model, provider=upstream.name)}",
             data=msgspec.json.encode(await build_body(job)),
             headers={**job.extra_headers, "Content-Type": "application/json"},
         )

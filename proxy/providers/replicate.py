@@ -147,7 +147,7 @@ class ReplicateAdapter:
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         deadline = asyncio.get_running_loop().time() + self._config.deadline_s
-        owner_name = job.model
+        owner_name = _inputs.model_path(job.model, provider=upstream.name, segments=2)
         resp = await upstream.post(
             f"/models/{owner_name}/predictions",
             data=msgspec.json.encode({"input": await build_input(job)}),

@@ -553,3 +553,19 @@ async def test_polling_wait_counts_as_upstream_time(
     # The two 200 ms waits between polls belong to the provider, not to the gateway.
     assert total >= 0.4
     assert overhead < 0.2
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["bfl/../account", "bfl/..", "bfl/flux?x=1"],
+)
+async def test_model_ids_cannot_reach_other_provider_endpoints(
+    start_proxy: StartProxy, bfl: FakeBFL, model: str
+) -> None:
+    server = await _bfl_proxy(start_proxy, bfl)
+    got, body = await _post(
+        server, "/v3/images/generations", {"model": model, "prompt": "x"}
+    )
+    assert got == 404
+    assert body["error"]["code"] == "model_not_found"
+    assert bfl.received == []

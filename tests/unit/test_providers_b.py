@@ -7,7 +7,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from proxy.errors import InvalidRequest, UpstreamProtocolError, UpstreamRejected
+from proxy.errors import (
+    InvalidRequest,
+    UnknownModel,
+    UpstreamProtocolError,
+    UpstreamRejected,
+)
 from proxy.models import EditJob, FileRef, RemoteImage, StoredImage
 from proxy.providers import _inputs, _nova, _polling, amazon, azure, bfl, replicate, xai
 from tests.images import png
@@ -175,3 +180,28 @@ def test_bfl_capabilities_and_errors() -> None:
 def test_polling_host_allowlist(url: str, ok: bool) -> None:
     patterns = bfl.Config().allowed_hosts
     assert _polling.host_allowed(url, patterns) is ok
+
+
+@pytest.mark.parametrize(
+    ("model", "segments", "ok"),
+    [
+        ("flux-kontext-pro", 1, True),
+        ("amazon.nova-canvas-v1:0", 1, True),
+        ("black-forest-labs/flux-kontext-pro", 2, True),
+        ("..", 1, False),
+        ("../account", 1, False),
+        ("a/../../v1/account", 2, False),
+        ("owner/..", 2, False),
+        ("x?y=1", 1, False),
+        ("x#f", 1, False),
+        ("a/b", 1, False),
+        ("%2e%2e", 1, False),
+        (".hidden", 1, False),
+    ],
+)
+def test_model_ids_that_go_into_paths(model: str, segments: int, ok: bool) -> None:
+    if ok:
+        assert _inputs.model_path(model, provider="p", segments=segments) == model
+    else:
+        with pytest.raises(UnknownModel):
+            _inputs.model_path(model, provider="p", segments=segments)
