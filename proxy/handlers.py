@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from proxy.context import CURRENT
+from proxy.context import ANONYMOUS, CURRENT
 from proxy.errors import InvalidRequest
 from proxy.headers import validate_extra_headers
 from proxy.models import (
@@ -33,6 +34,7 @@ from proxy.prepare import check_capabilities
 from proxy.routing import Route
 from proxy.state import GATEWAY, Gateway
 from proxy.uploads import UploadSet
+from proxy.workers import exposition
 
 _encode = msgspec.json.encode
 
@@ -89,7 +91,7 @@ async def images_edits(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     limits = gateway.config.limits
     kind = require_json_or_multipart(request, multipart=True)
-    async with UploadSet(gateway.temp_path) as uploads:
+    async with UploadSet(gateway.files) as uploads:
         if kind == "application/json":
             fields, extra = split_known(await read_json(request, limits), EDIT_FIELDS)
             body = convert(fields, EditRequest)
@@ -120,6 +122,9 @@ async def images_edits(request: web.Request) -> web.Response:
 
 
 async def _run(route: Route, job: EditJob) -> EditResult:
+    ctx = CURRENT.get()
+    if ctx is not None:
+        ctx.prompt = job.prompt  # the access log shows it only if configured
     check_capabilities(job, route.adapter.capabilities, provider=route.provider)
     return await route.adapter.edit(job, route.upstream)
 
@@ -152,14 +157,16 @@ def _respond(gateway: Gateway, route: Route, result: EditResult) -> web.Response
         cost = gateway.prices.cost(
             route.price_key, usage=result.usage, images=result.images
         )
-    metrics = gateway.metrics
     ctx = CURRENT.get()
     model_label = ctx.model if ctx is not None and ctx.model else "other"
-    if cost is None:
-        metrics.unpriced.labels(route.provider, model_label).inc()
-    else:
-        metrics.cost.labels(route.provider, model_label).inc(cost)
-    metrics.images.labels(route.provider).inc(result.images)
+    gateway.metrics.record_result(
+        route.provider,
+        model_label,
+        ctx.key if ctx is not None else ANONYMOUS,
+        cost=cost,
+        usage=result.usage,
+        images=result.images,
+    )
     if ctx is not None:
         ctx.cost = cost
         ctx.images = result.images
@@ -181,7 +188,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    registry = request.app[GATEWAY].metrics.registry
-    resp = web.Response(body=generate_latest(registry))
+    metrics = request.app[GATEWAY].metrics
+    # Multiprocess mode reads every worker's files: off the event loop.
+    body = await asyncio.to_thread(exposition, metrics.registry, metrics.multiproc_dir)
+    resp = web.Response(body=body)
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp

@@ -23,6 +23,11 @@ class Gateway:
     draining: bool = False
 
     @property
+    def files(self) -> TempDir:
+        assert self.temp_dir is not None
+        return self.temp_dir
+
+    @property
     def temp_path(self) -> str:
         assert self.temp_dir is not None
         return self.temp_dir.path
