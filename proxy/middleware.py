@@ -102,7 +102,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     CURRENT.set(ctx)
     start = time.perf_counter()
     status = 500
-    metrics.inflight.inc()
+    # Probes and scrapes are not work: they stay out of the saturation gauge.
+    inflight = metrics.inflight if route not in _QUIET_ROUTES else None
+    if inflight is not None:
+        inflight.inc()
     try:
         try:
             resp = await handler(request)
@@ -129,7 +132,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         resp.headers["X-Request-ID"] = request_id
         return resp
     finally:
-        metrics.inflight.dec()
+        if inflight is not None:
+            inflight.dec()
         _record(gateway, ctx, status, time.perf_counter() - start)
 
 

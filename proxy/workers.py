@@ -38,11 +38,14 @@ class Supervisor:
         self._workers = workers
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._stopping = False
+        self._signalled: set[int] = set()
 
     def _forward(self, signum: int, _frame: FrameType | None) -> None:
         self._stopping = True
-        for proc in self._procs.values():
-            if proc.poll() is None:
+        # Once each: a second SIGTERM during aiohttp's graceful shutdown would kill it.
+        for pid, proc in self._procs.items():
+            if pid not in self._signalled and proc.poll() is None:
+                self._signalled.add(pid)
                 proc.send_signal(signum)
 
     def run(self, environ: Mapping[str, str]) -> int:
@@ -76,7 +79,7 @@ class Supervisor:
             live.discard(pid)
             self._procs[pid].returncode = os.waitstatus_to_exitcode(code)
             multiprocess.mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
-            if self._procs[pid].returncode != 0 or not self._stopping:
+            if not self._stopping or not _clean(self._procs[pid].returncode):
                 # A worker that dies on its own takes the others down: the
                 # orchestrator restarts the whole pod, not a part of it.
                 status = 1
@@ -89,6 +92,12 @@ class Supervisor:
 
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT)
+
+
+def _clean(code: int | None) -> bool:
+    # A worker still starting up has no handler yet and dies of the forwarded
+    # signal itself: it stopped because it was asked to.
+    return code == 0 or code in (-signal.SIGTERM, -signal.SIGINT)
 
 
 def supervise(worker_argv: Sequence[str], workers: int) -> int:

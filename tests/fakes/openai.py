@@ -47,6 +47,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     drop: bool = False  # close the connection without an answer
+    hold: asyncio.Event | None = None  # answer only once the test sets it
 
 
 def images_reply(n: int = 1, **extra: Any) -> dict[str, Any]:
@@ -100,7 +101,9 @@ class FakeOpenAI:
                 data = await part.read()
                 if part.filename is not None:
                     ctype = part.headers.get("Content-Type", "")
-                    rec.files.append(FilePart(part.name or "", part.filename, ctype, data))
+                    rec.files.append(
+                        FilePart(part.name or "", part.filename, ctype, data)
+                    )
                 else:
                     rec.fields.setdefault(part.name or "", []).append(data.decode())
         else:
@@ -123,6 +126,8 @@ class FakeOpenAI:
                     status=400,
                 )  # fmt: skip
         reply = self.replies.pop(0) if self.replies else Reply()
+        if reply.hold is not None:
+            await reply.hold.wait()
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         if reply.drop:
@@ -131,8 +136,10 @@ class FakeOpenAI:
             return web.Response()
         body = reply.body
         if body is None:
-            n = int((rec.fields.get("n") or ["1"])[0]) if rec.json is None else int(
-                rec.json.get("n", 1)
+            n = (
+                int((rec.fields.get("n") or ["1"])[0])
+                if rec.json is None
+                else int(rec.json.get("n", 1))
             )
             body = images_reply(n)
         if isinstance(body, bytes):
