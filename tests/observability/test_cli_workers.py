@@ -47,6 +47,12 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()]
 
 
+def _multiproc_dir(pid: int) -> str:
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    (entry,) = [e for e in environ if e.startswith(b"PROMETHEUS_MULTIPROC_DIR=")]
+    return entry.split(b"=", 1)[1].decode()
+
+
 async def _config(tmp_path: Path, port: int, upstream: str) -> Path:
     config = {
         "server": {"host": "127.0.0.1", "port": port, "workers": 1},
@@ -100,7 +106,7 @@ async def test_workers_share_port_and_metrics(
         code = await proc.wait()
     err = await proc.stderr.read() if proc.stderr else b""
     assert code == 0, err.decode()[-3000:]
-    assert not Path(metrics_dir).exists()
+    assert not await asyncio.to_thread(os.path.exists, metrics_dir)
 
 
 async def test_a_dying_worker_stops_the_rest(tmp_path: Path) -> None:
@@ -114,4 +120,4 @@ async def test_a_dying_worker_stops_the_rest(tmp_path: Path) -> None:
     err = await proc.stderr.read() if proc.stderr else b""
     assert code == 1
     assert f"worker {workers[0]} exited with -9; stopping" in err.decode()
-    assert not Path(f"/proc/{workers[1]}").exists()
+    assert not await asyncio.to_thread(os.path.exists, f"/proc/{workers[1]}")

@@ -75,16 +75,15 @@ async def test_unknown_model_is_priced_as_other(
 async def test_temp_bytes_and_inflight_while_upstream_holds(
     sdk: openai.AsyncOpenAI, proxy: TestServer, fake_openai: FakeOpenAI
 ) -> None:
-    hold = asyncio.Event()
-    fake_openai.script(Reply(hold=hold))
+    hold, arrived = asyncio.Event(), asyncio.Event()
+    fake_openai.script(Reply(hold=hold, arrived=arrived))
     image = png(32, 32)
     call = asyncio.ensure_future(
         sdk.images.edit(
             model="openai/gpt-image-1", image=("a.png", image, "image/png"), prompt="x"
         )
     )
-    while not fake_openai.received:
-        await asyncio.sleep(0.01)
+    await arrived.wait()
     during = await scrape(proxy)
     hold.set()
     await call
