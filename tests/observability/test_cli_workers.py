@@ -81,11 +81,7 @@ async def test_workers_share_port_and_metrics(
         await wait_http(f"{base}/readyz", proc)
         workers = await asyncio.to_thread(_children, proc.pid)
         assert len(workers) == 2
-        environ = (Path(f"/proc/{workers[0]}/environ")).read_bytes().split(b"\0")
-        (multiproc,) = [
-            e for e in environ if e.startswith(b"PROMETHEUS_MULTIPROC_DIR=")
-        ]
-        metrics_dir = multiproc.split(b"=", 1)[1].decode()
+        metrics_dir = await asyncio.to_thread(_multiproc_dir, workers[0])
         body = {"model": "openai/gpt-image-1", "prompt": "x"}
         # New connections each time: the kernel spreads them over the workers.
         for _ in range(12):
