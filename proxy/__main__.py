@@ -73,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=host,
         port=port,
         shutdown_timeout=config.server.shutdown_timeout_s,
+        keepalive_timeout=config.server.keepalive_timeout_s,
         access_log=None,
         print=None,
         reuse_port=args.reuse_port or None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
@@ -43,8 +43,8 @@ def _job(
     fields: _Fields,
     route: Route,
     *,
-    operation: str,
-    source: str,
+    operation: Literal["edit", "generate"],
+    source: Literal["json", "multipart"],
     extra: dict[str, Any],
     images: tuple[ImageInput, ...] = (),
     mask: ImageInput | None = None,
@@ -54,11 +54,11 @@ def _job(
             "stream=true is not supported by this gateway yet", param="stream"
         )
     return EditJob(
-        operation=operation,  # type: ignore[arg-type]
+        operation=operation,
         provider=route.provider,
         model=route.model,
         prompt=fields.prompt,
-        source=source,  # type: ignore[arg-type]
+        source=source,
         images=images,
         mask=mask,
         n=fields.n,
@@ -185,6 +185,12 @@ async def readyz(request: web.Request) -> web.Response:
     if gateway.draining:
         return web.json_response({"status": "draining"}, status=503)
     return web.json_response({"status": "ready", "providers": gateway.router.names})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[GATEWAY].openapi, content_type="application/json"
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -26,7 +26,7 @@ access_log = logging.getLogger("imagegate.access")
 log = logging.getLogger("imagegate")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 # Status 499: the client went away before an answer (nginx's convention).
 _CLIENT_CLOSED = 499
 _encoder = msgspec.json.Encoder()
@@ -77,9 +77,8 @@ def _http_error(exc: web.HTTPException) -> web.Response:
     resp = error_response(
         exc.status, exc.reason, "invalid_request_error", code=code, retryable=False
     )
-    for name in ("Allow",):
-        if name in exc.headers:
-            resp.headers[name] = exc.headers[name]
+    if "Allow" in exc.headers:
+        resp.headers["Allow"] = exc.headers["Allow"]
     return resp
 
 

@@ -21,6 +21,8 @@ class Gateway:
     router: Router = field(default_factory=lambda: Router({}))
     temp_dir: TempDir | None = None
     draining: bool = False
+    # The encoded OpenAPI description, built once at start-up.
+    openapi: bytes = b""
 
     @property
     def files(self) -> TempDir:

@@ -31,19 +31,32 @@ def test_every_metric_is_in_the_table(repo_root: Path) -> None:
     assert not missing
 
 
-@pytest.mark.parametrize("struct", [Server, Pool, OpenAIConfig])
+def _section(readme: str, heading: str) -> list[str]:
+    """The lines under the heading that starts with ``heading``, up to the next one."""
+    lines = readme.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(heading))
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].startswith("#")),
+        len(lines),
+    )
+    return lines[start + 1 : end]
+
+
+@pytest.mark.parametrize(
+    ("heading", "struct"),
+    [
+        ("### `server:`", Server),
+        ("#### `pool:`", Pool),
+        ("#### `providers.openai`", OpenAIConfig),
+    ],
+)
 def test_config_keys_documented_with_defaults(
-    repo_root: Path, struct: type[msgspec.Struct]
+    repo_root: Path, heading: str, struct: type[msgspec.Struct]
 ) -> None:
-    readme = _readme(repo_root)
+    section = _section(_readme(repo_root), heading)
     for field in msgspec.structs.fields(struct):
         row = next(
-            (
-                line
-                for line in readme.splitlines()
-                if line.startswith(f"| `{field.name}` |")
-            ),
-            None,
+            (line for line in section if line.startswith(f"| `{field.name}` |")), None
         )
         assert row is not None, field.name
         default = field.default
