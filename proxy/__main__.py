@@ -59,6 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("imagegate: --workers must be at least 1\n")
         return 2
     if workers > 1:
+        if port == 0:
+            # Each worker would bind its own random port.
+            sys.stderr.write("imagegate: --workers above 1 needs a fixed --port\n")
+            return 2
         from proxy.workers import supervise
 
         worker_argv = ["--config", str(path), "--host", host, "--port", str(port)]

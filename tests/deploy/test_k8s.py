@@ -4,6 +4,7 @@ the objects fit together (selectors, ports, probes, grace period, egress)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 from pathlib import Path
@@ -14,7 +15,7 @@ import msgspec
 import pytest
 
 from proxy.config import parse_config
-from tests.observability.procs import REPO, require_binary
+from tests.observability.procs import REPO, require_binary, run
 
 Obj = dict[str, Any]
 K8S_VERSION = "1.30.0"
@@ -175,3 +176,15 @@ def test_sidecar_proxy_on_loopback(sidecar: list[Obj]) -> None:
     assert _config(sidecar).server.host == "127.0.0.1"
     app_env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
     assert app_env["OPENAI_BASE_URL"] == "http://127.0.0.1:8080/v3"
+
+
+async def test_prometheusrule_groups_pass_promtool(
+    gateway: list[Obj], tmp_path: Path
+) -> None:
+    """The CRD's payload checked by Prometheus' own rule parser."""
+    promtool = require_binary("promtool")
+    spec = by_kind(gateway)["PrometheusRule"]["spec"]
+    path = tmp_path / "rule.yaml"
+    await asyncio.to_thread(path.write_bytes, msgspec.yaml.encode(spec))
+    code, out, err = await run(promtool, "check", "rules", str(path))
+    assert code == 0, out + err

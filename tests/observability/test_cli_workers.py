@@ -41,6 +41,14 @@ async def test_workers_below_one_refused() -> None:
     assert "--workers must be at least 1" in err
 
 
+async def test_workers_need_a_fixed_port() -> None:
+    code, _, err = await run(
+        sys.executable, "-m", "proxy", "--workers", "2", "--port", "0"
+    )
+    assert code == 2
+    assert "needs a fixed --port" in err
+
+
 def _children(pid: int) -> list[int]:
     # Linux: the supervisor's direct children.
     path = Path(f"/proc/{pid}/task/{pid}/children")
