@@ -95,6 +95,17 @@ def _proxy(pod: Obj) -> Obj:
     return c
 
 
+def _probe_path(probe: Obj) -> str:
+    if "httpGet" in probe:
+        path: str = probe["httpGet"]["path"]
+        return path
+    # A loopback-only sidecar is probed from inside its container.
+    script = probe["exec"]["command"][-1]
+    found = re.search(r"http://127\.0\.0\.1:8080(/\w+)", script)
+    assert found is not None, script
+    return found.group(1)
+
+
 def _check_proxy_container(pod: Obj, objs: list[Obj]) -> Obj:
     config = _config(objs)
     c = _proxy(pod)
@@ -102,8 +113,8 @@ def _check_proxy_container(pod: Obj, objs: list[Obj]) -> Obj:
         config.server.shutdown_timeout_s + PRE_STOP_S
     )
     assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(PRE_STOP_S)]
-    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert _probe_path(c["readinessProbe"]) == "/readyz"
+    assert _probe_path(c["livenessProbe"]) == "/healthz"
     assert c["resources"]["requests"]["cpu"]
     assert c["resources"]["limits"]["memory"]
     sc = c["securityContext"]
@@ -173,6 +184,8 @@ def test_sidecar_proxy_on_loopback(sidecar: list[Obj]) -> None:
     assert [c["name"] for c in pod["containers"]] == ["app", "imagegate"]
     c = _check_proxy_container(pod, sidecar)
     assert "--host" not in c["args"]
+    assert "ports" not in c  # nothing outside the pod reaches it
+    assert "exec" in c["readinessProbe"]
     assert _config(sidecar).server.host == "127.0.0.1"
     app_env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
     assert app_env["OPENAI_BASE_URL"] == "http://127.0.0.1:8080/v3"
