@@ -13,7 +13,13 @@ import msgspec
 
 from tests.conftest import UPSTREAM_KEY
 from tests.fakes.openai import FakeOpenAI
-from tests.observability.procs import free_port, run, start_imagegate, wait_http
+from tests.observability.procs import (
+    free_port,
+    require_binary,
+    run,
+    start_imagegate,
+    wait_http,
+)
 from tests.observability.scrape import scrape, value
 
 
@@ -53,6 +59,14 @@ def _children(pid: int) -> list[int]:
     # Linux: the supervisor's direct children.
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()]
+
+
+async def _promtool_accepts(url: str) -> None:
+    promtool = require_binary("promtool")
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        text = await r.read()
+    assert b"imagegate_cost_usd_total" in text
+    assert await run(promtool, "check", "metrics", stdin=text) == (0, "", "")
 
 
 def _multiproc_dir(pid: int) -> str:
@@ -99,6 +113,7 @@ async def test_workers_share_port_and_metrics(
             ):
                 assert r.status == 200
         m = await scrape(f"{base}/metrics")
+        await _promtool_accepts(f"{base}/metrics")
         gen = {"route": "/v3/images/generations"}
         assert value(m, "imagegate_requests_total", **gen, code_class="2xx") == 12
         assert value(m, "imagegate_overhead_seconds_count", **gen) == 12

@@ -9,6 +9,7 @@ import openai
 import pytest
 from aiohttp.test_utils import TestServer
 
+from proxy.state import GATEWAY
 from tests.conftest import StartProxy
 from tests.fakes.openai import FakeOpenAI, Reply
 from tests.images import png
@@ -85,11 +86,14 @@ async def test_temp_bytes_and_inflight_while_upstream_holds(
     )
     await arrived.wait()
     during = await scrape(proxy)
+    on_disk = proxy.app[GATEWAY].files.bytes_on_disk()
     hold.set()
     await call
     after = await scrape(proxy)
     assert value(during, "imagegate_inflight_requests") == 1
     assert value(during, "imagegate_temp_file_bytes") == len(image)
+    assert on_disk == len(image)
+    assert proxy.app[GATEWAY].files.bytes_on_disk() == 0
     assert value(after, "imagegate_temp_file_bytes") == 0
     assert value(after, "imagegate_inflight_requests") == 0
 

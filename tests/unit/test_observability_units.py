@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from proxy.context import trace_headers
 from proxy.errors import (
     InvalidRequest,
     Overloaded,
@@ -82,3 +83,7 @@ def test_tracestate_kept_only_when_sane() -> None:
     child = fresh.child()
     assert child["traceparent"].startswith(f"00-{fresh.trace_id}-")
     assert "tracestate" not in child
+
+
+def test_no_trace_headers_outside_a_request() -> None:
+    assert trace_headers() == {}
