@@ -33,6 +33,7 @@ from proxy.parsing import (
 from proxy.prepare import check_capabilities
 from proxy.routing import Route
 from proxy.state import GATEWAY, Gateway
+from proxy.translate import fan_out
 from proxy.uploads import UploadSet
 from proxy.workers import exposition
 
@@ -125,7 +126,11 @@ async def _run(route: Route, job: EditJob) -> EditResult:
     ctx = CURRENT.get()
     if ctx is not None:
         ctx.prompt = job.prompt  # the access log shows it only if configured
-    check_capabilities(job, route.adapter.capabilities, provider=route.provider)
+    caps = route.adapter.capabilities
+    check_capabilities(job, caps, provider=route.provider)
+    if not caps.native_n and (job.n or 1) > 1:
+        # The provider makes one image per call: n calls in parallel, one result.
+        return await fan_out(job, lambda one: route.adapter.edit(one, route.upstream))
     return await route.adapter.edit(job, route.upstream)
 
 
