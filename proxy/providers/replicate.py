@@ -6,7 +6,7 @@ API: https://replicate.com/docs/topics/predictions/create-a-prediction
 otherwise the proxy polls ``urls.get`` (on the API host only) until ``succeeded``,
 ``failed`` or ``canceled``, up to ``deadline_s``; past it the prediction is canceled
 and the client gets a 504. Output URIs are fetched (from ``output_hosts`` only) when
-the client wants ``b64_json``.
+the client wants ``b64_json``; ``data:`` URI outputs are used as they are.
 Deviations: inputs are model-specific; the proxy sends ``prompt``, the first image as
 ``input_image`` (several as ``input_images``), the mask as ``mask`` (white = edit),
 ``size`` as ``aspect_ratio``, and forwards unknown client fields into ``input``.
@@ -31,6 +31,7 @@ from proxy.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from proxy.images import decode_data_url
 from proxy.models import EditJob, EditResult
 from proxy.providers import _inputs, _polling, _replies
 from proxy.providers import _openai_compat as compat
@@ -214,5 +215,19 @@ class ReplicateAdapter:
                 code="upstream_protocol_error",
             )
         hosts = self._config.output_hosts
-        urls = [_polling.require_allowed(u, hosts, provider=name) for u in outputs]
-        return await translate.images_result(list(urls), job=job, upstream=upstream)
+        images = [output_image(u, hosts, provider=name) for u in outputs]
+        return await translate.images_result(images, job=job, upstream=upstream)
+
+
+def output_image(uri: str, hosts: list[str], *, provider: str) -> bytes | str:
+    """An output file: inline ``data:`` bytes, or a URL on the allowed output hosts."""
+    if not uri.startswith("data:"):
+        return _polling.require_allowed(uri, hosts, provider=provider)
+    try:
+        return decode_data_url(uri, param="output")
+    except InvalidRequest as exc:
+        raise UpstreamProtocolError(
+            f"provider '{provider}' returned an unreadable data URI",
+            provider=provider,
+            code="upstream_protocol_error",
+        ) from exc

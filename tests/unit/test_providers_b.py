@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import msgspec
@@ -205,3 +206,16 @@ def test_model_ids_that_go_into_paths(model: str, segments: int, ok: bool) -> No
     else:
         with pytest.raises(UnknownModel):
             _inputs.model_path(model, provider="p", segments=segments)
+
+
+def test_replicate_outputs_may_be_data_uris() -> None:
+    data = png()
+    uri = "data:image/png;base64," + base64.b64encode(data).decode()
+    assert replicate.output_image(uri, [], provider="replicate") == data
+    with pytest.raises(UpstreamProtocolError):
+        replicate.output_image("data:image/png;base64,@@", [], provider="replicate")
+    with pytest.raises(UpstreamProtocolError):
+        replicate.output_image("https://evil.example/a.png", [], provider="replicate")
+    url = "https://replicate.delivery/x/out.png"
+    hosts = replicate.Config().output_hosts
+    assert replicate.output_image(url, hosts, provider="replicate") == url
