@@ -25,6 +25,11 @@ class Gateway:
     openapi: bytes = b""
 
     @property
+    def files(self) -> TempDir:
+        assert self.temp_dir is not None
+        return self.temp_dir
+
+    @property
     def temp_path(self) -> str:
         assert self.temp_dir is not None
         return self.temp_dir.path
