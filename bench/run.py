@@ -34,6 +34,7 @@ def run_all(
     latency_ms: float = 2.0,
     proxy_cpus: str | None = "1",
     client_cpus: str | None = "0",
+    workers: int = 1,
 ) -> list[Measurement]:
     results: list[Measurement] = []
     with stack(
@@ -42,6 +43,7 @@ def run_all(
         latency_ms=latency_ms,
         proxy_cpus=proxy_cpus,
         client_cpus=client_cpus,
+        workers=workers,
     ) as running:
         for scenario in scenarios:
             body, content_type = write_body(scenario, workdir)
@@ -89,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--proxy-cpus", default="1", help="taskset list for the proxies")
     p.add_argument("--client-cpus", default="0", help="for wrk and the fake upstream")
+    p.add_argument("--workers", type=int, default=1, help="imagegate --workers N")
     p.add_argument("--name", help="results file stem (default: results, or quick)")
     p.add_argument("--out", type=Path, default=HERE / "results")
     return p
@@ -105,13 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="imagegate-bench-") as tmp:
         meta: dict[str, Any] = {
             "machine": report.machine(), "seconds": seconds, "warmup": warmup,
-            "latency_ms": args.latency_ms, "repeat": args.repeat, "proxy_cpus": args.proxy_cpus,
+            "latency_ms": args.latency_ms, "repeat": args.repeat, "workers": args.workers, "proxy_cpus": args.proxy_cpus,
             "client_cpus": args.client_cpus,
         }  # fmt: skip
         results = run_all(
             Path(tmp), scenarios=scenarios, targets=args.targets.split(","),
             seconds=seconds, warmup=warmup, repeat=args.repeat, latency_ms=args.latency_ms,
             proxy_cpus=args.proxy_cpus, client_cpus=args.client_cpus,
+            workers=args.workers,
         )  # fmt: skip
     meta["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
     name = args.name or ("quick" if args.quick else "results")

@@ -90,10 +90,14 @@ def _nginx(directory: Path, upstream: int, cpus: str | None) -> Target:
     return Target("nginx", port, proc)
 
 
-def _imagegate(directory: Path, upstream: int, cpus: str | None) -> Target:
+def _imagegate(
+    directory: Path, upstream: int, cpus: str | None, workers: int
+) -> Target:
     port = free_port()
     conf = imagegate_config(directory, port, upstream)
     cmd = [sys.executable, "-m", "proxy", "--config", str(conf)]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
     env = {BENCH_KEY_ENV: "sk-bench-not-a-real-key"}
     proc = Proc("imagegate", cmd, log=directory / "imagegate.log", cpus=cpus, env=env)
     proc.wait_port(port)
@@ -108,6 +112,7 @@ def stack(
     latency_ms: float,
     proxy_cpus: str | None,
     client_cpus: str | None,
+    workers: int = 1,
 ) -> Iterator[Stack]:
     """Start the fake upstream and the named targets; stop them all on exit."""
     upstream, up_port = _upstream(directory, latency_ms, client_cpus)
@@ -119,7 +124,9 @@ def stack(
             elif name == "nginx":
                 running.targets[name] = _nginx(directory, up_port, proxy_cpus)
             elif name == "imagegate":
-                running.targets[name] = _imagegate(directory, up_port, proxy_cpus)
+                running.targets[name] = _imagegate(
+                    directory, up_port, proxy_cpus, workers
+                )
             else:
                 raise ValueError(f"unknown target {name!r}")
         yield running
