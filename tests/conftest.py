@@ -27,9 +27,7 @@ StartProxy = Callable[..., Awaitable[TestServer]]
 @pytest.fixture(autouse=True)
 def blockbuster() -> Iterator[BlockBuster]:
     # Any blocking file or socket call on the event loop fails the test.
-    with blockbuster_ctx(
-        "proxy", excluded_modules=["openai", "httpx2", "tests"]
-    ) as bb:
+    with blockbuster_ctx("proxy", excluded_modules=["openai", "httpx2", "tests"]) as bb:
         yield bb
 
 
