@@ -1,17 +1,18 @@
-"""Command line: ``imagegate [--config PATH] [--host H] [--port P]`` and
-``imagegate check-config PATH``."""
+"""Command line: ``imagegate [--config PATH] [--host H] [--port P]``,
+``imagegate check-config PATH`` and ``imagegate hash-key [--stdin]``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from proxy import __version__
+from proxy.auth import hash_key, new_key
 from proxy.config import ConfigError, load_config
+from proxy.controls import exposure_error
 
 DEFAULT_CONFIG = "config/imagegate.yaml"
 
@@ -31,11 +32,33 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("path", nargs="?", help="config file (default: --config)")
+    hashing = sub.add_parser(
+        "hash-key", help="make a new client key and print it with its sha256 for keys:"
+    )
+    hashing.add_argument(
+        "--stdin", action="store_true", help="hash the key read from standard input"
+    )
     return parser
+
+
+def _hash_key(from_stdin: bool) -> int:
+    # A key is never taken from argv, where shell history and `ps` would keep it.
+    if from_stdin:
+        key = sys.stdin.readline().strip()
+        if not key:
+            sys.stderr.write("imagegate: no key on standard input\n")
+            return 2
+        sys.stdout.write(f"sha256: {hash_key(key)}\n")
+        return 0
+    key = new_key()
+    sys.stdout.write(f"key: {key}\nsha256: {hash_key(key)}\n")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "hash-key":
+        return _hash_key(args.stdin)
     path = getattr(args, "path", None) or args.config
     try:
         config = load_config(path)
@@ -45,18 +68,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         sys.stdout.write(f"{path}: ok ({len(config.providers)} providers)\n")
         return 0
+    host = args.host or config.server.host
+    refusal = exposure_error(host=host, auth=config.auth, keys=config.keys)
+    if refusal is not None:
+        sys.stderr.write(f"imagegate: {refusal}\n")
+        return 2
     from proxy.app import create_app
     from proxy.logs import setup_logging
+    from proxy.serve import serve
 
     setup_logging(config.server.log_level)
     app = create_app(config, environ=os.environ)
-    web.run_app(
-        app,
-        host=args.host or config.server.host,
-        port=args.port if args.port is not None else config.server.port,
-        shutdown_timeout=config.server.shutdown_timeout_s,
-        access_log=None,
-        print=None,
+    asyncio.run(
+        serve(
+            app,
+            host=host,
+            port=args.port if args.port is not None else config.server.port,
+            shutdown_timeout_s=config.server.shutdown_timeout_s,
+        )
     )
     return 0
 

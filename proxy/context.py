@@ -21,6 +21,7 @@ class RequestContext:
     cost: float | None = None
     images: int = 0
     error_code: str | None = None
+    key: str | None = None  # the client key's configured name, never the key
 
 
 CURRENT: ContextVar[RequestContext | None] = ContextVar(

@@ -8,8 +8,10 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from proxy import fallback
 from proxy.context import CURRENT
 from proxy.errors import InvalidRequest
+from proxy.guard import authorize
 from proxy.headers import validate_extra_headers
 from proxy.models import (
     EDIT_FIELDS,
@@ -29,7 +31,6 @@ from proxy.parsing import (
     resolve_ref,
     split_known,
 )
-from proxy.prepare import check_capabilities
 from proxy.routing import Route
 from proxy.state import GATEWAY, Gateway
 from proxy.uploads import UploadSet
@@ -78,6 +79,7 @@ def _job(
 
 def _route(gateway: Gateway, model: str) -> Route:
     route = gateway.router.resolve(model)
+    authorize(gateway, model)
     ctx = CURRENT.get()
     if ctx is not None:
         ctx.provider = route.provider
@@ -115,13 +117,26 @@ async def images_edits(request: web.Request) -> web.Response:
                 form.form, route, operation="edit", source="multipart",
                 extra=form.extra, images=tuple(form.images), mask=form.mask,
             )  # fmt: skip
-        result = await _run(route, job)
+        route, result = await _run(gateway, route, job)
     return _respond(gateway, route, result)
 
 
-async def _run(route: Route, job: EditJob) -> EditResult:
-    check_capabilities(job, route.adapter.capabilities, provider=route.provider)
-    return await route.adapter.edit(job, route.upstream)
+async def _run(
+    gateway: Gateway, route: Route, job: EditJob
+) -> tuple[Route, EditResult]:
+    ctx = CURRENT.get()
+    answered, result = await fallback.run(
+        route,
+        job,
+        chain=gateway.config.fallbacks.get(f"{route.provider}/{route.model}", []),
+        router=gateway.router,
+        keys=gateway.keys,
+        key=ctx.key if ctx is not None else None,
+        metrics=gateway.metrics,
+    )
+    if answered is not route:
+        _route(gateway, f"{answered.provider}/{answered.model}")
+    return answered, result
 
 
 async def images_generations(request: web.Request) -> web.Response:
@@ -133,7 +148,7 @@ async def images_generations(request: web.Request) -> web.Response:
     body = convert(fields, GenerateRequest)
     route = _route(gateway, body.model)
     job = _job(body, route, operation="generate", source="json", extra=extra)
-    result = await _run(route, job)
+    route, result = await _run(gateway, route, job)
     return _respond(gateway, route, result)
 
 
@@ -177,6 +192,8 @@ async def readyz(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     if gateway.draining:
         return web.json_response({"status": "draining"}, status=503)
+    if gateway.pressure.saturated:
+        return web.json_response({"status": "saturated"}, status=503)
     return web.json_response({"status": "ready", "providers": gateway.router.names})
 
 

@@ -93,3 +93,45 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        # Gateway controls. `key` is a configured client key name or "anonymous".
+        self.key_requests = Counter(
+            "imagegate_key_requests",
+            "Requests answered, by client key name and status class.",
+            ["key", "code_class"],
+            registry=registry,
+        )
+        self.key_cost = Counter(
+            "imagegate_key_cost_usd",
+            "Cost of answered requests in US dollars, by client key name.",
+            ["key"],
+            registry=registry,
+        )
+        self.upstream_retries = Counter(
+            "imagegate_upstream_retries",
+            "Requests sent again to a provider, by provider and reason.",
+            ["provider", "reason"],
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "imagegate_fallbacks",
+            "Requests passed to a fallback provider, by failed and next provider.",
+            ["from_provider", "to_provider"],
+            registry=registry,
+        )
+        self.circuit_state = Gauge(
+            "imagegate_circuit_state",
+            "Circuit breaker state by provider: 0 closed, 1 open, 2 half-open.",
+            ["provider"],
+            registry=registry,
+        )
+        self.limit_store_errors = Counter(
+            "imagegate_limit_store_errors",
+            "Failed operations on the shared limits store (Redis), by operation.",
+            ["operation"],
+            registry=registry,
+        )
+        self.temp_reserved_bytes = Gauge(
+            "imagegate_temp_reserved_bytes",
+            "Multipart body bytes admitted for spooling to temp files.",
+            registry=registry,
+        )

@@ -154,6 +154,7 @@ def _record(gateway: Gateway, ctx: RequestContext, status: int, elapsed: float) 
                     "cost_usd": ctx.cost,
                     "images": ctx.images,
                     "error": ctx.error_code,
+                    "key": ctx.key,
                 }
             },
         )

@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from proxy.auth import KeyRing
+from proxy.backpressure import Pressure
 from proxy.config import Config
+from proxy.limits import LimitStore, MemoryStore
 from proxy.metrics import Metrics
 from proxy.pricing import PriceTable
 from proxy.routing import Router
@@ -21,6 +24,13 @@ class Gateway:
     router: Router = field(default_factory=lambda: Router({}))
     temp_dir: TempDir | None = None
     draining: bool = False
+    limits: LimitStore = field(default_factory=MemoryStore)
+    keys: KeyRing = field(init=False)
+    pressure: Pressure = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keys = KeyRing(self.config.keys)
+        self.pressure = Pressure(self.config.backpressure, self.metrics)
 
     @property
     def temp_path(self) -> str:

@@ -70,8 +70,12 @@ class OpenAIAdapter:
                 headers={**headers, "Content-Type": "application/json"},
             )
         elif job.source == "multipart":
-            async with compat.multipart_form(job, model=job.model) as form:
-                resp = await upstream.post("/images/edits", data=form, headers=headers)
+            # A factory, not a form: a retry rebuilds the form from the temp files.
+            resp = await upstream.post(
+                "/images/edits",
+                body=lambda: compat.multipart_form(job, model=job.model),
+                headers=headers,
+            )
         else:
             resp = await upstream.post(
                 "/images/edits",
