@@ -108,6 +108,9 @@ class RedisStore:
             socket_timeout=settings.timeout_s,
             socket_connect_timeout=settings.timeout_s,
             retry=Retry(NoBackoff(), 0),
+            # No CLIENT SETINFO: its version lookup reads package metadata from disk
+            # on the event loop.
+            driver_info=None,
         )
         self._admit = self._redis.register_script(_ADMIT)
         self._spend = self._redis.register_script(_SPEND)
