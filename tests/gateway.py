@@ -10,7 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,17 +80,30 @@ def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
 
 
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, within_s: float = 10
+) -> None:
+    """Poll ``check`` until it is true; fail after ``within_s`` (a bound, not a claim)."""
+    for _ in range(int(within_s / 0.01)):
+        if await check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
 @dataclass
 class Gate:
     """Holds every request to a fake upstream until ``open()``; counts arrivals."""
 
     arrived: int = 0
     released: asyncio.Event = field(default_factory=asyncio.Event)
+    _arrival: asyncio.Event = field(default_factory=asyncio.Event)
 
     def install(self, app: web.Application) -> None:
         @web.middleware
         async def hold(request: web.Request, handler: Any) -> web.StreamResponse:
             self.arrived += 1
+            self._arrival.set()
             await self.released.wait()
             response: web.StreamResponse = await handler(request)
             return response
@@ -101,9 +114,9 @@ class Gate:
         self.released.set()
 
     async def wait_for(self, n: int) -> None:
-        # Bounded by the test timeout; polling keeps the gate free of our own code.
         while self.arrived < n:
-            await asyncio.sleep(0.01)
+            self._arrival.clear()
+            await self._arrival.wait()
 
 
 def free_port() -> int:

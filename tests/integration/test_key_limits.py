@@ -96,6 +96,7 @@ async def test_rpm_reached_exactly(
     statuses = [(await generate(proxy, KEY_A))[0] for _ in range(5)]
     assert statuses == [200, 200, 200, 429, 429]
     status, body, headers = await generate(proxy, KEY_A)
+    assert status == 429
     assert body["error"]["code"] == "rate_limit_exceeded"
     assert "3 requests per minute" in body["error"]["message"]
     assert 1 <= int(headers["Retry-After"]) <= 60

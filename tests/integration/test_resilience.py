@@ -8,7 +8,6 @@ from typing import Any
 
 import openai
 import pytest
-from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import UPSTREAM_KEY, AiohttpServer, StartProxy, leftover_files
