@@ -243,3 +243,24 @@ async def test_redis_outage_fail_modes_are_configurable(
     assert (
         metric(registry, "imagegate_limit_store_errors_total", operation="spend") == 1
     )
+
+
+async def test_redis_killed_mid_request(
+    start: Start, gate_fake: tuple[FakeOpenAI, Gate], redis: RedisServer
+) -> None:
+    fake, gate = gate_fake
+    keys = {"rated": key_entry("k-rated", concurrency=1)}
+    proxy, registry = await start(fake.url, keys=keys, redis_url=redis.url)  # type: ignore[attr-defined]
+    gate.released.clear()
+
+    async def kill_then_release() -> None:
+        await gate.wait_for(1)
+        redis.kill()
+        gate.open()
+
+    held, _ = await asyncio.gather(generate(proxy, "k-rated"), kill_then_release())
+    assert held[0] == 200  # answered although its slot could not be given back
+    errors = {"operation": "release"}
+    assert metric(registry, "imagegate_limit_store_errors_total", **errors) == 1
+    # Rates fail open by default: the key keeps being served uncounted.
+    assert (await generate(proxy, "k-rated"))[0] == 200

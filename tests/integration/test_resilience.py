@@ -197,6 +197,34 @@ async def test_all_failing_aggregates_the_causes(
         assert headers["Retry-After"] == "20"
 
 
+async def test_all_timing_out_is_504(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, backup: FakeOpenAI
+) -> None:
+    pool = {"read_timeout_s": 0.2}
+    providers = _providers(fake_openai, backup)
+    for section in providers.values():
+        section["pool"] = pool
+    proxy = await start_proxy(
+        providers, fallbacks={"openai/gpt-image-1": ["backup/gpt-image-1"]}
+    )
+    fake_openai.script(Reply(delay_s=1.0))
+    backup.script(Reply(delay_s=1.0))
+    code, body, _ = await generate(proxy, None)
+    assert (code, body["error"]["code"]) == (504, "all_providers_failed")
+    assert (len(fake_openai.received), len(backup.received)) == (1, 1)
+
+
+async def test_retry_stops_at_the_deadline(
+    start_proxy: StartProxy, registry: CollectorRegistry
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    retry = {"backoff_base_s": 5.0, "backoff_max_s": 5.0, "deadline_s": 0.001}
+    proxy = await start_proxy({"openai": {"base_url": dead}}, retry=retry)
+    assert (await generate(proxy, None))[0] == 502
+    labels = {"provider": "openai", "reason": "connect"}
+    assert metric(registry, "imagegate_upstream_retries_total", **labels) == 0
+
+
 async def test_fallback_the_key_may_not_use_is_skipped(
     start_proxy: StartProxy, fake_openai: FakeOpenAI, backup: FakeOpenAI
 ) -> None:
