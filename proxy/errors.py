@@ -10,6 +10,7 @@
     │   ├── PayloadTooLarge            413 invalid_request_error
     │   ├── UnsupportedMediaType       415 invalid_request_error
     │   └── RateLimited                429 rate_limit_error        (the proxy's own limits)
+    │       └── BudgetExceeded         429 rate_limit_error        (not retryable)
     ├── ProviderNotConfigured          503 server_error            (no key for a provider)
     ├── Overloaded                     503 server_error            (backpressure)
     └── UpstreamError                  (provider = "<name>")
@@ -96,6 +97,11 @@ class RateLimited(RequestError):
     status = 429
     error_type = "rate_limit_error"
     retryable = True
+
+
+class BudgetExceeded(RateLimited):
+    # A budget resets hours away: an SDK's quick retries would only be refused again.
+    retryable = False
 
 
 class ProviderNotConfigured(ProxyError):

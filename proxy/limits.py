@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Literal, NamedTuple, Protocol
 
 from proxy.controls import ClientKey
-from proxy.errors import RateLimited
+from proxy.errors import BudgetExceeded, RateLimited
 
 WINDOW_S = 60.0
 DAY_S = 86400
@@ -63,7 +63,7 @@ def refusal_error(name: str, rule: ClientKey, refusal: Refusal) -> RateLimited:
         reset = datetime.fromtimestamp(refusal.reset_at, UTC).strftime(
             "%Y-%m-%dT%H:%M:%SZ"
         )
-        return RateLimited(
+        return BudgetExceeded(
             f"the {'daily' if daily else 'monthly'} budget of ${budget} for key "
             f"'{name}' is spent; it resets at {reset}",
             code="budget_exceeded",

@@ -154,6 +154,7 @@ async def test_budget_stops_the_next_request(
         f"the {word} budget of $0.05 for key 'team-a' is spent; it resets at {reset}"
     )
     assert int(headers["Retry-After"]) > 0
+    assert headers["x-should-retry"] == "false"
     assert len(fake.received) == 2
     assert metric(registry, "imagegate_rejected_requests_total", reason="budget") == 1
 
