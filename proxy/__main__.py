@@ -85,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=host,
             port=args.port if args.port is not None else config.server.port,
             shutdown_timeout_s=config.server.shutdown_timeout_s,
+            keepalive_timeout_s=config.server.keepalive_timeout_s,
         )
     )
     return 0

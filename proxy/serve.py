@@ -21,10 +21,19 @@ log = logging.getLogger("imagegate")
 
 
 async def serve(
-    app: web.Application, *, host: str, port: int, shutdown_timeout_s: float
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    shutdown_timeout_s: float,
+    keepalive_timeout_s: float = 75.0,
 ) -> None:
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout_s
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=shutdown_timeout_s,
+        keepalive_timeout=keepalive_timeout_s,
     )
     await runner.setup()
     stop = asyncio.Event()
