@@ -62,8 +62,9 @@ class RetryPolicy(ConfigBase, frozen=True, forbid_unknown_fields=True):
     attempts: PositiveInt = 3  # tries in all, the first included
     backoff_base_s: Seconds = 0.25
     backoff_max_s: Seconds = 4.0
-    # A Retry-After longer than this is passed to the client (or a fallback) instead.
-    max_retry_after_s: NonNegSeconds = 10.0
+    # A Retry-After longer than this goes to a fallback or back to the client instead:
+    # short waits absorb a blip, long ones are the client's call.
+    max_retry_after_s: NonNegSeconds = 2.0
     # No new try starts after this long from the first.
     deadline_s: Seconds = 30.0
 

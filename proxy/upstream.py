@@ -109,16 +109,18 @@ class Upstream:
         if not authenticated:
             return await self._attempt(method, path, sent, body, kwargs)
         breaker = self._breaker
-        if breaker is not None:
-            breaker.before()
-        settle = breaker.neutral if breaker is not None else _noop
+        if breaker is None:
+            return await self._with_retries(method, path, sent, body, kwargs)
+        breaker.before()
+        # Every call let through settles: a cancelled one gives no verdict.
+        settle = breaker.neutral
         try:
             resp = await self._with_retries(method, path, sent, body, kwargs)
         except (UpstreamUnavailable, UpstreamTimeout, UpstreamProtocolError):
-            settle = breaker.failure if breaker is not None else _noop
+            settle = breaker.failure
             raise
         else:
-            if breaker is not None and resp.status != 429:
+            if resp.status != 429:
                 settle = breaker.failure if resp.status >= 500 else breaker.success
             return resp
         finally:
@@ -279,7 +281,3 @@ class Upstream:
                 provider=name,
                 code="upstream_unavailable",
             ) from exc
-
-
-def _noop() -> None:
-    pass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +214,37 @@ async def test_all_timing_out_is_504(
     code, body, _ = await generate(proxy, None)
     assert (code, body["error"]["code"]) == (504, "all_providers_failed")
     assert (len(fake_openai.received), len(backup.received)) == (1, 1)
+
+
+async def test_connect_timeout_is_retried(
+    start_proxy: StartProxy, registry: CollectorRegistry
+) -> None:
+    # A listener that never accepts, its backlog filled: new connects hang in SYN.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = [socket.socket() for _ in range(4)]
+        for f in fillers:
+            f.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                f.connect(("127.0.0.1", port))
+        try:
+            provider = {
+                "base_url": f"http://127.0.0.1:{port}/v1",
+                "pool": {"connect_timeout_s": 0.2},
+            }
+            proxy = await start_proxy(
+                {"openai": provider}, retry=FAST | {"attempts": 2}
+            )
+            code, body, _ = await generate(proxy, None)
+        finally:
+            for f in fillers:
+                f.close()
+    assert (code, body["error"]["code"]) == (504, "upstream_timeout")
+    assert "did not accept a connection" in body["error"]["message"]
+    labels = {"provider": "openai", "reason": "connect"}
+    assert metric(registry, "imagegate_upstream_retries_total", **labels) == 1
 
 
 async def test_retry_stops_at_the_deadline(
