@@ -24,6 +24,8 @@ class Gateway:
     router: Router = field(default_factory=lambda: Router({}))
     temp_dir: TempDir | None = None
     draining: bool = False
+    # The encoded OpenAPI description, built once at start-up.
+    openapi: bytes = b""
     limits: LimitStore = field(default_factory=MemoryStore)
     keys: KeyRing = field(init=False)
     pressure: Pressure = field(init=False)
