@@ -79,15 +79,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging(config.server.log_level)
     app = create_app(config, environ=os.environ)
-    asyncio.run(
-        serve(
-            app,
-            host=host,
-            port=args.port if args.port is not None else config.server.port,
-            shutdown_timeout_s=config.server.shutdown_timeout_s,
-            keepalive_timeout_s=config.server.keepalive_timeout_s,
+    port = args.port if args.port is not None else config.server.port
+    try:
+        asyncio.run(
+            serve(
+                app,
+                host=host,
+                port=port,
+                shutdown_timeout_s=config.server.shutdown_timeout_s,
+                keepalive_timeout_s=config.server.keepalive_timeout_s,
+            )
         )
-    )
+    except OSError as exc:  # the address is taken or not ours
+        sys.stderr.write(f"imagegate: cannot listen on {host}:{port}: {exc.strerror}\n")
+        return 1
     return 0
 
 

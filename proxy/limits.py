@@ -64,7 +64,7 @@ def refusal_error(name: str, rule: ClientKey, refusal: Refusal) -> RateLimited:
             "%Y-%m-%dT%H:%M:%SZ"
         )
         return BudgetExceeded(
-            f"the {'daily' if daily else 'monthly'} budget of ${budget} for key "
+            f"the {'daily' if daily else 'monthly'} budget of ${budget:g} for key "
             f"'{name}' is spent; it resets at {reset}",
             code="budget_exceeded",
             headers=headers,

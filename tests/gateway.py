@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
+from tests.fakes.openai import FakeOpenAI
 from tests.images import png
 
 KEY_A = "igk-team-a-secret"
@@ -32,6 +33,16 @@ def sha(key: str) -> str:
 
 def key_entry(key: str, **rules: Any) -> dict[str, Any]:
     return {"sha256": sha(key), **rules}
+
+
+def providers_for(
+    primary: FakeOpenAI, backup: FakeOpenAI | None = None
+) -> dict[str, Any]:
+    """``openai`` on one fake; ``backup`` (an OpenAI-compatible type) on another."""
+    providers: dict[str, Any] = {"openai": {"base_url": primary.url}}  # type: ignore[attr-defined]
+    if backup is not None:
+        providers["backup"] = {"type": "openai", "base_url": backup.url}  # type: ignore[attr-defined]
+    return providers
 
 
 def sdk_for(proxy: TestServer, key: str) -> openai.AsyncOpenAI:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -181,3 +182,23 @@ async def test_serve_in_process_stops_on_sigterm(
     )
     assert seen == {"status": 200, "refused": True}
     assert leftover_files(temp_root) == []
+
+
+async def test_taken_port_is_one_line_and_exit_1(
+    tmp_path: Path, temp_root: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "c.yaml"
+        path.write_bytes(msgspec.yaml.encode({"limits": {"temp_dir": str(temp_root)}}))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy", "--config", str(path), "--port", str(port),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await proc.communicate()
+    assert proc.returncode == 1
+    last = err.decode().strip().splitlines()[-1]
+    assert last.startswith(f"imagegate: cannot listen on 127.0.0.1:{port}: ")
+    assert "address already in use" in last.lower()
