@@ -265,3 +265,28 @@ async def test_redis_killed_mid_request(
     assert metric(registry, "imagegate_limit_store_errors_total", **errors) == 1
     # Rates fail open by default: the key keeps being served uncounted.
     assert (await generate(proxy, "k-rated"))[0] == 200
+
+
+async def test_lua_month_matches_the_utc_calendar(redis: RedisServer) -> None:
+    """The scripts derive the budget month from Redis' clock; check their calendar."""
+    import redis.asyncio as aioredis
+
+    from proxy.limits import DAY_S, month_id
+    from proxy.redis_store import _LUA_MONTH
+
+    script = _LUA_MONTH + (
+        "local out = {} for i, d in ipairs(ARGV) do out[i] = month_of(tonumber(d)) end "
+        "return out"
+    )
+    # Every month boundary from 1970 to 2100, leap years and centuries included.
+    firsts = [
+        d for d in range(1, 47500) if month_id(d * DAY_S) != month_id((d - 1) * DAY_S)
+    ]
+    assert len(firsts) == (2100 - 1970) * 12
+    days = [d + shift for d in firsts for shift in (-1, 0)]
+    client = aioredis.Redis.from_url(redis.url, driver_info=None)
+    try:
+        months = await client.eval(script, 1, "unused", *days)
+    finally:
+        await client.aclose()
+    assert [int(m) for m in months] == [month_id(d * DAY_S) for d in days]
