@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from pathlib import Path
@@ -153,3 +154,58 @@ async def test_retry_stops_at_the_deadline(
     assert (await generate(proxy, None))[0] == 502
     labels = {"provider": "openai", "reason": "connect"}
     assert metric(registry, "imagegate_upstream_retries_total", **labels) == 0
+
+
+async def _read_request(reader: asyncio.StreamReader) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n")
+         if line.lower().startswith(b"content-length:")),
+        0,
+    )  # fmt: skip
+    await reader.readexactly(length)
+
+
+def _head(status: bytes, length: int, extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n" + extra
+        + b"Content-Length: " + str(length).encode() + b"\r\n\r\n"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"",  # the request was read, then the connection reset: it may have run
+        _head(b"200 OK", 1000) + b'{"data":',  # a response began, then the reset
+        _head(b"503 Service Unavailable", 100, b"Retry-After: 0\r\n") + b"{",
+    ],
+    ids=["reset-after-request", "reset-mid-response", "503-cut-short"],
+)
+async def test_no_retry_once_the_request_was_sent(
+    start_proxy: StartProxy, registry: CollectorRegistry, answer: bytes
+) -> None:
+    accepted = 0
+
+    async def handle(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        nonlocal accepted
+        accepted += 1
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await _read_request(reader)
+            writer.write(answer)
+            await writer.drain()
+        writer.transport.abort()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        base = {"base_url": f"http://127.0.0.1:{port}/v1"}
+        proxy = await start_proxy({"openai": base}, retry=FAST)
+        code, _, _ = await generate(proxy, None)
+    finally:
+        server.close()
+    assert code == 502
+    assert accepted == 1
+    assert registry.get_sample_value("imagegate_upstream_retries_total") is None
