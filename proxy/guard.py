@@ -8,6 +8,7 @@ Refusals are counted in ``imagegate_rejected_requests`` by reason.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from aiohttp import web
@@ -70,6 +71,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         reason = _REASONS.get(exc.code or "")
         if reason is not None:
             gateway.metrics.rejected.labels(reason).inc()
+        raise
+    except asyncio.CancelledError:
+        status = 499  # cancelled: shutdown grace expired (observe's convention)
         raise
     finally:
         key = ctx.key if ctx is not None and ctx.key is not None else ANONYMOUS
