@@ -51,6 +51,9 @@ class RedisSettings(ConfigBase, frozen=True, forbid_unknown_fields=True):
     rates_on_error: FailMode = "open"
     budgets_on_error: FailMode = "closed"
     timeout_s: Seconds = 0.5
+    # After a failed call Redis is not asked again for this long: the fail mode
+    # applies at once instead of every request waiting out timeout_s.
+    recheck_s: NonNegSeconds = 1.0
     prefix: str = "imagegate"
     # A concurrency slot of a replica that died frees itself after this long.
     lease_s: Seconds = 900.0

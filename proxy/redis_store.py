@@ -11,7 +11,11 @@ Redis Cluster: the scripts build key names from the clock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -24,6 +28,7 @@ from proxy.limits import Refusal, day_reset, micro_usd, month_reset
 from proxy.metrics import Metrics
 
 log = logging.getLogger("imagegate")
+T = TypeVar("T")
 
 # days since 1970-01-01 -> yyyymm (the civil-from-days algorithm, in integers).
 _LUA_MONTH = """
@@ -98,6 +103,10 @@ return 1
 )
 
 
+class _Down(Exception):
+    """Redis could not be asked; the caller applies its fail mode."""
+
+
 class RedisStore:
     def __init__(self, url: str, settings: RedisSettings, metrics: Metrics) -> None:
         self._settings = settings
@@ -112,18 +121,29 @@ class RedisStore:
             # on the event loop.
             driver_info=None,
         )
+        self._down_until = 0.0
         self._admit = self._redis.register_script(_ADMIT)
         self._spend = self._redis.register_script(_SPEND)
 
     def _key(self, name: str) -> str:
         return f"{self._settings.prefix}:key:{name}"
 
-    def _failed(self, operation: str, exc: Exception) -> None:
-        self._metrics.limit_store_errors.labels(operation).inc()
-        log.warning(
-            "limits store unavailable",
-            extra={"fields": {"operation": operation, "error": type(exc).__name__}},
-        )
+    async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run one Redis call; ``_Down`` if it fails or Redis failed moments ago."""
+        if time.monotonic() < self._down_until:
+            # Fail fast: a Redis that hangs would otherwise cost every request timeout_s.
+            self._metrics.limit_store_errors.labels(operation).inc()
+            raise _Down
+        try:
+            return await call()
+        except (RedisError, OSError) as exc:
+            self._down_until = time.monotonic() + self._settings.recheck_s
+            self._metrics.limit_store_errors.labels(operation).inc()
+            log.warning(
+                "limits store unavailable",
+                extra={"fields": {"operation": operation, "error": type(exc).__name__}},
+            )
+            raise _Down from exc
 
     async def admit(self, name: str, rule: ClientKey, lease: str) -> Refusal | None:
         args: list[str | int | float] = [
@@ -135,9 +155,10 @@ class RedisStore:
             lease,
         ]
         try:
-            reply = await self._admit(keys=[self._key(name)], args=args)
-        except (RedisError, OSError) as exc:
-            self._failed("admit", exc)
+            reply = await self._call(
+                "admit", lambda: self._admit(keys=[self._key(name)], args=args)
+            )
+        except _Down:
             self._fail_mode(name, rule)
             return None
         return _refusal([v.decode() if isinstance(v, bytes) else v for v in reply])
@@ -158,17 +179,17 @@ class RedisStore:
     async def release(self, name: str, rule: ClientKey, lease: str) -> None:
         if rule.concurrency is None:
             return
-        try:
-            await self._redis.zrem(f"{self._key(name)}:conc", lease)
-        except (RedisError, OSError) as exc:
-            # The lease expires by itself after lease_s.
-            self._failed("release", exc)
+        key = f"{self._key(name)}:conc"
+        # On failure the lease expires by itself after lease_s.
+        with contextlib.suppress(_Down):
+            await self._call("release", lambda: self._redis.zrem(key, lease))
 
     async def add_spend(self, name: str, usd: float) -> None:
-        try:
-            await self._spend(keys=[self._key(name)], args=[micro_usd(usd)])
-        except (RedisError, OSError) as exc:
-            self._failed("spend", exc)
+        args = [micro_usd(usd)]
+        with contextlib.suppress(_Down):
+            await self._call(
+                "spend", lambda: self._spend(keys=[self._key(name)], args=args)
+            )
 
     async def close(self) -> None:
         await self._redis.aclose()

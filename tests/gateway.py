@@ -137,6 +137,27 @@ def free_port() -> int:
         return port
 
 
+def _spawn_redis(port: int, directory: str) -> subprocess.Popen[bytes]:
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is not installed (apt-get install redis-server)"
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", directory],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while True:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.2),
+        ):
+            return proc
+        assert proc.poll() is None, "redis-server exited at start"
+        assert time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.02)
+
+
 @dataclass
 class RedisServer:
     port: int
@@ -151,33 +172,20 @@ class RedisServer:
         self.process.kill()
         self.process.wait(timeout=10)
 
+    def restart(self) -> None:
+        """A fresh, empty redis-server on the same port."""
+        self.process = _spawn_redis(self.port, self.directory)
+
 
 @contextlib.contextmanager
 def redis_server() -> Iterator[RedisServer]:
     """A throwaway redis-server on a free port (the Debian package's binary)."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed (apt-get install redis-server)"
     port = free_port()
     directory = tempfile.mkdtemp(prefix="imagegate-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", directory],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    server = RedisServer(port, proc, directory)
+    server = RedisServer(port, _spawn_redis(port, directory), directory)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", port), timeout=0.2),
-            ):
-                break
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.02)
         yield server
     finally:
-        if proc.poll() is None:
+        if server.process.poll() is None:
             server.kill()
         shutil.rmtree(directory, ignore_errors=True)

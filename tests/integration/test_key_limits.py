@@ -267,6 +267,33 @@ async def test_redis_killed_mid_request(
     assert (await generate(proxy, "k-rated"))[0] == 200
 
 
+async def test_redis_outage_is_skipped_for_recheck_s_then_asked_again(
+    start: Start,
+    gate_fake: tuple[FakeOpenAI, Gate],
+    redis: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake, _ = gate_fake
+    keys = {"rated": key_entry("k-rated", rpm=2)}
+    proxy, registry = await start(
+        fake.url,  # type: ignore[attr-defined]
+        keys=keys,
+        redis_url=redis.url,
+        redis={"recheck_s": 0.2},
+    )
+    assert (await generate(proxy, "k-rated"))[0] == 200
+    redis.kill()
+    # Served uncounted (rates fail open); only the first call waits on Redis.
+    assert [(await generate(proxy, "k-rated"))[0] for _ in range(3)] == [200] * 3
+    assert (
+        metric(registry, "imagegate_limit_store_errors_total", operation="admit") == 3
+    )
+    redis.restart()  # empty: the outage's requests were never counted
+    await asyncio.sleep(0.25)  # past recheck_s
+    statuses = [(await generate(proxy, "k-rated"))[0] for _ in range(3)]
+    assert statuses == [200, 200, 429]
+
+
 async def test_lua_month_matches_the_utc_calendar(redis: RedisServer) -> None:
     """The scripts derive the budget month from Redis' clock; check their calendar."""
     import redis.asyncio as aioredis
