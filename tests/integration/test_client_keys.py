@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import openai
 import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
-from tests.conftest import UPSTREAM_KEY, StartProxy
+from tests.conftest import UPSTREAM_KEY, StartProxy, leftover_files
 from tests.fakes.openai import FakeOpenAI
 from tests.gateway import (
     KEY_A,
     KEY_B,
+    edit_multipart,
     generate,
     get_text,
     key_entry,
     metric,
     sdk_for,
 )
-from tests.images import png
+from tests.images import png, sized_png
 
 
 @pytest.fixture
@@ -127,3 +129,12 @@ async def test_key_name_labels_logs_and_cost_never_the_key(
     metrics_text = await get_text(keyed, "/metrics")
     assert 'key="team-a"' in metrics_text
     assert KEY_A not in metrics_text
+
+
+async def test_refused_upload_is_not_spooled(
+    keyed: TestServer, fake_openai: FakeOpenAI, temp_root: Path
+) -> None:
+    status, body, _ = await edit_multipart(keyed, "igk-wrong", sized_png(200_000))
+    assert (status, body["error"]["code"]) == (401, "invalid_api_key")
+    assert fake_openai.received == []
+    assert leftover_files(temp_root) == []

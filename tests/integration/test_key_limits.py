@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
 from tests.conftest import UPSTREAM_KEY, AiohttpServer, build_config
-from tests.fakes.openai import FakeOpenAI
+from tests.fakes.openai import FakeOpenAI, Reply
 from tests.gateway import (
     KEY_A,
     Gate,
@@ -122,7 +122,9 @@ async def test_concurrency_reached_exactly(
     )
     assert (first[0], second[0], refused[0]) == (200, 200, 429)
     assert refused[1]["error"]["code"] == "concurrency_limit_exceeded"
-    # Both slots were released when the requests finished.
+    # Both slots were released when the requests finished, failed ones too.
+    fake.script(Reply(status=500), Reply(status=500))
+    assert [(await generate(proxy, KEY_A))[0] for _ in range(2)] == [502, 502]
     assert [(await generate(proxy, KEY_A))[0] for _ in range(2)] == [200, 200]
 
 
