@@ -1,4 +1,4 @@
-"""Command line: ``imagegate [--config PATH] [--host H] [--port P]``,
+"""Command line: ``imagegate [--config PATH] [--host H] [--port P] [--workers N]``,
 ``imagegate check-config PATH`` and ``imagegate hash-key [--stdin]``."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from proxy import __version__
 from proxy.auth import hash_key, new_key
-from proxy.config import ConfigError, load_config
+from proxy.config import Config, ConfigError, load_config
 from proxy.controls import exposure_error
 
 DEFAULT_CONFIG = "config/imagegate.yaml"
@@ -29,6 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", help="listen address (overrides server.host)")
     parser.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes sharing the port (overrides server.workers)",
+    )
+    # Set by the supervisor on its workers: bind with SO_REUSEPORT.
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command")
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("path", nargs="?", help="config file (default: --config)")
@@ -55,6 +62,15 @@ def _hash_key(from_stdin: bool) -> int:
     return 0
 
 
+def _per_process_limits(config: Config, workers: int) -> bool:
+    """Limits kept in memory would be counted once per worker."""
+    limited = any(
+        k.rpm or k.concurrency or k.budget_usd_day or k.budget_usd_month
+        for k in config.keys.values()
+    )
+    return workers > 1 and limited and config.redis_url is None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "hash-key":
@@ -73,13 +89,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if refusal is not None:
         sys.stderr.write(f"imagegate: {refusal}\n")
         return 2
+    port = args.port if args.port is not None else config.server.port
+    workers = args.workers if args.workers is not None else config.server.workers
+    if workers < 1:
+        sys.stderr.write("imagegate: --workers must be at least 1\n")
+        return 2
+    if _per_process_limits(config, workers):
+        sys.stderr.write(
+            "imagegate: key limits are per worker without redis_url: "
+            "set redis_url or use one worker\n"
+        )
+        return 2
+    if workers > 1:
+        if port == 0:
+            # Each worker would bind its own random port.
+            sys.stderr.write("imagegate: --workers above 1 needs a fixed --port\n")
+            return 2
+        from proxy.workers import supervise
+
+        worker_argv = ["--config", str(path), "--host", host, "--port", str(port)]
+        return supervise([*worker_argv, "--workers", "1", "--reuse-port"], workers)
     from proxy.app import create_app
     from proxy.logs import setup_logging
     from proxy.serve import serve
 
     setup_logging(config.server.log_level)
     app = create_app(config, environ=os.environ)
-    port = args.port if args.port is not None else config.server.port
     try:
         asyncio.run(
             serve(
@@ -88,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 port=port,
                 shutdown_timeout_s=config.server.shutdown_timeout_s,
                 keepalive_timeout_s=config.server.keepalive_timeout_s,
+                reuse_port=args.reuse_port,
             )
         )
     except OSError as exc:  # the address is taken or not ours

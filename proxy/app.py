@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from proxy import handlers
+from proxy.catalog import images_models
 from proxy.config import Config, provider_keys
 from proxy.guard import guard
 from proxy.metrics import Metrics
@@ -23,7 +24,7 @@ from proxy.middleware import observe
 from proxy.openapi import build_openapi
 from proxy.pricing import PriceTable
 from proxy.providers import build_adapter
-from proxy.providers.base import Pool
+from proxy.providers.base import Pool, resolve_auth
 from proxy.resilience import CircuitBreaker
 from proxy.routing import Provider, Router
 from proxy.state import GATEWAY, Gateway
@@ -41,7 +42,10 @@ def create_app(
 ) -> web.Application:
     gateway = Gateway(
         config=config,
-        metrics=Metrics(registry if registry is not None else CollectorRegistry()),
+        metrics=Metrics(
+            registry if registry is not None else CollectorRegistry(),
+            multiproc_dir=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
+        ),
     )
     # The JSON cap; multipart bodies are streamed and capped by the parser.
     app = web.Application(
@@ -56,6 +60,7 @@ def create_app(
     for prefix in ("/v1", "/v3"):
         app.router.add_post(f"{prefix}/images/edits", handlers.images_edits)
         app.router.add_post(f"{prefix}/images/generations", handlers.images_generations)
+        app.router.add_get(f"{prefix}/images/models", images_models)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
@@ -80,7 +85,9 @@ async def _limits(app: web.Application) -> AsyncIterator[None]:
 
 async def _files(app: web.Application) -> AsyncIterator[None]:
     gateway = app[GATEWAY]
-    gateway.temp_dir = await asyncio.to_thread(TempDir, gateway.config.limits.temp_dir)
+    gateway.temp_dir = await asyncio.to_thread(
+        TempDir, gateway.config.limits.temp_dir, gateway.metrics.temp_bytes
+    )
     gateway.prices = await asyncio.to_thread(PriceTable.load_default)
     yield
     await asyncio.to_thread(gateway.temp_dir.remove)
@@ -90,6 +97,7 @@ def _session(name: str, pool: Pool, metrics: Metrics) -> aiohttp.ClientSession:
     trace = aiohttp.TraceConfig()
     created = metrics.upstream_connections.labels(name, "created")
     reused = metrics.upstream_connections.labels(name, "reused")
+    sent = metrics.upstream_sent_bytes.labels(name)
 
     async def on_create(*_: object) -> None:
         created.inc()
@@ -97,8 +105,14 @@ def _session(name: str, pool: Pool, metrics: Metrics) -> aiohttp.ClientSession:
     async def on_reuse(*_: object) -> None:
         reused.inc()
 
+    async def on_chunk_sent(
+        _s: object, _c: object, params: aiohttp.TraceRequestChunkSentParams
+    ) -> None:
+        sent.inc(len(params.chunk))
+
     trace.on_connection_create_end.append(on_create)
     trace.on_connection_reuseconn.append(on_reuse)
+    trace.on_request_chunk_sent.append(on_chunk_sent)
     connector = aiohttp.TCPConnector(
         limit=pool.limit,
         limit_per_host=pool.limit_per_host,
@@ -132,8 +146,8 @@ def _upstreams_ctx(
         try:
             for name, cfg in config.providers.items():
                 adapter = build_adapter(cfg)
-                key = keys[name]
-                if key is None:
+                auth = resolve_auth(adapter, keys[name], environ)
+                if auth is None:
                     log.warning(
                         "provider has no API key; its requests will fail until %s is set",
                         cfg.api_key_env,
@@ -145,7 +159,7 @@ def _upstreams_ctx(
                     name,
                     base_url=cfg.base_url,
                     session=session,
-                    auth=adapter.auth(key) if key else None,
+                    auth=auth,
                     key_env=cfg.api_key_env,
                     metrics=gateway.metrics,
                     max_response_bytes=config.limits.max_response_bytes,
@@ -157,7 +171,10 @@ def _upstreams_ctx(
                     ),
                 )
                 providers[name] = Provider(adapter, upstream)
-            gateway.router = Router(providers)
+            gateway.router = Router(
+                providers, aliases=config.models, allowed=config.allowed_models
+            )
+            gateway.metrics.bind_providers(list(providers))
             yield
         finally:
             await asyncio.gather(*(s.close() for s in sessions))

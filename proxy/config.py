@@ -23,6 +23,8 @@ _MAX_IMAGES = 16
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
+AliasTarget = Annotated[str, msgspec.Meta(pattern=r"^[^/\s]+/\S+$", max_length=256)]
+ModelPattern = Annotated[str, msgspec.Meta(pattern=r"^\S+$", max_length=256)]
 
 
 class Server(ConfigBase, frozen=True, forbid_unknown_fields=True):
@@ -35,6 +37,10 @@ class Server(ConfigBase, frozen=True, forbid_unknown_fields=True):
     keepalive_timeout_s: Seconds = 75.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
+    # Prompts are the clients' data: off unless the operator opts in.
+    log_prompts: bool = False
+    # Worker processes sharing the port (SO_REUSEPORT); --workers overrides.
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
 
 
 class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):
@@ -61,6 +67,10 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
     server: Server = Server()
     limits: Limits = Limits()
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
+    # Aliases: a name clients may send as `model`, standing for "<provider>/<model>".
+    models: dict[str, AliasTarget] = msgspec.field(default_factory=dict)
+    # Shell-style patterns over "<provider>/<model>"; null serves every model.
+    allowed_models: list[ModelPattern] | None = None
     # Gateway controls (proxy/controls.py): client keys, limits, retries, fallbacks.
     auth: Literal["keys", "none"] = "keys"
     keys: dict[controls.KeyName, controls.ClientKey] = msgspec.field(
@@ -115,6 +125,7 @@ def parse_config(text: str | bytes, *, source: str = "<config>") -> Config:
     for name in config.providers:
         if not name or "/" in name:
             raise ConfigError(f"{source}: provider name {name!r} must not contain '/'")
+    _check_aliases(config, source)
     try:
         controls.validate(
             auth=config.auth,
@@ -128,6 +139,18 @@ def parse_config(text: str | bytes, *, source: str = "<config>") -> Config:
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
     return config
+
+
+def _check_aliases(config: Config, source: str) -> None:
+    for alias, target in config.models.items():
+        if not alias or any(c.isspace() for c in alias):
+            raise ConfigError(f"{source}: alias {alias!r} must be a non-empty word")
+        provider = target.partition("/")[0]
+        if provider not in config.providers:
+            raise ConfigError(
+                f"{source}: alias {alias!r} names provider {provider!r}, which is not "
+                "configured - at `$.models`"
+            )
 
 
 def load_config(path: str | Path) -> Config:

@@ -111,6 +111,8 @@ def validate(
     """Cross-section checks; raises ValueError with a one-line reason naming the key."""
     if auth == "none" and keys:
         raise ValueError("auth: none conflicts with configured keys; remove one")
+    if "anonymous" in keys:
+        raise ValueError("keys: 'anonymous' is reserved for requests without a key")
     if redis_url is not None and not redis_url.startswith(
         ("redis://", "rediss://", "unix://")
     ):

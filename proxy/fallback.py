@@ -10,6 +10,8 @@ lists each provider's cause.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import msgspec
 
 from proxy.auth import KeyRing
@@ -24,7 +26,6 @@ from proxy.errors import (
 )
 from proxy.metrics import Metrics
 from proxy.models import EditJob, EditResult
-from proxy.prepare import check_capabilities
 from proxy.routing import Route, Router
 
 FALLBACK_ON = (
@@ -35,9 +36,13 @@ FALLBACK_ON = (
 )
 
 
+Call = Callable[[Route, EditJob], Awaitable[EditResult]]
+
+
 async def run(
     route: Route,
     job: EditJob,
+    call: Call,
     *,
     chain: list[str],
     router: Router,
@@ -45,28 +50,33 @@ async def run(
     key: str | None,
     metrics: Metrics,
 ) -> tuple[Route, EditResult]:
-    """The route that answered and its result; the primary's own error without chain."""
-    check_capabilities(job, route.adapter.capabilities, provider=route.provider)
+    """The route that answered and its result; the primary's own error without chain.
+
+    ``call`` checks the job against a route's capabilities and runs it there.
+    """
     try:
-        return route, await route.adapter.edit(job, route.upstream)
+        return route, await call(route, job)
     except FALLBACK_ON as exc:
         if not chain:
             raise
         causes: list[tuple[str, ProxyError]] = [(route.provider, exc)]
-    previous = route.provider
+    failed = route.provider
     for model in chain:
-        nxt = router.resolve(model)
+        try:
+            nxt = router.resolve(model)  # allowed_models applies to fallbacks too
+        except ProxyError as exc:
+            causes.append((model.partition("/")[0], exc))
+            continue
         if key is not None and not keys.allows(key, model):
             causes.append((nxt.provider, InvalidRequest("not allowed for this key")))
             continue
+        metrics.fallbacks.labels(failed).inc()
+        moved = msgspec.structs.replace(job, provider=nxt.provider, model=nxt.model)
         try:
-            check_capabilities(job, nxt.adapter.capabilities, provider=nxt.provider)
-            metrics.fallbacks.labels(previous, nxt.provider).inc()
-            previous = nxt.provider
-            moved = msgspec.structs.replace(job, provider=nxt.provider, model=nxt.model)
-            return nxt, await nxt.adapter.edit(moved, nxt.upstream)
+            return nxt, await call(nxt, moved)
         except (*FALLBACK_ON, InvalidRequest) as exc:
             causes.append((nxt.provider, exc))
+            failed = nxt.provider
     raise _all_failed(f"{route.provider}/{route.model}", route.provider, causes)
 
 

@@ -3,36 +3,22 @@
 Order: draining, backpressure, client key, the key's limits; then the handler; then the
 key's concurrency slot is released and the priced cost added to its spend. The model
 check (403) happens in the handler once the body names the model (``authorize``).
-Refusals are counted in ``imagegate_rejected_requests`` by reason.
+``observe`` renders and counts every refusal (``imagegate_rejected_requests``) and
+labels the request's metrics and log line with the key's name (``ctx.key``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 from aiohttp import web
 
 from proxy.context import CURRENT
 from proxy.controls import ClientKey
-from proxy.errors import Overloaded, ProxyError
+from proxy.errors import Overloaded
 from proxy.limits import refusal_error
 from proxy.middleware import Handler
 from proxy.state import GATEWAY, Gateway
-
-ANONYMOUS = "anonymous"
-# Error codes that are the gateway's own refusals, and the metric reason for each.
-_REASONS = {
-    "missing_api_key": "unauthorized",
-    "invalid_api_key": "unauthorized",
-    "model_not_allowed": "forbidden",
-    "budget_exceeded": "budget",
-    "rate_limit_exceeded": "rpm",
-    "concurrency_limit_exceeded": "concurrency",
-    "limits_unavailable": "limits_unavailable",
-    "overloaded": "overloaded",
-    "shutting_down": "shutting_down",
-}
 
 
 def _guarded(request: web.Request) -> bool:
@@ -51,7 +37,7 @@ def _temp_reservation(request: web.Request, gateway: Gateway) -> int:
 def authorize(gateway: Gateway, model: str) -> None:
     """403 unless the request's key may use ``model`` ("provider/model")."""
     ctx = CURRENT.get()
-    if ctx is not None and ctx.key is not None:
+    if gateway.keys and ctx is not None:
         gateway.keys.check_model(ctx.key, model)
 
 
@@ -60,29 +46,6 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not _guarded(request):
         return await handler(request)
     gateway = request.app[GATEWAY]
-    ctx = CURRENT.get()
-    status = 500
-    try:
-        resp = await _admit_and_handle(request, handler, gateway)
-        status = resp.status
-        return resp
-    except ProxyError as exc:
-        status = exc.http_status
-        reason = _REASONS.get(exc.code or "")
-        if reason is not None:
-            gateway.metrics.rejected.labels(reason).inc()
-        raise
-    except asyncio.CancelledError:
-        status = 499  # cancelled: shutdown grace expired (observe's convention)
-        raise
-    finally:
-        key = ctx.key if ctx is not None and ctx.key is not None else ANONYMOUS
-        gateway.metrics.key_requests.labels(key, f"{status // 100}xx").inc()
-
-
-async def _admit_and_handle(
-    request: web.Request, handler: Handler, gateway: Gateway
-) -> web.StreamResponse:
     if gateway.draining:
         raise Overloaded(
             "the gateway is shutting down; retry on another instance",
@@ -98,21 +61,19 @@ async def _admit_and_handle(
             ctx.key = name
         rule = gateway.keys[name]
         if not _limited(rule):
+            return await handler(request)
+        lease = uuid.uuid4().hex
+        refusal = await gateway.limits.admit(name, rule, lease)
+        if refusal is not None:
+            raise refusal_error(name, rule, refusal)
+        try:
             resp = await handler(request)
-        else:
-            lease = uuid.uuid4().hex
-            refusal = await gateway.limits.admit(name, rule, lease)
-            if refusal is not None:
-                raise refusal_error(name, rule, refusal)
-            try:
-                resp = await handler(request)
-            finally:
-                await gateway.limits.release(name, rule, lease)
+        finally:
+            await gateway.limits.release(name, rule, lease)
         cost = ctx.cost if ctx is not None else None
-        if cost:
-            gateway.metrics.key_cost.labels(name).inc(cost)
-            if rule.budget_usd_day is not None or rule.budget_usd_month is not None:
-                await gateway.limits.add_spend(name, cost)
+        budgeted = rule.budget_usd_day is not None or rule.budget_usd_month is not None
+        if cost and budgeted:
+            await gateway.limits.add_spend(name, cost)
         return resp
 
 

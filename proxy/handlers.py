@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy import fallback
-from proxy.context import CURRENT
+from proxy.context import ANONYMOUS, CURRENT
 from proxy.errors import InvalidRequest
 from proxy.guard import authorize
 from proxy.headers import validate_extra_headers
@@ -31,9 +32,13 @@ from proxy.parsing import (
     resolve_ref,
     split_known,
 )
+from proxy.prepare import check_capabilities
+from proxy.providers.base import capabilities_of
 from proxy.routing import Route
 from proxy.state import GATEWAY, Gateway
+from proxy.translate import fan_out
 from proxy.uploads import UploadSet
+from proxy.workers import exposition
 
 _encode = msgspec.json.encode
 
@@ -79,7 +84,7 @@ def _job(
 
 def _route(gateway: Gateway, model: str) -> Route:
     route = gateway.router.resolve(model)
-    authorize(gateway, model)
+    authorize(gateway, f"{route.provider}/{route.model}")  # an alias's target
     ctx = CURRENT.get()
     if ctx is not None:
         ctx.provider = route.provider
@@ -91,7 +96,7 @@ async def images_edits(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     limits = gateway.config.limits
     kind = require_json_or_multipart(request, multipart=True)
-    async with UploadSet(gateway.temp_path) as uploads:
+    async with UploadSet(gateway.files) as uploads:
         if kind == "application/json":
             fields, extra = split_known(await read_json(request, limits), EDIT_FIELDS)
             body = convert(fields, EditRequest)
@@ -124,19 +129,33 @@ async def images_edits(request: web.Request) -> web.Response:
 async def _run(
     gateway: Gateway, route: Route, job: EditJob
 ) -> tuple[Route, EditResult]:
+    """The route that answered (the model's or a fallback) and its result."""
     ctx = CURRENT.get()
+    if ctx is not None:
+        ctx.prompt = job.prompt  # the access log shows it only if configured
+    key = ctx.key if ctx is not None and gateway.keys else None
     answered, result = await fallback.run(
         route,
         job,
+        _call,
         chain=gateway.config.fallbacks.get(f"{route.provider}/{route.model}", []),
         router=gateway.router,
         keys=gateway.keys,
-        key=ctx.key if ctx is not None else None,
+        key=key,
         metrics=gateway.metrics,
     )
     if answered is not route:
         _route(gateway, f"{answered.provider}/{answered.model}")
     return answered, result
+
+
+async def _call(route: Route, job: EditJob) -> EditResult:
+    caps = capabilities_of(route.adapter, route.model)
+    check_capabilities(job, caps, provider=route.provider)
+    if not caps.native_n and (job.n or 1) > 1:
+        # The provider makes one image per call: n calls in parallel, one result.
+        return await fan_out(job, lambda one: route.adapter.edit(one, route.upstream))
+    return await route.adapter.edit(job, route.upstream)
 
 
 async def images_generations(request: web.Request) -> web.Response:
@@ -167,14 +186,16 @@ def _respond(gateway: Gateway, route: Route, result: EditResult) -> web.Response
         cost = gateway.prices.cost(
             route.price_key, usage=result.usage, images=result.images
         )
-    metrics = gateway.metrics
     ctx = CURRENT.get()
     model_label = ctx.model if ctx is not None and ctx.model else "other"
-    if cost is None:
-        metrics.unpriced.labels(route.provider, model_label).inc()
-    else:
-        metrics.cost.labels(route.provider, model_label).inc(cost)
-    metrics.images.labels(route.provider).inc(result.images)
+    gateway.metrics.record_result(
+        route.provider,
+        model_label,
+        ctx.key if ctx is not None else ANONYMOUS,
+        cost=cost,
+        usage=result.usage,
+        images=result.images,
+    )
     if ctx is not None:
         ctx.cost = cost
         ctx.images = result.images
@@ -204,7 +225,9 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    registry = request.app[GATEWAY].metrics.registry
-    resp = web.Response(body=generate_latest(registry))
+    metrics = request.app[GATEWAY].metrics
+    # Multiprocess mode reads every worker's files: off the event loop.
+    body = await asyncio.to_thread(exposition, metrics.registry, metrics.multiproc_dir)
+    resp = web.Response(body=body)
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp

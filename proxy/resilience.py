@@ -52,9 +52,10 @@ def backoff_s(policy: RetryPolicy, retry: int, rng: random.Random) -> float:
 
 
 class State(enum.IntEnum):
+    # The values of imagegate_circuit_state (proxy.metrics.CIRCUIT_STATES).
     CLOSED = 0
-    OPEN = 1
-    HALF_OPEN = 2
+    HALF_OPEN = 1
+    OPEN = 2
 
 
 class CircuitBreaker:

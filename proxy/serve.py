@@ -27,6 +27,7 @@ async def serve(
     port: int,
     shutdown_timeout_s: float,
     keepalive_timeout_s: float = 75.0,
+    reuse_port: bool = False,
 ) -> None:
     runner = web.AppRunner(
         app,
@@ -41,7 +42,8 @@ async def serve(
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        site = web.TCPSite(runner, host, port)
+        # reuse_port: the workers of `--workers N` share one port (SO_REUSEPORT).
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         await site.start()
         log.info("listening", extra={"fields": {"host": host, "port": port}})
         await stop.wait()

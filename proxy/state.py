@@ -35,6 +35,11 @@ class Gateway:
         self.pressure = Pressure(self.config.backpressure, self.metrics)
 
     @property
+    def files(self) -> TempDir:
+        assert self.temp_dir is not None
+        return self.temp_dir
+
+    @property
     def temp_path(self) -> str:
         assert self.temp_dir is not None
         return self.temp_dir.path

@@ -20,7 +20,7 @@ import aiohttp
 import msgspec
 from multidict import CIMultiDictProxy
 
-from proxy.context import add_upstream_time
+from proxy.context import add_upstream_time, trace_headers
 from proxy.controls import RetryPolicy
 from proxy.errors import (
     ProviderNotConfigured,
@@ -30,7 +30,7 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 from proxy.metrics import Metrics
-from proxy.providers.base import Auth
+from proxy.providers.base import Auth, RequestSigner
 from proxy.resilience import RETRY_STATUSES, CircuitBreaker, backoff_s, retry_after_s
 
 # Builds a request body afresh for each try, e.g. ``lambda: multipart_form(job, ...)``.
@@ -70,6 +70,8 @@ class Upstream:
         self._metrics = metrics
         self._max_response_bytes = max_response_bytes
         self._duration = metrics.upstream_duration.labels(name)
+        self._received = metrics.upstream_received_bytes.labels(name)
+        self._retries = metrics.retries.labels(name)
         self._retry = retry
         self._breaker = breaker
         self._rng = random.Random()
@@ -87,6 +89,7 @@ class Upstream:
                 code="provider_not_configured",
             )
         headers = dict(extra or {})
+        headers.update(trace_headers())
         # Credentials last, so nothing the client forwarded can replace them.
         headers.update(await self._auth.headers())
         return headers
@@ -105,9 +108,14 @@ class Upstream:
 
         Authenticated calls go through the circuit breaker and the retry policy.
         """
-        sent = await self._headers(headers) if authenticated else dict(headers or {})
         if not authenticated:
+            sent = {**(headers or {}), **trace_headers()}
             return await self._attempt(method, path, sent, body, kwargs)
+        sent = await self._headers(headers)
+        if isinstance(self._auth, RequestSigner):
+            data = kwargs.get("data", b"")
+            assert isinstance(data, bytes), "a signed request needs a bytes body"
+            sent = dict(await self._auth.sign(method, self.url(path), sent, data))
         breaker = self._breaker
         if breaker is None:
             return await self._with_retries(method, path, sent, body, kwargs)
@@ -151,13 +159,17 @@ class Upstream:
                 wait = backoff_s(policy, tries - 1, self._rng)
                 if loop.time() + wait > deadline:
                     raise
-                reason = "connect"
             else:
                 later = self._retry_after(resp, policy)
-                if last or later is None or loop.time() + later > deadline:
+                if (
+                    not resendable
+                    or last
+                    or later is None
+                    or loop.time() + later > deadline
+                ):
                     return resp
-                wait, reason = later, str(resp.status)
-            self._metrics.upstream_retries.labels(self.name, reason).inc()
+                wait = later
+            self._retries.inc()
             await asyncio.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -196,6 +208,7 @@ class Upstream:
                 ) as r,
             ):
                 body = await self._read_capped(r)
+                self._received.inc(len(body))
                 outcome = f"{r.status // 100}xx"
                 return UpstreamResponse(r.status, r.headers, body)
         finally:

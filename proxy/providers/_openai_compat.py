@@ -31,7 +31,7 @@ from proxy.models import (
     StoredImage,
     Usage,
 )
-from proxy.upstream import UpstreamResponse
+from proxy.upstream import Upstream, UpstreamResponse
 
 # Typed job fields forwarded under their own names when set.
 _FORWARDED = (
@@ -216,3 +216,35 @@ def error_for(provider: str, resp: UpstreamResponse) -> UpstreamError:
         param=detail.param,
         code=None if detail.code is None else str(detail.code),
     )
+
+
+async def send(
+    job: EditJob,
+    upstream: Upstream,
+    *,
+    edits_path: str,
+    generations_path: str,
+    headers: dict[str, str],
+) -> EditResult:
+    """One OpenAI-shaped call: multipart in → multipart out, JSON in → JSON out."""
+    json_headers = {**headers, "Content-Type": "application/json"}
+    if job.operation == "generate":
+        resp = await upstream.post(
+            generations_path,
+            data=await json_body(job, model=job.model),
+            headers=json_headers,
+        )
+    elif job.source == "multipart":
+        # A factory, not a form: a retry rebuilds the form from the temp files.
+        resp = await upstream.post(
+            edits_path,
+            body=lambda: multipart_form(job, model=job.model),
+            headers=headers,
+        )
+    else:
+        resp = await upstream.post(
+            edits_path, data=await json_body(job, model=job.model), headers=json_headers
+        )
+    if not resp.ok:
+        raise error_for(upstream.name, resp)
+    return parse_images(upstream.name, resp.body)

@@ -61,27 +61,10 @@ class OpenAIAdapter:
         return StaticKey("Authorization", key, prefix="Bearer ")
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
-        job = normalize(job)
-        headers = {**job.extra_headers, **self._headers}
-        if job.operation == "generate":
-            resp = await upstream.post(
-                "/images/generations",
-                data=await compat.json_body(job, model=job.model),
-                headers={**headers, "Content-Type": "application/json"},
-            )
-        elif job.source == "multipart":
-            # A factory, not a form: a retry rebuilds the form from the temp files.
-            resp = await upstream.post(
-                "/images/edits",
-                body=lambda: compat.multipart_form(job, model=job.model),
-                headers=headers,
-            )
-        else:
-            resp = await upstream.post(
-                "/images/edits",
-                data=await compat.json_body(job, model=job.model),
-                headers={**headers, "Content-Type": "application/json"},
-            )
-        if not resp.ok:
-            raise compat.error_for(upstream.name, resp)
-        return compat.parse_images(upstream.name, resp.body)
+        return await compat.send(
+            normalize(job),
+            upstream,
+            edits_path="/images/edits",
+            generations_path="/images/generations",
+            headers={**job.extra_headers, **self._headers},
+        )

@@ -104,10 +104,8 @@ async def test_model_outside_key_patterns_is_403(
     assert (
         metric(registry, "imagegate_rejected_requests_total", reason="forbidden") == 1
     )
-    assert (
-        metric(registry, "imagegate_key_requests_total", key="team-b", code_class="4xx")
-        == 1
-    )
+    labels = {"route": "/v3/images/edits", "provider": "none", "code_class": "4xx"}
+    assert metric(registry, "imagegate_requests_total", key="team-b", **labels) == 1
 
 
 async def test_key_name_labels_logs_and_cost_never_the_key(
@@ -123,9 +121,8 @@ async def test_key_name_labels_logs_and_cost_never_the_key(
     entries = [r for r in caplog.records if r.name == "imagegate.access"]
     assert [r.fields["key"] for r in entries] == ["team-a"]  # type: ignore[attr-defined]
     assert KEY_A not in caplog.text
-    assert (
-        metric(registry, "imagegate_key_cost_usd_total", key="team-a") == body["cost"]
-    )
+    cost = {"provider": "openai", "model": "openai/gpt-image-1", "key": "team-a"}
+    assert metric(registry, "imagegate_cost_usd_total", **cost) == body["cost"]
     metrics_text = await get_text(keyed, "/metrics")
     assert 'key="team-a"' in metrics_text
     assert KEY_A not in metrics_text

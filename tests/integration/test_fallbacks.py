@@ -46,7 +46,7 @@ async def test_fallback_answers_when_primary_fails(
     assert len(fake_openai.received) == 1
     assert backup.last.fields["model"] == ["gpt-image-1-mini"]
     assert [f.data for f in backup.last.files] == [image]
-    labels = {"from_provider": "openai", "to_provider": "backup"}
+    labels = {"provider": "openai"}  # the provider that failed
     assert metric(registry, "imagegate_fallbacks_total", **labels) == 1
     assert leftover_files(temp_root) == []
 
@@ -139,7 +139,7 @@ async def test_breaker_opens_and_recovers(
     state = {"provider": "openai"}
     fake_openai.script(Reply(status=500), Reply(status=500), Reply(status=500))
     assert [(await generate(proxy, None))[0] for _ in range(2)] == [502, 502]
-    assert metric(registry, "imagegate_circuit_state", **state) == 1
+    assert metric(registry, "imagegate_circuit_state", **state) == 2  # open
     code, body, headers = await generate(proxy, None)
     assert (code, body["error"]["code"]) == (503, "circuit_open")
     assert int(headers["Retry-After"]) >= 1
@@ -147,7 +147,7 @@ async def test_breaker_opens_and_recovers(
     # After the cool-down one probe goes through; it fails, so the circuit reopens.
     await asyncio.sleep(0.25)
     assert (await generate(proxy, None))[0] == 502
-    assert metric(registry, "imagegate_circuit_state", **state) == 1
+    assert metric(registry, "imagegate_circuit_state", **state) == 2  # open
     assert (await generate(proxy, None))[1]["error"]["code"] == "circuit_open"
     # The next probe succeeds and closes it.
     await asyncio.sleep(0.25)

@@ -101,7 +101,10 @@ async def test_rpm_reached_exactly(
     assert "3 requests per minute" in body["error"]["message"]
     assert 1 <= int(headers["Retry-After"]) <= 60
     assert len(fake.received) == 3
-    assert metric(registry, "imagegate_rejected_requests_total", reason="rpm") == 3
+    assert (
+        metric(registry, "imagegate_rejected_requests_total", reason="rate_limited")
+        == 3
+    )
 
 
 async def test_concurrency_reached_exactly(
@@ -218,10 +221,7 @@ async def test_redis_outage_fails_closed_for_budgets_open_for_rates(
         metric(registry, "imagegate_limit_store_errors_total", operation="admit") == 2
     )
     assert (
-        metric(
-            registry, "imagegate_rejected_requests_total", reason="limits_unavailable"
-        )
-        == 1
+        metric(registry, "imagegate_rejected_requests_total", reason="overloaded") == 1
     )
 
 
