@@ -232,3 +232,15 @@ def test_check_config_reports_control_errors(
     assert "fallbacks: 'gone/m'" in capsys.readouterr().err
     path.write_text("providers: {openai: {}}\nauth: none\nserver: {host: 0.0.0.0}\n")
     assert main(["check-config", str(path)]) == 0
+
+
+def test_workers_with_in_memory_key_limits_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "providers: {openai: {}}\n"
+        f"keys: {{team: {{sha256: {sha('k')}, rpm: 10}}}}\n"
+    )
+    assert main(["--config", str(path), "--workers", "2", "--port", "8099"]) == 2
+    assert "key limits are per worker without redis_url" in capsys.readouterr().err
