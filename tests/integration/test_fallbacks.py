@@ -171,3 +171,20 @@ async def test_open_circuit_falls_back_without_calling_the_provider(
     assert (first[1]["provider"], second[1]["provider"]) == ("backup", "backup")
     assert len(fake_openai.received) == 1
     assert len(backup.received) == 2
+
+
+async def test_fallback_outside_allowed_models_is_skipped(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, backup: FakeOpenAI
+) -> None:
+    proxy = await start_proxy(
+        providers_for(fake_openai, backup),
+        fallbacks={"openai/gpt-image-1": ["backup/gpt-image-1"]},
+        allowed_models=["openai/*"],
+    )
+    fake_openai.script(Reply(status=500))
+    code, body, _ = await generate(proxy, None)
+    assert (code, body["error"]["code"]) == (502, "all_providers_failed")
+    assert (
+        "backup: model 'backup/gpt-image-1' is not served" in body["error"]["message"]
+    )
+    assert backup.received == []
