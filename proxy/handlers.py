@@ -9,8 +9,10 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from proxy import fallback
 from proxy.context import ANONYMOUS, CURRENT
 from proxy.errors import InvalidRequest
+from proxy.guard import authorize
 from proxy.headers import validate_extra_headers
 from proxy.models import (
     EDIT_FIELDS,
@@ -82,6 +84,7 @@ def _job(
 
 def _route(gateway: Gateway, model: str) -> Route:
     route = gateway.router.resolve(model)
+    authorize(gateway, f"{route.provider}/{route.model}")  # an alias's target
     ctx = CURRENT.get()
     if ctx is not None:
         ctx.provider = route.provider
@@ -119,14 +122,34 @@ async def images_edits(request: web.Request) -> web.Response:
                 form.form, route, operation="edit", source="multipart",
                 extra=form.extra, images=tuple(form.images), mask=form.mask,
             )  # fmt: skip
-        result = await _run(route, job)
+        route, result = await _run(gateway, route, job)
     return _respond(gateway, route, result)
 
 
-async def _run(route: Route, job: EditJob) -> EditResult:
+async def _run(
+    gateway: Gateway, route: Route, job: EditJob
+) -> tuple[Route, EditResult]:
+    """The route that answered (the model's or a fallback) and its result."""
     ctx = CURRENT.get()
     if ctx is not None:
         ctx.prompt = job.prompt  # the access log shows it only if configured
+    key = ctx.key if ctx is not None and gateway.keys else None
+    answered, result = await fallback.run(
+        route,
+        job,
+        _call,
+        chain=gateway.config.fallbacks.get(f"{route.provider}/{route.model}", []),
+        router=gateway.router,
+        keys=gateway.keys,
+        key=key,
+        metrics=gateway.metrics,
+    )
+    if answered is not route:
+        _route(gateway, f"{answered.provider}/{answered.model}")
+    return answered, result
+
+
+async def _call(route: Route, job: EditJob) -> EditResult:
     caps = capabilities_of(route.adapter, route.model)
     check_capabilities(job, caps, provider=route.provider)
     if not caps.native_n and (job.n or 1) > 1:
@@ -144,7 +167,7 @@ async def images_generations(request: web.Request) -> web.Response:
     body = convert(fields, GenerateRequest)
     route = _route(gateway, body.model)
     job = _job(body, route, operation="generate", source="json", extra=extra)
-    result = await _run(route, job)
+    route, result = await _run(gateway, route, job)
     return _respond(gateway, route, result)
 
 
@@ -195,6 +218,8 @@ async def readyz(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     if gateway.draining:
         return web.json_response({"status": "draining"}, status=503)
+    if gateway.pressure.saturated:
+        return web.json_response({"status": "saturated"}, status=503)
     return web.json_response({"status": "ready", "providers": gateway.router.names})
 
 

@@ -235,8 +235,12 @@ async def send(
             headers=json_headers,
         )
     elif job.source == "multipart":
-        async with multipart_form(job, model=job.model) as form:
-            resp = await upstream.post(edits_path, data=form, headers=headers)
+        # A factory, not a form: a retry rebuilds the form from the temp files.
+        resp = await upstream.post(
+            edits_path,
+            body=lambda: multipart_form(job, model=job.model),
+            headers=headers,
+        )
     else:
         resp = await upstream.post(
             edits_path, data=await json_body(job, model=job.model), headers=json_headers
