@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 from prometheus_client import CollectorRegistry
 
-from proxy import handlers
+from proxy import handlers, upload_api
 from proxy.config import Config, provider_keys
+from proxy.fetch import fetch_ctx
 from proxy.metrics import Metrics
 from proxy.middleware import observe
 from proxy.pricing import PriceTable
@@ -34,7 +36,9 @@ def create_app(
     *,
     environ: Mapping[str, str],
     registry: CollectorRegistry | None = None,
+    fetch_resolver: AbstractResolver | None = None,
 ) -> web.Application:
+    """``fetch_resolver`` resolves the hosts of client image URLs (tests inject one)."""
     gateway = Gateway(
         config=config,
         metrics=Metrics(registry if registry is not None else CollectorRegistry()),
@@ -46,10 +50,12 @@ def create_app(
     app[GATEWAY] = gateway
     app.cleanup_ctx.append(_files)
     app.cleanup_ctx.append(_upstreams_ctx(dict(environ)))
+    app.cleanup_ctx.append(fetch_ctx(fetch_resolver))
     app.on_shutdown.append(_drain)
     for prefix in ("/v1", "/v3"):
         app.router.add_post(f"{prefix}/images/edits", handlers.images_edits)
         app.router.add_post(f"{prefix}/images/generations", handlers.images_generations)
+    upload_api.add_routes(app)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)

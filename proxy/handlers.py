@@ -8,9 +8,11 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from proxy import streaming
+from proxy.accounting import account, price, splice
 from proxy.context import CURRENT
-from proxy.errors import InvalidRequest
 from proxy.headers import validate_extra_headers
+from proxy.inputs import resolve_inputs
 from proxy.models import (
     EDIT_FIELDS,
     GENERATE_FIELDS,
@@ -47,10 +49,6 @@ def _job(
     images: tuple[ImageInput, ...] = (),
     mask: ImageInput | None = None,
 ) -> EditJob:
-    if fields.stream:
-        raise InvalidRequest(
-            "stream=true is not supported by this gateway yet", param="stream"
-        )
     return EditJob(
         operation=operation,  # type: ignore[arg-type]
         provider=route.provider,
@@ -69,6 +67,7 @@ def _job(
         moderation=fields.moderation,
         response_format=fields.response_format,
         partial_images=fields.partial_images,
+        stream=bool(fields.stream),
         user=fields.user,
         metadata=fields.metadata,
         extra=extra,
@@ -85,7 +84,7 @@ def _route(gateway: Gateway, model: str) -> Route:
     return route
 
 
-async def images_edits(request: web.Request) -> web.Response:
+async def images_edits(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     limits = gateway.config.limits
     kind = require_json_or_multipart(request, multipart=True)
@@ -115,16 +114,37 @@ async def images_edits(request: web.Request) -> web.Response:
                 form.form, route, operation="edit", source="multipart",
                 extra=form.extra, images=tuple(form.images), mask=form.mask,
             )  # fmt: skip
-        result = await _run(route, job)
+        return await _run(request, gateway, route, job, uploads)
+
+
+async def _run(
+    request: web.Request,
+    gateway: Gateway,
+    route: Route,
+    job: EditJob,
+    uploads: UploadSet | None = None,
+) -> web.StreamResponse:
+    caps = route.adapter.capabilities
+    check_capabilities(job, caps, provider=route.provider)
+    if uploads is not None:
+        assert gateway.files is not None
+        assert gateway.fetcher is not None
+        job = await resolve_inputs(
+            job, caps, provider=route.provider, files=gateway.files,
+            fetcher=gateway.fetcher, uploads=uploads,
+        )  # fmt: skip
+        check_capabilities(job, caps, provider=route.provider)
+    if job.stream and caps.streaming:
+        return await streaming.relay(request, gateway, route, job)
+    result = await route.adapter.edit(
+        msgspec.structs.replace(job, stream=False), route.upstream
+    )
+    if job.stream:
+        return streaming.completed_events(gateway, route, job, result)
     return _respond(gateway, route, result)
 
 
-async def _run(route: Route, job: EditJob) -> EditResult:
-    check_capabilities(job, route.adapter.capabilities, provider=route.provider)
-    return await route.adapter.edit(job, route.upstream)
-
-
-async def images_generations(request: web.Request) -> web.Response:
+async def images_generations(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     require_json_or_multipart(request, multipart=False)
     fields, extra = split_known(
@@ -133,36 +153,14 @@ async def images_generations(request: web.Request) -> web.Response:
     body = convert(fields, GenerateRequest)
     route = _route(gateway, body.model)
     job = _job(body, route, operation="generate", source="json", extra=extra)
-    result = await _run(route, job)
-    return _respond(gateway, route, result)
-
-
-def splice(body: bytes, extra: bytes) -> bytes:
-    """Append ``"k":v`` members to an encoded JSON object without decoding it."""
-    end = body.rstrip()
-    assert end.endswith(b"}")
-    head = end[:-1].rstrip()
-    sep = b"" if head.endswith(b"{") else b","
-    return head + sep + extra + b"}"
+    return await _run(request, gateway, route, job)
 
 
 def _respond(gateway: Gateway, route: Route, result: EditResult) -> web.Response:
     cost = result.cost
     if cost is None:
-        cost = gateway.prices.cost(
-            route.price_key, usage=result.usage, images=result.images
-        )
-    metrics = gateway.metrics
-    ctx = CURRENT.get()
-    model_label = ctx.model if ctx is not None and ctx.model else "other"
-    if cost is None:
-        metrics.unpriced.labels(route.provider, model_label).inc()
-    else:
-        metrics.cost.labels(route.provider, model_label).inc(cost)
-    metrics.images.labels(route.provider).inc(result.images)
-    if ctx is not None:
-        ctx.cost = cost
-        ctx.images = result.images
+        cost = price(gateway, route, usage=result.usage, images=result.images)
+    account(gateway, route, cost, result.images)
     members = b'"provider":' + _encode(route.provider) + b',"cost":' + _encode(cost)
     return web.Response(
         body=splice(result.body, members), content_type="application/json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -11,6 +12,10 @@ from proxy.metrics import Metrics
 from proxy.pricing import PriceTable
 from proxy.routing import Router
 from proxy.uploads import TempDir
+
+if TYPE_CHECKING:
+    from proxy.fetch import Fetcher
+    from proxy.filestore import FileStore
 
 
 @dataclass
@@ -21,6 +26,8 @@ class Gateway:
     router: Router = field(default_factory=lambda: Router({}))
     temp_dir: TempDir | None = None
     draining: bool = False
+    files: FileStore | None = None
+    fetcher: Fetcher | None = None
 
     @property
     def temp_path(self) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -18,6 +18,7 @@ from multidict import CIMultiDictProxy
 
 from proxy.context import add_upstream_time
 from proxy.errors import (
+    InvalidRequest,
     ProviderNotConfigured,
     UpstreamError,
     UpstreamProtocolError,
@@ -36,6 +37,53 @@ class UpstreamResponse(msgspec.Struct, frozen=True):
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+
+class UpstreamStream:
+    """A reply whose body is read as it arrives; read errors map like any other."""
+
+    def __init__(self, upstream: Upstream, resp: aiohttp.ClientResponse) -> None:
+        self.status = resp.status
+        self.headers = resp.headers
+        self._upstream = upstream
+        self._resp = resp
+        self._finished = False
+        self._failed = False
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def outcome(self) -> str:
+        if self._failed:
+            return "error"
+        if self.ok and not self._finished:
+            return "aborted"  # the client left before the reply ended
+        return f"{self.status // 100}xx"
+
+    async def read(self) -> UpstreamResponse:
+        """The whole (capped) body, e.g. of an error reply."""
+        async with self._errors():
+            body = await self._upstream._read_capped(self._resp)
+        self._finished = True
+        return UpstreamResponse(self.status, self.headers, body)
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        """The body in the pieces it arrives in."""
+        async with self._errors():
+            async for chunk in self._resp.content.iter_any():
+                yield chunk
+        self._finished = True
+
+    @contextlib.asynccontextmanager
+    async def _errors(self) -> AsyncIterator[None]:
+        try:
+            async with self._upstream._map_errors():
+                yield
+        except UpstreamError:
+            self._failed = True
+            raise
 
 
 class Upstream:
@@ -105,6 +153,39 @@ class Upstream:
             self._duration.observe(elapsed)
             self._metrics.upstream_requests.labels(self.name, outcome).inc()
 
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[UpstreamStream]:
+        """Send one request and hand out its reply unread, to be relayed as it arrives.
+
+        Leaving the block before the reply ended closes the connection rather than
+        returning it to the pool, so a client that went away frees the upstream.
+        """
+        sent = await self._headers(headers)
+        start = time.perf_counter()
+        reply: UpstreamStream | None = None
+        try:
+            async with (
+                self._map_errors(),
+                self.session.request(
+                    method, self.url(path), headers=sent, **kwargs
+                ) as r,
+            ):
+                reply = UpstreamStream(self, r)
+                yield reply
+        finally:
+            elapsed = time.perf_counter() - start
+            add_upstream_time(elapsed)
+            self._duration.observe(elapsed)
+            outcome = "error" if reply is None else reply.outcome
+            self._metrics.upstream_requests.labels(self.name, outcome).inc()
+
     async def post(self, path: str, **kwargs: Any) -> UpstreamResponse:
         return await self.request("POST", path, **kwargs)
 
@@ -165,3 +246,26 @@ class Upstream:
                 provider=name,
                 code="upstream_unavailable",
             ) from exc
+
+
+@contextlib.asynccontextmanager
+async def fetch_errors(param: str) -> AsyncIterator[None]:
+    """aiohttp errors while fetching a client's ``image_url``: a 400 naming the image.
+
+    The client chose the URL, so a host that cannot be reached is the client's problem,
+    not the gateway's; the message says what failed without echoing any reply body.
+    """
+    try:
+        yield
+    except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
+        raise InvalidRequest(
+            f"'{param}' could not be fetched: TLS verification failed",
+            param=param,
+            code="image_url_unreachable",
+        ) from exc
+    except aiohttp.ClientError as exc:
+        raise InvalidRequest(
+            f"'{param}' could not be fetched ({type(exc).__name__})",
+            param=param,
+            code="image_url_unreachable",
+        ) from exc

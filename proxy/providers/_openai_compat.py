@@ -58,6 +58,8 @@ def job_fields(job: EditJob, *, model: str) -> dict[str, Any]:
             fields[name] = value
     if job.metadata is not None:
         fields["metadata"] = job.metadata
+    if job.stream:
+        fields["stream"] = True
     return fields
 
 

@@ -9,15 +9,20 @@ models always answer base64, so ``response_format`` is dropped for them when it 
 
 from __future__ import annotations
 
-from typing import ClassVar
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, ClassVar
 
 import msgspec
 
-from proxy.errors import InvalidRequest
+from proxy.errors import InvalidRequest, UpstreamProtocolError
 from proxy.models import EditJob, EditResult
 from proxy.providers import _openai_compat as compat
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
 from proxy.upstream import Upstream
+
+_JSON = {"Content-Type": "application/json"}
+_SSE = "text/event-stream"
 
 
 class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="openai"):
@@ -60,24 +65,43 @@ class OpenAIAdapter:
     def auth(self, key: str) -> Auth:
         return StaticKey("Authorization", key, prefix="Bearer ")
 
-    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+    @contextlib.asynccontextmanager
+    async def _request(self, job: EditJob) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The path and body arguments of one request (files closed on exit)."""
         job = normalize(job)
         headers = {**job.extra_headers, **self._headers}
         if job.operation == "generate":
-            resp = await upstream.post(
-                "/images/generations",
-                data=await compat.json_body(job, model=job.model),
-                headers={**headers, "Content-Type": "application/json"},
-            )
-        elif job.source == "multipart":
-            async with compat.multipart_form(job, model=job.model) as form:
-                resp = await upstream.post("/images/edits", data=form, headers=headers)
+            path = "/images/generations"
         else:
-            resp = await upstream.post(
-                "/images/edits",
-                data=await compat.json_body(job, model=job.model),
-                headers={**headers, "Content-Type": "application/json"},
-            )
+            path = "/images/edits"
+            if job.source == "multipart":
+                async with compat.multipart_form(job, model=job.model) as form:
+                    yield path, {"data": form, "headers": headers}
+                return
+        body = await compat.json_body(job, model=job.model)
+        yield path, {"data": body, "headers": {**headers, **_JSON}}
+
+    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+        async with self._request(job) as (path, kwargs):
+            resp = await upstream.post(path, **kwargs)
         if not resp.ok:
             raise compat.error_for(upstream.name, resp)
         return compat.parse_images(upstream.name, resp.body)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, job: EditJob, upstream: Upstream
+    ) -> AsyncIterator[AsyncGenerator[bytes, None]]:
+        async with (
+            self._request(job) as (path, kwargs),
+            upstream.stream("POST", path, **kwargs) as reply,
+        ):
+            if not reply.ok:
+                raise compat.error_for(upstream.name, await reply.read())
+            if reply.headers.get("Content-Type", "").split(";")[0] != _SSE:
+                raise UpstreamProtocolError(
+                    f"provider '{upstream.name}' did not answer with an event stream",
+                    provider=upstream.name,
+                    code="upstream_protocol_error",
+                )
+            yield reply.chunks()

@@ -1,0 +1,41 @@
+"""Cost and image accounting for an answered request, shared by JSON and streamed replies.
+
+Computes the cost from the provider's usage (unless the adapter knew it), counts it in
+the metrics, and leaves it on the request context for the access log.
+"""
+
+from __future__ import annotations
+
+from proxy.context import CURRENT
+from proxy.models import Usage
+from proxy.routing import Route
+from proxy.state import Gateway
+
+
+def price(
+    gateway: Gateway, route: Route, *, usage: Usage | None, images: int
+) -> float | None:
+    return gateway.prices.cost(route.price_key, usage=usage, images=images)
+
+
+def account(gateway: Gateway, route: Route, cost: float | None, images: int) -> None:
+    metrics = gateway.metrics
+    ctx = CURRENT.get()
+    model_label = ctx.model if ctx is not None and ctx.model else "other"
+    if cost is None:
+        metrics.unpriced.labels(route.provider, model_label).inc()
+    else:
+        metrics.cost.labels(route.provider, model_label).inc(cost)
+    metrics.images.labels(route.provider).inc(images)
+    if ctx is not None:
+        ctx.cost = cost
+        ctx.images = images
+
+
+def splice(body: bytes, extra: bytes) -> bytes:
+    """Append ``"k":v`` members to an encoded JSON object without decoding it."""
+    end = body.rstrip()
+    assert end.endswith(b"}")
+    head = end[:-1].rstrip()
+    sep = b"" if head.endswith(b"{") else b","
+    return head + sep + extra + b"}"

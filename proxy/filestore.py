@@ -1,0 +1,264 @@
+"""The embedded upload store: the files behind ``/v3/upload`` and ``file_id``.
+
+Each file is ``<id>.bin`` with its metadata beside it in ``<id>.json``. Ids are random
+UUIDs made here, and every lookup goes through the in-memory index, never through a
+path built from what a client sent: path traversal is impossible by construction.
+The store enforces a per-file cap, a total cap (uploads in flight included) and a
+retention time; ``run_sweeper`` removes expired files in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import aiofiles
+import msgspec
+
+from proxy.config import Files
+from proxy.errors import InsufficientStorage, PayloadTooLarge
+
+log = logging.getLogger("imagegate")
+
+_encode = msgspec.json.encode
+
+
+class StoredFile(msgspec.Struct, frozen=True, kw_only=True):
+    file_id: str
+    file_name: str
+    file_size: int
+    file_mimetype: str
+    purpose: str | None = None
+    created_at: float
+    expires_at: float
+    # The client key that uploaded it, once client keys exist; None: anyone's.
+    owner: str | None = None
+
+    def public(self) -> dict[str, object]:
+        """Eden AI's answer shape for one file."""
+        return {
+            "file_id": self.file_id,
+            "file_name": self.file_name,
+            "file_size": self.file_size,
+            "file_mimetype": self.file_mimetype,
+            "purpose": self.purpose,
+            "metadata": {},
+            "created_at": _iso(self.created_at),
+            "expires_at": _iso(self.expires_at),
+        }
+
+
+_record_decoder = msgspec.json.Decoder(StoredFile)
+
+
+def _iso(ts: float) -> str:
+    return (
+        datetime.fromtimestamp(ts, UTC)
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z")
+    )
+
+
+class FileStore:
+    def __init__(
+        self,
+        config: Files,
+        directory: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.directory = directory
+        self._clock = clock
+        self._index: dict[str, StoredFile] = {}
+        self._reserved = 0  # bytes of uploads still being written
+        self._pending: set[str] = set()  # ids of uploads still being written
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(f.file_size for f in self._index.values()) + self._reserved
+
+    def _path(self, file_id: str, ext: str) -> str:
+        return os.path.join(self.directory, f"{file_id}.{ext}")
+
+    def path(self, record: StoredFile) -> str:
+        return self._path(record.file_id, "bin")
+
+    async def load(self) -> None:
+        """Index the files a previous run left; drop partial and orphaned ones."""
+        records = await asyncio.to_thread(_scan, self.directory)
+        now = self._clock()
+        for record in records:
+            if record.expires_at > now:
+                self._index[record.file_id] = record
+        # Expired ones, and files without a record, are the sweeper's first job.
+        await self.sweep()
+
+    def get(self, file_id: str, *, owner: str | None = None) -> StoredFile | None:
+        record = self._index.get(file_id)
+        if record is None or record.expires_at <= self._clock():
+            return None
+        if owner is not None and record.owner not in (None, owner):
+            return None
+        return record
+
+    def list(
+        self, *, owner: str | None = None, purpose: str | None = None
+    ) -> list[StoredFile]:
+        now = self._clock()
+        return sorted(
+            (
+                r
+                for r in self._index.values()
+                if r.expires_at > now
+                and (owner is None or r.owner in (None, owner))
+                and (purpose is None or r.purpose == purpose)
+            ),
+            key=lambda r: (r.created_at, r.file_id),
+        )
+
+    async def save(
+        self,
+        chunks: AsyncIterable[bytes],
+        *,
+        file_name: str,
+        mimetype: str,
+        purpose: str | None,
+        owner: str | None = None,
+    ) -> StoredFile:
+        """Stream ``chunks`` into a new file, enforcing the per-file and total caps."""
+        file_id = str(uuid.uuid4())
+        part = self._path(file_id, "part")
+        size = 0
+        self._pending.add(file_id)
+        try:
+            async with self._reservation() as reserve:
+                async with aiofiles.open(part, "xb") as f:
+                    async for chunk in chunks:
+                        size += len(chunk)
+                        if size > self.config.max_file_bytes:
+                            raise PayloadTooLarge(
+                                "the file is larger than the upload limit of "
+                                f"{self.config.max_file_bytes} bytes",
+                                param="file",
+                                code="payload_too_large",
+                            )
+                        reserve(len(chunk))
+                        await f.write(chunk)
+                now = self._clock()
+                record = StoredFile(
+                    file_id=file_id,
+                    file_name=file_name,
+                    file_size=size,
+                    file_mimetype=mimetype,
+                    purpose=purpose,
+                    created_at=now,
+                    expires_at=now + self.config.retention_s,
+                    owner=owner,
+                )
+                await _write_record(self._path(file_id, "json"), record)
+                await asyncio.to_thread(os.replace, part, self.path(record))
+                self._index[file_id] = record
+        except BaseException:
+            await asyncio.shield(
+                asyncio.to_thread(_unlink, [part, self._path(file_id, "json")])
+            )
+            raise
+        finally:
+            self._pending.discard(file_id)
+        return record
+
+    async def set_purpose(self, record: StoredFile, purpose: str) -> StoredFile:
+        updated = msgspec.structs.replace(record, purpose=purpose)
+        await _write_record(self._path(record.file_id, "json"), updated)
+        if record.file_id in self._index:
+            self._index[record.file_id] = updated
+        return updated
+
+    @contextlib.asynccontextmanager
+    async def _reservation(self) -> AsyncIterator[Callable[[int], None]]:
+        held = 0
+
+        def reserve(n: int) -> None:
+            nonlocal held
+            if self.used_bytes + n > self.config.max_total_bytes:
+                raise InsufficientStorage(
+                    "the upload store is full; delete files or try later",
+                    code="upload_store_full",
+                )
+            held += n
+            self._reserved += n
+
+        try:
+            yield reserve
+        finally:
+            self._reserved -= held
+
+    async def delete(self, file_id: str, *, owner: str | None = None) -> bool:
+        record = self.get(file_id, owner=owner)
+        if record is None:
+            return False
+        del self._index[file_id]
+        await asyncio.to_thread(
+            _unlink, [self.path(record), self._path(file_id, "json")]
+        )
+        return True
+
+    async def sweep(self) -> int:
+        """Remove expired files and files the index does not hold; count removals."""
+        now = self._clock()
+        expired = [r for r in self._index.values() if r.expires_at <= now]
+        for record in expired:
+            del self._index[record.file_id]
+        keep = set(self._index) | self._pending
+        await asyncio.to_thread(_remove_unindexed, self.directory, keep)
+        return len(expired)
+
+    async def run_sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval_s)
+            try:
+                await self.sweep()
+            except OSError:
+                log.exception("upload store sweep failed")
+
+
+async def _write_record(path: str, record: StoredFile) -> None:
+    async with aiofiles.open(path, "wb") as f:
+        await f.write(_encode(record))
+
+
+def _scan(directory: str) -> list[StoredFile]:
+    records: list[StoredFile] = []
+    for entry in os.scandir(directory):
+        if not entry.name.endswith(".json"):
+            continue
+        try:
+            with open(entry.path, "rb") as f:
+                record = _record_decoder.decode(f.read())
+        except (OSError, msgspec.DecodeError):
+            continue
+        if entry.name == f"{record.file_id}.json" and os.path.exists(
+            os.path.join(directory, f"{record.file_id}.bin")
+        ):
+            records.append(record)
+    return records
+
+
+def _remove_unindexed(directory: str, keep: set[str]) -> None:
+    for entry in os.scandir(directory):
+        if entry.name.partition(".")[0] not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+
+
+def _unlink(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

@@ -1,0 +1,163 @@
+"""``/v3/upload``: upload, list, show and delete files of the embedded store.
+
+Answers use Eden AI's shape (``file_id``, ``file_name``, ``file_size``,
+``file_mimetype``, ``purpose``, ``created_at``, ``expires_at``). Only images are
+accepted: the store exists to feed ``file_id`` into image edits. The store and its
+sweeper live for the application's lifetime (``files_ctx``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+
+from aiohttp import BodyPartReader, web
+
+from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
+from proxy.filestore import FileStore, StoredFile
+from proxy.images import SNIFF_BYTES, sniff
+from proxy.parsing import media_type
+from proxy.state import GATEWAY
+from proxy.tasks import TaskGroup
+
+_CHUNK = 256 * 1024
+_MAX_PURPOSE = 64
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v3/upload", upload)
+    app.router.add_get("/v3/upload", list_files)
+    app.router.add_get("/v3/upload/{file_id}", show_file)
+    app.router.add_delete("/v3/upload/{file_id}", delete_file)
+    app.cleanup_ctx.append(files_ctx)
+
+
+async def files_ctx(app: web.Application) -> AsyncIterator[None]:
+    gateway = app[GATEWAY]
+    config = gateway.config
+    ephemeral = config.files.dir is None
+    if config.files.dir is None:
+        directory = await asyncio.to_thread(
+            tempfile.mkdtemp, prefix="imagegate-store-", dir=config.limits.temp_dir
+        )
+    else:
+        directory = config.files.dir
+        await asyncio.to_thread(os.makedirs, directory, mode=0o700, exist_ok=True)
+    store = FileStore(config.files, directory)
+    await store.load()
+    gateway.files = store
+    group = TaskGroup()
+    group.spawn(store.run_sweeper(), name="upload-sweeper")
+    try:
+        yield
+    finally:
+        await group.close()
+        if ephemeral:
+            await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
+
+
+def _store(request: web.Request) -> FileStore:
+    store = request.app[GATEWAY].files
+    assert store is not None
+    return store
+
+
+def _not_found(file_id: str) -> NotFound:
+    return NotFound(
+        f"no file with id '{file_id}' (it may have expired or been deleted)",
+        param="file_id",
+        code="file_not_found",
+    )
+
+
+async def upload(request: web.Request) -> web.Response:
+    if media_type(request) != "multipart/form-data":
+        raise UnsupportedMediaType(
+            "Content-Type must be multipart/form-data with a 'file' part",
+            code="unsupported_media_type",
+        )
+    store = _store(request)
+    try:
+        reader = await request.multipart()
+        record: StoredFile | None = None
+        purpose: str | None = None
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise InvalidRequest("nested multipart bodies are not supported")
+            if part.name == "file" and record is None:
+                record = await _save(store, part)
+            elif part.name == "purpose" and purpose is None:
+                purpose = await _read_purpose(part)
+            else:
+                raise InvalidRequest(
+                    f"unexpected part {part.name!r}; send one 'file' and an optional "
+                    "'purpose'",
+                    param=part.name,
+                )
+    except (ValueError, AssertionError, RuntimeError) as exc:
+        raise InvalidRequest(f"malformed multipart body: {exc}") from None
+    if record is None:
+        raise InvalidRequest("a 'file' part is required", param="file")
+    if purpose is not None:
+        record = await store.set_purpose(record, purpose)
+    return web.json_response(record.public())
+
+
+async def _save(store: FileStore, part: BodyPartReader) -> StoredFile:
+    head = b""
+    while len(head) < SNIFF_BYTES and (chunk := await part.read_chunk(_CHUNK)):
+        head += chunk
+    kind = sniff(head[:SNIFF_BYTES])
+    if kind is None:
+        raise UnsupportedMediaType(
+            "'file' is not a PNG, JPEG or WebP image",
+            param="file",
+            code="invalid_image",
+        )
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield head
+        while chunk := await part.read_chunk(_CHUNK):
+            yield chunk
+
+    name = os.path.basename(part.filename or "")[:255]
+    return await store.save(chunks(), file_name=name, mimetype=kind, purpose=None)
+
+
+async def _read_purpose(part: BodyPartReader) -> str:
+    data = bytearray()
+    while chunk := await part.read_chunk(_CHUNK):
+        data += chunk
+        if len(data) > _MAX_PURPOSE:
+            break
+    text = data.decode("utf-8", "replace")
+    if not text or len(data) > _MAX_PURPOSE or not text.isprintable():
+        raise InvalidRequest(
+            f"'purpose' must be 1 to {_MAX_PURPOSE} printable characters",
+            param="purpose",
+        )
+    return text
+
+
+async def list_files(request: web.Request) -> web.Response:
+    purpose = request.query.get("purpose")
+    files = _store(request).list(purpose=purpose)
+    return web.json_response({"data": [f.public() for f in files]})
+
+
+async def show_file(request: web.Request) -> web.Response:
+    file_id = request.match_info["file_id"]
+    record = _store(request).get(file_id)
+    if record is None:
+        raise _not_found(file_id)
+    return web.json_response(record.public())
+
+
+async def delete_file(request: web.Request) -> web.Response:
+    file_id = request.match_info["file_id"]
+    if not await _store(request).delete(file_id):
+        raise _not_found(file_id)
+    return web.json_response({"file_id": file_id, "deleted": True})
