@@ -13,6 +13,8 @@ from typing import Any
 import msgspec
 from aiohttp import BodyPartReader, web
 
+from tests.fakes.sse import StreamPlan, stream_reply
+
 IMAGE_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\nfake-output").decode()
 ALLOWED_TYPES = {"image/png", "image/jpeg", "image/webp"}
 
@@ -75,6 +77,7 @@ class FakeOpenAI:
         self.key = key
         self.received: list[Received] = []
         self.replies: list[Reply] = []
+        self.streams: list[StreamPlan] = []
         self.app = web.Application(client_max_size=1024**3)
         self.app.router.add_post("/v1/images/edits", self._handle)
         self.app.router.add_post("/v1/images/generations", self._handle)
@@ -100,7 +103,9 @@ class FakeOpenAI:
                 data = await part.read()
                 if part.filename is not None:
                     ctype = part.headers.get("Content-Type", "")
-                    rec.files.append(FilePart(part.name or "", part.filename, ctype, data))
+                    rec.files.append(
+                        FilePart(part.name or "", part.filename, ctype, data)
+                    )
                 else:
                     rec.fields.setdefault(part.name or "", []).append(data.decode())
         else:
@@ -122,6 +127,13 @@ class FakeOpenAI:
                                "code": "invalid_value"}},
                     status=400,
                 )  # fmt: skip
+        wants_stream = (rec.json or {}).get("stream") is True or rec.fields.get(
+            "stream"
+        ) == ["true"]
+        if wants_stream and not (self.replies and self.replies[0].status >= 400):
+            return await stream_reply(
+                request, self.streams.pop(0) if self.streams else StreamPlan()
+            )
         reply = self.replies.pop(0) if self.replies else Reply()
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
@@ -131,8 +143,10 @@ class FakeOpenAI:
             return web.Response()
         body = reply.body
         if body is None:
-            n = int((rec.fields.get("n") or ["1"])[0]) if rec.json is None else int(
-                rec.json.get("n", 1)
+            n = (
+                int((rec.fields.get("n") or ["1"])[0])
+                if rec.json is None
+                else int(rec.json.get("n", 1))
             )
             body = images_reply(n)
         if isinstance(body, bytes):
