@@ -103,9 +103,7 @@ class FakeOpenAI:
                 data = await part.read()
                 if part.filename is not None:
                     ctype = part.headers.get("Content-Type", "")
-                    rec.files.append(
-                        FilePart(part.name or "", part.filename, ctype, data)
-                    )
+                    rec.files.append(FilePart(part.name or "", part.filename, ctype, data))
                 else:
                     rec.fields.setdefault(part.name or "", []).append(data.decode())
         else:
@@ -127,13 +125,12 @@ class FakeOpenAI:
                                "code": "invalid_value"}},
                     status=400,
                 )  # fmt: skip
-        wants_stream = (rec.json or {}).get("stream") is True or rec.fields.get(
-            "stream"
-        ) == ["true"]
-        if wants_stream and not (self.replies and self.replies[0].status >= 400):
-            return await stream_reply(
-                request, self.streams.pop(0) if self.streams else StreamPlan()
-            )
+        stream = (rec.json or {}).get("stream") is True or rec.fields.get("stream") == [
+            "true"
+        ]
+        if stream and not (self.replies and self.replies[0].status >= 400):
+            plan = self.streams.pop(0) if self.streams else StreamPlan()
+            return await stream_reply(request, plan)
         reply = self.replies.pop(0) if self.replies else Reply()
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
@@ -143,10 +140,8 @@ class FakeOpenAI:
             return web.Response()
         body = reply.body
         if body is None:
-            n = (
-                int((rec.fields.get("n") or ["1"])[0])
-                if rec.json is None
-                else int(rec.json.get("n", 1))
+            n = int((rec.fields.get("n") or ["1"])[0]) if rec.json is None else int(
+                rec.json.get("n", 1)
             )
             body = images_reply(n)
         if isinstance(body, bytes):

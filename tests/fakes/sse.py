@@ -68,10 +68,11 @@ async def stream_reply(request: web.Request, plan: StreamPlan) -> web.StreamResp
     await resp.prepare(request)
     try:
         for i in range(plan.partials):
-            body = {"type": f"{kind}.partial_image", "partial_image_index": i,
+            name = f"{kind}.partial_image"
+            body = {"type": name, "partial_image_index": i,
                     "b64_json": partial_b64(i, plan.partial_size), **common}  # fmt: skip
-            await resp.write(_event(body["type"], body, crlf=plan.crlf))
-            plan.sent.append(body["type"])
+            await resp.write(_event(name, body, crlf=plan.crlf))
+            plan.sent.append(name)
             if i == 0 and plan.gate is not None:
                 await plan.gate.wait()
         if plan.keep_writing:
@@ -85,10 +86,10 @@ async def stream_reply(request: web.Request, plan: StreamPlan) -> web.StreamResp
                              "param": None, "code": "server_error"}}  # fmt: skip
             await resp.write(_event("error", err, crlf=plan.crlf))
         else:
-            body = {"type": f"{kind}.completed", "b64_json": partial_b64(9),
-                    "usage": USAGE, **common}  # fmt: skip
-            await resp.write(_event(body["type"], body, crlf=plan.crlf))
-            plan.sent.append(body["type"])
+            name = f"{kind}.completed"
+            body = {"type": name, "b64_json": partial_b64(9), "usage": USAGE, **common}
+            await resp.write(_event(name, body, crlf=plan.crlf))
+            plan.sent.append(name)
         if plan.linger:
             await _until_gone(resp)
         if plan.done:

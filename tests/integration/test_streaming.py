@@ -32,6 +32,11 @@ async def _edit_stream(sdk: openai.AsyncOpenAI, **kwargs: Any) -> Any:
     )
 
 
+async def _collect(stream: Any, seen: list[str]) -> None:
+    async for event in stream:
+        seen.append(event.type)
+
+
 async def test_sdk_stream_relays_partials_and_prices_completed(
     sdk: openai.AsyncOpenAI, fake_openai: FakeOpenAI
 ) -> None:
@@ -48,8 +53,10 @@ async def test_sdk_stream_relays_partials_and_prices_completed(
     assert events[1].partial_image_index == 1
     completed = events[2]
     assert completed.usage.output_tokens == USAGE["output_tokens"]
-    assert completed.model_extra["provider"] == "openai"
-    assert completed.model_extra["cost"] == pytest.approx(EXPECTED_COST)
+    extra = completed.model_extra
+    assert extra is not None
+    assert extra["provider"] == "openai"
+    assert extra["cost"] == pytest.approx(EXPECTED_COST)
     sent = fake_openai.last
     assert sent.fields["stream"] == ["true"]
     assert sent.fields["partial_images"] == ["2"]
@@ -88,9 +95,12 @@ async def test_generation_streams_with_done_and_crlf(
         "image_generation.partial_image",
         "image_generation.completed",
     ]
-    assert events[-1].model_extra["cost"] == pytest.approx(EXPECTED_COST)
-    assert fake_openai.last.json is not None
-    assert fake_openai.last.json["stream"] is True
+    extra = events[-1].model_extra
+    assert extra is not None
+    assert extra["cost"] == pytest.approx(EXPECTED_COST)
+    sent = fake_openai.last.json
+    assert sent is not None
+    assert sent["stream"] is True
 
 
 async def test_upstream_error_event_is_relayed(
@@ -100,8 +110,7 @@ async def test_upstream_error_event_is_relayed(
     stream = await _edit_stream(sdk)
     seen: list[str] = []
     with pytest.raises(openai.APIError, match="The server had an error"):
-        async for event in stream:
-            seen.append(event.type)
+        await _collect(stream, seen)
     assert seen == ["image_edit.partial_image"]
 
 
@@ -112,8 +121,7 @@ async def test_upstream_drop_after_start_ends_with_error_event(
     stream = await _edit_stream(sdk)
     seen: list[str] = []
     with pytest.raises(openai.APIError) as exc:
-        async for event in stream:
-            seen.append(event.type)
+        await _collect(stream, seen)
     assert seen == ["image_edit.partial_image"]
     assert isinstance(exc.value.body, dict)
     assert exc.value.body["code"] in ("upstream_unavailable", "upstream_protocol_error")
@@ -203,6 +211,7 @@ async def test_client_disconnect_releases_upstream_and_is_recorded(
         await asyncio.sleep(0.01)
     assert plan.reader_gone
     assert not plan.finished
+    closed = 0.0
     for _ in range(500):
         closed = await _metric(
             runner_proxy, "imagegate_requests_total", {"code_class": "4xx"}
@@ -240,6 +249,7 @@ async def test_client_leaving_after_completed_still_records_cost(
             break
         await asyncio.sleep(0.01)
     assert plan.reader_gone
+    cost = 0.0
     for _ in range(500):
         cost = await _metric(runner_proxy, "imagegate_cost_usd_total", labels)
         if cost:
