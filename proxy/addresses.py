@@ -110,8 +110,8 @@ def address_problem(ip: IPAddress) -> str | None:
         (ip.is_link_local, "a link-local address"),
         (ip.is_multicast, "a multicast address"),
         (ip in _CGNAT, "a shared (CGNAT) address"),
-        (ip.is_private, "a private address"),
         (ip.is_reserved, "a reserved address"),
+        (ip.is_private, "a private address"),
         (not ip.is_global, "not a globally routable address"),
     )
     for failed, reason in checks:

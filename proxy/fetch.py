@@ -47,6 +47,13 @@ def _refused(param: str, reason: str) -> InvalidRequest:
     )
 
 
+def _parse(url: str | URL, param: str) -> URL:
+    try:
+        return URL(url)
+    except (ValueError, TypeError):
+        raise _refused(param, "it is not a valid URL") from None
+
+
 class _Pinned(AbstractResolver):
     """Answers only with addresses the fetcher has already checked."""
 
@@ -127,7 +134,7 @@ class Fetcher:
             resolver=pinned, ssl=self._ssl, use_dns_cache=False, force_close=True
         )
         timeout = aiohttp.ClientTimeout(sock_connect=self.config.connect_timeout_s)
-        target = URL(url)
+        target = _parse(url, param)
         async with aiohttp.ClientSession(
             connector=connector, timeout=timeout, auto_decompress=False
         ) as session:
@@ -143,19 +150,24 @@ class Fetcher:
                 ):
                     location = resp.headers.get("Location")
                     if resp.status in _REDIRECTS and location:
-                        target = target.join(URL(location))
+                        target = target.join(_parse(location, param))
                         continue
                     if resp.status != 200:
                         raise _refused(param, f"the server answered HTTP {resp.status}")
                     return await self._save(resp, param, uploads, mask)
         raise _refused(param, f"more than {self.config.max_redirects} redirects")
 
+    def check_scheme(self, url: str | URL, *, param: str) -> None:
+        """https, or http where the operator allowed it; for passed-through URLs too."""
+        scheme = _parse(url, param).scheme
+        if scheme == "http" and not self.config.allow_http:
+            raise _refused(param, "only https URLs are allowed")
+        if scheme not in ("https", "http"):
+            raise _refused(param, f"the scheme '{scheme}' is not fetched")
+
     async def _check(self, url: URL, param: str, pinned: _Pinned) -> None:
         """Refuse a URL the policy forbids; otherwise pin its checked addresses."""
-        if url.scheme == "http" and not self.config.allow_http:
-            raise _refused(param, "only https URLs are fetched")
-        if url.scheme not in ("https", "http"):
-            raise _refused(param, f"the scheme '{url.scheme}' is not fetched")
+        self.check_scheme(url, param=param)
         if url.user is not None or url.password is not None:
             raise _refused(param, "URLs with credentials are not fetched")
         host = url.raw_host

@@ -66,10 +66,13 @@ async def resolve_inputs(
                 filename=record.file_name,
                 path=path,
             )
-        if isinstance(image, RemoteImage) and not caps.image_urls:
-            return await fetcher.fetch(
-                image.url, param=f"{param}.image_url", uploads=uploads, mask=mask
-            )
+        if isinstance(image, RemoteImage):
+            url_param = f"{param}.image_url"
+            if not caps.image_urls:
+                return await fetcher.fetch(
+                    image.url, param=url_param, uploads=uploads, mask=mask
+                )
+            fetcher.check_scheme(image.url, param=url_param)
         return image
 
     images = [
