@@ -6,7 +6,7 @@ CONFIG ?= config/imagegate.yaml
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck check bench clean
+.PHONY: run test lint typecheck check bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ run: $(STAMP_RUN)
 ## test: the whole test suite with the coverage gate
 test: $(STAMP_DEV)
 	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+## soak: two minutes of mixed traffic against a real proxy process (CI runs 6 s)
+soak: $(STAMP_DEV)
+	SOAK_SECONDS=120 $(BIN)/python -m pytest -p no:cacheprovider tests/soak -q
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check .

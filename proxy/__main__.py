@@ -55,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host or config.server.host,
         port=args.port if args.port is not None else config.server.port,
         shutdown_timeout=config.server.shutdown_timeout_s,
+        keepalive_timeout=config.server.keepalive_timeout_s,
         access_log=None,
         print=None,
     )

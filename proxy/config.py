@@ -30,6 +30,9 @@ class Server(ConfigBase, frozen=True, forbid_unknown_fields=True):
     port: Port = 8080
     # Below Kubernetes' default terminationGracePeriodSeconds (30 s) minus a preStop sleep.
     shutdown_timeout_s: Seconds = 25.0
+    # Idle keep-alive connections close after this; it also bounds a client that
+    # trickles its request headers (aiohttp arms it when the connection opens).
+    keepalive_timeout_s: Seconds = 75.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
 
@@ -43,6 +46,8 @@ class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):
     max_fields: PositiveInt = 64
     max_field_bytes: PositiveInt = 256 * 1024
     max_response_bytes: PositiveInt = 256 * MiB
+    # The longest wait for the next bytes of a request body (slow clients get a 408).
+    client_idle_timeout_s: Seconds = 30.0
     temp_dir: str | None = None
 
     @property
@@ -118,8 +123,17 @@ def parse_config(text: str | bytes, *, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: not valid YAML: {reason}") from exc
     if raw is None:
         raw = {}
+    raw = _tag_providers(raw)
+    if isinstance(raw, dict) and isinstance(raw.get("providers"), dict):
+        # One at a time, so an error path names the provider (msgspec prints `[...]`).
+        for name, section in raw["providers"].items():
+            try:
+                msgspec.convert(section, ProviderConfig)
+            except msgspec.ValidationError as exc:
+                where = str(exc).replace("`$", f"`$.providers.{name}")
+                raise ConfigError(f"{source}: {where}") from exc
     try:
-        config = msgspec.convert(_tag_providers(raw), Config)
+        config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
     for name in config.providers:

@@ -7,6 +7,7 @@
     │   ├── Forbidden                  403 permission_error
     │   ├── NotFound                   404 invalid_request_error
     │   │   └── UnknownModel           404 invalid_request_error   code = model_not_found
+    │   ├── RequestTimeout             408 invalid_request_error   (client too slow)
     │   ├── PayloadTooLarge            413 invalid_request_error
     │   ├── UnsupportedMediaType       415 invalid_request_error
     │   └── RateLimited                429 rate_limit_error        (the proxy's own limits)
@@ -89,6 +90,10 @@ class PayloadTooLarge(RequestError):
 
 class UnsupportedMediaType(RequestError):
     status = 415
+
+
+class RequestTimeout(RequestError):
+    status = 408
 
 
 class RateLimited(RequestError):

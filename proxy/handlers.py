@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
@@ -43,18 +43,18 @@ def _job(
     fields: _Fields,
     route: Route,
     *,
-    operation: str,
-    source: str,
+    operation: Literal["edit", "generate"],
+    source: Literal["json", "multipart"],
     extra: dict[str, Any],
     images: tuple[ImageInput, ...] = (),
     mask: ImageInput | None = None,
 ) -> EditJob:
     return EditJob(
-        operation=operation,  # type: ignore[arg-type]
+        operation=operation,
         provider=route.provider,
         model=route.model,
         prompt=fields.prompt,
-        source=source,  # type: ignore[arg-type]
+        source=source,
         images=images,
         mask=mask,
         n=fields.n,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from proxy.errors import InvalidRequest
 
@@ -60,7 +61,7 @@ def is_credential(name: str) -> bool:
     )
 
 
-def validate_extra_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+def validate_extra_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
     """Return the headers to forward, or raise a 400 naming the offending one."""
     if not headers:
         return {}
@@ -71,6 +72,10 @@ def validate_extra_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     clean: dict[str, str] = {}
     for name, value in headers.items():
         param = f"extra_headers.{name}"
+        if not isinstance(value, str):
+            raise InvalidRequest(
+                f"extra header '{name}' must have a string value", param=param
+            )
         if not _TOKEN.match(name):
             raise InvalidRequest(
                 f"extra header name {name!r} is not a valid HTTP token", param=param

@@ -76,9 +76,8 @@ def _http_error(exc: web.HTTPException) -> web.Response:
     resp = error_response(
         exc.status, exc.reason, "invalid_request_error", code=code, retryable=False
     )
-    for name in ("Allow",):
-        if name in exc.headers:
-            resp.headers[name] = exc.headers[name]
+    if "Allow" in exc.headers:
+        resp.headers["Allow"] = exc.headers["Allow"]
     return resp
 
 

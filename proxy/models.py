@@ -43,7 +43,8 @@ class _Fields(msgspec.Struct, frozen=True, kw_only=True):
     stream: bool | None = None
     user: Annotated[str, msgspec.Meta(max_length=256)] | None = None
     metadata: dict[str, Any] | None = None
-    extra_headers: dict[str, str] | None = None
+    # Values are checked by proxy.headers, so an error can name the header.
+    extra_headers: dict[str, Any] | None = None
 
 
 class EditRequest(_Fields, frozen=True, kw_only=True):

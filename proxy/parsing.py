@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import BodyPartReader, web
 
 from proxy.config import Limits
-from proxy.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
-from proxy.images import SNIFF_BYTES, decode_data_url, require_image, sniff
+from proxy.errors import (
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
+from proxy.images import SNIFF_BYTES, decode_data_url, require_image
 from proxy.models import (
     FORM_FIELDS,
     EditForm,
@@ -30,11 +36,13 @@ from proxy.uploads import UploadSet
 
 _CHUNK = 256 * 1024
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
+_NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 _FIELD_NAME = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _IMAGE_PART = re.compile(r"^image(\[\d*\])?$")
 _MAX_NESTING = 4
 
 T = TypeVar("T", bound=msgspec.Struct)
+T_co = TypeVar("T_co")
 
 _json_decoder = msgspec.json.Decoder()
 
@@ -48,12 +56,10 @@ def _validation_error(exc: msgspec.ValidationError) -> InvalidRequest:
     match = _PATH.search(text)
     param = match.group(1) if match else None
     message = text[: match.start()] if match else text
-    if param is None:
-        missing = re.search(r"missing required field `([^`]+)`", text)
-        param = missing.group(1) if missing else None
-    elif "missing required field" in message:
-        missing = re.search(r"`([^`]+)`", message)
-        param = f"{param}.{missing.group(1)}" if missing else param
+    # "Object missing required field `x`" / "contains unknown field `x`": name x itself.
+    named = _NAMED_FIELD.search(message)
+    if named is not None:
+        param = f"{param}.{named.group(1)}" if param else named.group(1)
     where = f" (at '{param}')" if param else ""
     return InvalidRequest(f"{message}{where}", param=param)
 
@@ -70,14 +76,19 @@ async def read_json(request: web.Request, limits: Limits) -> dict[str, Any]:
     length = request.content_length
     if length is not None and length > limits.max_json_bytes:
         raise _too_large("request body", limits.max_json_bytes)
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise _too_large("request body", limits.max_json_bytes) from None
+    body = bytearray()
+    while chunk := await _idle(request.content.readany(), limits):
+        body += chunk
+        if len(body) > limits.max_json_bytes:
+            raise _too_large("request body", limits.max_json_bytes)
     try:
         obj = _json_decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidRequest("the body is not valid UTF-8 JSON") from None
+    except RecursionError:
+        raise InvalidRequest("the JSON body is nested too deeply") from None
     if not isinstance(obj, dict):
         raise InvalidRequest("the body must be a JSON object")
     return obj
@@ -150,7 +161,7 @@ async def read_multipart(
     field_count = 0
     while True:
         try:
-            part = await reader.next()
+            part = await _idle(reader.next(), limits)
         except (ValueError, AssertionError, RuntimeError) as exc:
             raise InvalidRequest(f"malformed multipart body: {exc}") from None
         if part is None:
@@ -209,16 +220,13 @@ async def _stream_file(
     param = "mask" if name == "mask" else "image"
     head = b""
     while len(head) < SNIFF_BYTES:
-        chunk = await _read_chunk(part)
+        chunk = await _read_chunk(part, limits)
         if not chunk:
             break
         head += chunk
     if not head:
         raise InvalidRequest(f"file part '{name}' is empty", param=param)
-    kind = sniff(head[:SNIFF_BYTES])
-    if kind is None or (param == "mask" and kind != "image/png"):
-        require_image(head[:SNIFF_BYTES], param=param, mask=param == "mask")
-    assert kind is not None
+    kind = require_image(head[:SNIFF_BYTES], param=param, mask=param == "mask")
     path, f = await uploads.new_file()
     size = 0
     try:
@@ -229,7 +237,7 @@ async def _stream_file(
                 raise _too_large(f"file part '{name}'", limits.max_file_bytes)
             _check_body(request, limits.body_cap)
             await f.write(chunk)
-            chunk = await _read_chunk(part)
+            chunk = await _read_chunk(part, limits)
     finally:
         await asyncio.shield(f.close())
     return StoredImage(
@@ -237,9 +245,21 @@ async def _stream_file(
     )
 
 
-async def _read_chunk(part: BodyPartReader) -> bytes:
+async def _idle(read: Awaitable[T_co], limits: Limits) -> T_co:
+    """Await one read of the body, bounded by the client idle timeout."""
     try:
-        return await part.read_chunk(_CHUNK)
+        async with asyncio.timeout(limits.client_idle_timeout_s):
+            return await read
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body stalled for over {limits.client_idle_timeout_s:g} s",
+            code="request_timeout",
+        ) from None
+
+
+async def _read_chunk(part: BodyPartReader, limits: Limits) -> bytes:
+    try:
+        return await _idle(part.read_chunk(_CHUNK), limits)
     except (ValueError, AssertionError, RuntimeError) as exc:
         raise InvalidRequest(f"malformed multipart body: {exc}") from None
 
@@ -248,7 +268,7 @@ async def _read_text(
     request: web.Request, part: BodyPartReader, name: str, limits: Limits
 ) -> str:
     buf = bytearray()
-    while chunk := await _read_chunk(part):
+    while chunk := await _read_chunk(part, limits):
         buf += chunk
         if len(buf) > limits.max_field_bytes:
             raise _too_large(f"text field '{name}'", limits.max_field_bytes)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -11,10 +12,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from blockbuster import BlockBuster, blockbuster_ctx
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from proxy.app import create_app
 from proxy.config import Config, parse_config
+from proxy.logs import JsonFormatter
 from tests.fakes.openai import FakeOpenAI
 
 UPSTREAM_KEY = "sk-upstream-test"
@@ -24,12 +26,52 @@ AiohttpServer = Callable[..., Awaitable[TestServer]]
 StartProxy = Callable[..., Awaitable[TestServer]]
 
 
+class SecretAudit(logging.Handler):
+    """Collects every log line, response and metrics exposition the suite produces."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(JsonFormatter())
+        self.texts: list[str] = []
+        self.registries: list[CollectorRegistry] = []
+        self.responses = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.texts.append(self.format(record))
+
+    async def on_response(self, request: web.Request, resp: web.StreamResponse) -> None:
+        self.responses += 1
+        self.texts.append(str(dict(resp.headers)))
+        body = getattr(resp, "body", None)
+        if isinstance(body, bytes):
+            self.texts.append(body.decode("utf-8", "replace"))
+
+
+SECRETS = (UPSTREAM_KEY, CLIENT_KEY, "sk-wrong")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secret_audit() -> Iterator[SecretAudit]:
+    """Fails the run if a configured key shows up in any log, response or metric."""
+    audit = SecretAudit()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(audit)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield audit
+    finally:
+        root.removeHandler(audit)
+        root.setLevel(level)
+    audit.texts.extend(generate_latest(r).decode() for r in audit.registries)
+    leaks = [t[:200] for t in audit.texts for s in SECRETS if s in t]
+    assert not leaks, f"secrets leaked: {leaks[:5]}"
+
+
 @pytest.fixture(autouse=True)
 def blockbuster() -> Iterator[BlockBuster]:
     # Any blocking file or socket call on the event loop fails the test.
-    with blockbuster_ctx(
-        "proxy", excluded_modules=["openai", "httpx2", "tests"]
-    ) as bb:
+    with blockbuster_ctx("proxy", excluded_modules=["openai", "httpx2", "tests"]) as bb:
         yield bb
 
 
@@ -65,7 +107,10 @@ def build_config(temp_root: Path, providers: dict[str, Any], **sections: Any) ->
 
 @pytest.fixture
 def start_proxy(
-    aiohttp_server: AiohttpServer, registry: CollectorRegistry, temp_root: Path
+    aiohttp_server: AiohttpServer,
+    registry: CollectorRegistry,
+    temp_root: Path,
+    secret_audit: SecretAudit,
 ) -> StartProxy:
     async def start(
         providers: dict[str, Any],
@@ -76,7 +121,11 @@ def start_proxy(
         config = build_config(temp_root, providers, **sections)
         env = {"OPENAI_API_KEY": UPSTREAM_KEY} if environ is None else environ
         app: web.Application = create_app(config, environ=env, registry=registry)
-        return await aiohttp_server(app)
+        app.on_response_prepare.append(secret_audit.on_response)
+        secret_audit.registries.append(registry)
+        return await aiohttp_server(
+            app, keepalive_timeout=config.server.keepalive_timeout_s
+        )
 
     return start
 

@@ -6,9 +6,10 @@ import struct
 import zlib
 
 
-def png(width: int = 4, height: int = 4, *, alpha: int | None = None, seed: int = 0) -> bytes:
+def png(
+    width: int = 4, height: int = 4, *, alpha: int | None = None, seed: int = 0
+) -> bytes:
     """An RGB (or RGBA when ``alpha`` is given) PNG with varied pixels."""
-    channels = 3 if alpha is None else 4
     rows = bytearray()
     for y in range(height):
         rows.append(0)

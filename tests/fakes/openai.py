@@ -103,7 +103,9 @@ class FakeOpenAI:
                 data = await part.read()
                 if part.filename is not None:
                     ctype = part.headers.get("Content-Type", "")
-                    rec.files.append(FilePart(part.name or "", part.filename, ctype, data))
+                    rec.files.append(
+                        FilePart(part.name or "", part.filename, ctype, data)
+                    )
                 else:
                     rec.fields.setdefault(part.name or "", []).append(data.decode())
         else:
@@ -140,8 +142,10 @@ class FakeOpenAI:
             return web.Response()
         body = reply.body
         if body is None:
-            n = int((rec.fields.get("n") or ["1"])[0]) if rec.json is None else int(
-                rec.json.get("n", 1)
+            n = (
+                int((rec.fields.get("n") or ["1"])[0])
+                if rec.json is None
+                else int(rec.json.get("n", 1))
             )
             body = images_reply(n)
         if isinstance(body, bytes):

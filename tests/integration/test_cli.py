@@ -1,0 +1,93 @@
+"""The command line, run as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+
+PY = sys.executable
+
+
+async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        PY, "-m", "proxy", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_check_config_accepts_the_default(repo_root: Path) -> None:
+    code, out, _ = await run("check-config", str(repo_root / "config/imagegate.yaml"))
+    assert code == 0
+    assert "ok" in out
+
+
+async def test_invalid_config_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server:\n  port: eighty\n")
+    code, _, err = await run("--config", str(bad))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert "$.server.port" in lines[0]
+
+
+async def test_unknown_key_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "providers:\n  openai:\n    base_url: https://x\n    api_key: sk-oops\n"
+    )
+    code, _, err = await run("check-config", str(bad))
+    assert code == 2
+    assert "api_key" in err
+    assert "sk-oops" not in err
+    code, _, err = await run("--config", str(tmp_path / "absent.yaml"))
+    assert code == 2
+    assert "cannot read" in err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_serves_with_env_config_and_warns_on_missing_key(
+    repo_root: Path, clean_env: dict[str, str]
+) -> None:
+    port = free_port()
+    env = {**clean_env, "IMAGEGATE_CONFIG": str(repo_root / "config/imagegate.yaml")}
+    proc = await asyncio.create_subprocess_exec(
+        PY, "-m", "proxy", "--port", str(port),
+        stderr=asyncio.subprocess.PIPE, env=env, cwd=repo_root,
+    )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as s:
+            for _ in range(100):
+                try:
+                    async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
+                        assert r.status == 200
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the proxy did not start")
+            async with s.post(
+                f"http://127.0.0.1:{port}/v3/images/edits",
+                json={"model": "openai/gpt-image-2", "prompt": "x",
+                      "images": [{"file_id": "file-1"}]},
+            ) as r:  # fmt: skip
+                assert r.status == 503
+    finally:
+        proc.terminate()
+        assert proc.stderr is not None
+        err = (await asyncio.wait_for(proc.stderr.read(), 30)).decode()
+        code = await proc.wait()
+    assert code == 0
+    assert "OPENAI_API_KEY" in err
