@@ -79,11 +79,15 @@ async def upload(request: web.Request) -> web.Response:
             "Content-Type must be multipart/form-data with a 'file' part",
             code="unsupported_media_type",
         )
-    store = _store(request)
+    record = await _read_upload(request, _store(request))
+    return web.json_response(record.public())
+
+
+async def _read_upload(request: web.Request, store: FileStore) -> StoredFile:
+    record: StoredFile | None = None
+    purpose: str | None = None
     try:
         reader = await request.multipart()
-        record: StoredFile | None = None
-        purpose: str | None = None
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader):
                 raise InvalidRequest("nested multipart bodies are not supported")
@@ -97,13 +101,18 @@ async def upload(request: web.Request) -> web.Response:
                     "'purpose'",
                     param=part.name,
                 )
-    except (ValueError, AssertionError, RuntimeError) as exc:
-        raise InvalidRequest(f"malformed multipart body: {exc}") from None
-    if record is None:
-        raise InvalidRequest("a 'file' part is required", param="file")
-    if purpose is not None:
-        record = await store.set_purpose(record, purpose)
-    return web.json_response(record.public())
+        if record is None:
+            raise InvalidRequest("a 'file' part is required", param="file")
+        if purpose is not None:
+            record = await store.set_purpose(record, purpose)
+    except BaseException as exc:
+        # A part after the file was refused: the upload as a whole did not happen.
+        if record is not None:
+            await asyncio.shield(store.delete(record.file_id))
+        if isinstance(exc, ValueError | AssertionError | RuntimeError):
+            raise InvalidRequest(f"malformed multipart body: {exc}") from None
+        raise
+    return record
 
 
 async def _save(store: FileStore, part: BodyPartReader) -> StoredFile:
