@@ -31,6 +31,9 @@ METADATA = frozenset(
     )
 )
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
+# Special-purpose blocks that older Pythons' is_private/is_global miss (3.11.7 calls
+# 192.0.0.8 global); refused whatever the interpreter thinks.
+_SPECIAL = (ipaddress.ip_network("192.0.0.0/24"), ipaddress.ip_network("2001::/23"))
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 _TEREDO = ipaddress.ip_network("2001::/32")
@@ -112,6 +115,7 @@ def address_problem(ip: IPAddress) -> str | None:
         (ip in _CGNAT, "a shared (CGNAT) address"),
         (ip.is_reserved, "a reserved address"),
         (ip.is_private, "a private address"),
+        (any(ip in net for net in _SPECIAL), "a special-purpose address"),
         (not ip.is_global, "not a globally routable address"),
     )
     for failed, reason in checks:
