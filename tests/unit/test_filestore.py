@@ -1,0 +1,123 @@
+"""The upload store on its own, with a clock the test moves."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from proxy.config import Files
+from proxy.errors import InsufficientStorage, PayloadTooLarge
+from proxy.filestore import FileStore
+from proxy.tasks import TaskGroup
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _names(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
+
+
+async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+def _store(tmp_path: Path, clock: Clock, **config: float) -> FileStore:
+    return FileStore(Files(**config), str(tmp_path), clock=clock)  # type: ignore[arg-type]
+
+
+async def test_save_get_list_and_owners(tmp_path: Path) -> None:
+    clock = Clock()
+    store = _store(tmp_path, clock)
+    a = await store.save(
+        _chunks(b"ab", b"cd"), file_name="a.png", mimetype="image/png", purpose=None
+    )
+    clock.now += 1
+    b = await store.save(
+        _chunks(b"x"), file_name="b.png", mimetype="image/png", purpose="p", owner="k1"
+    )
+    assert a.file_size == 4
+    assert (tmp_path / f"{a.file_id}.bin").read_bytes() == b"abcd"
+    assert store.used_bytes == 5
+    # Until client keys exist, no owner means every file; an owner sees its own and
+    # the unowned ones, never another key's.
+    assert store.list() == [a, b]
+    assert store.list(owner="k1") == [a, b]
+    assert store.list(owner="k2") == [a]
+    assert store.list(purpose="p") == [b]
+    assert store.get(b.file_id, owner="k2") is None
+    assert store.get(b.file_id, owner="k1") == b
+    assert not await store.delete(b.file_id, owner="k2")
+    assert await store.delete(b.file_id, owner="k1")
+    assert store.get("no-such-id") is None
+
+
+async def test_expiry_and_sweep(tmp_path: Path) -> None:
+    clock = Clock()
+    store = _store(tmp_path, clock, retention_s=10.0)
+    old = await store.save(
+        _chunks(b"1"), file_name="", mimetype="image/png", purpose=None
+    )
+    clock.now += 5
+    new = await store.save(
+        _chunks(b"2"), file_name="", mimetype="image/png", purpose=None
+    )
+    (tmp_path / "orphan.bin").write_bytes(b"?")
+    clock.now += 6
+    assert store.get(old.file_id) is None  # expired before any sweep
+    assert store.list() == [new]
+    assert await store.sweep() == 1
+    assert _names(tmp_path) == [
+        f"{new.file_id}.bin",
+        f"{new.file_id}.json",
+    ]
+    # A restart indexes what is left and drops what expired meanwhile.
+    again = _store(tmp_path, clock, retention_s=10.0)
+    await again.load()
+    assert again.list() == [new]
+    clock.now += 10
+    later = _store(tmp_path, clock, retention_s=10.0)
+    await later.load()
+    assert later.list() == []
+    assert _names(tmp_path) == []
+
+
+async def test_caps_leave_nothing_behind(tmp_path: Path) -> None:
+    store = _store(tmp_path, Clock(), max_file_bytes=4, max_total_bytes=6)
+    with pytest.raises(PayloadTooLarge):
+        await store.save(
+            _chunks(b"abc", b"de"), file_name="", mimetype="image/png", purpose=None
+        )
+    await store.save(_chunks(b"abcd"), file_name="", mimetype="image/png", purpose=None)
+    with pytest.raises(InsufficientStorage):
+        await store.save(
+            _chunks(b"ab", b"cd"), file_name="", mimetype="image/png", purpose=None
+        )
+    assert store.used_bytes == 4
+    assert len(_names(tmp_path)) == 2
+
+
+async def test_sweeper_runs_in_the_background(tmp_path: Path) -> None:
+    clock = Clock()
+    store = _store(tmp_path, clock, retention_s=1.0, sweep_interval_s=0.01)
+    await store.save(_chunks(b"1"), file_name="", mimetype="image/png", purpose=None)
+    clock.now += 2
+    group = TaskGroup()
+    group.spawn(store.run_sweeper(), name="sweeper")
+    try:
+        for _ in range(200):
+            if not _names(tmp_path):
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await group.close()
+    assert _names(tmp_path) == []
