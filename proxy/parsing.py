@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from proxy.config import Limits
 from proxy.errors import (
@@ -162,7 +163,7 @@ async def read_multipart(
     while True:
         try:
             part = await _idle(reader.next(), limits)
-        except (ValueError, AssertionError, RuntimeError) as exc:
+        except (ValueError, AssertionError, RuntimeError, BadHttpMessage) as exc:
             raise InvalidRequest(f"malformed multipart body: {exc}") from None
         if part is None:
             break
@@ -260,7 +261,7 @@ async def _idle(read: Awaitable[T_co], limits: Limits) -> T_co:
 async def _read_chunk(part: BodyPartReader, limits: Limits) -> bytes:
     try:
         return await _idle(part.read_chunk(_CHUNK), limits)
-    except (ValueError, AssertionError, RuntimeError) as exc:
+    except (ValueError, AssertionError, RuntimeError, BadHttpMessage) as exc:
         raise InvalidRequest(f"malformed multipart body: {exc}") from None
 
 

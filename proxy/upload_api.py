@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import AsyncIterator
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from proxy.filestore import FileStore, StoredFile
@@ -109,7 +110,7 @@ async def _read_upload(request: web.Request, store: FileStore) -> StoredFile:
         # A part after the file was refused: the upload as a whole did not happen.
         if record is not None:
             await asyncio.shield(store.delete(record.file_id))
-        if isinstance(exc, ValueError | AssertionError | RuntimeError):
+        if isinstance(exc, ValueError | AssertionError | RuntimeError | BadHttpMessage):
             raise InvalidRequest(f"malformed multipart body: {exc}") from None
         raise
     return record

@@ -225,3 +225,14 @@ async def test_store_survives_a_restart(
         f"{up['file_id']}.bin",
         f"{up['file_id']}.json",
     ]
+
+
+@pytest.mark.parametrize(
+    "raw", [b"--b\r\nC", b"--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--\r\n"]
+)
+async def test_malformed_upload_is_a_400(start: Start, raw: bytes) -> None:
+    proxy = await start()
+    headers = {"Content-Type": "multipart/form-data; boundary=b"}
+    status, err = await _call(proxy, "POST", "/v3/upload", data=raw, headers=headers)
+    assert status == 400
+    assert err["error"]["type"] == "invalid_request_error"
