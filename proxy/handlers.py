@@ -32,6 +32,7 @@ from proxy.parsing import (
     split_known,
 )
 from proxy.prepare import check_capabilities
+from proxy.providers.base import StreamingAdapter
 from proxy.routing import Route
 from proxy.state import GATEWAY, Gateway
 from proxy.uploads import UploadSet
@@ -134,8 +135,8 @@ async def _run(
             fetcher=gateway.fetcher, uploads=uploads,
         )  # fmt: skip
         check_capabilities(job, caps, provider=route.provider)
-    if job.stream and caps.streaming:
-        return await streaming.relay(request, gateway, route, job)
+    if job.stream and caps.streaming and isinstance(route.adapter, StreamingAdapter):
+        return await streaming.relay(request, gateway, route, job, route.adapter)
     result = await route.adapter.edit(
         msgspec.structs.replace(job, stream=False), route.upstream
     )

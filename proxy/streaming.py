@@ -109,15 +109,6 @@ class _Head(msgspec.Struct):
 _head_decoder = msgspec.json.Decoder(_Head)
 
 
-async def _open(request: web.Request) -> web.StreamResponse:
-    resp = web.StreamResponse(headers=_HEADERS)
-    ctx = CURRENT.get()
-    if ctx is not None:
-        resp.headers["X-Request-ID"] = ctx.request_id
-    await resp.prepare(request)
-    return resp
-
-
 class _Relay:
     def __init__(self, gateway: Gateway, route: Route) -> None:
         self.gateway = gateway
@@ -151,21 +142,26 @@ class _Relay:
 
 
 async def relay(
-    request: web.Request, gateway: Gateway, route: Route, job: EditJob
+    request: web.Request,
+    gateway: Gateway,
+    route: Route,
+    job: EditJob,
+    adapter: StreamingAdapter,
 ) -> web.StreamResponse:
     """Relay the provider's event stream; errors before the first byte stay JSON."""
-    adapter = route.adapter
-    assert isinstance(adapter, StreamingAdapter)
     state = _Relay(gateway, route)
     decoder = SSEDecoder(gateway.config.limits.max_response_bytes)
+    resp = web.StreamResponse(headers=_HEADERS)
+    ctx = CURRENT.get()
+    if ctx is not None:
+        resp.headers["X-Request-ID"] = ctx.request_id
     async with adapter.stream(job, route.upstream) as chunks:
-        resp = await _open(request)
         try:
+            await resp.prepare(request)
             async with contextlib.aclosing(chunks):
                 await _pump(resp, chunks, decoder, state)
         except ConnectionResetError:
             # The client went away; leaving the block closes the upstream connection.
-            ctx = CURRENT.get()
             if ctx is not None:
                 ctx.client_closed = True
         finally:
