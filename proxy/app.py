@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 
 import aiohttp
+import msgspec
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 from prometheus_client import CollectorRegistry
@@ -20,6 +21,7 @@ from proxy.config import Config, provider_keys
 from proxy.fetch import fetch_ctx
 from proxy.metrics import Metrics
 from proxy.middleware import observe
+from proxy.openapi import build_openapi
 from proxy.pricing import PriceTable
 from proxy.providers import build_adapter
 from proxy.providers.base import Pool
@@ -47,6 +49,7 @@ def create_app(
     app = web.Application(
         middlewares=[observe], client_max_size=config.limits.max_json_bytes
     )
+    gateway.openapi = msgspec.json.encode(build_openapi())
     app[GATEWAY] = gateway
     app.cleanup_ctx.append(_files)
     app.cleanup_ctx.append(_upstreams_ctx(dict(environ)))
@@ -59,6 +62,7 @@ def create_app(
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
+    app.router.add_get("/openapi.json", handlers.openapi)
     return app
 
 

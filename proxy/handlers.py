@@ -179,6 +179,12 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready", "providers": gateway.router.names})
 
 
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[GATEWAY].openapi, content_type="application/json"
+    )
+
+
 async def metrics(request: web.Request) -> web.Response:
     registry = request.app[GATEWAY].metrics.registry
     resp = web.Response(body=generate_latest(registry))

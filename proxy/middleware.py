@@ -25,7 +25,7 @@ access_log = logging.getLogger("imagegate.access")
 log = logging.getLogger("imagegate")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 # Status 499: the client went away before an answer (nginx's convention).
 _CLIENT_CLOSED = 499
 _encoder = msgspec.json.Encoder()

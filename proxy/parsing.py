@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import BadContentDispositionHeader
 
 from proxy.config import Limits
 from proxy.errors import (
@@ -36,6 +37,16 @@ from proxy.models import (
 from proxy.uploads import UploadSet
 
 _CHUNK = 256 * 1024
+# What aiohttp's multipart reader raises on a body that is not valid multipart. Its
+# content-disposition complaint is a warning; where warnings are errors it is raised.
+_MALFORMED = (
+    ValueError,
+    AssertionError,
+    KeyError,
+    RuntimeError,
+    HttpProcessingError,
+    BadContentDispositionHeader,
+)
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
 _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 _FIELD_NAME = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
@@ -154,7 +165,7 @@ async def read_multipart(
         raise _too_large("request body", cap)
     try:
         reader = await request.multipart()
-    except (ValueError, AssertionError, KeyError) as exc:
+    except _MALFORMED as exc:
         raise InvalidRequest(f"malformed multipart body: {exc}") from None
     raw_fields: dict[str, Any] = {}
     images: list[StoredImage] = []
@@ -163,7 +174,7 @@ async def read_multipart(
     while True:
         try:
             part = await _idle(reader.next(), limits)
-        except (ValueError, AssertionError, RuntimeError, BadHttpMessage) as exc:
+        except _MALFORMED as exc:
             raise InvalidRequest(f"malformed multipart body: {exc}") from None
         if part is None:
             break
@@ -261,7 +272,7 @@ async def _idle(read: Awaitable[T_co], limits: Limits) -> T_co:
 async def _read_chunk(part: BodyPartReader, limits: Limits) -> bytes:
     try:
         return await _idle(part.read_chunk(_CHUNK), limits)
-    except (ValueError, AssertionError, RuntimeError, BadHttpMessage) as exc:
+    except _MALFORMED as exc:
         raise InvalidRequest(f"malformed multipart body: {exc}") from None
 
 

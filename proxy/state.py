@@ -28,6 +28,8 @@ class Gateway:
     draining: bool = False
     files: FileStore | None = None
     fetcher: Fetcher | None = None
+    # The encoded OpenAPI description, built once at start-up.
+    openapi: bytes = b""
 
     @property
     def temp_path(self) -> str:

@@ -1,0 +1,123 @@
+"""The proxy's OpenAPI 3.1 description, generated from the msgspec wire types.
+
+Request and error schemas come from the same Structs that validate requests, so the
+description cannot drift from what the proxy enforces. Served at ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from proxy import __version__
+from proxy.models import EditForm, EditRequest, ErrorBody, GenerateRequest
+
+_REF = "#/components/schemas/{name}"
+
+
+class ImageDataItem(msgspec.Struct):
+    """One image of an answer: ``b64_json`` or ``url``."""
+
+    b64_json: str | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+
+
+class ImagesResponse(msgspec.Struct):
+    """OpenAI's images answer plus the gateway's ``cost`` (USD) and ``provider``."""
+
+    data: list[ImageDataItem]
+    created: int | None = None
+    usage: dict[str, Any] | None = None
+    cost: float | None = None
+    provider: str | None = None
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(name=name)}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    error = {"application/json": {"schema": _ref("ErrorBody")}}
+    return {
+        str(status): {"description": "OpenAI-shaped error", "content": error}
+        for status in statuses
+    }
+
+
+def _multipart_schema(components: dict[str, Any]) -> dict[str, Any]:
+    """The SDK's form: file parts plus EditForm's fields as text."""
+    form: dict[str, Any] = components.pop("EditForm")
+    binary = {"type": "string", "format": "binary"}
+    form["properties"] = {
+        "image": {"oneOf": [binary, {"type": "array", "items": binary}]},
+        "image[]": {"type": "array", "items": binary},
+        "mask": binary,
+        **form["properties"],
+    }
+    form["required"] = sorted({*form.get("required", []), "image"} - {"image[]"})
+    # Text parts arrive as strings; the proxy converts them like the JSON types.
+    form["description"] = "multipart/form-data as the OpenAI SDKs send it."
+    return form
+
+
+def _images_operation(
+    summary: str, json_schema: dict[str, Any], form: dict[str, Any] | None
+) -> dict[str, Any]:
+    content: dict[str, Any] = {"application/json": {"schema": json_schema}}
+    if form is not None:
+        content["multipart/form-data"] = {"schema": form}
+    return {
+        "summary": summary,
+        "requestBody": {"required": True, "content": content},
+        "responses": {
+            "200": {
+                "description": "The provider's images, with cost and provider",
+                "content": {"application/json": {"schema": _ref("ImagesResponse")}},
+            },
+            **_errors(400, 401, 403, 404, 408, 413, 415, 429, 500, 502, 503, 504),
+        },
+    }
+
+
+def _plain_get(summary: str, content_type: str) -> dict[str, Any]:
+    schema: dict[str, Any] = (
+        {"type": "object"} if "json" in content_type else {"type": "string"}
+    )
+    return {
+        "get": {
+            "summary": summary,
+            "responses": {
+                "200": {"description": "OK", "content": {content_type: {"schema": schema}}},
+                **({"503": {"description": "Not ready",
+                            "content": {content_type: {"schema": schema}}}}
+                   if summary.startswith("Readiness") else {}),
+            },
+        }
+    }  # fmt: skip
+
+
+def build_openapi() -> dict[str, Any]:
+    types = [EditRequest, EditForm, GenerateRequest, ImagesResponse, ErrorBody]
+    (edit, _, generate, _, _), components = msgspec.json.schema_components(
+        types, ref_template=_REF
+    )
+    form = _multipart_schema(components)
+    paths: dict[str, Any] = {}
+    for prefix in ("/v3", "/v1"):
+        paths[f"{prefix}/images/edits"] = {
+            "post": _images_operation("Edit images", edit, form)
+        }
+        paths[f"{prefix}/images/generations"] = {
+            "post": _images_operation("Generate images", generate, None)
+        }
+    paths["/healthz"] = _plain_get("Liveness", "application/json")
+    paths["/readyz"] = _plain_get("Readiness", "application/json")
+    paths["/metrics"] = _plain_get("Prometheus metrics", "text/plain")
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "imagegate", "version": __version__},
+        "paths": paths,
+        "components": {"schemas": components},
+    }
