@@ -15,16 +15,15 @@ import tempfile
 from collections.abc import AsyncIterator
 
 from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import BadHttpMessage
 
+from proxy.config import Limits
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from proxy.filestore import FileStore, StoredFile
 from proxy.images import SNIFF_BYTES, sniff
-from proxy.parsing import media_type
+from proxy.parsing import _MALFORMED, _idle, _read_chunk, media_type
 from proxy.state import GATEWAY
 from proxy.tasks import TaskGroup
 
-_CHUNK = 256 * 1024
 _MAX_PURPOSE = 64
 
 
@@ -81,21 +80,23 @@ async def upload(request: web.Request) -> web.Response:
             code="unsupported_media_type",
         )
     record = await _read_upload(request, _store(request))
+    request.app[GATEWAY].metrics.upload_bytes.inc(record.file_size)
     return web.json_response(record.public())
 
 
 async def _read_upload(request: web.Request, store: FileStore) -> StoredFile:
+    limits = request.app[GATEWAY].config.limits
     record: StoredFile | None = None
     purpose: str | None = None
     try:
         reader = await request.multipart()
-        while (part := await reader.next()) is not None:
+        while (part := await _idle(reader.next(), limits)) is not None:
             if not isinstance(part, BodyPartReader):
                 raise InvalidRequest("nested multipart bodies are not supported")
             if part.name == "file" and record is None:
-                record = await _save(store, part)
+                record = await _save(store, part, limits)
             elif part.name == "purpose" and purpose is None:
-                purpose = await _read_purpose(part)
+                purpose = await _read_purpose(part, limits)
             else:
                 raise InvalidRequest(
                     f"unexpected part {part.name!r}; send one 'file' and an optional "
@@ -110,15 +111,15 @@ async def _read_upload(request: web.Request, store: FileStore) -> StoredFile:
         # A part after the file was refused: the upload as a whole did not happen.
         if record is not None:
             await asyncio.shield(store.delete(record.file_id))
-        if isinstance(exc, ValueError | AssertionError | RuntimeError | BadHttpMessage):
+        if isinstance(exc, _MALFORMED):
             raise InvalidRequest(f"malformed multipart body: {exc}") from None
         raise
     return record
 
 
-async def _save(store: FileStore, part: BodyPartReader) -> StoredFile:
+async def _save(store: FileStore, part: BodyPartReader, limits: Limits) -> StoredFile:
     head = b""
-    while len(head) < SNIFF_BYTES and (chunk := await part.read_chunk(_CHUNK)):
+    while len(head) < SNIFF_BYTES and (chunk := await _read_chunk(part, limits)):
         head += chunk
     kind = sniff(head[:SNIFF_BYTES])
     if kind is None:
@@ -130,16 +131,16 @@ async def _save(store: FileStore, part: BodyPartReader) -> StoredFile:
 
     async def chunks() -> AsyncIterator[bytes]:
         yield head
-        while chunk := await part.read_chunk(_CHUNK):
+        while chunk := await _read_chunk(part, limits):
             yield chunk
 
     name = os.path.basename(part.filename or "")[:255]
     return await store.save(chunks(), file_name=name, mimetype=kind, purpose=None)
 
 
-async def _read_purpose(part: BodyPartReader) -> str:
+async def _read_purpose(part: BodyPartReader, limits: Limits) -> str:
     data = bytearray()
-    while chunk := await part.read_chunk(_CHUNK):
+    while chunk := await _read_chunk(part, limits):
         data += chunk
         if len(data) > _MAX_PURPOSE:
             break
