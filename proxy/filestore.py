@@ -77,15 +77,23 @@ class FileStore:
         self.directory = directory
         self._clock = clock
         self._index: dict[str, StoredFile] = {}
+        self._stored = 0  # bytes of the indexed files
         self._reserved = 0  # bytes of uploads still being written
         self._pending: set[str] = set()  # ids of uploads still being written
 
     @property
     def used_bytes(self) -> int:
-        return sum(f.file_size for f in self._index.values()) + self._reserved
+        return self._stored + self._reserved
 
     def _path(self, file_id: str, ext: str) -> str:
         return os.path.join(self.directory, f"{file_id}.{ext}")
+
+    def _add(self, record: StoredFile) -> None:
+        self._index[record.file_id] = record
+        self._stored += record.file_size
+
+    def _drop(self, file_id: str) -> None:
+        self._stored -= self._index.pop(file_id).file_size
 
     def path(self, record: StoredFile) -> str:
         return self._path(record.file_id, "bin")
@@ -96,7 +104,7 @@ class FileStore:
         now = self._clock()
         for record in records:
             if record.expires_at > now:
-                self._index[record.file_id] = record
+                self._add(record)
         # Expired ones, and files without a record, are the sweeper's first job.
         await self.sweep()
 
@@ -164,7 +172,7 @@ class FileStore:
                 )
                 await _write_record(self._path(file_id, "json"), record)
                 await asyncio.to_thread(os.replace, part, self.path(record))
-                self._index[file_id] = record
+                self._add(record)
         except BaseException:
             await asyncio.shield(
                 asyncio.to_thread(_unlink, [part, self._path(file_id, "json")])
@@ -204,7 +212,7 @@ class FileStore:
         record = self.get(file_id, owner=owner)
         if record is None:
             return False
-        del self._index[file_id]
+        self._drop(file_id)
         await asyncio.to_thread(
             _unlink, [self.path(record), self._path(file_id, "json")]
         )
@@ -215,7 +223,7 @@ class FileStore:
         now = self._clock()
         expired = [r for r in self._index.values() if r.expires_at <= now]
         for record in expired:
-            del self._index[record.file_id]
+            self._drop(record.file_id)
         keep = set(self._index) | self._pending
         await asyncio.to_thread(_remove_unindexed, self.directory, keep)
         return len(expired)

@@ -240,6 +240,8 @@ async def test_client_leaving_after_completed_still_records_cost(
     async with aiohttp.ClientSession() as client:
         body = {"model": "openai/gpt-image-2", "prompt": "x", "stream": True}
         resp = await client.post(f"{runner_proxy}/v3/images/generations", json=body)
+        assert resp.content_type == "text/event-stream"
+        assert resp.headers["X-Request-ID"]
         seen = b""
         while b"image_generation.completed" not in seen:
             seen += await resp.content.readany()

@@ -58,6 +58,7 @@ async def test_save_get_list_and_owners(tmp_path: Path) -> None:
     assert store.get(b.file_id, owner="k1") == b
     assert not await store.delete(b.file_id, owner="k2")
     assert await store.delete(b.file_id, owner="k1")
+    assert store.used_bytes == 4
     assert store.get("no-such-id") is None
 
 
