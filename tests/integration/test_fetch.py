@@ -195,6 +195,10 @@ HOSTILE = [
     ("https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", "Teredo"),
     ("https://1.2.3.256/", "not a valid address"),
     ("https://08.1.1.1/", "not a valid address"),
+    # Malformed URLs.
+    ("https://[::1/cat.png", "not a valid URL"),
+    ("https:///cat.png", "no host"),
+    ("https://:443/cat.png", "not a valid URL"),
     # Scheme and credentials.
     ("http://images.test:{port}/cat.png", "only https"),
     ("https://user:pw@images.test:{port}/cat.png", "credentials"),
