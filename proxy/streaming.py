@@ -103,7 +103,7 @@ class _Head(msgspec.Struct):
 
     type: str | None = None
     usage: Usage | None = None
-    error: msgspec.Raw | None = None
+    error: dict[str, Any] | str | None = None
 
 
 _head_decoder = msgspec.json.Decoder(_Head)

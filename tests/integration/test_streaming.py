@@ -10,6 +10,7 @@ import aiohttp
 import openai
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
@@ -112,6 +113,19 @@ async def test_upstream_error_event_is_relayed(
     with pytest.raises(openai.APIError, match="The server had an error"):
         await _collect(stream, seen)
     assert seen == ["image_edit.partial_image"]
+
+
+async def test_upstream_error_event_ends_the_stream_once(
+    proxy: TestServer, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.streams.append(StreamPlan(partials=1, error=True))
+    body = {"model": "openai/gpt-image-2", "prompt": "x", "stream": True}
+    async with aiohttp.ClientSession() as client:
+        resp = await client.post(proxy.make_url("/v3/images/generations"), json=body)
+        text = await resp.text()
+    # The provider's own error event is relayed; the proxy adds none of its own.
+    assert text.count("event: error") == 1
+    assert "The server had an error" in text
 
 
 async def test_upstream_drop_after_start_ends_with_error_event(
