@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
-from tests.conftest import UPSTREAM_KEY, build_config
+from tests.conftest import UPSTREAM_KEY, StartProxy, build_config
 from tests.fakes.openai import FakeOpenAI, Reply
 from tests.fakes.sse import USAGE, StreamPlan, partial_b64
 from tests.images import png
@@ -272,3 +272,19 @@ async def test_client_leaving_after_completed_still_records_cost(
             break
         await asyncio.sleep(0.01)
     assert cost == pytest.approx(EXPECTED_COST)
+
+
+async def test_oversized_event_ends_the_stream_with_an_error(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI
+) -> None:
+    proxy = await start_proxy(
+        {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
+        limits={"max_response_bytes": 4096},
+    )
+    fake_openai.streams.append(StreamPlan(partials=1, partial_size=10_000))
+    body = {"model": "openai/gpt-image-2", "prompt": "x", "stream": True}
+    async with aiohttp.ClientSession() as client:
+        resp = await client.post(proxy.make_url("/v3/images/generations"), json=body)
+        text = await resp.text()
+    assert text.startswith("event: error\n")
+    assert "larger than 4096 bytes" in text
