@@ -55,6 +55,8 @@ class SSEDecoder:
         events: list[Event] = []
         start = 0
         while (end := self._buf.find(b"\n\n", max(start, self._scanned))) != -1:
+            if end - start > self._max:
+                raise ValueError(f"an event is larger than {self._max} bytes")
             block = bytes(self._buf[start:end])
             if block.strip(b"\n"):
                 events.append(parse_event(block))
