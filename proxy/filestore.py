@@ -150,13 +150,7 @@ class FileStore:
                 async with aiofiles.open(part, "xb") as f:
                     async for chunk in chunks:
                         size += len(chunk)
-                        if size > self.config.max_file_bytes:
-                            raise PayloadTooLarge(
-                                "the file is larger than the upload limit of "
-                                f"{self.config.max_file_bytes} bytes",
-                                param="file",
-                                code="payload_too_large",
-                            )
+                        self._check_size(size)
                         reserve(len(chunk))
                         await f.write(chunk)
                 now = self._clock()
@@ -181,6 +175,15 @@ class FileStore:
         finally:
             self._pending.discard(file_id)
         return record
+
+    def _check_size(self, size: int) -> None:
+        if size > self.config.max_file_bytes:
+            raise PayloadTooLarge(
+                "the file is larger than the upload limit of "
+                f"{self.config.max_file_bytes} bytes",
+                param="file",
+                code="payload_too_large",
+            )
 
     async def set_purpose(self, record: StoredFile, purpose: str) -> StoredFile:
         updated = msgspec.structs.replace(record, purpose=purpose)

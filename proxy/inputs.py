@@ -8,6 +8,8 @@ Adapters therefore see only ``StoredImage``s unless their capabilities say other
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import msgspec
 
 from proxy.errors import InvalidRequest, NotFound
@@ -17,6 +19,16 @@ from proxy.images import PNG
 from proxy.models import EditJob, FileRef, ImageInput, RemoteImage, StoredImage
 from proxy.providers.base import Capabilities
 from proxy.uploads import UploadSet
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    caps: Capabilities
+    provider: str
+    files: FileStore
+    fetcher: Fetcher
+    uploads: UploadSet
+    owner: str | None
 
 
 async def resolve_inputs(
@@ -31,52 +43,61 @@ async def resolve_inputs(
 ) -> EditJob:
     if job.source == "multipart" or (not job.images and job.mask is None):
         return job
-
-    async def resolve(image: ImageInput, param: str, mask: bool) -> ImageInput:
-        if isinstance(image, FileRef):
-            record = files.get(image.file_id, owner=owner)
-            if record is None:
-                if caps.file_ids:
-                    return image
-                raise NotFound(
-                    f"'{param}.file_id' names no file this gateway holds "
-                    f"({image.file_id!r}); upload it with POST /v3/upload, and note "
-                    f"that provider '{provider}' has no file ids of its own",
-                    param=f"{param}.file_id",
-                    code="file_not_found",
-                )
-            if mask and record.file_mimetype != PNG:
-                raise InvalidRequest(
-                    f"'{param}.file_id' must be a PNG image (its alpha channel marks "
-                    "the edit area)",
-                    param=f"{param}.file_id",
-                    code="invalid_image",
-                )
-            try:
-                path = await uploads.link(files.path(record))
-            except FileNotFoundError:
-                raise NotFound(
-                    f"'{param}.file_id' was deleted while the request started",
-                    param=f"{param}.file_id",
-                    code="file_not_found",
-                ) from None
-            return StoredImage(
-                content_type=record.file_mimetype,
-                size=record.file_size,
-                filename=record.file_name,
-                path=path,
-            )
-        if isinstance(image, RemoteImage):
-            url_param = f"{param}.image_url"
-            if not caps.image_urls:
-                return await fetcher.fetch(
-                    image.url, param=url_param, uploads=uploads, mask=mask
-                )
-            fetcher.check_scheme(image.url, param=url_param)
-        return image
-
+    req = _Request(caps, provider, files, fetcher, uploads, owner)
     images = [
-        await resolve(img, f"images[{i}]", False) for i, img in enumerate(job.images)
+        await _resolve(req, img, f"images[{i}]", mask=False)
+        for i, img in enumerate(job.images)
     ]
-    mask = None if job.mask is None else await resolve(job.mask, "mask", True)
+    mask = (
+        None if job.mask is None else await _resolve(req, job.mask, "mask", mask=True)
+    )
     return msgspec.structs.replace(job, images=tuple(images), mask=mask)
+
+
+async def _resolve(
+    req: _Request, image: ImageInput, param: str, *, mask: bool
+) -> ImageInput:
+    if isinstance(image, FileRef):
+        return await _file(req, image, f"{param}.file_id", mask=mask)
+    if isinstance(image, RemoteImage):
+        url_param = f"{param}.image_url"
+        if not req.caps.image_urls:
+            return await req.fetcher.fetch(
+                image.url, param=url_param, uploads=req.uploads, mask=mask
+            )
+        req.fetcher.check_scheme(image.url, param=url_param)
+    return image
+
+
+async def _file(req: _Request, ref: FileRef, param: str, *, mask: bool) -> ImageInput:
+    record = req.files.get(ref.file_id, owner=req.owner)
+    if record is None:
+        if req.caps.file_ids:
+            return ref
+        raise NotFound(
+            f"'{param}' names no file this gateway holds ({ref.file_id!r}); upload it "
+            f"with POST /v3/upload, and note that provider '{req.provider}' has no "
+            "file ids of its own",
+            param=param,
+            code="file_not_found",
+        )
+    if mask and record.file_mimetype != PNG:
+        raise InvalidRequest(
+            f"'{param}' must be a PNG image (its alpha channel marks the edit area)",
+            param=param,
+            code="invalid_image",
+        )
+    try:
+        path = await req.uploads.link(req.files.path(record))
+    except FileNotFoundError:
+        raise NotFound(
+            f"'{param}' was deleted while the request started",
+            param=param,
+            code="file_not_found",
+        ) from None
+    return StoredImage(
+        content_type=record.file_mimetype,
+        size=record.file_size,
+        filename=record.file_name,
+        path=path,
+    )
