@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import BodyPartReader, web
 
@@ -172,3 +173,85 @@ async def delete_file(request: web.Request) -> web.Response:
     if not await _store(request).delete(file_id):
         raise _not_found(file_id)
     return web.json_response({"file_id": file_id, "deleted": True})
+
+
+def upload_paths() -> dict[str, Any]:
+    """The OpenAPI description of these routes (see ``proxy.openapi``)."""
+    text = {"type": "string"}
+    stamp = {"type": "string", "format": "date-time"}
+    file_schema = {
+        "type": "object",
+        "required": ["file_id", "file_name", "file_size", "file_mimetype"],
+        "properties": {
+            "file_id": text,
+            "file_name": text,
+            "file_size": {"type": "integer"},
+            "file_mimetype": text,
+            "purpose": {"anyOf": [text, {"type": "null"}]},
+            "metadata": {"type": "object"},
+            "created_at": stamp,
+            "expires_at": stamp,
+        },
+    }
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+
+    def answer(schema: dict[str, Any], *errors: int) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "200": {
+                "description": "OK",
+                "content": {"application/json": {"schema": schema}},
+            }
+        }
+        out.update({str(s): {"description": "error", "content": error} for s in errors})
+        return out
+
+    form = {
+        "type": "object",
+        "required": ["file"],
+        "properties": {"file": {"type": "string", "format": "binary"}, "purpose": text},
+    }
+    listing = {
+        "type": "object",
+        "properties": {"data": {"type": "array", "items": file_schema}},
+    }
+    file_id = [{"name": "file_id", "in": "path", "required": True, "schema": text}]
+    deleted = {
+        "type": "object",
+        "properties": {"file_id": text, "deleted": {"type": "boolean"}},
+    }
+    return {
+        "/v3/upload": {
+            "post": {
+                "summary": "Upload an image for file_id",
+                "requestBody": {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": form}},
+                },
+                "responses": answer(file_schema, 400, 408, 413, 415, 507),
+            },
+            "get": {
+                "summary": "List uploaded files",
+                "parameters": [
+                    {
+                        "name": "purpose",
+                        "in": "query",
+                        "required": False,
+                        "schema": text,
+                    }
+                ],
+                "responses": answer(listing),
+            },
+        },
+        "/v3/upload/{file_id}": {
+            "get": {
+                "summary": "Show an uploaded file",
+                "parameters": file_id,
+                "responses": answer(file_schema, 404),
+            },
+            "delete": {
+                "summary": "Delete an uploaded file",
+                "parameters": file_id,
+                "responses": answer(deleted, 404),
+            },
+        },
+    }
