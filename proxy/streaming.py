@@ -51,7 +51,9 @@ class SSEDecoder:
         self._cr = data.endswith(b"\r")
         if self._cr:
             data = data[:-1]
-        self._buf += data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        self._buf += data
         events: list[Event] = []
         start = 0
         while (end := self._buf.find(b"\n\n", max(start, self._scanned))) != -1:
