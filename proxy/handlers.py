@@ -35,6 +35,7 @@ from proxy.prepare import check_capabilities
 from proxy.providers.base import StreamingAdapter
 from proxy.routing import Route
 from proxy.state import GATEWAY, Gateway
+from proxy.translate import fan_out
 from proxy.uploads import UploadSet
 
 _encode = msgspec.json.encode
@@ -137,9 +138,14 @@ async def _run(
         check_capabilities(job, caps, provider=route.provider)
     if job.stream and caps.streaming and isinstance(route.adapter, StreamingAdapter):
         return await streaming.relay(request, gateway, route, job, route.adapter)
-    result = await route.adapter.edit(
-        msgspec.structs.replace(job, stream=False), route.upstream
-    )
+    plain = msgspec.structs.replace(job, stream=False)
+    if not caps.native_n and (job.n or 1) > 1:
+        # The provider makes one image per call: n calls in parallel, one result.
+        result = await fan_out(
+            plain, lambda one: route.adapter.edit(one, route.upstream)
+        )
+    else:
+        result = await route.adapter.edit(plain, route.upstream)
     if job.stream:
         return streaming.completed_events(gateway, route, job, result)
     return _respond(gateway, route, result)

@@ -8,17 +8,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, assert_never
 
-from proxy.providers import openai
+from proxy.providers import google, openai, stabilityai, vertex
 
 if TYPE_CHECKING:
     from proxy.providers.base import ProviderAdapter
 
-ProviderConfig = openai.Config
+ProviderConfig = openai.Config | google.Config | vertex.Config | stabilityai.Config
 
 
 def build_adapter(config: ProviderConfig) -> ProviderAdapter:
     match config:
         case openai.Config():
             return openai.OpenAIAdapter(config)
+        case google.Config():
+            return google.GoogleAdapter(config)
+        case vertex.Config():
+            return vertex.VertexAdapter(config)
+        case stabilityai.Config():
+            return stabilityai.StabilityAdapter(config)
         case _:
             assert_never(config)

@@ -1,0 +1,216 @@
+"""Imagen on Vertex AI: edits (``imagen-3.0-capability-001``) and generation, via ``:predict``.
+
+API: https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/imagen-api-edit
+The first image is the RAW reference image, the mask (converted from OpenAI's alpha
+convention to white = edit) the MASK reference with ``MASK_MODE_USER_PROVIDED``;
+``n`` is ``sampleCount`` (1-4). ``editMode`` is inpaint-insertion with a mask, the
+default without one; a client field ``edit_mode`` (``inpaint_removal``, ``outpaint``,
+``bgswap`` ...) overrides it. Other unknown client fields go into ``parameters``.
+Credentials: a service-account key file (its path in ``api_key_env``, by default
+``GOOGLE_APPLICATION_CREDENTIALS``) exchanged for OAuth tokens by the proxy, or with
+``auth: access_token`` a ready token in ``api_key_env``. Deviations from OpenAI: edits
+keep the input's size (``size`` must be auto); generation maps ``size`` to Imagen's
+aspect ratios; ``output_format`` png/jpeg only. Images removed by Responsible-AI
+filters leave a 400 ``moderation_blocked`` when nothing is left.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, ClassVar, Literal
+from urllib.parse import quote
+
+import msgspec
+
+from proxy.errors import InvalidRequest, UpstreamProtocolError, UpstreamRejected
+from proxy.masks import to_white_edit_mask
+from proxy.models import EditJob, EditResult, StoredImage
+from proxy.providers import _google
+from proxy.providers._gcp_auth import ServiceAccountAuth
+from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
+from proxy.sizes import IMAGEN_ASPECT_RATIOS, aspect_ratio, require_auto
+from proxy.translate import Encoded, images_result, inline_base64
+from proxy.upstream import Upstream
+
+
+class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="vertex"):
+    project: str
+    location: str = "us-central1"
+    # Imagen is served from regional hosts only; keep this in step with `location`.
+    base_url: str = "https://us-central1-aiplatform.googleapis.com/v1"
+    api_key_env: str = "GOOGLE_APPLICATION_CREDENTIALS"
+    auth: Literal["service_account", "access_token"] = "service_account"
+    pool: Pool = Pool()
+
+
+MAX_SAMPLES = 4
+EDIT_MODES = {
+    "default": "EDIT_MODE_DEFAULT",
+    "inpaint_insertion": "EDIT_MODE_INPAINT_INSERTION",
+    "inpaint_removal": "EDIT_MODE_INPAINT_REMOVAL",
+    "outpaint": "EDIT_MODE_OUTPAINT",
+    "bgswap": "EDIT_MODE_BGSWAP",
+    "product_image": "EDIT_MODE_PRODUCT_IMAGE",
+    "controlled_editing": "EDIT_MODE_CONTROLLED_EDITING",
+    "style": "EDIT_MODE_STYLE",
+}
+_MIME = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
+
+
+class _Prediction(msgspec.Struct, rename="camel"):
+    bytes_base64_encoded: str | None = None
+    mime_type: str = "image/png"
+    rai_filtered_reason: str | None = None
+
+
+class _Reply(msgspec.Struct):
+    predictions: list[_Prediction] = []
+
+
+_reply = msgspec.json.Decoder(_Reply)
+
+
+def _edit_mode(job: EditJob, extra: dict[str, Any]) -> str:
+    chosen = extra.pop("edit_mode", None)
+    if chosen is None:
+        return EDIT_MODES["inpaint_insertion" if job.mask is not None else "default"]
+    if chosen not in EDIT_MODES:
+        raise InvalidRequest(
+            f"'edit_mode' must be one of {', '.join(EDIT_MODES)}", param="edit_mode"
+        )
+    return EDIT_MODES[chosen]
+
+
+def parameters(job: EditJob, provider: str, extra: dict[str, Any]) -> dict[str, Any]:
+    n = job.n or 1
+    if n > MAX_SAMPLES:
+        raise InvalidRequest(
+            f"provider '{provider}' returns at most {MAX_SAMPLES} images per request",
+            param="n",
+        )
+    params: dict[str, Any] = {"sampleCount": n}
+    if job.output_format is not None:
+        if job.output_format not in _MIME:
+            raise InvalidRequest(
+                f"provider '{provider}' writes png or jpeg only", param="output_format"
+            )
+        options: dict[str, Any] = {"mimeType": _MIME[job.output_format]}
+        if job.output_compression is not None:
+            options["compressionQuality"] = job.output_compression
+        params["outputOptions"] = options
+    if job.operation == "generate":
+        ratio = aspect_ratio(job.size, IMAGEN_ASPECT_RATIOS, provider=provider)
+        if ratio is not None:
+            params["aspectRatio"] = ratio
+    else:
+        require_auto(job.size, provider=provider, why="edits keep the input's size")
+        params["editMode"] = _edit_mode(job, extra)
+    return {**params, **extra}
+
+
+async def build_body(job: EditJob, provider: str) -> bytes:
+    extra = dict(job.extra)
+    params = parameters(job, provider, extra)
+    instance: dict[str, Any] = {"prompt": job.prompt}
+    if job.operation == "edit":
+        first = job.images[0]
+        refs: list[dict[str, Any]] = [
+            {
+                "referenceType": "REFERENCE_TYPE_RAW",
+                "referenceId": 1,
+                "referenceImage": {
+                    "bytesBase64Encoded": await inline_base64(
+                        first, provider=provider, param="images[0]"
+                    )
+                },
+            }
+        ]
+        if job.mask is not None:
+            if not isinstance(job.mask, StoredImage) or not isinstance(
+                first, StoredImage
+            ):
+                raise InvalidRequest(
+                    f"provider '{provider}' needs the image and mask bytes: upload "
+                    "them or send data: URLs",
+                    param="mask",
+                )
+            mask = await to_white_edit_mask(job.mask, first)
+            refs.append(
+                {
+                    "referenceType": "REFERENCE_TYPE_MASK",
+                    "referenceId": 2,
+                    "referenceImage": {"bytesBase64Encoded": _b64(mask)},
+                    "maskImageConfig": {"maskMode": "MASK_MODE_USER_PROVIDED"},
+                }
+            )
+        instance["referenceImages"] = refs
+    return msgspec.json.encode({"instances": [instance], "parameters": params})
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def parse_reply(provider: str, body: bytes) -> list[Encoded]:
+    try:
+        reply = _reply.decode(body)
+    except msgspec.DecodeError as exc:
+        raise UpstreamProtocolError(
+            f"provider '{provider}' sent an unexpected reply",
+            provider=provider,
+            code="upstream_protocol_error",
+        ) from exc
+    images = [
+        Encoded(p.bytes_base64_encoded, p.mime_type)
+        for p in reply.predictions
+        if p.bytes_base64_encoded
+    ]
+    if images:
+        return images
+    reasons = [
+        p.rai_filtered_reason for p in reply.predictions if p.rai_filtered_reason
+    ]
+    raise UpstreamRejected(
+        f"provider '{provider}' returned no image: "
+        + ("; ".join(reasons) if reasons else "all results were filtered"),
+        provider=provider,
+        code="moderation_blocked",
+    )
+
+
+class VertexAdapter:
+    name: ClassVar[str] = "vertex"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        max_images=1, image_types=frozenset({"image/png", "image/jpeg"})
+    )
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._path = (
+            f"/projects/{quote(config.project, safe='')}"
+            f"/locations/{quote(config.location, safe='')}/publishers/google/models/"
+        )
+        self._service_account: ServiceAccountAuth | None = None
+
+    def auth(self, key: str) -> Auth:
+        if self._config.auth == "access_token":
+            return StaticKey("Authorization", key, prefix="Bearer ")
+        # Kept so edit() can refresh the token through the Upstream before each call.
+        self._service_account = ServiceAccountAuth(
+            key, key_env=self._config.api_key_env
+        )
+        return self._service_account
+
+    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+        body = await build_body(job, upstream.name)
+        if self._service_account is not None:
+            await self._service_account.refresh(upstream)
+        resp = await upstream.post(
+            f"{self._path}{quote(job.model, safe='.-_@')}:predict",
+            data=body,
+            headers={**job.extra_headers, "Content-Type": "application/json"},
+        )
+        if not resp.ok:
+            raise _google.error_for(upstream.name, resp)
+        images = parse_reply(upstream.name, resp.body)
+        return await images_result(images, job=job, upstream=upstream)

@@ -1,0 +1,91 @@
+"""What every fake provider shares: recording requests and answering scripted replies.
+
+A fake subclass parses requests the way its provider documents them, records them as
+``Received``, checks the credential header, and builds its provider's success and error
+bodies. Scripted ``Reply``s (status, body, delay, dropped connection) override the
+default success answer, one per request, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from tests.fakes.openai import FilePart, Received, Reply
+from tests.images import png
+
+__all__ = ["FakeProvider", "FilePart", "Received", "Reply"]
+
+OUTPUT_PNG = png(8, 8, seed=99)
+OUTPUT_B64 = base64.b64encode(OUTPUT_PNG).decode()
+
+
+class FakeProvider:
+    """Base for fakes; ``url`` is set once the server runs (the adapter's base_url)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.url = ""
+        self.received: list[Received] = []
+        self.replies: list[Reply] = []
+        self.app = web.Application(client_max_size=1024**3)
+
+    def script(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+    @property
+    def last(self) -> Received:
+        return self.received[-1]
+
+    def error_body(self, status: int, message: str) -> Any:
+        """The provider's own error body for ``status`` (JSON-able or bytes)."""
+        raise NotImplementedError
+
+    async def record(self, request: web.Request) -> Received:
+        rec = Received(
+            request.method, request.path, dict(request.headers), request.content_type
+        )
+        if request.content_type == "multipart/form-data":
+            reader = await request.multipart()
+            async for part in reader:
+                assert isinstance(part, BodyPartReader)
+                data = await part.read()
+                if part.filename is not None:
+                    ctype = part.headers.get("Content-Type", "")
+                    rec.files.append(
+                        FilePart(part.name or "", part.filename, ctype, data)
+                    )
+                else:
+                    rec.fields.setdefault(part.name or "", []).append(data.decode())
+        elif request.content_type == "application/json":
+            rec.json = await request.json()
+        else:
+            rec.fields = {
+                k: [v] for k, v in (await request.post()).items() if isinstance(v, str)
+            }
+        self.received.append(rec)
+        return rec
+
+    async def answer(
+        self, request: web.Request, success: Callable[[], web.StreamResponse]
+    ) -> web.StreamResponse:
+        """The next scripted reply, or ``success()`` when none is scripted."""
+        reply = self.replies.pop(0) if self.replies else None
+        if reply is None:
+            return success()
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        if reply.drop:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response()
+        body = reply.body
+        if body is None:
+            return success()
+        if isinstance(body, bytes):
+            return web.Response(status=reply.status, body=body, headers=reply.headers)
+        return web.json_response(body, status=reply.status, headers=reply.headers)
