@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -105,3 +105,26 @@ async def test_passed_through_urls_still_obey_the_scheme_rule(
             )  # fmt: skip
     assert exc.value.param == "mask.image_url"
     assert "only https" in exc.value.message
+
+
+@pytest.fixture
+def foreign_file(tmp_path: Path) -> Iterator[Path]:
+    """A file on another filesystem than tmp_path (tmpfs at /dev/shm)."""
+    other = Path("/dev/shm")
+    if not other.is_dir() or other.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs a second filesystem at /dev/shm")
+    source = other / f"imagegate-test-{os.getpid()}-{id(tmp_path)}"
+    source.write_bytes(b"stored bytes")
+    yield source
+    source.unlink()
+
+
+async def test_link_copies_across_filesystems(
+    tmp_path: Path, foreign_file: Path
+) -> None:
+    async with UploadSet(str(tmp_path)) as uploads:
+        path = await uploads.link(str(foreign_file))
+        assert await asyncio.to_thread(Path(path).read_bytes) == b"stored bytes"
+        stat = await asyncio.to_thread(os.stat, path)
+        assert stat.st_dev != (await asyncio.to_thread(foreign_file.stat)).st_dev
+    assert not await asyncio.to_thread(os.path.exists, path)
