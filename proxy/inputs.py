@@ -8,11 +8,12 @@ Adapters therefore see only ``StoredImage``s unless their capabilities say other
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import msgspec
 
-from proxy.errors import InvalidRequest, NotFound
+from proxy.errors import InvalidRequest, NotFound, ProxyError
 from proxy.fetch import Fetcher
 from proxy.filestore import FileStore
 from proxy.images import PNG
@@ -44,14 +45,22 @@ async def resolve_inputs(
     if job.source == "multipart" or (not job.images and job.mask is None):
         return job
     req = _Request(caps, provider, files, fetcher, uploads, owner)
-    images = [
-        await _resolve(req, img, f"images[{i}]", mask=False)
-        for i, img in enumerate(job.images)
-    ]
-    mask = (
-        None if job.mask is None else await _resolve(req, job.mask, "mask", mask=True)
-    )
-    return msgspec.structs.replace(job, images=tuple(images), mask=mask)
+    inputs = [(img, f"images[{i}]", False) for i, img in enumerate(job.images)]
+    if job.mask is not None:
+        inputs.append((job.mask, "mask", True))
+    try:
+        # Concurrently: several image URLs cost one fetch time, not the sum. The
+        # group cancels the others at the first refusal.
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(_resolve(req, img, param, mask=mask))
+                for img, param, mask in inputs
+            ]
+    except* ProxyError as failed:
+        raise failed.exceptions[0] from None
+    resolved = [task.result() for task in tasks]
+    mask = resolved.pop() if job.mask is not None else None
+    return msgspec.structs.replace(job, images=tuple(resolved), mask=mask)
 
 
 async def _resolve(

@@ -285,3 +285,35 @@ async def test_mask_url_must_be_png(start: Start, host: ImageHost) -> None:
     assert status == 400
     assert body["error"]["param"] == "mask.image_url"
     assert "must be a PNG" in body["error"]["message"]
+
+
+async def test_several_urls_are_fetched_and_the_first_refusal_wins(
+    start: Start, host: ImageHost, fake_openai: FakeOpenAI
+) -> None:
+    proxy = await start(allow_hosts=["images.test"])
+    base = f"https://images.test:{host.port}"  # type: ignore[attr-defined]
+    body: dict[str, Any] = {
+        "model": "openai/gpt-image-2",
+        "prompt": "hat",
+        "images": [
+            {"image_url": f"{base}/cat.png"},
+            {"image_url": f"{base}/photo.jpg"},
+        ],
+        "mask": {"image_url": f"{base}/cat.png"},
+    }
+    async with aiohttp.ClientSession() as client:
+        resp = await client.post(proxy.make_url("/v3/images/edits"), json=body)
+        assert resp.status == 200, await resp.text()
+        sent = fake_openai.last.json
+        assert sent is not None
+        assert [r["image_url"][:15] for r in sent["images"]] == [
+            "data:image/png;",
+            "data:image/jpeg",
+        ]
+        assert sent["mask"]["image_url"].startswith("data:image/png;")
+        body["images"].append({"image_url": "https://10.0.0.1/x.png"})
+        resp = await client.post(proxy.make_url("/v3/images/edits"), json=body)
+        error = (await resp.json())["error"]
+    assert resp.status == 400
+    assert error["param"] == "images[2].image_url"
+    assert len(fake_openai.received) == 1
