@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -24,73 +24,11 @@ from proxy.errors import ProxyError, UpstreamProtocolError
 from proxy.models import EditJob, EditResult, ErrorBody, ErrorDetail, Usage
 from proxy.providers.base import StreamingAdapter
 from proxy.routing import Route
+from proxy.sse import Event, SSEDecoder, encode_event, result_events
 from proxy.state import Gateway
 
 _encode = msgspec.json.encode
 _HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-
-
-class Event(NamedTuple):
-    name: str | None
-    data: bytes
-    raw: bytes  # the block as received, without its terminating blank line
-
-
-class SSEDecoder:
-    """Splits a byte stream into events (any of LF, CRLF, CR ends a line)."""
-
-    def __init__(self, max_event_bytes: int) -> None:
-        self._buf = bytearray()
-        self._scanned = 0  # where the search for a blank line resumes
-        self._cr = False  # the last chunk ended in CR; the next may start with LF
-        self._max = max_event_bytes
-
-    def feed(self, data: bytes) -> list[Event]:
-        if self._cr:
-            data = b"\r" + data
-        self._cr = data.endswith(b"\r")
-        if self._cr:
-            data = data[:-1]
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        self._buf += data
-        events: list[Event] = []
-        start = 0
-        while (end := self._buf.find(b"\n\n", max(start, self._scanned))) != -1:
-            if end - start > self._max:
-                raise ValueError(f"an event is larger than {self._max} bytes")
-            block = bytes(self._buf[start:end])
-            if block.strip(b"\n"):
-                events.append(parse_event(block))
-            start = end + 2
-            self._scanned = start
-        del self._buf[:start]
-        self._scanned = max(len(self._buf) - 1, 0)
-        if len(self._buf) > self._max:
-            raise ValueError(f"an event is larger than {self._max} bytes")
-        return events
-
-
-def parse_event(block: bytes) -> Event:
-    name: str | None = None
-    data: list[bytes] = []
-    for line in block.strip(b"\n").split(b"\n"):
-        if line.startswith(b":"):
-            continue
-        field, _, value = line.partition(b":")
-        value = value.removeprefix(b" ")
-        if field == b"event":
-            name = value.decode("utf-8", "replace")
-        elif field == b"data":
-            data.append(value)
-    return Event(name, b"\n".join(data), block.strip(b"\n"))
-
-
-def encode_event(name: str | None, data: bytes) -> bytes:
-    head = b"event: " + name.encode() + b"\n" if name else b""
-    return (
-        head + b"".join(b"data: " + line + b"\n" for line in data.split(b"\n")) + b"\n"
-    )
 
 
 def error_event(exc: ProxyError) -> bytes:
@@ -217,22 +155,9 @@ def completed_events(
         cost = price(gateway, route, usage=result.usage, images=result.images)
     account(gateway, route, cost, result.images)
     prefix = "image_edit" if job.operation == "edit" else "image_generation"
-    shared: dict[str, Any] = {
-        k: body[k]
-        for k in ("size", "quality", "background", "output_format")
-        if k in body
-    }
-    items: list[dict[str, Any]] = body.get("data") or []
-    out = bytearray()
-    for i, item in enumerate(items):
-        event: dict[str, Any] = {
-            "type": f"{prefix}.completed",
-            **item,
-            "created_at": body.get("created"),
-            **shared,
-        }
-        if i == len(items) - 1:
-            # Usage and cost cover the whole request: they go on the last event only.
-            event.update(usage=body.get("usage"), provider=route.provider, cost=cost)
-        out += encode_event(f"{prefix}.completed", _encode(event))
-    return web.Response(body=bytes(out), headers=_HEADERS)
+    events = result_events(body, prefix)
+    if events:
+        # Usage and cost cover the whole request: they go on the last event only.
+        events[-1].update(provider=route.provider, cost=cost)
+    out = b"".join(encode_event(e["type"], _encode(e)) for e in events)
+    return web.Response(body=out, headers=_HEADERS)

@@ -10,12 +10,13 @@ models always answer base64, so ``response_format`` is dropped for them when it 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any, ClassVar
 
 import msgspec
 
-from proxy.errors import InvalidRequest, UpstreamProtocolError
+from proxy import sse
+from proxy.errors import InvalidRequest
 from proxy.models import EditJob, EditResult
 from proxy.providers import _openai_compat as compat
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
@@ -98,10 +99,19 @@ class OpenAIAdapter:
         ):
             if not reply.ok:
                 raise compat.error_for(upstream.name, await reply.read())
-            if reply.headers.get("Content-Type", "").split(";")[0] != _SSE:
-                raise UpstreamProtocolError(
-                    f"provider '{upstream.name}' did not answer with an event stream",
-                    provider=upstream.name,
-                    code="upstream_protocol_error",
-                )
-            yield reply.chunks()
+            if reply.headers.get("Content-Type", "").split(";")[0] == _SSE:
+                yield reply.chunks()
+                return
+            # An OpenAI-compatible upstream that does not stream answered in full.
+            result = compat.parse_images(upstream.name, (await reply.read()).body)
+            prefix = "image_edit" if job.operation == "edit" else "image_generation"
+            body = msgspec.json.decode(result.body)
+            yield _replay(
+                sse.encode_event(e["type"], msgspec.json.encode(e))
+                for e in sse.result_events(body, prefix)
+            )
+
+
+async def _replay(events: Iterable[bytes]) -> AsyncGenerator[bytes, None]:
+    for event in events:
+        yield event

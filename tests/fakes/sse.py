@@ -40,6 +40,7 @@ class StreamPlan:
     keep_writing: bool = False  # after the gate, write until the reader is gone
     linger: bool = False  # after completing, write until the reader is gone
     as_json: bool = False  # ignore stream=true and answer a JSON images reply
+    json_body: dict[str, Any] | None = None  # that reply, if not the default
     # What happened, for the test to check.
     sent: list[str] = field(default_factory=list)
     finished: bool = False
@@ -63,7 +64,8 @@ async def stream_reply(request: web.Request, plan: StreamPlan) -> web.StreamResp
     common = {"background": "opaque", "created_at": int(time.time()),
               "output_format": "png", "quality": "low", "size": "1024x1024"}  # fmt: skip
     if plan.as_json:
-        return web.json_response({"created": 1, "data": [{"b64_json": partial_b64(9)}]})
+        default = {"created": 1, "data": [{"b64_json": partial_b64(9)}]}
+        return web.json_response(plan.json_body or default)
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await resp.prepare(request)
     try:

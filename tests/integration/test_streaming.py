@@ -154,15 +154,30 @@ async def test_upstream_refusal_before_start_is_a_json_error(
     assert exc.value.param == "prompt"
 
 
-async def test_json_reply_to_stream_request_is_a_protocol_error(
+async def test_json_reply_to_stream_request_becomes_completed_events(
     sdk: openai.AsyncOpenAI, fake_openai: FakeOpenAI
 ) -> None:
     # An "OpenAI-compatible" upstream that ignores stream=true and answers JSON.
     fake_openai.streams.append(StreamPlan(as_json=True))
-    with pytest.raises(openai.InternalServerError) as exc:
-        await _edit_stream(sdk)
-    assert exc.value.status_code == 502
-    assert "did not answer with an event stream" in exc.value.message
+    stream = await _edit_stream(sdk)
+    events = [e async for e in stream]
+    assert [e.type for e in events] == ["image_edit.completed"]
+    assert events[0].b64_json == partial_b64(9)
+    extra = events[0].model_extra
+    assert extra is not None
+    assert extra["provider"] == "openai"
+
+
+async def test_json_reply_that_is_not_images_is_a_502(
+    proxy: TestServer, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.streams.append(StreamPlan(as_json=True, json_body={"nothing": 1}))
+    body = {"model": "openai/gpt-image-2", "prompt": "x", "stream": True}
+    async with aiohttp.ClientSession() as client:
+        resp = await client.post(proxy.make_url("/v3/images/generations"), json=body)
+        text = await resp.text()
+    assert resp.status == 502
+    assert "unexpected reply" in text
 
 
 async def _metric(proxy_url: str, name: str, labels: dict[str, str]) -> float:

@@ -18,8 +18,8 @@ from proxy.pricing import PriceTable
 from proxy.providers.openai import Config as OpenAIConfig
 from proxy.providers.openai import OpenAIAdapter
 from proxy.routing import Route
+from proxy.sse import SSEDecoder, parse_event
 from proxy.state import Gateway
-from proxy.streaming import SSEDecoder, parse_event
 from proxy.streaming import completed_events as completed
 from proxy.upstream import Upstream
 
