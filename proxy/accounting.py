@@ -6,7 +6,7 @@ the metrics, and leaves it on the request context for the access log.
 
 from __future__ import annotations
 
-from proxy.context import CURRENT
+from proxy.context import ANONYMOUS, CURRENT
 from proxy.models import Usage
 from proxy.routing import Route
 from proxy.state import Gateway
@@ -18,15 +18,24 @@ def price(
     return gateway.prices.cost(route.price_key, usage=usage, images=images)
 
 
-def account(gateway: Gateway, route: Route, cost: float | None, images: int) -> None:
-    metrics = gateway.metrics
+def account(
+    gateway: Gateway,
+    route: Route,
+    cost: float | None,
+    images: int,
+    *,
+    usage: Usage | None = None,
+) -> None:
     ctx = CURRENT.get()
     model_label = ctx.model if ctx is not None and ctx.model else "other"
-    if cost is None:
-        metrics.unpriced.labels(route.provider, model_label).inc()
-    else:
-        metrics.cost.labels(route.provider, model_label).inc(cost)
-    metrics.images.labels(route.provider).inc(images)
+    gateway.metrics.record_result(
+        route.provider,
+        model_label,
+        ctx.key if ctx is not None else ANONYMOUS,
+        cost=cost,
+        usage=usage,
+        images=images,
+    )
     if ctx is not None:
         ctx.cost = cost
         ctx.images = images

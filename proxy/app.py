@@ -43,7 +43,10 @@ def create_app(
     """``fetch_resolver`` resolves the hosts of client image URLs (tests inject one)."""
     gateway = Gateway(
         config=config,
-        metrics=Metrics(registry if registry is not None else CollectorRegistry()),
+        metrics=Metrics(
+            registry if registry is not None else CollectorRegistry(),
+            multiproc_dir=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
+        ),
     )
     # The JSON cap; multipart bodies are streamed and capped by the parser.
     app = web.Application(
@@ -72,7 +75,9 @@ async def _drain(app: web.Application) -> None:
 
 async def _files(app: web.Application) -> AsyncIterator[None]:
     gateway = app[GATEWAY]
-    gateway.temp_dir = await asyncio.to_thread(TempDir, gateway.config.limits.temp_dir)
+    gateway.temp_dir = await asyncio.to_thread(
+        TempDir, gateway.config.limits.temp_dir, gateway.metrics.temp_bytes
+    )
     gateway.prices = await asyncio.to_thread(PriceTable.load_default)
     yield
     await asyncio.to_thread(gateway.temp_dir.remove)
@@ -82,6 +87,7 @@ def _session(name: str, pool: Pool, metrics: Metrics) -> aiohttp.ClientSession:
     trace = aiohttp.TraceConfig()
     created = metrics.upstream_connections.labels(name, "created")
     reused = metrics.upstream_connections.labels(name, "reused")
+    sent = metrics.upstream_sent_bytes.labels(name)
 
     async def on_create(*_: object) -> None:
         created.inc()
@@ -89,8 +95,14 @@ def _session(name: str, pool: Pool, metrics: Metrics) -> aiohttp.ClientSession:
     async def on_reuse(*_: object) -> None:
         reused.inc()
 
+    async def on_chunk_sent(
+        _s: object, _c: object, params: aiohttp.TraceRequestChunkSentParams
+    ) -> None:
+        sent.inc(len(params.chunk))
+
     trace.on_connection_create_end.append(on_create)
     trace.on_connection_reuseconn.append(on_reuse)
+    trace.on_request_chunk_sent.append(on_chunk_sent)
     connector = aiohttp.TCPConnector(
         limit=pool.limit,
         limit_per_host=pool.limit_per_host,
@@ -144,6 +156,7 @@ def _upstreams_ctx(
                 )
                 providers[name] = Provider(adapter, upstream)
             gateway.router = Router(providers)
+            gateway.metrics.bind_providers(list(providers))
             yield
         finally:
             await asyncio.gather(*(s.close() for s in sessions))

@@ -35,6 +35,10 @@ class Server(ConfigBase, frozen=True, forbid_unknown_fields=True):
     keepalive_timeout_s: Seconds = 75.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
+    # Prompts are the clients' data: off unless the operator opts in.
+    log_prompts: bool = False
+    # Worker processes sharing the port (SO_REUSEPORT); --workers overrides.
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
 
 
 class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):

@@ -10,13 +10,21 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from proxy.tracing import Trace
+
+# The ``key`` label and log field of a request without a client key.
+ANONYMOUS = "anonymous"
+
 
 @dataclass(slots=True)
 class RequestContext:
     request_id: str
     route: str
+    trace: Trace | None = None
+    key: str = ANONYMOUS  # the client key's configured name, never the key itself
     provider: str | None = None
     model: str | None = None
+    prompt: str | None = None  # logged only when server.log_prompts is on
     upstream_s: float = 0.0
     cost: float | None = None
     images: int = 0
@@ -34,3 +42,11 @@ def add_upstream_time(seconds: float) -> None:
     ctx = CURRENT.get()
     if ctx is not None:
         ctx.upstream_s += seconds
+
+
+def trace_headers() -> dict[str, str]:
+    """``traceparent`` (and ``tracestate``) for an upstream call of this request."""
+    ctx = CURRENT.get()
+    if ctx is None or ctx.trace is None:
+        return {}
+    return ctx.trace.child()

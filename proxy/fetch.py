@@ -237,6 +237,7 @@ class Fetcher:
                     if size > cap:
                         raise _refused(param, too_big)
                     await f.write(chunk)
+                    uploads.wrote(len(chunk))
                     chunk = await anext(chunks, b"")
             finally:
                 await asyncio.shield(f.close())

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy import streaming
 from proxy.accounting import account, price, splice
@@ -37,6 +38,7 @@ from proxy.routing import Route
 from proxy.state import GATEWAY, Gateway
 from proxy.translate import fan_out
 from proxy.uploads import UploadSet
+from proxy.workers import exposition
 
 _encode = msgspec.json.encode
 
@@ -90,7 +92,7 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     limits = gateway.config.limits
     kind = require_json_or_multipart(request, multipart=True)
-    async with UploadSet(gateway.temp_path) as uploads:
+    async with UploadSet(gateway.files) as uploads:
         if kind == "application/json":
             fields, extra = split_known(await read_json(request, limits), EDIT_FIELDS)
             body = convert(fields, EditRequest)
@@ -126,13 +128,16 @@ async def _run(
     job: EditJob,
     uploads: UploadSet | None = None,
 ) -> web.StreamResponse:
+    ctx = CURRENT.get()
+    if ctx is not None:
+        ctx.prompt = job.prompt  # the access log shows it only if configured
     caps = route.adapter.capabilities
     check_capabilities(job, caps, provider=route.provider)
     if uploads is not None:
-        assert gateway.files is not None
+        assert gateway.store is not None
         assert gateway.fetcher is not None
         job = await resolve_inputs(
-            job, caps, provider=route.provider, files=gateway.files,
+            job, caps, provider=route.provider, files=gateway.store,
             fetcher=gateway.fetcher, uploads=uploads,
         )  # fmt: skip
         check_capabilities(job, caps, provider=route.provider)
@@ -167,7 +172,7 @@ def _respond(gateway: Gateway, route: Route, result: EditResult) -> web.Response
     cost = result.cost
     if cost is None:
         cost = price(gateway, route, usage=result.usage, images=result.images)
-    account(gateway, route, cost, result.images)
+    account(gateway, route, cost, result.images, usage=result.usage)
     members = b'"provider":' + _encode(route.provider) + b',"cost":' + _encode(cost)
     return web.Response(
         body=splice(result.body, members), content_type="application/json"
@@ -192,7 +197,9 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    registry = request.app[GATEWAY].metrics.registry
-    resp = web.Response(body=generate_latest(registry))
+    metrics = request.app[GATEWAY].metrics
+    # Multiprocess mode reads every worker's files: off the event loop.
+    body = await asyncio.to_thread(exposition, metrics.registry, metrics.multiproc_dir)
+    resp = web.Response(body=body)
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp

@@ -1,12 +1,38 @@
 """All Prometheus metrics of the proxy, built on an injected registry.
 
-Label values come from closed sets (route names, configured provider names, outcomes);
-never from caller-supplied strings.
+Label values come from closed sets (route names, configured provider names, client key
+names from config, models from the price table or ``other``, outcome and reason enums);
+never from caller-supplied strings. Gauges name their multiprocess mode, so the same
+definitions work when several worker processes share ``PROMETHEUS_MULTIPROC_DIR``.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from proxy.errors import (
+    Forbidden,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    ProviderNotConfigured,
+    ProxyError,
+    RateLimited,
+    RequestError,
+    Unauthorized,
+    UnknownModel,
+    UnsupportedMediaType,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from proxy.models import Usage
 
 # Overhead is the proxy's own time: buckets start at 0.1 ms.
 _OVERHEAD_BUCKETS = (
@@ -16,14 +42,83 @@ _LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300,
 )  # fmt: skip
 
+# Most specific class first: a subclass another module adds maps to its parent's name.
+_REJECT_REASONS: tuple[tuple[type[ProxyError], str], ...] = (
+    (UnknownModel, "unknown_model"),
+    (NotFound, "not_found"),
+    (Unauthorized, "unauthorized"),
+    (Forbidden, "forbidden"),
+    (PayloadTooLarge, "too_large"),
+    (UnsupportedMediaType, "unsupported_media_type"),
+    (RateLimited, "rate_limited"),
+    (RequestError, "invalid_request"),
+    (ProviderNotConfigured, "provider_not_configured"),
+    (Overloaded, "overloaded"),
+)
+_UPSTREAM_KINDS: tuple[tuple[type[UpstreamError], str], ...] = (
+    (UpstreamTimeout, "timeout"),
+    (UpstreamUnavailable, "unavailable"),
+    (UpstreamProtocolError, "protocol"),
+    (UpstreamAuthError, "auth"),
+    (UpstreamRateLimited, "rate_limited"),
+    (UpstreamRejected, "rejected"),
+)
+REJECT_REASONS = (*(reason for _, reason in _REJECT_REASONS), "other")
+UPSTREAM_ERROR_KINDS = (*(kind for _, kind in _UPSTREAM_KINDS), "other")
+CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def reject_reason(exc: ProxyError) -> str:
+    return next((r for cls, r in _REJECT_REASONS if isinstance(exc, cls)), "other")
+
+
+def upstream_error_kind(exc: UpstreamError) -> str:
+    return next((k for cls, k in _UPSTREAM_KINDS if isinstance(exc, cls)), "other")
+
+
+def token_counts(usage: Usage | None) -> dict[str, int]:
+    """Split a usage block into the ``kind`` label values the token counter uses."""
+    if usage is None:
+        return {}
+    counts: dict[str, int] = {}
+    inp, out = usage.input_tokens_details, usage.output_tokens_details
+    if inp is not None and (
+        inp.text_tokens is not None or inp.image_tokens is not None
+    ):
+        counts["input_text"] = inp.text_tokens or 0
+        counts["input_image"] = inp.image_tokens or 0
+    elif usage.input_tokens:
+        counts["input"] = usage.input_tokens
+    if out is not None and (
+        out.text_tokens is not None or out.image_tokens is not None
+    ):
+        counts["output_text"] = out.text_tokens or 0
+        counts["output_image"] = out.image_tokens or 0
+    elif usage.output_tokens:
+        # OpenAI reports image models' output as image tokens unless it splits them.
+        counts["output_image"] = usage.output_tokens
+    return {kind: n for kind, n in counts.items() if n}
+
+
+class RouteSeries(NamedTuple):
+    """Pre-bound children for one route: the per-request hot path skips ``labels()``."""
+
+    duration: Histogram
+    overhead: Histogram
+
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, *, multiproc_dir: str | None = None
+    ) -> None:
         self.registry = registry
+        # Set when worker processes share their values through files (see workers.py).
+        self.multiproc_dir = multiproc_dir
+        self._routes: dict[str, RouteSeries] = {}
         self.requests = Counter(
             "imagegate_requests",
-            "Requests answered, by route, provider and status class.",
-            ["route", "provider", "code_class"],
+            "Requests answered, by route, provider, status class and client key name.",
+            ["route", "provider", "code_class", "key"],
             registry=registry,
         )
         self.request_duration = Histogram(
@@ -44,10 +139,16 @@ class Metrics:
             "imagegate_inflight_requests",
             "Requests being handled.",
             registry=registry,
+            multiprocess_mode="livesum",
         )
+        self._upstream(registry)
+        self._accounting(registry)
+        self._controls(registry)
+
+    def _upstream(self, registry: CollectorRegistry) -> None:
         self.upstream_requests = Counter(
             "imagegate_upstream_requests",
-            "Requests sent to providers, by provider and outcome.",
+            "Requests sent to providers, by provider and outcome (status class or error).",
             ["provider", "outcome"],
             registry=registry,
         )
@@ -64,16 +165,42 @@ class Metrics:
             ["provider", "kind"],
             registry=registry,
         )
+        self.upstream_sent_bytes = Counter(
+            "imagegate_upstream_sent_bytes",
+            "Request body bytes sent to providers.",
+            ["provider"],
+            registry=registry,
+        )
+        self.upstream_received_bytes = Counter(
+            "imagegate_upstream_received_bytes",
+            "Reply body bytes received from providers.",
+            ["provider"],
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "imagegate_upstream_errors",
+            "Requests that failed because of the provider, by provider and kind.",
+            ["provider", "kind"],
+            registry=registry,
+        )
+
+    def _accounting(self, registry: CollectorRegistry) -> None:
         self.cost = Counter(
             "imagegate_cost_usd",
-            "Cost of answered requests in US dollars, by provider and model.",
-            ["provider", "model"],
+            "Cost of answered requests in US dollars, by provider, model and key name.",
+            ["provider", "model", "key"],
             registry=registry,
         )
         self.unpriced = Counter(
             "imagegate_unpriced_responses",
             "Answered requests whose cost is unknown (no price for the model or usage).",
             ["provider", "model"],
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "imagegate_tokens",
+            "Tokens reported by providers, by provider, model and kind.",
+            ["provider", "model", "kind"],
             registry=registry,
         )
         self.images = Counter(
@@ -87,9 +214,85 @@ class Metrics:
             "Bytes of image files received from clients.",
             registry=registry,
         )
+        self.temp_bytes = Gauge(
+            "imagegate_temp_file_bytes",
+            "Bytes of request temp files on disk.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.rejected = Counter(
             "imagegate_rejected_requests",
-            "Requests refused by the proxy before any upstream call, by reason.",
+            "Requests refused by the proxy itself, by reason.",
             ["reason"],
             registry=registry,
         )
+
+    def _controls(self, registry: CollectorRegistry) -> None:
+        # Defined here so dashboards and alerts have stable names; the retry, fallback
+        # and circuit-breaker controls increment and set them.
+        self.retries = Counter(
+            "imagegate_upstream_retries",
+            "Upstream attempts repeated after a retryable failure, by provider.",
+            ["provider"],
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "imagegate_fallbacks",
+            "Requests moved to another provider, by the provider that failed.",
+            ["provider"],
+            registry=registry,
+        )
+        self.circuit_state = Gauge(
+            "imagegate_circuit_state",
+            "Circuit breaker state by provider: 0 closed, 1 half-open, 2 open.",
+            ["provider"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+
+    def route(self, route: str) -> RouteSeries:
+        """The route's series; routes are the app's own (a closed set)."""
+        series = self._routes.get(route)
+        if series is None:
+            series = RouteSeries(
+                self.request_duration.labels(route), self.overhead.labels(route)
+            )
+            self._routes[route] = series
+        return series
+
+    def bind_providers(self, names: list[str]) -> None:
+        """Create every per-provider series at zero, so rates and alerts see them."""
+        for name in names:
+            for kind in ("created", "reused"):
+                self.upstream_connections.labels(name, kind)
+            self.upstream_sent_bytes.labels(name)
+            self.upstream_received_bytes.labels(name)
+            self.retries.labels(name)
+            self.fallbacks.labels(name)
+            self.circuit_state.labels(name).set(CIRCUIT_STATES["closed"])
+            self.images.labels(name)
+
+    def record_result(
+        self,
+        provider: str,
+        model: str,
+        key: str,
+        *,
+        cost: float | None,
+        usage: Usage | None,
+        images: int,
+    ) -> None:
+        """Account one answered request: cost, tokens by kind, images returned."""
+        if cost is None:
+            self.unpriced.labels(provider, model).inc()
+        else:
+            self.cost.labels(provider, model, key).inc(cost)
+        for kind, count in token_counts(usage).items():
+            self.tokens.labels(provider, model, kind).inc(count)
+        self.images.labels(provider).inc(images)
+
+    def record_error(self, exc: ProxyError) -> None:
+        if isinstance(exc, UpstreamError):
+            self.upstream_errors.labels(exc.provider, upstream_error_kind(exc)).inc()
+        else:
+            self.rejected.labels(reject_reason(exc)).inc()

@@ -20,6 +20,7 @@ from proxy.context import CURRENT, RequestContext
 from proxy.errors import ProxyError, UpstreamRejected
 from proxy.models import ErrorBody, ErrorDetail
 from proxy.state import GATEWAY, Gateway
+from proxy.tracing import start_trace
 
 access_log = logging.getLogger("imagegate.access")
 log = logging.getLogger("imagegate")
@@ -93,16 +94,23 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get("X-Request-ID", "")
     request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
     route = _route_name(request)
-    ctx = RequestContext(request_id=request_id, route=route)
+    trace = start_trace(
+        request.headers.get("traceparent"), request.headers.get("tracestate")
+    )
+    ctx = RequestContext(request_id=request_id, route=route, trace=trace)
     CURRENT.set(ctx)
     start = time.perf_counter()
     status = 500
-    metrics.inflight.inc()
+    # Probes and scrapes are not work: they stay out of the saturation gauge.
+    inflight = metrics.inflight if route not in _QUIET_ROUTES else None
+    if inflight is not None:
+        inflight.inc()
     try:
         try:
             resp = await handler(request)
         except ProxyError as exc:
             ctx.error_code = exc.code or type(exc).__name__
+            metrics.record_error(exc)
             resp = render(exc)
         except web.HTTPException as exc:
             resp = _http_error(exc)
@@ -124,7 +132,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             resp.headers["X-Request-ID"] = request_id
         return resp
     finally:
-        metrics.inflight.dec()
+        if inflight is not None:
+            inflight.dec()
         _record(gateway, ctx, status, time.perf_counter() - start)
 
 
@@ -132,28 +141,30 @@ def _record(gateway: Gateway, ctx: RequestContext, status: int, elapsed: float) 
 
     metrics = gateway.metrics
     provider = ctx.provider or "none"
-    metrics.requests.labels(ctx.route, provider, f"{status // 100}xx").inc()
+    metrics.requests.labels(ctx.route, provider, f"{status // 100}xx", ctx.key).inc()
     if ctx.route in _QUIET_ROUTES:
         return
-    metrics.request_duration.labels(ctx.route).observe(elapsed)
+    series = metrics.route(ctx.route)
+    series.duration.observe(elapsed)
     overhead = max(elapsed - ctx.upstream_s, 0.0)
-    metrics.overhead.labels(ctx.route).observe(overhead)
-    if gateway.config.server.access_log:
-        access_log.info(
-            "request",
-            extra={
-                "fields": {
-                    "request_id": ctx.request_id,
-                    "route": ctx.route,
-                    "status": status,
-                    "provider": ctx.provider,
-                    "model": ctx.model,
-                    "duration_s": round(elapsed, 6),
-                    "upstream_s": round(ctx.upstream_s, 6),
-                    "overhead_s": round(overhead, 6),
-                    "cost_usd": ctx.cost,
-                    "images": ctx.images,
-                    "error": ctx.error_code,
-                }
-            },
-        )
+    series.overhead.observe(overhead)
+    server = gateway.config.server
+    if server.access_log:
+        fields = {
+            "request_id": ctx.request_id,
+            "trace_id": ctx.trace.trace_id if ctx.trace else None,
+            "route": ctx.route,
+            "status": status,
+            "key": ctx.key,
+            "provider": ctx.provider,
+            "model": ctx.model,
+            "duration_s": round(elapsed, 6),
+            "upstream_s": round(ctx.upstream_s, 6),
+            "overhead_s": round(overhead, 6),
+            "cost_usd": ctx.cost,
+            "images": ctx.images,
+            "error": ctx.error_code,
+        }
+        if server.log_prompts:
+            fields["prompt"] = ctx.prompt
+        access_log.info("request", extra={"fields": fields})

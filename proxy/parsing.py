@@ -249,6 +249,7 @@ async def _stream_file(
                 raise _too_large(f"file part '{name}'", limits.max_file_bytes)
             _check_body(request, limits.body_cap)
             await f.write(chunk)
+            uploads.wrote(len(chunk))
             chunk = await _read_chunk(part, limits)
     finally:
         await asyncio.shield(f.close())

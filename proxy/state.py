@@ -26,10 +26,15 @@ class Gateway:
     router: Router = field(default_factory=lambda: Router({}))
     temp_dir: TempDir | None = None
     draining: bool = False
-    files: FileStore | None = None
+    store: FileStore | None = None  # the upload store behind /v3/upload
     fetcher: Fetcher | None = None
     # The encoded OpenAPI description, built once at start-up.
     openapi: bytes = b""
+
+    @property
+    def files(self) -> TempDir:
+        assert self.temp_dir is not None
+        return self.temp_dir
 
     @property
     def temp_path(self) -> str:

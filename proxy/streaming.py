@@ -56,6 +56,7 @@ class _Relay:
         self.gateway = gateway
         self.route = route
         self.cost: float | None = None
+        self.usage: Usage | None = None
         self.images = 0
         self.ended = False  # a completed or error event was relayed
 
@@ -75,6 +76,7 @@ class _Relay:
             return event.raw + b"\n\n"
         self.ended = True
         self.images += 1
+        self.usage = head.usage or self.usage
         cost = price(self.gateway, self.route, usage=head.usage, images=1)
         if cost is not None:
             self.cost = round((self.cost or 0.0) + cost, 8)
@@ -107,7 +109,7 @@ async def relay(
             if ctx is not None:
                 ctx.client_closed = True
         finally:
-            account(gateway, route, state.cost, state.images)
+            account(gateway, route, state.cost, state.images, usage=state.usage)
     return resp
 
 
@@ -153,7 +155,7 @@ def completed_events(
     cost = result.cost
     if cost is None:
         cost = price(gateway, route, usage=result.usage, images=result.images)
-    account(gateway, route, cost, result.images)
+    account(gateway, route, cost, result.images, usage=result.usage)
     prefix = "image_edit" if job.operation == "edit" else "image_generation"
     events = result_events(body, prefix)
     if events:

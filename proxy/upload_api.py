@@ -49,7 +49,7 @@ async def files_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(os.makedirs, directory, mode=0o700, exist_ok=True)
     store = FileStore(config.files, directory)
     await store.load()
-    gateway.files = store
+    gateway.store = store
     group = TaskGroup()
     group.spawn(store.run_sweeper(), name="upload-sweeper")
     try:
@@ -61,7 +61,7 @@ async def files_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def _store(request: web.Request) -> FileStore:
-    store = request.app[GATEWAY].files
+    store = request.app[GATEWAY].store
     assert store is not None
     return store
 

@@ -17,22 +17,28 @@ from types import TracebackType
 
 import aiofiles
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
+from prometheus_client import Gauge
 
 
 class TempDir:
-    """The process's private directory for request temp files."""
+    """The process's private directory for request temp files.
 
-    def __init__(self, parent: str | None) -> None:
+    Bytes on disk are counted as uploads write and remove files, never by scanning the
+    directory, so the figure (and its gauge) costs nothing to keep current.
+    """
+
+    def __init__(self, parent: str | None, gauge: Gauge | None = None) -> None:
         self.path = tempfile.mkdtemp(prefix="imagegate-", dir=parent)
+        self._bytes = 0
+        self._gauge = gauge
+
+    def add(self, delta: int) -> None:
+        self._bytes += delta
+        if self._gauge is not None:
+            self._gauge.inc(delta)
 
     def bytes_on_disk(self) -> int:
-        total = 0
-        for entry in os.scandir(self.path):
-            try:
-                total += entry.stat().st_size
-            except FileNotFoundError:  # removed while we looked
-                continue
-        return total
+        return self._bytes
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
@@ -41,9 +47,17 @@ class TempDir:
 class UploadSet:
     """The temp files of one request; all removed when the ``async with`` ends."""
 
-    def __init__(self, directory: str) -> None:
-        self._dir = directory
+    def __init__(self, directory: str | TempDir) -> None:
+        self._owner = directory if isinstance(directory, TempDir) else None
+        self._dir = directory.path if isinstance(directory, TempDir) else directory
         self._paths: list[str] = []
+        self._bytes = 0
+
+    def wrote(self, count: int) -> None:
+        """Account ``count`` bytes written to one of this set's files."""
+        self._bytes += count
+        if self._owner is not None:
+            self._owner.add(count)
 
     async def __aenter__(self) -> UploadSet:
         return self
@@ -80,6 +94,9 @@ class UploadSet:
         if paths:
             # Shielded: a second cancellation must not leave files behind.
             await asyncio.shield(asyncio.to_thread(_unlink_all, paths))
+        written, self._bytes = self._bytes, 0
+        if self._owner is not None and written:
+            self._owner.add(-written)
 
 
 def _unlink_all(paths: list[str]) -> None:

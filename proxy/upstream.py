@@ -16,7 +16,7 @@ import aiohttp
 import msgspec
 from multidict import CIMultiDictProxy
 
-from proxy.context import add_upstream_time
+from proxy.context import add_upstream_time, trace_headers
 from proxy.errors import (
     InvalidRequest,
     ProviderNotConfigured,
@@ -106,6 +106,7 @@ class Upstream:
         self._metrics = metrics
         self._max_response_bytes = max_response_bytes
         self._duration = metrics.upstream_duration.labels(name)
+        self._received = metrics.upstream_received_bytes.labels(name)
 
     def url(self, path: str) -> str:
         if path.startswith(("https://", "http://")):
@@ -120,6 +121,7 @@ class Upstream:
                 code="provider_not_configured",
             )
         headers = dict(extra or {})
+        headers.update(trace_headers())
         # Credentials last, so nothing the client forwarded can replace them.
         headers.update(await self._auth.headers())
         return headers
@@ -134,7 +136,10 @@ class Upstream:
         **kwargs: Any,
     ) -> UpstreamResponse:
         """Send one request and read the whole (capped) reply."""
-        sent = await self._headers(headers) if authenticated else dict(headers or {})
+        if authenticated:
+            sent = await self._headers(headers)
+        else:
+            sent = {**(headers or {}), **trace_headers()}
         start = time.perf_counter()
         outcome = "error"
         try:
@@ -145,6 +150,7 @@ class Upstream:
                 ) as r,
             ):
                 body = await self._read_capped(r)
+                self._received.inc(len(body))
                 outcome = f"{r.status // 100}xx"
                 return UpstreamResponse(r.status, r.headers, body)
         finally:

@@ -49,6 +49,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     drop: bool = False  # close the connection without an answer
+    hold: asyncio.Event | None = None  # answer only once the test sets it
+    arrived: asyncio.Event | None = None  # set when the request has been read
 
 
 def images_reply(n: int = 1, **extra: Any) -> dict[str, Any]:
@@ -134,6 +136,10 @@ class FakeOpenAI:
             plan = self.streams.pop(0) if self.streams else StreamPlan()
             return await stream_reply(request, plan)
         reply = self.replies.pop(0) if self.replies else Reply()
+        if reply.arrived is not None:
+            reply.arrived.set()
+        if reply.hold is not None:
+            await reply.hold.wait()
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         if reply.drop:

@@ -52,7 +52,12 @@ async def test_metrics_after_requests(
         got[
             (
                 "imagegate_requests_total",
-                (("code_class", "2xx"), ("provider", "openai"), route),
+                (
+                    ("code_class", "2xx"),
+                    ("key", "anonymous"),
+                    ("provider", "openai"),
+                    route,
+                ),
             )
         ]
         == 2
@@ -61,7 +66,12 @@ async def test_metrics_after_requests(
         got[
             (
                 "imagegate_requests_total",
-                (("code_class", "5xx"), ("provider", "openai"), route),
+                (
+                    ("code_class", "5xx"),
+                    ("key", "anonymous"),
+                    ("provider", "openai"),
+                    route,
+                ),
             )
         ]
         == 1
@@ -69,7 +79,11 @@ async def test_metrics_after_requests(
     assert got[
         (
             "imagegate_cost_usd_total",
-            (("model", "openai/gpt-image-2"), ("provider", "openai")),
+            (
+                ("key", "anonymous"),
+                ("model", "openai/gpt-image-2"),
+                ("provider", "openai"),
+            ),
         )
     ] == pytest.approx(0.03037)
     assert (
@@ -111,7 +125,7 @@ async def test_metrics_after_requests(
     )
     assert got[("imagegate_upload_bytes_total", ())] == 3 * len(png())
     assert got[("imagegate_images_returned_total", (("provider", "openai"),))] == 2
-    assert got[("imagegate_inflight_requests", ())] == 1  # the scrape itself
+    assert got[("imagegate_inflight_requests", ())] == 0  # scrapes are not counted
     assert UPSTREAM_KEY not in text
     assert CLIENT_KEY not in text
 
