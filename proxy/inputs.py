@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from proxy.errors import InvalidRequest, NotFound, ProxyError
+from proxy.errors import InvalidRequest, NotFound
 from proxy.fetch import Fetcher
 from proxy.filestore import FileStore
 from proxy.images import PNG
@@ -48,17 +48,18 @@ async def resolve_inputs(
     inputs = [(img, f"images[{i}]", False) for i, img in enumerate(job.images)]
     if job.mask is not None:
         inputs.append((job.mask, "mask", True))
-    try:
-        # Concurrently: several image URLs cost one fetch time, not the sum. The
-        # group cancels the others at the first refusal.
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(_resolve(req, img, param, mask=mask))
-                for img, param, mask in inputs
-            ]
-    except* ProxyError as failed:
-        raise failed.exceptions[0] from None
-    resolved = [task.result() for task in tasks]
+    # Concurrently: several image URLs cost one fetch time, not the sum. Siblings are
+    # not cancelled on a refusal (a fetch cancelled while opening its temp file would
+    # leak the handle); every one ends, then the first failure in order is raised.
+    results = await asyncio.gather(
+        *(_resolve(req, img, param, mask=mask) for img, param, mask in inputs),
+        return_exceptions=True,
+    )
+    resolved: list[ImageInput] = []
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+        resolved.append(result)
     mask = resolved.pop() if job.mask is not None else None
     return msgspec.structs.replace(job, images=tuple(resolved), mask=mask)
 

@@ -287,7 +287,7 @@ async def test_mask_url_must_be_png(start: Start, host: ImageHost) -> None:
     assert "must be a PNG" in body["error"]["message"]
 
 
-async def test_several_urls_are_fetched_and_the_first_refusal_wins(
+async def test_several_urls_are_fetched_and_a_refusal_names_its_image(
     start: Start, host: ImageHost, fake_openai: FakeOpenAI
 ) -> None:
     proxy = await start(allow_hosts=["images.test"])
