@@ -61,7 +61,7 @@ def create_app(
     for prefix in ("/v1", "/v3"):
         app.router.add_post(f"{prefix}/images/edits", handlers.images_edits)
         app.router.add_post(f"{prefix}/images/generations", handlers.images_generations)
-    upload_api.add_routes(app)
+    upload_api.add_routes(app, environ)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)

@@ -27,6 +27,9 @@ from proxy.errors import InsufficientStorage, PayloadTooLarge
 log = logging.getLogger("imagegate")
 
 _encode = msgspec.json.encode
+# A file without a record younger than this may be an upload still being written (by
+# this process or another worker sharing the directory); older ones are debris.
+ORPHAN_GRACE_S = 3600.0
 
 
 class StoredFile(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,15 +101,30 @@ class FileStore:
     def path(self, record: StoredFile) -> str:
         return self._path(record.file_id, "bin")
 
-    async def load(self) -> None:
-        """Index the files a previous run left; drop partial and orphaned ones."""
+    async def refresh(self) -> None:
+        """Rebuild the index from the directory.
+
+        The directory is the truth: worker processes sharing it each keep an index,
+        and this brings one up to date with what the others wrote or deleted.
+        """
         records = await asyncio.to_thread(_scan, self.directory)
-        now = self._clock()
+        self._index, self._stored = {}, 0
         for record in records:
-            if record.expires_at > now:
-                self._add(record)
-        # Expired ones, and files without a record, are the sweeper's first job.
+            self._add(record)
+
+    async def load(self) -> None:
+        """Index the files a previous run left; drop expired and orphaned ones."""
         await self.sweep()
+
+    async def lookup(
+        self, file_id: str, *, owner: str | None = None
+    ) -> StoredFile | None:
+        """``get``, falling back to the directory for a file another worker wrote."""
+        if file_id not in self._index and _is_uuid(file_id):
+            record = await asyncio.to_thread(_read_record, self.directory, file_id)
+            if record is not None and file_id not in self._index:
+                self._add(record)
+        return self.get(file_id, owner=owner)
 
     def get(self, file_id: str, *, owner: str | None = None) -> StoredFile | None:
         record = self._index.get(file_id)
@@ -116,9 +134,10 @@ class FileStore:
             return None
         return record
 
-    def list(
+    async def list(
         self, *, owner: str | None = None, purpose: str | None = None
     ) -> list[StoredFile]:
+        await self.refresh()
         now = self._clock()
         return sorted(
             (
@@ -212,7 +231,7 @@ class FileStore:
             self._reserved -= held
 
     async def delete(self, file_id: str, *, owner: str | None = None) -> bool:
-        record = self.get(file_id, owner=owner)
+        record = await self.lookup(file_id, owner=owner)
         if record is None:
             return False
         self._drop(file_id)
@@ -222,13 +241,18 @@ class FileStore:
         return True
 
     async def sweep(self) -> int:
-        """Remove expired files and files the index does not hold; count removals."""
+        """Remove expired files, and orphans old enough not to be uploads in flight
+        (in this process or another); count the expired ones."""
+        await self.refresh()
         now = self._clock()
         expired = [r for r in self._index.values() if r.expires_at <= now]
+        paths: list[str] = []
         for record in expired:
             self._drop(record.file_id)
+            paths += [self.path(record), self._path(record.file_id, "json")]
+        await asyncio.to_thread(_unlink, paths)
         keep = set(self._index) | self._pending
-        await asyncio.to_thread(_remove_unindexed, self.directory, keep)
+        await asyncio.to_thread(_remove_orphans, self.directory, keep)
         return len(expired)
 
     async def run_sweeper(self) -> None:
@@ -262,10 +286,34 @@ def _scan(directory: str) -> list[StoredFile]:
     return records
 
 
-def _remove_unindexed(directory: str, keep: set[str]) -> None:
+def _is_uuid(file_id: str) -> bool:
+    try:
+        return str(uuid.UUID(file_id)) == file_id
+    except ValueError:
+        return False
+
+
+def _read_record(directory: str, file_id: str) -> StoredFile | None:
+    # file_id is a canonical UUID (checked by the caller), so this is no path trick.
+    try:
+        with open(os.path.join(directory, f"{file_id}.json"), "rb") as f:
+            record = _record_decoder.decode(f.read())
+    except (OSError, msgspec.DecodeError):
+        return None
+    if record.file_id != file_id:
+        return None
+    if not os.path.exists(os.path.join(directory, f"{file_id}.bin")):
+        return None
+    return record
+
+
+def _remove_orphans(directory: str, keep: set[str]) -> None:
+    cutoff = time.time() - ORPHAN_GRACE_S
     for entry in os.scandir(directory):
-        if entry.name.partition(".")[0] not in keep:
-            with contextlib.suppress(FileNotFoundError):
+        if entry.name.partition(".")[0] in keep:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if entry.stat().st_mtime < cutoff:
                 os.unlink(entry.path)
 
 

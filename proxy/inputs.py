@@ -80,7 +80,7 @@ async def _resolve(
 
 
 async def _file(req: _Request, ref: FileRef, param: str, *, mask: bool) -> ImageInput:
-    record = req.files.get(ref.file_id, owner=req.owner)
+    record = await req.files.lookup(ref.file_id, owner=req.owner)
     if record is None:
         if req.caps.file_ids:
             return ref

@@ -12,7 +12,7 @@ import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -24,40 +24,52 @@ from proxy.images import SNIFF_BYTES, sniff
 from proxy.parsing import _MALFORMED, _idle, _read_chunk, media_type
 from proxy.state import GATEWAY
 from proxy.tasks import TaskGroup
+from proxy.workers import MULTIPROC_ENV
 
 _MAX_PURPOSE = 64
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, environ: Mapping[str, str]) -> None:
     app.router.add_post("/v3/upload", upload)
     app.router.add_get("/v3/upload", list_files)
     app.router.add_get("/v3/upload/{file_id}", show_file)
     app.router.add_delete("/v3/upload/{file_id}", delete_file)
-    app.cleanup_ctx.append(files_ctx)
+    app.cleanup_ctx.append(_files_ctx(environ.get(MULTIPROC_ENV)))
 
 
-async def files_ctx(app: web.Application) -> AsyncIterator[None]:
-    gateway = app[GATEWAY]
-    config = gateway.config
-    ephemeral = config.files.dir is None
-    if config.files.dir is None:
-        directory = await asyncio.to_thread(
-            tempfile.mkdtemp, prefix="imagegate-store-", dir=config.limits.temp_dir
-        )
-    else:
-        directory = config.files.dir
+def _files_ctx(
+    workers_dir: str | None,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The store and its sweeper. ``workers_dir`` is the directory the supervisor
+    shares with its worker processes (and removes when they are all gone)."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        gateway = app[GATEWAY]
+        config = gateway.config
+        ephemeral = config.files.dir is None and workers_dir is None
+        if config.files.dir is not None:
+            directory = config.files.dir
+        elif workers_dir is not None:
+            # Workers must see each other's uploads: one directory for all of them.
+            directory = os.path.join(workers_dir, "uploads")
+        else:
+            directory = await asyncio.to_thread(
+                tempfile.mkdtemp, prefix="imagegate-store-", dir=config.limits.temp_dir
+            )
         await asyncio.to_thread(os.makedirs, directory, mode=0o700, exist_ok=True)
-    store = FileStore(config.files, directory)
-    await store.load()
-    gateway.store = store
-    group = TaskGroup()
-    group.spawn(store.run_sweeper(), name="upload-sweeper")
-    try:
-        yield
-    finally:
-        await group.close()
-        if ephemeral:
-            await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
+        store = FileStore(config.files, directory)
+        await store.load()
+        gateway.store = store
+        group = TaskGroup()
+        group.spawn(store.run_sweeper(), name="upload-sweeper")
+        try:
+            yield
+        finally:
+            await group.close()
+            if ephemeral:
+                await asyncio.to_thread(shutil.rmtree, directory, ignore_errors=True)
+
+    return ctx
 
 
 def _store(request: web.Request) -> FileStore:
@@ -156,13 +168,13 @@ async def _read_purpose(part: BodyPartReader, limits: Limits) -> str:
 
 async def list_files(request: web.Request) -> web.Response:
     purpose = request.query.get("purpose")
-    files = _store(request).list(purpose=purpose)
+    files = await _store(request).list(purpose=purpose)
     return web.json_response({"data": [f.public() for f in files]})
 
 
 async def show_file(request: web.Request) -> web.Response:
     file_id = request.match_info["file_id"]
-    record = _store(request).get(file_id)
+    record = await _store(request).lookup(file_id)
     if record is None:
         raise _not_found(file_id)
     return web.json_response(record.public())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -16,6 +18,8 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
+from proxy.filestore import ORPHAN_GRACE_S
+from proxy.workers import MULTIPROC_ENV
 from tests.conftest import AiohttpServer, StartProxy, build_config
 from tests.fakes.openai import FakeOpenAI
 from tests.images import jpeg_like, png
@@ -215,8 +219,10 @@ async def test_store_survives_a_restart(
     first = await start()
     _, up = await _upload(first, png())
     await first.close()
-    (store / "stray.part").write_bytes(b"left by a crash")
-    (store / "bad.json").write_bytes(b"not json")
+    old = time.time() - ORPHAN_GRACE_S - 60
+    for name, data in (("stray.part", b"left by a crash"), ("bad.json", b"not json")):
+        (store / name).write_bytes(data)
+        os.utime(store / name, (old, old))
     second = await start()
     status, shown = await _call(second, "GET", f"/v3/upload/{up['file_id']}")
     assert status == 200
@@ -236,3 +242,36 @@ async def test_malformed_upload_is_a_400(start: Start, raw: bytes) -> None:
     status, err = await _call(proxy, "POST", "/v3/upload", data=raw, headers=headers)
     assert status == 400
     assert err["error"]["type"] == "invalid_request_error"
+
+
+async def test_worker_processes_share_the_default_store(
+    aiohttp_server: AiohttpServer,
+    fake_openai: FakeOpenAI,
+    temp_root: Path,
+    tmp_path: Path,
+) -> None:
+    # Under the supervisor every worker gets its directory; uploads must be visible
+    # to whichever worker the kernel hands the next connection.
+    shared = tmp_path / "workers"
+    shared.mkdir()
+    config = build_config(
+        temp_root,
+        {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
+    )
+    environ = {"OPENAI_API_KEY": "sk-upstream-test", MULTIPROC_ENV: str(shared)}
+    one, two = [
+        await aiohttp_server(
+            create_app(config, environ=environ, registry=CollectorRegistry())
+        )
+        for _ in range(2)
+    ]
+    _, up = await _upload(one, png())
+    status, shown = await _call(two, "GET", f"/v3/upload/{up['file_id']}")
+    assert status == 200
+    assert shown == up
+    status, answer = await _edit(two, images=[{"file_id": up["file_id"]}])
+    assert status == 200, answer
+    await one.close()
+    # One worker stopping leaves the shared store to the others (and the supervisor).
+    status, _ = await _call(two, "GET", f"/v3/upload/{up['file_id']}")
+    assert status == 200
