@@ -17,6 +17,7 @@ from aiohttp.abc import AbstractResolver
 from prometheus_client import CollectorRegistry
 
 from proxy import handlers, upload_api
+from proxy.catalog import images_models
 from proxy.config import Config, provider_keys
 from proxy.fetch import fetch_ctx
 from proxy.metrics import Metrics
@@ -24,7 +25,7 @@ from proxy.middleware import observe
 from proxy.openapi import build_openapi
 from proxy.pricing import PriceTable
 from proxy.providers import build_adapter
-from proxy.providers.base import Pool
+from proxy.providers.base import Pool, resolve_auth
 from proxy.routing import Provider, Router
 from proxy.state import GATEWAY, Gateway
 from proxy.uploads import TempDir
@@ -61,6 +62,7 @@ def create_app(
     for prefix in ("/v1", "/v3"):
         app.router.add_post(f"{prefix}/images/edits", handlers.images_edits)
         app.router.add_post(f"{prefix}/images/generations", handlers.images_generations)
+        app.router.add_get(f"{prefix}/images/models", images_models)
     upload_api.add_routes(app, environ)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
@@ -136,8 +138,8 @@ def _upstreams_ctx(
         try:
             for name, cfg in config.providers.items():
                 adapter = build_adapter(cfg)
-                key = keys[name]
-                if key is None:
+                auth = resolve_auth(adapter, keys[name], environ)
+                if auth is None:
                     log.warning(
                         "provider has no API key; its requests will fail until %s is set",
                         cfg.api_key_env,
@@ -149,13 +151,15 @@ def _upstreams_ctx(
                     name,
                     base_url=cfg.base_url,
                     session=session,
-                    auth=adapter.auth(key) if key else None,
+                    auth=auth,
                     key_env=cfg.api_key_env,
                     metrics=gateway.metrics,
                     max_response_bytes=config.limits.max_response_bytes,
                 )
                 providers[name] = Provider(adapter, upstream)
-            gateway.router = Router(providers)
+            gateway.router = Router(
+                providers, aliases=config.models, allowed=config.allowed_models
+            )
             gateway.metrics.bind_providers(list(providers))
             yield
         finally:

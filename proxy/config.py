@@ -23,6 +23,8 @@ _MAX_IMAGES = 16
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
+AliasTarget = Annotated[str, msgspec.Meta(pattern=r"^[^/\s]+/\S+$", max_length=256)]
+ModelPattern = Annotated[str, msgspec.Meta(pattern=r"^\S+$", max_length=256)]
 
 
 class Server(ConfigBase, frozen=True, forbid_unknown_fields=True):
@@ -100,6 +102,10 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
     files: Files = Files()
     fetch: Fetch = Fetch()
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
+    # Aliases: a name clients may send as `model`, standing for "<provider>/<model>".
+    models: dict[str, AliasTarget] = msgspec.field(default_factory=dict)
+    # Shell-style patterns over "<provider>/<model>"; null serves every model.
+    allowed_models: list[ModelPattern] | None = None
 
 
 class ConfigError(Exception):
@@ -143,7 +149,20 @@ def parse_config(text: str | bytes, *, source: str = "<config>") -> Config:
     for name in config.providers:
         if not name or "/" in name:
             raise ConfigError(f"{source}: provider name {name!r} must not contain '/'")
+    _check_aliases(config, source)
     return config
+
+
+def _check_aliases(config: Config, source: str) -> None:
+    for alias, target in config.models.items():
+        if not alias or any(c.isspace() for c in alias):
+            raise ConfigError(f"{source}: alias {alias!r} must be a non-empty word")
+        provider = target.partition("/")[0]
+        if provider not in config.providers:
+            raise ConfigError(
+                f"{source}: alias {alias!r} names provider {provider!r}, which is not "
+                "configured - at `$.models`"
+            )
 
 
 def load_config(path: str | Path) -> Config:

@@ -33,7 +33,7 @@ from proxy.parsing import (
     split_known,
 )
 from proxy.prepare import check_capabilities
-from proxy.providers.base import StreamingAdapter
+from proxy.providers.base import StreamingAdapter, capabilities_of
 from proxy.routing import Route
 from proxy.state import GATEWAY, Gateway
 from proxy.translate import fan_out
@@ -131,7 +131,7 @@ async def _run(
     ctx = CURRENT.get()
     if ctx is not None:
         ctx.prompt = job.prompt  # the access log shows it only if configured
-    caps = route.adapter.capabilities
+    caps = capabilities_of(route.adapter, route.model)
     check_capabilities(job, caps, provider=route.provider)
     if uploads is not None:
         assert gateway.store is not None

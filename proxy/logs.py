@@ -41,3 +41,5 @@ def setup_logging(level: str) -> None:
     root.setLevel(level)
     # aiohttp's own access log is replaced by ours.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # botocore logs canonical requests (session tokens included) at DEBUG.
+    logging.getLogger("botocore").setLevel(logging.WARNING)

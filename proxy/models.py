@@ -12,7 +12,8 @@ import aiofiles
 import msgspec
 
 Prompt = Annotated[str, msgspec.Meta(min_length=1, max_length=32000)]
-ModelName = Annotated[str, msgspec.Meta(pattern=r"^[^/\s]+/\S+$", max_length=256)]
+# "<provider>/<model id>" or a configured alias; the router decides which.
+ModelName = Annotated[str, msgspec.Meta(pattern=r"^\S+$", max_length=256)]
 # OpenAI's own cap on an image_url (a data URL of a ~15 MiB image fits).
 ImageUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=20 * 1024 * 1024)]
 FileId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]

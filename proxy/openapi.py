@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from proxy import __version__
+from proxy.catalog import ModelList
 from proxy.models import EditForm, EditRequest, ErrorBody, GenerateRequest
 from proxy.upload_api import upload_paths
 
@@ -103,9 +104,30 @@ def _plain_get(summary: str, content_type: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _models_get() -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": "The served image models and their capabilities",
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": _ref("ModelList")}},
+                }
+            },
+        }
+    }
+
+
 def build_openapi() -> dict[str, Any]:
-    types = [EditRequest, EditForm, GenerateRequest, ImagesResponse, ErrorBody]
-    (edit, _, generate, _, _), components = msgspec.json.schema_components(
+    types = [
+        EditRequest,
+        EditForm,
+        GenerateRequest,
+        ImagesResponse,
+        ErrorBody,
+        ModelList,
+    ]
+    (edit, _, generate, _, _, _), components = msgspec.json.schema_components(
         types, ref_template=_REF
     )
     form = _multipart_schema(components)
@@ -117,6 +139,7 @@ def build_openapi() -> dict[str, Any]:
         paths[f"{prefix}/images/generations"] = {
             "post": _images_operation("Generate images", generate, None)
         }
+        paths[f"{prefix}/images/models"] = _models_get()
     paths.update(upload_paths())
     paths["/healthz"] = _plain_get("Liveness", "application/json")
     paths["/readyz"] = _plain_get("Readiness", "application/json")

@@ -34,6 +34,11 @@ class PriceTable:
     def __contains__(self, key: str) -> bool:
         return key in self._rows
 
+    def models(self, provider_type: str) -> list[str]:
+        """The model ids priced for one provider type, sorted."""
+        prefix = f"{provider_type}/"
+        return sorted(k[len(prefix) :] for k in self._rows if k.startswith(prefix))
+
     def cost(self, key: str, *, usage: Usage | None, images: int) -> float | None:
         price = self._rows.get(key)
         if price is None:

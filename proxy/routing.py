@@ -1,16 +1,20 @@
 """Model name → (provider adapter, upstream, provider model id).
 
 ``model`` is ``"<provider>/<model id>"`` where ``<provider>`` is a configured provider
-name; the rest, which may itself contain slashes, is the provider's model id.
+name; the rest, which may itself contain slashes, is the provider's model id. A
+configured alias (``models: {house-style: openai/gpt-image-2}``) stands for its target,
+and ``allowed_models`` patterns (shell-style, over ``<provider>/<model id>``) restrict
+what is served; an alias is always served, since the operator named it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from fnmatch import fnmatchcase
 from typing import NamedTuple
 
 from proxy.errors import UnknownModel
-from proxy.providers.base import ProviderAdapter
+from proxy.providers.base import PricedAs, ProviderAdapter
 from proxy.upstream import Upstream
 
 
@@ -28,26 +32,61 @@ class Provider(NamedTuple):
 
 
 class Router:
-    def __init__(self, providers: Mapping[str, Provider]) -> None:
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        *,
+        aliases: Mapping[str, str] | None = None,
+        allowed: Sequence[str] | None = None,
+    ) -> None:
         self._providers = dict(providers)
+        self.aliases = dict(aliases or {})
+        self.allowed = None if allowed is None else tuple(allowed)
 
     @property
     def names(self) -> list[str]:
         return sorted(self._providers)
 
+    def providers(self) -> dict[str, Provider]:
+        return dict(self._providers)
+
+    def allows(self, model: str) -> bool:
+        """Whether ``<provider>/<model id>`` passes the ``allowed_models`` patterns."""
+        if self.allowed is None:
+            return True
+        return any(fnmatchcase(model, pattern) for pattern in self.allowed)
+
+    def _not_served(self, model: str) -> UnknownModel:
+        assert self.allowed is not None
+        served = ", ".join([*self.allowed, *sorted(self.aliases)]) or "none"
+        return UnknownModel(
+            f"model '{model}' is not served by this gateway; allowed models: {served}"
+        )
+
     def resolve(self, model: str) -> Route:
-        name, _, model_id = model.partition("/")
+        target = self.aliases.get(model)
+        if target is None:
+            target = model
+            if not self.allows(model):
+                raise self._not_served(model)
+        name, _, model_id = target.partition("/")
         provider = self._providers.get(name)
         if provider is None or not model_id:
             configured = ", ".join(self.names) or "none"
+            aliases = ", ".join(sorted(self.aliases))
+            known = f"; or an alias ({aliases})" if aliases else ""
             raise UnknownModel(
                 f"unknown provider in model '{model}': use '<provider>/<model>' with a "
-                f"configured provider ({configured})"
+                f"configured provider ({configured}){known}"
             )
+        adapter = provider.adapter
+        priced = (
+            adapter.price_model(model_id) if isinstance(adapter, PricedAs) else None
+        )
         return Route(
             name,
             model_id,
-            provider.adapter,
+            adapter,
             provider.upstream,
-            f"{provider.adapter.name}/{model_id}",
+            f"{adapter.name}/{priced or model_id}",
         )

@@ -26,7 +26,7 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 from proxy.metrics import Metrics
-from proxy.providers.base import Auth
+from proxy.providers.base import Auth, RequestSigner
 
 
 class UpstreamResponse(msgspec.Struct, frozen=True):
@@ -138,6 +138,10 @@ class Upstream:
         """Send one request and read the whole (capped) reply."""
         if authenticated:
             sent = await self._headers(headers)
+            if isinstance(self._auth, RequestSigner):
+                body = kwargs.get("data", b"")
+                assert isinstance(body, bytes), "a signed request needs a bytes body"
+                sent = dict(await self._auth.sign(method, self.url(path), sent, body))
         else:
             sent = {**(headers or {}), **trace_headers()}
         start = time.perf_counter()

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import IO, Any
 
 import aiohttp
 import msgspec
 
+from proxy import sse
 from proxy.errors import (
     InvalidRequest,
     UpstreamError,
@@ -31,7 +32,7 @@ from proxy.models import (
     StoredImage,
     Usage,
 )
-from proxy.upstream import UpstreamResponse
+from proxy.upstream import Upstream, UpstreamResponse
 
 # Typed job fields forwarded under their own names when set.
 _FORWARDED = (
@@ -218,3 +219,75 @@ def error_for(provider: str, resp: UpstreamResponse) -> UpstreamError:
         param=detail.param,
         code=None if detail.code is None else str(detail.code),
     )
+
+
+@contextlib.asynccontextmanager
+async def request_args(
+    job: EditJob, *, edits_path: str, generations_path: str, headers: dict[str, str]
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The path and body of one OpenAI-shaped call: multipart in → multipart out,
+    JSON in → JSON out (files closed on exit)."""
+    json_headers = {**headers, "Content-Type": "application/json"}
+    if job.operation == "edit" and job.source == "multipart":
+        async with multipart_form(job, model=job.model) as form:
+            yield edits_path, {"data": form, "headers": headers}
+        return
+    path = generations_path if job.operation == "generate" else edits_path
+    yield path, {"data": await json_body(job, model=job.model), "headers": json_headers}
+
+
+async def send(
+    job: EditJob,
+    upstream: Upstream,
+    *,
+    edits_path: str,
+    generations_path: str,
+    headers: dict[str, str],
+) -> EditResult:
+    """One OpenAI-shaped call, its reply read whole."""
+    async with request_args(
+        job, edits_path=edits_path, generations_path=generations_path, headers=headers
+    ) as (path, kwargs):
+        resp = await upstream.post(path, **kwargs)
+    if not resp.ok:
+        raise error_for(upstream.name, resp)
+    return parse_images(upstream.name, resp.body)
+
+
+@contextlib.asynccontextmanager
+async def stream(
+    job: EditJob,
+    upstream: Upstream,
+    *,
+    edits_path: str,
+    generations_path: str,
+    headers: dict[str, str],
+) -> AsyncIterator[AsyncGenerator[bytes, None]]:
+    """One OpenAI-shaped call with ``stream: true``: its event stream as it arrives.
+
+    An upstream that answers in full instead (an "OpenAI-compatible" one that does not
+    stream) is turned into the completed events that stand for its result.
+    """
+    async with (
+        request_args(
+            job, edits_path=edits_path, generations_path=generations_path,
+            headers=headers,
+        ) as (path, kwargs),
+        upstream.stream("POST", path, **kwargs) as reply,
+    ):  # fmt: skip
+        if not reply.ok:
+            raise error_for(upstream.name, await reply.read())
+        if reply.headers.get("Content-Type", "").split(";")[0] == "text/event-stream":
+            yield reply.chunks()
+            return
+        result = parse_images(upstream.name, (await reply.read()).body)
+        prefix = "image_edit" if job.operation == "edit" else "image_generation"
+        events = sse.result_events(msgspec.json.decode(result.body), prefix)
+        yield _replay(
+            [sse.encode_event(e["type"], msgspec.json.encode(e)) for e in events]
+        )
+
+
+async def _replay(events: list[bytes]) -> AsyncGenerator[bytes, None]:
+    for event in events:
+        yield event

@@ -104,3 +104,60 @@ class StreamingAdapter(Protocol):
         """Open the provider's event stream; raise an UpstreamError before yielding
         if the provider refused. Yields the raw body as it arrives."""
         ...
+
+
+@runtime_checkable
+class RequestSigner(Protocol):
+    """An ``Auth`` whose headers depend on the request itself (AWS SigV4)."""
+
+    async def headers(self) -> Mapping[str, str]: ...
+
+    async def sign(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes
+    ) -> Mapping[str, str]:
+        """The headers to send: ``headers`` plus the signature over the request."""
+        ...
+
+
+@runtime_checkable
+class ChainAuth(Protocol):
+    """An adapter whose credentials come from a chain (environment, files, instance
+    metadata) rather than from one key in ``api_key_env``."""
+
+    def chain_auth(self, environ: Mapping[str, str]) -> Auth: ...
+
+
+@runtime_checkable
+class PricedAs(Protocol):
+    """An adapter whose model ids are not the pricing table's (Azure deployments)."""
+
+    def price_model(self, model: str) -> str: ...
+
+
+@runtime_checkable
+class ListsModels(Protocol):
+    """An adapter whose configuration names its models (listed by ``/images/models``)."""
+
+    def listed_models(self) -> list[str]: ...
+
+
+def resolve_auth(
+    adapter: ProviderAdapter, key: str | None, environ: Mapping[str, str]
+) -> Auth | None:
+    """The adapter's credentials: its key, or its credential chain; None if neither."""
+    if isinstance(adapter, ChainAuth):
+        return adapter.chain_auth(environ)
+    return adapter.auth(key) if key else None
+
+
+@runtime_checkable
+class PerModelCapabilities(Protocol):
+    """An adapter whose models differ in what they accept (FLUX Kontext vs Fill)."""
+
+    def model_capabilities(self, model: str) -> Capabilities: ...
+
+
+def capabilities_of(adapter: ProviderAdapter, model: str) -> Capabilities:
+    if isinstance(adapter, PerModelCapabilities):
+        return adapter.model_capabilities(model)
+    return adapter.capabilities

@@ -9,21 +9,17 @@ models always answer base64, so ``response_format`` is dropped for them when it 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
-from typing import Any, ClassVar
+from collections.abc import AsyncGenerator
+from contextlib import AbstractAsyncContextManager
+from typing import ClassVar
 
 import msgspec
 
-from proxy import sse
 from proxy.errors import InvalidRequest
 from proxy.models import EditJob, EditResult
 from proxy.providers import _openai_compat as compat
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
 from proxy.upstream import Upstream
-
-_JSON = {"Content-Type": "application/json"}
-_SSE = "text/event-stream"
 
 
 class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="openai"):
@@ -66,52 +62,22 @@ class OpenAIAdapter:
     def auth(self, key: str) -> Auth:
         return StaticKey("Authorization", key, prefix="Bearer ")
 
-    @contextlib.asynccontextmanager
-    async def _request(self, job: EditJob) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """The path and body arguments of one request (files closed on exit)."""
-        job = normalize(job)
-        headers = {**job.extra_headers, **self._headers}
-        if job.operation == "generate":
-            path = "/images/generations"
-        else:
-            path = "/images/edits"
-            if job.source == "multipart":
-                async with compat.multipart_form(job, model=job.model) as form:
-                    yield path, {"data": form, "headers": headers}
-                return
-        body = await compat.json_body(job, model=job.model)
-        yield path, {"data": body, "headers": {**headers, **_JSON}}
-
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
-        async with self._request(job) as (path, kwargs):
-            resp = await upstream.post(path, **kwargs)
-        if not resp.ok:
-            raise compat.error_for(upstream.name, resp)
-        return compat.parse_images(upstream.name, resp.body)
+        return await compat.send(
+            normalize(job),
+            upstream,
+            edits_path="/images/edits",
+            generations_path="/images/generations",
+            headers={**job.extra_headers, **self._headers},
+        )
 
-    @contextlib.asynccontextmanager
-    async def stream(
+    def stream(
         self, job: EditJob, upstream: Upstream
-    ) -> AsyncIterator[AsyncGenerator[bytes, None]]:
-        async with (
-            self._request(job) as (path, kwargs),
-            upstream.stream("POST", path, **kwargs) as reply,
-        ):
-            if not reply.ok:
-                raise compat.error_for(upstream.name, await reply.read())
-            if reply.headers.get("Content-Type", "").split(";")[0] == _SSE:
-                yield reply.chunks()
-                return
-            # An OpenAI-compatible upstream that does not stream answered in full.
-            result = compat.parse_images(upstream.name, (await reply.read()).body)
-            prefix = "image_edit" if job.operation == "edit" else "image_generation"
-            body = msgspec.json.decode(result.body)
-            yield _replay(
-                sse.encode_event(e["type"], msgspec.json.encode(e))
-                for e in sse.result_events(body, prefix)
-            )
-
-
-async def _replay(events: Iterable[bytes]) -> AsyncGenerator[bytes, None]:
-    for event in events:
-        yield event
+    ) -> AbstractAsyncContextManager[AsyncGenerator[bytes, None]]:
+        return compat.stream(
+            normalize(job),
+            upstream,
+            edits_path="/images/edits",
+            generations_path="/images/generations",
+            headers={**job.extra_headers, **self._headers},
+        )

@@ -26,6 +26,7 @@ from tests.fakes.openai import FakeOpenAI
 from tests.fakes.stabilityai import FakeStability
 from tests.fakes.vertex import FakeVertex, key_file, new_key
 from tests.images import png
+from tests.integration import contract_b
 
 IMAGE = png(8, 8, seed=3)
 # Left half fully transparent (OpenAI: edit there), right half opaque (keep).
@@ -171,6 +172,7 @@ CASES = [
          "vertex/imagen-4.0-generate-001"),
     Case("stabilityai", "stabilityai/inpaint", True, start_stability,
          "stabilityai/core"),
+    *contract_b.cases(),
 ]  # fmt: skip
 
 

@@ -1,0 +1,86 @@
+"""``GET /v3/images/models``: the model names this gateway serves and what each takes.
+
+Names come from configuration (aliases, models an adapter's config names such as Azure
+deployments, or an adapter's known models) and otherwise from the price table (the
+models known for a provider's type), filtered by ``allowed_models``. Capabilities are
+the adapters' own declarations.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from proxy.pricing import PriceTable
+from proxy.providers.base import Capabilities, ListsModels, capabilities_of
+from proxy.routing import Router
+from proxy.state import GATEWAY
+
+
+class ModelCapabilities(msgspec.Struct, frozen=True):
+    edit: bool
+    generate: bool
+    mask: bool
+    max_images: int
+
+
+class ModelEntry(msgspec.Struct, frozen=True):
+    id: str
+    provider: str
+    owned_by: str
+    capabilities: ModelCapabilities
+    object: str = "model"
+    alias_of: str | msgspec.UnsetType = msgspec.UNSET  # present on aliases only
+
+
+class ModelList(msgspec.Struct, frozen=True):
+    data: list[ModelEntry]
+    object: str = "list"
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _entry(
+    model_id: str,
+    provider: str,
+    caps: Capabilities,
+    alias_of: str | msgspec.UnsetType = msgspec.UNSET,
+) -> ModelEntry:
+    return ModelEntry(
+        id=model_id,
+        provider=provider,
+        owned_by=provider,
+        capabilities=ModelCapabilities(
+            edit=caps.edit,
+            generate=caps.generate,
+            mask=caps.mask and caps.edit,
+            max_images=caps.max_images if caps.edit else 0,
+        ),
+        alias_of=alias_of,
+    )
+
+
+def list_models(router: Router, prices: PriceTable) -> ModelList:
+    entries: list[ModelEntry] = []
+    for name, provider in sorted(router.providers().items()):
+        adapter = provider.adapter
+        if isinstance(adapter, ListsModels):
+            ids = adapter.listed_models()
+        else:
+            ids = prices.models(adapter.name)
+        for model in ids:
+            full = f"{name}/{model}"
+            if router.allows(full):
+                entries.append(_entry(full, name, capabilities_of(adapter, model)))
+    for alias, target in sorted(router.aliases.items()):
+        route = router.resolve(alias)
+        caps = capabilities_of(route.adapter, route.model)
+        entries.append(_entry(alias, route.provider, caps, alias_of=target))
+    return ModelList(data=entries)
+
+
+async def images_models(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    body = _encode(list_models(gateway.router, gateway.prices))
+    return web.Response(body=body, content_type="application/json")

@@ -1,0 +1,45 @@
+"""Input preparation shared by the providers of this package: model ids that go into
+URL paths, and the client's mask as the white = edit PNG that FLUX Fill, Replicate
+models and Bedrock expect."""
+
+from __future__ import annotations
+
+import re
+
+from proxy.errors import InvalidRequest, UnknownModel
+from proxy.masks import to_white_edit_mask
+from proxy.models import EditJob, StoredImage
+
+
+async def white_mask(job: EditJob, *, provider: str) -> bytes | None:
+    """The mask converted against the first image (both must be bytes the proxy holds)."""
+    if job.mask is None:
+        return None
+    first = job.images[0] if job.images else None
+    if not isinstance(job.mask, StoredImage) or not isinstance(first, StoredImage):
+        raise InvalidRequest(
+            f"provider '{provider}' needs the mask and the first image as bytes "
+            "(an upload or a data: URL)",
+            param="mask",
+        )
+    return await to_white_edit_mask(job.mask, first)
+
+
+# A path segment that cannot climb (".", "..") or smuggle a query, fragment or slash.
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def model_path(model: str, *, provider: str, segments: int = 1) -> str:
+    """A client's model id, checked before it becomes part of an upstream URL path.
+
+    The gateway's key goes with the request, so ``bfl/../account`` must never reach
+    another endpoint of the provider's API.
+    """
+    parts = model.split("/")
+    if len(parts) != segments or not all(_SEGMENT.match(p) for p in parts):
+        shape = "/".join(["<name>"] * segments)
+        raise UnknownModel(
+            f"'{provider}/{model}' is not a valid model name for provider '{provider}' "
+            f"(expected {provider}/{shape})"
+        )
+    return model

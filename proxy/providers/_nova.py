@@ -1,0 +1,109 @@
+"""Amazon Nova Canvas request bodies (also Titan Image, which shares the schema).
+
+https://docs.aws.amazon.com/nova/latest/userguide/image-gen-access.html
+Pure functions apart from the mask: Nova's mask is black where INPAINTING changes the
+image and white where OUTPAINTING does, so OpenAI's mask is converted (and, for
+inpainting, inverted) with Pillow in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from typing import Any
+
+from PIL import Image, ImageOps
+
+from proxy import sizes
+from proxy.errors import InvalidRequest
+from proxy.models import EditJob
+from proxy.providers import _inputs
+
+NOVA_MAX_N = 5
+_NOVA_SIZE = "multiples of 16 from 320 to 4096 per side, ratio 1:4 to 4:1, at most 4194304 pixels"
+_NOVA_CONFIG_KEYS = frozenset({"seed", "cfgScale"})
+
+
+def is_nova(model: str) -> bool:
+    return "nova-canvas" in model or "titan-image" in model
+
+
+def nova_size(size: str | None) -> dict[str, int]:
+    parsed = sizes.parse_size(size)
+    if parsed is None:
+        return {}
+    w, h = parsed.width, parsed.height
+    if (
+        w is None
+        or h is None
+        or not (320 <= w <= 4096 and 320 <= h <= 4096)
+        or w % 16
+        or h % 16
+        or max(w / h, h / w) > 4
+        or w * h > 4_194_304
+    ):
+        raise sizes.unsupported_size(size, "amazon", ["auto", _NOVA_SIZE])
+    return {"width": w, "height": h}
+
+
+def _nova_quality(quality: str | None) -> dict[str, str]:
+    if quality in ("high", "hd", "premium"):
+        return {"quality": "premium"}
+    if quality in ("low", "medium", "standard"):
+        return {"quality": "standard"}
+    return {}
+
+
+def nova_body(job: EditJob, images: list[str], mask: str | None) -> dict[str, Any]:
+    """The Nova Canvas request; ``images`` and ``mask`` are base64, mask already in
+    the polarity the chosen task needs."""
+    n = job.n or 1
+    if n > NOVA_MAX_N:
+        raise InvalidRequest(
+            f"amazon Nova Canvas makes at most {NOVA_MAX_N} images per request",
+            param="n",
+        )
+    extra = dict(job.extra)
+    task = str(extra.pop("task_type", "")).upper() or None
+    config: dict[str, Any] = {"numberOfImages": n, **_nova_quality(job.quality)}
+    config.update({k: extra.pop(k) for k in _NOVA_CONFIG_KEYS & extra.keys()})
+    params: dict[str, Any] = {"text": job.prompt, **extra}
+    if job.operation == "generate":
+        task = "TEXT_IMAGE"
+        config.update(nova_size(job.size))
+    elif mask is not None or "maskPrompt" in extra:
+        task = task if task == "OUTPAINTING" else "INPAINTING"
+        sizes.require_auto(job.size, provider="amazon", why="Nova keeps the image size")
+        params["image"] = images[0]
+        if mask is not None:
+            params["maskImage"] = mask
+    else:
+        task = "IMAGE_VARIATION"
+        params["images"] = images
+        config.update(nova_size(job.size))
+    key = {
+        "TEXT_IMAGE": "textToImageParams",
+        "INPAINTING": "inPaintingParams",
+        "OUTPAINTING": "outPaintingParams",
+        "IMAGE_VARIATION": "imageVariationParams",
+    }[task]
+    return {"taskType": task, key: params, "imageGenerationConfig": config}
+
+
+def _invert(png: bytes) -> bytes:
+    with Image.open(io.BytesIO(png)) as mask:
+        out = ImageOps.invert(mask.convert("L"))
+    buf = io.BytesIO()
+    out.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+async def nova_mask(job: EditJob) -> str | None:
+    """Nova's mask: black = change for INPAINTING, white = change for OUTPAINTING."""
+    white = await _inputs.white_mask(job, provider="amazon")
+    if white is None:
+        return None
+    if str(job.extra.get("task_type", "")).upper() != "OUTPAINTING":
+        white = await asyncio.to_thread(_invert, white)
+    return base64.b64encode(white).decode("ascii")

@@ -1,0 +1,174 @@
+"""AWS Bedrock image models through ``InvokeModel``, signed with SigV4.
+
+API: https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_InvokeModel.html
+and https://docs.aws.amazon.com/nova/latest/userguide/image-gen-access.html
+``POST /model/{modelId}/invoke`` with a JSON body in the model's own schema:
+- Amazon Nova Canvas (and Titan Image): an edit with a mask is ``INPAINTING`` (Nova
+  marks the area to change in black, so OpenAI's mask is converted and inverted), or
+  ``OUTPAINTING`` when ``task_type: OUTPAINTING`` is sent (Nova changes the white area);
+  an edit without a mask is ``IMAGE_VARIATION`` (1-5 images), or ``INPAINTING`` driven
+  by a ``maskPrompt``. ``n`` is ``numberOfImages`` (at most 5); ``size`` is
+  ``width``/``height`` (multiples of 16, 320-4096) where the task takes one.
+- Stability models on Bedrock: one image per call (the handler fans ``n`` out); edits
+  send the first image (and a white-edit mask); sd3 models run ``image-to-image``.
+Unknown client fields go into the task's parameters (e.g. ``negativeText``,
+``similarityStrength``), ``seed``/``cfgScale`` into ``imageGenerationConfig``.
+Credentials come from the standard AWS chain, not from one key.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import msgspec
+
+from proxy import sizes, translate
+from proxy.errors import (
+    InvalidRequest,
+    UpstreamProtocolError,
+    UpstreamRejected,
+)
+from proxy.models import EditJob, EditResult
+from proxy.providers import _aws, _inputs, _nova, _replies
+from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool
+from proxy.upstream import Upstream
+
+_PNG_JPEG = frozenset({"image/png", "image/jpeg"})
+NOVA = Capabilities(max_images=5, image_types=_PNG_JPEG)
+# Stability on Bedrock: one image in, one image out per call.
+STABILITY = Capabilities(max_images=1, native_n=False, image_types=_PNG_JPEG)
+
+
+class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="amazon"):
+    region: str = "us-east-1"
+    # Empty: https://bedrock-runtime.{region}.amazonaws.com
+    base_url: str = ""
+    # Informational: the first link of the AWS chain; profiles and roles work too.
+    api_key_env: str = "AWS_ACCESS_KEY_ID"
+    profile: str | None = None
+    pool: Pool = Pool()
+
+    def __post_init__(self) -> None:
+        if not self.base_url:
+            url = f"https://bedrock-runtime.{self.region}.amazonaws.com"
+            msgspec.structs.force_setattr(self, "base_url", url)
+
+
+def stability_body(job: EditJob, images: list[str], mask: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {**job.extra, "prompt": job.prompt}
+    if job.output_format in ("png", "jpeg", "webp"):
+        body["output_format"] = job.output_format
+    sd3 = ".sd3" in job.model or job.model.startswith("sd3")
+    if job.operation == "generate" or not images:
+        ratio = sizes.aspect_ratio(
+            job.size, sizes.STABILITY_ASPECT_RATIOS, provider="amazon"
+        )
+        if ratio is not None:
+            body["aspect_ratio"] = ratio
+        if sd3:
+            body["mode"] = "text-to-image"
+        return body
+    if len(images) > 1:
+        raise InvalidRequest(
+            f"model '{job.model}' edits one image; got {len(images)}", param="images"
+        )
+    body["image"] = images[0]
+    if mask is not None:
+        body["mask"] = mask
+    if sd3:
+        body.setdefault("strength", 0.7)
+        body["mode"] = "image-to-image"
+    return body
+
+
+class _Reply(msgspec.Struct):
+    images: list[str] = []
+    finish_reasons: list[str | None] = []
+    error: str | None = None
+
+
+_reply = msgspec.json.Decoder(_Reply)
+
+
+def parse_images(provider: str, body: bytes) -> list[str]:
+    """The base64 images of a Bedrock image reply; a filtered image is a 400."""
+    try:
+        reply = _reply.decode(body)
+    except msgspec.DecodeError:
+        reply = _Reply()
+    reasons = [r for r in reply.finish_reasons if r]
+    if reply.error or reasons:
+        raise UpstreamRejected(
+            reply.error or f"provider '{provider}' filtered the image: {reasons[0]}",
+            provider=provider,
+            code="content_filtered",
+        )
+    if not reply.images:
+        raise UpstreamProtocolError(
+            f"provider '{provider}' sent an unexpected reply",
+            provider=provider,
+            code="upstream_protocol_error",
+        )
+    return reply.images
+
+
+class _Error(msgspec.Struct):
+    message: str | None = None
+    Message: str | None = None
+
+
+def error_message(body: bytes) -> str | None:
+    """Bedrock's error text (``{"message": ...}``, ``Message`` from some services)."""
+    try:
+        err = msgspec.json.decode(body, type=_Error)
+    except msgspec.DecodeError:
+        return None
+    return err.message or err.Message
+
+
+class AmazonAdapter:
+    name: ClassVar[str] = "amazon"
+    capabilities: ClassVar[Capabilities] = NOVA
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+
+    def auth(self, key: str) -> Auth:  # pragma: no cover - chain_auth is used instead
+        return self.chain_auth({"AWS_ACCESS_KEY_ID": key})
+
+    def chain_auth(self, environ: Mapping[str, str]) -> Auth:
+        resolve = _aws.credential_chain(environ, self._config.profile)
+        return _aws.SigV4Signer(resolve, service="bedrock", region=self._config.region)
+
+    def listed_models(self) -> list[str]:
+        return ["amazon.nova-canvas-v1:0", "stability.sd3-5-large-v1:0"]
+
+    def model_capabilities(self, model: str) -> Capabilities:
+        return NOVA if _nova.is_nova(model) else STABILITY
+
+    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+        images = [
+            await translate.inline_base64(img, provider="amazon", param=f"images[{i}]")
+            for i, img in enumerate(job.images)
+        ]
+        if _nova.is_nova(job.model):
+            body = _nova.nova_body(job, images, await _nova.nova_mask(job))
+        else:
+            white = await _inputs.white_mask(job, provider="amazon")
+            mask = None if white is None else base64.b64encode(white).decode("ascii")
+            body = stability_body(job, images, mask)
+        resp = await upstream.post(
+            f"/model/{_inputs.model_path(job.model, provider=upstream.name)}/invoke",
+            data=msgspec.json.encode(body),
+            headers={
+                **job.extra_headers,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+        )
+        if not resp.ok:
+            raise _replies.failure(upstream.name, resp, error_message(resp.body))
+        outputs = [translate.Encoded(b) for b in parse_images(upstream.name, resp.body)]
+        return await translate.images_result(outputs, job=job, upstream=upstream)

@@ -1,0 +1,206 @@
+"""Black Forest Labs FLUX: Kontext (edit by prompt), Fill (mask) and Expand.
+
+API: https://docs.bfl.ai (``POST /v1/{model}``, then ``GET polling_url``)
+Submit answers ``{id, polling_url}``; the proxy polls that URL (only on the allowed
+hosts, ``*.bfl.ai`` by default, since the key goes with it) every
+``poll_interval_s`` until ``Ready``, up to ``deadline_s`` (then 504). ``Error`` and
+``Failed`` are a 502, ``Content Moderated``/``Request Moderated`` a 400. The result's
+``sample`` is a signed URL that expires within minutes, so with ``b64_json`` (the
+default) the proxy downloads it at once.
+Deviations: one image per job (the handler fans ``n`` out); Kontext takes up to 4 images
+(``input_image``, ``input_image_2``...) and no mask; Fill takes one image and the mask,
+converted to FLUX's white = edit; ``size`` maps to ``aspect_ratio`` (Kontext) and must
+be auto for Fill and Expand. Unknown client fields (``seed``, ``safety_tolerance``,
+``steps``...) are forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any, ClassVar, TypeVar
+
+import msgspec
+
+from proxy import sizes, translate
+from proxy.errors import (
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from proxy.models import EditJob, EditResult
+from proxy.providers import _inputs, _polling, _replies
+from proxy.providers.base import (
+    Auth,
+    Capabilities,
+    ConfigBase,
+    Pool,
+    Seconds,
+    StaticKey,
+)
+from proxy.upstream import Upstream, UpstreamResponse
+
+T = TypeVar("T")
+ASPECT_RATIOS = (
+    "21:9",
+    "16:9",
+    "3:2",
+    "4:3",
+    "5:4",
+    "1:1",
+    "4:5",
+    "3:4",
+    "2:3",
+    "9:16",
+    "9:21",
+)
+_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
+KONTEXT = Capabilities(max_images=4, mask=False, native_n=False, image_types=_TYPES)
+FILL = Capabilities(generate=False, max_images=1, native_n=False, image_types=_TYPES)
+EXPAND = Capabilities(generate=False, max_images=1, mask=False, native_n=False)
+GENERATE = Capabilities(edit=False, max_images=0, mask=False, native_n=False)
+_MODERATED = frozenset({"Content Moderated", "Request Moderated"})
+_FINAL = frozenset({"Ready", "Error", "Failed", "Task not found"}) | _MODERATED
+
+
+class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="bfl"):
+    base_url: str = "https://api.bfl.ai/v1"
+    api_key_env: str = "BFL_API_KEY"
+    poll_interval_s: Seconds = 0.5
+    deadline_s: Seconds = 300.0
+    # scheme://host patterns that polling and result URLs must match.
+    allowed_hosts: list[str] = msgspec.field(
+        default_factory=lambda: ["https://*.bfl.ai", "https://bfl.ai"]
+    )
+    pool: Pool = Pool()
+
+
+def model_capabilities(model: str) -> Capabilities:
+    if "fill" in model:
+        return FILL
+    if "expand" in model:
+        return EXPAND
+    if "kontext" in model:
+        return KONTEXT
+    return GENERATE
+
+
+class Submitted(msgspec.Struct):
+    id: str
+    polling_url: str
+
+
+class Result(msgspec.Struct):
+    sample: str | None = None
+
+
+class Job(msgspec.Struct):
+    status: str
+    result: Result | None = None
+
+
+class _Error(msgspec.Struct):
+    detail: str | list[dict[str, Any]] | None = None
+
+
+def error_message(body: bytes) -> str | None:
+    """BFL's ``detail``: a string, or FastAPI's list of ``{loc, msg}``."""
+    try:
+        detail = msgspec.json.decode(body, type=_Error).detail
+    except msgspec.DecodeError:
+        return None
+    if isinstance(detail, list):
+        return "; ".join(str(d.get("msg", d)) for d in detail) or None
+    return detail
+
+
+async def build_body(job: EditJob) -> dict[str, Any]:
+    body: dict[str, Any] = {**job.extra, "prompt": job.prompt}
+    images = [
+        await translate.inline_base64(img, provider="bfl", param=f"images[{i}]")
+        for i, img in enumerate(job.images)
+    ]
+    caps = model_capabilities(job.model)
+    if caps is FILL or caps is EXPAND:
+        sizes.require_auto(job.size, provider="bfl", why="FLUX keeps the image size")
+        body["image"] = images[0]
+        white = await _inputs.white_mask(job, provider="bfl")
+        if white is not None:
+            body["mask"] = base64.b64encode(white).decode("ascii")
+    else:
+        for i, image in enumerate(images):
+            body["input_image" if i == 0 else f"input_image_{i + 1}"] = image
+        ratio = sizes.aspect_ratio(job.size, ASPECT_RATIOS, provider="bfl")
+        if ratio is not None:
+            body["aspect_ratio"] = ratio
+    if job.output_format in ("png", "jpeg"):
+        body["output_format"] = job.output_format
+    return body
+
+
+class BFLAdapter:
+    name: ClassVar[str] = "bfl"
+    capabilities: ClassVar[Capabilities] = KONTEXT
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+
+    def auth(self, key: str) -> Auth:
+        return StaticKey("x-key", key)
+
+    def listed_models(self) -> list[str]:
+        return [
+            "flux-kontext-pro", "flux-kontext-max", "flux-pro-1.0-fill",
+            "flux-pro-1.0-expand", "flux-pro-1.1",
+        ]  # fmt: skip
+
+    def model_capabilities(self, model: str) -> Capabilities:
+        return model_capabilities(model)
+
+    def _decode(self, name: str, resp: UpstreamResponse, typ: type[T]) -> T:
+        if not resp.ok:
+            raise _replies.failure(name, resp, error_message(resp.body))
+        return _replies.decode(name, resp.body, typ)
+
+    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+        cfg = self._config
+        deadline = asyncio.get_running_loop().time() + cfg.deadline_s
+        resp = await upstream.post(
+            f"/{_inputs.model_path(job.model, provider=upstream.name)}",
+            data=msgspec.json.encode(await build_body(job)),
+            headers={**job.extra_headers, "Content-Type": "application/json"},
+        )
+        submitted = self._decode(upstream.name, resp, Submitted)
+        poll_url = _polling.require_allowed(
+            submitted.polling_url, cfg.allowed_hosts, provider=upstream.name
+        )
+
+        async def fetch() -> Job:
+            return self._decode(upstream.name, await upstream.get(poll_url), Job)
+
+        state = await _polling.poll(
+            fetch,
+            lambda j: j.status in _FINAL,
+            interval_s=cfg.poll_interval_s,
+            deadline=deadline,
+            provider=upstream.name,
+        )
+        sample = self._sample(state, upstream.name)
+        return await translate.images_result([sample], job=job, upstream=upstream)
+
+    def _sample(self, state: Job, name: str) -> str:
+        if state.status in _MODERATED:
+            raise UpstreamRejected(
+                f"provider '{name}' refused the request: {state.status}",
+                provider=name,
+                code="moderation_blocked",
+            )
+        sample = state.result.sample if state.result else None
+        if state.status != "Ready" or not sample:
+            raise UpstreamUnavailable(
+                f"provider '{name}' failed the job ({state.status})",
+                provider=name,
+                code="upstream_job_failed",
+            )
+        return _polling.require_allowed(
+            sample, self._config.allowed_hosts, provider=name
+        )

@@ -1,0 +1,71 @@
+"""A fake Black Forest Labs API: submit ``POST /v1/{model}`` → ``{id, polling_url}``,
+``GET /v1/get_result?id=`` → Pending … Ready with a signed ``sample`` URL."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.openai import Received
+from tests.fakes.provider import RESULT_PNG, FakeProvider
+
+
+class FakeBFL(FakeProvider):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.pending_polls = 1
+        self.final = "Ready"  # or Error / Failed / Content Moderated / never
+        self.poll_base = ""  # where polling_url points; defaults to this server
+        self._ids = itertools.count(1)
+        self._polls: dict[str, int] = {}
+        self.route("POST", "/v1/{model}", self._submit)
+        self.route("GET", "/v1/get_result", self._result)
+        self.route("GET", "/delivery/{file}", self._file)
+
+    def error_body(self, status: int, message: str) -> Any:
+        return {"detail": message}
+
+    def _refused(self, request: web.Request) -> web.Response | None:
+        if (
+            request.headers.get("x-key") != self.key
+            or "Authorization" in request.headers
+        ):
+            return web.json_response({"detail": "Not authenticated"}, status=403)
+        return None
+
+    async def _submit(self, request: web.Request, rec: Received) -> web.StreamResponse:
+        refused = self._refused(request)
+        if refused:
+            return refused
+        body = rec.json or {}
+        if not body.get("prompt"):
+            return web.json_response(
+                {"detail": [{"loc": ["body", "prompt"], "msg": "field required",
+                             "type": "value_error.missing"}]}, status=422)  # fmt: skip
+        jid = f"job{next(self._ids)}"
+        self._polls[jid] = 0
+        base = self.poll_base or self.url
+        return await self.scripted(
+            request,
+            lambda: {"id": jid, "polling_url": f"{base}/v1/get_result?id={jid}"},
+        )
+
+    async def _result(self, request: web.Request, rec: Received) -> web.StreamResponse:
+        refused = self._refused(request)
+        if refused:
+            return refused
+        jid = request.query["id"]
+        self._polls[jid] += 1
+        if self._polls[jid] <= self.pending_polls or self.final == "never":
+            return web.json_response({"id": jid, "status": "Pending", "result": None})
+        reply: dict[str, Any] = {"id": jid, "status": self.final, "result": None}
+        if self.final == "Ready":
+            reply["result"] = {"sample": f"{self.url}/delivery/{jid}.png", "seed": 1}
+        return web.json_response(reply)
+
+    async def _file(self, request: web.Request, rec: Received) -> web.StreamResponse:
+        if "x-key" in request.headers:
+            return web.Response(status=400, text="no credentials on delivery URLs")
+        return web.Response(body=RESULT_PNG, content_type="image/png")
