@@ -1,17 +1,18 @@
-"""Command line: ``imagegate [--config PATH] [--host H] [--port P] [--workers N]`` and
-``imagegate check-config PATH``."""
+"""Command line: ``imagegate [--config PATH] [--host H] [--port P] [--workers N]``,
+``imagegate check-config PATH`` and ``imagegate hash-key [--stdin]``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from proxy import __version__
-from proxy.config import ConfigError, load_config
+from proxy.auth import hash_key, new_key
+from proxy.config import Config, ConfigError, load_config
+from proxy.controls import exposure_error
 
 DEFAULT_CONFIG = "config/imagegate.yaml"
 
@@ -38,11 +39,42 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("path", nargs="?", help="config file (default: --config)")
+    hashing = sub.add_parser(
+        "hash-key", help="make a new client key and print it with its sha256 for keys:"
+    )
+    hashing.add_argument(
+        "--stdin", action="store_true", help="hash the key read from standard input"
+    )
     return parser
+
+
+def _hash_key(from_stdin: bool) -> int:
+    # A key is never taken from argv, where shell history and `ps` would keep it.
+    if from_stdin:
+        key = sys.stdin.readline().strip()
+        if not key:
+            sys.stderr.write("imagegate: no key on standard input\n")
+            return 2
+        sys.stdout.write(f"sha256: {hash_key(key)}\n")
+        return 0
+    key = new_key()
+    sys.stdout.write(f"key: {key}\nsha256: {hash_key(key)}\n")
+    return 0
+
+
+def _per_process_limits(config: Config, workers: int) -> bool:
+    """Limits kept in memory would be counted once per worker."""
+    limited = any(
+        k.rpm or k.concurrency or k.budget_usd_day or k.budget_usd_month
+        for k in config.keys.values()
+    )
+    return workers > 1 and limited and config.redis_url is None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "hash-key":
+        return _hash_key(args.stdin)
     path = getattr(args, "path", None) or args.config
     try:
         config = load_config(path)
@@ -53,10 +85,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(f"{path}: ok ({len(config.providers)} providers)\n")
         return 0
     host = args.host or config.server.host
+    refusal = exposure_error(host=host, auth=config.auth, keys=config.keys)
+    if refusal is not None:
+        sys.stderr.write(f"imagegate: {refusal}\n")
+        return 2
     port = args.port if args.port is not None else config.server.port
     workers = args.workers if args.workers is not None else config.server.workers
     if workers < 1:
         sys.stderr.write("imagegate: --workers must be at least 1\n")
+        return 2
+    if _per_process_limits(config, workers):
+        sys.stderr.write(
+            "imagegate: key limits are per worker without redis_url: "
+            "set redis_url or use one worker\n"
+        )
         return 2
     if workers > 1:
         if port == 0:
@@ -69,19 +111,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return supervise([*worker_argv, "--workers", "1", "--reuse-port"], workers)
     from proxy.app import create_app
     from proxy.logs import setup_logging
+    from proxy.serve import serve
 
     setup_logging(config.server.log_level)
     app = create_app(config, environ=os.environ)
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        shutdown_timeout=config.server.shutdown_timeout_s,
-        keepalive_timeout=config.server.keepalive_timeout_s,
-        access_log=None,
-        print=None,
-        reuse_port=args.reuse_port or None,
-    )
+    try:
+        asyncio.run(
+            serve(
+                app,
+                host=host,
+                port=port,
+                shutdown_timeout_s=config.server.shutdown_timeout_s,
+                keepalive_timeout_s=config.server.keepalive_timeout_s,
+                reuse_port=args.reuse_port,
+            )
+        )
+    except OSError as exc:  # the address is taken or not ours
+        sys.stderr.write(f"imagegate: cannot listen on {host}:{port}: {exc.strerror}\n")
+        return 1
     return 0
 
 

@@ -20,12 +20,14 @@ from proxy import handlers, upload_api
 from proxy.catalog import images_models
 from proxy.config import Config, provider_keys
 from proxy.fetch import fetch_ctx
+from proxy.guard import guard
 from proxy.metrics import Metrics
 from proxy.middleware import observe
 from proxy.openapi import build_openapi
 from proxy.pricing import PriceTable
 from proxy.providers import build_adapter
 from proxy.providers.base import Pool, resolve_auth
+from proxy.resilience import CircuitBreaker
 from proxy.routing import Provider, Router
 from proxy.state import GATEWAY, Gateway
 from proxy.uploads import TempDir
@@ -51,13 +53,14 @@ def create_app(
     )
     # The JSON cap; multipart bodies are streamed and capped by the parser.
     app = web.Application(
-        middlewares=[observe], client_max_size=config.limits.max_json_bytes
+        middlewares=[observe, guard], client_max_size=config.limits.max_json_bytes
     )
     gateway.openapi = msgspec.json.encode(build_openapi())
     app[GATEWAY] = gateway
     app.cleanup_ctx.append(_files)
     app.cleanup_ctx.append(_upstreams_ctx(dict(environ)))
     app.cleanup_ctx.append(fetch_ctx(fetch_resolver))
+    app.cleanup_ctx.append(_limits)
     app.on_shutdown.append(_drain)
     for prefix in ("/v1", "/v3"):
         app.router.add_post(f"{prefix}/images/edits", handlers.images_edits)
@@ -73,6 +76,17 @@ def create_app(
 
 async def _drain(app: web.Application) -> None:
     app[GATEWAY].draining = True
+
+
+async def _limits(app: web.Application) -> AsyncIterator[None]:
+    gateway = app[GATEWAY]
+    config = gateway.config
+    if config.redis_url is not None:
+        from proxy.redis_store import RedisStore
+
+        gateway.limits = RedisStore(config.redis_url, config.redis, gateway.metrics)
+    yield
+    await gateway.limits.close()
 
 
 async def _files(app: web.Application) -> AsyncIterator[None]:
@@ -155,6 +169,12 @@ def _upstreams_ctx(
                     key_env=cfg.api_key_env,
                     metrics=gateway.metrics,
                     max_response_bytes=config.limits.max_response_bytes,
+                    retry=config.retry.for_provider(name),
+                    breaker=CircuitBreaker(
+                        name,
+                        config.breaker.for_provider(name),
+                        gateway.metrics.circuit_state.labels(name),
+                    ),
                 )
                 providers[name] = Provider(adapter, upstream)
             gateway.router = Router(

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from proxy import controls
 from proxy.providers import ProviderConfig
 from proxy.providers.base import ConfigBase
 
@@ -106,6 +107,17 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
     models: dict[str, AliasTarget] = msgspec.field(default_factory=dict)
     # Shell-style patterns over "<provider>/<model>"; null serves every model.
     allowed_models: list[ModelPattern] | None = None
+    # Gateway controls (proxy/controls.py): client keys, limits, retries, fallbacks.
+    auth: Literal["keys", "none"] = "keys"
+    keys: dict[controls.KeyName, controls.ClientKey] = msgspec.field(
+        default_factory=dict
+    )
+    redis_url: str | None = None
+    redis: controls.RedisSettings = controls.RedisSettings()
+    retry: controls.Retry = controls.Retry()
+    breaker: controls.Breaker = controls.Breaker()
+    fallbacks: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    backpressure: controls.Backpressure = controls.Backpressure()
 
 
 class ConfigError(Exception):
@@ -150,6 +162,18 @@ def parse_config(text: str | bytes, *, source: str = "<config>") -> Config:
         if not name or "/" in name:
             raise ConfigError(f"{source}: provider name {name!r} must not contain '/'")
     _check_aliases(config, source)
+    try:
+        controls.validate(
+            auth=config.auth,
+            keys=config.keys,
+            redis_url=config.redis_url,
+            providers=list(config.providers),
+            fallbacks=config.fallbacks,
+            retry=config.retry,
+            breaker=config.breaker,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
     return config
 
 

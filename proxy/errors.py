@@ -11,6 +11,7 @@
     │   ├── PayloadTooLarge            413 invalid_request_error
     │   ├── UnsupportedMediaType       415 invalid_request_error
     │   └── RateLimited                429 rate_limit_error        (the proxy's own limits)
+    │       └── BudgetExceeded         429 rate_limit_error        (not retryable)
     ├── ProviderNotConfigured          503 server_error            (no key for a provider)
     ├── Overloaded                     503 server_error            (backpressure)
     ├── InsufficientStorage            507 server_error            (upload store full)
@@ -19,8 +20,10 @@
         ├── UpstreamAuthError          502 our credentials were refused (401/403)
         ├── UpstreamRateLimited        429 passes Retry-After through
         ├── UpstreamUnavailable        502 connect errors, provider 5xx
+        │   └── CircuitOpen            503 the provider's circuit breaker is open
         ├── UpstreamTimeout            504
-        └── UpstreamProtocolError      502 unparseable or oversized provider response
+        ├── UpstreamProtocolError      502 unparseable or oversized provider response
+        └── AllProvidersFailed         502 (429/504 when every cause was one) fallbacks
 
 Each class carries its HTTP status and OpenAI error ``type``; ``retryable`` says whether
 a client may usefully try again (rendered as ``x-should-retry``).
@@ -102,6 +105,11 @@ class RateLimited(RequestError):
     retryable = True
 
 
+class BudgetExceeded(RateLimited):
+    # A budget resets hours away: an SDK's quick retries would only be refused again.
+    retryable = False
+
+
 class ProviderNotConfigured(ProxyError):
     status = 503
     retryable = False
@@ -113,6 +121,9 @@ class Overloaded(ProxyError):
 
 class UpstreamError(ProxyError):
     status = 502
+    # True when nothing reached the provider (the connection was never made), so the
+    # request cannot have been billed and may be sent again.
+    unsent: bool = False
 
     def __init__(
         self,
@@ -166,12 +177,37 @@ class UpstreamUnavailable(UpstreamError):
     pass
 
 
+class CircuitOpen(UpstreamUnavailable):
+    status = 503
+
+
 class UpstreamTimeout(UpstreamError):
     status = 504
 
 
 class UpstreamProtocolError(UpstreamError):
     pass
+
+
+class AllProvidersFailed(UpstreamError):
+    """Every provider of a model's fallback chain failed; the message lists each cause."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            message, provider=provider, code="all_providers_failed", headers=headers
+        )
+        self._status = status
+
+    @property
+    def http_status(self) -> int:
+        return self._status
 
 
 # 408 from a provider means it gave up waiting on us: a timeout, not the client's input.

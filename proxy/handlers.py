@@ -9,9 +9,10 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from proxy import streaming
+from proxy import fallback, streaming
 from proxy.accounting import account, price, splice
 from proxy.context import CURRENT
+from proxy.guard import authorize
 from proxy.headers import validate_extra_headers
 from proxy.inputs import resolve_inputs
 from proxy.models import (
@@ -37,6 +38,7 @@ from proxy.providers.base import StreamingAdapter, capabilities_of
 from proxy.routing import Route
 from proxy.state import GATEWAY, Gateway
 from proxy.translate import fan_out
+from proxy.upload_api import caller
 from proxy.uploads import UploadSet
 from proxy.workers import exposition
 
@@ -81,6 +83,7 @@ def _job(
 
 def _route(gateway: Gateway, model: str) -> Route:
     route = gateway.router.resolve(model)
+    authorize(gateway, f"{route.provider}/{route.model}")  # an alias's target
     ctx = CURRENT.get()
     if ctx is not None:
         ctx.provider = route.provider
@@ -128,32 +131,66 @@ async def _run(
     job: EditJob,
     uploads: UploadSet | None = None,
 ) -> web.StreamResponse:
+    """Answer with the model's route or a fallback's; stream when asked."""
     ctx = CURRENT.get()
     if ctx is not None:
         ctx.prompt = job.prompt  # the access log shows it only if configured
+    adapter = route.adapter
+    if (
+        job.stream
+        and isinstance(adapter, StreamingAdapter)
+        and capabilities_of(adapter, route.model).streaming
+    ):
+        # A relayed stream cannot fall back once it started; it is not retried.
+        streamed = await _prepare(gateway, route, job, uploads)
+        return await streaming.relay(request, gateway, route, streamed, adapter)
+    key = ctx.key if ctx is not None and gateway.keys else None
+    answered, result = await fallback.run(
+        route,
+        job,
+        lambda one_route, one_job: _call(gateway, uploads, one_route, one_job),
+        chain=gateway.config.fallbacks.get(f"{route.provider}/{route.model}", []),
+        router=gateway.router,
+        keys=gateway.keys,
+        key=key,
+        metrics=gateway.metrics,
+    )
+    if answered is not route:
+        _route(gateway, f"{answered.provider}/{answered.model}")
+    if job.stream:
+        return streaming.completed_events(gateway, answered, job, result)
+    return _respond(gateway, answered, result)
+
+
+async def _prepare(
+    gateway: Gateway, route: Route, job: EditJob, uploads: UploadSet | None
+) -> EditJob:
+    """Check the job against the route's provider and resolve its image references
+    (stored files, URLs to fetch) into what that provider takes."""
     caps = capabilities_of(route.adapter, route.model)
     check_capabilities(job, caps, provider=route.provider)
-    if uploads is not None:
-        assert gateway.store is not None
-        assert gateway.fetcher is not None
-        job = await resolve_inputs(
-            job, caps, provider=route.provider, files=gateway.store,
-            fetcher=gateway.fetcher, uploads=uploads,
-        )  # fmt: skip
-        check_capabilities(job, caps, provider=route.provider)
-    if job.stream and caps.streaming and isinstance(route.adapter, StreamingAdapter):
-        return await streaming.relay(request, gateway, route, job, route.adapter)
+    if uploads is None:
+        return job
+    assert gateway.store is not None
+    assert gateway.fetcher is not None
+    job = await resolve_inputs(
+        job, caps, provider=route.provider, files=gateway.store,
+        fetcher=gateway.fetcher, uploads=uploads, owner=caller(gateway),
+    )  # fmt: skip
+    check_capabilities(job, caps, provider=route.provider)
+    return job
+
+
+async def _call(
+    gateway: Gateway, uploads: UploadSet | None, route: Route, job: EditJob
+) -> EditResult:
+    job = await _prepare(gateway, route, job, uploads)
+    caps = capabilities_of(route.adapter, route.model)
     plain = msgspec.structs.replace(job, stream=False)
     if not caps.native_n and (job.n or 1) > 1:
         # The provider makes one image per call: n calls in parallel, one result.
-        result = await fan_out(
-            plain, lambda one: route.adapter.edit(one, route.upstream)
-        )
-    else:
-        result = await route.adapter.edit(plain, route.upstream)
-    if job.stream:
-        return streaming.completed_events(gateway, route, job, result)
-    return _respond(gateway, route, result)
+        return await fan_out(plain, lambda one: route.adapter.edit(one, route.upstream))
+    return await route.adapter.edit(plain, route.upstream)
 
 
 async def images_generations(request: web.Request) -> web.StreamResponse:
@@ -187,6 +224,8 @@ async def readyz(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     if gateway.draining:
         return web.json_response({"status": "draining"}, status=503)
+    if gateway.pressure.saturated:
+        return web.json_response({"status": "saturated"}, status=503)
     return web.json_response({"status": "ready", "providers": gateway.router.names})
 
 

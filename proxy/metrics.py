@@ -13,6 +13,7 @@ from typing import NamedTuple
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from proxy.errors import (
+    BudgetExceeded,
     Forbidden,
     NotFound,
     Overloaded,
@@ -50,6 +51,7 @@ _REJECT_REASONS: tuple[tuple[type[ProxyError], str], ...] = (
     (Forbidden, "forbidden"),
     (PayloadTooLarge, "too_large"),
     (UnsupportedMediaType, "unsupported_media_type"),
+    (BudgetExceeded, "budget"),
     (RateLimited, "rate_limited"),
     (RequestError, "invalid_request"),
     (ProviderNotConfigured, "provider_not_configured"),
@@ -248,6 +250,18 @@ class Metrics:
             ["provider"],
             registry=registry,
             multiprocess_mode="max",
+        )
+        self.limit_store_errors = Counter(
+            "imagegate_limit_store_errors",
+            "Shared limits store (Redis) calls failed or skipped, by operation.",
+            ["operation"],
+            registry=registry,
+        )
+        self.temp_reserved_bytes = Gauge(
+            "imagegate_temp_reserved_bytes",
+            "Multipart body bytes admitted for spooling to temp files.",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
 
     def route(self, route: str) -> RouteSeries:

@@ -7,7 +7,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from proxy.auth import KeyRing
+from proxy.backpressure import Pressure
 from proxy.config import Config
+from proxy.limits import LimitStore, MemoryStore
 from proxy.metrics import Metrics
 from proxy.pricing import PriceTable
 from proxy.routing import Router
@@ -30,6 +33,13 @@ class Gateway:
     fetcher: Fetcher | None = None
     # The encoded OpenAPI description, built once at start-up.
     openapi: bytes = b""
+    limits: LimitStore = field(default_factory=MemoryStore)
+    keys: KeyRing = field(init=False)
+    pressure: Pressure = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keys = KeyRing(self.config.keys)
+        self.pressure = Pressure(self.config.backpressure, self.metrics)
 
     @property
     def files(self) -> TempDir:

@@ -18,11 +18,12 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from proxy.config import Limits
+from proxy.context import CURRENT
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from proxy.filestore import FileStore, StoredFile
 from proxy.images import SNIFF_BYTES, sniff
 from proxy.parsing import _MALFORMED, _idle, _read_chunk, media_type
-from proxy.state import GATEWAY
+from proxy.state import GATEWAY, Gateway
 from proxy.tasks import TaskGroup
 from proxy.workers import MULTIPROC_ENV
 
@@ -72,6 +73,13 @@ def _files_ctx(
     return ctx
 
 
+def caller(gateway: Gateway) -> str | None:
+    """The client key's name when client keys are configured: files are then theirs
+    (each key sees and uses only its own uploads); None, everyone's."""
+    ctx = CURRENT.get()
+    return ctx.key if gateway.keys and ctx is not None else None
+
+
 def _store(request: web.Request) -> FileStore:
     store = request.app[GATEWAY].store
     assert store is not None
@@ -107,7 +115,8 @@ async def _read_upload(request: web.Request, store: FileStore) -> StoredFile:
             if not isinstance(part, BodyPartReader):
                 raise InvalidRequest("nested multipart bodies are not supported")
             if part.name == "file" and record is None:
-                record = await _save(store, part, limits)
+                owner = caller(request.app[GATEWAY])
+                record = await _save(store, part, limits, owner)
             elif part.name == "purpose" and purpose is None:
                 purpose = await _read_purpose(part, limits)
             else:
@@ -130,7 +139,9 @@ async def _read_upload(request: web.Request, store: FileStore) -> StoredFile:
     return record
 
 
-async def _save(store: FileStore, part: BodyPartReader, limits: Limits) -> StoredFile:
+async def _save(
+    store: FileStore, part: BodyPartReader, limits: Limits, owner: str | None
+) -> StoredFile:
     head = b""
     while len(head) < SNIFF_BYTES and (chunk := await _read_chunk(part, limits)):
         head += chunk
@@ -148,7 +159,9 @@ async def _save(store: FileStore, part: BodyPartReader, limits: Limits) -> Store
             yield chunk
 
     name = os.path.basename(part.filename or "")[:255]
-    return await store.save(chunks(), file_name=name, mimetype=kind, purpose=None)
+    return await store.save(
+        chunks(), file_name=name, mimetype=kind, purpose=None, owner=owner
+    )
 
 
 async def _read_purpose(part: BodyPartReader, limits: Limits) -> str:
@@ -168,13 +181,14 @@ async def _read_purpose(part: BodyPartReader, limits: Limits) -> str:
 
 async def list_files(request: web.Request) -> web.Response:
     purpose = request.query.get("purpose")
-    files = await _store(request).list(purpose=purpose)
+    owner = caller(request.app[GATEWAY])
+    files = await _store(request).list(owner=owner, purpose=purpose)
     return web.json_response({"data": [f.public() for f in files]})
 
 
 async def show_file(request: web.Request) -> web.Response:
     file_id = request.match_info["file_id"]
-    record = await _store(request).lookup(file_id)
+    record = await _store(request).lookup(file_id, owner=caller(request.app[GATEWAY]))
     if record is None:
         raise _not_found(file_id)
     return web.json_response(record.public())
@@ -182,7 +196,7 @@ async def show_file(request: web.Request) -> web.Response:
 
 async def delete_file(request: web.Request) -> web.Response:
     file_id = request.match_info["file_id"]
-    if not await _store(request).delete(file_id):
+    if not await _store(request).delete(file_id, owner=caller(request.app[GATEWAY])):
         raise _not_found(file_id)
     return web.json_response({"file_id": file_id, "deleted": True})
 

@@ -2,14 +2,18 @@
 
 This is the only module that catches aiohttp client exceptions; it maps them to the
 proxy's ``UpstreamError`` tree in one context manager. Reply bodies are read with a cap,
-so a misbehaving provider cannot exhaust memory.
+so a misbehaving provider cannot exhaust memory. Authenticated calls pass the provider's
+circuit breaker and retry what ``proxy.resilience`` calls safe; a body that cannot be
+sent twice (a ``FormData``) is given as a ``body`` factory that builds it per try.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -17,6 +21,7 @@ import msgspec
 from multidict import CIMultiDictProxy
 
 from proxy.context import add_upstream_time, trace_headers
+from proxy.controls import RetryPolicy
 from proxy.errors import (
     InvalidRequest,
     ProviderNotConfigured,
@@ -27,6 +32,11 @@ from proxy.errors import (
 )
 from proxy.metrics import Metrics
 from proxy.providers.base import Auth, RequestSigner
+from proxy.resilience import RETRY_STATUSES, CircuitBreaker, backoff_s, retry_after_s
+
+# Builds a request body afresh for each try, e.g. ``lambda: multipart_form(job, ...)``.
+BodyFactory = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
+_NO_RETRY = RetryPolicy(attempts=1)
 
 
 class UpstreamResponse(msgspec.Struct, frozen=True):
@@ -73,6 +83,7 @@ class UpstreamStream:
         """The body in the pieces it arrives in."""
         async with self._errors():
             async for chunk in self._resp.content.iter_any():
+                self._upstream._received.inc(len(chunk))
                 yield chunk
         self._finished = True
 
@@ -97,6 +108,8 @@ class Upstream:
         key_env: str,
         metrics: Metrics,
         max_response_bytes: int,
+        retry: RetryPolicy = _NO_RETRY,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -107,6 +120,10 @@ class Upstream:
         self._max_response_bytes = max_response_bytes
         self._duration = metrics.upstream_duration.labels(name)
         self._received = metrics.upstream_received_bytes.labels(name)
+        self._retries = metrics.retries.labels(name)
+        self._retry = retry
+        self._breaker = breaker
+        self._rng = random.Random()
 
     def url(self, path: str) -> str:
         if path.startswith(("https://", "http://")):
@@ -133,24 +150,110 @@ class Upstream:
         *,
         headers: Mapping[str, str] | None = None,
         authenticated: bool = True,
+        body: BodyFactory | None = None,
         **kwargs: Any,
     ) -> UpstreamResponse:
-        """Send one request and read the whole (capped) reply."""
-        if authenticated:
-            sent = await self._headers(headers)
-            if isinstance(self._auth, RequestSigner):
-                body = kwargs.get("data", b"")
-                assert isinstance(body, bytes), "a signed request needs a bytes body"
-                sent = dict(await self._auth.sign(method, self.url(path), sent, body))
-        else:
+        """Send one request and read the whole (capped) reply.
+
+        Authenticated calls go through the circuit breaker and the retry policy.
+        """
+        if not authenticated:
             sent = {**(headers or {}), **trace_headers()}
+            return await self._attempt(method, path, sent, body, kwargs)
+        sent = await self._headers(headers)
+        if isinstance(self._auth, RequestSigner):
+            data = kwargs.get("data", b"")
+            assert isinstance(data, bytes), "a signed request needs a bytes body"
+            sent = dict(await self._auth.sign(method, self.url(path), sent, data))
+        breaker = self._breaker
+        if breaker is None:
+            return await self._with_retries(method, path, sent, body, kwargs)
+        breaker.before()
+        # Every call let through settles: a cancelled one gives no verdict.
+        settle = breaker.neutral
+        try:
+            resp = await self._with_retries(method, path, sent, body, kwargs)
+        except (UpstreamUnavailable, UpstreamTimeout, UpstreamProtocolError):
+            settle = breaker.failure
+            raise
+        else:
+            if resp.status != 429:
+                settle = breaker.failure if resp.status >= 500 else breaker.success
+            return resp
+        finally:
+            settle()
+
+    async def _with_retries(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: BodyFactory | None,
+        kwargs: dict[str, Any],
+    ) -> UpstreamResponse:
+        policy = self._retry
+        # A FormData is consumed by its first send; only a factory can send it again.
+        resendable = body is not None or not isinstance(
+            kwargs.get("data"), aiohttp.FormData
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + policy.deadline_s
+        for tries in range(1, policy.attempts + 1):
+            last = tries == policy.attempts
+            try:
+                resp = await self._attempt(method, path, headers, body, kwargs)
+            except UpstreamError as exc:
+                if last or not (exc.unsent and resendable):
+                    raise
+                wait = backoff_s(policy, tries - 1, self._rng)
+                if loop.time() + wait > deadline:
+                    raise
+            else:
+                later = self._retry_after(resp, policy)
+                if (
+                    not resendable
+                    or last
+                    or later is None
+                    or loop.time() + later > deadline
+                ):
+                    return resp
+                wait = later
+            self._retries.inc()
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _retry_after(self, resp: UpstreamResponse, policy: RetryPolicy) -> float | None:
+        """The wait before sending again after a 429/503 that says when; else None."""
+        if resp.status not in RETRY_STATUSES:
+            return None
+        wait = retry_after_s(resp.headers.get("Retry-After"), now=time.time())
+        if wait is None or wait > policy.max_retry_after_s:
+            return None
+        return wait + backoff_s(policy, 0, self._rng)
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: BodyFactory | None,
+        kwargs: dict[str, Any],
+    ) -> UpstreamResponse:
+        if body is None:
+            return await self._send(method, path, headers, kwargs)
+        async with body() as data:
+            return await self._send(method, path, headers, {**kwargs, "data": data})
+
+    async def _send(
+        self, method: str, path: str, headers: dict[str, str], kwargs: dict[str, Any]
+    ) -> UpstreamResponse:
         start = time.perf_counter()
         outcome = "error"
         try:
             async with (
                 self._map_errors(),
                 self.session.request(
-                    method, self.url(path), headers=sent, **kwargs
+                    method, self.url(path), headers=headers, **kwargs
                 ) as r,
             ):
                 body = await self._read_capped(r)
@@ -178,6 +281,9 @@ class Upstream:
         returning it to the pool, so a client that went away frees the upstream.
         """
         sent = await self._headers(headers)
+        breaker = self._breaker
+        if breaker is not None:
+            breaker.before()
         start = time.perf_counter()
         reply: UpstreamStream | None = None
         try:
@@ -195,6 +301,15 @@ class Upstream:
             self._duration.observe(elapsed)
             outcome = "error" if reply is None else reply.outcome
             self._metrics.upstream_requests.labels(self.name, outcome).inc()
+            if breaker is not None:
+                # Not retried: a stream may have reached the client. The breaker
+                # hears failures (no reply, 5xx, broken stream) and successes.
+                if outcome == "error" or outcome == "5xx":
+                    breaker.failure()
+                elif outcome in ("2xx", "4xx"):
+                    breaker.success()
+                else:
+                    breaker.neutral()
 
     async def post(self, path: str, **kwargs: Any) -> UpstreamResponse:
         return await self.request("POST", path, **kwargs)
@@ -231,6 +346,23 @@ class Upstream:
             yield
         except UpstreamError:
             raise
+        except aiohttp.ConnectionTimeoutError as exc:
+            # Raised while connecting: nothing was sent.
+            err: UpstreamError = UpstreamTimeout(
+                f"provider '{name}' did not accept a connection in time",
+                provider=name,
+                code="upstream_timeout",
+            )
+            err.unsent = True
+            raise err from exc
+        except aiohttp.ClientConnectorError as exc:
+            err = UpstreamUnavailable(
+                f"provider '{name}' is unreachable ({type(exc).__name__})",
+                provider=name,
+                code="upstream_unavailable",
+            )
+            err.unsent = True
+            raise err from exc
         except TimeoutError as exc:
             raise UpstreamTimeout(
                 f"provider '{name}' did not answer in time",

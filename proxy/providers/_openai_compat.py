@@ -244,11 +244,25 @@ async def send(
     generations_path: str,
     headers: dict[str, str],
 ) -> EditResult:
-    """One OpenAI-shaped call, its reply read whole."""
-    async with request_args(
-        job, edits_path=edits_path, generations_path=generations_path, headers=headers
-    ) as (path, kwargs):
-        resp = await upstream.post(path, **kwargs)
+    """One OpenAI-shaped call: multipart in → multipart out, JSON in → JSON out."""
+    json_headers = {**headers, "Content-Type": "application/json"}
+    if job.operation == "generate":
+        resp = await upstream.post(
+            generations_path,
+            data=await json_body(job, model=job.model),
+            headers=json_headers,
+        )
+    elif job.source == "multipart":
+        # A factory, not a form: a retry rebuilds the form from the temp files.
+        resp = await upstream.post(
+            edits_path,
+            body=lambda: multipart_form(job, model=job.model),
+            headers=headers,
+        )
+    else:
+        resp = await upstream.post(
+            edits_path, data=await json_body(job, model=job.model), headers=json_headers
+        )
     if not resp.ok:
         raise error_for(upstream.name, resp)
     return parse_images(upstream.name, resp.body)

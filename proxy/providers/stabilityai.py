@@ -237,8 +237,12 @@ class StabilityAdapter:
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         endpoint = endpoint_for(job, upstream.name)
         headers = {**job.extra_headers, "Accept": "application/json"}
-        async with build_form(job, endpoint, upstream.name) as form:
-            resp = await upstream.post(endpoint.path, data=form, headers=headers)
+        # A factory, not a form: a retry rebuilds the form from the temp files.
+        resp = await upstream.post(
+            endpoint.path,
+            body=lambda: build_form(job, endpoint, upstream.name),
+            headers=headers,
+        )
         if not resp.ok:
             raise error_for(upstream.name, resp)
         image = parse_reply(upstream.name, resp)

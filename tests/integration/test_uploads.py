@@ -22,6 +22,7 @@ from proxy.filestore import ORPHAN_GRACE_S
 from proxy.workers import MULTIPROC_ENV
 from tests.conftest import AiohttpServer, StartProxy, build_config
 from tests.fakes.openai import FakeOpenAI
+from tests.gateway import KEY_A, KEY_B, key_entry
 from tests.images import jpeg_like, png
 
 Start = Callable[..., Awaitable[TestServer]]
@@ -275,3 +276,42 @@ async def test_worker_processes_share_the_default_store(
     # One worker stopping leaves the shared store to the others (and the supervisor).
     status, _ = await _call(two, "GET", f"/v3/upload/{up['file_id']}")
     assert status == 200
+
+
+async def test_with_client_keys_each_key_has_its_own_files(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI
+) -> None:
+    proxy = await start_proxy(
+        {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
+        keys={"team-a": key_entry(KEY_A), "team-b": key_entry(KEY_B)},
+    )
+    a = {"Authorization": f"Bearer {KEY_A}"}
+    b = {"Authorization": f"Bearer {KEY_B}"}
+    form = aiohttp.FormData()
+    form.add_field("file", png(), filename="a.png")
+    status, up = await _call(proxy, "POST", "/v3/upload", data=form, headers=a)
+    assert status == 200, up
+    file_id = up["file_id"]
+    status, listing = await _call(proxy, "GET", "/v3/upload", headers=b)
+    assert listing["data"] == []
+    status, _ = await _call(proxy, "GET", f"/v3/upload/{file_id}", headers=b)
+    assert status == 404
+    edit = {"model": "openai/gpt-image-2", "prompt": "hat",
+            "images": [{"file_id": file_id}]}  # fmt: skip
+    # Another key's id is unknown to this key: passed to OpenAI as one of its own.
+    status, _ = await _call(proxy, "POST", "/v3/images/edits", json=edit, headers=b)
+    assert fake_openai.last.json is not None
+    assert fake_openai.last.json["images"] == [{"file_id": file_id}]
+    status, _ = await _call(proxy, "DELETE", f"/v3/upload/{file_id}", headers=b)
+    assert status == 404
+    status, answer = await _call(
+        proxy, "POST", "/v3/images/edits", json=edit, headers=a
+    )
+    assert status == 200, answer
+    assert fake_openai.last.json["images"][0]["image_url"].startswith("data:image/png")
+    status, listing = await _call(proxy, "GET", "/v3/upload", headers=a)
+    assert [f["file_id"] for f in listing["data"]] == [file_id]
+    status, _ = await _call(proxy, "DELETE", f"/v3/upload/{file_id}", headers=a)
+    assert status == 200
+    status, _ = await _call(proxy, "GET", "/v3/upload", headers={})
+    assert status == 401

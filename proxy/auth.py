@@ -1,0 +1,92 @@
+"""Client keys: which configured key a request presents, and which models it may use.
+
+The config holds only each key's SHA-256; the presented key is hashed and compared with
+every configured hash in constant time, without stopping at a match, so neither the
+comparison nor the number of comparisons says anything about a key. The key itself is
+never stored, logged or forwarded: callers only ever see the key's configured name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping
+from fnmatch import fnmatchcase
+
+from proxy.controls import ClientKey
+from proxy.errors import Forbidden, Unauthorized
+
+# Header names SDKs use for a key: OpenAI's (Bearer), Azure OpenAI's, Anthropic-style.
+_KEY_HEADERS = ("api-key", "x-api-key")
+_BEARER = "bearer "
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return "igk-" + secrets.token_urlsafe(32)
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    auth = headers.get("Authorization", "")
+    if auth[: len(_BEARER)].lower() == _BEARER and auth[len(_BEARER) :].strip():
+        return auth[len(_BEARER) :].strip()
+    for name in _KEY_HEADERS:
+        value = headers.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+class KeyRing:
+    """The configured client keys; empty means no authentication (loopback or none)."""
+
+    def __init__(self, keys: Mapping[str, ClientKey]) -> None:
+        self._keys = dict(keys)
+        self._digests = [(name, bytes.fromhex(k.sha256)) for name, k in keys.items()]
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def __getitem__(self, name: str) -> ClientKey:
+        return self._keys[name]
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._keys)
+
+    def authenticate(self, headers: Mapping[str, str]) -> str:
+        """The name of the key the request presents; Unauthorized if none matches."""
+        key = presented_key(headers)
+        if key is None:
+            raise Unauthorized(
+                "missing API key: send 'Authorization: Bearer <key>'",
+                code="missing_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        digest = hashlib.sha256(key.encode()).digest()
+        found: str | None = None
+        for name, expected in self._digests:
+            if hmac.compare_digest(digest, expected):
+                found = name
+        if found is None:
+            raise Unauthorized(
+                "invalid API key",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return found
+
+    def allows(self, name: str, model: str) -> bool:
+        return any(fnmatchcase(model, p) for p in self._keys[name].models)
+
+    def check_model(self, name: str, model: str) -> None:
+        if not self.allows(name, model):
+            raise Forbidden(
+                f"key '{name}' may not use model '{model}'",
+                param="model",
+                code="model_not_allowed",
+            )

@@ -1,0 +1,155 @@
+"""Config sections of the gateway controls: client keys, shared limits (Redis), retries,
+circuit breakers, fallbacks and backpressure, and the checks that span sections.
+
+Only declarations and pure validation live here; each control's behaviour lives in its
+own module (``auth``, ``limits``, ``resilience``, ``fallback``, ``backpressure``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Literal
+
+import msgspec
+
+
+class ConfigBase(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # Not proxy.providers.base.ConfigBase: proxy.upstream imports this module, and the
+    # providers package imports proxy.upstream.
+    pass
+
+
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+NonNegSeconds = Annotated[float, msgspec.Meta(ge=0)]
+Usd = Annotated[float, msgspec.Meta(gt=0)]
+Sha256Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+KeyName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+FailMode = Literal["open", "closed"]
+
+
+class ClientKey(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    """One client key, known only by the SHA-256 of the key (``imagegate hash-key``)."""
+
+    sha256: Sha256Hex
+    # fnmatch patterns over "provider/model", e.g. "openai/*".
+    models: Annotated[list[str], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["*"]
+    )
+    rpm: PositiveInt | None = None
+    concurrency: PositiveInt | None = None
+    budget_usd_day: Usd | None = None
+    budget_usd_month: Usd | None = None
+
+
+class RedisSettings(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    """How the limits behave when Redis (``redis_url``) cannot be reached."""
+
+    # Rate and concurrency limits keep serving through an outage by default; budgets
+    # stop spending money the gateway can no longer count.
+    rates_on_error: FailMode = "open"
+    budgets_on_error: FailMode = "closed"
+    timeout_s: Seconds = 0.5
+    # After a failed call Redis is not asked again for this long: the fail mode
+    # applies at once instead of every request waiting out timeout_s.
+    recheck_s: NonNegSeconds = 1.0
+    prefix: str = "imagegate"
+    # A concurrency slot of a replica that died frees itself after this long.
+    lease_s: Seconds = 900.0
+
+
+class RetryPolicy(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    """Only what cannot have been billed is retried (see ``proxy.resilience``)."""
+
+    attempts: PositiveInt = 3  # tries in all, the first included
+    backoff_base_s: Seconds = 0.25
+    backoff_max_s: Seconds = 4.0
+    # A Retry-After longer than this goes to a fallback or back to the client instead:
+    # short waits absorb a blip, long ones are the client's call.
+    max_retry_after_s: NonNegSeconds = 2.0
+    # No new try starts after this long from the first.
+    deadline_s: Seconds = 30.0
+
+
+class Retry(RetryPolicy, frozen=True, forbid_unknown_fields=True):
+    providers: dict[str, RetryPolicy] = msgspec.field(default_factory=dict)
+
+    def for_provider(self, name: str) -> RetryPolicy:
+        return self.providers.get(name, self)
+
+
+class BreakerPolicy(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    failures: PositiveInt = 5  # consecutive failures that open the circuit
+    cooldown_s: Seconds = 30.0  # open this long before one probe is let through
+
+
+class Breaker(BreakerPolicy, frozen=True, forbid_unknown_fields=True):
+    providers: dict[str, BreakerPolicy] = msgspec.field(default_factory=dict)
+
+    def for_provider(self, name: str) -> BreakerPolicy:
+        return self.providers.get(name, self)
+
+
+class Backpressure(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    max_inflight: PositiveInt = 256
+    # Declared multipart body bytes being spooled to temp files at once.
+    max_temp_bytes: PositiveInt = 4 * 1024**3
+    retry_after_s: PositiveInt = 1
+
+
+def validate(
+    *,
+    auth: str,
+    keys: Mapping[str, ClientKey],
+    redis_url: str | None,
+    providers: Sequence[str],
+    fallbacks: Mapping[str, Sequence[str]],
+    retry: Retry,
+    breaker: Breaker,
+) -> None:
+    """Cross-section checks; raises ValueError with a one-line reason naming the key."""
+    if auth == "none" and keys:
+        raise ValueError("auth: none conflicts with configured keys; remove one")
+    if "anonymous" in keys:
+        raise ValueError("keys: 'anonymous' is reserved for requests without a key")
+    if redis_url is not None and not redis_url.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise ValueError("redis_url: must start with redis://, rediss:// or unix://")
+    known = set(providers)
+    for section, names in (("retry", retry.providers), ("breaker", breaker.providers)):
+        for name in names:
+            if name not in known:
+                raise ValueError(f"{section}.providers: unknown provider {name!r}")
+    for model, chain in fallbacks.items():
+        for entry in (model, *chain):
+            provider, _, model_id = entry.partition("/")
+            if not model_id or provider not in known:
+                raise ValueError(
+                    f"fallbacks: {entry!r} must be '<provider>/<model>' with a "
+                    "configured provider"
+                )
+        if model in chain or len(set(chain)) != len(chain):
+            raise ValueError(f"fallbacks.{model}: entries must be distinct")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_error(
+    *, host: str, auth: str, keys: Mapping[str, ClientKey]
+) -> str | None:
+    """Secure by default: without client keys only a loopback address is served."""
+    if keys or auth == "none" or is_loopback(host):
+        return None
+    return (
+        f"refusing to listen on {host} without client keys: configure keys, "
+        "listen on 127.0.0.1, or set 'auth: none' to serve without authentication"
+    )

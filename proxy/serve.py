@@ -1,0 +1,58 @@
+"""Serving until SIGTERM or SIGINT, then a graceful shutdown.
+
+On the signal ``/readyz`` fails at once (``draining``) and the listening socket closes,
+so no new connection is accepted; requests in flight get ``server.shutdown_timeout_s``
+to finish, then aiohttp cancels what is left (each request's temp files are removed on
+the way out); the cleanup contexts then remove the temp directory and close upstream
+sessions and the limits store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from proxy.state import GATEWAY
+
+log = logging.getLogger("imagegate")
+
+
+async def serve(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    shutdown_timeout_s: float,
+    keepalive_timeout_s: float = 75.0,
+    reuse_port: bool = False,
+) -> None:
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=shutdown_timeout_s,
+        keepalive_timeout=keepalive_timeout_s,
+    )
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        # reuse_port: the workers of `--workers N` share one port (SO_REUSEPORT).
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+        await site.start()
+        log.info("listening", extra={"fields": {"host": host, "port": port}})
+        await stop.wait()
+        app[GATEWAY].draining = True
+        log.info(
+            "draining", extra={"fields": {"in_flight": app[GATEWAY].pressure.inflight}}
+        )
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+    log.info("stopped")
