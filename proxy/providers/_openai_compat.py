@@ -19,7 +19,6 @@ from proxy import sse
 from proxy.errors import (
     InvalidRequest,
     UpstreamError,
-    UpstreamProtocolError,
     from_upstream_status,
 )
 from proxy.images import EXTENSIONS
@@ -32,6 +31,7 @@ from proxy.models import (
     StoredImage,
     Usage,
 )
+from proxy.providers import _replies
 from proxy.upstream import Upstream, UpstreamResponse
 
 # Typed job fields forwarded under their own names when set.
@@ -176,14 +176,7 @@ _object_decoder = msgspec.json.Decoder(dict[str, Any])
 
 def parse_images(provider: str, body: bytes) -> EditResult:
     """Validate an OpenAI images reply; keep its bytes for splicing."""
-    try:
-        shape = _shape_decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        raise UpstreamProtocolError(
-            f"provider '{provider}' sent an unexpected reply",
-            provider=provider,
-            code="upstream_protocol_error",
-        ) from exc
+    shape = _replies.decode(provider, body, _shape_decoder)
     if shape.provider is not msgspec.UNSET or shape.cost is not msgspec.UNSET:
         # An upstream gateway already added these; drop them so ours are not duplicates.
         obj = _object_decoder.decode(body)
