@@ -341,53 +341,42 @@ class Upstream:
 
     @contextlib.asynccontextmanager
     async def _map_errors(self) -> AsyncIterator[None]:
-        name = self.name
         try:
             yield
         except UpstreamError:
             raise
-        except aiohttp.ConnectionTimeoutError as exc:
-            # Raised while connecting: nothing was sent.
-            err: UpstreamError = UpstreamTimeout(
-                f"provider '{name}' did not accept a connection in time",
-                provider=name,
-                code="upstream_timeout",
-            )
-            err.unsent = True
-            raise err from exc
-        except aiohttp.ClientConnectorError as exc:
-            err = UpstreamUnavailable(
-                f"provider '{name}' is unreachable ({type(exc).__name__})",
-                provider=name,
-                code="upstream_unavailable",
-            )
-            err.unsent = True
-            raise err from exc
-        except TimeoutError as exc:
-            raise UpstreamTimeout(
-                f"provider '{name}' did not answer in time",
-                provider=name,
-                code="upstream_timeout",
-            ) from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise UpstreamProtocolError(
-                f"provider '{name}' sent a malformed or truncated reply",
-                provider=name,
-                code="upstream_protocol_error",
-            ) from exc
-        except aiohttp.ClientResponseError as exc:
-            raise UpstreamProtocolError(
-                f"provider '{name}' sent an invalid HTTP reply",
-                provider=name,
-                code="upstream_protocol_error",
-            ) from exc
-        except aiohttp.ClientError as exc:
-            # Connector errors, disconnects, resets: the provider is unreachable.
-            raise UpstreamUnavailable(
-                f"provider '{name}' is unreachable ({type(exc).__name__})",
-                provider=name,
-                code="upstream_unavailable",
-            ) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            for exc_type, cls, what, code, unsent in _ERROR_MAP:
+                if isinstance(exc, exc_type):
+                    detail = (
+                        f" ({type(exc).__name__})" if cls is UpstreamUnavailable else ""
+                    )
+                    err = cls(
+                        f"provider '{self.name}' {what}{detail}",
+                        provider=self.name,
+                        code=code,
+                    )
+                    err.unsent = unsent
+                    raise err from exc
+            raise  # pragma: no cover - _ERROR_MAP ends with the base classes
+
+
+# aiohttp client exceptions → the proxy's errors, most specific first. `unsent`: the
+# request cannot have reached the provider, so retrying it cannot bill twice.
+_ERROR_MAP: tuple[tuple[type[BaseException], type[UpstreamError], str, str, bool], ...] = (
+    (aiohttp.ConnectionTimeoutError, UpstreamTimeout,
+     "did not accept a connection in time", "upstream_timeout", True),
+    (aiohttp.ClientConnectorError, UpstreamUnavailable,
+     "is unreachable", "upstream_unavailable", True),
+    (TimeoutError, UpstreamTimeout, "did not answer in time", "upstream_timeout", False),
+    (aiohttp.ClientPayloadError, UpstreamProtocolError,
+     "sent a malformed or truncated reply", "upstream_protocol_error", False),
+    (aiohttp.ClientResponseError, UpstreamProtocolError,
+     "sent an invalid HTTP reply", "upstream_protocol_error", False),
+    # Disconnects, resets and other connection failures after sending began.
+    (aiohttp.ClientError, UpstreamUnavailable,
+     "is unreachable", "upstream_unavailable", False),
+)  # fmt: skip
 
 
 @contextlib.asynccontextmanager
