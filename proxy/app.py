@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator, Callable, Mapping
 import aiohttp
 import msgspec
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 from prometheus_client import CollectorRegistry
 
-from proxy import handlers
+from proxy import handlers, upload_api
 from proxy.catalog import images_models
 from proxy.config import Config, provider_keys
+from proxy.fetch import fetch_ctx
 from proxy.guard import guard
 from proxy.metrics import Metrics
 from proxy.middleware import observe
@@ -39,7 +41,9 @@ def create_app(
     *,
     environ: Mapping[str, str],
     registry: CollectorRegistry | None = None,
+    fetch_resolver: AbstractResolver | None = None,
 ) -> web.Application:
+    """``fetch_resolver`` resolves the hosts of client image URLs (tests inject one)."""
     gateway = Gateway(
         config=config,
         metrics=Metrics(
@@ -55,12 +59,14 @@ def create_app(
     app[GATEWAY] = gateway
     app.cleanup_ctx.append(_files)
     app.cleanup_ctx.append(_upstreams_ctx(dict(environ)))
+    app.cleanup_ctx.append(fetch_ctx(fetch_resolver))
     app.cleanup_ctx.append(_limits)
     app.on_shutdown.append(_drain)
     for prefix in ("/v1", "/v3"):
         app.router.add_post(f"{prefix}/images/edits", handlers.images_edits)
         app.router.add_post(f"{prefix}/images/generations", handlers.images_generations)
         app.router.add_get(f"{prefix}/images/models", images_models)
+    upload_api.add_routes(app, environ)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)

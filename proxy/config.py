@@ -6,6 +6,7 @@ Secrets never live here: a provider names the environment variable that holds it
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -63,9 +64,44 @@ class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):
         return (_MAX_IMAGES + 1) * self.max_file_bytes + MiB
 
 
+class Files(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    """The embedded upload store behind ``/v3/upload`` and ``file_id``."""
+
+    # None: a private directory under the temp dir, removed at shutdown.
+    dir: str | None = None
+    max_file_bytes: PositiveInt = 100 * MiB
+    max_total_bytes: PositiveInt = 10 * 1024 * MiB
+    retention_s: Seconds = 7 * 24 * 3600.0
+    sweep_interval_s: Seconds = 60.0
+
+
+class Fetch(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    """Fetching client ``image_url``s for providers that need bytes."""
+
+    allow_http: bool = False
+    # Hosts and networks that may be private on purpose (a company's image store).
+    allow_hosts: list[str] = msgspec.field(default_factory=list)
+    allow_networks: list[str] = msgspec.field(default_factory=list)
+    max_bytes: PositiveInt = _DEFAULT_MAX_FILE
+    timeout_s: Seconds = 30.0
+    connect_timeout_s: Seconds = 10.0
+    max_redirects: Annotated[int, msgspec.Meta(ge=0, le=10)] = 3
+    # Extra CA certificates (PEM) trusted besides the system store.
+    ca_file: str | None = None
+
+    def __post_init__(self) -> None:
+        for net in self.allow_networks:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"allow_networks: {net!r} is not a network") from None
+
+
 class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
     server: Server = Server()
     limits: Limits = Limits()
+    files: Files = Files()
+    fetch: Fetch = Fetch()
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
     # Aliases: a name clients may send as `model`, standing for "<provider>/<model>".
     models: dict[str, AliasTarget] = msgspec.field(default_factory=dict)

@@ -29,6 +29,8 @@ class RequestContext:
     cost: float | None = None
     images: int = 0
     error_code: str | None = None
+    # A streamed reply was cut short by the client (recorded as 499).
+    client_closed: bool = False
 
 
 CURRENT: ContextVar[RequestContext | None] = ContextVar(

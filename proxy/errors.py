@@ -14,6 +14,7 @@
     │       └── BudgetExceeded         429 rate_limit_error        (not retryable)
     ├── ProviderNotConfigured          503 server_error            (no key for a provider)
     ├── Overloaded                     503 server_error            (backpressure)
+    ├── InsufficientStorage            507 server_error            (upload store full)
     └── UpstreamError                  (provider = "<name>")
         ├── UpstreamRejected           4xx as sent by the provider (not 401/403/429)
         ├── UpstreamAuthError          502 our credentials were refused (401/403)
@@ -263,3 +264,10 @@ def from_upstream_status(
         provider=provider,
         code="upstream_error",
     )
+
+
+class InsufficientStorage(ProxyError):
+    """The upload store is full (507); retrying the same upload will not help soon."""
+
+    status = 507
+    retryable = False

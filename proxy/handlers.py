@@ -9,11 +9,12 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from proxy import fallback
-from proxy.context import ANONYMOUS, CURRENT
-from proxy.errors import InvalidRequest
+from proxy import fallback, streaming
+from proxy.accounting import account, price, splice
+from proxy.context import CURRENT
 from proxy.guard import authorize
 from proxy.headers import validate_extra_headers
+from proxy.inputs import resolve_inputs
 from proxy.models import (
     EDIT_FIELDS,
     GENERATE_FIELDS,
@@ -33,10 +34,11 @@ from proxy.parsing import (
     split_known,
 )
 from proxy.prepare import check_capabilities
-from proxy.providers.base import capabilities_of
+from proxy.providers.base import StreamingAdapter, capabilities_of
 from proxy.routing import Route
 from proxy.state import GATEWAY, Gateway
 from proxy.translate import fan_out
+from proxy.upload_api import caller
 from proxy.uploads import UploadSet
 from proxy.workers import exposition
 
@@ -53,10 +55,6 @@ def _job(
     images: tuple[ImageInput, ...] = (),
     mask: ImageInput | None = None,
 ) -> EditJob:
-    if fields.stream:
-        raise InvalidRequest(
-            "stream=true is not supported by this gateway yet", param="stream"
-        )
     return EditJob(
         operation=operation,
         provider=route.provider,
@@ -75,6 +73,7 @@ def _job(
         moderation=fields.moderation,
         response_format=fields.response_format,
         partial_images=fields.partial_images,
+        stream=bool(fields.stream),
         user=fields.user,
         metadata=fields.metadata,
         extra=extra,
@@ -92,7 +91,7 @@ def _route(gateway: Gateway, model: str) -> Route:
     return route
 
 
-async def images_edits(request: web.Request) -> web.Response:
+async def images_edits(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     limits = gateway.config.limits
     kind = require_json_or_multipart(request, multipart=True)
@@ -122,22 +121,34 @@ async def images_edits(request: web.Request) -> web.Response:
                 form.form, route, operation="edit", source="multipart",
                 extra=form.extra, images=tuple(form.images), mask=form.mask,
             )  # fmt: skip
-        route, result = await _run(gateway, route, job)
-    return _respond(gateway, route, result)
+        return await _run(request, gateway, route, job, uploads)
 
 
 async def _run(
-    gateway: Gateway, route: Route, job: EditJob
-) -> tuple[Route, EditResult]:
-    """The route that answered (the model's or a fallback) and its result."""
+    request: web.Request,
+    gateway: Gateway,
+    route: Route,
+    job: EditJob,
+    uploads: UploadSet | None = None,
+) -> web.StreamResponse:
+    """Answer with the model's route or a fallback's; stream when asked."""
     ctx = CURRENT.get()
     if ctx is not None:
         ctx.prompt = job.prompt  # the access log shows it only if configured
+    adapter = route.adapter
+    if (
+        job.stream
+        and isinstance(adapter, StreamingAdapter)
+        and capabilities_of(adapter, route.model).streaming
+    ):
+        # A relayed stream cannot fall back once it started; it is not retried.
+        streamed = await _prepare(gateway, route, job, uploads)
+        return await streaming.relay(request, gateway, route, streamed, adapter)
     key = ctx.key if ctx is not None and gateway.keys else None
     answered, result = await fallback.run(
         route,
         job,
-        _call,
+        lambda one_route, one_job: _call(gateway, uploads, one_route, one_job),
         chain=gateway.config.fallbacks.get(f"{route.provider}/{route.model}", []),
         router=gateway.router,
         keys=gateway.keys,
@@ -146,19 +157,43 @@ async def _run(
     )
     if answered is not route:
         _route(gateway, f"{answered.provider}/{answered.model}")
-    return answered, result
+    if job.stream:
+        return streaming.completed_events(gateway, answered, job, result)
+    return _respond(gateway, answered, result)
 
 
-async def _call(route: Route, job: EditJob) -> EditResult:
+async def _prepare(
+    gateway: Gateway, route: Route, job: EditJob, uploads: UploadSet | None
+) -> EditJob:
+    """Check the job against the route's provider and resolve its image references
+    (stored files, URLs to fetch) into what that provider takes."""
     caps = capabilities_of(route.adapter, route.model)
     check_capabilities(job, caps, provider=route.provider)
+    if uploads is None:
+        return job
+    assert gateway.store is not None
+    assert gateway.fetcher is not None
+    job = await resolve_inputs(
+        job, caps, provider=route.provider, files=gateway.store,
+        fetcher=gateway.fetcher, uploads=uploads, owner=caller(gateway),
+    )  # fmt: skip
+    check_capabilities(job, caps, provider=route.provider)
+    return job
+
+
+async def _call(
+    gateway: Gateway, uploads: UploadSet | None, route: Route, job: EditJob
+) -> EditResult:
+    job = await _prepare(gateway, route, job, uploads)
+    caps = capabilities_of(route.adapter, route.model)
+    plain = msgspec.structs.replace(job, stream=False)
     if not caps.native_n and (job.n or 1) > 1:
         # The provider makes one image per call: n calls in parallel, one result.
-        return await fan_out(job, lambda one: route.adapter.edit(one, route.upstream))
-    return await route.adapter.edit(job, route.upstream)
+        return await fan_out(plain, lambda one: route.adapter.edit(one, route.upstream))
+    return await route.adapter.edit(plain, route.upstream)
 
 
-async def images_generations(request: web.Request) -> web.Response:
+async def images_generations(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     require_json_or_multipart(request, multipart=False)
     fields, extra = split_known(
@@ -167,43 +202,14 @@ async def images_generations(request: web.Request) -> web.Response:
     body = convert(fields, GenerateRequest)
     route = _route(gateway, body.model)
     job = _job(body, route, operation="generate", source="json", extra=extra)
-    route, result = await _run(gateway, route, job)
-    return _respond(gateway, route, result)
-
-
-def splice(body: bytes, extra: bytes) -> bytes:
-    """Append ``"k":v`` members to an encoded JSON object without decoding it.
-
-    One copy of the (often megabytes of base64) body: slicing and ``+`` made four.
-    """
-    close = body.rindex(b"}")
-    assert not body[close + 1 :].strip()
-    last = close - 1
-    while last >= 0 and body[last] in b" \t\r\n":
-        last -= 1
-    sep = b"" if body[last : last + 1] == b"{" else b","
-    return b"".join((memoryview(body)[: last + 1], sep, extra, b"}"))
+    return await _run(request, gateway, route, job)
 
 
 def _respond(gateway: Gateway, route: Route, result: EditResult) -> web.Response:
     cost = result.cost
     if cost is None:
-        cost = gateway.prices.cost(
-            route.price_key, usage=result.usage, images=result.images
-        )
-    ctx = CURRENT.get()
-    model_label = ctx.model if ctx is not None and ctx.model else "other"
-    gateway.metrics.record_result(
-        route.provider,
-        model_label,
-        ctx.key if ctx is not None else ANONYMOUS,
-        cost=cost,
-        usage=result.usage,
-        images=result.images,
-    )
-    if ctx is not None:
-        ctx.cost = cost
-        ctx.images = result.images
+        cost = price(gateway, route, usage=result.usage, images=result.images)
+    account(gateway, route, cost, result.images, usage=result.usage)
     members = b'"provider":' + _encode(route.provider) + b',"cost":' + _encode(cost)
     return web.Response(
         body=splice(result.body, members), content_type="application/json"

@@ -150,7 +150,7 @@ class Metrics:
     def _upstream(self, registry: CollectorRegistry) -> None:
         self.upstream_requests = Counter(
             "imagegate_upstream_requests",
-            "Requests sent to providers, by provider and outcome (status class or error).",
+            "Requests sent to providers, by provider and outcome (status class, error, aborted).",
             ["provider", "outcome"],
             registry=registry,
         )

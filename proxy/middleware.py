@@ -127,8 +127,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
                 "server_error",
                 code="internal_error",
             )
-        status = resp.status
-        resp.headers["X-Request-ID"] = request_id
+        status = _CLIENT_CLOSED if ctx.client_closed else resp.status
+        if not resp.prepared:
+            resp.headers["X-Request-ID"] = request_id
         return resp
     finally:
         if inflight is not None:

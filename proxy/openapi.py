@@ -13,6 +13,7 @@ import msgspec
 from proxy import __version__
 from proxy.catalog import ModelList
 from proxy.models import EditForm, EditRequest, ErrorBody, GenerateRequest
+from proxy.upload_api import upload_paths
 
 _REF = "#/components/schemas/{name}"
 
@@ -74,8 +75,12 @@ def _images_operation(
         "requestBody": {"required": True, "content": content},
         "responses": {
             "200": {
-                "description": "The provider's images, with cost and provider",
-                "content": {"application/json": {"schema": _ref("ImagesResponse")}},
+                "description": "The provider's images, with cost and provider; "
+                "with stream=true, server-sent events",
+                "content": {
+                    "application/json": {"schema": _ref("ImagesResponse")},
+                    "text/event-stream": {"schema": {"type": "string"}},
+                },
             },
             **_errors(400, 401, 403, 404, 408, 413, 415, 429, 500, 502, 503, 504),
         },
@@ -135,6 +140,7 @@ def build_openapi() -> dict[str, Any]:
             "post": _images_operation("Generate images", generate, None)
         }
         paths[f"{prefix}/images/models"] = _models_get()
+    paths.update(upload_paths())
     paths["/healthz"] = _plain_get("Liveness", "application/json")
     paths["/readyz"] = _plain_get("Readiness", "application/json")
     paths["/metrics"] = _plain_get("Prometheus metrics", "text/plain")

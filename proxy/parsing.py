@@ -136,7 +136,8 @@ def resolve_ref(ref: ImageRef, *, param: str, mask: bool = False) -> ImageInput:
         return StoredImage(
             content_type=kind, size=len(data), filename="", data=data, data_url=url
         )
-    if scheme == "https://" and len(url) > 8 and " " not in url:
+    # http:// too, so the fetch policy can name it (allowed only by config).
+    if scheme.startswith(("https://", "http://")) and " " not in url:
         return RemoteImage(url)
     raise InvalidRequest(
         f"'{param}' must be an https URL or a data:image/...;base64, URL", param=param

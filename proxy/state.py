@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -15,6 +16,10 @@ from proxy.pricing import PriceTable
 from proxy.routing import Router
 from proxy.uploads import TempDir
 
+if TYPE_CHECKING:
+    from proxy.fetch import Fetcher
+    from proxy.filestore import FileStore
+
 
 @dataclass
 class Gateway:
@@ -24,6 +29,8 @@ class Gateway:
     router: Router = field(default_factory=lambda: Router({}))
     temp_dir: TempDir | None = None
     draining: bool = False
+    store: FileStore | None = None  # the upload store behind /v3/upload
+    fetcher: Fetcher | None = None
     # The encoded OpenAPI description, built once at start-up.
     openapi: bytes = b""
     limits: LimitStore = field(default_factory=MemoryStore)

@@ -78,6 +78,17 @@ class UploadSet:
         self._paths.append(path)
         return path, await aiofiles.open(path, "xb")
 
+    async def link(self, source: str) -> str:
+        """A private copy of ``source`` (a hard link where possible), removed on exit.
+
+        A stored upload may expire or be deleted while a request still needs it; the
+        request's own link keeps the bytes until the request is done.
+        """
+        path = os.path.join(self._dir, f"{secrets.token_hex(16)}.part")
+        self._paths.append(path)
+        await asyncio.to_thread(_link_or_copy, source, path)
+        return path
+
     async def close(self) -> None:
         paths, self._paths = self._paths, []
         if paths:
@@ -92,3 +103,12 @@ def _unlink_all(paths: list[str]) -> None:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        shutil.copyfile(source, target)  # another filesystem, or no hard links

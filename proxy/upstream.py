@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -23,6 +23,7 @@ from multidict import CIMultiDictProxy
 from proxy.context import add_upstream_time, trace_headers
 from proxy.controls import RetryPolicy
 from proxy.errors import (
+    InvalidRequest,
     ProviderNotConfigured,
     UpstreamError,
     UpstreamProtocolError,
@@ -46,6 +47,54 @@ class UpstreamResponse(msgspec.Struct, frozen=True):
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+
+class UpstreamStream:
+    """A reply whose body is read as it arrives; read errors map like any other."""
+
+    def __init__(self, upstream: Upstream, resp: aiohttp.ClientResponse) -> None:
+        self.status = resp.status
+        self.headers = resp.headers
+        self._upstream = upstream
+        self._resp = resp
+        self._finished = False
+        self._failed = False
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def outcome(self) -> str:
+        if self._failed:
+            return "error"
+        if self.ok and not self._finished:
+            return "aborted"  # the client left before the reply ended
+        return f"{self.status // 100}xx"
+
+    async def read(self) -> UpstreamResponse:
+        """The whole (capped) body, e.g. of an error reply."""
+        async with self._errors():
+            body = await self._upstream._read_capped(self._resp)
+        self._finished = True
+        return UpstreamResponse(self.status, self.headers, body)
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        """The body in the pieces it arrives in."""
+        async with self._errors():
+            async for chunk in self._resp.content.iter_any():
+                self._upstream._received.inc(len(chunk))
+                yield chunk
+        self._finished = True
+
+    @contextlib.asynccontextmanager
+    async def _errors(self) -> AsyncIterator[None]:
+        try:
+            async with self._upstream._map_errors():
+                yield
+        except UpstreamError:
+            self._failed = True
+            raise
 
 
 class Upstream:
@@ -217,6 +266,51 @@ class Upstream:
             self._duration.observe(elapsed)
             self._metrics.upstream_requests.labels(self.name, outcome).inc()
 
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[UpstreamStream]:
+        """Send one request and hand out its reply unread, to be relayed as it arrives.
+
+        Leaving the block before the reply ended closes the connection rather than
+        returning it to the pool, so a client that went away frees the upstream.
+        """
+        sent = await self._headers(headers)
+        breaker = self._breaker
+        if breaker is not None:
+            breaker.before()
+        start = time.perf_counter()
+        reply: UpstreamStream | None = None
+        try:
+            async with (
+                self._map_errors(),
+                self.session.request(
+                    method, self.url(path), headers=sent, **kwargs
+                ) as r,
+            ):
+                reply = UpstreamStream(self, r)
+                yield reply
+        finally:
+            elapsed = time.perf_counter() - start
+            add_upstream_time(elapsed)
+            self._duration.observe(elapsed)
+            outcome = "error" if reply is None else reply.outcome
+            self._metrics.upstream_requests.labels(self.name, outcome).inc()
+            if breaker is not None:
+                # Not retried: a stream may have reached the client. The breaker
+                # hears failures (no reply, 5xx, broken stream) and successes.
+                if outcome == "error" or outcome == "5xx":
+                    breaker.failure()
+                elif outcome in ("2xx", "4xx"):
+                    breaker.success()
+                else:
+                    breaker.neutral()
+
     async def post(self, path: str, **kwargs: Any) -> UpstreamResponse:
         return await self.request("POST", path, **kwargs)
 
@@ -247,50 +341,62 @@ class Upstream:
 
     @contextlib.asynccontextmanager
     async def _map_errors(self) -> AsyncIterator[None]:
-        name = self.name
         try:
             yield
         except UpstreamError:
             raise
-        except aiohttp.ConnectionTimeoutError as exc:
-            # Raised while connecting: nothing was sent.
-            err: UpstreamError = UpstreamTimeout(
-                f"provider '{name}' did not accept a connection in time",
-                provider=name,
-                code="upstream_timeout",
-            )
-            err.unsent = True
-            raise err from exc
-        except aiohttp.ClientConnectorError as exc:
-            err = UpstreamUnavailable(
-                f"provider '{name}' is unreachable ({type(exc).__name__})",
-                provider=name,
-                code="upstream_unavailable",
-            )
-            err.unsent = True
-            raise err from exc
-        except TimeoutError as exc:
-            raise UpstreamTimeout(
-                f"provider '{name}' did not answer in time",
-                provider=name,
-                code="upstream_timeout",
-            ) from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise UpstreamProtocolError(
-                f"provider '{name}' sent a malformed or truncated reply",
-                provider=name,
-                code="upstream_protocol_error",
-            ) from exc
-        except aiohttp.ClientResponseError as exc:
-            raise UpstreamProtocolError(
-                f"provider '{name}' sent an invalid HTTP reply",
-                provider=name,
-                code="upstream_protocol_error",
-            ) from exc
-        except aiohttp.ClientError as exc:
-            # Connector errors, disconnects, resets: the provider is unreachable.
-            raise UpstreamUnavailable(
-                f"provider '{name}' is unreachable ({type(exc).__name__})",
-                provider=name,
-                code="upstream_unavailable",
-            ) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            for exc_type, cls, what, code, unsent in _ERROR_MAP:
+                if isinstance(exc, exc_type):
+                    detail = (
+                        f" ({type(exc).__name__})" if cls is UpstreamUnavailable else ""
+                    )
+                    err = cls(
+                        f"provider '{self.name}' {what}{detail}",
+                        provider=self.name,
+                        code=code,
+                    )
+                    err.unsent = unsent
+                    raise err from exc
+            raise  # pragma: no cover - _ERROR_MAP ends with the base classes
+
+
+# aiohttp client exceptions → the proxy's errors, most specific first. `unsent`: the
+# request cannot have reached the provider, so retrying it cannot bill twice.
+_ERROR_MAP: tuple[tuple[type[BaseException], type[UpstreamError], str, str, bool], ...] = (
+    (aiohttp.ConnectionTimeoutError, UpstreamTimeout,
+     "did not accept a connection in time", "upstream_timeout", True),
+    (aiohttp.ClientConnectorError, UpstreamUnavailable,
+     "is unreachable", "upstream_unavailable", True),
+    (TimeoutError, UpstreamTimeout, "did not answer in time", "upstream_timeout", False),
+    (aiohttp.ClientPayloadError, UpstreamProtocolError,
+     "sent a malformed or truncated reply", "upstream_protocol_error", False),
+    (aiohttp.ClientResponseError, UpstreamProtocolError,
+     "sent an invalid HTTP reply", "upstream_protocol_error", False),
+    # Disconnects, resets and other connection failures after sending began.
+    (aiohttp.ClientError, UpstreamUnavailable,
+     "is unreachable", "upstream_unavailable", False),
+)  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def fetch_errors(param: str) -> AsyncIterator[None]:
+    """aiohttp errors while fetching a client's ``image_url``: a 400 naming the image.
+
+    The client chose the URL, so a host that cannot be reached is the client's problem,
+    not the gateway's; the message says what failed without echoing any reply body.
+    """
+    try:
+        yield
+    except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
+        raise InvalidRequest(
+            f"'{param}' could not be fetched: TLS verification failed",
+            param=param,
+            code="image_url_unreachable",
+        ) from exc
+    except aiohttp.ClientError as exc:
+        raise InvalidRequest(
+            f"'{param}' could not be fetched ({type(exc).__name__})",
+            param=param,
+            code="image_url_unreachable",
+        ) from exc

@@ -9,16 +9,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import IO, Any
 
 import aiohttp
 import msgspec
 
+from proxy import sse
 from proxy.errors import (
     InvalidRequest,
     UpstreamError,
-    UpstreamProtocolError,
     from_upstream_status,
 )
 from proxy.images import EXTENSIONS
@@ -31,6 +31,7 @@ from proxy.models import (
     StoredImage,
     Usage,
 )
+from proxy.providers import _replies
 from proxy.upstream import Upstream, UpstreamResponse
 
 # Typed job fields forwarded under their own names when set.
@@ -58,6 +59,8 @@ def job_fields(job: EditJob, *, model: str) -> dict[str, Any]:
             fields[name] = value
     if job.metadata is not None:
         fields["metadata"] = job.metadata
+    if job.stream:
+        fields["stream"] = True
     return fields
 
 
@@ -173,14 +176,7 @@ _object_decoder = msgspec.json.Decoder(dict[str, Any])
 
 def parse_images(provider: str, body: bytes) -> EditResult:
     """Validate an OpenAI images reply; keep its bytes for splicing."""
-    try:
-        shape = _shape_decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        raise UpstreamProtocolError(
-            f"provider '{provider}' sent an unexpected reply",
-            provider=provider,
-            code="upstream_protocol_error",
-        ) from exc
+    shape = _replies.decode(provider, body, _shape_decoder)
     if shape.provider is not msgspec.UNSET or shape.cost is not msgspec.UNSET:
         # An upstream gateway already added these; drop them so ours are not duplicates.
         obj = _object_decoder.decode(body)
@@ -218,6 +214,21 @@ def error_for(provider: str, resp: UpstreamResponse) -> UpstreamError:
     )
 
 
+@contextlib.asynccontextmanager
+async def request_args(
+    job: EditJob, *, edits_path: str, generations_path: str, headers: dict[str, str]
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The path and body of one OpenAI-shaped call: multipart in → multipart out,
+    JSON in → JSON out (files closed on exit)."""
+    json_headers = {**headers, "Content-Type": "application/json"}
+    if job.operation == "edit" and job.source == "multipart":
+        async with multipart_form(job, model=job.model) as form:
+            yield edits_path, {"data": form, "headers": headers}
+        return
+    path = generations_path if job.operation == "generate" else edits_path
+    yield path, {"data": await json_body(job, model=job.model), "headers": json_headers}
+
+
 async def send(
     job: EditJob,
     upstream: Upstream,
@@ -248,3 +259,42 @@ async def send(
     if not resp.ok:
         raise error_for(upstream.name, resp)
     return parse_images(upstream.name, resp.body)
+
+
+@contextlib.asynccontextmanager
+async def stream(
+    job: EditJob,
+    upstream: Upstream,
+    *,
+    edits_path: str,
+    generations_path: str,
+    headers: dict[str, str],
+) -> AsyncIterator[AsyncGenerator[bytes, None]]:
+    """One OpenAI-shaped call with ``stream: true``: its event stream as it arrives.
+
+    An upstream that answers in full instead (an "OpenAI-compatible" one that does not
+    stream) is turned into the completed events that stand for its result.
+    """
+    async with (
+        request_args(
+            job, edits_path=edits_path, generations_path=generations_path,
+            headers=headers,
+        ) as (path, kwargs),
+        upstream.stream("POST", path, **kwargs) as reply,
+    ):  # fmt: skip
+        if not reply.ok:
+            raise error_for(upstream.name, await reply.read())
+        if reply.headers.get("Content-Type", "").split(";")[0] == "text/event-stream":
+            yield reply.chunks()
+            return
+        result = parse_images(upstream.name, (await reply.read()).body)
+        prefix = "image_edit" if job.operation == "edit" else "image_generation"
+        events = sse.result_events(msgspec.json.decode(result.body), prefix)
+        yield _replay(
+            [sse.encode_event(e["type"], msgspec.json.encode(e)) for e in events]
+        )
+
+
+async def _replay(events: list[bytes]) -> AsyncGenerator[bytes, None]:
+    for event in events:
+        yield event

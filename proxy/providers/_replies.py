@@ -25,12 +25,20 @@ def failure(
     )
 
 
-def decode(provider: str, body: bytes, typ: type[T]) -> T:
+def unexpected(provider: str) -> UpstreamProtocolError:
+    """A 2xx reply that is not what the provider documents."""
+    return UpstreamProtocolError(
+        f"provider '{provider}' sent an unexpected reply",
+        provider=provider,
+        code="upstream_protocol_error",
+    )
+
+
+def decode(provider: str, body: bytes, typ: type[T] | msgspec.json.Decoder[T]) -> T:
+    """Decode a 2xx body into ``typ`` (or with a module-level Decoder), else a 502."""
     try:
+        if isinstance(typ, msgspec.json.Decoder):
+            return typ.decode(body)
         return msgspec.json.decode(body, type=typ)
     except msgspec.DecodeError as exc:
-        raise UpstreamProtocolError(
-            f"provider '{provider}' sent an unexpected reply",
-            provider=provider,
-            code="upstream_protocol_error",
-        ) from exc
+        raise unexpected(provider) from exc

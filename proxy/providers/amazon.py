@@ -27,7 +27,6 @@ import msgspec
 from proxy import sizes, translate
 from proxy.errors import (
     InvalidRequest,
-    UpstreamProtocolError,
     UpstreamRejected,
 )
 from proxy.models import EditJob, EditResult
@@ -106,11 +105,7 @@ def parse_images(provider: str, body: bytes) -> list[str]:
             code="content_filtered",
         )
     if not reply.images:
-        raise UpstreamProtocolError(
-            f"provider '{provider}' sent an unexpected reply",
-            provider=provider,
-            code="upstream_protocol_error",
-        )
+        raise _replies.unexpected(provider)
     return reply.images
 
 

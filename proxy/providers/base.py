@@ -7,7 +7,8 @@ given; it never creates sessions, reads the environment or touches metrics.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Annotated, ClassVar, Protocol, runtime_checkable
 
 import msgspec
@@ -90,6 +91,18 @@ class ProviderAdapter(Protocol):
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         """Return a complete result or raise an UpstreamError subclass."""
+        ...
+
+
+@runtime_checkable
+class StreamingAdapter(Protocol):
+    """An adapter whose provider streams server-sent events (``streaming=True``)."""
+
+    def stream(
+        self, job: EditJob, upstream: Upstream
+    ) -> AbstractAsyncContextManager[AsyncGenerator[bytes, None]]:
+        """Open the provider's event stream; raise an UpstreamError before yielding
+        if the provider refused. Yields the raw body as it arrives."""
         ...
 
 

@@ -18,9 +18,9 @@ from urllib.parse import quote
 
 import msgspec
 
-from proxy.errors import UpstreamProtocolError, UpstreamRejected
+from proxy.errors import UpstreamRejected
 from proxy.models import EditJob, EditResult, TokenDetails, Usage
-from proxy.providers import _google
+from proxy.providers import _google, _replies
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
 from proxy.sizes import GEMINI_ASPECT_RATIOS, aspect_ratio, gemini_image_size
 from proxy.translate import Encoded, images_result, inline_base64
@@ -163,14 +163,7 @@ def _blocked(provider: str, reason: str, detail: str | None) -> UpstreamRejected
 
 def parse_reply(provider: str, body: bytes) -> tuple[list[Encoded], Usage | None]:
     """The images of a 200 reply, or the 400 a block or an image-less answer means."""
-    try:
-        reply = _reply.decode(body)
-    except msgspec.DecodeError as exc:
-        raise UpstreamProtocolError(
-            f"provider '{provider}' sent an unexpected reply",
-            provider=provider,
-            code="upstream_protocol_error",
-        ) from exc
+    reply = _replies.decode(provider, body, _reply)
     feedback = reply.prompt_feedback
     if feedback is not None and feedback.block_reason:
         raise _blocked(provider, feedback.block_reason, feedback.block_reason_message)

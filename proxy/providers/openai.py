@@ -9,6 +9,8 @@ models always answer base64, so ``response_format`` is dropped for them when it 
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+from contextlib import AbstractAsyncContextManager
 from typing import ClassVar
 
 import msgspec
@@ -62,6 +64,17 @@ class OpenAIAdapter:
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         return await compat.send(
+            normalize(job),
+            upstream,
+            edits_path="/images/edits",
+            generations_path="/images/generations",
+            headers={**job.extra_headers, **self._headers},
+        )
+
+    def stream(
+        self, job: EditJob, upstream: Upstream
+    ) -> AbstractAsyncContextManager[AsyncGenerator[bytes, None]]:
+        return compat.stream(
             normalize(job),
             upstream,
             edits_path="/images/edits",

@@ -28,13 +28,13 @@ import msgspec
 from proxy.errors import (
     InvalidRequest,
     UpstreamError,
-    UpstreamProtocolError,
     UpstreamRejected,
     from_upstream_status,
 )
 from proxy.images import EXTENSIONS
 from proxy.masks import to_white_edit_mask
 from proxy.models import EditJob, EditResult, StoredImage
+from proxy.providers import _replies
 from proxy.providers._openai_compat import _form_items
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
 from proxy.sizes import STABILITY_ASPECT_RATIOS, aspect_ratio, require_auto
@@ -195,11 +195,7 @@ def parse_reply(provider: str, resp: UpstreamResponse) -> Output:
     if reply.finish_reason == "CONTENT_FILTERED":
         raise _filtered(provider)
     if not reply.image:
-        raise UpstreamProtocolError(
-            f"provider '{provider}' sent an unexpected reply",
-            provider=provider,
-            code="upstream_protocol_error",
-        )
+        raise _replies.unexpected(provider)
     return Encoded(reply.image)
 
 

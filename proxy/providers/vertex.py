@@ -22,10 +22,10 @@ from urllib.parse import quote
 
 import msgspec
 
-from proxy.errors import InvalidRequest, UpstreamProtocolError, UpstreamRejected
+from proxy.errors import InvalidRequest, UpstreamRejected
 from proxy.masks import to_white_edit_mask
 from proxy.models import EditJob, EditResult, StoredImage
-from proxy.providers import _google
+from proxy.providers import _google, _replies
 from proxy.providers._gcp_auth import ServiceAccountAuth
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
 from proxy.sizes import IMAGEN_ASPECT_RATIOS, aspect_ratio, require_auto
@@ -152,14 +152,7 @@ def _b64(data: bytes) -> str:
 
 
 def parse_reply(provider: str, body: bytes) -> list[Encoded]:
-    try:
-        reply = _reply.decode(body)
-    except msgspec.DecodeError as exc:
-        raise UpstreamProtocolError(
-            f"provider '{provider}' sent an unexpected reply",
-            provider=provider,
-            code="upstream_protocol_error",
-        ) from exc
+    reply = _replies.decode(provider, body, _reply)
     images = [
         Encoded(p.bytes_base64_encoded, p.mime_type)
         for p in reply.predictions

@@ -13,6 +13,8 @@ from typing import Any
 import msgspec
 from aiohttp import BodyPartReader, web
 
+from tests.fakes.sse import StreamPlan, stream_reply
+
 IMAGE_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\nfake-output").decode()
 ALLOWED_TYPES = {"image/png", "image/jpeg", "image/webp"}
 
@@ -77,6 +79,7 @@ class FakeOpenAI:
         self.key = key
         self.received: list[Received] = []
         self.replies: list[Reply] = []
+        self.streams: list[StreamPlan] = []
         self.app = web.Application(client_max_size=1024**3)
         self.app.router.add_post("/v1/images/edits", self._handle)
         self.app.router.add_post("/v1/images/generations", self._handle)
@@ -126,6 +129,12 @@ class FakeOpenAI:
                                "code": "invalid_value"}},
                     status=400,
                 )  # fmt: skip
+        stream = (rec.json or {}).get("stream") is True or rec.fields.get("stream") == [
+            "true"
+        ]
+        if stream and not (self.replies and self.replies[0].status >= 400):
+            plan = self.streams.pop(0) if self.streams else StreamPlan()
+            return await stream_reply(request, plan)
         reply = self.replies.pop(0) if self.replies else Reply()
         if reply.arrived is not None:
             reply.arrived.set()

@@ -45,8 +45,8 @@ async def test_json_edit_forwards_refs_and_unknown_fields(
     status, answer, headers = await post(
         proxy,
         body(
-            images=[{"image_url": img}, {"file_id": "file-abc123"},
-                    {"image_url": "https://images.example.com/a.png"}],
+            # https URLs are fetched by the proxy for OpenAI (tests/integration/test_fetch.py).
+            images=[{"image_url": img}, {"file_id": "file-abc123"}],
             mask={"image_url": mask},
             n=2,
             size="1024x1024",
@@ -67,7 +67,6 @@ async def test_json_edit_forwards_refs_and_unknown_fields(
     assert sent["images"] == [
         {"image_url": img},
         {"file_id": "file-abc123"},
-        {"image_url": "https://images.example.com/a.png"},
     ]
     assert sent["mask"] == {"image_url": mask}
     assert sent["brand_new_field"] == {"x": [1, 2]}

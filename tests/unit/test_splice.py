@@ -1,11 +1,11 @@
-"""``splice`` appends members to an encoded JSON object without decoding it."""
+"""``accounting.splice`` appends members to an encoded JSON object without decoding it."""
 
 from __future__ import annotations
 
 import msgspec
 import pytest
 
-from proxy.handlers import splice
+from proxy.accounting import splice
 
 MEMBERS = b'"provider":"openai","cost":0.04'
 

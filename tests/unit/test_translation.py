@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from proxy.accounting import splice
 from proxy.errors import (
     InvalidRequest,
     UpstreamAuthError,
@@ -16,7 +17,6 @@ from proxy.errors import (
     UpstreamUnavailable,
     from_upstream_status,
 )
-from proxy.handlers import splice
 from proxy.headers import validate_extra_headers
 from proxy.images import decode_data_url, sniff
 from proxy.models import TokenDetails, Usage

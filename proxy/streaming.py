@@ -1,0 +1,165 @@
+"""``stream: true``: server-sent events to the client.
+
+For a provider that streams, its events are relayed one by one as they arrive (never
+the whole stream buffered); partial images pass through byte for byte, and each
+``*.completed`` event gains ``provider`` and ``cost`` computed from its ``usage``. A
+failure after the stream started ends it with an ``error`` event carrying OpenAI's
+envelope, which the OpenAI SDK raises as ``APIError``. A client that goes away ends
+the relay, which releases the upstream connection; the request is still accounted.
+For a provider that does not stream, the normal result becomes completed events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from proxy.accounting import account, price, splice
+from proxy.context import CURRENT
+from proxy.errors import ProxyError, UpstreamProtocolError
+from proxy.models import EditJob, EditResult, ErrorBody, ErrorDetail, Usage
+from proxy.providers.base import StreamingAdapter
+from proxy.routing import Route
+from proxy.sse import Event, SSEDecoder, encode_event, result_events
+from proxy.state import Gateway
+
+_encode = msgspec.json.encode
+_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+
+
+def error_event(exc: ProxyError) -> bytes:
+    body = ErrorBody(
+        ErrorDetail(
+            message=exc.message, type=exc.error_type, param=exc.param, code=exc.code
+        )
+    )
+    return encode_event("error", _encode(body))
+
+
+class _Head(msgspec.Struct):
+    """What the relay needs from an event; the base64 payload is not kept."""
+
+    type: str | None = None
+    usage: Usage | None = None
+    error: dict[str, Any] | str | None = None
+
+
+_head_decoder = msgspec.json.Decoder(_Head)
+
+
+class _Relay:
+    def __init__(self, gateway: Gateway, route: Route) -> None:
+        self.gateway = gateway
+        self.route = route
+        self.cost: float | None = None
+        self.usage: Usage | None = None
+        self.images = 0
+        self.ended = False  # a completed or error event was relayed
+
+    def rewrite(self, event: Event) -> bytes:
+        """The event to send on: completed events gain provider and cost."""
+        try:
+            head = _head_decoder.decode(event.data)
+        except msgspec.DecodeError:
+            return event.raw + b"\n\n"
+        kind = head.type or event.name or ""
+        if head.error is not None:
+            self.ended = True
+            ctx = CURRENT.get()
+            if ctx is not None:
+                ctx.error_code = "upstream_stream_error"
+        if not kind.endswith(".completed"):
+            return event.raw + b"\n\n"
+        self.ended = True
+        self.images += 1
+        self.usage = head.usage or self.usage
+        cost = price(self.gateway, self.route, usage=head.usage, images=1)
+        if cost is not None:
+            self.cost = round((self.cost or 0.0) + cost, 8)
+        members = b'"provider":' + _encode(self.route.provider)
+        members += b',"cost":' + _encode(cost)
+        return encode_event(event.name, splice(event.data, members))
+
+
+async def relay(
+    request: web.Request,
+    gateway: Gateway,
+    route: Route,
+    job: EditJob,
+    adapter: StreamingAdapter,
+) -> web.StreamResponse:
+    """Relay the provider's event stream; errors before the first byte stay JSON."""
+    state = _Relay(gateway, route)
+    decoder = SSEDecoder(gateway.config.limits.max_response_bytes)
+    resp = web.StreamResponse(headers=_HEADERS)
+    ctx = CURRENT.get()
+    if ctx is not None:
+        resp.headers["X-Request-ID"] = ctx.request_id
+    async with adapter.stream(job, route.upstream) as chunks:
+        try:
+            await resp.prepare(request)
+            async with contextlib.aclosing(chunks):
+                await _pump(resp, chunks, decoder, state)
+        except ConnectionResetError:
+            # The client went away; leaving the block closes the upstream connection.
+            if ctx is not None:
+                ctx.client_closed = True
+        finally:
+            account(gateway, route, state.cost, state.images, usage=state.usage)
+    return resp
+
+
+async def _pump(
+    resp: web.StreamResponse,
+    chunks: AsyncGenerator[bytes, None],
+    decoder: SSEDecoder,
+    state: _Relay,
+) -> None:
+    ctx = CURRENT.get()
+    try:
+        async for chunk in chunks:
+            try:
+                events = decoder.feed(chunk)
+            except ValueError as exc:
+                raise UpstreamProtocolError(
+                    f"provider '{state.route.provider}' sent an invalid event stream "
+                    f"({exc})",
+                    provider=state.route.provider,
+                    code="upstream_protocol_error",
+                ) from None
+            for event in events:
+                await resp.write(state.rewrite(event))
+        if not state.ended:
+            raise UpstreamProtocolError(
+                f"provider '{state.route.provider}' ended the stream without a "
+                "completed event",
+                provider=state.route.provider,
+                code="upstream_protocol_error",
+            )
+    except ProxyError as exc:
+        if ctx is not None:
+            ctx.error_code = exc.code or type(exc).__name__
+        await resp.write(error_event(exc))
+    await resp.write_eof()
+
+
+def completed_events(
+    gateway: Gateway, route: Route, job: EditJob, result: EditResult
+) -> web.Response:
+    """A provider that does not stream: one completed event per returned image."""
+    body: dict[str, Any] = msgspec.json.decode(result.body)
+    cost = result.cost
+    if cost is None:
+        cost = price(gateway, route, usage=result.usage, images=result.images)
+    account(gateway, route, cost, result.images, usage=result.usage)
+    prefix = "image_edit" if job.operation == "edit" else "image_generation"
+    events = result_events(body, prefix)
+    if events:
+        # Usage and cost cover the whole request: they go on the last event only.
+        events[-1].update(provider=route.provider, cost=cost)
+    out = b"".join(encode_event(e["type"], _encode(e)) for e in events)
+    return web.Response(body=out, headers=_HEADERS)
