@@ -12,6 +12,7 @@ import resource
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -65,14 +66,17 @@ def run_wrk(
     seconds: float,
     out: Path,
     cpus: str | None,
+    stream: bool = False,
 ) -> tuple[dict[str, Any], float]:
-    """Run wrk; return its JSON summary and its CPU seconds."""
+    """Run wrk (or, for streams, bench.ttfp); return its JSON summary and CPU seconds."""
     before = _children_cpu()
-    cmd = procs.pinned(
-        [wrk_binary(), "-t1", f"-c{concurrency}", f"-d{max(seconds, 1):g}s",
-         "--timeout", "60s", "-s", str(HERE / "wrk.lua"), url],
-        cpus,
-    )  # fmt: skip
+    if stream:
+        args = [sys.executable, "-m", "bench.ttfp", url, str(body), content_type,
+                f"{max(seconds, 1):g}", str(out)]  # fmt: skip
+    else:
+        args = [wrk_binary(), "-t1", f"-c{concurrency}", f"-d{max(seconds, 1):g}s",
+                "--timeout", "60s", "-s", str(HERE / "wrk.lua"), url]  # fmt: skip
+    cmd = procs.pinned(args, cpus)
     env = {"BENCH_BODY": str(body), "BENCH_CTYPE": content_type, "BENCH_OUT": str(out)}
     out.unlink(missing_ok=True)
     proc = subprocess.Popen(
@@ -114,6 +118,7 @@ def measure(
             target.url(scenario), body, content_type,
             concurrency=scenario.concurrency, seconds=seconds,
             out=workdir / "wrk.json", cpus=client_cpus,
+            stream=scenario.kind == "stream",
         )  # fmt: skip
     wall = time.perf_counter() - start
     cpu = procs.cpu_seconds(pids) - cpu0

@@ -25,15 +25,16 @@ class Scenario:
     name: str
     title: str
     concurrency: int
-    reply: str  # "small" or "big": the upstream's reply size
-    kind: str  # "multipart" or "json"
+    reply: str  # "small", "big" or "stream": the upstream's reply
+    kind: str  # "multipart", "json" or "stream" (multipart with stream=true)
     files: tuple[tuple[str, int], ...] = ()  # (part name, bytes)
     data_url_bytes: int = 0
     rss: bool = False  # sample the proxy's peak RSS
 
     @property
     def model(self) -> str:
-        return "openai/gpt-image-1" if self.reply == "small" else "big/gpt-image-1"
+        provider = "openai" if self.reply == "small" else self.reply
+        return f"{provider}/gpt-image-1"
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -51,6 +52,8 @@ SCENARIOS: tuple[Scenario, ...] = (
              files=tuple(("image[]", 8 * MiB) for _ in range(4)), rss=True),
     Scenario("upload1-c16", "4 x 1 MiB images, c=16", 16, "small", "multipart",
              files=tuple(("image[]", MiB) for _ in range(4)), rss=True),
+    Scenario("stream-c1", "streamed 64 KiB edit, time to first partial image, c=1",
+             1, "stream", "stream", files=(("image", 64 * KiB),)),
 )  # fmt: skip
 BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -95,7 +98,10 @@ def body(scenario: Scenario) -> tuple[bytes, str]:
         }
         return msgspec.json.encode(doc), "application/json"
     files = [(name, png_bytes(size)) for name, size in scenario.files]
-    return multipart({"model": scenario.model, "prompt": prompt}, files)
+    fields = {"model": scenario.model, "prompt": prompt}
+    if scenario.kind == "stream":
+        fields |= {"stream": "true", "partial_images": "1"}
+    return multipart(fields, files)
 
 
 def write_body(scenario: Scenario, directory: Path) -> tuple[Path, str]:

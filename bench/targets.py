@@ -64,6 +64,11 @@ def imagegate_config(directory: Path, listen: int, upstream: int) -> Path:
                 "base_url": f"{base}/big/v1",
                 "api_key_env": BENCH_KEY_ENV,
             },
+            "stream": {
+                "type": "openai",
+                "base_url": f"{base}/stream/v1",
+                "api_key_env": BENCH_KEY_ENV,
+            },
         },
     }
     path = directory / "imagegate.yaml"

@@ -5,7 +5,9 @@ uvloop when installed) rather than an aiohttp app so that it is never the bottle
 the direct and nginx figures would otherwise measure this server, not the proxies.
 It reads and discards each request body (Content-Length or chunked), waits the fixed
 latency, and answers an OpenAI images reply chosen by the path's first segment:
-``/small/...`` a few hundred bytes, ``/big/...`` about 1.5 MB of base64.
+``/small/...`` a few hundred bytes, ``/big/...`` about 1.5 MB of base64, ``/stream/...``
+OpenAI's event stream: one partial image after the latency, the completed image
+``STREAM_GAP_S`` later (chunked, so time to the first partial image can be measured).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import time
 import msgspec
 
 SMALL_IMAGE_BYTES = 256
+PARTIAL_IMAGE_BYTES = 16 * 1024
+STREAM_GAP_S = 0.02
 BIG_IMAGE_BYTES = 1_125_000  # 1.5 MB once base64-encoded
 _MAX_HEAD = 64 * 1024
 
@@ -41,6 +45,35 @@ def reply_body(image_bytes: int) -> bytes:
             "output_format": "png",
         }
     )
+
+
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode("ascii") + data + b"\r\n"
+
+
+def stream_parts() -> tuple[bytes, bytes]:
+    """The head and first partial image, then the completed event and the end."""
+    b64 = base64.b64encode(
+        reply_body(PARTIAL_IMAGE_BYTES)[:PARTIAL_IMAGE_BYTES]
+    ).decode()
+    common = {"background": "opaque", "created_at": int(time.time()),
+              "output_format": "png", "quality": "low", "size": "1024x1024"}  # fmt: skip
+    partial = {"type": "image_edit.partial_image", "partial_image_index": 0,
+               "b64_json": b64, **common}  # fmt: skip
+    done = {"type": "image_edit.completed", "b64_json": b64, **common,
+            "usage": {"input_tokens": 50, "output_tokens": 1000,
+                      "total_tokens": 1050,
+                      "input_tokens_details": {"text_tokens": 10, "image_tokens": 40}}}  # fmt: skip
+
+    def event(body: dict[str, object]) -> bytes:
+        name = str(body["type"]).encode()
+        return b"event: " + name + b"\ndata: " + msgspec.json.encode(body) + b"\n\n"
+
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    return head + _chunk(event(partial)), _chunk(event(done)) + b"0\r\n\r\n"
 
 
 def _response(status: str, body: bytes) -> bytes:
@@ -97,7 +130,11 @@ class _Conn(asyncio.Protocol):
         del self._buf[: end + 4]
         path = lines[0].split(b" ")[1] if lines[0].count(b" ") >= 2 else b"/"
         segment = path.lstrip(b"/").split(b"/", 1)[0]
-        self._reply = self._replies.get(segment, self._replies[b"small"])
+        self._reply = (
+            b"stream"
+            if segment == b"stream"
+            else self._replies.get(segment, self._replies[b"small"])
+        )
         self._remaining, self._chunked = 0, False
         for line in lines[1:]:
             name, _, value = line.partition(b":")
@@ -134,7 +171,11 @@ class _Conn(asyncio.Protocol):
         self._in_body = False
         reply = self._reply
         loop = asyncio.get_running_loop()
-        if self._latency > 0:
+        if reply == b"stream":
+            first, rest = self._replies[b"stream:first"], self._replies[b"stream:rest"]
+            loop.call_later(self._latency, self._send, first)
+            loop.call_later(self._latency + STREAM_GAP_S, self._send, rest)
+        elif self._latency > 0:
             loop.call_later(self._latency, self._send, reply)
         else:
             self._send(reply)
@@ -157,6 +198,7 @@ async def serve(host: str, port: int, latency: float) -> None:
         b"small": _response("200 OK", reply_body(SMALL_IMAGE_BYTES)),
         b"big": _response("200 OK", reply_body(BIG_IMAGE_BYTES)),
     }
+    replies[b"stream:first"], replies[b"stream:rest"] = stream_parts()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: _Conn(replies, latency), host, port, backlog=1024, reuse_address=True

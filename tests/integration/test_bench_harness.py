@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_quick_harness_measures_every_target(tmp_path: Path) -> None:
-    scenarios = [BY_NAME["small-c1"], BY_NAME["upload1-c16"]]
+    scenarios = [BY_NAME["small-c1"], BY_NAME["upload1-c16"], BY_NAME["stream-c1"]]
     results = run_all(
         tmp_path,
         scenarios=scenarios,
@@ -53,8 +53,8 @@ def test_quick_harness_measures_every_target(tmp_path: Path) -> None:
     }  # fmt: skip
     md = report.write(tmp_path / "out", "quick", rows, meta)
     text = md.read_text()
-    assert text.count("| imagegate |") == 2
+    assert text.count("| imagegate |") == 3
     doc = msgspec.json.decode((tmp_path / "out" / "quick.json").read_bytes())
-    assert len(doc["results"]) == 6
+    assert len(doc["results"]) == 9
     # imagegate was stopped cleanly: its upload directory went with it.
     assert not list(tmp_path.glob("imagegate-*"))
