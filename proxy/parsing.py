@@ -233,30 +233,47 @@ async def _stream_file(
     param = "mask" if name == "mask" else "image"
     head = b""
     while len(head) < SNIFF_BYTES:
-        chunk = await _read_chunk(part, limits)
-        if not chunk:
+        piece = await _read_chunk(part, limits)
+        if not piece:
             break
-        head += chunk
+        head += piece
     if not head:
         raise InvalidRequest(f"file part '{name}' is empty", param=param)
     kind = require_image(head[:SNIFF_BYTES], param=param, mask=param == "mask")
+    filename = part_names(part)[1] or ""
+    # Spool in memory while the request's budget lasts; the rest streams to disk.
+    buf = bytearray()
+    chunk: bytes = head
+    while chunk and uploads.spooled + len(buf) + len(chunk) <= limits.spool_bytes:
+        buf += chunk
+        _check_file(request, name, len(buf), limits)
+        chunk = await _read_chunk(part, limits)
+    if not chunk:
+        uploads.spooled += len(buf)
+        data = bytes(buf)
+        return StoredImage(
+            content_type=kind, size=len(data), filename=filename, data=data
+        )
     path, f = await uploads.new_file()
     size = 0
     try:
-        chunk = head
-        while chunk:
-            size += len(chunk)
-            if size > limits.max_file_bytes:
-                raise _too_large(f"file part '{name}'", limits.max_file_bytes)
-            _check_body(request, limits.body_cap)
-            await f.write(chunk)
-            uploads.wrote(len(chunk))
-            chunk = await _read_chunk(part, limits)
+        # What was spooled (at most spool_bytes) plus the chunk that overflowed it.
+        block: bytes | bytearray = buf + chunk
+        while block:
+            size += len(block)
+            _check_file(request, name, size, limits)
+            await f.write(block)
+            uploads.wrote(len(block))
+            block = await _read_chunk(part, limits)
     finally:
         await asyncio.shield(f.close())
-    return StoredImage(
-        content_type=kind, size=size, filename=part_names(part)[1] or "", path=path
-    )
+    return StoredImage(content_type=kind, size=size, filename=filename, path=path)
+
+
+def _check_file(request: web.Request, name: str, size: int, limits: Limits) -> None:
+    if size > limits.max_file_bytes:
+        raise _too_large(f"file part '{name}'", limits.max_file_bytes)
+    _check_body(request, limits.body_cap)
 
 
 async def _idle(read: Awaitable[T_co], limits: Limits) -> T_co:

@@ -52,6 +52,8 @@ class UploadSet:
         self._dir = directory.path if isinstance(directory, TempDir) else directory
         self._paths: list[str] = []
         self._bytes = 0
+        # Bytes of this request's file parts held in memory (see limits.spool_bytes).
+        self.spooled = 0
 
     def wrote(self, count: int) -> None:
         """Account ``count`` bytes written to one of this set's files."""

@@ -220,7 +220,7 @@ async def test_client_disconnect_mid_upload_leaves_no_temp_file(
 ) -> None:
     head = (
         b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
-        b"Content-Type: image/png\r\n\r\n" + png() + b"\x00" * 300_000
+        b"Content-Type: image/png\r\n\r\n" + png() + b"\x00" * 600_000
     )
     _reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
     writer.write(
@@ -245,3 +245,44 @@ async def test_client_disconnect_mid_upload_leaves_no_temp_file(
     # The process keeps serving.
     status, _ = await post(proxy, form([("image", png())]))
     assert status == 200
+
+
+async def test_small_parts_are_spooled_in_memory_large_ones_on_disk(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, temp_root: Path
+) -> None:
+    proxy = await start_proxy(
+        {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
+        limits={"spool_bytes": 100 * 1024},
+    )
+    # 60 KiB fits the budget; the second 60 KiB overflows it mid-part and the 1 MiB
+    # part goes straight to disk: the upstream must still get every byte.
+    blobs = [sized_png(60 * 1024), sized_png(60 * 1024), sized_png(1024 * 1024)]
+    seen: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            seen.append(len(leftover_files(temp_root)))
+            await asyncio.sleep(0.001)
+
+    watcher = asyncio.ensure_future(watch())
+    status, answer = await post(proxy, form([("image[]", b) for b in blobs]))
+    watcher.cancel()
+    assert status == 200, answer
+    got = fake_openai.last
+    assert [f.sha256 for f in got.files] == [
+        hashlib.sha256(b).hexdigest() for b in blobs
+    ]
+    assert max(seen, default=0) <= 2  # the first part never touched the disk
+    assert leftover_files(temp_root) == []
+
+
+async def test_spooled_small_edit_creates_no_temp_file(
+    proxy: TestServer, fake_openai: FakeOpenAI, temp_root: Path
+) -> None:
+    before = {p.name for p in temp_root.rglob("*")}
+    status, _ = await post(
+        proxy, form([("image", png(8, 8)), ("mask", png(8, 8, alpha=0))])
+    )
+    assert status == 200
+    assert {p.name for p in temp_root.rglob("*")} == before
+    assert [f.name for f in fake_openai.last.files] == ["image", "mask"]

@@ -93,7 +93,8 @@ async def _start_process(
     port = free_port()
     config = {
         "server": {"shutdown_timeout_s": grace_s, "access_log": False},
-        "limits": {"temp_dir": str(temp_root)},
+        # spool_bytes 0: every upload goes to disk, so the files can be counted.
+        "limits": {"temp_dir": str(temp_root), "spool_bytes": 0},
         "providers": {"openai": {"base_url": upstream}},
     }
     path = tmp_path / "imagegate.yaml"

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 from proxy.state import GATEWAY
 from tests.conftest import StartProxy
 from tests.fakes.openai import FakeOpenAI, Reply
-from tests.images import png
+from tests.images import png, sized_png
 from tests.observability.scrape import scrape, value
 
 EDITS = "/v3/images/edits"
@@ -78,7 +78,7 @@ async def test_temp_bytes_and_inflight_while_upstream_holds(
 ) -> None:
     hold, arrived = asyncio.Event(), asyncio.Event()
     fake_openai.script(Reply(hold=hold, arrived=arrived))
-    image = png(32, 32)
+    image = sized_png(400 * 1024)  # past the in-memory spool budget: on disk
     call = asyncio.ensure_future(
         sdk.images.edit(
             model="openai/gpt-image-1", image=("a.png", image, "image/png"), prompt="x"
