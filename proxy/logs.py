@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import msgspec
+from aiohttp.http_exceptions import HttpProcessingError
 
 _encoder = msgspec.json.Encoder()
 
@@ -31,6 +32,23 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return _encoder.encode(entry).decode()
+
+
+class ServerLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server logger, passed to its request handlers.
+
+    A client's malformed HTTP (a line over the size limit, too many headers, bad
+    framing) becomes one warning line: it is the client's fault, not the gateway's, and
+    aiohttp's error-level traceback would copy the client's bytes into the log.
+    """
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, HttpProcessingError):
+            fields = {"status": exc.code, "reason": type(exc).__name__}
+            self.logger.warning("malformed HTTP request", extra={"fields": fields})
+            return
+        self.logger.exception(msg, *args, **kwargs)
 
 
 def setup_logging(level: str) -> None:

@@ -143,9 +143,11 @@ def resolve_ref(ref: ImageRef, *, param: str, mask: bool = False) -> ImageInput:
     )
 
 
-def _too_large(what: str, cap: int) -> PayloadTooLarge:
+def _too_large(what: str, cap: int, param: str | None = None) -> PayloadTooLarge:
     return PayloadTooLarge(
-        f"{what} is larger than the limit of {cap} bytes", code="payload_too_large"
+        f"{what} is larger than the limit of {cap} bytes",
+        param=param,
+        code="payload_too_large",
     )
 
 
@@ -246,7 +248,7 @@ async def _stream_file(
         while chunk:
             size += len(chunk)
             if size > limits.max_file_bytes:
-                raise _too_large(f"file part '{name}'", limits.max_file_bytes)
+                raise _too_large(f"file part '{name}'", limits.max_file_bytes, param)
             _check_body(request, limits.body_cap)
             await f.write(chunk)
             uploads.wrote(len(chunk))
@@ -284,7 +286,7 @@ async def _read_text(
     while chunk := await _read_chunk(part, limits):
         buf += chunk
         if len(buf) > limits.max_field_bytes:
-            raise _too_large(f"text field '{name}'", limits.max_field_bytes)
+            raise _too_large(f"text field '{name}'", limits.max_field_bytes, name)
         _check_body(request, limits.body_cap)
     charset = part.get_charset(default="utf-8")
     try:

@@ -1,0 +1,116 @@
+"""What acceptance runs caught: header merging, malformed HTTP, limit errors' params."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from typing import Any
+
+import openai
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from tests.conftest import StartProxy
+from tests.fakes.openai import FakeOpenAI
+from tests.images import png
+
+CLIENT_TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def _data_url(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+async def test_client_header_never_doubles_one_the_gateway_sets(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI
+) -> None:
+    proxy = await start_proxy(
+        {"openai": {"base_url": fake_openai.url, "organization": "org-gateway"}}  # type: ignore[attr-defined]
+    )
+    body = {
+        "model": "openai/gpt-image-2",
+        "prompt": "a hat",
+        "images": [{"image_url": _data_url(png())}],
+        # Other spellings of headers the gateway sets itself.
+        "extra_headers": {
+            "openai-organization": "org-client",
+            "TraceParent": "00-11111111111111111111111111111111-2222222222222222-01",
+            "X-Tenant": "t1",
+        },
+    }
+    async with (
+        ClientSession() as s,
+        s.post(
+            proxy.make_url("/v3/images/edits"),
+            json=body,
+            headers={"traceparent": CLIENT_TRACE},
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+    sent = fake_openai.last.headers
+    lowered = [name.lower() for name in sent]
+    assert len(lowered) == len(set(lowered)), sorted(sent)
+    assert sent["OpenAI-Organization"] == "org-gateway"
+    assert sent["traceparent"].split("-")[1] == CLIENT_TRACE.split("-")[1]
+    assert sent["X-Tenant"] == "t1"
+
+
+@pytest.mark.parametrize(
+    ("files", "param"),
+    [
+        ({"image": png(64, 64)}, "image"),
+        ({"image": png(), "mask": png(64, 64, alpha=0)}, "mask"),
+        ({"image": png(), "user": "u" * 65}, "user"),
+    ],
+)
+async def test_oversized_parts_name_their_param(
+    start_proxy: StartProxy,
+    fake_openai: FakeOpenAI,
+    files: dict[str, Any],
+    param: str,
+) -> None:
+    proxy = await start_proxy(
+        {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
+        limits={"max_file_bytes": 1024, "max_field_bytes": 64},
+    )
+    async with openai.AsyncOpenAI(
+        base_url=str(proxy.make_url("/v3")), api_key="unused", max_retries=0
+    ) as client:
+        with pytest.raises(openai.APIStatusError) as exc:
+            await client.images.edit(model="openai/gpt-image-2", prompt="p", **files)
+    assert exc.value.status_code == 413
+    assert exc.value.code == "payload_too_large"
+    assert exc.value.param == param
+    assert not fake_openai.received
+
+
+async def _raw(proxy: TestServer, request: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_malformed_http_is_a_400_and_a_warning_not_an_error(
+    proxy: TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    long_url = b"GET /healthz?x=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    long_header = (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: " + b"b" * 9000 + b"\r\n\r\n"
+    )
+    many = b"".join(b"X-H%d: v\r\n" % i for i in range(200))
+    many_headers = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n"
+    with caplog.at_level(logging.INFO, logger="aiohttp.server"):
+        for raw in (long_url, long_header, many_headers):
+            reply = await _raw(proxy, raw)
+            assert reply.split(b" ", 2)[1] == b"400", reply[:100]
+    server_lines = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert [r.levelno for r in server_lines] == [logging.WARNING] * 3
+    assert all(not r.exc_info for r in server_lines)
+    assert not any("aaaa" in r.getMessage() for r in caplog.records)
