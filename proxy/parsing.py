@@ -16,6 +16,7 @@ import msgspec
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BadContentDispositionHeader
+from aiohttp.web_protocol import RequestPayloadError
 
 from proxy.config import Limits
 from proxy.errors import (
@@ -270,6 +271,12 @@ async def _idle(read: Awaitable[T_co], limits: Limits) -> T_co:
             f"the request body stalled for over {limits.client_idle_timeout_s:g} s",
             code="request_timeout",
         ) from None
+    except RequestPayloadError as exc:
+        # aiohttp could not decode the body (a Content-Encoding that is not what it
+        # says): the client's fault, and every body read comes through here.
+        cause = exc.__cause__
+        reason = cause.message if isinstance(cause, HttpProcessingError) else str(exc)
+        raise InvalidRequest(f"the request body cannot be read: {reason}") from None
 
 
 async def _read_chunk(part: BodyPartReader, limits: Limits) -> bytes:

@@ -114,3 +114,32 @@ async def test_malformed_http_is_a_400_and_a_warning_not_an_error(
     assert [r.levelno for r in server_lines] == [logging.WARNING] * 3
     assert all(not r.exc_info for r in server_lines)
     assert not any("aaaa" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/v3/images/edits", "application/json"),
+        ("/v3/images/generations", "application/json"),
+        ("/v3/images/edits", "multipart/form-data; boundary=b0und"),
+        ("/v3/upload", "multipart/form-data; boundary=b0und"),
+    ],
+)
+async def test_undecodable_content_encoding_is_a_400(
+    proxy: TestServer,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    content_type: str,
+) -> None:
+    # Not deflate data: the body cannot be decoded, which is the client's fault.
+    garbage = b"\xff\xfe\xfd not deflate at all" * 64
+    headers = {"Content-Type": content_type, "Content-Encoding": "deflate"}
+    async with (
+        ClientSession() as s,
+        s.post(proxy.make_url(path), data=garbage, headers=headers) as r,
+    ):
+        assert r.status == 400, await r.text()
+        error = (await r.json())["error"]
+    assert error["type"] == "invalid_request_error"
+    assert "content-encoding" in error["message"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
