@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
+import sys
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -143,3 +146,63 @@ async def test_undecodable_content_encoding_is_a_400(
     assert error["type"] == "invalid_request_error"
     assert "content-encoding" in error["message"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def _readme_block(repo_root: Path, lang: str, marker: str) -> str:
+    blocks: list[str] = re.findall(
+        rf"```{lang}\n(.*?)```", (repo_root / "README.md").read_text(), re.S
+    )
+    return next(b for b in blocks if marker in b)
+
+
+def _example_images(where: Path) -> None:
+    (where / "room.png").write_bytes(png(16, 16, seed=1))
+    (where / "lamp.png").write_bytes(png(16, 16, seed=2))
+    (where / "mask.png").write_bytes(png(16, 16, alpha=0))
+
+
+async def test_readme_python_example_runs(
+    proxy: TestServer, repo_root: Path, tmp_path: Path
+) -> None:
+    code = _readme_block(repo_root, "python", "images.edit").replace(
+        "http://127.0.0.1:8080", str(proxy.make_url("")).rstrip("/")
+    )
+    await asyncio.to_thread(_example_images, tmp_path)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert out.decode().split()[1:] == ["0.03037", "openai"]
+
+
+async def test_readme_json_curl_example_works(
+    proxy: TestServer, repo_root: Path, tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    # The shell evaluates the example as written; a stand-in curl hands back its
+    # arguments, which are then sent the way curl would send them.
+    script = _readme_block(repo_root, "sh", "application/json")
+    stub = 'curl() { printf "%s\\0" "$@"; }\n'
+    await asyncio.to_thread(_example_images, tmp_path)
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-c", stub + script, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    args = out.decode().split("\0")[:-1]
+    url = args[args.index("-s") + 1]
+    header = args[args.index("-H") + 1]
+    name, _, value = header.partition(": ")
+    async with (
+        ClientSession() as s,
+        s.post(
+            proxy.make_url(url.removeprefix("localhost:8080")),
+            data=args[args.index("-d") + 1].encode(),
+            headers={name: value},
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+        assert (await r.json())["provider"] == "openai"
+    assert fake_openai.last.json is not None
