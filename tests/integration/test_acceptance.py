@@ -143,6 +143,8 @@ async def test_undecodable_content_encoding_is_a_400(
     ):
         assert r.status == 400, await r.text()
         error = (await r.json())["error"]
+        # aiohttp drops the connection after this answer: the client must not reuse it.
+        assert r.headers["Connection"] == "close"
     assert error["type"] == "invalid_request_error"
     assert "content-encoding" in error["message"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
