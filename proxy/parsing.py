@@ -133,6 +133,11 @@ def resolve_ref(ref: ImageRef, *, param: str, mask: bool = False) -> ImageInput:
     if scheme.startswith("data:"):
         data = decode_data_url(url, param=param)
         kind = require_image(data[:SNIFF_BYTES], param=param, mask=mask)
+        # Upstreams get the client's base64 as is, under the type the bytes have (a
+        # client may label a PNG image/jpeg, or write DATA:IMAGE/PNG;BASE64,...).
+        prefix = f"data:{kind};base64,"
+        if not url.startswith(prefix):
+            url = prefix + url.partition(",")[2]
         return StoredImage(
             content_type=kind, size=len(data), filename="", data=data, data_url=url
         )

@@ -208,3 +208,31 @@ async def test_readme_json_curl_example_works(
         assert r.status == 200, await r.text()
         assert (await r.json())["provider"] == "openai"
     assert fake_openai.last.json is not None
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "data:image/jpeg;base64,",
+        "DATA:IMAGE/PNG;BASE64,",
+        "data:image/png;name=a;base64,",
+    ],
+)
+async def test_data_urls_go_upstream_under_the_sniffed_type(
+    proxy: TestServer, fake_openai: FakeOpenAI, prefix: str
+) -> None:
+    image = png(8, 8)
+    payload = base64.b64encode(image).decode()
+    body = {
+        "model": "openai/gpt-image-2",
+        "prompt": "a hat",
+        "images": [{"image_url": prefix + payload}],
+    }
+    async with (
+        ClientSession() as s,
+        s.post(proxy.make_url("/v3/images/edits"), json=body) as r,
+    ):
+        assert r.status == 200, await r.text()
+    sent = fake_openai.last.json
+    assert sent is not None
+    assert sent["images"] == [{"image_url": "data:image/png;base64," + payload}]
