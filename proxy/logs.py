@@ -47,6 +47,10 @@ class ServerLog(logging.LoggerAdapter[logging.Logger]):
 
     def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info")
+        if isinstance(exc, ConnectionResetError):
+            # The client left mid-request; the access line already records it (499).
+            self.logger.debug("client went away", extra={"fields": {}})
+            return
         if isinstance(exc, HttpProcessingError | RequestPayloadError):
             fields = {"reason": type(exc).__name__}
             self.logger.warning("malformed HTTP request", extra={"fields": fields})

@@ -12,10 +12,12 @@ from typing import Any
 
 import openai
 import pytest
-from aiohttp import ClientSession
+from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
 
-from tests.conftest import StartProxy
+from proxy.app import create_app
+from tests.conftest import StartProxy, build_config
 from tests.fakes.openai import FakeOpenAI
 from tests.images import png
 
@@ -236,3 +238,51 @@ async def test_data_urls_go_upstream_under_the_sniffed_type(
     sent = fake_openai.last.json
     assert sent is not None
     assert sent["images"] == [{"image_url": "data:image/png;base64," + payload}]
+
+
+async def test_client_leaving_mid_body_is_no_error_in_the_log(
+    fake_openai: FakeOpenAI, temp_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Served the way serve() does: test servers cancel handlers of lost connections,
+    # imagegate does not, so the handler sees the body read fail instead.
+    config = build_config(temp_root, {"openai": {"base_url": fake_openai.url}})  # type: ignore[attr-defined]
+    app = create_app(config, environ={}, registry=CollectorRegistry())
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    multipart = (
+        b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 9999\r\n\r\n"
+        b'--b\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\n'
+        + png()
+    )
+    json_head = (
+        b"POST /v3/images/generations HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    )
+    body_at = multipart.index(b"\r\n\r\n") + 4
+    cuts = (multipart[:body_at], multipart[: body_at + 10], multipart, json_head)
+    statuses: list[int | None] = []
+    try:
+        with caplog.at_level(logging.DEBUG):
+            for cut in cuts:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(cut)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                writer.close()
+            for _ in range(100):
+                statuses = [
+                    getattr(r, "fields", {}).get("status")
+                    for r in caplog.records
+                    if r.name == "imagegate.access"
+                ]
+                if len(statuses) == len(cuts):
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        await runner.cleanup()
+    assert statuses == [499] * len(cuts)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
