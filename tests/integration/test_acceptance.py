@@ -7,6 +7,7 @@ import base64
 import logging
 import re
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -286,3 +287,38 @@ async def test_client_leaving_mid_body_is_no_error_in_the_log(
         await runner.cleanup()
     assert statuses == [499] * len(cuts)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_compressed_multipart_reserves_the_body_cap(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, registry: CollectorRegistry
+) -> None:
+    # A few KiB of gzip can inflate to the whole body cap of temp files: the upload
+    # backpressure must count the cap, not the declared (compressed) length.
+    proxy = await start_proxy(
+        {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
+        limits={"max_body_bytes": 10 * 1024 * 1024},
+    )
+    head = (
+        b'--b\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\n'
+        + png()
+    )
+    packer = zlib.compressobj(wbits=31)
+    body = packer.compress(head) + packer.flush(zlib.Z_SYNC_FLUSH)
+    request = (
+        b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\n"
+        b"Content-Length: %d\r\n\r\n" % (len(body) + 4096)
+    )
+    _, writer = await asyncio.open_connection(proxy.host, proxy.port)
+    try:
+        writer.write(request + body)  # the rest never comes: the request stays open
+        await writer.drain()
+        reserved = None
+        for _ in range(100):
+            reserved = registry.get_sample_value("imagegate_temp_reserved_bytes")
+            if reserved:
+                break
+            await asyncio.sleep(0.02)
+        assert reserved == 10 * 1024 * 1024
+    finally:
+        writer.transport.abort()
