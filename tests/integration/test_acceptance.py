@@ -322,3 +322,38 @@ async def test_compressed_multipart_reserves_the_body_cap(
         assert reserved == 10 * 1024 * 1024
     finally:
         writer.transport.abort()
+
+
+@pytest.mark.parametrize("kind", ["json", "multipart"])
+async def test_gzip_bomb_is_refused_at_the_inflated_cap(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, kind: str
+) -> None:
+    proxy = await start_proxy(
+        {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
+        limits={"max_json_bytes": 1024 * 1024, "max_file_bytes": 1024 * 1024},
+    )
+    if kind == "json":
+        head, content_type = (
+            b'{"model": "openai/gpt-image-2", "pad": "',
+            "application/json",
+        )
+    else:
+        head = (
+            b'--b\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\n'
+            + png()
+        )
+        content_type = "multipart/form-data; boundary=b"
+    packer = zlib.compressobj(wbits=31)
+    body = packer.compress(head)
+    zeros = bytes(1024 * 1024)
+    for _ in range(64):  # 64 MiB inflated from about 64 KiB
+        body += packer.compress(zeros)
+    body += packer.flush()
+    headers = {"Content-Type": content_type, "Content-Encoding": "gzip"}
+    async with (
+        ClientSession() as s,
+        s.post(proxy.make_url("/v3/images/edits"), data=body, headers=headers) as r,
+    ):
+        assert r.status == 413, await r.text()
+        assert (await r.json())["error"]["code"] == "payload_too_large"
+    assert not fake_openai.received
