@@ -19,6 +19,7 @@ from aiohttp.multipart import BadContentDispositionHeader
 from aiohttp.web_protocol import RequestPayloadError
 
 from proxy.config import Limits
+from proxy.disposition import part_names
 from proxy.errors import (
     InvalidRequest,
     PayloadTooLarge,
@@ -188,7 +189,7 @@ async def read_multipart(
             break
         if not isinstance(part, BodyPartReader):
             raise InvalidRequest("nested multipart bodies are not supported")
-        name = part.name
+        name, filename = part_names(part)
         if not name:
             raise InvalidRequest("a multipart part has no name")
         if _IMAGE_PART.match(name) or name == "mask":
@@ -206,7 +207,7 @@ async def read_multipart(
             else:
                 images.append(stored)
             continue
-        if part.filename is not None:
+        if filename is not None:
             raise InvalidRequest(
                 f"unexpected file part '{name}'; images go in 'image', 'image[]' or "
                 "'mask'",
@@ -262,7 +263,7 @@ async def _stream_file(
     finally:
         await asyncio.shield(f.close())
     return StoredImage(
-        content_type=kind, size=size, filename=part.filename or "", path=path
+        content_type=kind, size=size, filename=part_names(part)[1] or "", path=path
     )
 
 

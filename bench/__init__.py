@@ -1,0 +1,1 @@
+"""The overhead benchmark: the proxies (nginx, imagegate) against a fake upstream."""

@@ -1,0 +1,142 @@
+"""The processes under test: the fake upstream, nginx and imagegate, each pinned.
+
+Both proxies get the same core (``proxy_cpus``); the fake upstream and the load
+generator share the other (``client_cpus``), so neither proxy competes with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from bench.procs import Proc, free_port, tree
+from bench.scenarios import Scenario
+
+HERE = Path(__file__).resolve().parent
+BENCH_KEY_ENV = "IMAGEGATE_BENCH_OPENAI_KEY"
+
+
+@dataclass
+class Target:
+    name: str  # "direct", "nginx", "imagegate"
+    port: int
+    proc: Proc | None = None  # None for "direct": nothing sits in between
+
+    def url(self, scenario: Scenario) -> str:
+        if self.name == "imagegate":
+            return f"http://127.0.0.1:{self.port}/v3/images/edits"
+        return f"http://127.0.0.1:{self.port}/{scenario.reply}/v1/images/edits"
+
+    def pids(self) -> list[int]:
+        return tree(self.proc.pid) if self.proc is not None else []
+
+
+@dataclass
+class Stack:
+    upstream: Proc
+    targets: dict[str, Target] = field(default_factory=dict)
+
+
+def nginx_config(directory: Path, listen: int, upstream: int) -> Path:
+    text = (HERE / "nginx.conf.template").read_text()
+    text = text.replace("@DIR@", str(directory)).replace("@LISTEN@", str(listen))
+    path = directory / "nginx.conf"
+    path.write_text(text.replace("@UPSTREAM@", str(upstream)))
+    return path
+
+
+def imagegate_config(directory: Path, listen: int, upstream: int) -> Path:
+    """The default config plus two providers on the fake upstream (YAML is JSON)."""
+    base = f"http://127.0.0.1:{upstream}"
+    doc = {
+        "server": {"host": "127.0.0.1", "port": listen},
+        "limits": {"temp_dir": str(directory)},
+        "providers": {
+            "openai": {"base_url": f"{base}/small/v1", "api_key_env": BENCH_KEY_ENV},
+            "big": {
+                "type": "openai",
+                "base_url": f"{base}/big/v1",
+                "api_key_env": BENCH_KEY_ENV,
+            },
+            "stream": {
+                "type": "openai",
+                "base_url": f"{base}/stream/v1",
+                "api_key_env": BENCH_KEY_ENV,
+            },
+        },
+    }
+    path = directory / "imagegate.yaml"
+    path.write_bytes(msgspec.json.encode(doc))
+    return path
+
+
+def _upstream(directory: Path, latency_ms: float, cpus: str | None) -> tuple[Proc, int]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "bench.upstream", "--port", str(port),
+           "--latency-ms", str(latency_ms)]  # fmt: skip
+    proc = Proc("upstream", cmd, log=directory / "upstream.log", cpus=cpus)
+    proc.wait_port(port)
+    return proc, port
+
+
+def _nginx(directory: Path, upstream: int, cpus: str | None) -> Target:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    conf = nginx_config(directory, port, upstream)
+    cmd = [binary, "-p", str(directory), "-c", str(conf), "-e", "stderr"]
+    proc = Proc("nginx", cmd, log=directory / "nginx.log", cpus=cpus)
+    proc.wait_port(port)
+    return Target("nginx", port, proc)
+
+
+def _imagegate(
+    directory: Path, upstream: int, cpus: str | None, workers: int
+) -> Target:
+    port = free_port()
+    conf = imagegate_config(directory, port, upstream)
+    cmd = [sys.executable, "-m", "proxy", "--config", str(conf)]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    env = {BENCH_KEY_ENV: "sk-bench-not-a-real-key"}
+    proc = Proc("imagegate", cmd, log=directory / "imagegate.log", cpus=cpus, env=env)
+    proc.wait_port(port)
+    return Target("imagegate", port, proc)
+
+
+@contextlib.contextmanager
+def stack(
+    directory: Path,
+    *,
+    names: tuple[str, ...],
+    latency_ms: float,
+    proxy_cpus: str | None,
+    client_cpus: str | None,
+    workers: int = 1,
+) -> Iterator[Stack]:
+    """Start the fake upstream and the named targets; stop them all on exit."""
+    upstream, up_port = _upstream(directory, latency_ms, client_cpus)
+    running = Stack(upstream)
+    try:
+        for name in names:
+            if name == "direct":
+                running.targets[name] = Target("direct", up_port)
+            elif name == "nginx":
+                running.targets[name] = _nginx(directory, up_port, proxy_cpus)
+            elif name == "imagegate":
+                running.targets[name] = _imagegate(
+                    directory, up_port, proxy_cpus, workers
+                )
+            else:
+                raise ValueError(f"unknown target {name!r}")
+        yield running
+    finally:
+        for target in reversed(running.targets.values()):
+            if target.proc is not None:
+                target.proc.stop()
+        upstream.stop()

@@ -1,0 +1,60 @@
+"""The benchmark harness end to end on tiny counts: it proves the harness works (real
+processes, real wrk, real /proc readings); it never asserts a timing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from bench import report
+from bench.run import run_all
+from bench.scenarios import BY_NAME
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("wrk") is None or shutil.which("nginx") is None,
+    reason="the harness drives wrk and nginx (Debian packages; .ci/run installs them)",
+)
+
+
+def test_quick_harness_measures_every_target(tmp_path: Path) -> None:
+    scenarios = [BY_NAME["small-c1"], BY_NAME["upload1-c16"], BY_NAME["stream-c1"]]
+    results = run_all(
+        tmp_path,
+        scenarios=scenarios,
+        targets=("direct", "nginx", "imagegate"),
+        seconds=1,
+        warmup=0,
+        proxy_cpus=None,
+        client_cpus=None,
+    )
+    assert [(m.scenario, m.target) for m in results] == [
+        (s.name, t) for s in scenarios for t in ("direct", "nginx", "imagegate")
+    ]
+    for m in results:
+        assert m.requests > 0, m
+        assert m.errors == 0, m
+        if m.target == "direct":
+            assert m.cpu_s_per_1k is None
+            assert m.peak_rss_mib is None
+        else:
+            assert m.cpu_s_per_1k is not None
+            assert m.peak_rss_mib is not None
+            assert m.peak_rss_mib > 0
+
+    rows = report.derive(results)
+    ours = [r for r in rows if r["target"] == "imagegate"]
+    assert all("added_p50_ms" in r and "rps_vs_nginx" in r for r in ours)
+    meta = {
+        "machine": report.machine(), "seconds": 1, "latency_ms": 2.0,
+        "proxy_cpus": None, "client_cpus": None, "loadavg_after": ["0", "0", "0"],
+    }  # fmt: skip
+    md = report.write(tmp_path / "out", "quick", rows, meta)
+    text = md.read_text()
+    assert text.count("| imagegate |") == 3
+    doc = msgspec.json.decode((tmp_path / "out" / "quick.json").read_bytes())
+    assert len(doc["results"]) == 9
+    # imagegate was stopped cleanly: its upload directory went with it.
+    assert not list(tmp_path.glob("imagegate-*"))
