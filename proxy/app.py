@@ -21,6 +21,7 @@ from proxy.catalog import images_models
 from proxy.config import Config, provider_keys
 from proxy.fetch import fetch_ctx
 from proxy.guard import guard
+from proxy.logs import ServerLog
 from proxy.metrics import Metrics
 from proxy.middleware import observe
 from proxy.openapi import build_openapi
@@ -53,7 +54,9 @@ def create_app(
     )
     # The JSON cap; multipart bodies are streamed and capped by the parser.
     app = web.Application(
-        middlewares=[observe, guard], client_max_size=config.limits.max_json_bytes
+        middlewares=[observe, guard],
+        client_max_size=config.limits.max_json_bytes,
+        handler_args={"logger": ServerLog(logging.getLogger("aiohttp.server"))},
     )
     gateway.openapi = msgspec.json.encode(build_openapi())
     app[GATEWAY] = gateway

@@ -31,6 +31,8 @@ def _temp_reservation(request: web.Request, gateway: Gateway) -> int:
         return 0  # JSON bodies are held in memory, capped by max_json_bytes
     cap = gateway.config.limits.body_cap
     declared = request.content_length
+    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+        return cap  # a compressed length says nothing of what lands on disk
     return cap if declared is None else min(declared, cap)
 
 

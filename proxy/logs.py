@@ -12,6 +12,8 @@ import time
 from typing import Any
 
 import msgspec
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 _encoder = msgspec.json.Encoder()
 
@@ -31,6 +33,29 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return _encoder.encode(entry).decode()
+
+
+class ServerLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server logger, passed to its request handlers.
+
+    A client's malformed HTTP (a line over the size limit, too many headers, bad
+    framing, a body its Content-Encoding cannot decode, seen again when aiohttp drains
+    it after the answer) becomes one warning line: it is the client's fault, not the
+    gateway's, and aiohttp's error-level traceback would copy the client's bytes into
+    the log.
+    """
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, ConnectionResetError):
+            # The client left mid-request; the access line already records it (499).
+            self.logger.debug("client went away", extra={"fields": {}})
+            return
+        if isinstance(exc, HttpProcessingError | RequestPayloadError):
+            fields = {"reason": type(exc).__name__}
+            self.logger.warning("malformed HTTP request", extra={"fields": fields})
+            return
+        self.logger.exception(msg, *args, **kwargs)
 
 
 def setup_logging(level: str) -> None:

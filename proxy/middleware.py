@@ -130,6 +130,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = _CLIENT_CLOSED if ctx.client_closed else resp.status
         if not resp.prepared:
             resp.headers["X-Request-ID"] = request_id
+            if request.content.exception() is not None:
+                # The body broke mid-way (undecodable): aiohttp drops the connection
+                # after answering, so say so, or the client reuses it and fails.
+                resp.force_close()
         return resp
     finally:
         if inflight is not None:

@@ -16,6 +16,7 @@ import msgspec
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BadContentDispositionHeader
+from aiohttp.web_protocol import RequestPayloadError
 
 from proxy.config import Limits
 from proxy.disposition import part_names
@@ -133,6 +134,11 @@ def resolve_ref(ref: ImageRef, *, param: str, mask: bool = False) -> ImageInput:
     if scheme.startswith("data:"):
         data = decode_data_url(url, param=param)
         kind = require_image(data[:SNIFF_BYTES], param=param, mask=mask)
+        # Upstreams get the client's base64 as is, under the type the bytes have (a
+        # client may label a PNG image/jpeg, or write DATA:IMAGE/PNG;BASE64,...).
+        prefix = f"data:{kind};base64,"
+        if not url.startswith(prefix):
+            url = prefix + url.partition(",")[2]
         return StoredImage(
             content_type=kind, size=len(data), filename="", data=data, data_url=url
         )
@@ -144,9 +150,11 @@ def resolve_ref(ref: ImageRef, *, param: str, mask: bool = False) -> ImageInput:
     )
 
 
-def _too_large(what: str, cap: int) -> PayloadTooLarge:
+def _too_large(what: str, cap: int, param: str | None = None) -> PayloadTooLarge:
     return PayloadTooLarge(
-        f"{what} is larger than the limit of {cap} bytes", code="payload_too_large"
+        f"{what} is larger than the limit of {cap} bytes",
+        param=param,
+        code="payload_too_large",
     )
 
 
@@ -272,7 +280,8 @@ async def _stream_file(
 
 def _check_file(request: web.Request, name: str, size: int, limits: Limits) -> None:
     if size > limits.max_file_bytes:
-        raise _too_large(f"file part '{name}'", limits.max_file_bytes)
+        param = "mask" if name == "mask" else "image"
+        raise _too_large(f"file part '{name}'", limits.max_file_bytes, param)
     _check_body(request, limits.body_cap)
 
 
@@ -286,6 +295,12 @@ async def _idle(read: Awaitable[T_co], limits: Limits) -> T_co:
             f"the request body stalled for over {limits.client_idle_timeout_s:g} s",
             code="request_timeout",
         ) from None
+    except RequestPayloadError as exc:
+        # aiohttp could not decode the body (a Content-Encoding that is not what it
+        # says): the client's fault, and every body read comes through here.
+        cause = exc.__cause__
+        reason = cause.message if isinstance(cause, HttpProcessingError) else str(exc)
+        raise InvalidRequest(f"the request body cannot be read: {reason}") from None
 
 
 async def _read_chunk(part: BodyPartReader, limits: Limits) -> bytes:
@@ -302,7 +317,7 @@ async def _read_text(
     while chunk := await _read_chunk(part, limits):
         buf += chunk
         if len(buf) > limits.max_field_bytes:
-            raise _too_large(f"text field '{name}'", limits.max_field_bytes)
+            raise _too_large(f"text field '{name}'", limits.max_field_bytes, name)
         _check_body(request, limits.body_cap)
     charset = part.get_charset(default="utf-8")
     try:

@@ -276,13 +276,17 @@ async def test_small_parts_are_spooled_in_memory_large_ones_on_disk(
     assert leftover_files(temp_root) == []
 
 
+def entries(root: Path) -> set[str]:
+    return {p.name for p in root.rglob("*")}
+
+
 async def test_spooled_small_edit_creates_no_temp_file(
     proxy: TestServer, fake_openai: FakeOpenAI, temp_root: Path
 ) -> None:
-    before = {p.name for p in temp_root.rglob("*")}
+    before = entries(temp_root)
     status, _ = await post(
         proxy, form([("image", png(8, 8)), ("mask", png(8, 8, alpha=0))])
     )
     assert status == 200
-    assert {p.name for p in temp_root.rglob("*")} == before
+    assert entries(temp_root) == before
     assert [f.name for f in fake_openai.last.files] == ["image", "mask"]
