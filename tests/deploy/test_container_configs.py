@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from proxy.config import Config, load_config
+from proxy.controls import exposure_error
 from tests.observability.procs import REPO, require_binary, run
 
 DOCKERFILE = REPO / "deploy/Dockerfile"
@@ -70,10 +71,28 @@ async def test_check_config_on_every_example() -> None:
 
 
 def test_dockerfile_healthcheck_port_is_the_default() -> None:
-    # The image copies config/imagegate.yaml; its healthcheck must probe that port.
-    config = load_config(REPO / "config/imagegate.yaml")
+    # The image bakes in the container config; its healthcheck must probe that port.
+    config = load_config(REPO / "deploy/imagegate.container.yaml")
     assert f"127.0.0.1:{config.server.port}/healthz" in DOCKERFILE.read_text()
-    assert (
-        "COPY config/imagegate.yaml /etc/imagegate/imagegate.yaml"
-        in DOCKERFILE.read_text()
-    )
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "deploy/imagegate.container.yaml",
+        "deploy/k8s/gateway/imagegate.yaml",
+        "deploy/k8s/base/imagegate.yaml",  # the sidecar: loopback
+        "config/imagegate.yaml",  # `make run`
+    ],
+)
+def test_shipped_deployments_pass_the_start_rule(config: str) -> None:
+    # Secure by default refuses a non-loopback listener without keys; every config we
+    # ship must still start where it is deployed.
+    cfg = load_config(REPO / config)
+    assert exposure_error(host=cfg.server.host, auth=cfg.auth, keys=cfg.keys) is None
+
+
+def test_dockerfile_bakes_in_the_container_config() -> None:
+    text = DOCKERFILE.read_text()
+    assert "COPY deploy/imagegate.container.yaml /etc/imagegate/imagegate.yaml" in text
+    assert not re.search(r"^CMD .*--host", text, re.M)

@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 from proxy.config import parse_config
+from proxy.controls import exposure_error
 from tests.observability.procs import REPO, require_binary, run
 
 Obj = dict[str, Any]
@@ -140,7 +141,14 @@ def test_gateway_fits_together(gateway: list[Obj]) -> None:
     pod = deploy["spec"]["template"]["spec"]
     labels = deploy["spec"]["template"]["metadata"]["labels"]
     c = _check_proxy_container(pod, gateway)
-    assert c["args"][-2:] == ["--host", "0.0.0.0"]
+    # The rendered config is the gateway's own: on the pod network, with client keys.
+    config = _config(gateway)
+    assert config.server.host == "0.0.0.0"
+    assert "--host" not in c["args"]
+    assert (
+        exposure_error(host=config.server.host, auth=config.auth, keys=config.keys)
+        is None
+    )
     assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     for selector in (
         k["Service"]["spec"]["selector"],
