@@ -18,6 +18,7 @@ from proxy.controls import ClientKey
 from proxy.errors import Overloaded
 from proxy.limits import refusal_error
 from proxy.middleware import Handler
+from proxy.parsing import media_type
 from proxy.state import GATEWAY, Gateway
 
 
@@ -27,7 +28,7 @@ def _guarded(request: web.Request) -> bool:
 
 
 def _temp_reservation(request: web.Request, gateway: Gateway) -> int:
-    if request.content_type != "multipart/form-data":
+    if media_type(request) != "multipart/form-data":
         return 0  # JSON bodies are held in memory, capped by max_json_bytes
     cap = gateway.config.limits.body_cap
     declared = request.content_length

@@ -40,6 +40,12 @@ class Router:
         allowed: Sequence[str] | None = None,
     ) -> None:
         self._providers = dict(providers)
+        # Decided once: a runtime Protocol check per request is measurable CPU.
+        self._priced: dict[str, PricedAs] = {
+            name: p.adapter
+            for name, p in providers.items()
+            if isinstance(p.adapter, PricedAs)
+        }
         self.aliases = dict(aliases or {})
         self.allowed = None if allowed is None else tuple(allowed)
 
@@ -80,9 +86,8 @@ class Router:
                 f"configured provider ({configured}){known}"
             )
         adapter = provider.adapter
-        priced = (
-            adapter.price_model(model_id) if isinstance(adapter, PricedAs) else None
-        )
+        priced_as = self._priced.get(name)
+        priced = priced_as.price_model(model_id) if priced_as is not None else None
         return Route(
             name,
             model_id,
