@@ -13,9 +13,9 @@ import base64
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
-from tests.fakes.openai import FilePart, Received, Reply
+from tests.fakes.openai import FilePart, Received, Reply, record
 from tests.images import png
 
 __all__ = ["FakeProvider", "FilePart", "Received", "Reply"]
@@ -46,27 +46,7 @@ class FakeProvider:
         raise NotImplementedError
 
     async def record(self, request: web.Request) -> Received:
-        rec = Received(
-            request.method, request.path, dict(request.headers), request.content_type
-        )
-        if request.content_type == "multipart/form-data":
-            reader = await request.multipart()
-            async for part in reader:
-                assert isinstance(part, BodyPartReader)
-                data = await part.read()
-                if part.filename is not None:
-                    ctype = part.headers.get("Content-Type", "")
-                    rec.files.append(
-                        FilePart(part.name or "", part.filename, ctype, data)
-                    )
-                else:
-                    rec.fields.setdefault(part.name or "", []).append(data.decode())
-        elif request.content_type == "application/json":
-            rec.json = await request.json()
-        else:
-            rec.fields = {
-                k: [v] for k, v in (await request.post()).items() if isinstance(v, str)
-            }
+        rec = await record(request)
         self.received.append(rec)
         return rec
 

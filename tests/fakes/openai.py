@@ -72,6 +72,30 @@ def images_reply(n: int = 1, **extra: Any) -> dict[str, Any]:
     return body
 
 
+async def record(request: web.Request) -> Received:
+    """Parse a request the way an OpenAI-style API reads it: form parts or JSON."""
+    rec = Received(
+        request.method, request.path, dict(request.headers), request.content_type
+    )
+    if request.content_type == "multipart/form-data":
+        reader = await request.multipart()
+        async for part in reader:
+            assert isinstance(part, BodyPartReader)
+            data = await part.read()
+            if part.filename is not None:
+                ctype = part.headers.get("Content-Type", "")
+                rec.files.append(FilePart(part.name or "", part.filename, ctype, data))
+            else:
+                rec.fields.setdefault(part.name or "", []).append(data.decode())
+    elif request.content_type == "application/json":
+        rec.json = msgspec.json.decode(await request.read())
+    else:
+        rec.fields = {
+            k: [v] for k, v in (await request.post()).items() if isinstance(v, str)
+        }
+    return rec
+
+
 class FakeOpenAI:
     """An aiohttp app for /v1/images/{edits,generations}; check ``received`` after."""
 
@@ -92,26 +116,7 @@ class FakeOpenAI:
         return self.received[-1]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        rec = Received(
-            request.method,
-            request.path,
-            dict(request.headers),
-            request.content_type,
-        )
-        if request.content_type == "multipart/form-data":
-            reader = await request.multipart()
-            async for part in reader:
-                assert isinstance(part, BodyPartReader)
-                data = await part.read()
-                if part.filename is not None:
-                    ctype = part.headers.get("Content-Type", "")
-                    rec.files.append(
-                        FilePart(part.name or "", part.filename, ctype, data)
-                    )
-                else:
-                    rec.fields.setdefault(part.name or "", []).append(data.decode())
-        else:
-            rec.json = msgspec.json.decode(await request.read())
+        rec = await record(request)
         self.received.append(rec)
         if request.headers.get("Authorization") != f"Bearer {self.key}":
             return web.json_response(
