@@ -69,6 +69,8 @@ def create_app(
         app.router.add_post(f"{prefix}/images/edits", handlers.images_edits)
         app.router.add_post(f"{prefix}/images/generations", handlers.images_generations)
         app.router.add_get(f"{prefix}/images/models", images_models)
+        # The SDKs' models.list(): the same catalogue in OpenAI's list shape.
+        app.router.add_get(f"{prefix}/models", images_models)
     upload_api.add_routes(app, environ)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)

@@ -30,6 +30,7 @@ class ModelEntry(msgspec.Struct, frozen=True):
     owned_by: str
     capabilities: ModelCapabilities
     object: str = "model"
+    created: int = 0  # OpenAI's Model has it; the gateway has no creation time
     alias_of: str | msgspec.UnsetType = msgspec.UNSET  # present on aliases only
 
 

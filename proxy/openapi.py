@@ -140,6 +140,7 @@ def build_openapi() -> dict[str, Any]:
             "post": _images_operation("Generate images", generate, None)
         }
         paths[f"{prefix}/images/models"] = _models_get()
+        paths[f"{prefix}/models"] = _models_get()
     paths.update(upload_paths())
     paths["/healthz"] = _plain_get("Liveness", "application/json")
     paths["/readyz"] = _plain_get("Readiness", "application/json")

@@ -160,3 +160,22 @@ async def test_models_lists_configured_names_of_every_adapter(
     assert by_id["bfl/flux-kontext-pro"]["mask"] is False
     assert "replicate/black-forest-labs/flux-kontext-pro" in by_id
     assert by_id["xai/grok-imagine-image"]["max_images"] == 3
+
+
+async def test_sdk_models_list_sees_the_catalogue(
+    proxy: TestServer, fake_openai: FakeOpenAI
+) -> None:
+    # client.models.list() is what OpenAI SDK users call to discover models.
+    for prefix in ("/v3", "/v1"):
+        client = openai.AsyncOpenAI(
+            base_url=str(proxy.make_url(prefix)), api_key="k", max_retries=0
+        )
+        async with client:
+            page = await client.models.list()
+        ids = [m.id for m in page.data]
+        assert "openai/gpt-image-2" in ids
+        model = next(m for m in page.data if m.id == "openai/gpt-image-2")
+        assert model.owned_by == "openai"
+        assert model.object == "model"
+        assert model.created == 0
+    assert fake_openai.received == []
