@@ -46,6 +46,9 @@ FRAMING_HEADERS = frozenset(
         "expect",
         "content-type",
         "content-encoding",
+        # The gateway decodes what the provider sends; it must not ask for a coding
+        # (br, zstd) it cannot read.
+        "accept-encoding",
         "proxy-connection",
     }
 )
@@ -82,8 +85,9 @@ def validate_extra_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
             )
         if not _VALUE.match(value) or len(value) > MAX_VALUE_LENGTH:
             raise InvalidRequest(
-                f"extra header '{name}' has a value with control characters "
-                f"(CR, LF, NUL) or over {MAX_VALUE_LENGTH} characters",
+                f"extra header '{name}' has a value HTTP cannot carry: control "
+                "characters (CR, LF, NUL, ...) or characters beyond Latin-1, or over "
+                f"{MAX_VALUE_LENGTH} characters",
                 param=param,
             )
         if is_credential(name):
