@@ -11,6 +11,7 @@ import binascii
 import pybase64
 
 from proxy.errors import InvalidRequest
+from proxy.models import ImageInput, StoredImage
 
 PNG = "image/png"
 JPEG = "image/jpeg"
@@ -68,3 +69,18 @@ def decode_data_url(url: str, *, param: str) -> bytes:
         raise InvalidRequest(
             f"'{param}' does not hold valid base64 data", param=param
         ) from exc
+
+
+def require_stored(image: ImageInput, *, provider: str, param: str) -> StoredImage:
+    """The bytes of an input for an adapter that must send them.
+
+    ``proxy.inputs`` resolves URLs and stored file ids before the adapter runs, so this
+    only refuses what a provider cannot take (an id of OpenAI's own, say).
+    """
+    if isinstance(image, StoredImage):
+        return image
+    raise InvalidRequest(
+        f"provider '{provider}' needs the bytes of '{param}': upload the file or send a "
+        "data: URL",
+        param=param,
+    )

@@ -18,13 +18,12 @@ from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
-from proxy.errors import InvalidRequest, ProxyError, UpstreamProtocolError
-from proxy.images import sniff
+from proxy.errors import ProxyError, UpstreamProtocolError
+from proxy.images import require_stored, sniff
 from proxy.models import (
     EditJob,
     EditResult,
     ImageInput,
-    StoredImage,
     TokenDetails,
     Usage,
 )
@@ -196,12 +195,7 @@ def _first_error(eg: BaseExceptionGroup[BaseException]) -> BaseException:
 
 async def inline_base64(image: ImageInput, *, provider: str, param: str) -> str:
     """An input image as base64 for JSON upstreams; a client's data URL is reused."""
-    if not isinstance(image, StoredImage):
-        raise InvalidRequest(
-            f"provider '{provider}' needs the image bytes for '{param}': upload the "
-            "file or send a data: URL",
-            param=param,
-        )
+    image = require_stored(image, provider=provider, param=param)
     if image.data_url is not None:
         return image.data_url.partition(",")[2]
     return _b64(await image.read())

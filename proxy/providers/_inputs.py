@@ -6,23 +6,19 @@ from __future__ import annotations
 
 import re
 
-from proxy.errors import InvalidRequest, UnknownModel
+from proxy.errors import UnknownModel
+from proxy.images import require_stored
 from proxy.masks import to_white_edit_mask
-from proxy.models import EditJob, StoredImage
+from proxy.models import EditJob
 
 
 async def white_mask(job: EditJob, *, provider: str) -> bytes | None:
     """The mask converted against the first image (both must be bytes the proxy holds)."""
     if job.mask is None:
         return None
-    first = job.images[0] if job.images else None
-    if not isinstance(job.mask, StoredImage) or not isinstance(first, StoredImage):
-        raise InvalidRequest(
-            f"provider '{provider}' needs the mask and the first image as bytes "
-            "(an upload or a data: URL)",
-            param="mask",
-        )
-    return await to_white_edit_mask(job.mask, first)
+    mask = require_stored(job.mask, provider=provider, param="mask")
+    first = require_stored(job.images[0], provider=provider, param="images[0]")
+    return await to_white_edit_mask(mask, first)
 
 
 # A path segment that cannot climb (".", "..") or smuggle a query, fragment or slash.

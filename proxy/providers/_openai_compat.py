@@ -17,11 +17,10 @@ import msgspec
 
 from proxy import sse
 from proxy.errors import (
-    InvalidRequest,
     UpstreamError,
     from_upstream_status,
 )
-from proxy.images import EXTENSIONS
+from proxy.images import EXTENSIONS, require_stored
 from proxy.models import (
     EditJob,
     EditResult,
@@ -95,22 +94,25 @@ async def multipart_form(
     for name, value in job_fields(job, model=model).items():
         for key, text in _form_items(name, value):
             form.add_field(key, text)
-    stored = [_require_stored(img, f"images[{i}]") for i, img in enumerate(job.images)]
+    stored = [
+        require_stored(img, provider=job.provider, param=f"images[{i}]")
+        for i, img in enumerate(job.images)
+    ]
     field = images_field or ("image" if len(stored) == 1 else "image[]")
     opened: list[IO[bytes]] = []
     try:
         for i, img in enumerate(stored):
             form.add_field(
                 field,
-                await _open(img, opened),
+                await open_payload(img, opened),
                 content_type=img.content_type,
                 filename=_filename(img, i, "image"),
             )
         if job.mask is not None:
-            mask = _require_stored(job.mask, "mask")
+            mask = require_stored(job.mask, provider=job.provider, param="mask")
             form.add_field(
                 "mask",
-                await _open(mask, opened),
+                await open_payload(mask, opened),
                 content_type=mask.content_type,
                 filename=_filename(mask, 0, "mask"),
             )
@@ -120,21 +122,17 @@ async def multipart_form(
             f.close()
 
 
-async def _open(image: StoredImage, opened: list[IO[bytes]]) -> IO[bytes] | bytes:
+async def open_payload(
+    image: StoredImage, opened: list[IO[bytes]]
+) -> IO[bytes] | bytes:
+    """The image as a form payload: its bytes, or its temp file (closed by the caller
+    via ``opened``) so aiohttp streams it from disk."""
     if image.data is not None:
         return image.data
     assert image.path is not None
     f = await asyncio.to_thread(open, image.path, "rb")
     opened.append(f)
     return f
-
-
-def _require_stored(image: ImageInput, param: str) -> StoredImage:
-    if isinstance(image, StoredImage):
-        return image
-    raise InvalidRequest(
-        f"'{param}' must be an uploaded file for a multipart request", param=param
-    )
 
 
 def data_url(image: StoredImage, data: bytes) -> str:

@@ -17,7 +17,6 @@ ratios. ``Accept: application/json`` is sent; a raw image reply is handled too.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import IO, ClassVar, NamedTuple
@@ -31,11 +30,10 @@ from proxy.errors import (
     UpstreamRejected,
     from_upstream_status,
 )
-from proxy.images import EXTENSIONS
-from proxy.masks import to_white_edit_mask
-from proxy.models import EditJob, EditResult, StoredImage
-from proxy.providers import _replies
-from proxy.providers._openai_compat import _form_items
+from proxy.images import EXTENSIONS, require_stored
+from proxy.models import EditJob, EditResult
+from proxy.providers import _inputs, _replies
+from proxy.providers._openai_compat import _form_items, open_payload
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
 from proxy.sizes import STABILITY_ASPECT_RATIOS, aspect_ratio, require_auto
 from proxy.translate import Encoded, Output, images_result
@@ -128,32 +126,16 @@ async def build_form(
     opened: list[IO[bytes]] = []
     try:
         if job.operation == "edit":
-            image = job.images[0]
-            if not isinstance(image, StoredImage):
-                raise InvalidRequest(
-                    f"provider '{provider}' needs the image bytes: upload the file or "
-                    "send a data: URL",
-                    param="images[0]",
-                )
-            if job.mask is not None:
-                if not isinstance(job.mask, StoredImage):
-                    raise InvalidRequest(
-                        f"provider '{provider}' needs the mask bytes", param="mask"
-                    )
-                mask = await to_white_edit_mask(job.mask, image)
+            image = require_stored(job.images[0], provider=provider, param="images[0]")
+            mask = await _inputs.white_mask(job, provider=provider)
+            if mask is not None:
                 form.add_field(
                     "mask", mask, content_type="image/png", filename="mask.png"
                 )
-            if image.data is not None:
-                payload: IO[bytes] | bytes = image.data
-            else:
-                assert image.path is not None
-                payload = await asyncio.to_thread(open, image.path, "rb")
-                opened.append(payload)
             ext = EXTENSIONS[image.content_type]
             form.add_field(
                 "image",
-                payload,
+                await open_payload(image, opened),
                 content_type=image.content_type,
                 filename=f"image.{ext}",
             )

@@ -23,9 +23,8 @@ from urllib.parse import quote
 import msgspec
 
 from proxy.errors import InvalidRequest, UpstreamRejected
-from proxy.masks import to_white_edit_mask
-from proxy.models import EditJob, EditResult, StoredImage
-from proxy.providers import _google, _replies
+from proxy.models import EditJob, EditResult
+from proxy.providers import _google, _inputs, _replies
 from proxy.providers._gcp_auth import ServiceAccountAuth
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
 from proxy.sizes import IMAGEN_ASPECT_RATIOS, aspect_ratio, require_auto
@@ -125,16 +124,8 @@ async def build_body(job: EditJob, provider: str) -> bytes:
                 },
             }
         ]
-        if job.mask is not None:
-            if not isinstance(job.mask, StoredImage) or not isinstance(
-                first, StoredImage
-            ):
-                raise InvalidRequest(
-                    f"provider '{provider}' needs the image and mask bytes: upload "
-                    "them or send data: URLs",
-                    param="mask",
-                )
-            mask = await to_white_edit_mask(job.mask, first)
+        mask = await _inputs.white_mask(job, provider=provider)
+        if mask is not None:
             refs.append(
                 {
                     "referenceType": "REFERENCE_TYPE_MASK",

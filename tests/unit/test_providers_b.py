@@ -129,7 +129,7 @@ async def test_bedrock_mask_needs_bytes() -> None:
         await _inputs.white_mask(
             job(images=(RemoteImage("https://a/b.png"),), mask=STORED), provider="bfl"
         )
-    assert exc.value.param == "mask"
+    assert exc.value.param == "images[0]"  # the input that is not bytes
     assert await _nova.nova_mask(job(images=(STORED,))) is None
 
 
