@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import openai
 import pytest
 from aiohttp import ClientSession, web
@@ -12,6 +13,17 @@ from aiohttp.test_utils import TestServer
 from tests.conftest import UPSTREAM_KEY, AiohttpServer, StartProxy
 from tests.fakes.openai import FakeOpenAI, Reply
 from tests.images import png
+
+EDIT = {"model": "openai/gpt-image-2", "prompt": "x", "images": [{"file_id": "file-1"}]}
+
+
+async def edit(proxy: TestServer) -> tuple[int, dict[str, str], bytes]:
+    """A JSON edit by file id, answered as (status, headers, body)."""
+    async with (
+        ClientSession() as s,
+        s.post(proxy.make_url("/v3/images/edits"), json=EDIT) as r,
+    ):
+        return r.status, dict(r.headers), await r.read()
 
 
 async def test_provider_400_passes_message_and_code(
@@ -66,13 +78,9 @@ async def test_wrong_key_configured_is_a_502(
         {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
         environ={"OPENAI_API_KEY": "sk-wrong"},
     )
-    async with ClientSession() as s, s.post(
-        proxy.make_url("/v3/images/edits"),
-        json={"model": "openai/gpt-image-2", "prompt": "x",
-              "images": [{"file_id": "file-1"}]},
-    ) as r:  # fmt: skip
-        assert r.status == 502
-        text = await r.text()
+    status, _, raw = await edit(proxy)
+    assert status == 502
+    text = raw.decode()
     assert "sk-wrong" not in text
     assert "sk-up" not in text
 
@@ -110,13 +118,9 @@ async def test_upstream_failures(
     proxy: TestServer, fake_openai: FakeOpenAI, reply: Reply, status: int, code: str
 ) -> None:
     fake_openai.script(reply)
-    async with ClientSession() as s, s.post(
-        proxy.make_url("/v3/images/edits"),
-        json={"model": "openai/gpt-image-2", "prompt": "x",
-              "images": [{"file_id": "file-1"}]},
-    ) as r:  # fmt: skip
-        answer = await r.json()
-        assert r.status == status, answer
+    got, _, raw = await edit(proxy)
+    answer = msgspec.json.decode(raw)
+    assert got == status, answer
     assert answer["error"]["code"] == code
     assert "boom internal detail" not in answer["error"]["message"]
 
@@ -140,13 +144,9 @@ async def test_hang_is_a_504(start_proxy: StartProxy, fake_openai: FakeOpenAI) -
 
 async def test_connection_refused_is_a_502(start_proxy: StartProxy) -> None:
     proxy = await start_proxy({"openai": {"base_url": "http://127.0.0.1:9/v1"}})
-    async with ClientSession() as s, s.post(
-        proxy.make_url("/v3/images/edits"),
-        json={"model": "openai/gpt-image-2", "prompt": "x",
-              "images": [{"file_id": "file-1"}]},
-    ) as r:  # fmt: skip
-        assert r.status == 502
-        assert (await r.json())["error"]["code"] == "upstream_unavailable"
+    status, _, raw = await edit(proxy)
+    assert status == 502
+    assert msgspec.json.decode(raw)["error"]["code"] == "upstream_unavailable"
 
 
 async def test_oversized_reply_is_a_502(
@@ -166,13 +166,9 @@ async def test_oversized_reply_is_a_502(
         {"openai": {"base_url": str(upstream.make_url("/v1"))}},
         limits={"max_response_bytes": 16 * 1024},
     )
-    async with ClientSession() as s, s.post(
-        proxy.make_url("/v3/images/edits"),
-        json={"model": "openai/gpt-image-2", "prompt": "x",
-              "images": [{"file_id": "file-1"}]},
-    ) as r:  # fmt: skip
-        assert r.status == 502
-        assert (await r.json())["error"]["code"] == "upstream_reply_too_large"
+    status, _, raw = await edit(proxy)
+    assert status == 502
+    assert msgspec.json.decode(raw)["error"]["code"] == "upstream_reply_too_large"
 
 
 async def test_missing_key_is_a_clear_503(
@@ -182,17 +178,12 @@ async def test_missing_key_is_a_clear_503(
         {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
         environ={},
     )
-    async with ClientSession() as s:
-        async with s.get(proxy.make_url("/readyz")) as r:
-            assert r.status == 200
-        async with s.post(
-            proxy.make_url("/v3/images/edits"),
-            json={"model": "openai/gpt-image-2", "prompt": "x",
-                  "images": [{"file_id": "file-1"}]},
-        ) as r:  # fmt: skip
-            answer: Any = await r.json()
-            assert r.status == 503
-            assert r.headers["x-should-retry"] == "false"
+    async with ClientSession() as s, s.get(proxy.make_url("/readyz")) as r:
+        assert r.status == 200
+    status, headers, raw = await edit(proxy)
+    answer: Any = msgspec.json.decode(raw)
+    assert status == 503
+    assert headers["x-should-retry"] == "false"
     assert answer["error"]["code"] == "provider_not_configured"
     assert "OPENAI_API_KEY" in answer["error"]["message"]
     assert fake_openai.received == []
@@ -203,12 +194,7 @@ async def test_upstream_gateway_fields_are_not_duplicated(
 ) -> None:
     fake_openai.script(Reply(200, {"created": 1, "data": [{"url": "https://x/y"}],
                                    "provider": "other", "cost": 9.9}))  # fmt: skip
-    async with ClientSession() as s, s.post(
-        proxy.make_url("/v3/images/edits"),
-        json={"model": "openai/gpt-image-2", "prompt": "x",
-              "images": [{"file_id": "file-1"}]},
-    ) as r:  # fmt: skip
-        raw = await r.read()
+    _, _, raw = await edit(proxy)
     assert raw.count(b'"provider"') == 1
     assert b'"provider":"openai"' in raw
     assert b'"cost":null' in raw
