@@ -8,14 +8,13 @@ default success answer, one per request, in order.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.openai import FilePart, Received, Reply, record
+from tests.fakes.openai import FilePart, Received, Reply, play, record
 from tests.images import png
 
 __all__ = ["FakeProvider", "FilePart", "Received", "Reply"]
@@ -57,15 +56,4 @@ class FakeProvider:
         reply = self.replies.pop(0) if self.replies else None
         if reply is None:
             return success()
-        if reply.delay_s:
-            await asyncio.sleep(reply.delay_s)
-        if reply.drop:
-            assert request.transport is not None
-            request.transport.close()
-            return web.Response()
-        body = reply.body
-        if body is None:
-            return success()
-        if isinstance(body, bytes):
-            return web.Response(status=reply.status, body=body, headers=reply.headers)
-        return web.json_response(body, status=reply.status, headers=reply.headers)
+        return await play(request, reply, lambda _: success())

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +97,37 @@ async def record(request: web.Request) -> Received:
     return rec
 
 
+def asked_n(rec: Received) -> int:
+    """The ``n`` the client asked for, from the form or the JSON body."""
+    if rec.json is None:
+        return int((rec.fields.get("n") or ["1"])[0])
+    return int(rec.json.get("n", 1))
+
+
+async def play(
+    request: web.Request,
+    reply: Reply,
+    success: Callable[[Reply], web.StreamResponse],
+) -> web.StreamResponse:
+    """Act out one scripted reply; ``success(reply)`` answers one with no body."""
+    if reply.arrived is not None:
+        reply.arrived.set()
+    if reply.hold is not None:
+        await reply.hold.wait()
+    if reply.delay_s:
+        await asyncio.sleep(reply.delay_s)
+    if reply.drop:
+        assert request.transport is not None
+        request.transport.close()
+        return web.Response()
+    body = reply.body
+    if body is None:
+        return success(reply)
+    if isinstance(body, bytes):
+        return web.Response(status=reply.status, body=body, headers=reply.headers)
+    return web.json_response(body, status=reply.status, headers=reply.headers)
+
+
 class FakeOpenAI:
     """An aiohttp app for /v1/images/{edits,generations}; check ``received`` after."""
 
@@ -141,24 +173,11 @@ class FakeOpenAI:
             plan = self.streams.pop(0) if self.streams else StreamPlan()
             return await stream_reply(request, plan)
         reply = self.replies.pop(0) if self.replies else Reply()
-        if reply.arrived is not None:
-            reply.arrived.set()
-        if reply.hold is not None:
-            await reply.hold.wait()
-        if reply.delay_s:
-            await asyncio.sleep(reply.delay_s)
-        if reply.drop:
-            assert request.transport is not None
-            request.transport.close()
-            return web.Response()
-        body = reply.body
-        if body is None:
-            n = (
-                int((rec.fields.get("n") or ["1"])[0])
-                if rec.json is None
-                else int(rec.json.get("n", 1))
-            )
-            body = images_reply(n)
-        if isinstance(body, bytes):
-            return web.Response(status=reply.status, body=body, headers=reply.headers)
-        return web.json_response(body, status=reply.status, headers=reply.headers)
+        return await play(
+            request,
+            reply,
+            # A scripted status or header with no body still gets an images body.
+            lambda r: web.json_response(
+                images_reply(asked_n(rec)), status=r.status, headers=r.headers
+            ),
+        )
