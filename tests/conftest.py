@@ -18,6 +18,7 @@ from proxy.app import create_app
 from proxy.config import Config, parse_config
 from proxy.logs import JsonFormatter
 from tests.fakes.openai import FakeOpenAI
+from tests.gateway import Gate
 
 UPSTREAM_KEY = "sk-upstream-test"
 CLIENT_KEY = "client-key-never-forwarded"
@@ -103,6 +104,17 @@ def build_config(temp_root: Path, providers: dict[str, Any], **sections: Any) ->
     raw: dict[str, Any] = {"providers": providers, **sections}
     raw.setdefault("limits", {})["temp_dir"] = str(temp_root)
     return parse_config(msgspec.json.encode(raw))
+
+
+@pytest.fixture
+async def held(aiohttp_server: AiohttpServer) -> AsyncIterator[tuple[FakeOpenAI, Gate]]:
+    """A fake OpenAI whose requests wait at a gate the test opens."""
+    fake, gate = FakeOpenAI(UPSTREAM_KEY), Gate()
+    gate.install(fake.app)
+    server = await aiohttp_server(fake.app)
+    fake.url = str(server.make_url("/v1"))  # type: ignore[attr-defined]
+    yield fake, gate
+    gate.open()
 
 
 @pytest.fixture

@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
-from tests.conftest import UPSTREAM_KEY, AiohttpServer, StartProxy, leftover_files
+from tests.conftest import StartProxy, leftover_files
 from tests.fakes.openai import FakeOpenAI
 from tests.gateway import Gate, edit_multipart, generate, metric
 from tests.images import sized_png
 
 Result = tuple[int, dict[str, Any], dict[str, str]]
-
-
-@pytest.fixture
-async def held(aiohttp_server: AiohttpServer) -> AsyncIterator[tuple[FakeOpenAI, Gate]]:
-    fake, gate = FakeOpenAI(UPSTREAM_KEY), Gate()
-    gate.install(fake.app)
-    server = await aiohttp_server(fake.app)
-    fake.url = str(server.make_url("/v1"))  # type: ignore[attr-defined]
-    yield fake, gate
-    gate.open()
 
 
 async def readyz(proxy: TestServer) -> int:

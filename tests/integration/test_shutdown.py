@@ -11,32 +11,20 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import msgspec
-import pytest
 from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
 from proxy.serve import serve
 from proxy.state import GATEWAY
-from tests.conftest import UPSTREAM_KEY, AiohttpServer, build_config, leftover_files
+from tests.conftest import UPSTREAM_KEY, build_config, leftover_files
 from tests.fakes.openai import FakeOpenAI
 from tests.gateway import Gate, eventually, free_port
 from tests.images import png
-
-
-@pytest.fixture
-async def held(aiohttp_server: AiohttpServer) -> AsyncIterator[tuple[FakeOpenAI, Gate]]:
-    fake, gate = FakeOpenAI(UPSTREAM_KEY), Gate()
-    gate.install(fake.app)
-    server = await aiohttp_server(fake.app)
-    fake.url = str(server.make_url("/v1"))  # type: ignore[attr-defined]
-    yield fake, gate
-    gate.open()
 
 
 async def _upload(base: str) -> int:
