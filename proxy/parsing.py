@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import msgspec
-from aiohttp import BodyPartReader, hdrs, web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.multipart import BadContentDispositionHeader
-from aiohttp.web_protocol import RequestPayloadError
+from aiohttp import hdrs, web
 
 from proxy.config import Limits
-from proxy.disposition import part_names
 from proxy.errors import (
     InvalidRequest,
-    PayloadTooLarge,
-    RequestTimeout,
     UnsupportedMediaType,
 )
+from proxy.formreader import BodyStream, FormReader, Part, boundary_of, too_large
 from proxy.images import SNIFF_BYTES, decode_data_url, require_image
 from proxy.models import (
     FORM_FIELDS,
@@ -38,17 +32,6 @@ from proxy.models import (
 )
 from proxy.uploads import UploadSet
 
-_CHUNK = 256 * 1024
-# What aiohttp's multipart reader raises on a body that is not valid multipart. Its
-# content-disposition complaint is a warning; where warnings are errors it is raised.
-_MALFORMED = (
-    ValueError,
-    AssertionError,
-    KeyError,
-    RuntimeError,
-    HttpProcessingError,
-    BadContentDispositionHeader,
-)
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
 _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 _FIELD_NAME = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
@@ -56,7 +39,6 @@ _IMAGE_PART = re.compile(r"^image(\[\d*\])?$")
 _MAX_NESTING = 4
 
 T = TypeVar("T", bound=msgspec.Struct)
-T_co = TypeVar("T_co")
 
 _json_decoder = msgspec.json.Decoder()
 
@@ -90,14 +72,13 @@ def convert(fields: dict[str, Any], typ: type[T], *, strict: bool = True) -> T:
 
 async def read_json(request: web.Request, limits: Limits) -> dict[str, Any]:
     """Read and decode a JSON object body, capped at ``max_json_bytes``."""
-    length = request.content_length
-    if length is not None and length > limits.max_json_bytes:
-        raise _too_large("request body", limits.max_json_bytes)
     body = bytearray()
-    while chunk := await _idle(request.content.readany(), limits):
-        body += chunk
-        if len(body) > limits.max_json_bytes:
-            raise _too_large("request body", limits.max_json_bytes)
+    timeout, cap = limits.client_idle_timeout_s, limits.max_json_bytes
+    async with BodyStream(
+        request.content, timeout, cap, request.content_length
+    ) as stream:
+        while chunk := await stream.read():
+            body += chunk
     try:
         obj = _json_decoder.decode(body)
     except msgspec.DecodeError as exc:
@@ -153,14 +134,6 @@ def resolve_ref(ref: ImageRef, *, param: str, mask: bool = False) -> ImageInput:
     )
 
 
-def _too_large(what: str, cap: int, param: str | None = None) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"{what} is larger than the limit of {cap} bytes",
-        param=param,
-        code="payload_too_large",
-    )
-
-
 class MultipartEdit(msgspec.Struct):
     form: EditForm
     extra: dict[str, Any]
@@ -172,35 +145,41 @@ async def read_multipart(
     request: web.Request, limits: Limits, uploads: UploadSet
 ) -> MultipartEdit:
     """Stream an OpenAI-SDK-shaped multipart edit into temp files and typed fields."""
-    cap = limits.body_cap
-    if request.content_length is not None and request.content_length > cap:
-        raise _too_large("request body", cap)
-    try:
-        reader = await request.multipart()
-    except _MALFORMED as exc:
-        raise InvalidRequest(f"malformed multipart body: {exc}") from None
+    timeout, cap = limits.client_idle_timeout_s, limits.body_cap
+    async with BodyStream(
+        request.content, timeout, cap, request.content_length
+    ) as body:
+        boundary = boundary_of(request.headers.get(hdrs.CONTENT_TYPE, ""))
+        return await _read_form(FormReader(body, boundary), limits, uploads)
+
+
+async def _read_form(
+    reader: FormReader, limits: Limits, uploads: UploadSet
+) -> MultipartEdit:
     raw_fields: dict[str, Any] = {}
     images: list[StoredImage] = []
     mask: StoredImage | None = None
     field_count = 0
-    while True:
-        try:
-            part = await _idle(reader.next(), limits)
-        except _MALFORMED as exc:
-            raise InvalidRequest(f"malformed multipart body: {exc}") from None
-        if part is None:
-            break
-        if not isinstance(part, BodyPartReader):
+    charset = "utf-8"
+    first = True
+    while (part := await reader.next()) is not None:
+        if part.nested:
             raise InvalidRequest("nested multipart bodies are not supported")
-        name, filename = part_names(part)
+        name = part.name
         if not name:
             raise InvalidRequest("a multipart part has no name")
+        if first and name == "_charset_" and part.filename is None:
+            # RFC 7578 4.6: the charset of the text fields that follow.
+            charset = (await _read_text(reader, part, name, limits, "ascii")).strip()
+            first = False
+            continue
+        first = False
         if _IMAGE_PART.match(name) or name == "mask":
             if len(images) + (mask is not None) >= limits.max_files:
                 raise InvalidRequest(
                     f"at most {limits.max_files} files are allowed", param=name
                 )
-            stored = await _stream_file(request, part, name, limits, uploads)
+            stored = await _stream_file(reader, part, name, limits, uploads)
             if name == "mask":
                 if mask is not None:
                     raise InvalidRequest(
@@ -210,7 +189,7 @@ async def read_multipart(
             else:
                 images.append(stored)
             continue
-        if filename is not None:
+        if part.filename is not None:
             raise InvalidRequest(
                 f"unexpected file part '{name}'; images go in 'image', 'image[]' or "
                 "'mask'",
@@ -219,7 +198,8 @@ async def read_multipart(
         field_count += 1
         if field_count > limits.max_fields:
             raise InvalidRequest(f"at most {limits.max_fields} text fields are allowed")
-        _put_field(raw_fields, name, await _read_text(request, part, name, limits))
+        text = await _read_text(reader, part, name, limits, charset)
+        _put_field(raw_fields, name, text)
     if not images:
         raise InvalidRequest(
             "at least one 'image' file part is required", param="image"
@@ -229,14 +209,9 @@ async def read_multipart(
     return MultipartEdit(form=form, extra=extra, images=images, mask=mask)
 
 
-def _check_body(request: web.Request, cap: int) -> None:
-    if request.content.total_bytes > cap:
-        raise _too_large("request body", cap)
-
-
 async def _stream_file(
-    request: web.Request,
-    part: BodyPartReader,
+    reader: FormReader,
+    part: Part,
     name: str,
     limits: Limits,
     uploads: UploadSet,
@@ -244,21 +219,21 @@ async def _stream_file(
     param = "mask" if name == "mask" else "image"
     head = b""
     while len(head) < SNIFF_BYTES:
-        piece = await _read_chunk(part, limits)
+        piece = await reader.read()
         if not piece:
             break
         head += piece
     if not head:
         raise InvalidRequest(f"file part '{name}' is empty", param=param)
     kind = require_image(head[:SNIFF_BYTES], param=param, mask=param == "mask")
-    filename = part_names(part)[1] or ""
+    filename = part.filename or ""
     # Spool in memory while the request's budget lasts; the rest streams to disk.
     buf = bytearray()
     chunk: bytes = head
     while chunk and uploads.spooled + len(buf) + len(chunk) <= limits.spool_bytes:
         buf += chunk
-        _check_file(request, name, len(buf), limits)
-        chunk = await _read_chunk(part, limits)
+        _check_file(name, len(buf), limits)
+        chunk = await reader.read()
     if not chunk:
         uploads.spooled += len(buf)
         data = bytes(buf)
@@ -272,57 +247,30 @@ async def _stream_file(
         block: bytes | bytearray = buf + chunk
         while block:
             size += len(block)
-            _check_file(request, name, size, limits)
+            _check_file(name, size, limits)
             await f.write(block)
             uploads.wrote(len(block))
-            block = await _read_chunk(part, limits)
+            block = await reader.read()
     finally:
         await asyncio.shield(f.close())
     return StoredImage(content_type=kind, size=size, filename=filename, path=path)
 
 
-def _check_file(request: web.Request, name: str, size: int, limits: Limits) -> None:
+def _check_file(name: str, size: int, limits: Limits) -> None:
     if size > limits.max_file_bytes:
         param = "mask" if name == "mask" else "image"
-        raise _too_large(f"file part '{name}'", limits.max_file_bytes, param)
-    _check_body(request, limits.body_cap)
-
-
-async def _idle(read: Awaitable[T_co], limits: Limits) -> T_co:
-    """Await one read of the body, bounded by the client idle timeout."""
-    try:
-        async with asyncio.timeout(limits.client_idle_timeout_s):
-            return await read
-    except TimeoutError:
-        raise RequestTimeout(
-            f"the request body stalled for over {limits.client_idle_timeout_s:g} s",
-            code="request_timeout",
-        ) from None
-    except RequestPayloadError as exc:
-        # aiohttp could not decode the body (a Content-Encoding that is not what it
-        # says): the client's fault, and every body read comes through here.
-        cause = exc.__cause__
-        reason = cause.message if isinstance(cause, HttpProcessingError) else str(exc)
-        raise InvalidRequest(f"the request body cannot be read: {reason}") from None
-
-
-async def _read_chunk(part: BodyPartReader, limits: Limits) -> bytes:
-    try:
-        return await _idle(part.read_chunk(_CHUNK), limits)
-    except _MALFORMED as exc:
-        raise InvalidRequest(f"malformed multipart body: {exc}") from None
+        raise too_large(f"file part '{name}'", limits.max_file_bytes, param)
 
 
 async def _read_text(
-    request: web.Request, part: BodyPartReader, name: str, limits: Limits
+    reader: FormReader, part: Part, name: str, limits: Limits, charset: str
 ) -> str:
     buf = bytearray()
-    while chunk := await _read_chunk(part, limits):
+    while chunk := await reader.read():
         buf += chunk
         if len(buf) > limits.max_field_bytes:
-            raise _too_large(f"text field '{name}'", limits.max_field_bytes, name)
-        _check_body(request, limits.body_cap)
-    charset = part.get_charset(default="utf-8")
+            raise too_large(f"text field '{name}'", limits.max_field_bytes, name)
+    charset = part.charset or charset
     try:
         return buf.decode(charset)
     except (UnicodeDecodeError, LookupError):

@@ -15,14 +15,14 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import hdrs, web
 
-from proxy.config import Limits
 from proxy.context import CURRENT
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from proxy.filestore import FileStore, StoredFile
+from proxy.formreader import BodyStream, FormReader, boundary_of
 from proxy.images import SNIFF_BYTES, sniff
-from proxy.parsing import _MALFORMED, _idle, _read_chunk, media_type
+from proxy.parsing import media_type
 from proxy.state import GATEWAY, Gateway
 from proxy.tasks import TaskGroup
 from proxy.workers import MULTIPROC_ENV
@@ -110,40 +110,45 @@ async def _read_upload(request: web.Request, store: FileStore) -> StoredFile:
     record: StoredFile | None = None
     purpose: str | None = None
     try:
-        reader = await request.multipart()
-        while (part := await _idle(reader.next(), limits)) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise InvalidRequest("nested multipart bodies are not supported")
-            if part.name == "file" and record is None:
-                owner = caller(request.app[GATEWAY])
-                record = await _save(store, part, limits, owner)
-            elif part.name == "purpose" and purpose is None:
-                purpose = await _read_purpose(part, limits)
-            else:
-                raise InvalidRequest(
-                    f"unexpected part {part.name!r}; send one 'file' and an optional "
-                    "'purpose'",
-                    param=part.name,
-                )
+        timeout, cap, length = (
+            limits.client_idle_timeout_s,
+            limits.body_cap,
+            request.content_length,
+        )
+        async with BodyStream(request.content, timeout, cap, length) as body:
+            reader = FormReader(body, boundary_of(request.headers[hdrs.CONTENT_TYPE]))
+            while (part := await reader.next()) is not None:
+                if part.nested:
+                    raise InvalidRequest("nested multipart bodies are not supported")
+                if part.name == "file" and record is None:
+                    owner = caller(request.app[GATEWAY])
+                    name = os.path.basename(part.filename or "")[:255]
+                    record = await _save(store, reader, name, owner)
+                elif part.name == "purpose" and purpose is None:
+                    purpose = await _read_purpose(reader)
+                else:
+                    raise InvalidRequest(
+                        f"unexpected part {part.name!r}; send one 'file' and an "
+                        "optional 'purpose'",
+                        param=part.name,
+                    )
         if record is None:
             raise InvalidRequest("a 'file' part is required", param="file")
         if purpose is not None:
             record = await store.set_purpose(record, purpose)
-    except BaseException as exc:
+    except BaseException:
         # A part after the file was refused: the upload as a whole did not happen.
         if record is not None:
             await asyncio.shield(store.delete(record.file_id))
-        if isinstance(exc, _MALFORMED):
-            raise InvalidRequest(f"malformed multipart body: {exc}") from None
         raise
     return record
 
 
 async def _save(
-    store: FileStore, part: BodyPartReader, limits: Limits, owner: str | None
+    store: FileStore, reader: FormReader, name: str, owner: str | None
 ) -> StoredFile:
     head = b""
-    while len(head) < SNIFF_BYTES and (chunk := await _read_chunk(part, limits)):
+    while len(head) < SNIFF_BYTES and (chunk := await reader.read()):
         head += chunk
     kind = sniff(head[:SNIFF_BYTES])
     if kind is None:
@@ -155,18 +160,17 @@ async def _save(
 
     async def chunks() -> AsyncIterator[bytes]:
         yield head
-        while chunk := await _read_chunk(part, limits):
+        while chunk := await reader.read():
             yield chunk
 
-    name = os.path.basename(part.filename or "")[:255]
     return await store.save(
         chunks(), file_name=name, mimetype=kind, purpose=None, owner=owner
     )
 
 
-async def _read_purpose(part: BodyPartReader, limits: Limits) -> str:
+async def _read_purpose(reader: FormReader) -> str:
     data = bytearray()
-    while chunk := await _read_chunk(part, limits):
+    while chunk := await reader.read():
         data += chunk
         if len(data) > _MAX_PURPOSE:
             break

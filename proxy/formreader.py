@@ -1,0 +1,245 @@
+"""The request body as a stream of chunks, and a streaming multipart/form-data reader.
+
+``BodyStream`` bounds the whole intake with one idle timer: a read that waits longer
+than the limit for the client's next bytes ends the request with a 408. One timer per
+request, re-armed only when it fires, replaces an ``asyncio.timeout`` per read (about
+7% of a small edit's CPU).
+
+``FormReader`` splits ``multipart/form-data`` (RFC 7578 over RFC 2046) with
+``bytes.find`` on the delimiter, handing each part's body out in the chunks it arrived
+in: the part is never held whole. It replaces aiohttp's ``MultipartReader``, whose
+line-by-line reads and per-part header parsing were about a fifth of a small edit's
+CPU. Lines end in CRLF as the RFC and every HTTP client have it; nested multipart and
+bodies that end before the closing delimiter are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from types import TracebackType
+from typing import Protocol
+
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
+
+from proxy.disposition import disposition_names
+from proxy.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
+
+# RFC 2046 5.1.1: 1 to 70 characters, the last not a space.
+_BOUNDARY_PARAM = re.compile(
+    r';[ \t]*boundary[ \t]*=[ \t]*(?:"((?:[^"\\]|\\.)*)"|([^;\s"]+))', re.IGNORECASE
+)
+_BCHARS = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+_CHARSET_PARAM = re.compile(
+    r';[ \t]*charset[ \t]*=[ \t]*"?([A-Za-z0-9._:-]{1,40})"?', re.IGNORECASE
+)
+_ESCAPED = re.compile(r"\\(.)")
+_MAX_HEAD = 16 * 1024  # one part's header block
+_MAX_PADDING = 256  # RFC 2046 transport padding after a delimiter
+
+
+def malformed(reason: str) -> InvalidRequest:
+    return InvalidRequest(f"malformed multipart body: {reason}")
+
+
+def boundary_of(content_type: str) -> bytes:
+    """The ``boundary`` parameter of a multipart Content-Type, checked."""
+    match = _BOUNDARY_PARAM.search(content_type)
+    if match is None:
+        raise malformed("the Content-Type has no boundary parameter")
+    quoted, bare = match.groups()
+    value = bare if quoted is None else _ESCAPED.sub(r"\1", quoted)
+    if not _BCHARS.fullmatch(value):
+        raise malformed("the boundary must be 1 to 70 characters of RFC 2046's set")
+    return value.encode("ascii")
+
+
+def too_large(what: str, cap: int, param: str | None = None) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"{what} is larger than the limit of {cap} bytes",
+        param=param,
+        code="payload_too_large",
+    )
+
+
+class ChunkSource(Protocol):
+    """What is read from: aiohttp's ``request.content``."""
+
+    async def readany(self) -> bytes: ...
+
+
+class BodyStream:
+    """The request body's chunks as they arrive, capped at ``cap`` bytes in all.
+
+    Used as ``async with BodyStream(request.content, timeout, cap, length) as body``
+    (``length`` is the declared Content-Length, refused at once when over the cap). A
+    read that waits over ``timeout`` seconds cancels the task; leaving the block turns
+    that into a 408.
+    """
+
+    def __init__(
+        self, content: ChunkSource, timeout: float, cap: int, length: int | None = None
+    ) -> None:
+        if length is not None and length > cap:
+            raise too_large("request body", cap)
+        self._content = content
+        self._timeout = timeout
+        self._cap = cap
+        self.total = 0
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[object] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._since: float | None = None  # when the pending read started
+        self._fired = False
+
+    async def __aenter__(self) -> BodyStream:
+        self._task = asyncio.current_task()
+        self._arm(self._loop.time())
+        return self
+
+    async def __aexit__(
+        self,
+        typ: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._fired and typ is asyncio.CancelledError:
+            assert self._task is not None
+            if self._task.uncancel() == 0:
+                raise RequestTimeout(
+                    f"the request body stalled for over {self._timeout:g} s",
+                    code="request_timeout",
+                ) from None
+
+    def _arm(self, start: float) -> None:
+        self._timer = self._loop.call_at(start + self._timeout, self._check)
+
+    def _check(self) -> None:
+        since = self._since
+        now = self._loop.time()
+        if since is None or now - since < self._timeout:
+            # No read pending (the proxy is busy, not the client), or one that is not
+            # yet overdue: look again when it would be.
+            self._arm(now if since is None else since)
+        elif self._task is not None:
+            self._fired = True
+            self._task.cancel()
+
+    async def read(self) -> bytes:
+        """The next chunk of the body; ``b""`` at its end."""
+        self._since = self._loop.time()
+        try:
+            chunk = await self._content.readany()
+        except RequestPayloadError as exc:
+            # aiohttp could not decode the body (a Content-Encoding that is not what
+            # it says): the client's fault.
+            cause = exc.__cause__
+            reason = (
+                cause.message if isinstance(cause, HttpProcessingError) else str(exc)
+            )
+            raise InvalidRequest(f"the request body cannot be read: {reason}") from None
+        finally:
+            self._since = None
+        self.total += len(chunk)
+        if self.total > self._cap:
+            raise too_large("request body", self._cap)
+        return chunk
+
+
+class Part:
+    """One part's headers, as far as a form needs them."""
+
+    __slots__ = ("charset", "filename", "name", "nested")
+
+    def __init__(self, block: bytes) -> None:
+        disposition = ""
+        content_type = ""
+        for line in block.split(b"\r\n") if block else ():
+            key, sep, value = line.partition(b":")
+            if not sep or not key or key != key.strip():
+                raise malformed(f"invalid part header line {line[:60]!r}")
+            key = key.lower()
+            if key == b"content-disposition" and not disposition:
+                disposition = value.decode("utf-8", "replace").strip()
+            elif key == b"content-type" and not content_type:
+                content_type = value.decode("latin-1").strip()
+        self.name, self.filename = disposition_names(disposition)
+        self.nested = content_type[:10].lower() == "multipart/"
+        match = _CHARSET_PARAM.search(content_type)
+        self.charset = match.group(1) if match else None
+
+
+class FormReader:
+    """``next()`` gives each part's headers, ``read()`` its body chunk by chunk."""
+
+    def __init__(self, body: BodyStream, boundary: bytes) -> None:
+        self._body = body
+        self._delim = b"\r\n--" + boundary
+        # A CRLF in front so the first delimiter (at the very start) is found like the
+        # others; anything before it is preamble and discarded.
+        self._buf = bytearray(b"\r\n")
+        self._in_part = False
+        self._done = False
+
+    async def _more(self) -> None:
+        chunk = await self._body.read()
+        if not chunk:
+            raise malformed("the body ends before the closing boundary")
+        self._buf += chunk
+
+    async def next(self) -> Part | None:
+        """The next part's headers (the rest of the current part is skipped)."""
+        while self._in_part:
+            await self.read()
+        if self._done:
+            return None
+        buf, delim = self._buf, self._delim
+        while (at := buf.find(delim)) < 0:
+            if len(buf) >= len(delim):  # preamble: keep only what may start a delimiter
+                del buf[: len(buf) - len(delim) + 1]
+            await self._more()
+        del buf[: at + len(delim)]
+        while len(buf) < 2:
+            await self._more()
+        if buf.startswith(b"--"):
+            self._done = True
+            return None
+        while (eol := buf.find(b"\r\n")) < 0:
+            if len(buf) > _MAX_PADDING or b"\n" in buf:
+                raise malformed("a boundary line does not end in CRLF")
+            await self._more()
+        if buf[:eol].strip(b" \t"):
+            raise malformed("unexpected bytes after a boundary")
+        # The header block runs from this CRLF to the blank line (it may be empty).
+        del buf[:eol]
+        while (end := buf.find(b"\r\n\r\n", 0, _MAX_HEAD)) < 0:
+            if len(buf) >= _MAX_HEAD:
+                raise malformed(f"a part's headers are over {_MAX_HEAD} bytes")
+            await self._more()
+        part = Part(bytes(buf[2:end]))
+        del buf[: end + 4]
+        self._in_part = True
+        return part
+
+    async def read(self) -> bytes:
+        """The next chunk of the current part's body; ``b""`` at its end."""
+        if not self._in_part:
+            return b""
+        buf, delim = self._buf, self._delim
+        while True:
+            at = buf.find(delim)
+            if at >= 0:
+                self._in_part = False
+                data = bytes(buf[:at])
+                del buf[:at]
+                return data
+            # Everything but a tail that may be the start of a split delimiter.
+            safe = len(buf) - len(delim) + 1
+            if safe > 0:
+                data = bytes(buf[:safe])
+                del buf[:safe]
+                return data
+            await self._more()
