@@ -3,8 +3,8 @@
 This is the only module that catches aiohttp client exceptions; it maps them to the
 proxy's ``UpstreamError`` tree in one context manager. Reply bodies are read with a cap,
 so a misbehaving provider cannot exhaust memory. Authenticated calls pass the provider's
-circuit breaker and retry what ``proxy.resilience`` calls safe; a body that cannot be
-sent twice (a ``FormData``) is given as a ``body`` factory that builds it per try.
+circuit breaker and retry what ``proxy.resilience`` calls safe; a multipart ``Form``
+makes a fresh payload for each try, reading its temp files again.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -30,12 +30,11 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from proxy.formwriter import Form
 from proxy.metrics import Metrics
 from proxy.providers.base import Auth, RequestSigner
 from proxy.resilience import RETRY_STATUSES, CircuitBreaker, backoff_s, retry_after_s
 
-# Builds a request body afresh for each try, e.g. ``lambda: multipart_form(job, ...)``.
-BodyFactory = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
 _NO_RETRY = RetryPolicy(attempts=1)
 
 
@@ -152,7 +151,6 @@ class Upstream:
         *,
         headers: Mapping[str, str] | None = None,
         authenticated: bool = True,
-        body: BodyFactory | None = None,
         **kwargs: Any,
     ) -> UpstreamResponse:
         """Send one request and read the whole (capped) reply.
@@ -161,7 +159,7 @@ class Upstream:
         """
         if not authenticated:
             sent = {**(headers or {}), **trace_headers()}
-            return await self._attempt(method, path, sent, body, kwargs)
+            return await self._send(method, path, sent, kwargs)
         sent = await self._headers(headers)
         if self._signer is not None:
             data = kwargs.get("data", b"")
@@ -169,12 +167,12 @@ class Upstream:
             sent = dict(await self._signer.sign(method, self.url(path), sent, data))
         breaker = self._breaker
         if breaker is None:
-            return await self._with_retries(method, path, sent, body, kwargs)
+            return await self._with_retries(method, path, sent, kwargs)
         breaker.before()
         # Every call let through settles: a cancelled one gives no verdict.
         settle = breaker.neutral
         try:
-            resp = await self._with_retries(method, path, sent, body, kwargs)
+            resp = await self._with_retries(method, path, sent, kwargs)
         except (UpstreamUnavailable, UpstreamTimeout, UpstreamProtocolError):
             settle = breaker.failure
             raise
@@ -190,20 +188,17 @@ class Upstream:
         method: str,
         path: str,
         headers: dict[str, str],
-        body: BodyFactory | None,
         kwargs: dict[str, Any],
     ) -> UpstreamResponse:
         policy = self._retry
-        # A FormData is consumed by its first send; only a factory can send it again.
-        resendable = body is not None or not isinstance(
-            kwargs.get("data"), aiohttp.FormData
-        )
+        # An aiohttp FormData is consumed by its first send (a Form is not).
+        resendable = not isinstance(kwargs.get("data"), aiohttp.FormData)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + policy.deadline_s
         for tries in range(1, policy.attempts + 1):
             last = tries == policy.attempts
             try:
-                resp = await self._attempt(method, path, headers, body, kwargs)
+                resp = await self._send(method, path, headers, kwargs)
             except UpstreamError as exc:
                 if last or not (exc.unsent and resendable):
                     raise
@@ -233,24 +228,12 @@ class Upstream:
             return None
         return wait + backoff_s(policy, 0, self._rng)
 
-    async def _attempt(
-        self,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        body: BodyFactory | None,
-        kwargs: dict[str, Any],
-    ) -> UpstreamResponse:
-        if body is None:
-            return await self._send(method, path, headers, kwargs)
-        async with body() as data:
-            return await self._send(method, path, headers, {**kwargs, "data": data})
-
     async def _send(
         self, method: str, path: str, headers: dict[str, str], kwargs: dict[str, Any]
     ) -> UpstreamResponse:
         start = time.perf_counter()
         outcome = "error"
+        kwargs = _fresh_body(kwargs)
         try:
             async with (
                 self._map_errors(),
@@ -283,6 +266,7 @@ class Upstream:
         returning it to the pool, so a client that went away frees the upstream.
         """
         sent = await self._headers(headers)
+        kwargs = _fresh_body(kwargs)
         breaker = self._breaker
         if breaker is not None:
             breaker.before()
@@ -402,3 +386,11 @@ async def fetch_errors(param: str) -> AsyncIterator[None]:
             param=param,
             code="image_url_unreachable",
         ) from exc
+
+
+def _fresh_body(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A ``Form`` becomes the payload of this one send."""
+    data = kwargs.get("data")
+    if isinstance(data, Form):
+        return {**kwargs, "data": data.payload()}
+    return kwargs

@@ -1,18 +1,16 @@
 """Request building and reply parsing shared by OpenAI-shaped upstreams.
 
-Pure functions apart from opening temp files: the multipart form streams each image
-from its temp file, and the reply is validated without decoding its base64 payloads.
+Pure functions: the multipart form streams each image from memory or its temp file
+when sent, and the reply is validated without decoding its base64 payloads.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from typing import IO, Any
+from typing import Any
 
-import aiohttp
 import msgspec
 
 from proxy import sse
@@ -20,6 +18,7 @@ from proxy.errors import (
     UpstreamError,
     from_upstream_status,
 )
+from proxy.formwriter import Form
 from proxy.images import EXTENSIONS, require_stored
 from proxy.models import (
     EditJob,
@@ -82,15 +81,12 @@ def _filename(image: StoredImage, index: int, stem: str) -> str:
     return f"{stem}{index if index else ''}.{ext}"
 
 
-@contextlib.asynccontextmanager
-async def multipart_form(
-    job: EditJob, *, model: str, images_field: str | None = None
-) -> AsyncIterator[aiohttp.FormData]:
-    """An OpenAI edit form streaming each image from disk; files closed on exit.
+def multipart_form(job: EditJob, *, model: str) -> Form:
+    """An OpenAI edit form; images on disk are streamed from their temp files.
 
     Each part carries the sniffed image type: OpenAI rejects application/octet-stream.
     """
-    form = aiohttp.FormData(quote_fields=False)
+    form = Form()
     for name, value in job_fields(job, model=model).items():
         for key, text in _form_items(name, value):
             form.add_field(key, text)
@@ -98,41 +94,13 @@ async def multipart_form(
         require_stored(img, provider=job.provider, param=f"images[{i}]")
         for i, img in enumerate(job.images)
     ]
-    field = images_field or ("image" if len(stored) == 1 else "image[]")
-    opened: list[IO[bytes]] = []
-    try:
-        for i, img in enumerate(stored):
-            form.add_field(
-                field,
-                await open_payload(img, opened),
-                content_type=img.content_type,
-                filename=_filename(img, i, "image"),
-            )
-        if job.mask is not None:
-            mask = require_stored(job.mask, provider=job.provider, param="mask")
-            form.add_field(
-                "mask",
-                await open_payload(mask, opened),
-                content_type=mask.content_type,
-                filename=_filename(mask, 0, "mask"),
-            )
-        yield form
-    finally:
-        for f in opened:
-            f.close()
-
-
-async def open_payload(
-    image: StoredImage, opened: list[IO[bytes]]
-) -> IO[bytes] | bytes:
-    """The image as a form payload: its bytes, or its temp file (closed by the caller
-    via ``opened``) so aiohttp streams it from disk."""
-    if image.data is not None:
-        return image.data
-    assert image.path is not None
-    f = await asyncio.to_thread(open, image.path, "rb")
-    opened.append(f)
-    return f
+    field = "image" if len(stored) == 1 else "image[]"
+    for i, img in enumerate(stored):
+        form.add_file(field, img, _filename(img, i, "image"))
+    if job.mask is not None:
+        mask = require_stored(job.mask, provider=job.provider, param="mask")
+        form.add_file("mask", mask, _filename(mask, 0, "mask"))
+    return form
 
 
 def data_url(image: StoredImage, data: bytes) -> str:
@@ -212,19 +180,22 @@ def error_for(provider: str, resp: UpstreamResponse) -> UpstreamError:
     )
 
 
-@contextlib.asynccontextmanager
 async def request_args(
     job: EditJob, *, edits_path: str, generations_path: str, headers: dict[str, str]
-) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+) -> tuple[str, dict[str, Any]]:
     """The path and body of one OpenAI-shaped call: multipart in → multipart out,
-    JSON in → JSON out (files closed on exit)."""
-    json_headers = {**headers, "Content-Type": "application/json"}
+    JSON in → JSON out."""
     if job.operation == "edit" and job.source == "multipart":
-        async with multipart_form(job, model=job.model) as form:
-            yield edits_path, {"data": form, "headers": headers}
-        return
+        return edits_path, {
+            "data": multipart_form(job, model=job.model),
+            "headers": headers,
+        }
     path = generations_path if job.operation == "generate" else edits_path
-    yield path, {"data": await json_body(job, model=job.model), "headers": json_headers}
+    json_headers = {**headers, "Content-Type": "application/json"}
+    return path, {
+        "data": await json_body(job, model=job.model),
+        "headers": json_headers,
+    }
 
 
 async def send(
@@ -236,24 +207,10 @@ async def send(
     headers: dict[str, str],
 ) -> EditResult:
     """One OpenAI-shaped call: multipart in → multipart out, JSON in → JSON out."""
-    json_headers = {**headers, "Content-Type": "application/json"}
-    if job.operation == "generate":
-        resp = await upstream.post(
-            generations_path,
-            data=await json_body(job, model=job.model),
-            headers=json_headers,
-        )
-    elif job.source == "multipart":
-        # A factory, not a form: a retry rebuilds the form from the temp files.
-        resp = await upstream.post(
-            edits_path,
-            body=lambda: multipart_form(job, model=job.model),
-            headers=headers,
-        )
-    else:
-        resp = await upstream.post(
-            edits_path, data=await json_body(job, model=job.model), headers=json_headers
-        )
+    path, kwargs = await request_args(
+        job, edits_path=edits_path, generations_path=generations_path, headers=headers
+    )
+    resp = await upstream.post(path, **kwargs)
     if not resp.ok:
         raise error_for(upstream.name, resp)
     return parse_images(upstream.name, resp.body)
@@ -273,13 +230,10 @@ async def stream(
     An upstream that answers in full instead (an "OpenAI-compatible" one that does not
     stream) is turned into the completed events that stand for its result.
     """
-    async with (
-        request_args(
-            job, edits_path=edits_path, generations_path=generations_path,
-            headers=headers,
-        ) as (path, kwargs),
-        upstream.stream("POST", path, **kwargs) as reply,
-    ):  # fmt: skip
+    path, kwargs = await request_args(
+        job, edits_path=edits_path, generations_path=generations_path, headers=headers
+    )
+    async with upstream.stream("POST", path, **kwargs) as reply:
         if not reply.ok:
             raise error_for(upstream.name, await reply.read())
         if reply.headers.get("Content-Type", "").split(";")[0] == "text/event-stream":

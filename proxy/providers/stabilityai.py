@@ -18,10 +18,8 @@ ratios. ``Accept: application/json`` is sent; a raw image reply is handled too.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from typing import IO, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
-import aiohttp
 import msgspec
 
 from proxy.errors import (
@@ -30,10 +28,11 @@ from proxy.errors import (
     UpstreamRejected,
     from_upstream_status,
 )
+from proxy.formwriter import Form
 from proxy.images import EXTENSIONS, require_stored
-from proxy.models import EditJob, EditResult
+from proxy.models import EditJob, EditResult, StoredImage
 from proxy.providers import _inputs, _replies
-from proxy.providers._openai_compat import _form_items, open_payload
+from proxy.providers._openai_compat import _form_items
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
 from proxy.sizes import STABILITY_ASPECT_RATIOS, aspect_ratio, require_auto
 from proxy.translate import Encoded, Output, images_result
@@ -114,35 +113,22 @@ def form_fields(
     return fields
 
 
-@contextlib.asynccontextmanager
-async def build_form(
-    job: EditJob, endpoint: Endpoint, provider: str
-) -> AsyncIterator[aiohttp.FormData]:
-    """The multipart body; the image streams from its temp file, closed on exit."""
+async def build_form(job: EditJob, endpoint: Endpoint, provider: str) -> Form:
+    """The multipart body; an image on disk streams from its temp file when sent."""
     # Stability takes multipart only, also for generation where no file is sent.
-    form = aiohttp.FormData(quote_fields=False, default_to_multipart=True)
+    form = Form()
     for name, value in form_fields(job, endpoint, provider):
         form.add_field(name, value)
-    opened: list[IO[bytes]] = []
-    try:
-        if job.operation == "edit":
-            image = require_stored(job.images[0], provider=provider, param="images[0]")
-            mask = await _inputs.white_mask(job, provider=provider)
-            if mask is not None:
-                form.add_field(
-                    "mask", mask, content_type="image/png", filename="mask.png"
-                )
-            ext = EXTENSIONS[image.content_type]
-            form.add_field(
-                "image",
-                await open_payload(image, opened),
-                content_type=image.content_type,
-                filename=f"image.{ext}",
+    if job.operation == "edit":
+        image = require_stored(job.images[0], provider=provider, param="images[0]")
+        mask = await _inputs.white_mask(job, provider=provider)
+        if mask is not None:
+            white = StoredImage(
+                content_type="image/png", size=len(mask), filename="", data=mask
             )
-        yield form
-    finally:
-        for f in opened:
-            f.close()
+            form.add_file("mask", white, "mask.png")
+        form.add_file("image", image, f"image.{EXTENSIONS[image.content_type]}")
+    return form
 
 
 class _Json(msgspec.Struct):
@@ -215,12 +201,8 @@ class StabilityAdapter:
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         endpoint = endpoint_for(job, upstream.name)
         headers = {**job.extra_headers, "Accept": "application/json"}
-        # A factory, not a form: a retry rebuilds the form from the temp files.
-        resp = await upstream.post(
-            endpoint.path,
-            body=lambda: build_form(job, endpoint, upstream.name),
-            headers=headers,
-        )
+        form = await build_form(job, endpoint, upstream.name)
+        resp = await upstream.post(endpoint.path, data=form, headers=headers)
         if not resp.ok:
             raise error_for(upstream.name, resp)
         image = parse_reply(upstream.name, resp)
