@@ -121,6 +121,8 @@ class Upstream:
         self._max_response_bytes = max_response_bytes
         self._duration = metrics.upstream_duration.labels(name)
         self._received = metrics.upstream_received_bytes.labels(name)
+        # Counted once the reply has begun: by then the whole body was sent.
+        self._sent = metrics.upstream_sent_bytes.labels(name)
         self._retries = metrics.retries.labels(name)
         self._retry = retry
         self._breaker = breaker
@@ -233,7 +235,7 @@ class Upstream:
     ) -> UpstreamResponse:
         start = time.perf_counter()
         outcome = "error"
-        kwargs = _fresh_body(kwargs)
+        kwargs, size = _fresh_body(kwargs)
         try:
             async with (
                 self._map_errors(),
@@ -241,6 +243,7 @@ class Upstream:
                     method, self.url(path), headers=headers, **kwargs
                 ) as r,
             ):
+                self._sent.inc(size)
                 body = await self._read_capped(r)
                 self._received.inc(len(body))
                 outcome = f"{r.status // 100}xx"
@@ -266,7 +269,7 @@ class Upstream:
         returning it to the pool, so a client that went away frees the upstream.
         """
         sent = await self._headers(headers)
-        kwargs = _fresh_body(kwargs)
+        kwargs, size = _fresh_body(kwargs)
         breaker = self._breaker
         if breaker is not None:
             breaker.before()
@@ -279,6 +282,7 @@ class Upstream:
                     method, self.url(path), headers=sent, **kwargs
                 ) as r,
             ):
+                self._sent.inc(size)
                 reply = UpstreamStream(self, r)
                 yield reply
         finally:
@@ -388,9 +392,12 @@ async def fetch_errors(param: str) -> AsyncIterator[None]:
         ) from exc
 
 
-def _fresh_body(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """A ``Form`` becomes the payload of this one send."""
+def _fresh_body(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The arguments of one send (a ``Form`` becomes a payload) and the body's size."""
     data = kwargs.get("data")
     if isinstance(data, Form):
-        return {**kwargs, "data": data.payload()}
-    return kwargs
+        payload = data.payload()
+        return {**kwargs, "data": payload}, payload.size or 0
+    if isinstance(data, bytes | bytearray):
+        return kwargs, len(data)
+    return kwargs, 0

@@ -38,9 +38,13 @@ async def test_success_accounts_cost_tokens_bytes_and_connections(
     assert value(
         m, "imagegate_requests_total", route=EDITS, code_class="2xx", key="anonymous"
     ) == 2  # fmt: skip
-    # The multipart body the fake received holds the image bytes at least.
-    sent = value(m, "imagegate_upstream_sent_bytes_total", provider="openai")
-    assert sent > 2 * len(image)
+    # Exactly the multipart bodies the fake received, sent with their length.
+    lengths = [int(r.headers["Content-Length"]) for r in fake_openai.received]
+    assert "Transfer-Encoding" not in fake_openai.last.headers
+    assert min(lengths) > len(image)
+    assert value(m, "imagegate_upstream_sent_bytes_total", provider="openai") == sum(
+        lengths
+    )
     assert value(m, "imagegate_upstream_received_bytes_total", provider="openai") > 0
     created = value(m, "imagegate_upstream_connections_total", kind="created")
     reused = value(m, "imagegate_upstream_connections_total", kind="reused")
