@@ -37,6 +37,7 @@ _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 _FIELD_NAME = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _IMAGE_PART = re.compile(r"^image(\[\d*\])?$")
 _MAX_NESTING = 4
+_WRITE_BLOCK = 256 * 1024
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -243,14 +244,20 @@ async def _stream_file(
     path, f = await uploads.new_file()
     size = 0
     try:
-        # What was spooled (at most spool_bytes) plus the chunk that overflowed it.
-        block: bytes | bytearray = buf + chunk
-        while block:
-            size += len(block)
+        # What was spooled (at most spool_bytes) plus the chunk that overflowed it,
+        # then the rest in blocks of at least _WRITE_BLOCK: each write is a trip to
+        # aiofiles' thread, and the socket hands out chunks of tens of KiB.
+        buf += chunk
+        while True:
+            while len(buf) < _WRITE_BLOCK and (chunk := await reader.read()):
+                buf += chunk
+            if not buf:
+                break
+            size += len(buf)
             _check_file(name, size, limits)
-            await f.write(block)
-            uploads.wrote(len(block))
-            block = await reader.read()
+            await f.write(buf)
+            uploads.wrote(len(buf))
+            buf = bytearray()
     finally:
         await asyncio.shield(f.close())
     return StoredImage(content_type=kind, size=size, filename=filename, path=path)
