@@ -173,22 +173,33 @@ class Part:
 
 
 class FormReader:
-    """``next()`` gives each part's headers, ``read()`` its body chunk by chunk."""
+    """``next()`` gives each part's headers, ``read()`` its body chunk by chunk.
+
+    Body chunks are views into the chunks the socket delivered, not copies: a large
+    part is copied once, by whoever keeps it.
+    """
 
     def __init__(self, body: BodyStream, boundary: bytes) -> None:
         self._body = body
         self._delim = b"\r\n--" + boundary
         # A CRLF in front so the first delimiter (at the very start) is found like the
         # others; anything before it is preamble and discarded.
-        self._buf = bytearray(b"\r\n")
+        self._data = b"\r\n"
+        self._pos = 0  # where the unparsed bytes of _data begin
         self._in_part = False
         self._done = False
 
-    async def _more(self) -> None:
+    async def _next_chunk(self) -> bytes:
         chunk = await self._body.read()
         if not chunk:
             raise malformed("the body ends before the closing boundary")
-        self._buf += chunk
+        return chunk
+
+    async def _more(self) -> None:
+        """Join the next chunk to what is left (used where little is left)."""
+        chunk = await self._next_chunk()
+        self._data = self._data[self._pos :] + chunk
+        self._pos = 0
 
     async def next(self) -> Part | None:
         """The next part's headers (the rest of the current part is skipped)."""
@@ -196,50 +207,62 @@ class FormReader:
             await self.read()
         if self._done:
             return None
-        buf, delim = self._buf, self._delim
-        while (at := buf.find(delim)) < 0:
-            if len(buf) >= len(delim):  # preamble: keep only what may start a delimiter
-                del buf[: len(buf) - len(delim) + 1]
+        delim = self._delim
+        while (at := self._data.find(delim, self._pos)) < 0:
+            # Preamble: keep only what may start a delimiter.
+            self._pos = max(self._pos, len(self._data) - len(delim) + 1)
             await self._more()
-        del buf[: at + len(delim)]
-        while len(buf) < 2:
+        self._pos = at + len(delim)
+        while len(self._data) - self._pos < 2:
             await self._more()
-        if buf.startswith(b"--"):
+        if self._data.startswith(b"--", self._pos):
             self._done = True
             return None
-        while (eol := buf.find(b"\r\n")) < 0:
-            if len(buf) > _MAX_PADDING or b"\n" in buf:
+        while (eol := self._data.find(b"\r\n", self._pos)) < 0:
+            rest = len(self._data) - self._pos
+            if rest > _MAX_PADDING or self._data.find(b"\n", self._pos) >= 0:
                 raise malformed("a boundary line does not end in CRLF")
             await self._more()
-        if buf[:eol].strip(b" \t"):
+        if self._data[self._pos : eol].strip(b" \t"):
             raise malformed("unexpected bytes after a boundary")
         # The header block runs from this CRLF to the blank line (it may be empty).
-        del buf[:eol]
-        while (end := buf.find(b"\r\n\r\n", 0, _MAX_HEAD)) < 0:
-            if len(buf) >= _MAX_HEAD:
+        self._pos = eol
+        limit = eol + _MAX_HEAD
+        while (end := self._data.find(b"\r\n\r\n", self._pos, limit)) < 0:
+            if len(self._data) >= limit:
                 raise malformed(f"a part's headers are over {_MAX_HEAD} bytes")
             await self._more()
-        part = Part(bytes(buf[2:end]))
-        del buf[: end + 4]
+            limit = _MAX_HEAD
+        part = Part(self._data[self._pos + 2 : end])
+        self._pos = end + 4
         self._in_part = True
         return part
 
-    async def read(self) -> bytes:
-        """The next chunk of the current part's body; ``b""`` at its end."""
+    async def read(self) -> memoryview:
+        """The next chunk of the current part's body; empty at its end."""
         if not self._in_part:
-            return b""
-        buf, delim = self._buf, self._delim
+            return memoryview(b"")
+        delim = self._delim
+        size = len(delim)
         while True:
-            at = buf.find(delim)
+            data, pos = self._data, self._pos
+            at = data.find(delim, pos)
             if at >= 0:
                 self._in_part = False
-                data = bytes(buf[:at])
-                del buf[:at]
-                return data
+                self._pos = at
+                return memoryview(data)[pos:at]
             # Everything but a tail that may be the start of a split delimiter.
-            safe = len(buf) - len(delim) + 1
-            if safe > 0:
-                data = bytes(buf[:safe])
-                del buf[:safe]
-                return data
-            await self._more()
+            safe = len(data) - size + 1
+            if safe > pos:
+                self._pos = safe
+                return memoryview(data)[pos:safe]
+            chunk = await self._next_chunk()
+            tail = data[pos:]
+            # Does a delimiter start in the tail and run on into the chunk?
+            probe = tail + chunk[:size]
+            if len(chunk) >= size and not 0 <= probe.find(delim) < len(tail):
+                self._data, self._pos = chunk, 0
+                if tail:
+                    return memoryview(tail)
+            else:
+                self._data, self._pos = tail + chunk, 0

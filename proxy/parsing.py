@@ -218,26 +218,27 @@ async def _stream_file(
     uploads: UploadSet,
 ) -> StoredImage:
     param = "mask" if name == "mask" else "image"
-    head = b""
-    while len(head) < SNIFF_BYTES:
-        piece = await reader.read()
-        if not piece:
-            break
-        head += piece
-    if not head:
+    # The first chunk, joined with the next ones only if it is too short to sniff.
+    chunk: bytes | memoryview = await reader.read()
+    while 0 < len(chunk) < SNIFF_BYTES and (more := await reader.read()):
+        chunk = bytes(chunk) + more
+    if not chunk:
         raise InvalidRequest(f"file part '{name}' is empty", param=param)
-    kind = require_image(head[:SNIFF_BYTES], param=param, mask=param == "mask")
+    head = bytes(chunk[:SNIFF_BYTES])
+    kind = require_image(head, param=param, mask=param == "mask")
     filename = part.filename or ""
     # Spool in memory while the request's budget lasts; the rest streams to disk.
-    buf = bytearray()
-    chunk: bytes = head
-    while chunk and uploads.spooled + len(buf) + len(chunk) <= limits.spool_bytes:
-        buf += chunk
-        _check_file(name, len(buf), limits)
+    # The pieces are views of the socket's chunks: joined, they are copied once.
+    pieces: list[bytes | memoryview] = []
+    spooled = 0
+    while chunk and uploads.spooled + spooled + len(chunk) <= limits.spool_bytes:
+        pieces.append(chunk)
+        spooled += len(chunk)
+        _check_file(name, spooled, limits)
         chunk = await reader.read()
     if not chunk:
-        uploads.spooled += len(buf)
-        data = bytes(buf)
+        uploads.spooled += spooled
+        data = b"".join(pieces)
         return StoredImage(
             content_type=kind, size=len(data), filename=filename, data=data
         )
@@ -247,7 +248,7 @@ async def _stream_file(
         # What was spooled (at most spool_bytes) plus the chunk that overflowed it,
         # then the rest in blocks of at least _WRITE_BLOCK: each write is a trip to
         # aiofiles' thread, and the socket hands out chunks of tens of KiB.
-        buf += chunk
+        buf = bytearray().join([*pieces, chunk])
         while True:
             while len(buf) < _WRITE_BLOCK and (chunk := await reader.read()):
                 buf += chunk

@@ -161,7 +161,7 @@ async def _save(
     async def chunks() -> AsyncIterator[bytes]:
         yield head
         while chunk := await reader.read():
-            yield chunk
+            yield bytes(chunk)
 
     return await store.save(
         chunks(), file_name=name, mimetype=kind, purpose=None, owner=owner
