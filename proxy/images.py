@@ -71,6 +71,11 @@ def decode_data_url(url: str, *, param: str) -> bytes:
         ) from exc
 
 
+def b64(data: bytes) -> str:
+    """Standard base64 text of ``data`` (SIMD, like the decode above)."""
+    return pybase64.b64encode(data).decode("ascii")
+
+
 def require_stored(image: ImageInput, *, provider: str, param: str) -> StoredImage:
     """The bytes of an input for an adapter that must send them.
 

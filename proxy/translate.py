@@ -11,7 +11,6 @@ nothing, so it has no URL of its own to hand out).
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NamedTuple, TypeVar
@@ -19,7 +18,7 @@ from typing import Any, NamedTuple, TypeVar
 import msgspec
 
 from proxy.errors import ProxyError, UpstreamProtocolError
-from proxy.images import require_stored, sniff
+from proxy.images import b64, require_stored, sniff
 from proxy.models import (
     EditJob,
     EditResult,
@@ -42,10 +41,6 @@ Output = bytes | Encoded | str
 
 _encode = msgspec.json.encode
 T = TypeVar("T")
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 async def fetch_image(url: str, upstream: Upstream) -> bytes:
@@ -78,11 +73,11 @@ async def _entry(item: Output, job: EditJob, upstream: Upstream) -> dict[str, st
     if isinstance(item, str):
         if want_url:
             return {"url": item}
-        return {"b64_json": _b64(await fetch_image(item, upstream))}
+        return {"b64_json": b64(await fetch_image(item, upstream))}
     if want_url:
         kind = sniff(item[:12]) or "image/png"
-        return {"url": f"data:{kind};base64,{_b64(item)}"}
-    return {"b64_json": _b64(item)}
+        return {"url": f"data:{kind};base64,{b64(item)}"}
+    return {"b64_json": b64(item)}
 
 
 async def images_result(
@@ -198,4 +193,4 @@ async def inline_base64(image: ImageInput, *, provider: str, param: str) -> str:
     image = require_stored(image, provider=provider, param=param)
     if image.data_url is not None:
         return image.data_url.partition(",")[2]
-    return _b64(await image.read())
+    return b64(await image.read())

@@ -9,7 +9,6 @@ inpainting, inverted) with Pillow in a worker thread.
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 from typing import Any
 
@@ -17,6 +16,7 @@ from PIL import Image, ImageOps
 
 from proxy import sizes
 from proxy.errors import InvalidRequest
+from proxy.images import b64
 from proxy.models import EditJob
 from proxy.providers import _inputs
 
@@ -106,4 +106,4 @@ async def nova_mask(job: EditJob) -> str | None:
         return None
     if str(job.extra.get("task_type", "")).upper() != "OUTPAINTING":
         white = await asyncio.to_thread(_invert, white)
-    return base64.b64encode(white).decode("ascii")
+    return b64(white)

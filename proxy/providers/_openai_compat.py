@@ -6,7 +6,6 @@ when sent, and the reply is validated without decoding its base64 payloads.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
@@ -19,7 +18,7 @@ from proxy.errors import (
     from_upstream_status,
 )
 from proxy.formwriter import Form
-from proxy.images import EXTENSIONS, require_stored
+from proxy.images import EXTENSIONS, b64, require_stored
 from proxy.models import (
     EditJob,
     EditResult,
@@ -104,7 +103,7 @@ def multipart_form(job: EditJob, *, model: str) -> Form:
 
 
 def data_url(image: StoredImage, data: bytes) -> str:
-    return f"data:{image.content_type};base64,{base64.b64encode(data).decode('ascii')}"
+    return f"data:{image.content_type};base64,{b64(data)}"
 
 
 async def image_ref(image: ImageInput) -> dict[str, str]:

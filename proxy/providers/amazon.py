@@ -18,7 +18,6 @@ Credentials come from the standard AWS chain, not from one key.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -29,6 +28,7 @@ from proxy.errors import (
     InvalidRequest,
     UpstreamRejected,
 )
+from proxy.images import b64
 from proxy.models import EditJob, EditResult
 from proxy.providers import _aws, _inputs, _nova, _replies
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool
@@ -152,7 +152,7 @@ class AmazonAdapter:
             body = _nova.nova_body(job, images, await _nova.nova_mask(job))
         else:
             white = await _inputs.white_mask(job, provider="amazon")
-            mask = None if white is None else base64.b64encode(white).decode("ascii")
+            mask = None if white is None else b64(white)
             body = stability_body(job, images, mask)
         resp = await upstream.post(
             f"/model/{_inputs.model_path(job.model, provider=upstream.name)}/invoke",

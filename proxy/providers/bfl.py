@@ -17,7 +17,6 @@ be auto for Fill and Expand. Unknown client fields (``seed``, ``safety_tolerance
 from __future__ import annotations
 
 import asyncio
-import base64
 from typing import Any, ClassVar, TypeVar
 
 import msgspec
@@ -27,6 +26,7 @@ from proxy.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from proxy.images import b64
 from proxy.models import EditJob, EditResult
 from proxy.providers import _inputs, _polling, _replies
 from proxy.providers.base import (
@@ -125,7 +125,7 @@ async def build_body(job: EditJob) -> dict[str, Any]:
         body["image"] = images[0]
         white = await _inputs.white_mask(job, provider="bfl")
         if white is not None:
-            body["mask"] = base64.b64encode(white).decode("ascii")
+            body["mask"] = b64(white)
     else:
         for i, image in enumerate(images):
             body["input_image" if i == 0 else f"input_image_{i + 1}"] = image

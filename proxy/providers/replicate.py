@@ -16,7 +16,6 @@ One prediction per image: the handler fans ``n`` out.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
@@ -31,7 +30,7 @@ from proxy.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from proxy.images import decode_data_url
+from proxy.images import b64, decode_data_url
 from proxy.models import EditJob, EditResult
 from proxy.providers import _inputs, _polling, _replies
 from proxy.providers import _openai_compat as compat
@@ -115,7 +114,7 @@ async def build_input(job: EditJob) -> dict[str, Any]:
         data["input_images"] = urls
     white = await _inputs.white_mask(job, provider="replicate")
     if white is not None:
-        data["mask"] = "data:image/png;base64," + base64.b64encode(white).decode()
+        data["mask"] = "data:image/png;base64," + b64(white)
     ratio = sizes.aspect_ratio(job.size, ASPECT_RATIOS, provider="replicate")
     if ratio is not None:
         data["aspect_ratio"] = ratio

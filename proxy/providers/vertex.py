@@ -16,13 +16,13 @@ filters leave a 400 ``moderation_blocked`` when nothing is left.
 
 from __future__ import annotations
 
-import base64
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
 import msgspec
 
 from proxy.errors import InvalidRequest, UpstreamRejected
+from proxy.images import b64
 from proxy.models import EditJob, EditResult
 from proxy.providers import _google, _inputs, _replies
 from proxy.providers._gcp_auth import ServiceAccountAuth
@@ -130,16 +130,12 @@ async def build_body(job: EditJob, provider: str) -> bytes:
                 {
                     "referenceType": "REFERENCE_TYPE_MASK",
                     "referenceId": 2,
-                    "referenceImage": {"bytesBase64Encoded": _b64(mask)},
+                    "referenceImage": {"bytesBase64Encoded": b64(mask)},
                     "maskImageConfig": {"maskMode": "MASK_MODE_USER_PROVIDED"},
                 }
             )
         instance["referenceImages"] = refs
     return msgspec.json.encode({"instances": [instance], "parameters": params})
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def parse_reply(provider: str, body: bytes) -> list[Encoded]:
