@@ -5,7 +5,8 @@ applications"): a JWT signed RS256 with the key file's private key is exchanged 
 key file's ``token_uri`` for an access token, cached until shortly before it expires.
 The token request goes through the provider's ``Upstream`` (its session, timeouts and
 error mapping); only one refresh runs at a time. The key file is read on first use, off
-the event loop, and never logged.
+the event loop, and never logged. ``cryptography`` is imported then too: it is ~7 MiB of
+every process otherwise.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ import asyncio
 import base64
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import aiofiles
 import msgspec
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from proxy.errors import (
     ProviderNotConfigured,
@@ -27,6 +27,9 @@ from proxy.errors import (
     from_upstream_status,
 )
 from proxy.upstream import Upstream
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 _GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -66,6 +69,9 @@ def signed_assertion(key: KeyFile, private: rsa.RSAPrivateKey, now: int) -> str:
     signing_input = (
         f"{_b64url(msgspec.json.encode(header))}.{_b64url(msgspec.json.encode(claims))}"
     )
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
     signature = private.sign(
         signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256()
     )
@@ -73,6 +79,9 @@ def signed_assertion(key: KeyFile, private: rsa.RSAPrivateKey, now: int) -> str:
 
 
 def _load(raw: bytes) -> tuple[KeyFile, rsa.RSAPrivateKey]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     key = msgspec.json.decode(raw, type=KeyFile)
     private = serialization.load_pem_private_key(key.private_key.encode(), None)
     if not isinstance(private, rsa.RSAPrivateKey):
