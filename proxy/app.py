@@ -99,8 +99,13 @@ async def _limits(app: web.Application) -> AsyncIterator[None]:
 
 async def _files(app: web.Application) -> AsyncIterator[None]:
     gateway = app[GATEWAY]
+    limits, metrics = gateway.config.limits, gateway.metrics
     gateway.temp_dir = await asyncio.to_thread(
-        TempDir, gateway.config.limits.temp_dir, gateway.metrics.temp_bytes
+        TempDir,
+        limits.temp_dir,
+        metrics.temp_bytes,
+        memory_budget=limits.spool_total_bytes,
+        memory_gauge=metrics.spooled_bytes,
     )
     gateway.prices = await asyncio.to_thread(PriceTable.load_default)
     yield

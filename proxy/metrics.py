@@ -222,6 +222,12 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.spooled_bytes = Gauge(
+            "imagegate_spooled_bytes",
+            "Bytes of request file parts held in memory (limits.spool_total_bytes).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.rejected = Counter(
             "imagegate_rejected_requests",
             "Requests refused by the proxy itself, by reason.",

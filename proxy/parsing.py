@@ -151,11 +151,16 @@ async def read_multipart(
         request.content, timeout, cap, request.content_length
     ) as body:
         boundary = boundary_of(request.headers.get(hdrs.CONTENT_TYPE, ""))
-        return await _read_form(FormReader(body, boundary), limits, uploads)
+        # A body declared larger than the spool goes straight to disk: holding its
+        # first MiBs in memory would only mean copying them out again.
+        declared = request.content_length
+        spool = 0 if declared is not None and declared > limits.spool_bytes else None
+        form = FormReader(body, boundary)
+        return await _read_form(form, limits, uploads, spool)
 
 
 async def _read_form(
-    reader: FormReader, limits: Limits, uploads: UploadSet
+    reader: FormReader, limits: Limits, uploads: UploadSet, spool: int | None
 ) -> MultipartEdit:
     raw_fields: dict[str, Any] = {}
     images: list[StoredImage] = []
@@ -180,7 +185,7 @@ async def _read_form(
                 raise InvalidRequest(
                     f"at most {limits.max_files} files are allowed", param=name
                 )
-            stored = await _stream_file(reader, part, name, limits, uploads)
+            stored = await _stream_file(reader, part, name, limits, uploads, spool)
             if name == "mask":
                 if mask is not None:
                     raise InvalidRequest(
@@ -216,8 +221,10 @@ async def _stream_file(
     name: str,
     limits: Limits,
     uploads: UploadSet,
+    spool: int | None,
 ) -> StoredImage:
     param = "mask" if name == "mask" else "image"
+    spool_limit = limits.spool_bytes if spool is None else spool
     # The first chunk, joined with the next ones only if it is too short to sniff.
     chunk: bytes | memoryview = await reader.read()
     while 0 < len(chunk) < SNIFF_BYTES and (more := await reader.read()):
@@ -231,13 +238,12 @@ async def _stream_file(
     # The pieces are views of the socket's chunks: joined, they are copied once.
     pieces: list[bytes | memoryview] = []
     spooled = 0
-    while chunk and uploads.spooled + spooled + len(chunk) <= limits.spool_bytes:
+    while chunk and uploads.hold(len(chunk), spool_limit):
         pieces.append(chunk)
         spooled += len(chunk)
         _check_file(name, spooled, limits)
         chunk = await reader.read()
     if not chunk:
-        uploads.spooled += spooled
         data = b"".join(pieces)
         return StoredImage(
             content_type=kind, size=len(data), filename=filename, data=data
@@ -245,10 +251,17 @@ async def _stream_file(
     path, f = await uploads.new_file()
     size = 0
     try:
-        # What was spooled (at most spool_bytes) plus the chunk that overflowed it,
-        # then the rest in blocks of at least _WRITE_BLOCK: each write is a trip to
+        # What was held in memory goes first, piece by piece (no second copy of it),
+        # its budget given back as it goes.
+        for piece in pieces:
+            size += len(piece)
+            await f.write(piece)
+            uploads.wrote(len(piece))
+            uploads.release(len(piece))
+        pieces.clear()
+        # Then the rest in blocks of at least _WRITE_BLOCK: each write is a trip to
         # aiofiles' thread, and the socket hands out chunks of tens of KiB.
-        buf = bytearray().join([*pieces, chunk])
+        buf = bytearray(chunk)
         while True:
             while len(buf) < _WRITE_BLOCK and (chunk := await reader.read()):
                 buf += chunk

@@ -27,10 +27,34 @@ class TempDir:
     directory, so the figure (and its gauge) costs nothing to keep current.
     """
 
-    def __init__(self, parent: str | None, gauge: Gauge | None = None) -> None:
+    def __init__(
+        self,
+        parent: str | None,
+        gauge: Gauge | None = None,
+        *,
+        memory_budget: int = 0,
+        memory_gauge: Gauge | None = None,
+    ) -> None:
         self.path = tempfile.mkdtemp(prefix="imagegate-", dir=parent)
         self._bytes = 0
         self._gauge = gauge
+        # The process's budget for file parts held in memory instead of on disk.
+        self.memory_free = memory_budget
+        self._memory_gauge = memory_gauge
+
+    def hold_memory(self, count: int) -> bool:
+        """Reserve ``count`` bytes of the memory budget; False if it is spent."""
+        if count > self.memory_free:
+            return False
+        self.memory_free -= count
+        if self._memory_gauge is not None:
+            self._memory_gauge.inc(count)
+        return True
+
+    def release_memory(self, count: int) -> None:
+        self.memory_free += count
+        if self._memory_gauge is not None:
+            self._memory_gauge.dec(count)
 
     def add(self, delta: int) -> None:
         self._bytes += delta
@@ -52,8 +76,24 @@ class UploadSet:
         self._dir = directory.path if isinstance(directory, TempDir) else directory
         self._paths: list[str] = []
         self._bytes = 0
-        # Bytes of this request's file parts held in memory (see limits.spool_bytes).
+        # Bytes of this request's file parts held in memory (limits.spool_bytes).
         self.spooled = 0
+
+    def hold(self, count: int, limit: int) -> bool:
+        """Whether ``count`` more bytes may stay in memory: within this request's
+        ``limit`` and the process's budget, which lends them until ``close()``."""
+        if self.spooled + count > limit:
+            return False
+        if self._owner is not None and not self._owner.hold_memory(count):
+            return False
+        self.spooled += count
+        return True
+
+    def release(self, count: int) -> None:
+        """Give back held bytes that went to disk after all."""
+        self.spooled -= count
+        if self._owner is not None:
+            self._owner.release_memory(count)
 
     def wrote(self, count: int) -> None:
         """Account ``count`` bytes written to one of this set's files."""
@@ -97,8 +137,12 @@ class UploadSet:
             # Shielded: a second cancellation must not leave files behind.
             await asyncio.shield(asyncio.to_thread(_unlink_all, paths))
         written, self._bytes = self._bytes, 0
-        if self._owner is not None and written:
-            self._owner.add(-written)
+        held, self.spooled = self.spooled, 0
+        if self._owner is not None:
+            if written:
+                self._owner.add(-written)
+            if held:
+                self._owner.release_memory(held)
 
 
 def _unlink_all(paths: list[str]) -> None:

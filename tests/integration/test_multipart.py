@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import StartProxy, leftover_files
-from tests.fakes.openai import FakeOpenAI
+from tests.fakes.openai import FakeOpenAI, Reply
 from tests.images import jpeg_like, png, sized_png
+from tests.observability.scrape import scrape, value
 
 
 def form(
@@ -32,10 +34,14 @@ def form(
     return data
 
 
-async def post(proxy: TestServer, data: Any) -> tuple[int, Any]:
+async def post(
+    proxy: TestServer, data: Any, *, chunked: bool = False
+) -> tuple[int, Any]:
     async with (
         aiohttp.ClientSession() as s,
-        s.post(proxy.make_url("/v3/images/edits"), data=data) as r,
+        s.post(
+            proxy.make_url("/v3/images/edits"), data=data, chunked=chunked or None
+        ) as r,
     ):
         return r.status, await r.json()
 
@@ -220,13 +226,14 @@ async def test_client_disconnect_mid_upload_leaves_no_temp_file(
 ) -> None:
     head = (
         b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
-        b"Content-Type: image/png\r\n\r\n" + png() + b"\x00" * 600_000
+        # Past the default in-memory spool (4 MiB), so the part reaches the disk.
+        b"Content-Type: image/png\r\n\r\n" + png() + b"\x00" * (5 * 1024 * 1024)
     )
     _reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
     writer.write(
         b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\n"
         b"Content-Type: multipart/form-data; boundary=b\r\n"
-        b"Content-Length: 5000000\r\n\r\n" + head
+        b"Content-Length: 9000000\r\n\r\n" + head
     )
     await writer.drain()
     # Wait until the proxy has started spooling the part, then vanish.
@@ -254,9 +261,29 @@ async def test_small_parts_are_spooled_in_memory_large_ones_on_disk(
         {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
         limits={"spool_bytes": 100 * 1024},
     )
-    # 60 KiB fits the budget; the second 60 KiB overflows it mid-part and the 1 MiB
-    # part goes straight to disk: the upstream must still get every byte.
+    # Sent chunked, so its length is not known up front. 60 KiB fits the budget; the
+    # second 60 KiB overflows it mid-part and the 1 MiB part goes straight to disk:
+    # the upstream must still get every byte.
     blobs = [sized_png(60 * 1024), sized_png(60 * 1024), sized_png(1024 * 1024)]
+    seen = await _max_temp_files(
+        temp_root, post(proxy, form([("image[]", b) for b in blobs]), chunked=True)
+    )
+    got = fake_openai.last
+    assert [f.sha256 for f in got.files] == [
+        hashlib.sha256(b).hexdigest() for b in blobs
+    ]
+    assert seen <= 2  # the first part never touched the disk
+    assert leftover_files(temp_root) == []
+    # With a declared length over the budget, every part goes to disk at once.
+    seen = await _max_temp_files(
+        temp_root, post(proxy, form([("image[]", b) for b in blobs]))
+    )
+    assert seen == 3
+    assert value(await scrape(proxy), "imagegate_spooled_bytes") == 0
+
+
+async def _max_temp_files(temp_root: Path, call: Awaitable[tuple[int, Any]]) -> int:
+    """The most temp files seen at once while ``call`` (an edit that must succeed) ran."""
     seen: list[int] = []
 
     async def watch() -> None:
@@ -265,15 +292,12 @@ async def test_small_parts_are_spooled_in_memory_large_ones_on_disk(
             await asyncio.sleep(0.001)
 
     watcher = asyncio.ensure_future(watch())
-    status, answer = await post(proxy, form([("image[]", b) for b in blobs]))
-    watcher.cancel()
+    try:
+        status, answer = await call
+    finally:
+        watcher.cancel()
     assert status == 200, answer
-    got = fake_openai.last
-    assert [f.sha256 for f in got.files] == [
-        hashlib.sha256(b).hexdigest() for b in blobs
-    ]
-    assert max(seen, default=0) <= 2  # the first part never touched the disk
-    assert leftover_files(temp_root) == []
+    return max(seen, default=0)
 
 
 def entries(root: Path) -> set[str]:
@@ -290,3 +314,33 @@ async def test_spooled_small_edit_creates_no_temp_file(
     assert status == 200
     assert entries(temp_root) == before
     assert [f.name for f in fake_openai.last.files] == ["image", "mask"]
+
+
+async def test_the_process_wide_spool_budget_is_shared_and_given_back(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, temp_root: Path
+) -> None:
+    proxy = await start_proxy(
+        {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
+        limits={"spool_bytes": 1024 * 1024, "spool_total_bytes": 100 * 1024},
+    )
+    first, second = sized_png(60 * 1024), sized_png(61 * 1024)
+    # The first edit holds 60 KiB of the 100 KiB budget while its upstream call waits;
+    # the second, sent meanwhile, finds the budget spent and goes to disk.
+    fake_openai.script(Reply(delay_s=0.5))
+    held = asyncio.ensure_future(post(proxy, form([("image", first)])))
+    for _ in range(200):
+        if fake_openai.received:
+            break
+        await asyncio.sleep(0.005)
+    assert value(await scrape(proxy), "imagegate_spooled_bytes") == len(first)
+    assert leftover_files(temp_root) == []
+    # Chunked, or its declared length alone would send it to disk.
+    seen = await _max_temp_files(
+        temp_root, post(proxy, form([("image", second)]), chunked=True)
+    )
+    assert seen == 1
+    assert (await held)[0] == 200
+    sums = sorted(f.sha256 for r in fake_openai.received for f in r.files)
+    assert sums == sorted(hashlib.sha256(b).hexdigest() for b in (first, second))
+    assert value(await scrape(proxy), "imagegate_spooled_bytes") == 0
+    assert leftover_files(temp_root) == []

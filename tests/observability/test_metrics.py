@@ -82,7 +82,7 @@ async def test_temp_bytes_and_inflight_while_upstream_holds(
 ) -> None:
     hold, arrived = asyncio.Event(), asyncio.Event()
     fake_openai.script(Reply(hold=hold, arrived=arrived))
-    image = sized_png(400 * 1024)  # past the in-memory spool budget: on disk
+    image = sized_png(5 * 1024 * 1024)  # past the in-memory spool budget: on disk
     call = asyncio.ensure_future(
         sdk.images.edit(
             model="openai/gpt-image-1", image=("a.png", image, "image/png"), prompt="x"
@@ -96,6 +96,8 @@ async def test_temp_bytes_and_inflight_while_upstream_holds(
     after = await scrape(proxy)
     assert value(during, "imagegate_inflight_requests") == 1
     assert value(during, "imagegate_temp_file_bytes") == len(image)
+    # What was held in memory before the part overflowed was given back.
+    assert value(during, "imagegate_spooled_bytes") == 0
     assert on_disk == len(image)
     assert proxy.app[GATEWAY].files.bytes_on_disk() == 0
     assert value(after, "imagegate_temp_file_bytes") == 0
