@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from proxy import __version__
 from proxy.auth import hash_key, new_key
@@ -55,6 +56,27 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:  # pragma: no cover - uvloop is a pinned dependency
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+def limit_malloc_arenas(environ: Mapping[str, str], arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas, unless ``MALLOC_ARENA_MAX`` already says.
+
+    glibc gives threads their own heap arenas (up to 8 per core); the file I/O
+    threads allocate and free MiB-sized buffers in theirs, and memory freed there is
+    seldom returned. Two arenas lowered the upload benchmark's peak RSS by 10-20 MiB
+    (a noisy figure) at no measurable CPU cost. A no-op off glibc (musl, macOS).
+    """
+    if "MALLOC_ARENA_MAX" in environ:
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_ARENA_MAX, arenas))
 
 
 def _hash_key(from_stdin: bool) -> int:
@@ -123,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from proxy.serve import serve
 
     setup_logging(config.server.log_level)
+    limit_malloc_arenas(os.environ)  # before any thread exists
     app = create_app(config, environ=os.environ)
     try:
         # A Runner like asyncio.run's, on uvloop's loop.
