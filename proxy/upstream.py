@@ -193,8 +193,7 @@ class Upstream:
         kwargs: dict[str, Any],
     ) -> UpstreamResponse:
         policy = self._retry
-        # An aiohttp FormData is consumed by its first send (a Form is not).
-        resendable = not isinstance(kwargs.get("data"), aiohttp.FormData)
+        # Every body sent is bytes or a Form (a fresh payload per send): resendable.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + policy.deadline_s
         for tries in range(1, policy.attempts + 1):
@@ -202,19 +201,14 @@ class Upstream:
             try:
                 resp = await self._send(method, path, headers, kwargs)
             except UpstreamError as exc:
-                if last or not (exc.unsent and resendable):
+                if last or not exc.unsent:
                     raise
                 wait = backoff_s(policy, tries - 1, self._rng)
                 if loop.time() + wait > deadline:
                     raise
             else:
                 later = self._retry_after(resp, policy)
-                if (
-                    not resendable
-                    or last
-                    or later is None
-                    or loop.time() + later > deadline
-                ):
+                if last or later is None or loop.time() + later > deadline:
                     return resp
                 wait = later
             self._retries.inc()

@@ -100,10 +100,13 @@ async def test_refused_connection_is_retried_up_to_attempts(
     assert metric(registry, "imagegate_upstream_requests_total", **outcome) == 3
 
 
-async def test_multipart_retry_rebuilds_the_form_from_temp_files(
-    start_proxy: StartProxy, fake_openai: FakeOpenAI, temp_root: Path
+@pytest.mark.parametrize("where", ["memory", "disk"])
+async def test_multipart_retry_rebuilds_the_form(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, temp_root: Path, where: str
 ) -> None:
-    proxy = await start_proxy(providers_for(fake_openai), retry=FAST)
+    # With no in-memory spool, the image is read back from its temp file on each try.
+    spool = {"spool_bytes": 0 if where == "disk" else 4 * 1024 * 1024}
+    proxy = await start_proxy(providers_for(fake_openai), retry=FAST, limits=spool)
     fake_openai.script(Reply(status=503, headers={"Retry-After": "0"}), Reply())
     image = png(64, 64, seed=7)
     code, _, _ = await edit_multipart(proxy, None, image)
