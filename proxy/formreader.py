@@ -18,13 +18,16 @@ from __future__ import annotations
 import asyncio
 import re
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from proxy.disposition import disposition_names
 from proxy.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 # RFC 2046 5.1.1: 1 to 70 characters, the last not a space.
 _BOUNDARY_PARAM = re.compile(
@@ -147,6 +150,12 @@ class BodyStream:
         if self.total > self._cap:
             raise too_large("request body", self._cap)
         return chunk
+
+
+def request_body(request: web.Request, timeout: float, cap: int) -> BodyStream:
+    """``request``'s body as a ``BodyStream``; a declared length over ``cap`` is
+    refused at once."""
+    return BodyStream(request.content, timeout, cap, request.content_length)
 
 
 class Part:

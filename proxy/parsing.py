@@ -19,7 +19,7 @@ from proxy.errors import (
     InvalidRequest,
     UnsupportedMediaType,
 )
-from proxy.formreader import BodyStream, FormReader, Part, boundary_of, too_large
+from proxy.formreader import FormReader, Part, boundary_of, request_body, too_large
 from proxy.images import SNIFF_BYTES, decode_data_url, require_image
 from proxy.models import (
     FORM_FIELDS,
@@ -75,9 +75,7 @@ async def read_json(request: web.Request, limits: Limits) -> dict[str, Any]:
     """Read and decode a JSON object body, capped at ``max_json_bytes``."""
     body = bytearray()
     timeout, cap = limits.client_idle_timeout_s, limits.max_json_bytes
-    async with BodyStream(
-        request.content, timeout, cap, request.content_length
-    ) as stream:
+    async with request_body(request, timeout, cap) as stream:
         while chunk := await stream.read():
             body += chunk
     try:
@@ -147,20 +145,19 @@ async def read_multipart(
 ) -> MultipartEdit:
     """Stream an OpenAI-SDK-shaped multipart edit into temp files and typed fields."""
     timeout, cap = limits.client_idle_timeout_s, limits.body_cap
-    async with BodyStream(
-        request.content, timeout, cap, request.content_length
-    ) as body:
+    async with request_body(request, timeout, cap) as body:
         boundary = boundary_of(request.headers.get(hdrs.CONTENT_TYPE, ""))
         # A body declared larger than the spool goes straight to disk: holding its
         # first MiBs in memory would only mean copying them out again.
         declared = request.content_length
-        spool = 0 if declared is not None and declared > limits.spool_bytes else None
+        fits = declared is None or declared <= limits.spool_bytes
+        spool = limits.spool_bytes if fits else 0
         form = FormReader(body, boundary)
         return await _read_form(form, limits, uploads, spool)
 
 
 async def _read_form(
-    reader: FormReader, limits: Limits, uploads: UploadSet, spool: int | None
+    reader: FormReader, limits: Limits, uploads: UploadSet, spool: int
 ) -> MultipartEdit:
     raw_fields: dict[str, Any] = {}
     images: list[StoredImage] = []
@@ -221,10 +218,9 @@ async def _stream_file(
     name: str,
     limits: Limits,
     uploads: UploadSet,
-    spool: int | None,
+    spool: int,
 ) -> StoredImage:
     param = "mask" if name == "mask" else "image"
-    spool_limit = limits.spool_bytes if spool is None else spool
     # The first chunk, joined with the next ones only if it is too short to sniff.
     chunk: bytes | memoryview = await reader.read()
     while 0 < len(chunk) < SNIFF_BYTES and (more := await reader.read()):
@@ -238,7 +234,7 @@ async def _stream_file(
     # The pieces are views of the socket's chunks: joined, they are copied once.
     pieces: list[bytes | memoryview] = []
     spooled = 0
-    while chunk and uploads.hold(len(chunk), spool_limit):
+    while chunk and uploads.hold(len(chunk), spool):
         pieces.append(chunk)
         spooled += len(chunk)
         _check_file(name, spooled, limits)

@@ -20,7 +20,7 @@ from aiohttp import hdrs, web
 from proxy.context import CURRENT
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from proxy.filestore import FileStore, StoredFile
-from proxy.formreader import BodyStream, FormReader, boundary_of
+from proxy.formreader import FormReader, boundary_of, request_body
 from proxy.images import SNIFF_BYTES, sniff
 from proxy.parsing import media_type
 from proxy.state import GATEWAY, Gateway
@@ -110,12 +110,8 @@ async def _read_upload(request: web.Request, store: FileStore) -> StoredFile:
     record: StoredFile | None = None
     purpose: str | None = None
     try:
-        timeout, cap, length = (
-            limits.client_idle_timeout_s,
-            limits.body_cap,
-            request.content_length,
-        )
-        async with BodyStream(request.content, timeout, cap, length) as body:
+        timeout, cap = limits.client_idle_timeout_s, limits.body_cap
+        async with request_body(request, timeout, cap) as body:
             reader = FormReader(body, boundary_of(request.headers[hdrs.CONTENT_TYPE]))
             while (part := await reader.next()) is not None:
                 if part.nested:

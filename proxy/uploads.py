@@ -21,7 +21,8 @@ from prometheus_client import Gauge
 
 
 class TempDir:
-    """The process's private directory for request temp files.
+    """Where the process keeps request file parts: its private directory for temp
+    files, and its budget for parts held in memory instead (limits.spool_total_bytes).
 
     Bytes on disk are counted as uploads write and remove files, never by scanning the
     directory, so the figure (and its gauge) costs nothing to keep current.
@@ -77,21 +78,21 @@ class UploadSet:
         self._paths: list[str] = []
         self._bytes = 0
         # Bytes of this request's file parts held in memory (limits.spool_bytes).
-        self.spooled = 0
+        self._spooled = 0
 
     def hold(self, count: int, limit: int) -> bool:
         """Whether ``count`` more bytes may stay in memory: within this request's
         ``limit`` and the process's budget, which lends them until ``close()``."""
-        if self.spooled + count > limit:
+        if self._spooled + count > limit:
             return False
         if self._owner is not None and not self._owner.hold_memory(count):
             return False
-        self.spooled += count
+        self._spooled += count
         return True
 
     def release(self, count: int) -> None:
         """Give back held bytes that went to disk after all."""
-        self.spooled -= count
+        self._spooled -= count
         if self._owner is not None:
             self._owner.release_memory(count)
 
@@ -137,7 +138,7 @@ class UploadSet:
             # Shielded: a second cancellation must not leave files behind.
             await asyncio.shield(asyncio.to_thread(_unlink_all, paths))
         written, self._bytes = self._bytes, 0
-        held, self.spooled = self.spooled, 0
+        held, self._spooled = self._spooled, 0
         if self._owner is not None:
             if written:
                 self._owner.add(-written)

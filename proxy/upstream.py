@@ -394,4 +394,6 @@ def _fresh_body(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:
         return {**kwargs, "data": payload}, payload.size or 0
     if isinstance(data, bytes | bytearray):
         return kwargs, len(data)
+    if isinstance(data, str):  # aiohttp sends text as UTF-8
+        return kwargs, len(data.encode())
     return kwargs, 0
