@@ -1,5 +1,6 @@
-"""Results as JSON and a markdown table, with added latency over direct and ratios to
-nginx (imagegate's figure divided by nginx's)."""
+"""Results as JSON and a markdown table, with added latency over direct, ratios to
+nginx (a proxy's figure divided by nginx's), and imagegate's CPU over the aiohttp
+floor's (what imagegate's own work costs on top of the framework)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def derive(results: list[Measurement]) -> list[dict[str, Any]]:
         row = m.as_dict()
         direct = index.get((m.scenario, "direct"))
         nginx = index.get((m.scenario, "nginx"))
+        floor = index.get((m.scenario, "aiohttp"))
         if direct is not None and m.target != "direct":
             row["added_p50_ms"] = round(m.p50_ms - direct.p50_ms, 3)
             row["added_p99_ms"] = round(m.p99_ms - direct.p99_ms, 3)
@@ -40,6 +42,8 @@ def derive(results: list[Measurement]) -> list[dict[str, Any]]:
                 row["added_p50_vs_nginx"] = _ratio(
                     m.p50_ms - direct.p50_ms, nginx.p50_ms - direct.p50_ms
                 )
+        if floor is not None and m.target == "imagegate":
+            row["cpu_vs_aiohttp"] = _ratio(m.cpu_s_per_1k, floor.cpu_s_per_1k)
         rows.append(row)
     return rows
 
@@ -76,8 +80,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         "| scenario | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms "
         "| CPU s/1k req | peak RSS MiB | req/s vs nginx | added p50 vs nginx "
-        "| CPU vs nginx | errors | wrk CPU % | spread % req/s, p50 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| CPU vs nginx | CPU vs aiohttp | errors | wrk CPU % | spread % req/s, p50 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         title = (
@@ -91,7 +95,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| {_cell(r['peak_rss_mib'], '{:.1f}')} "
             f"| {_cell(r.get('rps_vs_nginx'), '{:.2f}')} "
             f"| {_cell(r.get('added_p50_vs_nginx'), '{:.2f}')} "
-            f"| {_cell(r.get('cpu_vs_nginx'), '{:.2f}')} | {r['errors']} "
+            f"| {_cell(r.get('cpu_vs_nginx'), '{:.2f}')} "
+            f"| {_cell(r.get('cpu_vs_aiohttp'), '{:.2f}')} | {r['errors']} "
             f"| {r['generator_cpu_pct']:.0f} "
             f"| {r['rps_spread_pct']:.0f}, {r['p50_spread_pct']:.0f} |"
         )

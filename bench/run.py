@@ -1,8 +1,9 @@
 """``python -m bench.run [--quick] [--seconds S] [--scenarios a,b] [--targets a,b]``.
 
-Runs every scenario against the fake upstream directly, nginx and imagegate in one
-invocation, interleaving the targets within each scenario so that drift in the
-machine's load hits all three alike, and writes ``bench/results/<name>.{md,json}``.
+Runs every scenario against the fake upstream directly, nginx, the aiohttp floor
+(``bench/floor.py``) and imagegate in one invocation, interleaving the targets within
+each scenario so that drift in the machine's load hits them all alike, and writes
+``bench/results/<name>.{md,json}``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from bench.load import Measurement, combine, measure
 from bench.scenarios import BY_NAME, Scenario, write_body
 from bench.targets import HERE, stack
 
-TARGETS = ("direct", "nginx", "imagegate")
+TARGETS = ("direct", "nginx", "aiohttp", "imagegate")
 QUICK_SCENARIOS = ("small-c1", "small-c64", "upload1-c16")
 
 

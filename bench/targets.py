@@ -1,6 +1,7 @@
-"""The processes under test: the fake upstream, nginx and imagegate, each pinned.
+"""The processes under test: the fake upstream, nginx, the aiohttp floor and
+imagegate, each pinned.
 
-Both proxies get the same core (``proxy_cpus``); the fake upstream and the load
+All proxies get the same core (``proxy_cpus``); the fake upstream and the load
 generator share the other (``client_cpus``), so neither proxy competes with them.
 """
 
@@ -24,7 +25,7 @@ BENCH_KEY_ENV = "IMAGEGATE_BENCH_OPENAI_KEY"
 
 @dataclass
 class Target:
-    name: str  # "direct", "nginx", "imagegate"
+    name: str  # "direct", "nginx", "aiohttp", "imagegate"
     port: int
     proc: Proc | None = None  # None for "direct": nothing sits in between
 
@@ -95,6 +96,15 @@ def _nginx(directory: Path, upstream: int, cpus: str | None) -> Target:
     return Target("nginx", port, proc)
 
 
+def _floor(directory: Path, upstream: int, cpus: str | None) -> Target:
+    port = free_port()
+    cmd = [sys.executable, "-m", "bench.floor", "--port", str(port),
+           "--upstream", str(upstream)]  # fmt: skip
+    proc = Proc("aiohttp", cmd, log=directory / "aiohttp.log", cpus=cpus)
+    proc.wait_port(port)
+    return Target("aiohttp", port, proc)
+
+
 def _imagegate(
     directory: Path, upstream: int, cpus: str | None, workers: int
 ) -> Target:
@@ -128,6 +138,8 @@ def stack(
                 running.targets[name] = Target("direct", up_port)
             elif name == "nginx":
                 running.targets[name] = _nginx(directory, up_port, proxy_cpus)
+            elif name == "aiohttp":
+                running.targets[name] = _floor(directory, up_port, proxy_cpus)
             elif name == "imagegate":
                 running.targets[name] = _imagegate(
                     directory, up_port, proxy_cpus, workers
