@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import gc
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -79,6 +80,25 @@ def limit_malloc_arenas(environ: Mapping[str, str], arenas: int = 2) -> bool:
     return bool(mallopt(_M_ARENA_MAX, arenas))
 
 
+GC_GEN0_THRESHOLD = 10_000
+
+
+def tune_gc(gen0: int = GC_GEN0_THRESHOLD) -> None:
+    """Freeze what start-up made and collect the youngest generation less often.
+
+    A request allocates a few thousand container objects, nearly all freed by
+    reference counting; at CPython's default (a gen-0 pass every 700 net
+    allocations) the collector ran several times per request and its full passes
+    walked every module and config object. Frozen start-up objects and a 10 000
+    threshold cut CPU per small edit by about 9% (0.443 to 0.402 ms) and its p99
+    at c=32 from 27 to 17 ms (bench/README.md). Cycles are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(gen0, gen1, gen2)
+
+
 def _hash_key(from_stdin: bool) -> int:
     # A key is never taken from argv, where shell history and `ps` would keep it.
     if from_stdin:
@@ -147,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(config.server.log_level)
     limit_malloc_arenas(os.environ)  # before any thread exists
     app = create_app(config, environ=os.environ)
+    tune_gc()  # after start-up's objects exist
     try:
         # A Runner like asyncio.run's, on uvloop's loop.
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
