@@ -2,14 +2,22 @@
 
 Records carry structured ``fields`` (the access log); secrets and image bytes are never
 put into a record in the first place.
+
+The access log has a direct path: while its records would reach only the handler
+``setup_logging`` installed, ``log_access`` encodes the same line and writes it to that
+handler's file descriptor, skipping ``LogRecord`` and the handler chain (about 30 µs of
+a small edit's 0.4 ms). Anything else attached (a test's capture, an operator's
+handler or filter) sends it through ``logging`` as before.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import sys
 import time
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 from aiohttp.http_exceptions import HttpProcessingError
@@ -18,11 +26,19 @@ from aiohttp.web_protocol import RequestPayloadError
 _encoder = msgspec.json.Encoder()
 
 
+access_log = logging.getLogger("imagegate.access")
+
+
+def timestamp(t: float) -> str:
+    """ISO 8601 in UTC with milliseconds: ``2026-11-24T15:16:15.123Z``."""
+    millis = int((t - int(t)) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{millis:03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -58,12 +74,72 @@ class ServerLog(logging.LoggerAdapter[logging.Logger]):
         self.logger.exception(msg, *args, **kwargs)
 
 
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+class _Direct:
+    """The installed handler and its stream's file descriptor."""
+
+    def __init__(self, handler: logging.StreamHandler[IO[str]], fd: int) -> None:
+        self.handler = handler
+        self.fd = fd
+
+    def alone(self) -> bool:
+        """Would an access record reach this handler, and only it, unfiltered?"""
+        if not access_log.isEnabledFor(logging.INFO):
+            return False
+        handler = self.handler
+        if handler.filters or handler.level > logging.INFO:
+            return False
+        reached: list[logging.Handler] = []
+        logger: logging.Logger | None = access_log
+        while logger is not None:
+            if logger.filters or logger.disabled:
+                return False
+            reached += logger.handlers
+            if not logger.propagate:
+                break
+            logger = logger.parent
+        return len(reached) == 1 and reached[0] is handler
+
+    def write(self, fields: dict[str, Any]) -> None:
+        entry: dict[str, Any] = {
+            "ts": timestamp(time.time()),
+            "level": "info",
+            "logger": access_log.name,
+            "msg": "request",
+        }
+        entry.update(fields)
+        line = memoryview(_encoder.encode(entry) + b"\n")
+        try:
+            self.handler.stream.flush()  # lines the handler buffered go first
+            while line:
+                line = line[os.write(self.fd, line) :]
+        except OSError:
+            pass  # stderr is gone or full: the request is not failed over its log line
+
+
+_direct: _Direct | None = None
+
+
+def log_access(fields: dict[str, Any]) -> None:
+    """One access-log line (``imagegate.access``, level info, message "request")."""
+    direct = _direct
+    if direct is not None and direct.alone():
+        direct.write(fields)
+    else:
+        access_log.info("request", extra={"fields": fields})
+
+
+def setup_logging(level: str, stream: IO[str] | None = None) -> None:
+    global _direct
+    stream = sys.stderr if stream is None else stream
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    try:
+        _direct = _Direct(handler, stream.fileno())
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        _direct = None  # a stream with no descriptor: records only
     # aiohttp's own access log is replaced by ours.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # botocore logs canonical requests (session tokens included) at DEBUG.

@@ -18,11 +18,11 @@ from aiohttp import web
 
 from proxy.context import CURRENT, RequestContext
 from proxy.errors import ProxyError, UpstreamRejected
+from proxy.logs import log_access
 from proxy.models import ErrorBody, ErrorDetail
 from proxy.state import GATEWAY, Gateway
 from proxy.tracing import start_trace
 
-access_log = logging.getLogger("imagegate.access")
 log = logging.getLogger("imagegate")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -171,4 +171,4 @@ def _record(gateway: Gateway, ctx: RequestContext, status: int, elapsed: float) 
         }
         if server.log_prompts:
             fields["prompt"] = ctx.prompt
-        access_log.info("request", extra={"fields": fields})
+        log_access(fields)
