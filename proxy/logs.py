@@ -29,10 +29,16 @@ _encoder = msgspec.json.Encoder()
 access_log = logging.getLogger("imagegate.access")
 
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
+
 def timestamp(t: float) -> str:
     """ISO 8601 in UTC with milliseconds: ``2026-11-24T15:16:15.123Z``."""
-    millis = int((t - int(t)) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{millis:03d}Z"
+    global _second
+    whole = int(t)
+    if _second[0] != whole:  # strftime once a second, not once a line
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_second[1]}.{int((t - whole) * 1000):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):

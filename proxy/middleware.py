@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -92,7 +92,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     metrics = gateway.metrics
     incoming = request.headers.get("X-Request-ID", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    # 128 random bits as hex, like uuid4().hex, at a third of its cost.
+    request_id = incoming if _REQUEST_ID.match(incoming) else os.urandom(16).hex()
     route = _route_name(request)
     trace = start_trace(
         request.headers.get("traceparent"), request.headers.get("tracestate")

@@ -97,3 +97,16 @@ def test_a_stream_without_a_descriptor_uses_records(root_restored: None) -> None
     assert logs._direct is None
     logs.log_access(FIELDS)
     assert msgspec.json.decode(stream.getvalue())["request_id"] == "abc"
+
+
+@pytest.mark.parametrize(
+    ("t", "text"),
+    [
+        (1764000000.9999, "2025-11-24T16:00:00.999Z"),
+        (1764000001.0005, "2025-11-24T16:00:01.000Z"),  # the next second, re-formatted
+        (1764000001.5, "2025-11-24T16:00:01.500Z"),  # the same second, from the cache
+        (1764000000.25, "2025-11-24T16:00:00.250Z"),  # back again
+    ],
+)
+def test_timestamp(t: float, text: str) -> None:
+    assert logs.timestamp(t) == text
