@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 
