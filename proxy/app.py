@@ -160,6 +160,9 @@ def _session(name: str, pool: Pool, metrics: Metrics) -> aiohttp.ClientSession:
         timeout=timeout,
         # Upstream replies are ours to interpret; never raise on status.
         raise_for_status=False,
+        # One session serves every client: a provider's Set-Cookie kept from one
+        # client's reply must not ride on the next client's request.
+        cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=True,
     )
 

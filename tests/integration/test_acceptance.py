@@ -13,13 +13,13 @@ from typing import Any
 
 import openai
 import pytest
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession, FormData, web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
 from tests.conftest import StartProxy, build_config
-from tests.fakes.openai import FakeOpenAI
+from tests.fakes.openai import FakeOpenAI, Reply
 from tests.images import png
 
 CLIENT_TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -357,3 +357,24 @@ async def test_gzip_bomb_is_refused_at_the_inflated_cap(
         assert r.status == 413, await r.text()
         assert (await r.json())["error"]["code"] == "payload_too_large"
     assert not fake_openai.received
+
+
+async def test_a_providers_cookie_is_not_replayed_to_it(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI
+) -> None:
+    # One pooled session serves every client: a cookie kept from one client's reply
+    # would ride on the next client's request. By name, not IP: aiohttp's jar
+    # ignores cookies from IP addresses.
+    url = fake_openai.url.replace("127.0.0.1", "localhost")  # type: ignore[attr-defined]
+    proxy = await start_proxy({"openai": {"base_url": url}})
+    fake_openai.script(Reply(headers={"Set-Cookie": "tenant=team-a; Path=/"}))
+    async with ClientSession() as s:
+        for _ in range(2):
+            form = FormData({"model": "openai/gpt-image-2", "prompt": "a hat"})
+            form.add_field("image", png(), filename="a.png", content_type="image/png")
+            async with s.post(proxy.make_url("/v3/images/edits"), data=form) as r:
+                assert r.status == 200, await r.text()
+                assert "Set-Cookie" not in r.headers
+    first, second = fake_openai.received[-2:]
+    for rec in (first, second):
+        assert not [k for k in rec.headers if k.lower() == "cookie"]
