@@ -135,6 +135,14 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
                 # The body broke mid-way (undecodable): aiohttp drops the connection
                 # after answering, so say so, or the client reuses it and fails.
                 resp.force_close()
+        # Sent here rather than by aiohttp after the middleware returns, so that the
+        # metrics and the access line below are off the response's path (aiohttp's
+        # own prepare and write_eof then find the work done).
+        try:
+            await resp.prepare(request)
+            await resp.write_eof()
+        except ConnectionError:
+            status = _CLIENT_CLOSED
         return resp
     finally:
         if inflight is not None:

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
-from tests.conftest import StartProxy, build_config
+from tests.conftest import UPSTREAM_KEY, StartProxy, build_config
 from tests.fakes.openai import FakeOpenAI, Reply
 from tests.images import png
 
@@ -241,18 +241,70 @@ async def test_data_urls_go_upstream_under_the_sniffed_type(
     assert sent["images"] == [{"image_url": "data:image/png;base64," + payload}]
 
 
+async def _served(
+    fake_openai: FakeOpenAI, temp_root: Path
+) -> tuple[web.AppRunner, int]:
+    """The app on a runner like serve()'s (no handler cancellation), and its port."""
+    config = build_config(temp_root, {"openai": {"base_url": fake_openai.url}})  # type: ignore[attr-defined]
+    env = {"OPENAI_API_KEY": UPSTREAM_KEY}
+    app = create_app(config, environ=env, registry=CollectorRegistry())
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, runner.addresses[0][1]
+
+
+def _access_statuses(caplog: pytest.LogCaptureFixture) -> list[int | None]:
+    return [
+        getattr(r, "fields", {}).get("status")
+        for r in caplog.records
+        if r.name == "imagegate.access"
+    ]
+
+
+async def test_client_leaving_before_the_answer_is_a_499(
+    fake_openai: FakeOpenAI, temp_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The whole request arrives, the client leaves while the provider works, and the
+    # answer then meets a closed connection: logged and counted as 499, no error.
+    arrived, hold = asyncio.Event(), asyncio.Event()
+    fake_openai.script(Reply(arrived=arrived, hold=hold))
+    runner, port = await _served(fake_openai, temp_root)
+    part = b'--b\r\nContent-Disposition: form-data; name="%s"%s\r\n\r\n'
+    body = (
+        part % (b"model", b"") + b"openai/gpt-image-2\r\n"
+        + part % (b"prompt", b"") + b"a hat\r\n"
+        + part % (b"image", b'; filename="a.png"') + png() + b"\r\n--b--\r\n"
+    )  # fmt: skip
+    head = (
+        b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    try:
+        with caplog.at_level(logging.INFO):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(head + body)
+            await asyncio.wait_for(arrived.wait(), 5)
+            writer.close()
+            await asyncio.sleep(0.05)
+            hold.set()
+            for _ in range(100):
+                if _access_statuses(caplog):
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        await runner.cleanup()
+    assert _access_statuses(caplog) == [499]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_client_leaving_mid_body_is_no_error_in_the_log(
     fake_openai: FakeOpenAI, temp_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Served the way serve() does: test servers cancel handlers of lost connections,
     # imagegate does not, so the handler sees the body read fail instead.
-    config = build_config(temp_root, {"openai": {"base_url": fake_openai.url}})  # type: ignore[attr-defined]
-    app = create_app(config, environ={}, registry=CollectorRegistry())
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await _served(fake_openai, temp_root)
     multipart = (
         b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\n"
         b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 9999\r\n\r\n"
@@ -275,11 +327,7 @@ async def test_client_leaving_mid_body_is_no_error_in_the_log(
                 await asyncio.sleep(0.05)
                 writer.close()
             for _ in range(100):
-                statuses = [
-                    getattr(r, "fields", {}).get("status")
-                    for r in caplog.records
-                    if r.name == "imagegate.access"
-                ]
+                statuses = _access_statuses(caplog)
                 if len(statuses) == len(cuts):
                     break
                 await asyncio.sleep(0.02)
