@@ -8,7 +8,7 @@ definitions work when several worker processes share ``PROMETHEUS_MULTIPROC_DIR`
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -102,6 +102,9 @@ def token_counts(usage: Usage | None) -> dict[str, int]:
     return {kind: n for kind, n in counts.items() if n}
 
 
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+
+
 class RouteSeries(NamedTuple):
     """Pre-bound children for one route: the per-request hot path skips ``labels()``."""
 
@@ -117,6 +120,7 @@ class Metrics:
         # Set when worker processes share their values through files (see workers.py).
         self.multiproc_dir = multiproc_dir
         self._routes: dict[str, RouteSeries] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.requests = Counter(
             "imagegate_requests",
             "Requests answered, by route, provider, status class and client key name.",
@@ -270,6 +274,16 @@ class Metrics:
             multiprocess_mode="livesum",
         )
 
+    def child(self, metric: _M, *values: str) -> _M:
+        """``metric.labels(*values)``, kept: ``labels()`` validates and takes a lock on
+        every call, about ten times a dict lookup. Label values come from closed sets
+        (see the module's docstring), so what is kept is bounded."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
+
     def route(self, route: str) -> RouteSeries:
         """The route's series; routes are the app's own (a closed set)."""
         series = self._routes.get(route)
@@ -304,12 +318,12 @@ class Metrics:
     ) -> None:
         """Account one answered request: cost, tokens by kind, images returned."""
         if cost is None:
-            self.unpriced.labels(provider, model).inc()
+            self.child(self.unpriced, provider, model).inc()
         else:
-            self.cost.labels(provider, model, key).inc(cost)
+            self.child(self.cost, provider, model, key).inc(cost)
         for kind, count in token_counts(usage).items():
-            self.tokens.labels(provider, model, kind).inc(count)
-        self.images.labels(provider).inc(images)
+            self.child(self.tokens, provider, model, kind).inc(count)
+        self.child(self.images, provider).inc(images)
 
     def record_error(self, exc: ProxyError) -> None:
         if isinstance(exc, UpstreamError):

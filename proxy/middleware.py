@@ -154,7 +154,8 @@ def _record(gateway: Gateway, ctx: RequestContext, status: int, elapsed: float) 
 
     metrics = gateway.metrics
     provider = ctx.provider or "none"
-    metrics.requests.labels(ctx.route, provider, f"{status // 100}xx", ctx.key).inc()
+    code_class = f"{status // 100}xx"
+    metrics.child(metrics.requests, ctx.route, provider, code_class, ctx.key).inc()
     if ctx.route in _QUIET_ROUTES:
         return
     series = metrics.route(ctx.route)

@@ -1,7 +1,7 @@
 """``Upstream``: one provider's pooled session, credentials, timeouts and metrics.
 
 This is the only module that catches aiohttp client exceptions; it maps them to the
-proxy's ``UpstreamError`` tree in one context manager. Reply bodies are read with a cap,
+proxy's ``UpstreamError`` tree in one place (``Upstream._mapped``). Reply bodies are read with a cap,
 so a misbehaving provider cannot exhaust memory. Authenticated calls pass the provider's
 circuit breaker and retry what ``proxy.resilience`` calls safe; a multipart ``Form``
 makes a fresh payload for each try, reading its temp files again.
@@ -231,22 +231,24 @@ class Upstream:
         outcome = "error"
         kwargs, size = _fresh_body(kwargs)
         try:
-            async with (
-                self._map_errors(),
-                self.session.request(
-                    method, self.url(path), headers=headers, **kwargs
-                ) as r,
-            ):
+            async with self.session.request(
+                method, self.url(path), headers=headers, **kwargs
+            ) as r:
                 self._sent.inc(size)
                 body = await self._read_capped(r)
                 self._received.inc(len(body))
                 outcome = f"{r.status // 100}xx"
                 return UpstreamResponse(r.status, r.headers, body)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # Inline rather than _map_errors: a generator context manager per call
+            # is measurable on the hot path.
+            raise self._mapped(exc) from exc
         finally:
             elapsed = time.perf_counter() - start
             add_upstream_time(elapsed)
             self._duration.observe(elapsed)
-            self._metrics.upstream_requests.labels(self.name, outcome).inc()
+            metrics = self._metrics
+            metrics.child(metrics.upstream_requests, self.name, outcome).inc()
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -284,7 +286,8 @@ class Upstream:
             add_upstream_time(elapsed)
             self._duration.observe(elapsed)
             outcome = "error" if reply is None else reply.outcome
-            self._metrics.upstream_requests.labels(self.name, outcome).inc()
+            metrics = self._metrics
+            metrics.child(metrics.upstream_requests, self.name, outcome).inc()
             if breaker is not None:
                 # Not retried: a stream may have reached the client. The breaker
                 # hears failures (no reply, 5xx, broken stream) and successes.
@@ -330,19 +333,23 @@ class Upstream:
         except UpstreamError:
             raise
         except (TimeoutError, aiohttp.ClientError) as exc:
-            for exc_type, cls, what, code, unsent in _ERROR_MAP:
-                if isinstance(exc, exc_type):
-                    detail = (
-                        f" ({type(exc).__name__})" if cls is UpstreamUnavailable else ""
-                    )
-                    err = cls(
-                        f"provider '{self.name}' {what}{detail}",
-                        provider=self.name,
-                        code=code,
-                    )
-                    err.unsent = unsent
-                    raise err from exc
-            raise  # pragma: no cover - _ERROR_MAP ends with the base classes
+            raise self._mapped(exc) from exc
+
+    def _mapped(self, exc: TimeoutError | aiohttp.ClientError) -> UpstreamError:
+        """The proxy's error for an aiohttp client error (first match in the map)."""
+        for exc_type, cls, what, code, unsent in _ERROR_MAP:
+            if isinstance(exc, exc_type):
+                detail = (
+                    f" ({type(exc).__name__})" if cls is UpstreamUnavailable else ""
+                )
+                err = cls(
+                    f"provider '{self.name}' {what}{detail}",
+                    provider=self.name,
+                    code=code,
+                )
+                err.unsent = unsent
+                return err
+        raise AssertionError(exc)  # pragma: no cover - the map ends with base classes
 
 
 # aiohttp client exceptions → the proxy's errors, most specific first. `unsent`: the
