@@ -298,6 +298,12 @@ async def _read_text(
 
 def _put_field(fields: dict[str, Any], name: str, value: str) -> None:
     """Place ``a``, ``a[]``, ``a[b]`` or ``a[b][c]`` form names into nested values."""
+    if "[" not in name and "]" not in name and name:
+        # The common case, a plain name: no regex, no walk.
+        if name in fields:
+            raise InvalidRequest(f"field '{name}' is given more than once", param=name)
+        fields[name] = value
+        return
     match = _FIELD_NAME.match(name)
     if match is None:
         raise InvalidRequest(f"invalid field name {name!r}", param=name)
