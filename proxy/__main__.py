@@ -80,7 +80,7 @@ def limit_malloc_arenas(environ: Mapping[str, str], arenas: int = 2) -> bool:
     return bool(mallopt(_M_ARENA_MAX, arenas))
 
 
-GC_GEN0_THRESHOLD = 10_000
+GC_GEN0_THRESHOLD = 2_000
 
 
 def tune_gc(gen0: int = GC_GEN0_THRESHOLD) -> None:
@@ -88,10 +88,12 @@ def tune_gc(gen0: int = GC_GEN0_THRESHOLD) -> None:
 
     A request allocates a few thousand container objects, nearly all freed by
     reference counting; at CPython's default (a gen-0 pass every 700 net
-    allocations) the collector ran several times per request and its full passes
-    walked every module and config object. Frozen start-up objects and a 10 000
-    threshold cut CPU per small edit by about 9% (0.443 to 0.402 ms) and its p99
-    at c=32 from 27 to 17 ms (bench/README.md). Cycles are still collected.
+    allocations) the collector ran several times per request, and its full passes
+    walked every module and config object. Frozen start-up objects and a threshold
+    of 2 000 cut CPU per small edit by about 6% (0.38 to 0.36 ms) and its p99 at
+    c=32 from 27 to 17 ms. 10 000 saved a little more CPU but raised the upload
+    benchmarks' peak RSS by 20-30 MiB; 2 000 leaves it within the noise
+    (bench/README.md). Cycles are still collected.
     """
     gc.collect()
     gc.freeze()
