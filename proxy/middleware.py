@@ -115,9 +115,20 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             resp = render(exc)
         except web.HTTPException as exc:
             resp = _http_error(exc)
-        except (asyncio.CancelledError, ConnectionResetError):
+        except asyncio.CancelledError:
             status = _CLIENT_CLOSED
             raise
+        except ConnectionResetError as exc:
+            if request.transport is not None and not request.transport.is_closing():
+                raise
+            # The client left mid-request (its body cut short). The exception's frames
+            # hold the request's buffers and temp files, and aiohttp's read waiter
+            # holds the exception: a reference cycle that only a GC pass would free.
+            # Answered rather than re-raised, and its traceback dropped, they are
+            # freed at once.
+            exc.__traceback__ = None
+            ctx.client_closed = True
+            resp = web.Response(status=_CLIENT_CLOSED)
         except Exception:
             log.exception(
                 "unhandled error", extra={"fields": {"request_id": request_id}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import logging
 import re
 import sys
@@ -335,6 +336,47 @@ async def test_client_leaving_mid_body_is_no_error_in_the_log(
         await runner.cleanup()
     assert statuses == [499] * len(cuts)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_client_leaving_mid_body_leaves_no_cycle_behind(
+    fake_openai: FakeOpenAI, temp_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The cut-off read's exception is kept by aiohttp's read waiter, and its frames
+    # keep the request's buffers and files: unless the gateway breaks that cycle, they
+    # live until a GC pass. With the collector off, nothing of the request may be
+    # left for it to find.
+    runner, port = await _served(fake_openai, temp_root)
+    part = b'--b\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\n'
+    head = (
+        b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\n"
+        b"Content-Length: 9999999\r\n\r\n"
+    )
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        with caplog.at_level(logging.INFO):
+            for _ in range(3):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(head + part + png() + b"x" * 300_000)
+                await writer.drain()
+                await asyncio.sleep(0.05)  # the handler is waiting for more body
+                writer.close()
+            for _ in range(100):
+                if len(_access_statuses(caplog)) == 3:
+                    break
+                await asyncio.sleep(0.02)
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        await runner.cleanup()
+    assert _access_statuses(caplog) == [499] * 3
+    for kind in ("FormReader", "BodyStream", "UploadSet", "ConnectionResetError"):
+        assert kind not in left
 
 
 async def test_compressed_multipart_reserves_the_body_cap(
