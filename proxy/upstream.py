@@ -1,10 +1,10 @@
 """``Upstream``: one provider's pooled session, credentials, timeouts and metrics.
 
 This is the only module that catches aiohttp client exceptions; it maps them to the
-proxy's ``UpstreamError`` tree in one place (``Upstream._mapped``). Reply bodies are read with a cap,
-so a misbehaving provider cannot exhaust memory. Authenticated calls pass the provider's
-circuit breaker and retry what ``proxy.resilience`` calls safe; a multipart ``Form``
-makes a fresh payload for each try, reading its temp files again.
+proxy's ``UpstreamError`` tree in one place (``Upstream._mapped``). Reply bodies are
+read with a cap, so a misbehaving provider cannot exhaust memory. Authenticated calls
+pass the provider's circuit breaker and retry what ``proxy.resilience`` calls safe; a
+multipart ``Form`` makes a fresh payload for each try, reading its temp files again.
 """
 
 from __future__ import annotations
