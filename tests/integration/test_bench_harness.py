@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from bench import report
-from bench.run import run_all
+from bench.run import TARGETS, run_all
 from bench.scenarios import BY_NAME
 
 pytestmark = pytest.mark.skipif(
@@ -24,14 +24,16 @@ def test_quick_harness_measures_every_target(tmp_path: Path) -> None:
     results = run_all(
         tmp_path,
         scenarios=scenarios,
-        targets=("direct", "nginx", "imagegate"),
+        targets=TARGETS,
         seconds=1,
         warmup=0,
         proxy_cpus=None,
         client_cpus=None,
     )
     assert [(m.scenario, m.target) for m in results] == [
-        (s.name, t) for s in scenarios for t in ("direct", "nginx", "imagegate")
+        (s.name, t)
+        for s in scenarios
+        for t in ("direct", "nginx", "aiohttp", "imagegate")
     ]
     for m in results:
         assert m.requests > 0, m
@@ -47,6 +49,8 @@ def test_quick_harness_measures_every_target(tmp_path: Path) -> None:
     rows = report.derive(results)
     ours = [r for r in rows if r["target"] == "imagegate"]
     assert all("added_p50_ms" in r and "rps_vs_nginx" in r for r in ours)
+    # imagegate's CPU over the aiohttp floor's: what its own work costs.
+    assert all(r["cpu_vs_aiohttp"] > 0 for r in ours)
     meta = {
         "machine": report.machine(), "seconds": 1, "latency_ms": 2.0,
         "proxy_cpus": None, "client_cpus": None, "loadavg_after": ["0", "0", "0"],
@@ -55,6 +59,6 @@ def test_quick_harness_measures_every_target(tmp_path: Path) -> None:
     text = md.read_text()
     assert text.count("| imagegate |") == 3
     doc = msgspec.json.decode((tmp_path / "out" / "quick.json").read_bytes())
-    assert len(doc["results"]) == 9
+    assert len(doc["results"]) == 12
     # imagegate was stopped cleanly: its upload directory went with it.
     assert not list(tmp_path.glob("imagegate-*"))
