@@ -8,7 +8,7 @@ definitions work when several worker processes share ``PROMETHEUS_MULTIPROC_DIR`
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -105,13 +105,6 @@ def token_counts(usage: Usage | None) -> dict[str, int]:
 _M = TypeVar("_M", Counter, Gauge, Histogram)
 
 
-class RouteSeries(NamedTuple):
-    """Pre-bound children for one route: the per-request hot path skips ``labels()``."""
-
-    duration: Histogram
-    overhead: Histogram
-
-
 class Metrics:
     def __init__(
         self, registry: CollectorRegistry, *, multiproc_dir: str | None = None
@@ -119,7 +112,6 @@ class Metrics:
         self.registry = registry
         # Set when worker processes share their values through files (see workers.py).
         self.multiproc_dir = multiproc_dir
-        self._routes: dict[str, RouteSeries] = {}
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.requests = Counter(
             "imagegate_requests",
@@ -283,16 +275,6 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(*values)
         return found
-
-    def route(self, route: str) -> RouteSeries:
-        """The route's series; routes are the app's own (a closed set)."""
-        series = self._routes.get(route)
-        if series is None:
-            series = RouteSeries(
-                self.request_duration.labels(route), self.overhead.labels(route)
-            )
-            self._routes[route] = series
-        return series
 
     def bind_providers(self, names: list[str]) -> None:
         """Create every per-provider series at zero, so rates and alerts see them."""

@@ -169,10 +169,9 @@ def _record(gateway: Gateway, ctx: RequestContext, status: int, elapsed: float) 
     metrics.child(metrics.requests, ctx.route, provider, code_class, ctx.key).inc()
     if ctx.route in _QUIET_ROUTES:
         return
-    series = metrics.route(ctx.route)
-    series.duration.observe(elapsed)
+    metrics.child(metrics.request_duration, ctx.route).observe(elapsed)
     overhead = max(elapsed - ctx.upstream_s, 0.0)
-    series.overhead.observe(overhead)
+    metrics.child(metrics.overhead, ctx.route).observe(overhead)
     server = gateway.config.server
     if server.access_log:
         fields = {
