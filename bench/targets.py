@@ -77,13 +77,25 @@ def imagegate_config(directory: Path, listen: int, upstream: int) -> Path:
     return path
 
 
+def _launch(
+    name: str,
+    cmd: list[str],
+    port: int,
+    directory: Path,
+    cpus: str | None,
+    env: dict[str, str] | None = None,
+) -> Proc:
+    """Start ``cmd`` (logging to ``<name>.log``) and wait until it listens on ``port``."""
+    proc = Proc(name, cmd, log=directory / f"{name}.log", cpus=cpus, env=env)
+    proc.wait_port(port)
+    return proc
+
+
 def _upstream(directory: Path, latency_ms: float, cpus: str | None) -> tuple[Proc, int]:
     port = free_port()
     cmd = [sys.executable, "-m", "bench.upstream", "--port", str(port),
            "--latency-ms", str(latency_ms)]  # fmt: skip
-    proc = Proc("upstream", cmd, log=directory / "upstream.log", cpus=cpus)
-    proc.wait_port(port)
-    return proc, port
+    return _launch("upstream", cmd, port, directory, cpus), port
 
 
 def _nginx(directory: Path, upstream: int, cpus: str | None) -> Target:
@@ -91,18 +103,14 @@ def _nginx(directory: Path, upstream: int, cpus: str | None) -> Target:
     port = free_port()
     conf = nginx_config(directory, port, upstream)
     cmd = [binary, "-p", str(directory), "-c", str(conf), "-e", "stderr"]
-    proc = Proc("nginx", cmd, log=directory / "nginx.log", cpus=cpus)
-    proc.wait_port(port)
-    return Target("nginx", port, proc)
+    return Target("nginx", port, _launch("nginx", cmd, port, directory, cpus))
 
 
 def _floor(directory: Path, upstream: int, cpus: str | None) -> Target:
     port = free_port()
     cmd = [sys.executable, "-m", "bench.floor", "--port", str(port),
            "--upstream", str(upstream)]  # fmt: skip
-    proc = Proc("aiohttp", cmd, log=directory / "aiohttp.log", cpus=cpus)
-    proc.wait_port(port)
-    return Target("aiohttp", port, proc)
+    return Target("aiohttp", port, _launch("aiohttp", cmd, port, directory, cpus))
 
 
 def _imagegate(
@@ -114,8 +122,7 @@ def _imagegate(
     if workers > 1:
         cmd += ["--workers", str(workers)]
     env = {BENCH_KEY_ENV: "sk-bench-not-a-real-key"}
-    proc = Proc("imagegate", cmd, log=directory / "imagegate.log", cpus=cpus, env=env)
-    proc.wait_port(port)
+    proc = _launch("imagegate", cmd, port, directory, cpus, env)
     return Target("imagegate", port, proc)
 
 
