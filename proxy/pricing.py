@@ -1,10 +1,14 @@
 """Cost in USD from a provider's usage, using the price table kept as data.
 
 Never invents a number: a missing price, or usage the table cannot price, gives None.
+``bound`` is the other direction: the most a request can cost before it is sent, for
+budget reservations (``proxy.budget``).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from importlib import resources
 
 import msgspec
@@ -12,6 +16,25 @@ import msgspec
 from proxy.models import Usage
 
 _PER_MILLION = 1_000_000
+
+# OpenAI's published output image tokens per image at 1024x1536, the largest standard
+# size (gpt-image-1/1-mini/1.5: low 272/408, medium 1056/1584, high 4160/6240 at
+# 1024x1024/1024x1536; providers.md 1.5). Other sizes scale by pixel area; a quality
+# not in the table (auto, hd, xhigh, max) takes high's rate, an unknown size 1024x1536.
+_TOKENS_PER_IMAGE = {"low": 408, "medium": 1584, "high": 6240}
+_TABLE_PIXELS = 1024 * 1536
+_MIN_PIXELS = 1024 * 1024
+# Each streamed partial image adds this many output image tokens (providers.md 1.5).
+PARTIAL_TOKENS = 100
+_SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+
+
+def output_tokens_bound(size: str | None, quality: str | None) -> int:
+    """The most output image tokens one image of ``size`` and ``quality`` takes."""
+    per = _TOKENS_PER_IMAGE.get(quality or "", _TOKENS_PER_IMAGE["high"])
+    m = _SIZE.match(size or "")
+    pixels = int(m[1]) * int(m[2]) if m else _TABLE_PIXELS
+    return math.ceil(per * max(pixels, _MIN_PIXELS) / _TABLE_PIXELS)
 
 
 class Price(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -48,6 +71,43 @@ class PriceTable:
         if usage is None:
             return None
         return _token_cost(price, usage)
+
+    def bound(
+        self,
+        key: str,
+        *,
+        n: int,
+        size: str | None,
+        quality: str | None,
+        prompt: str,
+        partials: int = 0,
+    ) -> float | None:
+        """The most one call for ``n`` images can cost; None if the model is unpriced.
+
+        Per-image prices: n times the price. Token prices: n times the output bound for
+        the size and quality (plus ``partials`` streamed partial images each), plus the
+        prompt at the text input rate, counting each UTF-8 byte as a token (a token is at
+        least one byte). Input image tokens are not known before the reply and are not
+        in the bound; the reply's usage settles them.
+        """
+        price = self._rows.get(key)
+        if price is None:
+            return None
+        if price.per_image is not None:
+            return round(price.per_image * n, 8)
+        if price.image_output is None:
+            return None
+        tokens = output_tokens_bound(size, quality) + partials * PARTIAL_TOKENS
+        total = n * tokens * price.image_output
+        total += len(prompt.encode()) * (price.text_input or 0.0)
+        return round(total / _PER_MILLION, 8)
+
+    def partials_cost(self, key: str, partials: int) -> float | None:
+        """What ``partials`` streamed partial images cost, for a stream cut short."""
+        price = self._rows.get(key)
+        if price is None or price.image_output is None:
+            return None
+        return round(partials * PARTIAL_TOKENS * price.image_output / _PER_MILLION, 8)
 
 
 def _token_cost(price: Price, usage: Usage) -> float | None:
