@@ -17,24 +17,34 @@ from proxy.models import Usage
 
 _PER_MILLION = 1_000_000
 
-# OpenAI's published output image tokens per image at 1024x1536, the largest standard
-# size (gpt-image-1/1-mini/1.5: low 272/408, medium 1056/1584, high 4160/6240 at
-# 1024x1024/1024x1536; providers.md 1.5). Other sizes scale by pixel area; a quality
-# not in the table (auto, hd, xhigh, max) takes high's rate, an unknown size 1024x1536.
-_TOKENS_PER_IMAGE = {"low": 408, "medium": 1584, "high": 6240}
-_TABLE_PIXELS = 1024 * 1536
-_MIN_PIXELS = 1024 * 1024
+# The most output image tokens per image that OpenAI's published per-image prices imply,
+# by quality, at 1024x1024 and at 1024x1536 or 1536x1024: over the gpt-image-1, -1-mini,
+# -1.5 and -2 tables (providers.md 1.8), tokens = price / the model's image output rate.
+# gpt-image-2 high is 7034 (square), -1-mini's rates give the 625/750/1875/6500.
+_SQUARE, _OBLONG = 1024 * 1024, 1024 * 1536
+_OUTPUT_TOKENS = {"low": (625, 750), "medium": (1767, 1875), "high": (7034, 6500)}
 # Each streamed partial image adds this many output image tokens (providers.md 1.5).
 PARTIAL_TOKENS = 100
 _SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 
 
 def output_tokens_bound(size: str | None, quality: str | None) -> int:
-    """The most output image tokens one image of ``size`` and ``quality`` takes."""
-    per = _TOKENS_PER_IMAGE.get(quality or "", _TOKENS_PER_IMAGE["high"])
+    """The most output image tokens one image of ``size`` and ``quality`` can take.
+
+    A quality outside the tables (auto, hd, xhigh, max) counts as high; ``auto`` or no
+    size as the larger of the two columns; another size scales the square column's
+    tokens per pixel (the higher rate) by its pixels, never below the square count.
+    """
+    square, oblong = _OUTPUT_TOKENS.get(quality or "", _OUTPUT_TOKENS["high"])
     m = _SIZE.match(size or "")
-    pixels = int(m[1]) * int(m[2]) if m else _TABLE_PIXELS
-    return math.ceil(per * max(pixels, _MIN_PIXELS) / _TABLE_PIXELS)
+    if m is None:
+        return max(square, oblong)
+    pixels = int(m[1]) * int(m[2])
+    if pixels == _SQUARE:
+        return square
+    if pixels == _OBLONG:
+        return oblong
+    return max(square, math.ceil(square * pixels / _SQUARE))
 
 
 class Price(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -36,8 +36,8 @@ from tests.images import png
 # The fake's gpt-image-1 reply: 10 text + 40 image tokens in, 1000 out ($0.04045).
 COST = 0.04045
 # Worst case of one 1024x1024 high-quality gpt-image-1 image with the 5-byte prompt:
-# 4160 output tokens at $40/1M + 5 prompt bytes at $5/1M.
-WORST = 0.166425
+# 7034 output tokens at $40/1M + 5 prompt bytes at $5/1M.
+WORST = 0.281385
 HIGH = {"size": "1024x1024", "quality": "high"}
 # A probe far over any budget here: 10 images at 1536x1024, high.
 PROBE = {"n": 10, "size": "1536x1024", "quality": "high"}
@@ -102,7 +102,7 @@ async def test_parallel_slow_edits_cannot_outspend_the_budget(
     backend: dict[str, Any],
 ) -> None:
     fake, gate = held
-    budget = 0.55  # room for 3 worst cases ($0.4993), not 4 ($0.6657)
+    budget = 0.9  # room for 3 worst cases ($0.844155), not 4 ($1.12554)
     proxy = await start_proxy(
         {"openai": {"base_url": fake.url}},  # type: ignore[attr-defined]
         keys=_keys(budget_usd_day=budget),
@@ -306,5 +306,50 @@ async def test_abandoned_stream_is_charged_its_worst_case(
     await eventually(recorded)
     await eventually(upstream_released)
     assert not plan.finished
-    # (4160 + 2 partials x 100) output tokens at $40/1M + 5 prompt bytes at $5/1M.
-    assert await left(base) == pytest.approx(1.0 - 0.174425)
+    # (7034 + 2 partials x 100) output tokens at $40/1M + 5 prompt bytes at $5/1M.
+    assert await left(base) == pytest.approx(1.0 - 0.289385)
+
+
+async def _stability_pair(
+    aiohttp_server: AiohttpServer, start_proxy: StartProxy, budget: float
+) -> tuple[TestServer, FakeStability, FakeStability]:
+    """``stabilityai/core`` falling back to ``backup/core``, each on its own fake."""
+    primary, backup = FakeStability(UPSTREAM_KEY), FakeStability(UPSTREAM_KEY)
+    for fake in (primary, backup):
+        fake.url = str((await aiohttp_server(fake.app)).make_url(""))
+    proxy = await start_proxy(
+        {
+            "stabilityai": {"base_url": primary.url},
+            "backup": {"type": "stabilityai", "base_url": backup.url},
+        },
+        environ={"STABILITY_API_KEY": UPSTREAM_KEY},
+        keys=_keys(budget_usd_day=budget),
+        fallbacks={"stabilityai/core": ["backup/core"]},
+    )
+    failure = Reply(status=500, body=primary.error_body(500, "boom"))
+    primary.script(Reply(), Reply(), Reply(), Reply(), failure, failure)
+    return proxy, primary, backup
+
+
+async def test_fallback_chain_charges_every_call_that_made_an_image(
+    aiohttp_server: AiohttpServer, start_proxy: StartProxy
+) -> None:
+    proxy, primary, backup = await _stability_pair(aiohttp_server, start_proxy, 0.4)
+    status, body, _ = await generate(proxy, KEY_A, "stabilityai/core", n=6)
+    assert status == 200, body
+    assert body["provider"] == "backup"
+    assert (len(primary.received), len(backup.received)) == (6, 6)
+    # Four images on the primary before it failed, six on the backup: $0.03 each.
+    assert await left(proxy, "stabilityai/core") == pytest.approx(0.4 - 10 * 0.03)
+
+
+async def test_fallback_whose_worst_case_does_not_fit_is_not_sent(
+    aiohttp_server: AiohttpServer, start_proxy: StartProxy
+) -> None:
+    proxy, primary, backup = await _stability_pair(aiohttp_server, start_proxy, 0.25)
+    # $0.18 reserved fits; after $0.12 spent on the primary, the backup's $0.18 does not.
+    status, body, _ = await generate(proxy, KEY_A, "stabilityai/core", n=6)
+    assert status == 429, body
+    assert body["error"]["code"] == "budget_exceeded"
+    assert (len(primary.received), len(backup.received)) == (6, 0)
+    assert await left(proxy, "stabilityai/core") == pytest.approx(0.25 - 4 * 0.03)

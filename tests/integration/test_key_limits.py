@@ -30,10 +30,10 @@ from tests.gateway import (
 
 # One gpt-image-1 reply of the fake costs $0.04045 (see tests/fakes/openai.py usage).
 COST = 0.04045
-# A 1024x1024 high-quality image reserves 4160 output tokens at $40/1M plus the prompt
-# ("a cat", 5 bytes) at $5/1M: $0.166425 must fit before the request is sent.
+# A 1024x1024 high-quality image reserves 7034 output tokens at $40/1M plus the prompt
+# ("a cat", 5 bytes) at $5/1M: $0.281385 must fit before the request is sent.
 HIGH = {"size": "1024x1024", "quality": "high"}
-BUDGET = 0.23  # two requests fit ($0.0809 spent + $0.166425 reserved > $0.23)
+BUDGET = 0.35  # two requests fit ($0.0809 spent + $0.281385 reserved > $0.35)
 
 Start = Callable[..., Awaitable[tuple[TestServer, CollectorRegistry]]]
 
@@ -160,8 +160,8 @@ async def test_budget_stops_the_next_request(
         nxt = (now.replace(day=28) + timedelta(days=4)).replace(day=1)
         reset = nxt.strftime("%Y-%m-%dT00:00:00Z")
     assert body["error"]["message"] == (
-        f"this request may cost up to $0.166425, more than the $0.1491 left of the "
-        f"{word} budget of $0.23 for key 'team-a' (spent or held by requests in "
+        f"this request may cost up to $0.281385, more than the $0.2691 left of the "
+        f"{word} budget of $0.35 for key 'team-a' (spent or held by requests in "
         f"flight); ask for fewer or smaller images, or retry; it resets at {reset}"
     )
     assert int(headers["Retry-After"]) > 0
