@@ -2,7 +2,9 @@
 
 Each operation is one Lua script, so a check and its update are atomic across replicas.
 The scripts read Redis' own clock (``TIME``), never the replica's, so replicas with
-skewed clocks still agree on windows, days and months. Concurrency slots are leases
+skewed clocks still agree on windows, days and months. A budget reservation is one
+script (check what is left, add) and so is its settlement (give back, add the cost);
+a period whose key has expired is not given anything back. Concurrency slots are leases
 that expire after ``redis.lease_s``: a replica that dies cannot hold slots forever.
 When Redis cannot be reached the config's fail mode decides: open admits the request
 uncounted, closed answers 503 (the default for budgets). A single Redis is assumed, not
