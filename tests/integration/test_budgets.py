@@ -131,6 +131,40 @@ async def test_parallel_slow_edits_cannot_outspend_the_budget(
     assert len(fake.received) == 3
 
 
+async def test_parallel_edits_across_two_replicas_share_one_reservation_count(
+    aiohttp_server: AiohttpServer, temp_root: Path, held: tuple[FakeOpenAI, Gate]
+) -> None:
+    fake, gate = held
+    budget = 0.9  # room for 3 worst cases
+    proxies = []
+    with redis_server() as redis:
+        for _ in range(2):
+            config = build_config(
+                temp_root,
+                {"openai": {"base_url": fake.url}},  # type: ignore[attr-defined]
+                keys=_keys(budget_usd_day=budget),
+                redis_url=redis.url,
+            )
+            app = create_app(
+                config,
+                environ={"OPENAI_API_KEY": UPSTREAM_KEY},
+                registry=CollectorRegistry(),
+            )
+            proxies.append(await aiohttp_server(app))
+        tasks = [asyncio.ensure_future(edit(proxies[i % 2])) for i in range(20)]
+
+        async def settled() -> bool:
+            return gate.arrived + sum(t.done() for t in tasks) == 20
+
+        await eventually(settled)
+        assert gate.arrived == 3
+        gate.open()
+        answered = await asyncio.gather(*tasks)
+        assert sorted(s for s, _ in answered) == [200] * 3 + [429] * 17
+        assert await left(proxies[1]) == pytest.approx(budget - 3 * COST, abs=1e-6)
+    assert len(fake.received) == 3
+
+
 async def test_failed_call_gives_its_reservation_back(
     start_proxy: StartProxy, fake_openai: FakeOpenAI, backend: dict[str, Any]
 ) -> None:
