@@ -77,7 +77,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                 gateway.limits, name, rule, gateway.prices,
                 gateway.config.limits.unpriced_image_usd,
             )  # fmt: skip
-            HOLD.set(hold)
+        HOLD.set(hold)
         try:
             return await handler(request)
         finally:

@@ -260,12 +260,12 @@ class RedisStore:
             case ["budget_day", day, now, left]:
                 reset = day_reset(int(day))
                 return Refusal(
-                    "budget_day", reset - float(now), reset, amount, int(left)
+                    "budget_day", reset - float(now), reset, amount, _micro(left)
                 )
             case ["budget_month", month, now, left]:
                 reset = month_reset(int(month))
                 return Refusal(
-                    "budget_month", reset - float(now), reset, amount, int(left)
+                    "budget_month", reset - float(now), reset, amount, _micro(left)
                 )
         raise AssertionError(f"unexpected reserve reply {reply!r}")  # pragma: no cover
 
@@ -287,6 +287,11 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _micro(lua_number: str) -> int:
+    # Lua's tostring writes numbers of 15 digits and more as "1e+15".
+    return int(float(lua_number))
 
 
 def _refusal(reply: list[str]) -> Refusal | None:
