@@ -62,6 +62,9 @@ class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):
     # The longest wait for the next bytes of a request body (slow clients get a 408).
     client_idle_timeout_s: Seconds = 30.0
     temp_dir: str | None = None
+    # A model missing from the price table, asked for with a budgeted key: None refuses
+    # it (403 model_unpriced); a price charges (and reserves) this much per image.
+    unpriced_image_usd: Annotated[float, msgspec.Meta(gt=0, le=1000)] | None = None
 
     @property
     def body_cap(self) -> int:

@@ -1,7 +1,8 @@
 """The gateway's admission middleware for the API routes, inside ``observe``.
 
 Order: draining, backpressure, client key, the key's limits; then the handler; then the
-key's concurrency slot is released and the priced cost added to its spend. The model
+key's concurrency slot is released and, for a budgeted key, the request's budget hold
+(``proxy.budget``) settled: its reservations given back, what it cost added. The model
 check (403) happens in the handler once the body names the model (``authorize``).
 ``observe`` renders and counts every refusal (``imagegate_rejected_requests``) and
 labels the request's metrics and log line with the key's name (``ctx.key``).
@@ -13,6 +14,7 @@ import uuid
 
 from aiohttp import web
 
+from proxy.budget import HOLD, Hold
 from proxy.context import CURRENT
 from proxy.controls import ClientKey
 from proxy.errors import Overloaded
@@ -69,15 +71,20 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         refusal = await gateway.limits.admit(name, rule, lease)
         if refusal is not None:
             raise refusal_error(name, rule, refusal)
+        hold = None
+        if rule.budget_usd_day is not None or rule.budget_usd_month is not None:
+            hold = Hold(
+                gateway.limits, name, rule, gateway.prices,
+                gateway.config.limits.unpriced_image_usd,
+            )  # fmt: skip
+        HOLD.set(hold)
         try:
-            resp = await handler(request)
+            return await handler(request)
         finally:
             await gateway.limits.release(name, rule, lease)
-        cost = ctx.cost if ctx is not None else None
-        budgeted = rule.budget_usd_day is not None or rule.budget_usd_month is not None
-        if cost and budgeted:
-            await gateway.limits.add_spend(name, cost)
-        return resp
+            if hold is not None:
+                # Failed requests too: their reservations go back, their charges stay.
+                await hold.settle()
 
 
 def _limited(rule: ClientKey) -> bool:

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy import fallback, streaming
 from proxy.accounting import account, price, splice
+from proxy.budget import HOLD, charged
 from proxy.context import CURRENT
 from proxy.guard import authorize
 from proxy.headers import validate_extra_headers
@@ -142,6 +143,9 @@ async def _run(
         and capabilities_of(adapter, route.model).streaming
     ):
         # A relayed stream cannot fall back once it started; it is not retried.
+        hold = HOLD.get()
+        if hold is not None:
+            await hold.ensure(route, job, native_n=True)
         streamed = await _prepare(gateway, route, job, uploads)
         return await streaming.relay(request, gateway, route, streamed, adapter)
     key = ctx.key if ctx is not None and gateway.keys else None
@@ -184,13 +188,21 @@ async def _prepare(
 async def _call(
     gateway: Gateway, uploads: UploadSet | None, route: Route, job: EditJob
 ) -> EditResult:
-    job = await _prepare(gateway, route, job, uploads)
     caps = capabilities_of(route.adapter, route.model)
+    hold = HOLD.get()
+    if hold is not None:
+        # Before anything is sent: room for this call's worst case, or a 429.
+        await hold.ensure(route, job, native_n=caps.native_n)
+    job = await _prepare(gateway, route, job, uploads)
     plain = msgspec.structs.replace(job, stream=False)
     if not caps.native_n and (job.n or 1) > 1:
         # The provider makes one image per call: n calls in parallel, one result.
-        return await fan_out(plain, lambda one: route.adapter.edit(one, route.upstream))
-    return await route.adapter.edit(plain, route.upstream)
+        # Each call that answers is charged, whether or not its siblings do.
+        return await fan_out(
+            plain,
+            lambda one: charged(route, one, route.adapter.edit(one, route.upstream)),
+        )
+    return await charged(route, plain, route.adapter.edit(plain, route.upstream))
 
 
 async def images_generations(request: web.Request) -> web.StreamResponse:

@@ -2,9 +2,11 @@
 
 A request is admitted in one atomic step that checks, in order, the daily and monthly
 budgets, the requests in the last 60 seconds, and the requests in flight; only when all
-pass does it record the request and take a concurrency slot. Spend is added when a
-response is priced, so requests already in flight when a budget runs out may overshoot
-it by their own cost. Budgets run on UTC days and calendar months. ``proxy.redis_store``
+pass does it record the request and take a concurrency slot. Before its first upstream
+call a budgeted request reserves its worst-case cost (``reserve``): one atomic step adds
+it to the spend unless spend plus it would pass a budget. ``settle`` gives reservations
+back and adds what the request really cost, so requests in flight cannot together
+outspend a budget. Budgets run on UTC days and calendar months. ``proxy.redis_store``
 implements the same rules for many replicas.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple, Protocol
@@ -32,6 +34,17 @@ class Refusal(NamedTuple):
     reason: Reason
     retry_after_s: float
     reset_at: float | None = None  # a budget's next period start, epoch seconds
+    # A reservation that did not fit: what it asked and what was left (micro-USD).
+    asked: int | None = None
+    left: int | None = None
+
+
+class Reservation(NamedTuple):
+    """Micro-USD held against a key's budgets, and the periods that hold it."""
+
+    amount: int
+    day: int
+    month: int
 
 
 def month_id(ts: float) -> int:
@@ -63,8 +76,18 @@ def refusal_error(name: str, rule: ClientKey, refusal: Refusal) -> RateLimited:
         reset = datetime.fromtimestamp(refusal.reset_at, UTC).strftime(
             "%Y-%m-%dT%H:%M:%SZ"
         )
+        period = "daily" if daily else "monthly"
+        if refusal.asked is not None and refusal.left is not None:
+            return BudgetExceeded(
+                f"this request may cost up to ${refusal.asked / MICRO:g}, more than the "
+                f"${max(refusal.left, 0) / MICRO:g} left of the {period} budget of "
+                f"${budget:g} for key '{name}' (spent or held by requests in flight); "
+                f"ask for fewer or smaller images, or retry; it resets at {reset}",
+                code="budget_exceeded",
+                headers=headers,
+            )
         return BudgetExceeded(
-            f"the {'daily' if daily else 'monthly'} budget of ${budget:g} for key "
+            f"the {period} budget of ${budget:g} for key "
             f"'{name}' is spent; it resets at {reset}",
             code="budget_exceeded",
             headers=headers,
@@ -88,6 +111,16 @@ class LimitStore(Protocol):
         ...
 
     async def release(self, name: str, rule: ClientKey, lease: str) -> None: ...
+
+    async def reserve(
+        self, name: str, rule: ClientKey, amount: int
+    ) -> Reservation | Refusal:
+        """Hold ``amount`` micro-USD against the key's budgets if it fits in both."""
+        ...
+
+    async def settle(self, name: str, held: Sequence[Reservation], usd: float) -> None:
+        """Give ``held`` back and add ``usd``, what the request cost, to the spend."""
+        ...
 
     async def add_spend(self, name: str, usd: float) -> None: ...
 
@@ -142,10 +175,44 @@ class MemoryStore:
         st = self._state(name)
         st.inflight = max(0, st.inflight - 1)
 
-    async def add_spend(self, name: str, usd: float) -> None:
+    async def reserve(
+        self, name: str, rule: ClientKey, amount: int
+    ) -> Reservation | Refusal:
+        # No await between the check and the add: atomic on the event loop.
         now = self._clock()
         st = self._state(name)
-        day, month, amount = int(now // DAY_S), month_id(now), micro_usd(usd)
+        day, month = int(now // DAY_S), month_id(now)
+        spent_day = st.day[1] if st.day[0] == day else 0
+        spent_month = st.month[1] if st.month[0] == month else 0
+        if rule.budget_usd_day is not None:
+            left = micro_usd(rule.budget_usd_day) - spent_day
+            if amount > left:
+                reset = day_reset(day)
+                return Refusal("budget_day", reset - now, reset, amount, left)
+        if rule.budget_usd_month is not None:
+            left = micro_usd(rule.budget_usd_month) - spent_month
+            if amount > left:
+                reset = month_reset(month)
+                return Refusal("budget_month", reset - now, reset, amount, left)
+        self._add(st, now, amount)
+        return Reservation(amount, day, month)
+
+    async def settle(self, name: str, held: Sequence[Reservation], usd: float) -> None:
+        st = self._state(name)
+        for r in held:
+            # A reservation of a period that has passed is gone with its period.
+            if st.day[0] == r.day:
+                st.day = (r.day, max(0, st.day[1] - r.amount))
+            if st.month[0] == r.month:
+                st.month = (r.month, max(0, st.month[1] - r.amount))
+        self._add(st, self._clock(), micro_usd(usd))
+
+    async def add_spend(self, name: str, usd: float) -> None:
+        self._add(self._state(name), self._clock(), micro_usd(usd))
+
+    @staticmethod
+    def _add(st: _KeyState, now: float, amount: int) -> None:
+        day, month = int(now // DAY_S), month_id(now)
         st.day = (day, (st.day[1] if st.day[0] == day else 0) + amount)
         st.month = (month, (st.month[1] if st.month[0] == month else 0) + amount)
 

@@ -2,7 +2,9 @@
 
 Each operation is one Lua script, so a check and its update are atomic across replicas.
 The scripts read Redis' own clock (``TIME``), never the replica's, so replicas with
-skewed clocks still agree on windows, days and months. Concurrency slots are leases
+skewed clocks still agree on windows, days and months. A budget reservation is one
+script (check what is left, add) and so is its settlement (give back, add the cost);
+a period whose key has expired is not given anything back. Concurrency slots are leases
 that expire after ``redis.lease_s``: a replica that dies cannot hold slots forever.
 When Redis cannot be reached the config's fail mode decides: open admits the request
 uncounted, closed answers 503 (the default for budgets). A single Redis is assumed, not
@@ -14,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import redis.asyncio as aioredis
@@ -24,7 +26,7 @@ from redis.exceptions import RedisError
 
 from proxy.controls import ClientKey, RedisSettings
 from proxy.errors import Overloaded
-from proxy.limits import Refusal, day_reset, micro_usd, month_reset
+from proxy.limits import Refusal, Reservation, day_reset, micro_usd, month_reset
 from proxy.metrics import Metrics
 
 log = logging.getLogger("imagegate")
@@ -103,6 +105,50 @@ return 1
 )
 
 
+# ARGV: micro-USD to reserve, day budget, month budget (micro-USD; 0 = none)
+_RESERVE = (
+    _LUA_MONTH
+    + """
+local amount, bday, bmonth = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local dk, mk = p .. ':spend:d:' .. day, p .. ':spend:m:' .. month
+local sday = tonumber(redis.call('GET', dk) or '0')
+if bday > 0 and sday + amount > bday then
+  return {'budget_day', tostring(day), tostring(now), tostring(bday - sday)}
+end
+local smonth = tonumber(redis.call('GET', mk) or '0')
+if bmonth > 0 and smonth + amount > bmonth then
+  return {'budget_month', tostring(month), tostring(now), tostring(bmonth - smonth)}
+end
+redis.call('INCRBY', dk, amount)
+redis.call('EXPIRE', dk, 2 * 86400)
+redis.call('INCRBY', mk, amount)
+redis.call('EXPIRE', mk, 32 * 86400)
+return {'ok', tostring(day), tostring(month)}
+"""
+)
+
+# ARGV: micro-USD spent, then amount, day, month of each reservation to give back
+_SETTLE = (
+    _LUA_MONTH
+    + """
+for i = 2, #ARGV, 3 do
+  -- A reservation's period that has expired took the reservation with it.
+  local rd, rm = p .. ':spend:d:' .. ARGV[i + 1], p .. ':spend:m:' .. ARGV[i + 2]
+  if redis.call('EXISTS', rd) == 1 then redis.call('DECRBY', rd, ARGV[i]) end
+  if redis.call('EXISTS', rm) == 1 then redis.call('DECRBY', rm, ARGV[i]) end
+end
+if tonumber(ARGV[1]) > 0 then
+  local dk, mk = p .. ':spend:d:' .. day, p .. ':spend:m:' .. month
+  redis.call('INCRBY', dk, ARGV[1])
+  redis.call('EXPIRE', dk, 2 * 86400)
+  redis.call('INCRBY', mk, ARGV[1])
+  redis.call('EXPIRE', mk, 32 * 86400)
+end
+return 1
+"""
+)
+
+
 class _Down(Exception):
     """Redis could not be asked; the caller applies its fail mode."""
 
@@ -124,6 +170,8 @@ class RedisStore:
         self._down_until = 0.0
         self._admit = self._redis.register_script(_ADMIT)
         self._spend = self._redis.register_script(_SPEND)
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._settle = self._redis.register_script(_SETTLE)
 
     def _key(self, name: str) -> str:
         return f"{self._settings.prefix}:key:{name}"
@@ -191,8 +239,59 @@ class RedisStore:
                 "spend", lambda: self._spend(keys=[self._key(name)], args=args)
             )
 
+    async def reserve(
+        self, name: str, rule: ClientKey, amount: int
+    ) -> Reservation | Refusal:
+        args = [
+            amount,
+            micro_usd(rule.budget_usd_day) if rule.budget_usd_day else 0,
+            micro_usd(rule.budget_usd_month) if rule.budget_usd_month else 0,
+        ]
+        try:
+            reply = await self._call(
+                "reserve", lambda: self._reserve(keys=[self._key(name)], args=args)
+            )
+        except _Down:
+            self._fail_mode(name, rule)
+            return Reservation(0, 0, 0)  # failing open: served, nothing held
+        match [v.decode() if isinstance(v, bytes) else v for v in reply]:
+            case ["ok", day, month]:
+                return Reservation(amount, int(day), int(month))
+            case ["budget_day", day, now, left]:
+                reset = day_reset(int(day))
+                return Refusal(
+                    "budget_day", reset - float(now), reset, amount, _micro(left)
+                )
+            case ["budget_month", month, now, left]:
+                reset = month_reset(int(month))
+                return Refusal(
+                    "budget_month", reset - float(now), reset, amount, _micro(left)
+                )
+        raise AssertionError(f"unexpected reserve reply {reply!r}")  # pragma: no cover
+
+    async def settle(self, name: str, held: Sequence[Reservation], usd: float) -> None:
+        held = [r for r in held if r.amount > 0]
+        if not held:
+            if usd > 0:
+                await self.add_spend(name, usd)
+            return
+        args: list[int] = [micro_usd(usd)]
+        for r in held:
+            args += [r.amount, r.day, r.month]
+        # On failure the reservations stay counted: the key is over-charged until
+        # the period ends, never under-charged.
+        with contextlib.suppress(_Down):
+            await self._call(
+                "settle", lambda: self._settle(keys=[self._key(name)], args=args)
+            )
+
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _micro(lua_number: str) -> int:
+    # Lua's tostring writes numbers of 15 digits and more as "1e+15".
+    return int(float(lua_number))
 
 
 def _refusal(reply: list[str]) -> Refusal | None:

@@ -5,7 +5,8 @@ the whole stream buffered); partial images pass through byte for byte, and each
 ``*.completed`` event gains ``provider`` and ``cost`` computed from its ``usage``. A
 failure after the stream started ends it with an ``error`` event carrying OpenAI's
 envelope, which the OpenAI SDK raises as ``APIError``. A client that goes away ends
-the relay, which releases the upstream connection; the request is still accounted.
+the relay, which releases the upstream connection; the request is still accounted, and
+a budgeted key is charged the stream's worst case unless it completed (``proxy.budget``).
 For a provider that does not stream, the normal result becomes completed events.
 """
 
@@ -19,6 +20,7 @@ import msgspec
 from aiohttp import web
 
 from proxy.accounting import account, price, splice
+from proxy.budget import HOLD
 from proxy.context import CURRENT
 from proxy.errors import ProxyError, UpstreamProtocolError
 from proxy.models import EditJob, EditResult, ErrorBody, ErrorDetail, Usage
@@ -58,6 +60,7 @@ class _Relay:
         self.cost: float | None = None
         self.usage: Usage | None = None
         self.images = 0
+        self.partials = 0
         self.ended = False  # a completed or error event was relayed
 
     def rewrite(self, event: Event) -> bytes:
@@ -73,6 +76,8 @@ class _Relay:
             if ctx is not None:
                 ctx.error_code = "upstream_stream_error"
         if not kind.endswith(".completed"):
+            if kind.endswith(".partial_image"):
+                self.partials += 1
             return event.raw + b"\n\n"
         self.ended = True
         self.images += 1
@@ -99,17 +104,28 @@ async def relay(
     ctx = CURRENT.get()
     if ctx is not None:
         resp.headers["X-Request-ID"] = ctx.request_id
+    # Stays true if the relay is cut short: the client reset the connection, or the
+    # handler was cancelled because the client went away.
+    abandoned = True
     async with adapter.stream(job, route.upstream) as chunks:
         try:
             await resp.prepare(request)
             async with contextlib.aclosing(chunks):
                 await _pump(resp, chunks, decoder, state)
+            abandoned = False
         except ConnectionResetError:
             # The client went away; leaving the block closes the upstream connection.
             if ctx is not None:
                 ctx.client_closed = True
         finally:
             account(gateway, route, state.cost, state.images, usage=state.usage)
+            hold = HOLD.get()
+            if hold is not None:
+                hold.charge_stream(
+                    route, job, cost=state.cost, images=state.images,
+                    partials=state.partials,
+                    abandoned=abandoned,
+                )  # fmt: skip
     return resp
 
 

@@ -161,8 +161,8 @@ def merge_results(results: Sequence[EditResult]) -> EditResult:
 
 
 async def _gather(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
-    """Run concurrently (URL downloads, fan-out calls); the first failure cancels the
-    rest and is raised as is, so the client sees what a single call would have given."""
+    """Run concurrently (URL downloads); the first failure cancels the rest and is
+    raised as is, so the client sees what a single call would have given."""
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(c) for c in coros]
@@ -174,9 +174,20 @@ async def _gather(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
 async def fan_out(
     job: EditJob, call: Callable[[EditJob], Coroutine[Any, Any, EditResult]]
 ) -> EditResult:
-    """``n`` parallel single-image calls merged into one result."""
+    """``n`` parallel single-image calls merged into one result.
+
+    A failure is raised once every call has ended, not by cancelling the others: a call
+    already sent is billed whether or not the proxy waits for it, and waiting lets the
+    key's budget be charged for exactly the calls that made an image (``proxy.budget``).
+    """
     single = msgspec.structs.replace(job, n=None)
-    return merge_results(await _gather([call(single) for _ in range(job.n or 1)]))
+    outcomes = await asyncio.gather(
+        *(call(single) for _ in range(job.n or 1)), return_exceptions=True
+    )
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    if failures:
+        raise next((f for f in failures if isinstance(f, ProxyError)), failures[0])
+    return merge_results([o for o in outcomes if not isinstance(o, BaseException)])
 
 
 def _first_error(eg: BaseExceptionGroup[BaseException]) -> BaseException:

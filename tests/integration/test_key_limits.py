@@ -30,6 +30,10 @@ from tests.gateway import (
 
 # One gpt-image-1 reply of the fake costs $0.04045 (see tests/fakes/openai.py usage).
 COST = 0.04045
+# A 1024x1024 high-quality image reserves 7034 output tokens at $40/1M plus the prompt
+# ("a cat", 5 bytes) at $5/1M: $0.281385 must fit before the request is sent.
+HIGH = {"size": "1024x1024", "quality": "high"}
+BUDGET = 0.35  # two requests fit ($0.0809 spent + $0.281385 reserved > $0.35)
 
 Start = Callable[..., Awaitable[tuple[TestServer, CollectorRegistry]]]
 
@@ -141,12 +145,12 @@ async def test_budget_stops_the_next_request(
     word: str,
 ) -> None:
     fake, _ = gate_fake
-    proxy, registry = await start(fake.url, **_sections(backend, **{rule: 0.05}))  # type: ignore[attr-defined]
-    first = await generate(proxy, KEY_A)
+    proxy, registry = await start(fake.url, **_sections(backend, **{rule: BUDGET}))  # type: ignore[attr-defined]
+    first = await generate(proxy, KEY_A, **HIGH)
     assert first[0] == 200
     assert first[1]["cost"] == pytest.approx(COST)
-    assert (await generate(proxy, KEY_A))[0] == 200  # $0.0405 spent < $0.05
-    status, body, headers = await generate(proxy, KEY_A)  # $0.0809 spent
+    assert (await generate(proxy, KEY_A, **HIGH))[0] == 200  # $0.0405 spent
+    status, body, headers = await generate(proxy, KEY_A, **HIGH)  # $0.0809 spent
     assert status == 429
     assert body["error"]["code"] == "budget_exceeded"
     now = datetime.now(UTC)
@@ -156,7 +160,9 @@ async def test_budget_stops_the_next_request(
         nxt = (now.replace(day=28) + timedelta(days=4)).replace(day=1)
         reset = nxt.strftime("%Y-%m-%dT00:00:00Z")
     assert body["error"]["message"] == (
-        f"the {word} budget of $0.05 for key 'team-a' is spent; it resets at {reset}"
+        f"this request may cost up to $0.281385, more than the $0.2691 left of the "
+        f"{word} budget of $0.35 for key 'team-a' (spent or held by requests in "
+        f"flight); ask for fewer or smaller images, or retry; it resets at {reset}"
     )
     assert int(headers["Retry-After"]) > 0
     assert headers["x-should-retry"] == "false"
@@ -171,7 +177,7 @@ async def test_two_proxies_share_limits_through_redis(
     url = fake.url  # type: ignore[attr-defined]
     keys = {
         "rated": key_entry("k-rated", rpm=3, concurrency=1),
-        "budgeted": key_entry("k-budget", budget_usd_day=0.05),
+        "budgeted": key_entry("k-budget", budget_usd_day=BUDGET),
     }
     (a, _), (b, _) = (
         await start(url, keys=keys, redis_url=redis.url),
@@ -193,8 +199,8 @@ async def test_two_proxies_share_limits_through_redis(
     statuses = [(await generate(p, "k-rated"))[0] for p in (b, a, b, a)]
     assert statuses == [200, 200, 429, 429]
     # Budget: spend recorded by A stops the key on B.
-    assert [(await generate(a, "k-budget"))[0] for _ in range(2)] == [200, 200]
-    status, body, _ = await generate(b, "k-budget")
+    assert [(await generate(a, "k-budget", **HIGH))[0] for _ in range(2)] == [200, 200]
+    status, body, _ = await generate(b, "k-budget", **HIGH)
     assert (status, body["error"]["code"]) == (429, "budget_exceeded")
     assert len(fake.received) == 5
 

@@ -49,6 +49,7 @@ def test_body_cap_default_fits_sixteen_images_and_a_mask() -> None:
         ("server:\n  port: 70000\n", "$.server.port"),
         ("server:\n  hots: x\n", "hots"),
         ("limits:\n  max_file_bytes: 0\n", "$.limits.max_file_bytes"),
+        ("limits:\n  unpriced_image_usd: 0\n", "$.limits.unpriced_image_usd"),
         ("providers:\n  mystery:\n    base_url: x\n", "$.providers.mystery.type"),
         (
             "providers:\n  openai:\n    pool:\n      limit: 0\n",
