@@ -30,7 +30,7 @@ from proxy.middleware import observe
 from proxy.openapi import build_openapi
 from proxy.pricing import PriceTable
 from proxy.providers import build_adapter
-from proxy.providers.base import Pool, resolve_auth
+from proxy.providers.base import KeyHosts, Pool, resolve_auth
 from proxy.resilience import CircuitBreaker
 from proxy.routing import Provider, Router
 from proxy.state import GATEWAY, Gateway
@@ -201,6 +201,9 @@ def _upstreams_ctx(
                         name,
                         config.breaker.for_provider(name),
                         gateway.metrics.circuit_state.labels(name),
+                    ),
+                    key_hosts=(
+                        adapter.key_hosts() if isinstance(adapter, KeyHosts) else ()
                     ),
                 )
                 providers[name] = Provider(adapter, upstream)

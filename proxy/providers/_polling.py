@@ -4,7 +4,9 @@ that keeps polling and result URLs on the provider's own hosts.
 A provider hands back URLs to poll and to download; following any URL it names would
 let a compromised or spoofed reply point the gateway (and, for polling, its API key) at
 any host. URLs are followed only when ``scheme://host[:port]`` matches a configured
-shell-style pattern.
+shell-style pattern. The URL is parsed by yarl, as aiohttp will parse it when sending,
+so the host checked is the host connected to; a default port is left out of the origin
+and URLs carrying credentials (``user@host``) are refused.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from fnmatch import fnmatchcase
 from typing import TypeVar
-from urllib.parse import urlsplit
+
+from yarl import URL
 
 from proxy.context import add_upstream_time
 from proxy.errors import UpstreamProtocolError, UpstreamTimeout
@@ -21,12 +24,36 @@ from proxy.errors import UpstreamProtocolError, UpstreamTimeout
 T = TypeVar("T")
 
 
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def origin(url: str) -> str | None:
+    """``scheme://host[:port]`` of an http(s) URL, the port only if not the default;
+    None for another scheme, no host, credentials in the URL, or no valid URL at all."""
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError):
+        return None
+    host = parsed.raw_host
+    if (
+        parsed.scheme not in _DEFAULT_PORTS
+        or not host
+        or parsed.user is not None
+        or parsed.password is not None
+    ):
+        return None
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    port = parsed.port
+    suffix = "" if port == _DEFAULT_PORTS[parsed.scheme] else f":{port}"
+    return f"{parsed.scheme}://{host.lower()}{suffix}"
+
+
 def host_allowed(url: str, patterns: Sequence[str]) -> bool:
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
+    found = origin(url)
+    if found is None:
         return False
-    origin = f"{parts.scheme}://{parts.netloc.lower()}"
-    return any(fnmatchcase(origin, p.lower()) for p in patterns)
+    return any(fnmatchcase(found, p.lower()) for p in patterns)
 
 
 def require_allowed(url: str, patterns: Sequence[str], *, provider: str) -> str:

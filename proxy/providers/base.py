@@ -128,6 +128,15 @@ class ChainAuth(Protocol):
 
 
 @runtime_checkable
+class KeyHosts(Protocol):
+    """An adapter whose provider names URLs that need the key on hosts other than
+    ``base_url``'s (BFL's ``polling_url``): ``scheme://host[:port]`` patterns. The
+    ``Upstream`` sends credentials to no other absolute URL."""
+
+    def key_hosts(self) -> list[str]: ...
+
+
+@runtime_checkable
 class PricedAs(Protocol):
     """An adapter whose model ids are not the pricing table's (Azure deployments)."""
 

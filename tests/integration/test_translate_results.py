@@ -23,6 +23,7 @@ from tests.conftest import AiohttpServer
 from tests.images import jpeg_like, png
 
 PICTURE = png(5, 5, seed=11)
+HOSTS = ["http://127.0.0.1:*"]
 SEEN = web.AppKey("seen", list[dict[str, str]])
 
 
@@ -71,7 +72,9 @@ async def test_urls_are_fetched_for_b64_without_credentials(
     upstream: Upstream, host: TestServer
 ) -> None:
     url = str(host.make_url("/signed/out.png"))
-    result = await images_result([url], job=_job(None), upstream=upstream, cost=0.04)
+    result = await images_result(
+        [url], job=_job(None), upstream=upstream, cost=0.04, hosts=HOSTS
+    )
     body = msgspec.json.decode(result.body)
     assert base64.b64decode(body["data"][0]["b64_json"]) == PICTURE
     assert result.images == 1
@@ -103,6 +106,6 @@ async def test_bad_result_urls_are_protocol_errors(
 ) -> None:
     url = path if path.startswith("ftp") else str(host.make_url(path))
     with pytest.raises(UpstreamProtocolError) as exc:
-        await images_result([url], job=_job("b64_json"), upstream=upstream)
+        await images_result([url], job=_job("b64_json"), upstream=upstream, hosts=HOSTS)
     assert exc.value.provider == "bfl"
     assert exc.value.status == 502
