@@ -7,7 +7,7 @@ given; it never creates sessions, reads the environment or touches metrics.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Annotated, ClassVar, Protocol, runtime_checkable
 
@@ -42,17 +42,25 @@ class Auth(Protocol):
 
     async def headers(self) -> Mapping[str, str]: ...
 
+    def secrets(self) -> Sequence[str]:
+        """Every secret this source holds now, to be redacted (``proxy.redact``)."""
+        ...
+
 
 class StaticKey:
     """A fixed key sent in one header, e.g. ``Authorization: Bearer <key>``."""
 
-    __slots__ = ("_headers",)
+    __slots__ = ("_headers", "_key")
 
     def __init__(self, header: str, key: str, *, prefix: str = "") -> None:
         self._headers = {header: f"{prefix}{key}"}
+        self._key = key
 
     async def headers(self) -> Mapping[str, str]:
         return self._headers
+
+    def secrets(self) -> Sequence[str]:
+        return (self._key,)
 
 
 class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
@@ -111,6 +119,8 @@ class RequestSigner(Protocol):
     """An ``Auth`` whose headers depend on the request itself (AWS SigV4)."""
 
     async def headers(self) -> Mapping[str, str]: ...
+
+    def secrets(self) -> Sequence[str]: ...
 
     async def sign(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes
