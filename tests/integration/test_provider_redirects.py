@@ -237,7 +237,6 @@ async def upstream(
             key_env="BFL_API_KEY",
             metrics=Metrics(registry),
             max_response_bytes=1024 * 1024,
-            key_hosts=["https://*.bfl.ai"],
         )
 
 
@@ -264,6 +263,7 @@ async def test_upstream_sends_credentials_only_to_its_own_hosts(
         ("https://bfl.ai.evil.example/", False),
         ("https://evil.example\\@x.bfl.ai/", False),  # no valid URL at all
         ("ftp://x.bfl.ai/", False),
+        ("https://[::1]/x", False),
     ],
 )
 def test_host_allowlist_checks_scheme_host_and_port(url: str, allowed: bool) -> None:
