@@ -13,14 +13,18 @@ client as an "image".
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import aiohttp
 from yarl import URL
 
 from proxy.errors import UpstreamProtocolError
+from proxy.hosts import require_allowed
 from proxy.images import SNIFF_BYTES, sniff
-from proxy.providers._polling import require_allowed
-from proxy.upstream import Upstream
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from proxy.upstream import Upstream
 
 # Hops a download may take (a provider's file URL redirecting to its CDN).
 MAX_REDIRECTS = 3

@@ -38,8 +38,8 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 from proxy.formwriter import Form
+from proxy.hosts import host_allowed, origin
 from proxy.metrics import Metrics
-from proxy.providers._polling import host_allowed, origin
 from proxy.providers.base import Auth, RequestSigner
 from proxy.resilience import RETRY_STATUSES, CircuitBreaker, backoff_s, retry_after_s
 

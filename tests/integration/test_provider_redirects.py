@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from proxy.errors import UpstreamProtocolError
+from proxy.hosts import host_allowed
 from proxy.metrics import Metrics
-from proxy.providers._polling import host_allowed
 from proxy.providers.base import StaticKey
 from proxy.upstream import Upstream
 from tests.conftest import UPSTREAM_KEY, AiohttpServer, StartProxy
