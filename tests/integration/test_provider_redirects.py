@@ -250,6 +250,13 @@ async def test_upstream_sends_credentials_only_to_its_own_hosts(
     assert elsewhere.received == []
 
 
+async def test_a_path_cannot_change_the_api_host(upstream: Upstream) -> None:
+    # Appended to base_url, "@host/..." would make the API's host the user part.
+    with pytest.raises(AssertionError):
+        upstream.url("@evil.example/steal")
+    assert upstream.url("/images") == "http://127.0.0.1:1/v1/images"
+
+
 @pytest.mark.parametrize(
     ("url", "allowed"),
     [
