@@ -30,7 +30,8 @@ from proxy.middleware import observe
 from proxy.openapi import build_openapi
 from proxy.pricing import PriceTable
 from proxy.providers import build_adapter
-from proxy.providers.base import Pool, resolve_auth
+from proxy.providers.base import Auth, KeyHosts, Pool, resolve_auth
+from proxy.redact import Redactor
 from proxy.resilience import CircuitBreaker
 from proxy.routing import Provider, Router
 from proxy.state import GATEWAY, Gateway
@@ -176,11 +177,14 @@ def _upstreams_ctx(
         keys = provider_keys(config, environ)
         providers: dict[str, Provider] = {}
         sessions: list[aiohttp.ClientSession] = []
+        auths: list[Auth] = []
         try:
             for name, cfg in config.providers.items():
                 adapter = build_adapter(cfg)
                 auth = resolve_auth(adapter, keys[name], environ)
-                if auth is None:
+                if auth is not None:
+                    auths.append(auth)
+                else:
                     log.warning(
                         "provider has no API key; its requests will fail until %s is set",
                         cfg.api_key_env,
@@ -202,11 +206,15 @@ def _upstreams_ctx(
                         config.breaker.for_provider(name),
                         gateway.metrics.circuit_state.labels(name),
                     ),
+                    key_hosts=(
+                        adapter.key_hosts() if isinstance(adapter, KeyHosts) else ()
+                    ),
                 )
                 providers[name] = Provider(adapter, upstream)
             gateway.router = Router(
                 providers, aliases=config.models, allowed=config.allowed_models
             )
+            gateway.redactor = Redactor(auths)
             gateway.metrics.bind_providers(list(providers))
             yield
         finally:

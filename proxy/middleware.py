@@ -1,7 +1,8 @@
 """Request id, error rendering, request metrics and the access log, in one middleware.
 
-The only place a ``ProxyError`` becomes OpenAI's error envelope; any other exception is
-logged with its traceback and answered as a bare 500 carrying the request id.
+The only place a ``ProxyError`` becomes OpenAI's error envelope (its members redacted of
+provider secrets by ``proxy.redact``); any other exception is logged with its traceback
+and answered as a bare 500 carrying the request id.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import msgspec
 from aiohttp import web
 
 from proxy.context import CURRENT, RequestContext
-from proxy.errors import ProxyError, UpstreamRejected
+from proxy.errors import ProxyError
 from proxy.logs import log_access
 from proxy.models import ErrorBody, ErrorDetail
+from proxy.redact import Redactor, error_detail, error_headers
 from proxy.state import GATEWAY, Gateway
 from proxy.tracing import start_trace
 
@@ -57,17 +59,15 @@ def error_response(
     return resp
 
 
-def render(exc: ProxyError) -> web.Response:
-    error_type = exc.error_type
-    if isinstance(exc, UpstreamRejected) and exc.upstream_type:
-        error_type = exc.upstream_type
+def render(exc: ProxyError, redactor: Redactor) -> web.Response:
+    detail = error_detail(exc, redactor)
     return error_response(
         exc.http_status,
-        exc.message,
-        error_type,
-        param=exc.param,
-        code=exc.code,
-        headers=exc.headers,
+        detail.message,
+        detail.type,
+        param=detail.param,
+        code=detail.code,
+        headers=error_headers(exc, redactor),
         retryable=exc.retryable,
     )
 
@@ -110,9 +110,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             resp = await handler(request)
         except ProxyError as exc:
-            ctx.error_code = exc.code or type(exc).__name__
+            ctx.error_code = gateway.redactor.text(exc.code) or type(exc).__name__
             metrics.record_error(exc)
-            resp = render(exc)
+            resp = render(exc, gateway.redactor)
         except web.HTTPException as exc:
             resp = _http_error(exc)
         except asyncio.CancelledError:

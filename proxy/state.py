@@ -13,6 +13,7 @@ from proxy.config import Config
 from proxy.limits import LimitStore, MemoryStore
 from proxy.metrics import Metrics
 from proxy.pricing import PriceTable
+from proxy.redact import Redactor
 from proxy.routing import Router
 from proxy.uploads import TempDir
 
@@ -34,6 +35,8 @@ class Gateway:
     # The encoded OpenAPI description, built once at start-up.
     openapi: bytes = b""
     limits: LimitStore = field(default_factory=MemoryStore)
+    # Every provider's credentials, to keep them out of what is relayed or logged.
+    redactor: Redactor = field(default_factory=Redactor)
     keys: KeyRing = field(init=False)
     pressure: Pressure = field(init=False)
 

@@ -23,8 +23,9 @@ from proxy.accounting import account, price, splice
 from proxy.budget import HOLD
 from proxy.context import CURRENT
 from proxy.errors import ProxyError, UpstreamProtocolError
-from proxy.models import EditJob, EditResult, ErrorBody, ErrorDetail, Usage
+from proxy.models import EditJob, EditResult, ErrorBody, Usage
 from proxy.providers.base import StreamingAdapter
+from proxy.redact import Redactor, error_detail
 from proxy.routing import Route
 from proxy.sse import Event, SSEDecoder, encode_event, result_events
 from proxy.state import Gateway
@@ -33,12 +34,8 @@ _encode = msgspec.json.encode
 _HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
-def error_event(exc: ProxyError) -> bytes:
-    body = ErrorBody(
-        ErrorDetail(
-            message=exc.message, type=exc.error_type, param=exc.param, code=exc.code
-        )
-    )
+def error_event(exc: ProxyError, redactor: Redactor) -> bytes:
+    body = ErrorBody(error_detail(exc, redactor))
     return encode_event("error", _encode(body))
 
 
@@ -65,16 +62,19 @@ class _Relay:
 
     def rewrite(self, event: Event) -> bytes:
         """The event to send on: completed events gain provider and cost."""
+        redactor = self.gateway.redactor
         try:
             head = _head_decoder.decode(event.data)
         except msgspec.DecodeError:
-            return event.raw + b"\n\n"
+            return redactor.data(event.raw) + b"\n\n"
         kind = head.type or event.name or ""
         if head.error is not None:
             self.ended = True
             ctx = CURRENT.get()
             if ctx is not None:
                 ctx.error_code = "upstream_stream_error"
+            # The provider's own error text, relayed: it may echo what it was sent.
+            return redactor.data(event.raw) + b"\n\n"
         if not kind.endswith(".completed"):
             if kind.endswith(".partial_image"):
                 self.partials += 1
@@ -136,6 +136,7 @@ async def _pump(
     state: _Relay,
 ) -> None:
     ctx = CURRENT.get()
+    redactor = state.gateway.redactor
     try:
         async for chunk in chunks:
             try:
@@ -158,8 +159,8 @@ async def _pump(
             )
     except ProxyError as exc:
         if ctx is not None:
-            ctx.error_code = exc.code or type(exc).__name__
-        await resp.write(error_event(exc))
+            ctx.error_code = redactor.text(exc.code) or type(exc).__name__
+        await resp.write(error_event(exc, redactor))
     await resp.write_eof()
 
 

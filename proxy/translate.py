@@ -3,7 +3,8 @@
 
 ``data[]`` always holds what the client's ``response_format`` asks for (``b64_json`` by
 default, as OpenAI): raw bytes are base64-encoded, a provider URL is fetched through the
-provider's own ``Upstream`` when the client wants base64. A client asking for ``url``
+provider's own ``Upstream`` when the client wants base64 (``proxy.downloads``: only on
+the provider's allowed hosts, no credentials, and only an image). A client asking for ``url``
 from a provider that only answers bytes gets a ``data:`` URL (the gateway stores
 nothing, so it has no URL of its own to hand out).
 """
@@ -17,7 +18,8 @@ from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
-from proxy.errors import ProxyError, UpstreamProtocolError
+from proxy.downloads import download
+from proxy.errors import ProxyError
 from proxy.images import b64, require_stored, sniff
 from proxy.models import (
     EditJob,
@@ -43,28 +45,9 @@ _encode = msgspec.json.encode
 T = TypeVar("T")
 
 
-async def fetch_image(url: str, upstream: Upstream) -> bytes:
-    """Download a provider's result URL with the provider's session, capped as any reply.
-
-    No credentials go with it: result URLs are pre-signed, often on another host.
-    """
-    if not url.startswith(("https://", "http://")):
-        raise UpstreamProtocolError(
-            f"provider '{upstream.name}' returned an image URL that is not http(s)",
-            provider=upstream.name,
-            code="upstream_protocol_error",
-        )
-    resp = await upstream.get(url, authenticated=False)
-    if not resp.ok or not resp.body:
-        raise UpstreamProtocolError(
-            f"provider '{upstream.name}' image URL answered HTTP {resp.status}",
-            provider=upstream.name,
-            code="upstream_protocol_error",
-        )
-    return resp.body
-
-
-async def _entry(item: Output, job: EditJob, upstream: Upstream) -> dict[str, str]:
+async def _entry(
+    item: Output, job: EditJob, upstream: Upstream, hosts: Sequence[str]
+) -> dict[str, str]:
     want_url = job.response_format == "url"
     if isinstance(item, Encoded):
         if want_url:
@@ -73,7 +56,7 @@ async def _entry(item: Output, job: EditJob, upstream: Upstream) -> dict[str, st
     if isinstance(item, str):
         if want_url:
             return {"url": item}
-        return {"b64_json": b64(await fetch_image(item, upstream))}
+        return {"b64_json": b64(await download(upstream, item, hosts=hosts))}
     if want_url:
         kind = sniff(item[:12]) or "image/png"
         return {"url": f"data:{kind};base64,{b64(item)}"}
@@ -88,9 +71,13 @@ async def images_result(
     usage: Usage | None = None,
     cost: float | None = None,
     extra: dict[str, Any] | None = None,
+    hosts: Sequence[str] = (),
 ) -> EditResult:
-    """An OpenAI ``ImagesResponse`` body from produced images, plus what pricing needs."""
-    data = await _gather([_entry(item, job, upstream) for item in outputs])
+    """An OpenAI ``ImagesResponse`` body from produced images, plus what pricing needs.
+
+    ``hosts``: the ``scheme://host[:port]`` patterns URL outputs may be fetched from.
+    """
+    data = await _gather([_entry(item, job, upstream, hosts) for item in outputs])
     body: dict[str, Any] = {"created": int(time.time()), "data": data}
     if usage is not None:
         body["usage"] = usage

@@ -5,15 +5,22 @@ proxy's ``UpstreamError`` tree in one place (``Upstream._mapped``). Reply bodies
 read with a cap, so a misbehaving provider cannot exhaust memory. Authenticated calls
 pass the provider's circuit breaker and retry what ``proxy.resilience`` calls safe; a
 multipart ``Form`` makes a fresh payload for each try, reading its temp files again.
+
+No call follows a redirect by itself: aiohttp would carry every credential header but
+``Authorization`` to whatever host a ``Location`` names. A 3xx from a provider is a 502.
+Credentials go only to the configured ``base_url``'s origin and the hosts its adapter
+names (``KeyHosts``), checked here for every absolute URL, whoever built it. Result
+files are fetched through ``bare_get`` (``proxy.downloads``), without credentials.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -31,6 +38,7 @@ from proxy.errors import (
     UpstreamUnavailable,
 )
 from proxy.formwriter import Form
+from proxy.hosts import host_allowed, origin
 from proxy.metrics import Metrics
 from proxy.providers.base import Auth, RequestSigner
 from proxy.resilience import RETRY_STATUSES, CircuitBreaker, backoff_s, retry_after_s
@@ -109,16 +117,22 @@ class Upstream:
         max_response_bytes: int,
         retry: RetryPolicy = _NO_RETRY,
         breaker: CircuitBreaker | None = None,
+        key_hosts: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
+        # Where credentials may go: the API's own origin (as a literal pattern) and
+        # the adapter's extra hosts (shell-style patterns of scheme://host[:port]).
+        own = origin(self.base_url)
+        self._key_hosts = [glob.escape(own)] if own else []
+        self._key_hosts += key_hosts
         self.session = session
         self._auth = auth
         # Decided once: a runtime Protocol check per request is measurable CPU.
         self._signer = auth if isinstance(auth, RequestSigner) else None
         self._key_env = key_env
         self._metrics = metrics
-        self._max_response_bytes = max_response_bytes
+        self.max_response_bytes = max_response_bytes
         self._duration = metrics.upstream_duration.labels(name)
         self._received = metrics.upstream_received_bytes.labels(name)
         # Counted once the reply has begun: by then the whole body was sent.
@@ -129,9 +143,32 @@ class Upstream:
         self._rng = random.Random()
 
     def url(self, path: str) -> str:
+        if path.startswith("/"):
+            return f"{self.base_url}{path}"
         if path.startswith(("https://", "http://")):
             return path
-        return f"{self.base_url}{path}"
+        # "@host" or "evil.com" after the base URL would change the host itself.
+        raise AssertionError(f"not a path or an http(s) URL: {path[:40]!r}")
+
+    def _require_key_host(self, path: str) -> None:
+        """Refuse to send credentials to an absolute URL off the provider's own hosts
+        (a URL a provider's reply named, for instance)."""
+        if path.startswith("/") or host_allowed(path, self._key_hosts):
+            return
+        raise UpstreamProtocolError(
+            f"provider '{self.name}' pointed at a URL outside its allowed hosts",
+            provider=self.name,
+            code="upstream_protocol_error",
+        )
+
+    def _redirected(self, status: int) -> UpstreamUnavailable:
+        # The Location is not echoed: it may name an internal host.
+        return UpstreamUnavailable(
+            f"provider '{self.name}' answered with a redirect (HTTP {status}), which "
+            "the gateway does not follow",
+            provider=self.name,
+            code="upstream_error",
+        )
 
     async def _headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
         if self._auth is None:
@@ -162,6 +199,7 @@ class Upstream:
         if not authenticated:
             sent = {**(headers or {}), **trace_headers()}
             return await self._send(method, path, sent, kwargs)
+        self._require_key_host(path)
         sent = await self._headers(headers)
         if self._signer is not None:
             data = kwargs.get("data", b"")
@@ -232,9 +270,12 @@ class Upstream:
         kwargs, size = _fresh_body(kwargs)
         try:
             async with self.session.request(
-                method, self.url(path), headers=headers, **kwargs
+                method, self.url(path), headers=headers, allow_redirects=False, **kwargs
             ) as r:
                 self._sent.inc(size)
+                if 300 <= r.status < 400:
+                    outcome = "3xx"
+                    raise self._redirected(r.status)
                 body = await self._read_capped(r)
                 self._received.inc(len(body))
                 outcome = f"{r.status // 100}xx"
@@ -264,6 +305,7 @@ class Upstream:
         Leaving the block before the reply ended closes the connection rather than
         returning it to the pool, so a client that went away frees the upstream.
         """
+        self._require_key_host(path)
         sent = await self._headers(headers)
         kwargs, size = _fresh_body(kwargs)
         breaker = self._breaker
@@ -275,10 +317,16 @@ class Upstream:
             async with (
                 self._map_errors(),
                 self.session.request(
-                    method, self.url(path), headers=sent, **kwargs
+                    method,
+                    self.url(path),
+                    headers=sent,
+                    allow_redirects=False,
+                    **kwargs,
                 ) as r,
             ):
                 self._sent.inc(size)
+                if 300 <= r.status < 400:
+                    raise self._redirected(r.status)
                 reply = UpstreamStream(self, r)
                 yield reply
         finally:
@@ -304,26 +352,50 @@ class Upstream:
     async def get(self, path: str, **kwargs: Any) -> UpstreamResponse:
         return await self.request("GET", path, **kwargs)
 
+    @contextlib.asynccontextmanager
+    async def bare_get(
+        self, url: str, headers: Mapping[str, str]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One GET without credentials or redirect following, timed, counted and with
+        its aiohttp errors mapped (``proxy.downloads`` reads result files with it)."""
+        start = time.perf_counter()
+        outcome = "error"
+        try:
+            async with (
+                self._map_errors(),
+                self.session.get(url, headers=headers, allow_redirects=False) as r,
+            ):
+                outcome = f"{r.status // 100}xx"
+                yield r
+        finally:
+            elapsed = time.perf_counter() - start
+            add_upstream_time(elapsed)
+            self._duration.observe(elapsed)
+            metrics = self._metrics
+            metrics.child(metrics.upstream_requests, self.name, outcome).inc()
+
+    def received(self, size: int) -> None:
+        self._received.inc(size)
+
+    def _too_large(self, cap: int) -> UpstreamProtocolError:
+        return UpstreamProtocolError(
+            f"provider '{self.name}' sent a reply over {cap} bytes",
+            provider=self.name,
+            code="upstream_reply_too_large",
+        )
+
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
-        cap = self._max_response_bytes
+        cap = self.max_response_bytes
         length = resp.content_length
         if length is not None:
             if length > cap:
-                raise UpstreamProtocolError(
-                    f"provider '{self.name}' sent a reply over {cap} bytes",
-                    provider=self.name,
-                    code="upstream_reply_too_large",
-                )
+                raise self._too_large(cap)
             return await resp.read()
         buf = bytearray()
         async for chunk in resp.content.iter_chunked(256 * 1024):
             buf += chunk
             if len(buf) > cap:
-                raise UpstreamProtocolError(
-                    f"provider '{self.name}' sent a reply over {cap} bytes",
-                    provider=self.name,
-                    code="upstream_reply_too_large",
-                )
+                raise self._too_large(cap)
         return bytes(buf)
 
     @contextlib.asynccontextmanager

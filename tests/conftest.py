@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from proxy.app import create_app
 from proxy.config import Config, parse_config
 from proxy.logs import JsonFormatter
+from tests.fakes.bedrock import SECRET_KEY, SESSION_TOKEN
 from tests.fakes.openai import FakeOpenAI
 from tests.gateway import Gate
 
@@ -48,7 +49,15 @@ class SecretAudit(logging.Handler):
             self.texts.append(body.decode("utf-8", "replace"))
 
 
-SECRETS = (UPSTREAM_KEY, CLIENT_KEY, "sk-wrong")
+# The fakes' AWS secret key and session token, and the GCP access tokens they mint.
+SECRETS = (
+    UPSTREAM_KEY,
+    CLIENT_KEY,
+    "sk-wrong",
+    SECRET_KEY,
+    SESSION_TOKEN,
+    "ya29.fake-",
+)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from proxy.errors import ProviderNotConfigured
@@ -25,6 +25,15 @@ log = logging.getLogger("imagegate")
 Resolver = Callable[[], "Credentials | None"]
 
 
+def _quiet_botocore() -> None:
+    """Hold botocore's logs at WARNING whatever the root level: at DEBUG it logs each
+    canonical request, session token included. (``setup_logging`` does it too; this
+    covers any other entry point.)"""
+    botocore_log = logging.getLogger("botocore")
+    if botocore_log.level < logging.WARNING:  # NOTSET included
+        botocore_log.setLevel(logging.WARNING)
+
+
 def credential_chain(environ: Mapping[str, str], profile: str | None) -> Resolver:
     """botocore's default chain, its environment link reading ``environ``."""
 
@@ -33,6 +42,7 @@ def credential_chain(environ: Mapping[str, str], profile: str | None) -> Resolve
         from botocore.credentials import EnvProvider
         from botocore.exceptions import BotoCoreError
 
+        _quiet_botocore()
         try:
             session = botocore.session.Session(profile=profile)
             resolver = session.get_component("credential_provider")
@@ -57,10 +67,18 @@ class SigV4Signer:
         self._service = service
         self._region = region
         self._credentials: Credentials | None = None
+        # The credentials last signed with, for redaction (refreshes replace them).
+        self._last: ReadOnlyCredentials | None = None
         self._lock = asyncio.Lock()
 
     async def headers(self) -> Mapping[str, str]:
         return {}
+
+    def secrets(self) -> Sequence[str]:
+        last = self._last
+        if last is None:
+            return ()
+        return tuple(s for s in (last.secret_key, last.token, last.access_key) if s)
 
     async def _frozen(self) -> ReadOnlyCredentials:
         async with self._lock:
@@ -73,7 +91,9 @@ class SigV4Signer:
                 code="provider_not_configured",
             )
         # Refreshable credentials may call STS or instance metadata when near expiry.
-        return await asyncio.to_thread(self._credentials.get_frozen_credentials)
+        frozen = await asyncio.to_thread(self._credentials.get_frozen_credentials)
+        self._last = frozen
+        return frozen
 
     async def sign(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes
@@ -93,6 +113,7 @@ class SigV4Signer:
         from botocore.awsrequest import AWSRequest
         from botocore.credentials import Credentials
 
+        _quiet_botocore()
         assert frozen.access_key is not None
         assert frozen.secret_key is not None
         creds = Credentials(frozen.access_key, frozen.secret_key, frozen.token)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
@@ -101,6 +102,8 @@ class ServiceAccountAuth:
         self._key_env = key_env
         self._key: tuple[KeyFile, rsa.RSAPrivateKey] | None = None
         self._token: str | None = None
+        # The last few tokens minted: a provider may still echo one just replaced.
+        self._minted: deque[str] = deque(maxlen=4)
         self._expires = 0.0
         self._lock = asyncio.Lock()
 
@@ -146,6 +149,7 @@ class ServiceAccountAuth:
                     code="upstream_protocol_error",
                 ) from exc
             self._token = token.access_token
+            self._minted.append(token.access_token)
             self._expires = started + token.expires_in - _MARGIN_S
 
     async def _read_key(self, provider: str) -> tuple[KeyFile, rsa.RSAPrivateKey]:
@@ -161,6 +165,9 @@ class ServiceAccountAuth:
                     code="provider_not_configured",
                 ) from exc
         return self._key
+
+    def secrets(self) -> Sequence[str]:
+        return tuple(self._minted)
 
     async def headers(self) -> Mapping[str, str]:
         # refresh() ran first; a missing token here would be a bug, not a 4xx.

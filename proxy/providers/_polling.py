@@ -1,42 +1,20 @@
 """Submit-then-poll providers: the poll loop with its deadline, and the host allowlist
-that keeps polling and result URLs on the provider's own hosts.
-
-A provider hands back URLs to poll and to download; following any URL it names would
-let a compromised or spoofed reply point the gateway (and, for polling, its API key) at
-any host. URLs are followed only when ``scheme://host[:port]`` matches a configured
-shell-style pattern.
+(``proxy.hosts``) that keeps polling and result URLs on the provider's own hosts.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from fnmatch import fnmatchcase
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 from proxy.context import add_upstream_time
-from proxy.errors import UpstreamProtocolError, UpstreamTimeout
+from proxy.errors import UpstreamTimeout
+from proxy.hosts import host_allowed, require_allowed
+
+__all__ = ["host_allowed", "poll", "require_allowed"]
 
 T = TypeVar("T")
-
-
-def host_allowed(url: str, patterns: Sequence[str]) -> bool:
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        return False
-    origin = f"{parts.scheme}://{parts.netloc.lower()}"
-    return any(fnmatchcase(origin, p.lower()) for p in patterns)
-
-
-def require_allowed(url: str, patterns: Sequence[str], *, provider: str) -> str:
-    if not host_allowed(url, patterns):
-        raise UpstreamProtocolError(
-            f"provider '{provider}' pointed at a URL outside its allowed hosts",
-            provider=provider,
-            code="upstream_protocol_error",
-        )
-    return url
 
 
 async def poll(

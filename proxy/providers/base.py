@@ -7,7 +7,7 @@ given; it never creates sessions, reads the environment or touches metrics.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Annotated, ClassVar, Protocol, runtime_checkable
 
@@ -42,17 +42,25 @@ class Auth(Protocol):
 
     async def headers(self) -> Mapping[str, str]: ...
 
+    def secrets(self) -> Sequence[str]:
+        """Every secret this source holds now, to be redacted (``proxy.redact``)."""
+        ...
+
 
 class StaticKey:
     """A fixed key sent in one header, e.g. ``Authorization: Bearer <key>``."""
 
-    __slots__ = ("_headers",)
+    __slots__ = ("_headers", "_key")
 
     def __init__(self, header: str, key: str, *, prefix: str = "") -> None:
         self._headers = {header: f"{prefix}{key}"}
+        self._key = key
 
     async def headers(self) -> Mapping[str, str]:
         return self._headers
+
+    def secrets(self) -> Sequence[str]:
+        return (self._key,)
 
 
 class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,6 +120,8 @@ class RequestSigner(Protocol):
 
     async def headers(self) -> Mapping[str, str]: ...
 
+    def secrets(self) -> Sequence[str]: ...
+
     async def sign(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes
     ) -> Mapping[str, str]:
@@ -125,6 +135,15 @@ class ChainAuth(Protocol):
     metadata) rather than from one key in ``api_key_env``."""
 
     def chain_auth(self, environ: Mapping[str, str]) -> Auth: ...
+
+
+@runtime_checkable
+class KeyHosts(Protocol):
+    """An adapter whose provider names URLs that need the key on hosts other than
+    ``base_url``'s (BFL's ``polling_url``): ``scheme://host[:port]`` patterns. The
+    ``Upstream`` sends credentials to no other absolute URL."""
+
+    def key_hosts(self) -> list[str]: ...
 
 
 @runtime_checkable

@@ -6,7 +6,7 @@ hosts, ``*.bfl.ai`` by default, since the key goes with it) every
 ``poll_interval_s`` until ``Ready``, up to ``deadline_s`` (then 504). ``Error`` and
 ``Failed`` are a 502, ``Content Moderated``/``Request Moderated`` a 400. The result's
 ``sample`` is a signed URL that expires within minutes, so with ``b64_json`` (the
-default) the proxy downloads it at once.
+default) the proxy downloads it at once, without the key (``proxy.downloads``).
 Deviations: one image per job (the handler fans ``n`` out); Kontext takes up to 4 images
 (``input_image``, ``input_image_2``...) and no mask; Fill takes one image and the mask,
 converted to FLUX's white = edit; ``size`` maps to ``aspect_ratio`` (Kontext) and must
@@ -147,6 +147,10 @@ class BFLAdapter:
     def auth(self, key: str) -> Auth:
         return StaticKey("x-key", key)
 
+    def key_hosts(self) -> list[str]:
+        # polling_url may be on another BFL host than base_url (e.g. api.us1.bfl.ai).
+        return list(self._config.allowed_hosts)
+
     def listed_models(self) -> list[str]:
         return [
             "flux-kontext-pro", "flux-kontext-max", "flux-pro-1.0-fill",
@@ -185,7 +189,9 @@ class BFLAdapter:
             provider=upstream.name,
         )
         sample = self._sample(state, upstream.name)
-        return await translate.images_result([sample], job=job, upstream=upstream)
+        return await translate.images_result(
+            [sample], job=job, upstream=upstream, hosts=cfg.allowed_hosts
+        )
 
     def _sample(self, state: Job, name: str) -> str:
         if state.status in _MODERATED:

@@ -215,7 +215,9 @@ class ReplicateAdapter:
             )
         hosts = self._config.output_hosts
         images = [output_image(u, hosts, provider=name) for u in outputs]
-        return await translate.images_result(images, job=job, upstream=upstream)
+        return await translate.images_result(
+            images, job=job, upstream=upstream, hosts=hosts
+        )
 
 
 def output_image(uri: str, hosts: list[str], *, provider: str) -> bytes | str:

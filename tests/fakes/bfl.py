@@ -18,6 +18,7 @@ class FakeBFL(FakeProvider):
         self.pending_polls = 1
         self.final = "Ready"  # or Error / Failed / Content Moderated / never
         self.poll_base = ""  # where polling_url points; defaults to this server
+        self.sample = ""  # the result URL; defaults to this server's delivery path
         self._ids = itertools.count(1)
         self._polls: dict[str, int] = {}
         self.route("POST", "/v1/{model}", self._submit)
@@ -62,7 +63,8 @@ class FakeBFL(FakeProvider):
             return web.json_response({"id": jid, "status": "Pending", "result": None})
         reply: dict[str, Any] = {"id": jid, "status": self.final, "result": None}
         if self.final == "Ready":
-            reply["result"] = {"sample": f"{self.url}/delivery/{jid}.png", "seed": 1}
+            sample = self.sample or f"{self.url}/delivery/{jid}.png"
+            reply["result"] = {"sample": sample, "seed": 1}
         return web.json_response(reply)
 
     async def _file(self, request: web.Request, rec: Received) -> web.StreamResponse:

@@ -169,7 +169,8 @@ class FakeOpenAI:
         stream = (rec.json or {}).get("stream") is True or rec.fields.get("stream") == [
             "true"
         ]
-        if stream and not (self.replies and self.replies[0].status >= 400):
+        # A scripted error or redirect answers a stream request too.
+        if stream and not (self.replies and self.replies[0].status >= 300):
             plan = self.streams.pop(0) if self.streams else StreamPlan()
             return await stream_reply(request, plan)
         reply = self.replies.pop(0) if self.replies else Reply()

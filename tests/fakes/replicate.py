@@ -19,6 +19,8 @@ class FakeReplicate(FakeProvider):
         self.polls_before_done = 1
         self.final = "succeeded"  # or failed / canceled / never
         self.canceled: list[str] = []
+        self.output = ""  # the output URL; defaults to this server's delivery path
+        self.get_url = ""  # urls.get; defaults to this server's prediction path
         self._ids = itertools.count(1)
         self._polls: dict[str, int] = {}
         self.route("POST", "/v1/models/{owner}/{name}/predictions", self._create)
@@ -32,11 +34,11 @@ class FakeReplicate(FakeProvider):
     def _prediction(self, pid: str, status: str) -> dict[str, Any]:
         pred: dict[str, Any] = {
             "id": pid, "status": status, "output": None, "error": None,
-            "urls": {"get": f"{self.url}/v1/predictions/{pid}",
+            "urls": {"get": self.get_url or f"{self.url}/v1/predictions/{pid}",
                      "cancel": f"{self.url}/v1/predictions/{pid}/cancel"},
         }  # fmt: skip
         if status == "succeeded":
-            pred["output"] = f"{self.url}/delivery/{pid}.png"
+            pred["output"] = self.output or f"{self.url}/delivery/{pid}.png"
         if status == "failed":
             pred["error"] = "NSFW content detected"
         return pred

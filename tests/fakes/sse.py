@@ -35,6 +35,7 @@ class StreamPlan:
     gate: asyncio.Event | None = None  # awaited after the first partial image
     drop: bool = False  # close the connection instead of completing
     error: bool = False  # send OpenAI's error event instead of completing
+    error_message: str = "The server had an error"
     done: bool = False  # end with `data: [DONE]`
     crlf: bool = False  # CRLF line endings
     keep_writing: bool = False  # after the gate, write until the reader is gone
@@ -84,7 +85,7 @@ async def stream_reply(request: web.Request, plan: StreamPlan) -> web.StreamResp
             request.transport.close()
             return resp
         if plan.error:
-            err = {"error": {"message": "The server had an error", "type": "server_error",
+            err = {"error": {"message": plan.error_message, "type": "server_error",
                              "param": None, "code": "server_error"}}  # fmt: skip
             await resp.write(_event("error", err, crlf=plan.crlf))
         else:

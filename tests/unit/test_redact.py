@@ -1,0 +1,41 @@
+"""The redactor on its own: which forms of a secret it finds, and what it leaves."""
+
+from __future__ import annotations
+
+from urllib.parse import quote, quote_plus
+
+from proxy.errors import UpstreamRateLimited
+from proxy.providers._aws import SigV4Signer
+from proxy.providers.base import StaticKey
+from proxy.redact import REDACTED, Redactor, error_detail, error_headers
+
+KEY = 'k3y/with+odd=chars "and" \\ slash'
+
+
+def test_every_form_of_a_secret_is_replaced() -> None:
+    redactor = Redactor([StaticKey("x-key", KEY)])
+    json_escaped = KEY.replace("\\", "\\\\").replace('"', '\\"')
+    for form in (KEY, quote(KEY, safe=""), quote_plus(KEY), json_escaped):
+        assert redactor.text(f"<{form}>") == f"<{REDACTED}>"
+    assert redactor.data(f"[{quote(KEY, safe='')}]".encode()) == b"[[redacted]]"
+    assert redactor.text(None) is None
+    assert redactor.text("") == ""
+
+
+def test_short_values_are_not_treated_as_secrets() -> None:
+    # A 4-character "key" would turn ordinary words into [redacted].
+    assert Redactor([StaticKey("x-key", "test")]).text("a test") == "a test"
+
+
+def test_aws_signer_has_no_secrets_before_it_signs() -> None:
+    assert SigV4Signer(lambda: None, service="bedrock", region="r").secrets() == ()
+
+
+def test_error_members_and_headers_are_redacted() -> None:
+    redactor = Redactor([StaticKey("x-key", KEY)])
+    exc = UpstreamRateLimited(
+        f"slow ({KEY})", provider="p", code=KEY, headers={"Retry-After": KEY}
+    )
+    detail = error_detail(exc, redactor)
+    assert (detail.message, detail.code) == (f"slow ({REDACTED})", REDACTED)
+    assert error_headers(exc, redactor) == {"Retry-After": REDACTED}
