@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from aiohttp import hdrs
 from multidict import CIMultiDictProxy
 
 from proxy.context import add_upstream_time, trace_headers
@@ -390,7 +391,10 @@ class Upstream:
         if length is not None:
             if length > cap:
                 raise self._too_large(cap)
-            return await resp.read()
+            # Content-Length counts the wire bytes: a compressed reply can inflate far
+            # past it, so only an identity body is read whole.
+            if resp.headers.get(hdrs.CONTENT_ENCODING, "identity") == "identity":
+                return await resp.read()
         buf = bytearray()
         async for chunk in resp.content.iter_chunked(256 * 1024):
             buf += chunk

@@ -4,6 +4,8 @@ status, the connection is released, and the failure is counted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -106,6 +108,25 @@ async def huge_chunked(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None
     w.close()
 
 
+# 30 MiB of zeros deflates to about 30 KiB: a small Content-Length that inflates far
+# past the cap once aiohttp decompresses it.
+GZIP_BOMB = gzip.compress(bytes(30 * 1024 * 1024), compresslevel=9)
+
+
+async def gzip_bomb(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await read_request(r)
+    w.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Content-Encoding: gzip\r\nContent-Length: "
+        + str(len(GZIP_BOMB)).encode()
+        + b"\r\n\r\n"
+        + GZIP_BOMB
+    )
+    with contextlib.suppress(ConnectionError):
+        await w.drain()
+    w.close()
+
+
 async def slow_drip(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
     await read_request(r)
     w.write(reply(b"200 OK", b"", length=len(OK_BODY)))
@@ -184,6 +205,7 @@ async def call(proxy: TestServer) -> tuple[int, dict[str, object]]:
         (not_http, 502, "upstream_protocol_error"),
         (huge, 502, "upstream_reply_too_large"),
         (huge_chunked, 502, "upstream_reply_too_large"),
+        (gzip_bomb, 502, "upstream_reply_too_large"),
         (slow_drip, 504, "upstream_timeout"),
         (hang, 504, "upstream_timeout"),
     ],
