@@ -91,3 +91,37 @@ async def test_serves_with_env_config_and_warns_on_missing_key(
         code = await proc.wait()
     assert code == 0
     assert "OPENAI_API_KEY" in err
+
+
+def _running_block(repo_root: Path) -> list[str]:
+    readme = (repo_root / "README.md").read_text()
+    start = readme.index("## Running")
+    block = readme[
+        readme.index("```sh\n", start) + 6 : readme.index(
+            "```", readme.index("```sh\n", start) + 6
+        )
+    ]
+    return [line.partition("  #")[0].strip() for line in block.splitlines()]
+
+
+async def test_readme_cli_examples_run_as_written(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    # Each line as a shell would run it, from a checkout after `make run` made .venv;
+    # a line with [OPTIONAL] parts starts the server and is run with none of them.
+    (tmp_path / ".venv").symlink_to(Path(PY).parent.parent)
+    (tmp_path / "config").symlink_to(repo_root / "config")
+    (tmp_path / "key.txt").write_text("sk-example\n")
+    lines = _running_block(repo_root)
+    assert lines[0] == ".venv/bin/imagegate --help"
+    for line in lines:
+        if "[" in line:
+            assert line.split("[")[0].strip().endswith("config/imagegate.yaml")
+            continue
+        proc = await asyncio.create_subprocess_shell(
+            line, cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, (line, err.decode())
+        assert out, line
