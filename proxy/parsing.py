@@ -242,7 +242,7 @@ async def _stream_file(
     if not chunk:
         data = b"".join(pieces)
         return StoredImage(
-            content_type=kind, size=len(data), filename=filename, data=data
+            content_type=kind, size=len(data), filename=filename, data=data, field=name
         )
     path, f = await uploads.new_file()
     size = 0
@@ -270,7 +270,9 @@ async def _stream_file(
             buf = bytearray()
     finally:
         await asyncio.shield(f.close())
-    return StoredImage(content_type=kind, size=size, filename=filename, path=path)
+    return StoredImage(
+        content_type=kind, size=size, filename=filename, path=path, field=name
+    )
 
 
 def _check_file(name: str, size: int, limits: Limits) -> None:
