@@ -195,13 +195,7 @@ def parse_config(text: str | bytes, *, source: str = "<config>") -> Config:
         raise ConfigError(
             f"{source}: expected a mapping of sections, such as providers:"
         )
-    if not raw.get("providers"):
-        # Nothing could be served: every request would be a 404.
-        raise ConfigError(
-            f"{source}: providers: no provider is configured; add one, such as "
-            "`providers: {openai: {}}`"
-        )
-    if isinstance(raw["providers"], dict):
+    if isinstance(raw.get("providers"), dict):
         for name, section in raw["providers"].items():
             try:
                 _check_provider(str(name), section)
@@ -212,6 +206,12 @@ def parse_config(text: str | bytes, *, source: str = "<config>") -> Config:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source}: {describe(exc, raw, Config)}") from exc
+    if not config.providers:
+        # Nothing could be served: every request would be a 404.
+        raise ConfigError(
+            f"{source}: providers: no provider is configured; add one, such as "
+            "`providers: {openai: {}}`"
+        )
     for name in config.providers:
         if not name or "/" in name:
             raise ConfigError(
