@@ -343,7 +343,7 @@ def require_json_or_multipart(request: web.Request, *, multipart: bool) -> str:
     accepted = (
         "application/json or multipart/form-data" if multipart else "application/json"
     )
+    got = f"not '{kind}'" if kind else "and the request has none"
     raise UnsupportedMediaType(
-        f"Content-Type must be {accepted}, not '{kind or 'none'}'",
-        code="unsupported_media_type",
+        f"Content-Type must be {accepted}, {got}", code="unsupported_media_type"
     )

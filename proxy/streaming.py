@@ -142,7 +142,8 @@ async def _pump(
             )
     except ProxyError as exc:
         if ctx is not None:
-            ctx.error_code = exc.code or type(exc).__name__
+            ctx.error_code = exc.log_code
+            ctx.error_param = exc.param
         await resp.write(error_event(exc))
     await resp.write_eof()
 
