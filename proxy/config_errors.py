@@ -9,7 +9,6 @@ the type itself so they never drift from it.
 
 from __future__ import annotations
 
-import enum
 import re
 import types
 import typing
@@ -56,10 +55,9 @@ def _segments(path: str) -> list[str]:
 
 def _allowed(tp: Any) -> list[str] | None:
     tp = _strip(tp)
+    # The config's enumerations are all Literals.
     if typing.get_origin(tp) is typing.Literal:
         return [str(v) for v in typing.get_args(tp)]
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return [str(m.value) for m in tp]
     return None
 
 
