@@ -6,7 +6,7 @@ CONFIG ?= config/imagegate.yaml
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck check bench soak clean
+.PHONY: run test lint typecheck check bench soak clean system-deps cli
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,16 @@ $(STAMP_DEV): pyproject.toml constraints.txt | $(BIN)/python
 run: $(STAMP_RUN)
 	$(BIN)/imagegate --config $(CONFIG)
 
+## cli: the imagegate command with ARGS, e.g. `make cli ARGS=--help`
+cli: $(STAMP_RUN)
+	$(BIN)/imagegate $(ARGS)
+
+## system-deps: the system tools the suite starts (Redis, Prometheus, wrk, nginx, kubectl)
+system-deps:
+	scripts/system-deps
+
 ## test: the whole test suite with the coverage gate
-test: $(STAMP_DEV)
+test: $(STAMP_DEV) system-deps
 	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 ## soak: two minutes of mixed traffic against a real proxy process (CI runs 6 s)

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 
 from proxy import __version__
 from proxy.auth import hash_key, new_key
-from proxy.config import Config, ConfigError, load_config
+from proxy.config import Config, ConfigError, load_config, override_server
+from proxy.config_errors import plural
 from proxy.controls import exposure_error
 
 DEFAULT_CONFIG = "config/imagegate.yaml"
@@ -135,18 +136,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"imagegate: invalid config: {exc}\n")
         return 2
     if args.command == "check-config":
-        sys.stdout.write(f"{path}: ok ({len(config.providers)} providers)\n")
+        sys.stdout.write(f"{path}: ok ({plural(len(config.providers), 'provider')})\n")
         return 0
-    host = args.host or config.server.host
+    try:
+        server = override_server(
+            config.server, host=args.host or None, port=args.port, workers=args.workers
+        )
+    except ConfigError as exc:
+        sys.stderr.write(f"imagegate: {exc}\n")
+        return 2
+    host = server.host
     refusal = exposure_error(host=host, auth=config.auth, keys=config.keys)
     if refusal is not None:
         sys.stderr.write(f"imagegate: {refusal}\n")
         return 2
-    port = args.port if args.port is not None else config.server.port
-    workers = args.workers if args.workers is not None else config.server.workers
-    if workers < 1:
-        sys.stderr.write("imagegate: --workers must be at least 1\n")
-        return 2
+    port = server.port
+    workers = server.workers
     if _per_process_limits(config, workers):
         sys.stderr.write(
             "imagegate: key limits are per worker without redis_url: "

@@ -27,7 +27,7 @@ def account(
     usage: Usage | None = None,
 ) -> None:
     ctx = CURRENT.get()
-    model_label = ctx.model if ctx is not None and ctx.model else "other"
+    model_label = ctx.model_label if ctx is not None else "other"
     gateway.metrics.record_result(
         route.provider,
         model_label,

@@ -7,13 +7,16 @@ Secrets never live here: a provider names the environment variable that holds it
 from __future__ import annotations
 
 import ipaddress
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
 from proxy import controls
+from proxy.config_errors import describe
 from proxy.providers import ProviderConfig
 from proxy.providers.base import ConfigBase
 
@@ -133,17 +136,54 @@ class ConfigError(Exception):
     """An invalid config; the message is one line naming the key and the reason."""
 
 
-def _tag_providers(raw: Any) -> Any:
+_PROVIDER_TYPES = {
+    cls.__struct_config__.tag: cls for cls in typing.get_args(ProviderConfig)
+}
+
+
+def _check_provider(name: str, section: Any) -> None:
+    """Convert one provider section alone, so an error names the provider: msgspec
+    gives no path inside a tagged union."""
+    where = f"providers.{name}"
+    section = {} if section is None else section
+    if not isinstance(section, dict):
+        kind = type(section).__name__
+        raise ValueError(f"{where}: expected a mapping of settings, got `{kind}`")
+    kind = section.get("type", name)
+    cls = _PROVIDER_TYPES.get(kind)
+    if cls is None:
+        choices = ", ".join(sorted(str(t) for t in _PROVIDER_TYPES))
+        if "type" in section:
+            raise ValueError(
+                f"{where}.type: unknown provider type {kind!r}; one of: {choices}"
+            )
+        raise ValueError(
+            f"{where}: unknown provider type {name!r}; set `type:` to one of: {choices}"
+        )
+    fields = {k: v for k, v in section.items() if k != "type"}
+    try:
+        config = msgspec.convert(fields, cls)
+    except msgspec.ValidationError as exc:
+        raise ValueError(describe(exc, fields, cls, where)) from None
+    base = urlsplit(config.base_url)
+    if base.scheme not in ("http", "https") or not base.hostname:
+        raise ValueError(
+            f"{where}.base_url: {config.base_url!r} is not an absolute http(s) URL "
+            "(such as https://api.example.com/v1)"
+        )
+
+
+def _tag_providers(raw: dict[str, Any]) -> dict[str, Any]:
     # The provider's key doubles as its type, so `providers: {openai: {...}}` needs no
     # `type:`; a second OpenAI-compatible upstream says `type: openai` under its own name.
-    if isinstance(raw, dict) and isinstance(raw.get("providers"), dict):
-        providers = {}
-        for name, section in raw["providers"].items():
-            if isinstance(section, dict) and "type" not in section:
-                section = {"type": name, **section}
-            providers[name] = section
-        raw = {**raw, "providers": providers}
-    return raw
+    providers = {}
+    for name, section in raw["providers"].items():
+        if section is None:
+            section = {}
+        if isinstance(section, dict) and "type" not in section:
+            section = {"type": name, **section}
+        providers[name] = section
+    return {**raw, "providers": providers}
 
 
 def parse_config(text: str | bytes, *, source: str = "<config>") -> Config:
@@ -154,22 +194,32 @@ def parse_config(text: str | bytes, *, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: not valid YAML: {reason}") from exc
     if raw is None:
         raw = {}
-    raw = _tag_providers(raw)
-    if isinstance(raw, dict) and isinstance(raw.get("providers"), dict):
-        # One at a time, so an error path names the provider (msgspec prints `[...]`).
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping of sections, such as providers:"
+        )
+    if isinstance(raw.get("providers"), dict):
         for name, section in raw["providers"].items():
             try:
-                msgspec.convert(section, ProviderConfig)
-            except msgspec.ValidationError as exc:
-                where = str(exc).replace("`$", f"`$.providers.{name}")
-                raise ConfigError(f"{source}: {where}") from exc
+                _check_provider(str(name), section)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+        raw = _tag_providers(raw)
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {exc}") from exc
+        raise ConfigError(f"{source}: {describe(exc, raw, Config)}") from exc
+    if not config.providers:
+        # Nothing could be served: every request would be a 404.
+        raise ConfigError(
+            f"{source}: providers: no provider is configured; add one, such as "
+            "`providers: {openai: {}}`"
+        )
     for name in config.providers:
         if not name or "/" in name:
-            raise ConfigError(f"{source}: provider name {name!r} must not contain '/'")
+            raise ConfigError(
+                f"{source}: providers.{name}: a provider name must not contain '/'"
+            )
     _check_aliases(config, source)
     try:
         controls.validate(
@@ -193,9 +243,21 @@ def _check_aliases(config: Config, source: str) -> None:
         provider = target.partition("/")[0]
         if provider not in config.providers:
             raise ConfigError(
-                f"{source}: alias {alias!r} names provider {provider!r}, which is not "
-                "configured - at `$.models`"
+                f"{source}: models.{alias}: names provider {provider!r}, which is not "
+                "configured"
             )
+
+
+def override_server(server: Server, **flags: str | int | None) -> Server:
+    """``server`` with the command line's flags applied, each checked exactly like
+    the key it overrides (``--port 70000`` must not wrap to 4464)."""
+    given = {name: value for name, value in flags.items() if value is not None}
+    try:
+        return msgspec.convert({**msgspec.structs.asdict(server), **given}, Server)
+    except msgspec.ValidationError as exc:
+        where = describe(exc, given, Server)
+        name, _, reason = where.partition(": ")
+        raise ConfigError(f"--{name} (server.{name}): {reason}") from None
 
 
 def load_config(path: str | Path) -> Config:

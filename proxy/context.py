@@ -23,7 +23,9 @@ class RequestContext:
     trace: Trace | None = None
     key: str = ANONYMOUS  # the client key's configured name, never the key itself
     provider: str | None = None
-    model: str | None = None
+    model: str | None = None  # as the client sent it (logged; a bounded string)
+    model_label: str = "other"  # the metrics label: a priced model, else "other"
+    error_param: str | None = None
     prompt: str | None = None  # logged only when server.log_prompts is on
     upstream_s: float = 0.0
     cost: float | None = None

@@ -31,6 +31,7 @@ a client may usefully try again (rendered as ``x-should-retry``).
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 
@@ -56,6 +57,13 @@ class ProxyError(Exception):
     @property
     def http_status(self) -> int:
         return self.status
+
+    @property
+    def log_code(self) -> str:
+        """The access log's ``error``: ``code``, else the class name in snake_case."""
+        if self.code:
+            return self.code
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
 
 
 class RequestError(ProxyError):

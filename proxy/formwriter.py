@@ -28,8 +28,27 @@ _ONE_BUFFER = 512 * 1024
 _ESCAPES = str.maketrans({'"': "%22", "\r": "%0D", "\n": "%0A"})
 
 
+# Long enough for any real file name; the client's bytes go upstream, not its essays.
+MAX_FILENAME = 128
+
+
 def _quote(value: str) -> str:
     return value.translate(_ESCAPES)
+
+
+def safe_filename(name: str) -> str:
+    """The client's file name as it may go upstream: its last path segment, without
+    control, format or quote characters, at most ``MAX_FILENAME`` characters with its
+    extension kept; "" when nothing usable is left."""
+    name = name.replace("\\", "/").rpartition("/")[2]
+    name = "".join(c for c in name if c.isprintable() and c not in "\"'").strip()
+    if name.strip(".") == "":
+        return ""
+    if len(name) > MAX_FILENAME:
+        stem, dot, ext = name.rpartition(".")
+        keep = dot + ext if stem and len(ext) <= 16 else ""
+        name = name[: MAX_FILENAME - len(keep)] + keep
+    return name
 
 
 class Form:

@@ -83,12 +83,15 @@ def _job(
 
 
 def _route(gateway: Gateway, model: str) -> Route:
-    route = gateway.router.resolve(model)
-    authorize(gateway, f"{route.provider}/{route.model}")  # an alias's target
     ctx = CURRENT.get()
     if ctx is not None:
+        ctx.model = model  # logged even when it names nothing served
+    route = gateway.router.resolve(model)
+    authorize(gateway, f"{route.provider}/{route.model}")  # an alias's target
+    if ctx is not None:
         ctx.provider = route.provider
-        ctx.model = route.price_key if route.price_key in gateway.prices else "other"
+        if route.price_key in gateway.prices:
+            ctx.model_label = route.price_key
     return route
 
 

@@ -72,8 +72,11 @@ def render(exc: ProxyError, redactor: Redactor) -> web.Response:
     )
 
 
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
 def _http_error(exc: web.HTTPException) -> web.Response:
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status)
+    code = _HTTP_CODES.get(exc.status)
     resp = error_response(
         exc.status, exc.reason, "invalid_request_error", code=code, retryable=False
     )
@@ -110,11 +113,13 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             resp = await handler(request)
         except ProxyError as exc:
-            ctx.error_code = gateway.redactor.text(exc.code) or type(exc).__name__
+            ctx.error_code = gateway.redactor.text(exc.log_code)
+            ctx.error_param = gateway.redactor.text(exc.param)
             metrics.record_error(exc)
             resp = render(exc, gateway.redactor)
         except web.HTTPException as exc:
             resp = _http_error(exc)
+            ctx.error_code = _HTTP_CODES.get(exc.status)
         except asyncio.CancelledError:
             status = _CLIENT_CLOSED
             raise
@@ -133,6 +138,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             log.exception(
                 "unhandled error", extra={"fields": {"request_id": request_id}}
             )
+            ctx.error_code = "internal_error"
             resp = error_response(
                 500,
                 f"internal error; request id {request_id}",
@@ -167,11 +173,12 @@ def _record(gateway: Gateway, ctx: RequestContext, status: int, elapsed: float) 
     provider = ctx.provider or "none"
     code_class = f"{status // 100}xx"
     metrics.child(metrics.requests, ctx.route, provider, code_class, ctx.key).inc()
-    if ctx.route in _QUIET_ROUTES:
-        return
-    metrics.child(metrics.request_duration, ctx.route).observe(elapsed)
     overhead = max(elapsed - ctx.upstream_s, 0.0)
-    metrics.child(metrics.overhead, ctx.route).observe(overhead)
+    # Probes and scrapes are counted and logged like any request (an operator
+    # filters on `route`) but kept out of the latency histograms.
+    if ctx.route not in _QUIET_ROUTES:
+        metrics.child(metrics.request_duration, ctx.route).observe(elapsed)
+        metrics.child(metrics.overhead, ctx.route).observe(overhead)
     server = gateway.config.server
     if server.access_log:
         fields = {
@@ -188,6 +195,7 @@ def _record(gateway: Gateway, ctx: RequestContext, status: int, elapsed: float) 
             "cost_usd": ctx.cost,
             "images": ctx.images,
             "error": ctx.error_code,
+            "param": ctx.error_param,
         }
         if server.log_prompts:
             fields["prompt"] = ctx.prompt

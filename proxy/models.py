@@ -78,6 +78,9 @@ class StoredImage(msgspec.Struct, frozen=True):
     data: bytes | None = None
     # The client's own data URL, kept so JSON upstreams get it without re-encoding.
     data_url: str | None = None
+    # The multipart part it came in ("image", "image[]", "mask"), kept for upstreams
+    # that take the same names.
+    field: str = ""
 
     async def read(self) -> bytes:
         if self.data is not None:

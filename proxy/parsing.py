@@ -242,7 +242,7 @@ async def _stream_file(
     if not chunk:
         data = b"".join(pieces)
         return StoredImage(
-            content_type=kind, size=len(data), filename=filename, data=data
+            content_type=kind, size=len(data), filename=filename, data=data, field=name
         )
     path, f = await uploads.new_file()
     size = 0
@@ -270,7 +270,9 @@ async def _stream_file(
             buf = bytearray()
     finally:
         await asyncio.shield(f.close())
-    return StoredImage(content_type=kind, size=size, filename=filename, path=path)
+    return StoredImage(
+        content_type=kind, size=size, filename=filename, path=path, field=name
+    )
 
 
 def _check_file(name: str, size: int, limits: Limits) -> None:
@@ -341,7 +343,7 @@ def require_json_or_multipart(request: web.Request, *, multipart: bool) -> str:
     accepted = (
         "application/json or multipart/form-data" if multipart else "application/json"
     )
+    got = f"not '{kind}'" if kind else "and the request has none"
     raise UnsupportedMediaType(
-        f"Content-Type must be {accepted}, not '{kind or 'none'}'",
-        code="unsupported_media_type",
+        f"Content-Type must be {accepted}, {got}", code="unsupported_media_type"
     )

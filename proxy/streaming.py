@@ -159,7 +159,8 @@ async def _pump(
             )
     except ProxyError as exc:
         if ctx is not None:
-            ctx.error_code = redactor.text(exc.code) or type(exc).__name__
+            ctx.error_code = redactor.text(exc.log_code)
+            ctx.error_param = redactor.text(exc.param)
         await resp.write(error_event(exc, redactor))
     await resp.write_eof()
 

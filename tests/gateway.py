@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.fakes.openai import FakeOpenAI
 from tests.images import png
+from tests.observability.procs import require_binary
 
 KEY_A = "igk-team-a-secret"
 KEY_B = "igk-team-b-secret"
@@ -138,8 +139,7 @@ def free_port() -> int:
 
 
 def _spawn_redis(port: int, directory: str) -> subprocess.Popen[bytes]:
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed (apt-get install redis-server)"
+    binary = require_binary("redis-server")
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", directory],

@@ -17,7 +17,7 @@ from proxy.errors import (
     UpstreamError,
     from_upstream_status,
 )
-from proxy.formwriter import Form
+from proxy.formwriter import Form, safe_filename
 from proxy.images import EXTENSIONS, b64, require_stored
 from proxy.models import (
     EditJob,
@@ -76,6 +76,9 @@ def _form_items(name: str, value: Any) -> Iterator[tuple[str, str]]:
 
 
 def _filename(image: StoredImage, index: int, stem: str) -> str:
+    # The client's own name, as it would have reached the provider directly.
+    if name := safe_filename(image.filename):
+        return name
     ext = EXTENSIONS[image.content_type]
     return f"{stem}{index if index else ''}.{ext}"
 
@@ -93,7 +96,11 @@ def multipart_form(job: EditJob, *, model: str) -> Form:
         require_stored(img, provider=job.provider, param=f"images[{i}]")
         for i, img in enumerate(job.images)
     ]
-    field = "image" if len(stored) == 1 else "image[]"
+    # One image keeps its part's name (the Node SDK sends `image[]`, curl users
+    # `image`); several go as OpenAI's `image[]`.
+    field = "image[]"
+    if len(stored) == 1 and stored[0].field != "image[]":
+        field = "image"
     for i, img in enumerate(stored):
         form.add_file(field, img, _filename(img, i, "image"))
     if job.mask is not None:

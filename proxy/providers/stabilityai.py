@@ -28,7 +28,7 @@ from proxy.errors import (
     UpstreamRejected,
     from_upstream_status,
 )
-from proxy.formwriter import Form
+from proxy.formwriter import Form, safe_filename
 from proxy.images import EXTENSIONS, require_stored
 from proxy.models import EditJob, EditResult, StoredImage
 from proxy.providers import _inputs, _replies
@@ -127,7 +127,10 @@ async def build_form(job: EditJob, endpoint: Endpoint, provider: str) -> Form:
                 content_type="image/png", size=len(mask), filename="", data=mask
             )
             form.add_file("mask", white, "mask.png")
-        form.add_file("image", image, f"image.{EXTENSIONS[image.content_type]}")
+        filename = safe_filename(image.filename)
+        form.add_file(
+            "image", image, filename or f"image.{EXTENSIONS[image.content_type]}"
+        )
     return form
 
 

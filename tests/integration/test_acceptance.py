@@ -12,6 +12,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import openai
 import pytest
 from aiohttp import ClientSession, FormData, web
@@ -22,6 +23,7 @@ from proxy.app import create_app
 from tests.conftest import UPSTREAM_KEY, StartProxy, build_config
 from tests.fakes.openai import FakeOpenAI, Reply
 from tests.images import png
+from tests.observability.procs import require_binary
 
 CLIENT_TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -212,6 +214,54 @@ async def test_readme_json_curl_example_works(
         assert r.status == 200, await r.text()
         assert (await r.json())["provider"] == "openai"
     assert fake_openai.last.json is not None
+
+
+async def test_readme_multipart_curl_example_works(
+    proxy: TestServer, repo_root: Path, tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    # The real curl runs the example as written, pointed at the test's proxy.
+    require_binary("curl")
+    script = _readme_block(repo_root, "sh", "-F model=").replace(
+        "localhost:8080", f"{proxy.host}:{proxy.port}"
+    )
+    await asyncio.to_thread(_example_images, tmp_path)
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-c", script, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    answer = msgspec.json.decode(out)
+    assert answer["provider"] == "openai", answer
+    assert answer["data"][0]["b64_json"]
+    sent = fake_openai.last
+    assert [(f.name, f.filename, f.content_type) for f in sent.files] == [
+        ("image[]", "room.png", "image/png"),
+        ("image[]", "lamp.png", "image/png"),
+        ("mask", "mask.png", "image/png"),
+    ]
+    assert sent.fields["prompt"] == ["Put the lamp on the table"]
+
+
+async def test_readme_output_promise_matches_gpt_image(
+    proxy: TestServer, repo_root: Path
+) -> None:
+    # The README promised a data: URL for response_format=url; gpt-image refuses it.
+    readme = (repo_root / "README.md").read_text()
+    bullet = readme[readme.index("- **Output**") : readme.index("- **Cost**")]
+    assert 'response_format: "url"` with them is a 400' in " ".join(bullet.split())
+    body = {
+        "model": "openai/gpt-image-2",
+        "prompt": "a hat",
+        "response_format": "url",
+        "images": [{"image_url": _data_url(png())}],
+    }
+    async with (
+        ClientSession() as s,
+        s.post(proxy.make_url("/v3/images/edits"), json=body) as r,
+    ):
+        assert r.status == 400
+        assert (await r.json())["error"]["param"] == "response_format"
 
 
 @pytest.mark.parametrize(

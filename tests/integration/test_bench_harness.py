@@ -3,7 +3,6 @@ processes, real wrk, real /proc readings); it never asserts a timing."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import msgspec
@@ -12,11 +11,14 @@ import pytest
 from bench import report
 from bench.run import TARGETS, run_all
 from bench.scenarios import BY_NAME
+from tests.observability.procs import require_binary
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("wrk") is None or shutil.which("nginx") is None,
-    reason="the harness drives wrk and nginx (Debian packages; .ci/run installs them)",
-)
+
+@pytest.fixture(autouse=True)
+def _tools() -> None:
+    # The harness drives wrk and nginx; without them the test fails saying how to get them.
+    require_binary("wrk")
+    require_binary("nginx")
 
 
 def test_quick_harness_measures_every_target(tmp_path: Path) -> None:

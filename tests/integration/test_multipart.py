@@ -61,7 +61,8 @@ async def test_accepted_image_part_names(
     assert [f.sha256 for f in got.files] == [
         hashlib.sha256(b).hexdigest() for b in blobs
     ]
-    expected = "image" if len(names) == 1 else "image[]"
+    # One image keeps its part's name (the Node SDK's `image[]`); several go as `image[]`.
+    expected = names[0] if names in (["image"], ["image[]"]) else "image[]"
     assert {f.name for f in got.files} == {expected}
     assert leftover_files(temp_root) == []
 
@@ -344,3 +345,73 @@ async def test_the_process_wide_spool_budget_is_shared_and_given_back(
     assert sums == sorted(hashlib.sha256(b).hexdigest() for b in (first, second))
     assert value(await scrape(proxy), "imagegate_spooled_bytes") == 0
     assert leftover_files(temp_root) == []
+
+
+def _raw_form(parts: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
+    """A multipart body with each part's Content-Disposition parameters as given."""
+    boundary = "b0undary"
+    body = b""
+    for name, params, content in [
+        ("model", "", b"openai/gpt-image-2"),
+        ("prompt", "", b"put the lamp on the table"),
+        *parts,
+    ]:
+        disposition = f'form-data; name="{name}"{params}'
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+        body += content + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+async def _send_raw(proxy: TestServer, parts: list[tuple[str, str, bytes]]) -> None:
+    body, ctype = _raw_form(parts)
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            proxy.make_url("/v3/images/edits"),
+            data=body,
+            headers={"Content-Type": ctype},
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+
+
+async def test_client_file_names_reach_the_provider(
+    proxy: TestServer, fake_openai: FakeOpenAI
+) -> None:
+    # Before: room.png and lamp.png arrived as image.png and image1.png.
+    await _send_raw(
+        proxy,
+        [
+            ("image[]", '; filename="room.png"', png(8, 8, seed=1)),
+            ("image[]", '; filename="lamp.png"', png(8, 8, seed=2)),
+            ("mask", '; filename="hole.png"', png(8, 8, alpha=0)),
+        ],
+    )
+    got = [(f.name, f.filename) for f in fake_openai.last.files]
+    assert got == [
+        ("image[]", "room.png"),
+        ("image[]", "lamp.png"),
+        ("mask", "hole.png"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("params", "sent"),
+    [
+        ('; filename="../../etc/room.png"', "room.png"),
+        ('; filename="C:\\\\Users\\\\me\\\\room.png"', "room.png"),
+        # RFC 5987 lets a client smuggle quotes, CR/LF and a bidi override.
+        ("; filename*=UTF-8''ro%22om%0D%0AX-Injected%3A%201%E2%80%AE.png", "roomX-Injected: 1.png"),
+        ("; filename*=UTF-8''%2F..%2F..", "image.png"),
+        ('; filename=""', "image.png"),
+        ("", "image.png"),
+        (f'; filename="{"a" * 300}.png"', "a" * 124 + ".png"),
+    ],
+)  # fmt: skip
+async def test_client_file_names_are_sanitised(
+    proxy: TestServer, fake_openai: FakeOpenAI, params: str, sent: str
+) -> None:
+    await _send_raw(proxy, [("image", params, png(8, 8))])
+    (part,) = fake_openai.last.files
+    assert (part.name, part.filename) == ("image", sent)

@@ -181,7 +181,11 @@ async def test_taken_port_is_one_line_and_exit_1(
         taken.listen()
         port = taken.getsockname()[1]
         path = tmp_path / "c.yaml"
-        path.write_bytes(msgspec.yaml.encode({"limits": {"temp_dir": str(temp_root)}}))
+        path.write_bytes(
+            msgspec.yaml.encode(
+                {"providers": {"openai": {}}, "limits": {"temp_dir": str(temp_root)}}
+            )
+        )
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "proxy", "--config", str(path), "--port", str(port),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,

@@ -192,3 +192,15 @@ async def test_remote_image_is_refused(proxy: TestServer, fake: FakeStability) -
     # The proxy fetches URLs for this provider; a loopback one is refused first.
     assert error["param"] == "images[0].image_url"
     assert fake.received == []
+
+
+async def test_the_client_file_name_reaches_stability(
+    sdk: openai.AsyncOpenAI, fake: FakeStability
+) -> None:
+    # Before: every image went as image.png. The path is dropped, the name kept.
+    await sdk.images.edit(
+        model="stabilityai/outpaint",
+        image=("photos/room 1.png", IMAGE, "image/png"),
+        prompt="a red car",
+    )
+    assert [(f.name, f.filename) for f in fake.last.files] == [("image", "room 1.png")]

@@ -28,7 +28,7 @@ async def test_check_config_accepts_the_example(repo_root: Path) -> None:
         sys.executable, "-m", "proxy", "check-config", "config/imagegate.yaml"
     )
     assert (code, err) == (0, "")
-    assert out == "config/imagegate.yaml: ok (1 providers)\n"
+    assert out == "config/imagegate.yaml: ok (1 provider)\n"
 
 
 async def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
@@ -44,7 +44,7 @@ async def test_check_config_names_the_bad_key(tmp_path: Path) -> None:
 async def test_workers_below_one_refused() -> None:
     code, _, err = await run(sys.executable, "-m", "proxy", "--workers", "0")
     assert code == 2
-    assert "--workers must be at least 1" in err
+    assert err == "imagegate: --workers (server.workers): expected `int` >= 1\n"
 
 
 async def test_workers_need_a_fixed_port() -> None:

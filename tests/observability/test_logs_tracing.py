@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -16,9 +17,11 @@ from proxy.logs import JsonFormatter
 from tests.conftest import UPSTREAM_KEY, StartProxy
 from tests.fakes.openai import FakeOpenAI
 from tests.images import png
+from tests.observability.scrape import scrape, value
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
+_B64 = base64.b64encode(png(8, 8)).decode()
 TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
@@ -139,3 +142,86 @@ async def test_log_never_holds_secrets_or_image_bytes(
     for secret in (UPSTREAM_KEY, "client-secret-xyz", "a red hat"):
         assert secret not in text
     assert base64.b64encode(image).decode()[:16] not in text
+
+
+async def _post(proxy: TestServer, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(proxy.make_url("/v3/images/edits"), **kwargs) as r,
+    ):
+        return r.status, await r.json()
+
+
+async def test_validation_errors_log_a_code_and_the_param(
+    proxy: TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: error "InvalidRequest" (a class name) and no param.
+    caplog.set_level(logging.INFO, logger="imagegate.access")
+    body = {
+        "model": "openai/gpt-image-1",
+        "prompt": "x",
+        "n": "many",
+        "images": [{"image_url": "data:image/png;base64," + _B64}],
+    }
+    status, answer = await _post(proxy, json=body)
+    assert status == 400
+    (line,) = access_lines(caplog)
+    assert (line["error"], line["param"]) == (
+        "invalid_request",
+        answer["error"]["param"],
+    )
+    assert line["param"] == "n"
+
+
+async def test_the_model_the_client_asked_for_is_logged(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: an unpriced model was logged as "other"; the metric label stays bounded.
+    caplog.set_level(logging.INFO, logger="imagegate.access")
+    proxy = await start_proxy(
+        {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
+        environ={"OPENAI_API_KEY": UPSTREAM_KEY},
+        models={"house-style": "openai/my-finetune-7"},
+    )
+    for model in ("openai/my-finetune-7", "house-style", "nobody/x"):
+        form = aiohttp.FormData()
+        form.add_field("model", model)
+        form.add_field("prompt", "p")
+        form.add_field("image", png(8, 8), filename="a.png", content_type="image/png")
+        await _post(proxy, data=form)
+    assert [line["model"] for line in access_lines(caplog)] == [
+        "openai/my-finetune-7", "house-style", "nobody/x",
+    ]  # fmt: skip
+    assert [line["error"] for line in access_lines(caplog)][2] == "model_not_found"
+    samples = await scrape(proxy)
+    assert value(samples, "imagegate_unpriced_responses_total", model="other") == 2
+    assert not [k for k in samples if ("model", "openai/my-finetune-7") in k[1]]
+
+
+async def test_probes_are_counted_and_logged_alike(
+    proxy: TestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: /healthz was counted in imagegate_requests_total with no access line.
+    caplog.set_level(logging.INFO, logger="imagegate.access")
+    async with aiohttp.ClientSession() as s, s.get(proxy.make_url("/healthz")) as r:
+        assert r.status == 200
+    (line,) = access_lines(caplog)
+    assert (line["route"], line["status"], line["error"]) == ("/healthz", 200, None)
+    samples = await scrape(proxy)
+    assert value(samples, "imagegate_requests_total", route="/healthz") == 1
+
+
+async def test_a_missing_content_type_is_named_as_missing(proxy: TestServer) -> None:
+    # Before: "... not 'none'", as if the client had sent the type "none".
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            proxy.make_url("/v3/images/edits"), data=b"{}", headers={"Content-Type": ""}
+        ) as r,
+    ):
+        assert r.status == 415
+        message = (await r.json())["error"]["message"]
+    assert message == (
+        "Content-Type must be application/json or multipart/form-data, "
+        "and the request has none"
+    )

@@ -34,10 +34,10 @@ def _parse(**sections: Any) -> None:
     ("sections", "reason"),
     [
         ({"auth": "none", "keys": {"a": {"sha256": sha("k")}}}, "auth: none conflicts"),
-        ({"keys": {"a": {"sha256": "not-hex"}}}, "$.keys[...].sha256"),
+        ({"keys": {"a": {"sha256": "not-hex"}}}, "keys.a.sha256: "),
         ({"keys": {"bad/name": {"sha256": sha("k")}}}, "keys"),
-        ({"keys": {"a": {"sha256": sha("k"), "rpm": 0}}}, "$.keys[...].rpm"),
-        ({"keys": {"a": {"sha256": sha("k"), "models": []}}}, "$.keys[...].models"),
+        ({"keys": {"a": {"sha256": sha("k"), "rpm": 0}}}, "keys.a.rpm: "),
+        ({"keys": {"a": {"sha256": sha("k"), "models": []}}}, "keys.a.models: "),
         ({"redis_url": "http://localhost"}, "redis_url: must start with redis://"),
         ({"redis": {"budgets_on_error": "maybe"}}, "redis.budgets_on_error"),
         ({"retry": {"providers": {"nope": {}}}}, "retry.providers: unknown provider"),
