@@ -61,8 +61,9 @@ class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):
     max_response_bytes: PositiveInt = 256 * MiB
     # Decoding costs width x height x bands bytes whatever the file size, so every
     # image the gateway holds is checked from its header against this before use
-    # (25 Mpx: a 6000x4000 photo; above every provider's own input limit). A mask
-    # conversion peaks at about 7 bytes a pixel: 175 MB at the default.
+    # (25 Mpx: a 6000x4000 photo, 3x the largest sizes providers document). A mask
+    # conversion peaks at about 7 bytes a pixel: 175 MB at the default. The ceiling is
+    # Pillow's own default refusal (2 x 89478485).
     max_image_pixels: Annotated[int, msgspec.Meta(ge=1, le=178_956_970)] = (
         pixels.DEFAULT_MAX_PIXELS
     )

@@ -11,6 +11,7 @@ stderr only as JSON log lines.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import os
 import socket
@@ -28,6 +29,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import UPSTREAM_KEY, AiohttpServer, StartProxy
+from tests.fakes.openai import FakeOpenAI
 from tests.fakes.stabilityai import FakeStability
 from tests.fakes.vertex import FakeVertex, key_file, new_key
 from tests.images import flat_png, png, png_chunk
@@ -243,3 +245,33 @@ async def test_pillow_warnings_reach_stderr_only_as_json(
     assert any("Invalid APNG" in line for line in lines), lines
     for line in lines:
         msgspec.json.decode(line)  # every line a JSON log record
+
+
+def _data_url(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+@pytest.mark.parametrize(("huge", "param"), [("mask", "mask"), ("image", "images[1]")])
+async def test_huge_data_url_is_a_400_even_for_a_provider_that_decodes_nothing(
+    proxy: TestServer, fake_openai: FakeOpenAI, huge: str, param: str
+) -> None:
+    # OpenAI takes the bytes as they are; the cap still holds for every input.
+    small, bomb = _data_url(png(8, 8)), _data_url(huge_png())
+    body = {
+        "model": "openai/gpt-image-1",
+        "prompt": "a red car",
+        "images": [
+            {"image_url": small},
+            {"image_url": bomb if huge == "image" else small},
+        ],
+        "mask": {
+            "image_url": bomb if huge == "mask" else _data_url(png(8, 8, alpha=0))
+        },
+    }
+    async with aiohttp.ClientSession() as client:
+        resp = await client.post(proxy.make_url("/v3/images/edits"), json=body)
+        answer = await resp.json()
+    assert resp.status == 400, answer
+    assert answer["error"]["param"] == param
+    assert answer["error"]["code"] == "image_too_large"
+    assert fake_openai.received == []

@@ -49,6 +49,9 @@ def test_body_cap_default_fits_sixteen_images_and_a_mask() -> None:
         ("server:\n  port: 70000\n", "$.server.port"),
         ("server:\n  hots: x\n", "hots"),
         ("limits:\n  max_file_bytes: 0\n", "$.limits.max_file_bytes"),
+        ("limits:\n  max_image_pixels: 0\n", "$.limits.max_image_pixels"),
+        ("limits:\n  max_image_pixels: 200000000\n", "$.limits.max_image_pixels"),
+        ("limits:\n  max_image_decodes: 0\n", "$.limits.max_image_decodes"),
         ("providers:\n  mystery:\n    base_url: x\n", "$.providers.mystery.type"),
         (
             "providers:\n  openai:\n    pool:\n      limit: 0\n",
