@@ -33,8 +33,6 @@ _UNREADABLE = (
     struct.error,
 )
 _BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)
-# 16-bit greyscale thresholds at the middle of its own range, not at 128.
-_HALF_16 = [WHITE if v >= 32768 else BLACK for v in range(65536)]
 
 
 async def to_white_edit_mask(mask: StoredImage, first: StoredImage) -> bytes:
@@ -82,7 +80,9 @@ def _open(
 
 
 def _first_size(src: str | IO[bytes], max_pixels: int) -> tuple[int, int]:
-    # Only the first image's size is needed: its header, else Pillow's parse.
+    # Only the first image's size is needed: its header, else Pillow's parse of a
+    # JPEG whose frame header lies past the head (PNG and WebP headers come first,
+    # so Pillow could not read one that ``dimensions`` cannot).
     if isinstance(src, str):
         with open(src, "rb") as f:
             head = f.read(pixels.HEAD_BYTES)
@@ -93,7 +93,7 @@ def _first_size(src: str | IO[bytes], max_pixels: int) -> tuple[int, int]:
     if size is not None:
         pixels.check_size(size, max_pixels, param="images[0]")
         return size
-    with _open(src, "images[0]", max_pixels, ("PNG", "JPEG", "WEBP")) as first:
+    with _open(src, "images[0]", max_pixels, ("JPEG",)) as first:
         return first.size
 
 
@@ -111,8 +111,6 @@ def _convert(
             )
         try:
             out = _white_edit(mask)
-        except _BOMB as exc:
-            raise pixels.too_large("mask", mask.size, max_pixels) from exc
         except _UNREADABLE as exc:  # truncated or corrupt pixel data
             raise InvalidRequest(
                 "'mask' could not be decoded", param="mask", code="invalid_image"
@@ -120,6 +118,12 @@ def _convert(
     buf = io.BytesIO()
     out.save(buf, format="PNG")
     return buf.getvalue()
+
+
+@functools.cache
+def _half_16() -> list[int]:
+    # 16-bit greyscale thresholds at the middle of its own range, not at 128.
+    return [WHITE if v >= 32768 else BLACK for v in range(65536)]
 
 
 def _white_edit(mask: Image.Image) -> Image.Image:
@@ -130,7 +134,7 @@ def _white_edit(mask: Image.Image) -> Image.Image:
     elif mask.has_transparency_data:  # palette or tRNS colour key
         alpha = mask.convert("RGBA").getchannel("A")
     elif mask.mode.startswith("I;16"):
-        return mask.convert("I").point(_HALF_16, "L")
+        return mask.convert("I").point(_half_16(), "L")
     else:
         grey = mask.convert("L")
         return grey.point(lambda v: WHITE if v >= 128 else BLACK)

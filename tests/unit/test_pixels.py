@@ -60,7 +60,8 @@ def test_jpeg_last_frame_header_before_the_scan_wins() -> None:
         body = struct.pack(">BHHB", 8, h, w, 1) + b"\x01\x11\x00"
         return b"\xff\xc0" + struct.pack(">H", len(body) + 2) + body
 
-    data = b"\xff\xd8" + sof(10, 10) + b"\xff\xff" + sof(13000, 13000) + b"\xff\xda"
+    # A fill byte and a standalone (restart) marker between them are skipped.
+    data = b"\xff\xd8" + sof(10, 10) + b"\xff\xff\xd0" + sof(13000, 13000) + b"\xff\xda"
     assert dimensions(data) == (13000, 13000)
 
 
