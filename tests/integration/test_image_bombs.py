@@ -165,6 +165,23 @@ async def test_huge_mask_by_file_id_is_a_400_without_decoding(
     assert target.upstream_calls() == 0
 
 
+async def test_four_huge_masks_at_once_do_not_add_up(start: Start) -> None:
+    # The report's 5.8 GB case: four 180-byte JSON edits naming the same two ids.
+    target = await start("stabilityai")
+    bomb = huge_png()
+    image_id = await _upload(target.proxy, bomb, "a.png")
+    mask_id = await _upload(target.proxy, bomb, "m.png")
+    _reset_peak_rss()
+    before = _rss_kib("VmRSS")
+    answers = await asyncio.gather(
+        *(_json_edit(target, image_id, mask_id) for _ in range(4))
+    )
+    grown_mib = (_rss_kib("VmHWM") - before) / 1024
+    assert grown_mib < 48, f"peak RSS grew by {grown_mib:.0f} MiB"
+    assert [(s, a["error"]["param"]) for s, a in answers] == [(400, "mask")] * 4
+    assert target.upstream_calls() == 0
+
+
 async def test_huge_first_image_is_a_400_on_image(start: Start) -> None:
     target = await start("stabilityai")
     with pytest.raises(openai.BadRequestError) as exc:
