@@ -28,6 +28,7 @@ from proxy.logs import ServerLog
 from proxy.metrics import Metrics
 from proxy.middleware import observe
 from proxy.openapi import build_openapi
+from proxy.pixels import configure_pillow
 from proxy.pricing import PriceTable
 from proxy.providers import build_adapter
 from proxy.providers.base import Auth, KeyHosts, Pool, resolve_auth
@@ -63,6 +64,7 @@ def create_app(
         handler_args={"logger": ServerLog(logging.getLogger("aiohttp.server"))},
     )
     gateway.openapi = msgspec.json.encode(build_openapi())
+    configure_pillow(config.limits.max_image_pixels)
     app[GATEWAY] = gateway
     app.cleanup_ctx.append(_files)
     app.cleanup_ctx.append(_upstreams_ctx(dict(environ)))

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from proxy import controls
+from proxy import controls, pixels
 from proxy.config_errors import describe
 from proxy.providers import ProviderConfig
 from proxy.providers.base import ConfigBase
@@ -62,6 +62,19 @@ class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):
     spool_bytes: Annotated[int, msgspec.Meta(ge=0)] = 4 * MiB
     spool_total_bytes: Annotated[int, msgspec.Meta(ge=0)] = 32 * MiB
     max_response_bytes: PositiveInt = 256 * MiB
+    # Decoding costs width x height x bands bytes whatever the file size, so every
+    # image the gateway holds is checked from its header against this before use
+    # (25 Mpx: a 6000x4000 photo, 3x the largest sizes providers document). A mask
+    # conversion peaks at about 7 bytes a pixel: 175 MB at the default. The ceiling is
+    # Pillow's own default refusal (2 x 89478485).
+    max_image_pixels: Annotated[int, msgspec.Meta(ge=1, le=178_956_970)] = (
+        pixels.DEFAULT_MAX_PIXELS
+    )
+    # Decodes (mask conversions) running at once per process; more wait their turn.
+    # Peak decode memory per process is about this x 7 bytes x max_image_pixels.
+    max_image_decodes: Annotated[int, msgspec.Meta(ge=1, le=64)] = (
+        pixels.DEFAULT_MAX_DECODES
+    )
     # The longest wait for the next bytes of a request body (slow clients get a 408).
     client_idle_timeout_s: Seconds = 30.0
     temp_dir: str | None = None

@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from proxy import fallback, streaming
+from proxy import fallback, pixels, streaming
 from proxy.accounting import account, price, splice
 from proxy.budget import HOLD, charged
 from proxy.context import CURRENT
@@ -176,6 +176,8 @@ async def _prepare(
     (stored files, URLs to fetch) into what that provider takes."""
     caps = capabilities_of(route.adapter, route.model)
     check_capabilities(job, caps, provider=route.provider)
+    # The adapter's mask conversion runs under the gateway's decode slots.
+    pixels.GATE.set(gateway.pixels)
     if uploads is None:
         return job
     assert gateway.store is not None
@@ -185,6 +187,7 @@ async def _prepare(
         fetcher=gateway.fetcher, uploads=uploads, owner=caller(gateway),
     )  # fmt: skip
     check_capabilities(job, caps, provider=route.provider)
+    await gateway.pixels.check_inputs(job)
     return job
 
 

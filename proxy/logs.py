@@ -141,6 +141,9 @@ def setup_logging(level: str, stream: IO[str] | None = None) -> None:
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    # Library warnings (Pillow's, say) become JSON records on the same stream
+    # instead of bare lines on stderr.
+    logging.captureWarnings(True)
     root.setLevel(level)
     try:
         _direct = _Direct(handler, stream.fileno())

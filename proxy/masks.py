@@ -2,22 +2,37 @@
 
 OpenAI marks the edit area with fully transparent pixels (alpha 0) of a PNG the size of
 the first image. Imagen, Stability and FLUX Fill take a greyscale mask instead: white =
-edit, black = keep. Pixel work uses Pillow in a worker thread, never on the event loop.
+edit, black = keep. Pixel work uses Pillow in a worker thread, never on the event loop,
+and holds one of the process's decode slots (``proxy.pixels``) while it runs.
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import io
+import struct
 from typing import IO
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from proxy import pixels
 from proxy.errors import InvalidRequest
 from proxy.models import StoredImage
 
 WHITE = 255
 BLACK = 0
+# What a hostile or broken file makes Pillow raise, from opening to saving; a
+# DecompressionBombWarning is an error once ``pixels.configure_pillow`` has run.
+_UNREADABLE = (
+    OSError,  # UnidentifiedImageError, truncated data, decoder errors
+    SyntaxError,  # malformed chunks
+    ValueError,  # e.g. PNG text chunks past MAX_TEXT_CHUNK / MAX_TEXT_MEMORY
+    EOFError,
+    IndexError,
+    TypeError,
+    struct.error,
+)
+_BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
 async def to_white_edit_mask(mask: StoredImage, first: StoredImage) -> bytes:
@@ -25,9 +40,12 @@ async def to_white_edit_mask(mask: StoredImage, first: StoredImage) -> bytes:
 
     A mask with an alpha channel follows OpenAI (alpha 0 = edit). A mask without one is
     taken as already black/white and thresholded at mid-grey. The mask must have the
-    first image's dimensions (a 400 on ``mask`` otherwise).
+    first image's dimensions (a 400 on ``mask`` otherwise), and neither may have more
+    than the gateway's ``max_image_pixels`` (a 400 before any decode).
     """
-    return await asyncio.to_thread(_convert, _source(mask), _source(first))
+    gate = pixels.current()
+    work = functools.partial(_convert, _source(mask), _source(first), gate.max_pixels)
+    return await gate.run(work)
 
 
 def _source(image: StoredImage) -> str | IO[bytes]:
@@ -37,21 +55,53 @@ def _source(image: StoredImage) -> str | IO[bytes]:
     return image.path
 
 
-def _open(src: str | IO[bytes], param: str) -> Image.Image:
+def _unreadable(param: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"'{param}' could not be read as an image", param=param, code="invalid_image"
+    )
+
+
+def _open(
+    src: str | IO[bytes], param: str, max_pixels: int, formats: tuple[str, ...]
+) -> Image.Image:
+    """Open (headers only: Pillow decodes lazily) and check the declared size."""
     try:
-        return Image.open(src)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
-        raise InvalidRequest(
-            f"'{param}' could not be read as an image",
-            param=param,
-            code="invalid_image",
-        ) from exc
+        image = Image.open(src, formats=formats)
+    except _BOMB as exc:
+        raise pixels.too_large(param, None, max_pixels) from exc
+    except _UNREADABLE as exc:
+        raise _unreadable(param) from exc
+    try:
+        pixels.check_size(image.size, max_pixels, param=param)
+    except InvalidRequest:
+        image.close()
+        raise
+    return image
 
 
-def _convert(mask_src: str | IO[bytes], first_src: str | IO[bytes]) -> bytes:
-    with _open(first_src, "images[0]") as first:
-        want = first.size
-    with _open(mask_src, "mask") as mask:
+def _first_size(src: str | IO[bytes], max_pixels: int) -> tuple[int, int]:
+    # Only the first image's size is needed: its header, else Pillow's parse of a
+    # JPEG whose frame header lies past the head (PNG and WebP headers come first,
+    # so Pillow could not read one that ``dimensions`` cannot).
+    if isinstance(src, str):
+        with open(src, "rb") as f:
+            head = f.read(pixels.HEAD_BYTES)
+    else:
+        head = src.read(pixels.HEAD_BYTES)
+        src.seek(0)
+    size = pixels.dimensions(head)
+    if size is not None:
+        pixels.check_size(size, max_pixels, param="images[0]")
+        return size
+    with _open(src, "images[0]", max_pixels, ("JPEG",)) as first:
+        return first.size
+
+
+def _convert(
+    mask_src: str | IO[bytes], first_src: str | IO[bytes], max_pixels: int
+) -> bytes:
+    want = _first_size(first_src, max_pixels)
+    with _open(mask_src, "mask", max_pixels, ("PNG",)) as mask:
         if mask.size != want:
             raise InvalidRequest(
                 f"'mask' is {mask.size[0]}x{mask.size[1]} but the first image is "
@@ -61,7 +111,7 @@ def _convert(mask_src: str | IO[bytes], first_src: str | IO[bytes]) -> bytes:
             )
         try:
             out = _white_edit(mask)
-        except OSError as exc:  # truncated or corrupt pixel data
+        except _UNREADABLE as exc:  # truncated or corrupt pixel data
             raise InvalidRequest(
                 "'mask' could not be decoded", param="mask", code="invalid_image"
             ) from exc
@@ -70,10 +120,23 @@ def _convert(mask_src: str | IO[bytes], first_src: str | IO[bytes]) -> bytes:
     return buf.getvalue()
 
 
+@functools.cache
+def _half_16() -> list[int]:
+    # 16-bit greyscale thresholds at the middle of its own range, not at 128.
+    return [WHITE if v >= 32768 else BLACK for v in range(65536)]
+
+
 def _white_edit(mask: Image.Image) -> Image.Image:
-    if mask.has_transparency_data:
+    # Each step keeps at most one full-size copy besides the decoded mask: the peak
+    # is about 6 bytes a pixel for RGBA, 7 for palette or 16-bit masks.
+    if "A" in mask.getbands():
+        alpha = mask.getchannel("A")
+    elif mask.has_transparency_data:  # palette or tRNS colour key
         alpha = mask.convert("RGBA").getchannel("A")
-        # Only fully transparent pixels are the edit area, as OpenAI documents.
-        return alpha.point(lambda a: WHITE if a == 0 else BLACK)
-    grey = mask.convert("L")
-    return grey.point(lambda v: WHITE if v >= 128 else BLACK)
+    elif mask.mode.startswith("I;16"):
+        return mask.convert("I").point(_half_16(), "L")
+    else:
+        grey = mask.convert("L")
+        return grey.point(lambda v: WHITE if v >= 128 else BLACK)
+    # Only fully transparent pixels are the edit area, as OpenAI documents.
+    return alpha.point(lambda a: WHITE if a == 0 else BLACK)

@@ -12,6 +12,7 @@ from proxy.backpressure import Pressure
 from proxy.config import Config
 from proxy.limits import LimitStore, MemoryStore
 from proxy.metrics import Metrics
+from proxy.pixels import PixelGate
 from proxy.pricing import PriceTable
 from proxy.redact import Redactor
 from proxy.routing import Router
@@ -39,10 +40,13 @@ class Gateway:
     redactor: Redactor = field(default_factory=Redactor)
     keys: KeyRing = field(init=False)
     pressure: Pressure = field(init=False)
+    pixels: PixelGate = field(init=False)
 
     def __post_init__(self) -> None:
         self.keys = KeyRing(self.config.keys)
         self.pressure = Pressure(self.config.backpressure, self.metrics)
+        limits = self.config.limits
+        self.pixels = PixelGate(limits.max_image_pixels, limits.max_image_decodes)
 
     @property
     def files(self) -> TempDir:

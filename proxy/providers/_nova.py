@@ -8,13 +8,13 @@ inpainting, inverted) with Pillow in a worker thread.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import io
 from typing import Any
 
 from PIL import Image, ImageOps
 
-from proxy import sizes
+from proxy import pixels, sizes
 from proxy.errors import InvalidRequest
 from proxy.images import b64
 from proxy.models import EditJob
@@ -105,5 +105,5 @@ async def nova_mask(job: EditJob) -> str | None:
     if white is None:
         return None
     if str(job.extra.get("task_type", "")).upper() != "OUTPAINTING":
-        white = await asyncio.to_thread(_invert, white)
+        white = await pixels.current().run(functools.partial(_invert, white))
     return b64(white)

@@ -98,6 +98,18 @@ def test_body_cap_default_fits_sixteen_images_and_a_mask() -> None:
             "limits.unpriced_image_usd: expected `float` > 0.0",
         ),
         (
+            "limits:\n  max_image_pixels: 0\n",
+            "limits.max_image_pixels: expected `int` >= 1",
+        ),
+        (
+            "limits:\n  max_image_pixels: 200000000\n",
+            "limits.max_image_pixels: expected `int` <= 178956970",
+        ),
+        (
+            "limits:\n  max_image_decodes: 0\n",
+            "limits.max_image_decodes: expected `int` >= 1",
+        ),
+        (
             "providers:\n  openai:\n    pool:\n      limit: 0\n",
             "providers.openai.pool.limit: expected `int` >= 1",
         ),

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import io
+import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from proxy import pixels
 from proxy.errors import InvalidRequest
 from proxy.masks import to_white_edit_mask
 from proxy.models import StoredImage
-from tests.images import png
+from tests.images import flat_png, png, png_chunk
 
 
 def _png(img: Image.Image) -> bytes:
@@ -113,4 +115,93 @@ async def test_truncated_mask_pixels_are_a_400() -> None:
         await to_white_edit_mask(
             _stored(whole[: len(whole) - 30]), _stored(png(64, 64))
         )
+    assert exc.value.param == "mask"
+
+
+def _grey16(values: list[int]) -> bytes:
+    img = Image.new("I;16", (len(values), 1))
+    for x, v in enumerate(values):
+        img.putpixel((x, 0), v)
+    return _png(img)
+
+
+async def test_16_bit_mask_thresholds_at_its_own_mid_range() -> None:
+    # Clipping to 8 bits would make a near-black 1000 of 65535 white.
+    mask = _grey16([0, 1000, 32767, 32768, 65535])
+    out = await to_white_edit_mask(_stored(mask), _stored(png(5, 1)))
+    result = Image.open(io.BytesIO(out))
+    assert [result.getpixel((x, 0)) for x in range(5)] == [0, 0, 0, 255, 255]
+
+
+async def test_grey_alpha_mask_uses_its_alpha() -> None:
+    img = Image.new("LA", (2, 1), (200, 255))
+    img.putpixel((1, 0), (200, 0))
+    out = await to_white_edit_mask(_stored(_png(img)), _stored(png(2, 1)))
+    result = Image.open(io.BytesIO(out))
+    assert [result.getpixel((x, 0)) for x in range(2)] == [0, 255]
+
+
+async def test_animated_mask_converts_its_first_frame() -> None:
+    frames = [Image.new("RGBA", (2, 1), (0, 0, 0, a)) for a in (0, 255)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="PNG", save_all=True, append_images=frames[1:])
+    out = await to_white_edit_mask(_stored(buf.getvalue()), _stored(png(2, 1)))
+    result = Image.open(io.BytesIO(out))
+    assert [result.getpixel((x, 0)) for x in range(2)] == [255, 255]
+
+
+async def test_first_image_whose_header_is_past_the_head_is_sized_by_pillow() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (3, 2)).save(buf, format="JPEG", icc_profile=bytes(100_000))
+    out = await to_white_edit_mask(
+        _stored(_alpha_mask(3, 2, set())), _stored(buf.getvalue())
+    )
+    assert Image.open(io.BytesIO(out)).size == (3, 2)
+
+
+async def test_mask_over_the_gate_cap_is_refused_before_decoding() -> None:
+    token = pixels.GATE.set(pixels.PixelGate(max_pixels=399))
+    try:
+        with pytest.raises(InvalidRequest) as exc:
+            await to_white_edit_mask(_stored(flat_png(20, 20)), _stored(png(19, 21)))
+        assert (exc.value.param, exc.value.code) == ("mask", "image_too_large")
+        with pytest.raises(InvalidRequest) as exc:
+            await to_white_edit_mask(_stored(png(19, 21)), _stored(flat_png(20, 20)))
+        assert (exc.value.param, exc.value.code) == ("images[0]", "image_too_large")
+    finally:
+        pixels.GATE.reset(token)
+
+
+@pytest.mark.parametrize("limit", [150, 300], ids=["bomb error", "bomb warning"])
+async def test_pillow_bomb_limit_is_a_400_too(
+    monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    # Pillow errors past twice its limit and warns past it (an error under pytest,
+    # as in the proxy after configure_pillow).
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    with pytest.raises(InvalidRequest) as exc:
+        await to_white_edit_mask(_stored(flat_png(20, 20)), _stored(png(20, 20)))
+    assert (exc.value.param, exc.value.code) == ("mask", "image_too_large")
+
+
+async def test_png_text_chunk_bomb_is_a_400() -> None:
+    text = png_chunk(b"zTXt", b"k\0\0" + zlib.compress(bytes(1024 * 1024), 9))
+    mask = flat_png(4, 4, color_type=4, before_idat=text * 80)
+    with pytest.raises(InvalidRequest) as exc:
+        await to_white_edit_mask(_stored(mask), _stored(png(4, 4)))
+    assert (exc.value.param, exc.value.code) == ("mask", "invalid_image")
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        b"\x89PNG\r\n\x1a\n" + b"\xff\xd8\xff\xe0" + bytes(64),  # PNG head, JPEG body
+        _png(Image.new("L", (4, 4)))[:33] + png_chunk(b"IDAT", b"\x78\x9c\xff\xff"),
+        png_chunk(b"IHDR", bytes(13)),
+    ],
+    ids=["jpeg polyglot", "corrupt zlib", "no signature"],
+)
+async def test_malformed_masks_are_400s(mask: bytes) -> None:
+    with pytest.raises(InvalidRequest) as exc:
+        await to_white_edit_mask(_stored(mask), _stored(png(4, 4)))
     assert exc.value.param == "mask"
