@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import uuid
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 
 from proxy.context import CURRENT
 from proxy.controls import ClientKey
-from proxy.errors import Overloaded
+from proxy.errors import Overloaded, ProxyError
+from proxy.formreader import too_large
 from proxy.limits import refusal_error
 from proxy.middleware import Handler
 from proxy.parsing import media_type
 from proxy.state import GATEWAY, Gateway
+
+# Set once ``100 Continue`` went out: the client then sends its body.
+_CONTINUED = web.RequestKey("continued", bool)
 
 
 def _guarded(request: web.Request) -> bool:
@@ -48,6 +52,17 @@ def authorize(gateway: Gateway, model: str) -> None:
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not _guarded(request):
         return await handler(request)
+    try:
+        return await _admit(request, handler)
+    except ProxyError as exc:
+        if _expects_continue(request) and not request.get(_CONTINUED, False):
+            # Refused before 100 Continue: the body never comes, so the connection
+            # cannot carry another request (aiohttp closes it once answered).
+            exc.headers["Connection"] = "close"
+        raise
+
+
+async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     if gateway.draining:
         raise Overloaded(
@@ -57,6 +72,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
     with gateway.pressure.admit(_temp_reservation(request, gateway)):
         if not gateway.keys:
+            await _continue(request, gateway)
             return await handler(request)
         name = gateway.keys.authenticate(request.headers)
         ctx = CURRENT.get()
@@ -64,11 +80,17 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             ctx.key = name
         rule = gateway.keys[name]
         if not _limited(rule):
+            await _continue(request, gateway)
             return await handler(request)
         lease = uuid.uuid4().hex
         refusal = await gateway.limits.admit(name, rule, lease)
         if refusal is not None:
             raise refusal_error(name, rule, refusal)
+        try:
+            await _continue(request, gateway)
+        except BaseException:
+            await gateway.limits.release(name, rule, lease)
+            raise
         try:
             resp = await handler(request)
         finally:
@@ -78,6 +100,45 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if cost and budgeted:
             await gateway.limits.add_spend(name, cost)
         return resp
+
+
+async def defer_continue(request: web.Request) -> None:
+    """The ``expect_handler`` of the API's POST routes: it sends nothing.
+
+    aiohttp's default answers ``100 Continue`` before any middleware runs, inviting
+    the body of a request that is then refused. ``guard`` sends it once the request
+    is admitted (``_continue``); any other expectation is refused as aiohttp does.
+    """
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version == HttpVersion11 and expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect[:64]}")
+
+
+def _expects_continue(request: web.Request) -> bool:
+    expect = request.headers.get(hdrs.EXPECT)
+    return (
+        expect is not None
+        and request.version == HttpVersion11
+        and expect.lower() == "100-continue"
+    )
+
+
+async def _continue(request: web.Request, gateway: Gateway) -> None:
+    """``100 Continue``, when the client waits for it: after the key, the limits and
+    backpressure let the request in, and only for a declared length within the cap."""
+    if not _expects_continue(request):
+        return
+    limits = gateway.config.limits
+    multipart = media_type(request) == "multipart/form-data"
+    cap = limits.body_cap if multipart else limits.max_json_bytes
+    length = request.content_length
+    if length is not None and length > cap:
+        # The body never comes: the connection cannot carry another request.
+        raise too_large("request body", cap)
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    # The interim answer is not part of the response's size (as aiohttp does).
+    request.writer.output_size = 0
+    request[_CONTINUED] = True
 
 
 def _limited(rule: ClientKey) -> bool:
