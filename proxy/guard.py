@@ -1,8 +1,10 @@
 """The gateway's admission middleware for the API routes, inside ``observe``.
 
-Order: draining, backpressure, client key, the key's limits; then the handler; then the
-key's concurrency slot is released and the priced cost added to its spend. The model
-check (403) happens in the handler once the body names the model (``authorize``).
+Order: draining, backpressure, client key, the key's limits, then ``100 Continue`` for
+a client waiting for it (only now, and only for a declared length within the cap); then
+the handler, its body read at the pace set here and its bytes reserved as they arrive;
+then the key's concurrency slot is released and the priced cost added to its spend. The
+model check (403) happens in the handler once the body names the model (``authorize``).
 ``observe`` renders and counts every refusal (``imagegate_rejected_requests``) and
 labels the request's metrics and log line with the key's name (``ctx.key``).
 """
@@ -13,10 +15,11 @@ import uuid
 
 from aiohttp import HttpVersion11, hdrs, web
 
+from proxy.backpressure import Slot
 from proxy.context import CURRENT
 from proxy.controls import ClientKey
 from proxy.errors import Overloaded, ProxyError
-from proxy.formreader import too_large
+from proxy.formreader import PACE, Pace, too_large
 from proxy.limits import refusal_error
 from proxy.middleware import Handler
 from proxy.parsing import media_type
@@ -31,14 +34,16 @@ def _guarded(request: web.Request) -> bool:
     return resource is not None and resource.canonical.startswith(("/v1/", "/v3/"))
 
 
-def _temp_reservation(request: web.Request, gateway: Gateway) -> int:
-    if media_type(request) != "multipart/form-data":
-        return 0  # JSON bodies are held in memory, capped by max_json_bytes
-    cap = gateway.config.limits.body_cap
-    declared = request.content_length
-    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
-        return cap  # a compressed length says nothing of what lands on disk
-    return cap if declared is None else min(declared, cap)
+def _pace(request: web.Request, gateway: Gateway, slot: Slot) -> Pace:
+    limits = gateway.config.limits
+    # JSON bodies are held in memory, capped by max_json_bytes: not reserved.
+    multipart = media_type(request) == "multipart/form-data"
+    return Pace(
+        grace_s=limits.client_body_grace_s,
+        min_rate=limits.client_min_body_rate_bytes_s,
+        deadline_s=limits.client_body_timeout_s,
+        reserve=slot if multipart else None,
+    )
 
 
 def authorize(gateway: Gateway, model: str) -> None:
@@ -70,11 +75,16 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
             code="shutting_down",
             headers={"Connection": "close", "Retry-After": "1"},
         )
-    with gateway.pressure.admit(_temp_reservation(request, gateway)):
+    with gateway.pressure.admit() as slot:
+        request[PACE] = _pace(request, gateway, slot)
         if not gateway.keys:
+            # Without keys a client is known by its address (behind a proxy, all
+            # clients share one: see backpressure.max_temp_share).
+            slot.owner = f"address {request.remote}"
             await _continue(request, gateway)
             return await handler(request)
         name = gateway.keys.authenticate(request.headers)
+        slot.owner = f"key {name}"
         ctx = CURRENT.get()
         if ctx is not None:
             ctx.key = name
