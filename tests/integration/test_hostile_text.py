@@ -316,3 +316,22 @@ async def test_undecodable_key_bytes_are_an_invalid_key(
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert capfd.readouterr().err == ""
     assert fake_openai.received == []
+
+
+@pytest.mark.parametrize(
+    "content_type", [b"application/\xff", b"text/\xc3\x28; charset=\xff"]
+)
+async def test_undecodable_content_type_is_a_415(
+    logged_proxy: TestServer,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    content_type: bytes,
+) -> None:
+    status, body = await exchange(
+        logged_proxy, "/v3/images/edits", b"{}", content_type=content_type
+    )
+    assert status == 415, body
+    (line,) = access_lines(caplog)
+    assert line["status"] == 415
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert capfd.readouterr().err == ""
