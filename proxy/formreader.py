@@ -166,6 +166,15 @@ class BodyStream:
             slack = min(slack, self._start + pace.deadline_s - now)
         return slack
 
+    def _late(self, now: float) -> str:
+        pace = self._pace
+        assert pace is not None
+        if pace.deadline_s is not None and now - self._start >= pace.deadline_s:
+            return f"the request body took longer than {pace.deadline_s:g} s"
+        return (
+            f"the request body came slower than the minimum of {pace.min_rate} bytes/s"
+        )
+
     def _check(self) -> None:
         since = self._since
         now = self._loop.time()
@@ -174,11 +183,7 @@ class BodyStream:
         if since is not None and now - since >= self._timeout:
             self._fire(f"the request body stalled for over {self._timeout:g} s")
         elif slack <= 0:
-            assert self._pace is not None
-            self._fire(
-                "the request body came slower than the minimum of "
-                f"{self._pace.min_rate} bytes/s (or past its deadline)"
-            )
+            self._fire(self._late(now))
         elif since is None:
             # No read pending: the proxy is busy, not the client, and the client's
             # clock stands still (a deadline does not).

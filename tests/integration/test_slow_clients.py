@@ -333,3 +333,34 @@ async def test_one_key_holds_at_most_its_share_of_upload_space(
     assert "for one client" in second[1]["error"]["message"]
     assert other[0] == 200
     assert len(fake.received) == 2
+
+
+async def test_a_body_past_the_hard_deadline_gets_a_408(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI
+) -> None:
+    proxy = await start_proxy(
+        {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
+        limits={"client_body_timeout_s": 1.0, "client_min_body_rate_bytes_s": 100},
+    )
+    # 2 KB/s, well above the minimum pace, but the body needs 4 s in all.
+    body = msgspec.json.encode({"model": "openai/gpt-image-1", "prompt": "a" * 8000})
+    reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+    writer.write(
+        b"POST /v3/images/generations HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    started = asyncio.get_running_loop().time()
+    answer = asyncio.ensure_future(read_answer(reader))
+    with contextlib.suppress(ConnectionError):
+        for i in range(0, len(body), 400):
+            if answer.done():
+                break
+            writer.write(body[i : i + 400])
+            await writer.drain()
+            await asyncio.sleep(0.2)
+    status, _, error = await asyncio.wait_for(answer, 5)
+    assert status == 408
+    assert "longer than 1 s" in str(error)
+    assert asyncio.get_running_loop().time() - started < 2.5
+    assert fake_openai.received == []
+    writer.close()
