@@ -248,6 +248,9 @@ async def test_edit_part_name_must_be_valid_text(
         ("/v3/images/edits",
          b'{"model": "openai/gpt-image-1", "prompt": "x", "images": '
          b'[{"image_url": "\\ud83d"}]}', "images[0].image_url"),
+        ("/v3/images/generations",
+         b'{"model": "openai/gpt-image-1", "prompt": "x", "metadata": {"\\udc00": 1}}',
+         "metadata"),
     ],
 )  # fmt: skip
 async def test_json_lone_surrogate_names_the_field(

@@ -364,3 +364,21 @@ async def test_a_body_past_the_hard_deadline_gets_a_408(
     assert asyncio.get_running_loop().time() - started < 2.5
     assert fake_openai.received == []
     writer.close()
+
+
+async def test_expect_refused_after_the_keys_limits_gives_its_slot_back(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI
+) -> None:
+    proxy = await start_proxy(
+        {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
+        keys={"team": key_entry(CLIENT_KEY, concurrency=1)},
+        limits={"max_json_bytes": 4096},
+    )
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+        writer.write(head("/v3/images/generations", 5000, key=CLIENT_KEY))
+        await writer.drain()
+        assert (await read_answer(reader))[0] == 413
+        writer.close()
+    # The key's one concurrency slot is free again.
+    assert (await generate(proxy, CLIENT_KEY))[0] == 200
