@@ -23,6 +23,7 @@ from proxy import handlers, upload_api
 from proxy.catalog import images_models
 from proxy.config import Config, provider_keys
 from proxy.fetch import fetch_ctx
+from proxy.guard import defer_continue as defer
 from proxy.guard import guard
 from proxy.logs import ServerLog
 from proxy.metrics import Metrics
@@ -72,8 +73,15 @@ def create_app(
     app.cleanup_ctx.append(_limits)
     app.on_shutdown.append(_drain)
     for prefix in ("/v1", "/v3"):
-        app.router.add_post(f"{prefix}/images/edits", handlers.images_edits)
-        app.router.add_post(f"{prefix}/images/generations", handlers.images_generations)
+        # 100 Continue waits for the guard's checks (defer_continue).
+        app.router.add_post(
+            f"{prefix}/images/edits", handlers.images_edits, expect_handler=defer
+        )
+        app.router.add_post(
+            f"{prefix}/images/generations",
+            handlers.images_generations,
+            expect_handler=defer,
+        )
         app.router.add_get(f"{prefix}/images/models", images_models)
         # The SDKs' models.list(): the same catalogue in OpenAI's list shape.
         app.router.add_get(f"{prefix}/models", images_models)

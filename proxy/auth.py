@@ -67,7 +67,12 @@ class KeyRing:
                 code="missing_api_key",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        digest = hashlib.sha256(key.encode()).digest()
+        try:
+            digest = hashlib.sha256(key.encode()).digest()
+        except UnicodeEncodeError:
+            # aiohttp keeps header bytes that are not UTF-8 as lone surrogates: no
+            # configured key can be spelled that way.
+            digest = b""
         found: str | None = None
         for name, expected in self._digests:
             if hmac.compare_digest(digest, expected):

@@ -77,6 +77,15 @@ class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):
     )
     # The longest wait for the next bytes of a request body (slow clients get a 408).
     client_idle_timeout_s: Seconds = 30.0
+    # The pace a body must keep: after client_body_grace_s of waiting for it, the
+    # body must have averaged client_min_body_rate_bytes_s (408 otherwise), so a
+    # client dripping a byte at a time cannot hold a slot or upload space. Time the
+    # gateway spends on its side (disk writes) does not count.
+    client_body_grace_s: Seconds = 10.0
+    client_min_body_rate_bytes_s: PositiveInt = 32 * 1024
+    # A hard limit on the whole body's time, whatever its pace; null: none beyond
+    # the pace (client_body_grace_s + body cap / client_min_body_rate_bytes_s).
+    client_body_timeout_s: Seconds | None = None
     temp_dir: str | None = None
     # A model missing from the price table, asked for with a budgeted key: None refuses
     # it (403 model_unpriced); a price charges (and reserves) this much per image.

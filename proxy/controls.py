@@ -93,8 +93,11 @@ class Breaker(BreakerPolicy, frozen=True, forbid_unknown_fields=True):
 
 class Backpressure(ConfigBase, frozen=True, forbid_unknown_fields=True):
     max_inflight: PositiveInt = 256
-    # Declared multipart body bytes being spooled to temp files at once.
+    # Multipart body bytes received (after inflating) by requests in flight.
     max_temp_bytes: PositiveInt = 4 * 1024**3
+    # The part of max_temp_bytes one client (key, or address without keys) may hold
+    # while its other requests hold some; 1 turns the share off.
+    max_temp_share: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
     retry_after_s: PositiveInt = 1
 
 

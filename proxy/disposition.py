@@ -15,10 +15,17 @@ import warnings
 
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
+from proxy.charsets import is_text, text_codec
+from proxy.errors import InvalidRequest
+
 _PLAIN = re.compile(
     r'[ \t]*form-data[ \t]*;[ \t]*name[ \t]*=[ \t]*"([^"\\/;]*)"'
     r'(?:[ \t]*;[ \t]*filename[ \t]*=[ \t]*"([^"\\/;]*)")?[ \t]*',
     re.IGNORECASE,
+)
+# The charset of an RFC 5987/2231 extended value: `name*=charset'lang'...` (or `*0*=`).
+_EXT_CHARSET = re.compile(
+    r"([A-Za-z]+)\*(?:[0-9]+\*)?[ \t]*=[ \t]*\"?([^'\";\s]*)'", re.IGNORECASE
 )
 
 
@@ -35,4 +42,18 @@ def disposition_names(header: str) -> tuple[str | None, str | None]:
         warnings.simplefilter("ignore")
         _, params = parse_content_disposition(header)
     name = content_disposition_filename(params, "name")
-    return name, content_disposition_filename(params, "filename")
+    filename = content_disposition_filename(params, "filename")
+    # RFC 5987 values were decoded with whatever codec the client named: refuse any
+    # that is not a text charset, and any value that is not text (a lone surrogate).
+    bad = {
+        key.lower()
+        for key, charset in _EXT_CHARSET.findall(header)
+        if charset and text_codec(charset) is None
+    }
+    if name is not None and ("name" in bad or not is_text(name)):
+        raise InvalidRequest("a part's name is not valid text", param="name")
+    if filename is not None and ("filename" in bad or not is_text(filename)):
+        raise InvalidRequest(
+            f"the filename of part '{name}' is not valid text", param=name or "name"
+        )
+    return name, filename

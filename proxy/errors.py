@@ -35,6 +35,12 @@ import re
 from typing import ClassVar
 
 
+def _printable(text: str) -> str:
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class ProxyError(Exception):
     status: ClassVar[int] = 500
     error_type: ClassVar[str] = "server_error"
@@ -48,9 +54,13 @@ class ProxyError(Exception):
         code: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        # Messages and params quote client text (a header, a field name): text that
+        # is not Unicode (a lone surrogate from undecodable header bytes) is escaped
+        # here so the envelope and the log line can always be encoded.
+        message = _printable(message)
         super().__init__(message)
         self.message = message
-        self.param = param
+        self.param = None if param is None else _printable(param)
         self.code = code
         self.headers: dict[str, str] = headers or {}
 

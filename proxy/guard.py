@@ -1,9 +1,12 @@
 """The gateway's admission middleware for the API routes, inside ``observe``.
 
-Order: draining, backpressure, client key, the key's limits; then the handler; then the
-key's concurrency slot is released and, for a budgeted key, the request's budget hold
-(``proxy.budget``) settled: its reservations given back, what it cost added. The model
-check (403) happens in the handler once the body names the model (``authorize``).
+Order: draining, backpressure, client key, the key's limits, then ``100 Continue`` for
+a client waiting for it (only now, and only for a declared length within the cap); then
+the handler, its body read at the pace set here and its bytes reserved as they arrive;
+then the key's concurrency slot is released and, for a budgeted key, the request's
+budget hold (``proxy.budget``) settled: its reservations given back, what it cost added.
+The model check (403) happens in the handler once the body names the model
+(``authorize``).
 ``observe`` renders and counts every refusal (``imagegate_rejected_requests``) and
 labels the request's metrics and log line with the key's name (``ctx.key``).
 """
@@ -12,16 +15,21 @@ from __future__ import annotations
 
 import uuid
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 
+from proxy.backpressure import Slot
 from proxy.budget import HOLD, Hold
 from proxy.context import CURRENT
 from proxy.controls import ClientKey
-from proxy.errors import Overloaded
+from proxy.errors import Overloaded, ProxyError
+from proxy.formreader import PACE, Pace, too_large
 from proxy.limits import refusal_error
 from proxy.middleware import Handler
 from proxy.parsing import media_type
 from proxy.state import GATEWAY, Gateway
+
+# Set once ``100 Continue`` went out: the client then sends its body.
+_CONTINUED = web.RequestKey("continued", bool)
 
 
 def _guarded(request: web.Request) -> bool:
@@ -29,14 +37,16 @@ def _guarded(request: web.Request) -> bool:
     return resource is not None and resource.canonical.startswith(("/v1/", "/v3/"))
 
 
-def _temp_reservation(request: web.Request, gateway: Gateway) -> int:
-    if media_type(request) != "multipart/form-data":
-        return 0  # JSON bodies are held in memory, capped by max_json_bytes
-    cap = gateway.config.limits.body_cap
-    declared = request.content_length
-    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
-        return cap  # a compressed length says nothing of what lands on disk
-    return cap if declared is None else min(declared, cap)
+def _pace(request: web.Request, gateway: Gateway, slot: Slot) -> Pace:
+    limits = gateway.config.limits
+    # JSON bodies are held in memory, capped by max_json_bytes: not reserved.
+    multipart = media_type(request) == "multipart/form-data"
+    return Pace(
+        grace_s=limits.client_body_grace_s,
+        min_rate=limits.client_min_body_rate_bytes_s,
+        deadline_s=limits.client_body_timeout_s,
+        reserve=slot if multipart else None,
+    )
 
 
 def authorize(gateway: Gateway, model: str) -> None:
@@ -50,6 +60,17 @@ def authorize(gateway: Gateway, model: str) -> None:
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not _guarded(request):
         return await handler(request)
+    try:
+        return await _admit(request, handler)
+    except ProxyError as exc:
+        if _expects_continue(request) and not request.get(_CONTINUED, False):
+            # Refused before 100 Continue: the body never comes, so the connection
+            # cannot carry another request (aiohttp closes it once answered).
+            exc.headers["Connection"] = "close"
+        raise
+
+
+async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     if gateway.draining:
         raise Overloaded(
@@ -57,20 +78,32 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             code="shutting_down",
             headers={"Connection": "close", "Retry-After": "1"},
         )
-    with gateway.pressure.admit(_temp_reservation(request, gateway)):
+    with gateway.pressure.admit() as slot:
+        request[PACE] = _pace(request, gateway, slot)
         if not gateway.keys:
+            # Without keys a client is known by its address (behind a proxy, all
+            # clients share one: see backpressure.max_temp_share).
+            slot.owner = f"address {request.remote}"
+            await _continue(request, gateway)
             return await handler(request)
         name = gateway.keys.authenticate(request.headers)
+        slot.owner = f"key {name}"
         ctx = CURRENT.get()
         if ctx is not None:
             ctx.key = name
         rule = gateway.keys[name]
         if not _limited(rule):
+            await _continue(request, gateway)
             return await handler(request)
         lease = uuid.uuid4().hex
         refusal = await gateway.limits.admit(name, rule, lease)
         if refusal is not None:
             raise refusal_error(name, rule, refusal)
+        try:
+            await _continue(request, gateway)
+        except BaseException:
+            await gateway.limits.release(name, rule, lease)
+            raise
         hold = None
         if rule.budget_usd_day is not None or rule.budget_usd_month is not None:
             hold = Hold(
@@ -85,6 +118,45 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             if hold is not None:
                 # Failed requests too: their reservations go back, their charges stay.
                 await hold.settle()
+
+
+async def defer_continue(request: web.Request) -> None:
+    """The ``expect_handler`` of the API's POST routes: it sends nothing.
+
+    aiohttp's default answers ``100 Continue`` before any middleware runs, inviting
+    the body of a request that is then refused. ``guard`` sends it once the request
+    is admitted (``_continue``); any other expectation is refused as aiohttp does.
+    """
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version == HttpVersion11 and expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect[:64]}")
+
+
+def _expects_continue(request: web.Request) -> bool:
+    expect = request.headers.get(hdrs.EXPECT)
+    return (
+        expect is not None
+        and request.version == HttpVersion11
+        and expect.lower() == "100-continue"
+    )
+
+
+async def _continue(request: web.Request, gateway: Gateway) -> None:
+    """``100 Continue``, when the client waits for it: after the key, the limits and
+    backpressure let the request in, and only for a declared length within the cap."""
+    if not _expects_continue(request):
+        return
+    limits = gateway.config.limits
+    multipart = media_type(request) == "multipart/form-data"
+    cap = limits.body_cap if multipart else limits.max_json_bytes
+    length = request.content_length
+    if length is not None and length > cap:
+        # The body never comes: the connection cannot carry another request.
+        raise too_large("request body", cap)
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    # The interim answer is not part of the response's size (as aiohttp does).
+    request.writer.output_size = 0
+    request[_CONTINUED] = True
 
 
 def _limited(rule: ClientKey) -> bool:

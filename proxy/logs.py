@@ -41,6 +41,25 @@ def timestamp(t: float) -> str:
     return f"{_second[1]}.{int((t - whole) * 1000):03d}Z"
 
 
+def encode_line(entry: dict[str, Any]) -> bytes:
+    """One JSON line; text that is not Unicode (a lone surrogate) is escaped rather
+    than lose the line (a dropped access line is a request nobody can account for)."""
+    try:
+        return _encoder.encode(entry)
+    except UnicodeEncodeError:
+        return _encoder.encode(_escaped(entry))
+
+
+def _escaped(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escaped(v) for v in value]
+    return value
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -54,7 +73,7 @@ class JsonFormatter(logging.Formatter):
             entry.update(fields)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return _encoder.encode(entry).decode()
+        return encode_line(entry).decode()
 
 
 class ServerLog(logging.LoggerAdapter[logging.Logger]):
@@ -113,7 +132,7 @@ class _Direct:
             "msg": "request",
         }
         entry.update(fields)
-        line = memoryview(_encoder.encode(entry) + b"\n")
+        line = memoryview(encode_line(entry) + b"\n")
         try:
             self.handler.stream.flush()  # lines the handler buffered go first
             while line:

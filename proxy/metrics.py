@@ -261,7 +261,7 @@ class Metrics:
         )
         self.temp_reserved_bytes = Gauge(
             "imagegate_temp_reserved_bytes",
-            "Multipart body bytes admitted for spooling to temp files.",
+            "Multipart body bytes received by requests in flight.",
             registry=registry,
             multiprocess_mode="livesum",
         )

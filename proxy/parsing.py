@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import hdrs, web
 
+from proxy.charsets import text_codec
 from proxy.config import Limits
 from proxy.errors import (
     InvalidRequest,
@@ -42,6 +43,15 @@ _WRITE_BLOCK = 256 * 1024
 T = TypeVar("T", bound=msgspec.Struct)
 
 _json_decoder = msgspec.json.Decoder()
+# A surrogate pair, a lone surrogate escape, or any other escape (so that an escaped
+# backslash is consumed whole and never read as the start of a \u escape).
+_JSON_ESCAPE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    rb"|\\u[0-9a-fA-F]{4}|\\."
+)
+_MARKER = "\uffff"  # a noncharacter: stands in for a lone surrogate while searching
+_MARKER_ESCAPE = b"\\uffff"
+_MAX_JSON_SEARCH = 64
 
 
 def media_type(request: web.Request) -> str:
@@ -81,7 +91,9 @@ async def read_json(request: web.Request, limits: Limits) -> dict[str, Any]:
     try:
         obj = _json_decoder.decode(body)
     except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+        raise _lone_surrogate(body) or InvalidRequest(
+            f"the body is not valid JSON: {exc}"
+        ) from None
     except UnicodeDecodeError:
         raise InvalidRequest("the body is not valid UTF-8 JSON") from None
     except RecursionError:
@@ -89,6 +101,56 @@ async def read_json(request: web.Request, limits: Limits) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise InvalidRequest("the body must be a JSON object")
     return obj
+
+
+def _lone_surrogate(body: bytearray) -> InvalidRequest | None:
+    """A 400 naming the member that holds a lone ``\\uD800``-``\\uDFFF`` escape.
+
+    msgspec refuses such a document without saying where; on that error path only,
+    each lone escape is swapped for a marker and the decoded document searched for it.
+    """
+    found = False
+
+    def swap(match: re.Match[bytes]) -> bytes:
+        nonlocal found
+        escape = match.group()
+        if len(escape) == 6 and escape[2] in b"dD" and escape[3] in b"89abcdefABCDEF":
+            found = True
+            return _MARKER_ESCAPE
+        return escape
+
+    try:
+        obj = _json_decoder.decode(_JSON_ESCAPE.sub(swap, body))
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    param = _find_marker(obj, "", 0) if found else None
+    if param is None:
+        return None
+    where = param or "the body"
+    return InvalidRequest(
+        f"'{where}' is not valid Unicode text (it holds a lone surrogate)",
+        param=param or None,
+    )
+
+
+def _find_marker(value: Any, path: str, depth: int) -> str | None:
+    if isinstance(value, str):
+        return path if _MARKER in value else None
+    if depth > _MAX_JSON_SEARCH:
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if _MARKER in key:
+                return path
+            found = _find_marker(item, f"{path}.{key}" if path else key, depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _find_marker(item, f"{path}[{i}]", depth + 1)
+            if found is not None:
+                return found
+    return None
 
 
 def split_known(
@@ -173,7 +235,8 @@ async def _read_form(
             raise InvalidRequest("a multipart part has no name")
         if first and name == "_charset_" and part.filename is None:
             # RFC 7578 4.6: the charset of the text fields that follow.
-            charset = (await _read_text(reader, part, name, limits, "ascii")).strip()
+            label = await _read_text(reader, part, name, limits, "ascii")
+            charset = _charset(label, name)
             first = False
             continue
         first = False
@@ -289,13 +352,25 @@ async def _read_text(
         buf += chunk
         if len(buf) > limits.max_field_bytes:
             raise too_large(f"text field '{name}'", limits.max_field_bytes, name)
-    charset = part.charset or charset
+    if part.charset is not None:
+        charset = _charset(part.charset, name)
     try:
         return buf.decode(charset)
-    except (UnicodeDecodeError, LookupError):
+    except UnicodeDecodeError:
         raise InvalidRequest(
             f"text field '{name}' is not valid {charset}", param=name
         ) from None
+
+
+def _charset(label: str, name: str) -> str:
+    codec = text_codec(label)
+    if codec is None:
+        raise InvalidRequest(
+            f"text field '{name}' names charset {label.strip()[:40]!r}; only "
+            "utf-8, us-ascii and iso-8859-1 are accepted",
+            param=name,
+        )
+    return codec
 
 
 def _put_field(fields: dict[str, Any], name: str, value: str) -> None:

@@ -21,6 +21,7 @@ from proxy.context import CURRENT
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from proxy.filestore import FileStore, StoredFile
 from proxy.formreader import FormReader, boundary_of, request_body
+from proxy.guard import defer_continue
 from proxy.images import SNIFF_BYTES, sniff
 from proxy.parsing import media_type
 from proxy.state import GATEWAY, Gateway
@@ -31,7 +32,7 @@ _MAX_PURPOSE = 64
 
 
 def add_routes(app: web.Application, environ: Mapping[str, str]) -> None:
-    app.router.add_post("/v3/upload", upload)
+    app.router.add_post("/v3/upload", upload, expect_handler=defer_continue)
     app.router.add_get("/v3/upload", list_files)
     app.router.add_get("/v3/upload/{file_id}", show_file)
     app.router.add_delete("/v3/upload/{file_id}", delete_file)

@@ -429,11 +429,12 @@ async def test_a_client_leaving_mid_body_leaves_no_cycle_behind(
         assert kind not in left
 
 
-async def test_compressed_multipart_reserves_the_body_cap(
+async def test_compressed_multipart_reserves_what_it_inflates_to(
     start_proxy: StartProxy, fake_openai: FakeOpenAI, registry: CollectorRegistry
 ) -> None:
-    # A few KiB of gzip can inflate to the whole body cap of temp files: the upload
-    # backpressure must count the cap, not the declared (compressed) length.
+    # A few KiB of gzip can inflate to the whole body cap: the upload backpressure
+    # counts the inflated bytes as they arrive, neither the declared (compressed)
+    # length nor the whole cap up front (which let one client lock out uploads).
     proxy = await start_proxy(
         {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
         limits={"max_body_bytes": 10 * 1024 * 1024},
@@ -444,24 +445,33 @@ async def test_compressed_multipart_reserves_the_body_cap(
     )
     packer = zlib.compressobj(wbits=31)
     body = packer.compress(head) + packer.flush(zlib.Z_SYNC_FLUSH)
+    more = packer.compress(bytes(300_000)) + packer.flush(zlib.Z_SYNC_FLUSH)
     request = (
         b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
         b"Content-Type: multipart/form-data; boundary=b\r\n"
-        b"Content-Length: %d\r\n\r\n" % (len(body) + 4096)
+        b"Content-Length: %d\r\n\r\n" % (len(body) + len(more) + 4096)
     )
+
+    async def reserved_reaches(count: int) -> None:
+        got = None
+        for _ in range(200):
+            got = registry.get_sample_value("imagegate_temp_reserved_bytes")
+            if got == count:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{got} bytes reserved, not {count}")
+
     _, writer = await asyncio.open_connection(proxy.host, proxy.port)
     try:
         writer.write(request + body)  # the rest never comes: the request stays open
         await writer.drain()
-        reserved = None
-        for _ in range(100):
-            reserved = registry.get_sample_value("imagegate_temp_reserved_bytes")
-            if reserved:
-                break
-            await asyncio.sleep(0.02)
-        assert reserved == 10 * 1024 * 1024
+        await reserved_reaches(len(head))
+        writer.write(more)
+        await writer.drain()
+        await reserved_reaches(len(head) + 300_000)
     finally:
         writer.transport.abort()
+    await reserved_reaches(0)
 
 
 @pytest.mark.parametrize("kind", ["json", "multipart"])

@@ -110,3 +110,18 @@ def test_a_stream_without_a_descriptor_uses_records(root_restored: None) -> None
 )
 def test_timestamp(t: float, text: str) -> None:
     assert logs.timestamp(t) == text
+
+
+def test_text_that_is_not_unicode_does_not_lose_the_line(
+    root_restored: None, tmp_path: Path
+) -> None:
+    path = tmp_path / "log"
+    fields = {**FIELDS, "prompt": "a \ud800 hat", "model": {"x\udcff": ["\udfff"]}}
+    with path.open("w") as stream:
+        logs.setup_logging("INFO", stream)
+        logs.log_access(fields)
+        logs.access_log.info("request", extra={"fields": fields})
+    direct, formatted = _lines(path)
+    for line in (direct, formatted):
+        assert line["prompt"] == "a \\ud800 hat"
+        assert line["model"] == {"x\\udcff": ["\\udfff"]}
