@@ -14,13 +14,12 @@ into the request body (``generationConfig`` members into ours).
 from __future__ import annotations
 
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 import msgspec
 
 from proxy.errors import UpstreamRejected
 from proxy.models import EditJob, EditResult, TokenDetails, Usage
-from proxy.providers import _google, _replies
+from proxy.providers import _google, _inputs, _replies
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
 from proxy.sizes import GEMINI_ASPECT_RATIOS, aspect_ratio, gemini_image_size
 from proxy.translate import Encoded, images_result, inline_base64
@@ -208,8 +207,10 @@ class GoogleAdapter:
         return StaticKey("x-goog-api-key", key)
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+        # Checked, not just quoted: ..%2F..%2Fx would still take the key elsewhere.
+        model = _inputs.model_path(job.model, provider=upstream.name)
         resp = await upstream.post(
-            f"/models/{quote(job.model, safe='.-_@')}:generateContent",
+            f"/models/{model}:generateContent",
             data=await build_body(job, upstream.name),
             headers={**job.extra_headers, "Content-Type": "application/json"},
         )

@@ -182,11 +182,13 @@ class VertexAdapter:
         return self._service_account
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+        # Checked before a token is fetched: the id must not climb out of models/.
+        model = _inputs.model_path(job.model, provider=upstream.name)
         body = await build_body(job, upstream.name)
         if self._service_account is not None:
             await self._service_account.refresh(upstream)
         resp = await upstream.post(
-            f"{self._path}{quote(job.model, safe='.-_@')}:predict",
+            f"{self._path}{model}:predict",
             data=body,
             headers={**job.extra_headers, "Content-Type": "application/json"},
         )

@@ -255,3 +255,17 @@ async def test_reply_without_usage_has_no_cost(
     fake.script(Reply(body=reply))
     result = await sdk.images.generate(model=MODEL, prompt="x")
     assert (result.model_extra or {})["cost"] is None
+
+
+@pytest.mark.parametrize(
+    "model", ["google/../../x", "google/..", "google/a/b", "google/gemini#x"]
+)
+async def test_model_ids_cannot_reach_other_endpoints(
+    sdk: openai.AsyncOpenAI, fake: FakeGemini, model: str
+) -> None:
+    # The gateway's key goes with the call: models/..%2F..%2Fx must never be sent.
+    with pytest.raises(openai.NotFoundError) as exc:
+        await sdk.images.generate(model=model, prompt="a cat")
+    assert exc.value.param == "model"
+    assert exc.value.code == "model_not_found"
+    assert fake.received == []

@@ -265,3 +265,19 @@ async def test_non_rsa_key_is_a_503(
         await client.images.edit(model=EDIT, image=_image(), prompt="x")
     await client.close()
     assert exc.value.status_code == 503
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["vertex/../../x", "vertex/..", "vertex/a/b", "vertex/imagen?alt=media"],
+)
+async def test_model_ids_cannot_reach_other_endpoints(
+    sdk: openai.AsyncOpenAI, setup: Setup, model: str
+) -> None:
+    # The gateway's OAuth token goes with the call: an id that climbs out of
+    # .../publishers/google/models/ would spend it on another resource.
+    with pytest.raises(openai.NotFoundError) as exc:
+        await sdk.images.edit(model=model, image=_image(), prompt="x")
+    assert exc.value.param == "model"
+    assert exc.value.code == "model_not_found"
+    assert setup.fake.received == []
