@@ -5,7 +5,8 @@ The first image is the RAW reference image, the mask (converted from OpenAI's al
 convention to white = edit) the MASK reference with ``MASK_MODE_USER_PROVIDED``;
 ``n`` is ``sampleCount`` (1-4). ``editMode`` is inpaint-insertion with a mask, the
 default without one; a client field ``edit_mode`` (``inpaint_removal``, ``outpaint``,
-``bgswap`` ...) overrides it. Other unknown client fields go into ``parameters``.
+``bgswap`` ...) overrides it. Other unknown client fields go into ``parameters``;
+one the proxy sets there (``sampleCount``, ``editMode`` ...) is a 400.
 Credentials: a service-account key file (its path in ``api_key_env``, by default
 ``GOOGLE_APPLICATION_CREDENTIALS``) exchanged for OAuth tokens by the proxy, or with
 ``auth: access_token`` a ready token in ``api_key_env``. Deviations from OpenAI: edits
@@ -104,7 +105,7 @@ def parameters(job: EditJob, provider: str, extra: dict[str, Any]) -> dict[str, 
     else:
         require_auto(job.size, provider=provider, why="edits keep the input's size")
         params["editMode"] = _edit_mode(job, extra)
-    return {**params, **extra}
+    return _inputs.merge_extra(params, extra)
 
 
 async def build_body(job: EditJob, provider: str) -> bytes:

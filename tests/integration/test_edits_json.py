@@ -132,6 +132,8 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str | None]] = [
     ("extra header nul", body(extra_headers={"X-A": "v\x00"}), "extra_headers.X-A"),
     ("extra header bad name", body(extra_headers={"X A": "v"}), "extra_headers.X A"),
     ("gpt-image url format", body(response_format="url"), "response_format"),
+    # An unknown field the adapter sets itself would be a second image part upstream.
+    ("unknown field image", body(image="https://elsewhere.example/x.png"), "image"),
 ]  # fmt: skip
 
 

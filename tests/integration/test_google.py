@@ -269,3 +269,26 @@ async def test_model_ids_cannot_reach_other_endpoints(
     assert exc.value.param == "model"
     assert exc.value.code == "model_not_found"
     assert fake.received == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        # Four images per call, past the n the proxy fans out and counts.
+        ({"generationConfig": {"candidateCount": 4}}, "generationConfig.candidateCount"),
+        ({"generationConfig": {"responseModalities": ["TEXT"]}},
+         "generationConfig.responseModalities"),
+        ({"generationConfig": "x"}, "generationConfig"),
+        ({"contents": [{"parts": [{"text": "other"}]}]}, "contents"),
+    ],
+)  # fmt: skip
+async def test_client_fields_cannot_replace_the_gateways(
+    proxy: TestServer, fake: FakeGemini, extra: dict[str, Any], param: str
+) -> None:
+    body = {"model": MODEL, "prompt": "a cat", **extra}
+    async with aiohttp.ClientSession() as client:
+        resp = await client.post(proxy.make_url("/v3/images/generations"), json=body)
+        assert resp.status == 400, await resp.text()
+        error = (await resp.json())["error"]
+    assert error["param"] == param
+    assert fake.received == []

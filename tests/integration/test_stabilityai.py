@@ -192,3 +192,21 @@ async def test_remote_image_is_refused(proxy: TestServer, fake: FakeStability) -
     # The proxy fetches URLs for this provider; a loopback one is refused first.
     assert error["param"] == "images[0].image_url"
     assert fake.received == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        # size already becomes aspect_ratio: a second part would reach Stability.
+        ({"size": "1792x1024", "extra_body": {"aspect_ratio": "1:1"}}, "aspect_ratio"),
+        ({"extra_body": {"image": "https://elsewhere.example/x.png"}}, "image"),
+        ({"extra_body": {"mask": "x"}}, "mask"),
+    ],
+)
+async def test_client_fields_are_never_a_second_form_part(
+    sdk: openai.AsyncOpenAI, fake: FakeStability, kwargs: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        await sdk.images.generate(model="stabilityai/ultra", prompt="x", **kwargs)
+    assert exc.value.param == param
+    assert fake.received == []

@@ -207,6 +207,9 @@ async def test_edit_without_mask_and_options(
         ({"extra_body": {"edit_mode": "paint"}}, "edit_mode"),
         ({"extra_body": {"output_format": "webp"}}, "output_format"),
         ({"mask": ("m.png", png(4, 4, alpha=0), "image/png")}, "mask"),
+        # Unknown fields must not replace what the gateway sets: 8 images past n <= 4.
+        ({"extra_body": {"sampleCount": 8}}, "sampleCount"),
+        ({"extra_body": {"editMode": "EDIT_MODE_BGSWAP"}}, "editMode"),
     ],
 )
 async def test_refused_before_sending(
