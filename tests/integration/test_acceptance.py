@@ -40,9 +40,9 @@ async def test_client_header_never_doubles_one_the_gateway_sets(
         "model": "openai/gpt-image-2",
         "prompt": "a hat",
         "images": [{"image_url": _data_url(png())}],
-        # Other spellings of headers the gateway sets itself.
+        # Other spellings of headers the gateway sets itself (a client's
+        # OpenAI-Organization is refused outright: test_edits_json.py).
         "extra_headers": {
-            "openai-organization": "org-client",
             "TraceParent": "00-11111111111111111111111111111111-2222222222222222-01",
             "X-Tenant": "t1",
         },
