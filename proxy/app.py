@@ -17,6 +17,7 @@ import msgspec
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 from aiohttp.connector import Connection
+from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 
 from proxy import handlers, upload_api
@@ -28,6 +29,7 @@ from proxy.logs import ServerLog
 from proxy.metrics import Metrics
 from proxy.middleware import observe
 from proxy.openapi import build_openapi
+from proxy.origins import OriginPolicy, same_origin
 from proxy.pricing import PriceTable
 from proxy.providers import build_adapter
 from proxy.providers.base import Pool, resolve_auth
@@ -55,9 +57,19 @@ def create_app(
             multiproc_dir=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
         ),
     )
+    middlewares: list[Middleware] = [observe, guard]
+    if not config.keys:
+        # Keyless: the provider keys serve whoever reaches us, so not web pages.
+        server = config.server
+        policy = OriginPolicy(
+            listen_host=server.host,
+            hosts=server.allowed_hosts,
+            origins=server.allowed_origins,
+        )
+        middlewares.insert(1, same_origin(policy))
     # The JSON cap; multipart bodies are streamed and capped by the parser.
     app = web.Application(
-        middlewares=[observe, guard],
+        middlewares=middlewares,
         client_max_size=config.limits.max_json_bytes,
         handler_args={"logger": ServerLog(logging.getLogger("aiohttp.server"))},
     )

@@ -26,6 +26,13 @@ PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 AliasTarget = Annotated[str, msgspec.Meta(pattern=r"^[^/\s]+/\S+$", max_length=256)]
 ModelPattern = Annotated[str, msgspec.Meta(pattern=r"^\S+$", max_length=256)]
+# A DNS name or IP address as a Host header names it, or "*".
+HostName = Annotated[
+    str,
+    msgspec.Meta(pattern=r"^(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)$", max_length=253),
+]
+# scheme://host[:port], as browsers send Origin; no path.
+Origin = Annotated[str, msgspec.Meta(pattern=r"^https?://[^/\s?#]+$", max_length=300)]
 
 
 class Server(ConfigBase, frozen=True, forbid_unknown_fields=True):
@@ -42,6 +49,11 @@ class Server(ConfigBase, frozen=True, forbid_unknown_fields=True):
     log_prompts: bool = False
     # Worker processes sharing the port (SO_REUSEPORT); --workers overrides.
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    # Without client keys, the Host names served besides localhost, loopback and the
+    # connection's own address ("*": any), and the browser origins allowed to call
+    # (proxy/origins.py). Unused with keys.
+    allowed_hosts: list[HostName] = msgspec.field(default_factory=list)
+    allowed_origins: list[Origin] = msgspec.field(default_factory=list)
 
 
 class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):
