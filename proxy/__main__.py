@@ -142,6 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if refusal is not None:
         sys.stderr.write(f"imagegate: {refusal}\n")
         return 2
+    token_env = config.metrics.token_env
+    if token_env is not None and not os.environ.get(token_env):
+        sys.stderr.write(
+            f"imagegate: metrics.token_env names {token_env}, which is empty\n"
+        )
+        return 2
     port = args.port if args.port is not None else config.server.port
     workers = args.workers if args.workers is not None else config.server.workers
     if workers < 1:

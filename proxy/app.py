@@ -21,13 +21,14 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 
 from proxy import handlers, upload_api
+from proxy.auth import ScrapeToken
 from proxy.catalog import images_models
 from proxy.config import Config, provider_keys
 from proxy.fetch import fetch_ctx
 from proxy.guard import guard
 from proxy.logs import ServerLog
 from proxy.metrics import Metrics
-from proxy.middleware import observe
+from proxy.middleware import Handler, observe
 from proxy.openapi import build_openapi
 from proxy.origins import OriginPolicy, same_origin
 from proxy.pricing import PriceTable
@@ -89,9 +90,26 @@ def create_app(
     upload_api.add_routes(app, environ)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
-    app.router.add_get("/metrics", handlers.metrics)
+    app.router.add_get("/metrics", _metrics_handler(config, environ))
     app.router.add_get("/openapi.json", handlers.openapi)
     return app
+
+
+def _metrics_handler(config: Config, environ: Mapping[str, str]) -> Handler:
+    env = config.metrics.token_env
+    if env is None:
+        return handlers.metrics
+    token = ScrapeToken(environ.get(env) or None)
+    if not environ.get(env):
+        log.warning(
+            "metrics.token_env is set but %s is empty: /metrics refuses all", env
+        )
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        token.check(request.headers)
+        return await handlers.metrics(request)
+
+    return metrics
 
 
 async def _drain(app: web.Application) -> None:

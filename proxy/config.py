@@ -26,6 +26,9 @@ PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 AliasTarget = Annotated[str, msgspec.Meta(pattern=r"^[^/\s]+/\S+$", max_length=256)]
 ModelPattern = Annotated[str, msgspec.Meta(pattern=r"^\S+$", max_length=256)]
+EnvName = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)
+]
 # A DNS name or IP address as a Host header names it, or "*".
 HostName = Annotated[
     str,
@@ -115,8 +118,17 @@ class Fetch(ConfigBase, frozen=True, forbid_unknown_fields=True):
                 raise ValueError(f"allow_networks: {net!r} is not a network") from None
 
 
+class MetricsAccess(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    """Who may read ``/metrics``: open (the default) or with a bearer token."""
+
+    # The environment variable holding the token scrapers send as
+    # `Authorization: Bearer <token>`; null leaves /metrics open (key names, spend).
+    token_env: EnvName | None = None
+
+
 class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
     server: Server = Server()
+    metrics: MetricsAccess = MetricsAccess()
     limits: Limits = Limits()
     files: Files = Files()
     fetch: Fetch = Fetch()
