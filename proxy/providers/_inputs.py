@@ -61,7 +61,7 @@ def merge_extra(
     for name in extra:
         if name in taken:
             raise InvalidRequest(
-                f"field '{where}{name}' is set by the gateway for this provider; "
+                f"field '{where}{name}' is the gateway's to set for this provider; "
                 "use the request's own fields (n, size, output_format, images, mask)",
                 param=f"{where}{name}",
             )

@@ -105,7 +105,9 @@ def parameters(job: EditJob, provider: str, extra: dict[str, Any]) -> dict[str, 
     else:
         require_auto(job.size, provider=provider, why="edits keep the input's size")
         params["editMode"] = _edit_mode(job, extra)
-    return _inputs.merge_extra(params, extra)
+    # storageUri would have the gateway's service account write the images into a
+    # bucket of the client's choosing, and the reply would carry no bytes.
+    return _inputs.merge_extra(params, extra, reserved=("storageUri",))
 
 
 async def build_body(job: EditJob, provider: str) -> bytes:

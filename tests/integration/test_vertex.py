@@ -210,6 +210,7 @@ async def test_edit_without_mask_and_options(
         # Unknown fields must not replace what the gateway sets: 8 images past n <= 4.
         ({"extra_body": {"sampleCount": 8}}, "sampleCount"),
         ({"extra_body": {"editMode": "EDIT_MODE_BGSWAP"}}, "editMode"),
+        ({"extra_body": {"storageUri": "gs://operators-bucket/x/"}}, "storageUri"),
     ],
 )
 async def test_refused_before_sending(
