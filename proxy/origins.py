@@ -7,13 +7,11 @@ name, resolved to 127.0.0.1) can read the answers, ``/v3/upload`` included. So, 
 keys configured:
 
 - ``Host`` must name the listener: ``localhost``, a loopback address, the address the
-  connection arrived on (``<pod IP>:<port>`` for a kubelet probe), ``server.host``, a
-  single-label name (``imagegate``, a compose service or hosts-file name), or a name in
-  ``server.allowed_hosts``. A rebinding page sends its own name, which lives in a DNS
-  zone the attacker controls and so always has a dot; single-label names resolve only
-  through the machine's own hosts file and search domains. The port is not compared:
-  port forwards (``ssh -L``, ``kubectl port-forward``, ``docker -p``) change it, and
-  the name alone is what a rebinding page cannot choose.
+  connection arrived on (``<pod IP>:<port>`` for a kubelet probe), ``server.host``, or
+  a name in ``server.allowed_hosts``. A rebinding page sends its own name. Single-label
+  names are not trusted either: LLMNR and NetBIOS let anyone on the LAN answer for
+  them. The port is not compared: port forwards (``ssh -L``, ``kubectl port-forward``,
+  ``docker -p``) change it, and the name alone is what a rebinding page cannot choose.
 - A browser's cross-site or same-site request (``Sec-Fetch-Site``), or any ``Origin``, is
   refused unless the origin is in ``server.allowed_origins``. SDKs and curl send neither.
 
@@ -90,12 +88,7 @@ class OriginPolicy:
         if host is None or self.any_host:
             return  # HTTP/1.0 without Host: no browser sends that
         name = host_name(host)
-        if (
-            name in self.hosts
-            or "." not in name
-            or _is_loopback(name)
-            or _same_address(name, local)
-        ):
+        if name in self.hosts or _is_loopback(name) or _same_address(name, local):
             return
         raise Forbidden(
             f"Host '{host}' does not name this gateway; without client keys it answers "

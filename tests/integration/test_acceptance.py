@@ -278,7 +278,7 @@ async def test_client_leaving_before_the_answer_is_a_499(
         + part % (b"image", b'; filename="a.png"') + png() + b"\r\n--b--\r\n"
     )  # fmt: skip
     head = (
-        b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v3/images/edits HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: multipart/form-data; boundary=b\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body)
     )
@@ -307,13 +307,13 @@ async def test_client_leaving_mid_body_is_no_error_in_the_log(
     # imagegate does not, so the handler sees the body read fail instead.
     runner, port = await _served(fake_openai, temp_root)
     multipart = (
-        b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v3/images/edits HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 9999\r\n\r\n"
         b'--b\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\n'
         + png()
     )
     json_head = (
-        b"POST /v3/images/generations HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v3/images/generations HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
     )
     body_at = multipart.index(b"\r\n\r\n") + 4
@@ -348,7 +348,7 @@ async def test_a_client_leaving_mid_body_leaves_no_cycle_behind(
     runner, port = await _served(fake_openai, temp_root)
     part = b'--b\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\n'
     head = (
-        b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v3/images/edits HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: multipart/form-data; boundary=b\r\n"
         b"Content-Length: 9999999\r\n\r\n"
     )
@@ -395,7 +395,7 @@ async def test_compressed_multipart_reserves_the_body_cap(
     packer = zlib.compressobj(wbits=31)
     body = packer.compress(head) + packer.flush(zlib.Z_SYNC_FLUSH)
     request = (
-        b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+        b"POST /v3/images/edits HTTP/1.1\r\nHost: localhost\r\nContent-Encoding: gzip\r\n"
         b"Content-Type: multipart/form-data; boundary=b\r\n"
         b"Content-Length: %d\r\n\r\n" % (len(body) + 4096)
     )
