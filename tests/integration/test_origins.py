@@ -4,6 +4,7 @@ or read; local clients, probes, configured names and keyed gateways are served."
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -13,6 +14,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from proxy.config import ConfigError, parse_config
+from proxy.errors import Forbidden
+from proxy.origins import OriginPolicy, host_name
 from tests.conftest import StartProxy
 from tests.fakes.openai import FakeOpenAI
 from tests.gateway import KEY_A, key_entry
@@ -212,3 +215,35 @@ async def test_with_client_keys_the_key_is_the_defence(
 def test_bad_names_are_config_errors(server: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="allowed_"):
         parse_config(msgspec.json.encode({"server": server}))
+
+
+@pytest.mark.parametrize(
+    ("host", "name"),
+    [("LocalHost:8080", "localhost"), ("[::1]:80", "::1"), ("[::1]", "::1"),
+     ("a.example.", "a.example"), ("a.example:", "a.example:"), ("10.0.0.1", "10.0.0.1")],
+)  # fmt: skip
+def test_host_name(host: str, name: str) -> None:
+    assert host_name(host) == name
+
+
+def test_policy_without_a_socket_address() -> None:
+    policy = OriginPolicy(listen_host="0.0.0.0", hosts=[], origins=[])
+    policy.check_host("127.0.0.1:1", None)
+    with pytest.raises(Forbidden):
+        policy.check_host("10.0.0.1:8080", None)
+    named = OriginPolicy(listen_host="gw.internal", hosts=[], origins=[])
+    named.check_host("GW.internal:8080", None)
+
+
+async def test_http10_without_host_is_served(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI
+) -> None:
+    # No browser sends a request without Host; HTTP/1.0 tools may.
+    proxy = await start_proxy(_providers(fake_openai))
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"GET /v3/images/models HTTP/1.0\r\n\r\n")
+    await writer.drain()
+    status = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    assert status.split()[1] == b"200"
