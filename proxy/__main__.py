@@ -150,6 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if refusal is not None:
         sys.stderr.write(f"imagegate: {refusal}\n")
         return 2
+    token_env = config.metrics.token_env
+    if token_env is not None and not os.environ.get(token_env):
+        sys.stderr.write(
+            f"imagegate: metrics.token_env names {token_env}, which is empty\n"
+        )
+        return 2
     port = server.port
     workers = server.workers
     if _per_process_limits(config, workers):

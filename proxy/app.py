@@ -17,9 +17,11 @@ import msgspec
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 from aiohttp.connector import Connection
+from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 
 from proxy import handlers, upload_api
+from proxy.auth import ScrapeToken
 from proxy.catalog import images_models
 from proxy.config import Config, provider_keys
 from proxy.fetch import fetch_ctx
@@ -27,8 +29,9 @@ from proxy.guard import defer_continue as defer
 from proxy.guard import guard
 from proxy.logs import ServerLog
 from proxy.metrics import Metrics
-from proxy.middleware import observe
+from proxy.middleware import Handler, observe
 from proxy.openapi import build_openapi
+from proxy.origins import OriginPolicy, same_origin
 from proxy.pixels import configure_pillow
 from proxy.pricing import PriceTable
 from proxy.providers import build_adapter
@@ -58,9 +61,19 @@ def create_app(
             multiproc_dir=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
         ),
     )
+    middlewares: list[Middleware] = [observe, guard]
+    if not config.keys:
+        # Keyless: the provider keys serve whoever reaches us, so not web pages.
+        server = config.server
+        policy = OriginPolicy(
+            listen_host=server.host,
+            hosts=server.allowed_hosts,
+            origins=server.allowed_origins,
+        )
+        middlewares.insert(1, same_origin(policy))
     # The JSON cap; multipart bodies are streamed and capped by the parser.
     app = web.Application(
-        middlewares=[observe, guard],
+        middlewares=middlewares,
         client_max_size=config.limits.max_json_bytes,
         handler_args={"logger": ServerLog(logging.getLogger("aiohttp.server"))},
     )
@@ -88,9 +101,26 @@ def create_app(
     upload_api.add_routes(app, environ)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
-    app.router.add_get("/metrics", handlers.metrics)
+    app.router.add_get("/metrics", _metrics_handler(config, environ))
     app.router.add_get("/openapi.json", handlers.openapi)
     return app
+
+
+def _metrics_handler(config: Config, environ: Mapping[str, str]) -> Handler:
+    env = config.metrics.token_env
+    if env is None:
+        return handlers.metrics
+    token = ScrapeToken(environ.get(env) or None)
+    if not environ.get(env):
+        log.warning(
+            "metrics.token_env is set but %s is empty: /metrics refuses all", env
+        )
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        token.check(request.headers)
+        return await handlers.metrics(request)
+
+    return metrics
 
 
 async def _drain(app: web.Application) -> None:

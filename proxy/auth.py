@@ -95,3 +95,27 @@ class KeyRing:
                 param="model",
                 code="model_not_allowed",
             )
+
+
+class ScrapeToken:
+    """The bearer token ``/metrics`` requires when ``metrics.token_env`` is set.
+
+    ``None`` (the variable unset or empty) refuses every scrape: a configured token
+    that is missing must not leave key names and spend open.
+    """
+
+    def __init__(self, token: str | None) -> None:
+        self._digest = hashlib.sha256(token.encode()).digest() if token else None
+
+    def check(self, headers: Mapping[str, str]) -> None:
+        auth = headers.get("Authorization", "")
+        presented = auth[len(_BEARER) :].strip()
+        if auth[: len(_BEARER)].lower() != _BEARER or not presented:
+            presented = ""
+        digest = hashlib.sha256(presented.encode()).digest()
+        if self._digest is None or not hmac.compare_digest(digest, self._digest):
+            raise Unauthorized(
+                "/metrics needs 'Authorization: Bearer <metrics token>'",
+                code="invalid_metrics_token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )

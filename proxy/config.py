@@ -29,6 +29,16 @@ PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 AliasTarget = Annotated[str, msgspec.Meta(pattern=r"^[^/\s]+/\S+$", max_length=256)]
 ModelPattern = Annotated[str, msgspec.Meta(pattern=r"^\S+$", max_length=256)]
+EnvName = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)
+]
+# A DNS name or IP address as a Host header names it, or "*".
+HostName = Annotated[
+    str,
+    msgspec.Meta(pattern=r"^(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)$", max_length=253),
+]
+# scheme://host[:port], as browsers send Origin; no path.
+Origin = Annotated[str, msgspec.Meta(pattern=r"^https?://[^/\s?#]+$", max_length=300)]
 
 
 class Server(ConfigBase, frozen=True, forbid_unknown_fields=True):
@@ -45,6 +55,11 @@ class Server(ConfigBase, frozen=True, forbid_unknown_fields=True):
     log_prompts: bool = False
     # Worker processes sharing the port (SO_REUSEPORT); --workers overrides.
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    # Without client keys, the Host names served besides localhost, loopback and the
+    # connection's own address ("*": any), and the browser origins allowed to call
+    # (proxy/origins.py). Unused with keys.
+    allowed_hosts: list[HostName] = msgspec.field(default_factory=list)
+    allowed_origins: list[Origin] = msgspec.field(default_factory=list)
 
 
 class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):
@@ -131,8 +146,17 @@ class Fetch(ConfigBase, frozen=True, forbid_unknown_fields=True):
                 raise ValueError(f"allow_networks: {net!r} is not a network") from None
 
 
+class MetricsAccess(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    """Who may read ``/metrics``: open (the default) or with a bearer token."""
+
+    # The environment variable holding the token scrapers send as
+    # `Authorization: Bearer <token>`; null leaves /metrics open (key names, spend).
+    token_env: EnvName | None = None
+
+
 class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
     server: Server = Server()
+    metrics: MetricsAccess = MetricsAccess()
     limits: Limits = Limits()
     files: Files = Files()
     fetch: Fetch = Fetch()

@@ -1,7 +1,9 @@
 """Validation of client-supplied ``extra_headers`` before they are forwarded upstream.
 
 Credential headers are refused (a client must never pick the credential the proxy sends,
-nor smuggle one past it), and so are headers that would break framing or routing.
+nor smuggle one past it), and so are headers that choose who is billed for the
+gateway's key or take part in a request signature, and headers that would break
+framing or routing.
 """
 
 from __future__ import annotations
@@ -27,12 +29,20 @@ CREDENTIAL_HEADERS = frozenset(
         "cookie",
         "set-cookie",
         "ocp-apim-subscription-key",
-        "x-amz-security-token",
-        "x-amz-date",
-        "x-amz-content-sha256",
     }
 )
 _CREDENTIAL_WORDS = ("api-key", "apikey", "api_key", "token", "secret", "auth")
+# The account, organization or project the gateway's key is billed to, or the
+# throughput tier it pays for: OpenAI (and OpenAI-compatible) headers pick the org and
+# project, Google's the quota project and request routing, Vertex's provisioned
+# throughput.
+BILLING_HEADERS = frozenset(
+    {"openai-organization", "openai-project", "x-goog-user-project"}
+)
+# Whole families, by prefix: SigV4 (x-amz-credential, -signature, -signedheaders,
+# -target, -expires, -date, -security-token ...) is computed by the gateway over its
+# own headers; Google's x-goog-* carry keys, quota projects and routing params.
+_BILLING_PREFIXES = ("x-amz-", "x-goog-", "x-vertex-ai-")
 FRAMING_HEADERS = frozenset(
     {
         "host",
@@ -50,6 +60,15 @@ FRAMING_HEADERS = frozenset(
         # (br, zstd) it cannot read.
         "accept-encoding",
         "proxy-connection",
+        # Who the client is, as proxies and the provider's abuse controls read it; the
+        # gateway is the provider's client, and says nothing about its own.
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-real-ip",
+        "via",
     }
 )
 
@@ -62,6 +81,12 @@ def is_credential(name: str) -> bool:
     return lowered in CREDENTIAL_HEADERS or any(
         word in lowered for word in _CREDENTIAL_WORDS
     )
+
+
+def selects_billing(name: str) -> bool:
+    """True for a header that picks who pays, or that a request signature covers."""
+    lowered = name.lower()
+    return lowered in BILLING_HEADERS or lowered.startswith(_BILLING_PREFIXES)
 
 
 def validate_extra_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
@@ -94,6 +119,14 @@ def validate_extra_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
             raise InvalidRequest(
                 f"extra header '{name}' would carry credentials; the gateway sends "
                 "its own provider credentials",
+                param=param,
+                code="forbidden_header",
+            )
+        if selects_billing(name):
+            raise InvalidRequest(
+                f"extra header '{name}' picks the account or project billed for the "
+                "gateway's credentials, or signs the request; the gateway sets these "
+                "from its config",
                 param=param,
                 code="forbidden_header",
             )

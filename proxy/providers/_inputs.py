@@ -1,12 +1,14 @@
 """Input preparation shared by the providers of this package: model ids that go into
-URL paths, and the client's mask as the white = edit PNG that FLUX Fill, Replicate
-models and Bedrock expect."""
+URL paths, the client's unknown fields merged into a provider body, and the client's
+mask as the white = edit PNG that FLUX Fill, Replicate models and Bedrock expect."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from proxy.errors import UnknownModel
+from proxy.errors import InvalidRequest, UnknownModel
 from proxy.images import require_stored
 from proxy.masks import to_white_edit_mask
 from proxy.models import EditJob
@@ -39,3 +41,28 @@ def model_path(model: str, *, provider: str, segments: int = 1) -> str:
             f"(expected {provider}/{shape})"
         )
     return model
+
+
+def merge_extra(
+    own: Mapping[str, Any],
+    extra: Mapping[str, Any],
+    *,
+    reserved: Iterable[str] = (),
+    where: str = "",
+) -> dict[str, Any]:
+    """The adapter's fields plus the client's unknown ones, which may only add.
+
+    A client field the adapter sets itself (or one of ``reserved``, which it sets later
+    or must never be sent) is a 400 naming it: ``sampleCount`` must not lift Vertex's
+    n <= 4, nor a second form field reach the provider beside the adapter's own.
+    ``where`` prefixes the name for nested objects (``generationConfig.``).
+    """
+    taken = set(own).union(reserved)
+    for name in extra:
+        if name in taken:
+            raise InvalidRequest(
+                f"field '{where}{name}' is the gateway's to set for this provider; "
+                "use the request's own fields (n, size, output_format, images, mask)",
+                param=f"{where}{name}",
+            )
+    return {**own, **extra}

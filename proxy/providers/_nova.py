@@ -68,7 +68,7 @@ def nova_body(job: EditJob, images: list[str], mask: str | None) -> dict[str, An
     task = str(extra.pop("task_type", "")).upper() or None
     config: dict[str, Any] = {"numberOfImages": n, **_nova_quality(job.quality)}
     config.update({k: extra.pop(k) for k in _NOVA_CONFIG_KEYS & extra.keys()})
-    params: dict[str, Any] = {"text": job.prompt, **extra}
+    params: dict[str, Any] = {"text": job.prompt}
     if job.operation == "generate":
         task = "TEXT_IMAGE"
         config.update(nova_size(job.size))
@@ -82,6 +82,10 @@ def nova_body(job: EditJob, images: list[str], mask: str | None) -> dict[str, An
         task = "IMAGE_VARIATION"
         params["images"] = images
         config.update(nova_size(job.size))
+    # Client fields only add to the task's params: never a second prompt or image.
+    params = _inputs.merge_extra(
+        params, extra, reserved=("text", "image", "images", "maskImage")
+    )
     key = {
         "TEXT_IMAGE": "textToImageParams",
         "INPAINTING": "inPaintingParams",

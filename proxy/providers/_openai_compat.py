@@ -28,7 +28,7 @@ from proxy.models import (
     StoredImage,
     Usage,
 )
-from proxy.providers import _replies
+from proxy.providers import _inputs, _replies
 from proxy.upstream import Upstream, UpstreamResponse
 
 # Typed job fields forwarded under their own names when set.
@@ -47,9 +47,17 @@ _FORWARDED = (
 )
 
 
+# What json_body and multipart_form add after the scalar fields.
+_IMAGE_FIELDS = ("image", "image[]", "images", "mask")
+
+
 def job_fields(job: EditJob, *, model: str) -> dict[str, Any]:
-    """The scalar fields of an OpenAI-shaped body, unknown client fields included."""
-    fields: dict[str, Any] = {**job.extra, "model": model, "prompt": job.prompt}
+    """The scalar fields of an OpenAI-shaped body, unknown client fields included.
+
+    The client's fields may only add: the image and mask names the body or form gets
+    later are refused too, so no second ``image`` part reaches the provider.
+    """
+    fields: dict[str, Any] = {"model": model, "prompt": job.prompt}
     for name in _FORWARDED:
         value = getattr(job, name)
         if value is not None:
@@ -58,7 +66,7 @@ def job_fields(job: EditJob, *, model: str) -> dict[str, Any]:
         fields["metadata"] = job.metadata
     if job.stream:
         fields["stream"] = True
-    return fields
+    return _inputs.merge_extra(fields, job.extra, reserved=_IMAGE_FIELDS)
 
 
 def _form_items(name: str, value: Any) -> Iterator[tuple[str, str]]:

@@ -8,19 +8,19 @@ sending), no native ``n`` (the proxy makes n calls), ``quality``, ``background``
 ``output_format`` are not Gemini API options and are ignored. Safety blocks arrive as
 HTTP 200 (``promptFeedback.blockReason`` or a candidate ``finishReason``) and become a
 400 ``moderation_blocked`` carrying Google's reason. Unknown client fields are merged
-into the request body (``generationConfig`` members into ours).
+into the request body (``generationConfig`` members into ours); one the proxy sets,
+and ``candidateCount``, is a 400.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 import msgspec
 
-from proxy.errors import UpstreamRejected
+from proxy.errors import InvalidRequest, UpstreamRejected
 from proxy.models import EditJob, EditResult, TokenDetails, Usage
-from proxy.providers import _google, _replies
+from proxy.providers import _google, _inputs, _replies
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
 from proxy.sizes import GEMINI_ASPECT_RATIOS, aspect_ratio, gemini_image_size
 from proxy.translate import Encoded, images_result, inline_base64
@@ -116,12 +116,21 @@ async def build_body(job: EditJob, provider: str) -> bytes:
         mime = getattr(image, "content_type", "image/png")
         parts.append({"inlineData": {"mimeType": mime, "data": data}})
     parts.append({"text": job.prompt})
-    body: dict[str, Any] = {**job.extra, "contents": [{"role": "user", "parts": parts}]}
-    config = generation_config(job, provider)
-    extra_config = job.extra.get("generationConfig")
-    if isinstance(extra_config, dict):
-        config = {**config, **extra_config}
-    body["generationConfig"] = config
+    extra = dict(job.extra)
+    extra_config = extra.pop("generationConfig", {})
+    if not isinstance(extra_config, dict):
+        raise InvalidRequest(
+            "'generationConfig' must be an object", param="generationConfig"
+        )
+    body = _inputs.merge_extra({"contents": [{"role": "user", "parts": parts}]}, extra)
+    # candidateCount would multiply the images of each call past `n`, which the
+    # proxy fans out itself.
+    body["generationConfig"] = _inputs.merge_extra(
+        generation_config(job, provider),
+        extra_config,
+        reserved=("candidateCount",),
+        where="generationConfig.",
+    )
     return msgspec.json.encode(body)
 
 
@@ -208,8 +217,10 @@ class GoogleAdapter:
         return StaticKey("x-goog-api-key", key)
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+        # Checked, not just quoted: ..%2F..%2Fx would still take the key elsewhere.
+        model = _inputs.model_path(job.model, provider=upstream.name)
         resp = await upstream.post(
-            f"/models/{quote(job.model, safe='.-_@')}:generateContent",
+            f"/models/{model}:generateContent",
             data=await build_body(job, upstream.name),
             headers={**job.extra_headers, "Content-Type": "application/json"},
         )

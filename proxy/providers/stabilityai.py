@@ -7,7 +7,8 @@ API: https://platform.stability.ai/docs/api-reference (``/v2beta/stable-image/..
 ``sd3*`` model goes to ``/generate/sd3`` with ``model``). Multipart out, one image; the
 mask (inpaint, erase) is converted to white = edit. Endpoint-specific fields
 (``search_prompt``, ``select_prompt``, ``left``/``right``/``up``/``down``,
-``negative_prompt``, ``seed``, ``grow_mask`` ...) pass through as form fields.
+``negative_prompt``, ``seed``, ``grow_mask`` ...) pass through as form fields; one
+the proxy sends itself is a 400, never a second part.
 Deviations from OpenAI: no native ``n`` (the proxy makes n calls); edits keep the
 input's size (``size`` must be auto); generation maps ``size`` to Stability's aspect
 ratios. ``Accept: application/json`` is sent; a raw image reply is handled too.
@@ -108,7 +109,10 @@ def form_fields(
         require_auto(job.size, provider=provider, why="edits keep the input's size")
     if job.output_format is not None:
         fields.append(("output_format", job.output_format))
-    for name, value in job.extra.items():
+    # A second aspect_ratio, image or mask part would reach Stability beside ours.
+    taken = {name for name, _ in fields} | {"image", "mask"}
+    extra = _inputs.merge_extra({}, job.extra, reserved=taken)
+    for name, value in extra.items():
         fields.extend(_form_items(name, value))
     return fields
 

@@ -5,7 +5,8 @@ The first image is the RAW reference image, the mask (converted from OpenAI's al
 convention to white = edit) the MASK reference with ``MASK_MODE_USER_PROVIDED``;
 ``n`` is ``sampleCount`` (1-4). ``editMode`` is inpaint-insertion with a mask, the
 default without one; a client field ``edit_mode`` (``inpaint_removal``, ``outpaint``,
-``bgswap`` ...) overrides it. Other unknown client fields go into ``parameters``.
+``bgswap`` ...) overrides it. Other unknown client fields go into ``parameters``;
+one the proxy sets there (``sampleCount``, ``editMode`` ...) is a 400.
 Credentials: a service-account key file (its path in ``api_key_env``, by default
 ``GOOGLE_APPLICATION_CREDENTIALS``) exchanged for OAuth tokens by the proxy, or with
 ``auth: access_token`` a ready token in ``api_key_env``. Deviations from OpenAI: edits
@@ -104,7 +105,9 @@ def parameters(job: EditJob, provider: str, extra: dict[str, Any]) -> dict[str, 
     else:
         require_auto(job.size, provider=provider, why="edits keep the input's size")
         params["editMode"] = _edit_mode(job, extra)
-    return {**params, **extra}
+    # storageUri would have the gateway's service account write the images into a
+    # bucket of the client's choosing, and the reply would carry no bytes.
+    return _inputs.merge_extra(params, extra, reserved=("storageUri",))
 
 
 async def build_body(job: EditJob, provider: str) -> bytes:
@@ -182,11 +185,13 @@ class VertexAdapter:
         return self._service_account
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+        # Checked before a token is fetched: the id must not climb out of models/.
+        model = _inputs.model_path(job.model, provider=upstream.name)
         body = await build_body(job, upstream.name)
         if self._service_account is not None:
             await self._service_account.refresh(upstream)
         resp = await upstream.post(
-            f"{self._path}{quote(job.model, safe='.-_@')}:predict",
+            f"{self._path}{model}:predict",
             data=body,
             headers={**job.extra_headers, "Content-Type": "application/json"},
         )

@@ -7,7 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from proxy.config import Server
+from proxy.config import MetricsAccess, Server
 from proxy.providers.base import Pool
 from proxy.providers.openai import Config as OpenAIConfig
 from tests.deploy.names import exposed_names
@@ -46,6 +46,7 @@ def _section(readme: str, heading: str) -> list[str]:
     ("heading", "struct"),
     [
         ("### `server:`", Server),
+        ("### `metrics:`", MetricsAccess),
         ("#### `pool:`", Pool),
         ("#### `providers.openai`", OpenAIConfig),
     ],

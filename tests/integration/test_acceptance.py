@@ -42,9 +42,9 @@ async def test_client_header_never_doubles_one_the_gateway_sets(
         "model": "openai/gpt-image-2",
         "prompt": "a hat",
         "images": [{"image_url": _data_url(png())}],
-        # Other spellings of headers the gateway sets itself.
+        # Other spellings of headers the gateway sets itself (a client's
+        # OpenAI-Organization is refused outright: test_edits_json.py).
         "extra_headers": {
-            "openai-organization": "org-client",
             "TraceParent": "00-11111111111111111111111111111111-2222222222222222-01",
             "X-Tenant": "t1",
         },
@@ -328,7 +328,7 @@ async def test_client_leaving_before_the_answer_is_a_499(
         + part % (b"image", b'; filename="a.png"') + png() + b"\r\n--b--\r\n"
     )  # fmt: skip
     head = (
-        b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v3/images/edits HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: multipart/form-data; boundary=b\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body)
     )
@@ -357,13 +357,13 @@ async def test_client_leaving_mid_body_is_no_error_in_the_log(
     # imagegate does not, so the handler sees the body read fail instead.
     runner, port = await _served(fake_openai, temp_root)
     multipart = (
-        b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v3/images/edits HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 9999\r\n\r\n"
         b'--b\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\n'
         + png()
     )
     json_head = (
-        b"POST /v3/images/generations HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v3/images/generations HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
     )
     body_at = multipart.index(b"\r\n\r\n") + 4
@@ -398,7 +398,7 @@ async def test_a_client_leaving_mid_body_leaves_no_cycle_behind(
     runner, port = await _served(fake_openai, temp_root)
     part = b'--b\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\n'
     head = (
-        b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v3/images/edits HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: multipart/form-data; boundary=b\r\n"
         b"Content-Length: 9999999\r\n\r\n"
     )
@@ -447,7 +447,7 @@ async def test_compressed_multipart_reserves_what_it_inflates_to(
     body = packer.compress(head) + packer.flush(zlib.Z_SYNC_FLUSH)
     more = packer.compress(bytes(300_000)) + packer.flush(zlib.Z_SYNC_FLUSH)
     request = (
-        b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+        b"POST /v3/images/edits HTTP/1.1\r\nHost: localhost\r\nContent-Encoding: gzip\r\n"
         b"Content-Type: multipart/form-data; boundary=b\r\n"
         b"Content-Length: %d\r\n\r\n" % (len(body) + len(more) + 4096)
     )

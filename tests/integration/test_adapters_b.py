@@ -324,6 +324,24 @@ async def _aws_proxy(
 NOVA = "amazon/amazon.nova-canvas-v1:0"
 
 
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"text": "another prompt"}, "text"),
+        ({"maskImage": "AAAA"}, "maskImage"),
+        ({"image": "AAAA"}, "image"),
+    ],
+)
+async def test_bedrock_nova_client_fields_only_add(
+    start_proxy: StartProxy, aws: FakeBedrock, fields: dict[str, Any], param: str
+) -> None:
+    server = await _aws_proxy(start_proxy, aws)
+    got, body = await _post(server, "/v3/images/edits", _edit(NOVA, **fields))
+    assert got == 400, body
+    assert body["error"]["param"] == param
+    assert aws.received == []
+
+
 async def test_bedrock_wrong_secret_fails_the_signature(
     start_proxy: StartProxy, aws: FakeBedrock
 ) -> None:

@@ -21,7 +21,7 @@ JSON_BODY = msgspec.json.encode(
 
 def request(body: bytes = JSON_BODY, *, extra: bytes = b"") -> bytes:
     return (
-        b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /v3/images/edits HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         + extra + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )  # fmt: skip
 
@@ -78,7 +78,7 @@ async def test_slow_body_gets_a_408(
     ]:  # fmt: skip
         reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
         writer.write(
-            b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\nContent-Type: " + ctype
+            b"POST /v3/images/edits HTTP/1.1\r\nHost: localhost\r\nContent-Type: " + ctype
             + b"\r\nContent-Length: 100000\r\n\r\n" + head
         )  # fmt: skip
         await writer.drain()
@@ -123,7 +123,7 @@ async def test_disconnect_at_every_phase(
 ) -> None:
     full = request()
     multipart = (
-        b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v3/images/edits HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 9999\r\n\r\n"
         b'--b\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\n'
         + png()

@@ -115,11 +115,25 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str | None]] = [
     ("extra header goog", body(extra_headers={"X-Goog-Api-Key": "k"}), "extra_headers.X-Goog-Api-Key"),
     ("extra header token word", body(extra_headers={"X-Session-Token": "k"}), "extra_headers.X-Session-Token"),
     ("extra header host", body(extra_headers={"Host": "evil"}), "extra_headers.Host"),
+    ("extra header openai-organization", body(extra_headers={"OpenAI-Organization": "org-other"}), "extra_headers.OpenAI-Organization"),
+    ("extra header openai-project", body(extra_headers={"OpenAI-Project": "proj_other"}), "extra_headers.OpenAI-Project"),
+    ("extra header x-goog-user-project", body(extra_headers={"x-goog-user-project": "other-project"}), "extra_headers.x-goog-user-project"),
+    ("extra header x-goog-request-params", body(extra_headers={"X-Goog-Request-Params": "project=other"}), "extra_headers.X-Goog-Request-Params"),
+    ("extra header x-amz-credential", body(extra_headers={"X-Amz-Credential": "AKIA/x"}), "extra_headers.X-Amz-Credential"),
+    ("extra header x-amz-signature", body(extra_headers={"X-Amz-Signature": "ab"}), "extra_headers.X-Amz-Signature"),
+    ("extra header x-amz-signedheaders", body(extra_headers={"x-amz-signedheaders": "host"}), "extra_headers.x-amz-signedheaders"),
+    ("extra header x-amz-target", body(extra_headers={"X-Amz-Target": "Bedrock.Other"}), "extra_headers.X-Amz-Target"),
+    ("extra header x-amz-expires", body(extra_headers={"X-Amz-Expires": "60"}), "extra_headers.X-Amz-Expires"),
+    ("extra header x-vertex-ai-llm-request-type", body(extra_headers={"X-Vertex-AI-LLM-Request-Type": "dedicated"}), "extra_headers.X-Vertex-AI-LLM-Request-Type"),
+    ("extra header x-forwarded-for", body(extra_headers={"X-Forwarded-For": "10.0.0.1"}), "extra_headers.X-Forwarded-For"),
+    ("extra header forwarded", body(extra_headers={"Forwarded": "for=10.0.0.1"}), "extra_headers.Forwarded"),
     ("extra header te", body(extra_headers={"Transfer-Encoding": "chunked"}), "extra_headers.Transfer-Encoding"),
     ("extra header crlf", body(extra_headers={"X-A": "v\r\nX-B: 1"}), "extra_headers.X-A"),
     ("extra header nul", body(extra_headers={"X-A": "v\x00"}), "extra_headers.X-A"),
     ("extra header bad name", body(extra_headers={"X A": "v"}), "extra_headers.X A"),
     ("gpt-image url format", body(response_format="url"), "response_format"),
+    # An unknown field the adapter sets itself would be a second image part upstream.
+    ("unknown field image", body(image="https://elsewhere.example/x.png"), "image"),
 ]  # fmt: skip
 
 

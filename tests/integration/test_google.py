@@ -255,3 +255,40 @@ async def test_reply_without_usage_has_no_cost(
     fake.script(Reply(body=reply))
     result = await sdk.images.generate(model=MODEL, prompt="x")
     assert (result.model_extra or {})["cost"] is None
+
+
+@pytest.mark.parametrize(
+    "model", ["google/../../x", "google/..", "google/a/b", "google/gemini#x"]
+)
+async def test_model_ids_cannot_reach_other_endpoints(
+    sdk: openai.AsyncOpenAI, fake: FakeGemini, model: str
+) -> None:
+    # The gateway's key goes with the call: models/..%2F..%2Fx must never be sent.
+    with pytest.raises(openai.NotFoundError) as exc:
+        await sdk.images.generate(model=model, prompt="a cat")
+    assert exc.value.param == "model"
+    assert exc.value.code == "model_not_found"
+    assert fake.received == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        # Four images per call, past the n the proxy fans out and counts.
+        ({"generationConfig": {"candidateCount": 4}}, "generationConfig.candidateCount"),
+        ({"generationConfig": {"responseModalities": ["TEXT"]}},
+         "generationConfig.responseModalities"),
+        ({"generationConfig": "x"}, "generationConfig"),
+        ({"contents": [{"parts": [{"text": "other"}]}]}, "contents"),
+    ],
+)  # fmt: skip
+async def test_client_fields_cannot_replace_the_gateways(
+    proxy: TestServer, fake: FakeGemini, extra: dict[str, Any], param: str
+) -> None:
+    body = {"model": MODEL, "prompt": "a cat", **extra}
+    async with aiohttp.ClientSession() as client:
+        resp = await client.post(proxy.make_url("/v3/images/generations"), json=body)
+        assert resp.status == 400, await resp.text()
+        error = (await resp.json())["error"]
+    assert error["param"] == param
+    assert fake.received == []

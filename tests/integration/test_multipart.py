@@ -173,7 +173,7 @@ async def test_declared_length_over_cap_is_refused_before_reading(
 ) -> None:
     reader, writer = await asyncio.open_connection(small_proxy.host, small_proxy.port)
     writer.write(
-        b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v3/images/edits HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: multipart/form-data; boundary=b\r\n"
         b"Content-Length: 999999999\r\n\r\n"
     )
@@ -232,7 +232,7 @@ async def test_client_disconnect_mid_upload_leaves_no_temp_file(
     )
     _reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
     writer.write(
-        b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v3/images/edits HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: multipart/form-data; boundary=b\r\n"
         b"Content-Length: 9000000\r\n\r\n" + head
     )

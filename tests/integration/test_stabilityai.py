@@ -204,3 +204,21 @@ async def test_the_client_file_name_reaches_stability(
         prompt="a red car",
     )
     assert [(f.name, f.filename) for f in fake.last.files] == [("image", "room 1.png")]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        # size already becomes aspect_ratio: a second part would reach Stability.
+        ({"size": "1792x1024", "extra_body": {"aspect_ratio": "1:1"}}, "aspect_ratio"),
+        ({"extra_body": {"image": "https://elsewhere.example/x.png"}}, "image"),
+        ({"extra_body": {"mask": "x"}}, "mask"),
+    ],
+)
+async def test_client_fields_are_never_a_second_form_part(
+    sdk: openai.AsyncOpenAI, fake: FakeStability, kwargs: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        await sdk.images.generate(model="stabilityai/ultra", prompt="x", **kwargs)
+    assert exc.value.param == param
+    assert fake.received == []

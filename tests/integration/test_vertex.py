@@ -207,6 +207,10 @@ async def test_edit_without_mask_and_options(
         ({"extra_body": {"edit_mode": "paint"}}, "edit_mode"),
         ({"extra_body": {"output_format": "webp"}}, "output_format"),
         ({"mask": ("m.png", png(4, 4, alpha=0), "image/png")}, "mask"),
+        # Unknown fields must not replace what the gateway sets: 8 images past n <= 4.
+        ({"extra_body": {"sampleCount": 8}}, "sampleCount"),
+        ({"extra_body": {"editMode": "EDIT_MODE_BGSWAP"}}, "editMode"),
+        ({"extra_body": {"storageUri": "gs://operators-bucket/x/"}}, "storageUri"),
     ],
 )
 async def test_refused_before_sending(
@@ -265,3 +269,19 @@ async def test_non_rsa_key_is_a_503(
         await client.images.edit(model=EDIT, image=_image(), prompt="x")
     await client.close()
     assert exc.value.status_code == 503
+
+
+@pytest.mark.parametrize(
+    "model",
+    ["vertex/../../x", "vertex/..", "vertex/a/b", "vertex/imagen?alt=media"],
+)
+async def test_model_ids_cannot_reach_other_endpoints(
+    sdk: openai.AsyncOpenAI, setup: Setup, model: str
+) -> None:
+    # The gateway's OAuth token goes with the call: an id that climbs out of
+    # .../publishers/google/models/ would spend it on another resource.
+    with pytest.raises(openai.NotFoundError) as exc:
+        await sdk.images.edit(model=model, image=_image(), prompt="x")
+    assert exc.value.param == "model"
+    assert exc.value.code == "model_not_found"
+    assert setup.fake.received == []

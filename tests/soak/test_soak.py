@@ -73,7 +73,7 @@ async def one(session: aiohttp.ClientSession, base: str, kind: str, port: int) -
     elif kind == "abort":
         _, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(
-            b"POST /v3/images/edits HTTP/1.1\r\nHost: x\r\n"
+            b"POST /v3/images/edits HTTP/1.1\r\nHost: localhost\r\n"
             b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 99999\r\n\r\n"
             b'--b\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\n'
             + png()

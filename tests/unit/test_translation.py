@@ -40,6 +40,30 @@ def test_credential_headers_refused(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
+    ["OpenAI-Organization", "openai-project", "X-Goog-User-Project", "x-goog-request-params",
+     "X-Amz-Credential", "X-AMZ-SIGNATURE", "X-Amz-SignedHeaders", "X-Amz-Target",
+     "X-Amz-Expires", "x-amz-algorithm", "X-Vertex-AI-LLM-Request-Type"],
+)  # fmt: skip
+def test_billing_and_signing_headers_refused(name: str) -> None:
+    # Each picks who pays for the gateway's key or forges part of a signed request.
+    with pytest.raises(InvalidRequest, match=r"billed|signs") as exc:
+        validate_extra_headers({name: "v"})
+    assert exc.value.param == f"extra_headers.{name}"
+    assert exc.value.code == "forbidden_header"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Forwarded", "X-Forwarded-For", "x-forwarded-host", "X-Real-IP", "Via"],
+)  # fmt: skip
+def test_client_address_headers_refused(name: str) -> None:
+    with pytest.raises(InvalidRequest, match="framing or routing") as exc:
+        validate_extra_headers({name: "v"})
+    assert exc.value.code == "forbidden_header"
+
+
+@pytest.mark.parametrize(
+    "name",
     ["Host", "content-length", "Transfer-Encoding", "Connection", "Keep-Alive", "Upgrade",
      "TE", "Trailer", "Expect", "Content-Type", "Accept-Encoding"],
 )  # fmt: skip
