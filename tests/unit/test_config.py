@@ -37,6 +37,12 @@ def test_empty_file_is_all_defaults() -> None:
     assert parse_config("") == Config()
 
 
+def test_a_key_s_share_of_the_upload_store() -> None:
+    files = parse_config("files:\n  max_total_bytes: 1000\n").files
+    assert files.key_bytes == 250
+    assert parse_config("files:\n  max_bytes_per_key: 7\n").files.key_bytes == 7
+
+
 def test_body_cap_default_fits_sixteen_images_and_a_mask() -> None:
     limits = parse_config("limits:\n  max_file_bytes: 1000\n").limits
     assert limits.body_cap == 17 * 1000 + 1024 * 1024
@@ -57,6 +63,11 @@ def test_body_cap_default_fits_sixteen_images_and_a_mask() -> None:
         ("providers: [1, 2]\n", "$.providers"),
         ("server: [\n", "not valid YAML"),
         ("providers:\n  a/b:\n    type: openai\n", "must not contain '/'"),
+        (
+            "files:\n  max_total_bytes: 10\n  max_bytes_per_key: 11\n",
+            "max_bytes_per_key: above max_total_bytes - at `$.files`",
+        ),
+        ("files:\n  max_files_per_key: 0\n", "$.files.max_files_per_key"),
     ],
 )
 def test_invalid_configs_name_the_key(text: str, where: str) -> None:
