@@ -80,7 +80,8 @@ def _files_ctx(
 
 def caller(gateway: Gateway) -> str | None:
     """The client key's name when client keys are configured: files are then theirs
-    (each key sees and uses only its own uploads); None, everyone's."""
+    (each key sees and uses only its own uploads); None: the anonymous owner, whose
+    files no key reaches."""
     ctx = CURRENT.get()
     return ctx.key if gateway.keys and ctx is not None else None
 
