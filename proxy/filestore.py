@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -89,12 +88,13 @@ def _iso(ts: float) -> str:
 
 
 def owner_dir(owner: str | None) -> str:
-    """The directory name of ``owner``'s files (config key names are safe as-is)."""
+    """The directory name of ``owner``'s files: owners are configured key names,
+    whose pattern (``controls.KeyName``) makes them safe as a path component."""
     if owner is None:
         return ANONYMOUS
-    if _SAFE_NAME.match(owner):
-        return _KEY_DIR + owner
-    return _KEY_DIR + "sha256-" + hashlib.sha256(owner.encode()).hexdigest()
+    if not _SAFE_NAME.match(owner):
+        raise ValueError(f"not a key name: {owner!r}")
+    return _KEY_DIR + owner
 
 
 @dataclass
@@ -236,6 +236,8 @@ class FileStore:
 
         The cost is that of the owner's own files: other owners' are never read.
         """
+        if owner is None and self.keyed:
+            return Page([], False)
         await self._sync(owner)
         shelf = self._shelf(owner)
         start = 0
@@ -451,7 +453,7 @@ def _owners(directory: str) -> list[str | None]:
                 owners.append(None)
             elif entry.name.startswith(_KEY_DIR):
                 name = entry.name[len(_KEY_DIR) :]
-                if _SAFE_NAME.match(name) and owner_dir(name) == entry.name:
+                if _SAFE_NAME.match(name):
                     owners.append(name)
     return owners
 

@@ -219,6 +219,7 @@ async def test_listing_is_paginated_per_key(
         ({"limit": "1001"}, "limit"),
         ({"limit": "ten"}, "limit"),
         ({"after": "../x"}, "after"),
+        ({"after": "x" * 65}, "after"),
         ({"purpose": "x" * 65}, "purpose"),
     ],
 )

@@ -13,7 +13,7 @@ import pytest
 
 from proxy.config import Files
 from proxy.errors import InsufficientStorage, InvalidRequest, PayloadTooLarge
-from proxy.filestore import ORPHAN_GRACE_S, FileStore, StoredFile, owner_dir
+from proxy.filestore import ORPHAN_GRACE_S, FileStore, StoredFile
 from proxy.tasks import TaskGroup
 
 
@@ -79,16 +79,19 @@ async def test_save_get_list_and_owners(tmp_path: Path) -> None:
     assert await store.delete(b.file_id, owner="k1")
     assert store.used_bytes == 4
     assert store.get("no-such-id") is None
-    # Odd owner names (never a configured key's) still get a directory of their own.
-    odd = await store.save(
-        _chunks(b"y"), file_name="", mimetype="image/png", purpose=None, owner="../x"
-    )
-    assert await _listed(store, owner="../x") == [odd]
-    assert [n for n in _names(tmp_path) if odd.file_id in n] == [
-        f"{owner_dir('../x')}/{odd.file_id}.bin",
-        f"{owner_dir('../x')}/{odd.file_id}.json",
+    # Owners are configured key names; anything else is refused, never a path.
+    with pytest.raises(ValueError, match="not a key name"):
+        await store.save(
+            _chunks(b"y"),
+            file_name="",
+            mimetype="image/png",
+            purpose=None,
+            owner="../x",
+        )
+    assert _names(tmp_path) == [
+        f"anonymous/{a.file_id}.bin",
+        f"anonymous/{a.file_id}.json",
     ]
-    assert owner_dir("../x").startswith("key-sha256-")
 
 
 async def test_pages_follow_upload_order(tmp_path: Path) -> None:
