@@ -120,8 +120,22 @@ class Files(ConfigBase, frozen=True, forbid_unknown_fields=True):
     dir: str | None = None
     max_file_bytes: PositiveInt = 100 * MiB
     max_total_bytes: PositiveInt = 10 * 1024 * MiB
+    # One client key's share, so no key can fill the store for the others (507).
+    # None: a quarter of max_total_bytes. Without client keys there is one owner.
+    max_bytes_per_key: PositiveInt | None = None
+    max_files_per_key: PositiveInt = 10_000
     retention_s: Seconds = 7 * 24 * 3600.0
     sweep_interval_s: Seconds = 60.0
+
+    def __post_init__(self) -> None:
+        if self.key_bytes > self.max_total_bytes:
+            raise ValueError("max_bytes_per_key must not be above max_total_bytes")
+
+    @property
+    def key_bytes(self) -> int:
+        if self.max_bytes_per_key is not None:
+            return self.max_bytes_per_key
+        return max(1, self.max_total_bytes // 4)
 
 
 class Fetch(ConfigBase, frozen=True, forbid_unknown_fields=True):

@@ -1,71 +1,76 @@
 """The embedded upload store: the files behind ``/v3/upload`` and ``file_id``.
 
-Each file is ``<id>.bin`` with its metadata beside it in ``<id>.json``. Ids are random
-UUIDs made here, and every lookup goes through the in-memory index, never through a
-path built from what a client sent: path traversal is impossible by construction.
-The store enforces a per-file cap, a total cap (uploads in flight included) and a
-retention time; ``run_sweeper`` removes expired files in the background.
+Each owner has a directory: ``key-<name>`` for a client key's files, ``anonymous`` for
+files uploaded while no client keys were configured. In it each file is ``<id>.bin``
+with its metadata beside it in ``<id>.json``, written once before the file appears.
+Ids are random UUIDs made here, and every lookup goes through the in-memory index or
+a path built from a canonical UUID, never from what a client sent: path traversal is
+impossible by construction.
+
+The directory is the truth: worker processes sharing it each keep an index per owner
+and bring one owner's up to date (names only; records they have not seen yet are
+read) before listing it or taking an upload for it, so a listing costs what its owner
+holds, not what the store holds. The periodic sweep does the same for every owner,
+removes expired files and leftovers of uploads that never finished, and, once client
+keys are configured, anonymous files, which no key may reach.
+
+The store enforces a per-file cap, a total cap and a per-key share (uploads in flight
+included) and a retention time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import bisect
 import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterable, Callable, Sequence
+from dataclasses import dataclass, field
 
 import aiofiles
-import msgspec
 
+from proxy import filedisk as disk
+from proxy import leftovers
 from proxy.config import Files
-from proxy.errors import InsufficientStorage, PayloadTooLarge
+from proxy.errors import InsufficientStorage, InvalidRequest, PayloadTooLarge
+from proxy.filedisk import ORPHAN_GRACE_S, StoredFile, owner_dir
+
+__all__ = ["ORPHAN_GRACE_S", "Draft", "FileStore", "Page", "StoredFile", "owner_dir"]
 
 log = logging.getLogger("imagegate")
 
-_encode = msgspec.json.encode
-# A file without a record younger than this may be an upload still being written (by
-# this process or another worker sharing the directory); older ones are debris.
-ORPHAN_GRACE_S = 3600.0
+
+@dataclass
+class _Shelf:
+    """One owner's indexed files, in listing order, and the bytes they hold."""
+
+    files: dict[str, StoredFile] = field(default_factory=dict)
+    order: list[tuple[float, str]] = field(default_factory=list)
+    stored: int = 0
+    reserved: int = 0  # bytes of this owner's uploads still being written
+    writing: int = 0  # count of those uploads
 
 
-class StoredFile(msgspec.Struct, frozen=True, kw_only=True):
+@dataclass
+class Draft:
+    """An upload written to its ``.part`` file, not yet visible; its bytes stay
+    reserved until ``publish`` or ``discard``."""
+
     file_id: str
+    owner: str | None
+    part: str
     file_name: str
-    file_size: int
-    file_mimetype: str
-    purpose: str | None = None
-    created_at: float
-    expires_at: float
-    # The client key that uploaded it, once client keys exist; None: anyone's.
-    owner: str | None = None
-
-    def public(self) -> dict[str, object]:
-        """Eden AI's answer shape for one file."""
-        return {
-            "file_id": self.file_id,
-            "file_name": self.file_name,
-            "file_size": self.file_size,
-            "file_mimetype": self.file_mimetype,
-            "purpose": self.purpose,
-            "metadata": {},
-            "created_at": _iso(self.created_at),
-            "expires_at": _iso(self.expires_at),
-        }
+    mimetype: str
+    size: int = 0
+    done: bool = False
 
 
-_record_decoder = msgspec.json.Decoder(StoredFile)
-
-
-def _iso(ts: float) -> str:
-    return (
-        datetime.fromtimestamp(ts, UTC)
-        .isoformat(timespec="seconds")
-        .replace("+00:00", "Z")
-    )
+@dataclass(frozen=True)
+class Page:
+    files: list[StoredFile]
+    has_more: bool
 
 
 class FileStore:
@@ -74,81 +79,133 @@ class FileStore:
         config: Files,
         directory: str,
         *,
+        keyed: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.directory = directory
+        # With client keys configured anonymous files belong to no one.
+        self.keyed = keyed
         self._clock = clock
-        self._index: dict[str, StoredFile] = {}
+        self._shelves: dict[str | None, _Shelf] = {}
         self._stored = 0  # bytes of the indexed files
         self._reserved = 0  # bytes of uploads still being written
         self._pending: set[str] = set()  # ids of uploads still being written
+        self._made: set[str | None] = set()  # owners whose directory exists
+        # Names this process's .part files so a successor can tell they are debris.
+        self._part_suffix: str | None = None
 
     @property
     def used_bytes(self) -> int:
         return self._stored + self._reserved
 
-    def _path(self, file_id: str, ext: str) -> str:
-        return os.path.join(self.directory, f"{file_id}.{ext}")
-
-    def _add(self, record: StoredFile) -> None:
-        self._index[record.file_id] = record
-        self._stored += record.file_size
-
-    def _drop(self, file_id: str) -> None:
-        self._stored -= self._index.pop(file_id).file_size
+    def _dir(self, owner: str | None) -> str:
+        return os.path.join(self.directory, owner_dir(owner))
 
     def path(self, record: StoredFile) -> str:
-        return self._path(record.file_id, "bin")
+        return os.path.join(self._dir(record.owner), f"{record.file_id}.bin")
 
-    async def refresh(self) -> None:
-        """Rebuild the index from the directory.
+    def _shelf(self, owner: str | None) -> _Shelf:
+        shelf = self._shelves.get(owner)
+        if shelf is None:
+            shelf = self._shelves[owner] = _Shelf()
+        return shelf
 
-        The directory is the truth: worker processes sharing it each keep an index,
-        and this brings one up to date with what the others wrote or deleted.
+    def _add(self, record: StoredFile) -> None:
+        shelf = self._shelf(record.owner)
+        if record.file_id in shelf.files:
+            return
+        shelf.files[record.file_id] = record
+        bisect.insort(shelf.order, (record.created_at, record.file_id))
+        shelf.stored += record.file_size
+        self._stored += record.file_size
+
+    def _drop(self, owner: str | None, file_id: str) -> StoredFile | None:
+        shelf = self._shelf(owner)
+        record = shelf.files.pop(file_id, None)
+        if record is not None:
+            key = (record.created_at, record.file_id)
+            del shelf.order[bisect.bisect_left(shelf.order, key)]
+            shelf.stored -= record.file_size
+            self._stored -= record.file_size
+        return record
+
+    async def _sync(self, owner: str | None) -> None:
+        """Bring ``owner``'s index up to date with the directory.
+
+        Only ids indexed before the scan began are dropped when missing, so a file
+        this process publishes meanwhile is not lost from its own index.
         """
-        records = await asyncio.to_thread(_scan, self.directory)
-        self._index, self._stored = {}, 0
-        for record in records:
+        known = frozenset(self._shelf(owner).files)
+        present, new = await asyncio.to_thread(
+            disk.scan, self._dir(owner), owner, known
+        )
+        for file_id in known - present:
+            self._drop(owner, file_id)
+        for record in new:
             self._add(record)
 
     async def load(self) -> None:
-        """Index the files a previous run left; drop expired and orphaned ones."""
+        """Index the files a previous run left; drop expired, orphaned and crashed
+        uploads' files, and anonymous ones once keys are configured."""
         await self.sweep()
 
     async def lookup(
         self, file_id: str, *, owner: str | None = None
     ) -> StoredFile | None:
         """``get``, falling back to the directory for a file another worker wrote."""
-        if file_id not in self._index and _is_uuid(file_id):
-            record = await asyncio.to_thread(_read_record, self.directory, file_id)
-            if record is not None and file_id not in self._index:
+        if file_id not in self._shelf(owner).files and disk.is_uuid(file_id):
+            record = await asyncio.to_thread(
+                disk.read_record, self._dir(owner), file_id, owner
+            )
+            if record is not None:
                 self._add(record)
         return self.get(file_id, owner=owner)
 
     def get(self, file_id: str, *, owner: str | None = None) -> StoredFile | None:
-        record = self._index.get(file_id)
-        if record is None or record.expires_at <= self._clock():
+        """``owner``'s file ``file_id`` unless expired; None is the anonymous owner."""
+        if owner is None and self.keyed:
             return None
-        if owner is not None and record.owner not in (None, owner):
+        record = self._shelf(owner).files.get(file_id)
+        if record is None or record.expires_at <= self._clock():
             return None
         return record
 
     async def list(
-        self, *, owner: str | None = None, purpose: str | None = None
-    ) -> list[StoredFile]:
-        await self.refresh()
-        now = self._clock()
-        return sorted(
-            (
-                r
-                for r in self._index.values()
-                if r.expires_at > now
-                and (owner is None or r.owner in (None, owner))
-                and (purpose is None or r.purpose == purpose)
-            ),
-            key=lambda r: (r.created_at, r.file_id),
-        )
+        self,
+        *,
+        owner: str | None = None,
+        purpose: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page:
+        """``owner``'s live files oldest first, up to ``limit`` after file ``after``.
+
+        The cost is that of the owner's own files: other owners' are never read.
+        """
+        if owner is None and self.keyed:
+            return Page([], False)
+        await self._sync(owner)
+        shelf = self._shelf(owner)
+        start = 0
+        if after is not None:
+            cursor = shelf.files.get(after)
+            if cursor is None:
+                raise InvalidRequest(
+                    f"'after' names no file of yours ({after!r}); use the "
+                    "last_id of the previous page",
+                    param="after",
+                )
+            start = bisect.bisect_right(shelf.order, (cursor.created_at, after))
+        now, found = self._clock(), list[StoredFile]()
+        for i in range(start, len(shelf.order)):
+            record = shelf.files[shelf.order[i][1]]
+            if record.expires_at <= now or purpose not in (None, record.purpose):
+                continue
+            if len(found) == limit:
+                return Page(found, True)
+            found.append(record)
+        return Page(found, False)
 
     async def save(
         self,
@@ -159,100 +216,163 @@ class FileStore:
         purpose: str | None,
         owner: str | None = None,
     ) -> StoredFile:
-        """Stream ``chunks`` into a new file, enforcing the per-file and total caps."""
-        file_id = str(uuid.uuid4())
-        part = self._path(file_id, "part")
-        size = 0
-        self._pending.add(file_id)
-        try:
-            async with self._reservation() as reserve:
-                async with aiofiles.open(part, "xb") as f:
-                    async for chunk in chunks:
-                        size += len(chunk)
-                        self._check_size(size)
-                        reserve(len(chunk))
-                        await f.write(chunk)
-                now = self._clock()
-                record = StoredFile(
-                    file_id=file_id,
-                    file_name=file_name,
-                    file_size=size,
-                    file_mimetype=mimetype,
-                    purpose=purpose,
-                    created_at=now,
-                    expires_at=now + self.config.retention_s,
-                    owner=owner,
-                )
-                await _write_record(self._path(file_id, "json"), record)
-                await asyncio.to_thread(os.replace, part, self.path(record))
-                self._add(record)
-        except BaseException:
-            await asyncio.shield(
-                asyncio.to_thread(_unlink, [part, self._path(file_id, "json")])
-            )
-            raise
-        finally:
-            self._pending.discard(file_id)
-        return record
+        """Stream ``chunks`` into a new file, enforcing the caps, and publish it."""
+        draft = await self.write(
+            chunks, file_name=file_name, mimetype=mimetype, owner=owner
+        )
+        return await self.publish(draft, purpose)
 
-    def _check_size(self, size: int) -> None:
-        if size > self.config.max_file_bytes:
+    async def write(
+        self,
+        chunks: AsyncIterable[bytes],
+        *,
+        file_name: str,
+        mimetype: str,
+        owner: str | None = None,
+    ) -> Draft:
+        """Stream ``chunks`` into a new ``.part`` file, enforcing the per-file and
+        total caps and the owner's share; nothing is visible until ``publish``."""
+        shelf = self._shelf(owner)
+        if self.keyed:
+            # Other workers' uploads count too: the owner's share is exact at start.
+            await self._sync(owner)
+            self._check_count(shelf)
+        if self._part_suffix is None:
+            tag = await asyncio.to_thread(leftovers.process_tag)
+            self._part_suffix = f".{tag}.part" if tag else ".part"
+        file_id = str(uuid.uuid4())
+        path = os.path.join(self._dir(owner), file_id + self._part_suffix)
+        draft = Draft(file_id, owner, path, file_name, mimetype)
+        self._pending.add(file_id)
+        shelf.writing += 1
+        try:
+            if owner not in self._made:
+                await asyncio.to_thread(os.makedirs, self._dir(owner), 0o700, True)
+                self._made.add(owner)
+            async with aiofiles.open(path, "xb") as f:
+                async for chunk in chunks:
+                    self._reserve(draft, shelf, len(chunk))
+                    await f.write(chunk)
+        except BaseException:
+            await self.discard(draft)
+            raise
+        return draft
+
+    def _check_count(self, shelf: _Shelf) -> None:
+        if len(shelf.files) + shelf.writing >= self.config.max_files_per_key:
+            raise InsufficientStorage(
+                "this key holds the most files it may "
+                f"(files.max_files_per_key = {self.config.max_files_per_key}); "
+                "delete some first",
+                param="file",
+                code="upload_quota_exceeded",
+            )
+
+    def _reserve(self, draft: Draft, shelf: _Shelf, n: int) -> None:
+        if draft.size + n > self.config.max_file_bytes:
             raise PayloadTooLarge(
                 "the file is larger than the upload limit of "
                 f"{self.config.max_file_bytes} bytes",
                 param="file",
                 code="payload_too_large",
             )
+        if self.keyed and shelf.stored + shelf.reserved + n > self.config.key_bytes:
+            raise InsufficientStorage(
+                "this key's share of the upload store is full "
+                f"(files.max_bytes_per_key = {self.config.key_bytes} bytes); "
+                "delete files or try later",
+                param="file",
+                code="upload_quota_exceeded",
+            )
+        if self.used_bytes + n > self.config.max_total_bytes:
+            raise InsufficientStorage(
+                "the upload store is full; delete files or try later",
+                code="upload_store_full",
+            )
+        draft.size += n
+        shelf.reserved += n
+        self._reserved += n
 
-    async def set_purpose(self, record: StoredFile, purpose: str) -> StoredFile:
-        updated = msgspec.structs.replace(record, purpose=purpose)
-        await _write_record(self._path(record.file_id, "json"), updated)
-        if record.file_id in self._index:
-            self._index[record.file_id] = updated
-        return updated
+    def _release(self, draft: Draft) -> None:
+        if draft.done:
+            return
+        draft.done = True
+        shelf = self._shelf(draft.owner)
+        shelf.reserved -= draft.size
+        shelf.writing -= 1
+        self._reserved -= draft.size
+        self._pending.discard(draft.file_id)
 
-    @contextlib.asynccontextmanager
-    async def _reservation(self) -> AsyncIterator[Callable[[int], None]]:
-        held = 0
-
-        def reserve(n: int) -> None:
-            nonlocal held
-            if self.used_bytes + n > self.config.max_total_bytes:
-                raise InsufficientStorage(
-                    "the upload store is full; delete files or try later",
-                    code="upload_store_full",
-                )
-            held += n
-            self._reserved += n
-
+    async def publish(self, draft: Draft, purpose: str | None) -> StoredFile:
+        """Write ``draft``'s record and make the file visible, all or nothing."""
+        now = self._clock()
+        record = StoredFile(
+            file_id=draft.file_id,
+            file_name=draft.file_name,
+            file_size=draft.size,
+            file_mimetype=draft.mimetype,
+            purpose=purpose,
+            created_at=now,
+            expires_at=now + self.config.retention_s,
+            owner=draft.owner,
+        )
         try:
-            yield reserve
-        finally:
-            self._reserved -= held
+            await disk.write_record(self._record_path(record), record)
+            await asyncio.to_thread(os.replace, draft.part, self.path(record))
+        except BaseException:
+            await self.discard(draft)
+            raise
+        self._release(draft)
+        self._add(record)
+        return record
+
+    async def discard(self, draft: Draft) -> None:
+        """Remove ``draft``'s files and give back its reservation."""
+        record = os.path.join(self._dir(draft.owner), f"{draft.file_id}.json")
+        paths = [draft.part, record]
+        # Shielded: a second cancellation must not leave the files behind.
+        await asyncio.shield(asyncio.to_thread(disk.unlink, paths))
+        self._release(draft)
+
+    def _record_path(self, record: StoredFile) -> str:
+        return os.path.join(self._dir(record.owner), f"{record.file_id}.json")
 
     async def delete(self, file_id: str, *, owner: str | None = None) -> bool:
         record = await self.lookup(file_id, owner=owner)
         if record is None:
             return False
-        self._drop(file_id)
-        await asyncio.to_thread(
-            _unlink, [self.path(record), self._path(file_id, "json")]
-        )
+        await self._remove([record])
         return True
 
-    async def sweep(self) -> int:
-        """Remove expired files, and orphans old enough not to be uploads in flight
-        (in this process or another); count the expired ones."""
-        await self.refresh()
-        now = self._clock()
-        expired = [r for r in self._index.values() if r.expires_at <= now]
+    async def _remove(self, records: Sequence[StoredFile]) -> None:
         paths: list[str] = []
-        for record in expired:
-            self._drop(record.file_id)
-            paths += [self.path(record), self._path(record.file_id, "json")]
-        await asyncio.to_thread(_unlink, paths)
-        keep = set(self._index) | self._pending
-        await asyncio.to_thread(_remove_orphans, self.directory, keep)
+        for record in records:
+            self._drop(record.owner, record.file_id)
+            paths += [self.path(record), self._record_path(record)]
+        await asyncio.to_thread(disk.unlink, paths)
+
+    async def sweep(self) -> int:
+        """Bring every owner's index up to date, remove expired files, anonymous ones
+        once keys are configured, and debris; count the expired ones."""
+        await asyncio.to_thread(disk.migrate, self.directory)
+        owners = await asyncio.to_thread(disk.owners, self.directory)
+        for owner in owners:
+            await self._sync(owner)
+        now = self._clock()
+        expired = [
+            r for s in self._shelves.values() for r in s.files.values()
+            if r.expires_at <= now
+        ]  # fmt: skip
+        await self._remove(expired)
+        if self.keyed and (unreachable := list(self._shelf(None).files.values())):
+            log.warning(
+                "upload store: removing anonymous files no client key may use",
+                extra={"files": len(unreachable)},
+            )
+            await self._remove(unreachable)
+        keep = self._pending | {i for s in self._shelves.values() for i in s.files}
+        dirs = [self.directory, *(self._dir(owner) for owner in owners)]
+        await asyncio.to_thread(disk.remove_orphans, dirs, keep)
         return len(expired)
 
     async def run_sweeper(self) -> None:
@@ -262,62 +382,3 @@ class FileStore:
                 await self.sweep()
             except OSError:
                 log.exception("upload store sweep failed")
-
-
-async def _write_record(path: str, record: StoredFile) -> None:
-    async with aiofiles.open(path, "wb") as f:
-        await f.write(_encode(record))
-
-
-def _scan(directory: str) -> list[StoredFile]:
-    records: list[StoredFile] = []
-    for entry in os.scandir(directory):
-        if not entry.name.endswith(".json"):
-            continue
-        try:
-            with open(entry.path, "rb") as f:
-                record = _record_decoder.decode(f.read())
-        except (OSError, msgspec.DecodeError):
-            continue
-        if entry.name == f"{record.file_id}.json" and os.path.exists(
-            os.path.join(directory, f"{record.file_id}.bin")
-        ):
-            records.append(record)
-    return records
-
-
-def _is_uuid(file_id: str) -> bool:
-    try:
-        return str(uuid.UUID(file_id)) == file_id
-    except ValueError:
-        return False
-
-
-def _read_record(directory: str, file_id: str) -> StoredFile | None:
-    # file_id is a canonical UUID (checked by the caller), so this is no path trick.
-    try:
-        with open(os.path.join(directory, f"{file_id}.json"), "rb") as f:
-            record = _record_decoder.decode(f.read())
-    except (OSError, msgspec.DecodeError):
-        return None
-    if record.file_id != file_id:
-        return None
-    if not os.path.exists(os.path.join(directory, f"{file_id}.bin")):
-        return None
-    return record
-
-
-def _remove_orphans(directory: str, keep: set[str]) -> None:
-    cutoff = time.time() - ORPHAN_GRACE_S
-    for entry in os.scandir(directory):
-        if entry.name.partition(".")[0] in keep:
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            if entry.stat().st_mtime < cutoff:
-                os.unlink(entry.path)
-
-
-def _unlink(paths: list[str]) -> None:
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)

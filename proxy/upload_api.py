@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
 
+from proxy import leftovers
 from proxy.context import CURRENT
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
-from proxy.filestore import FileStore, StoredFile
+from proxy.filestore import Draft, FileStore, StoredFile
 from proxy.formreader import FormReader, boundary_of, request_body
 from proxy.guard import defer_continue
 from proxy.images import SNIFF_BYTES, sniff
@@ -29,6 +29,9 @@ from proxy.tasks import TaskGroup
 from proxy.workers import MULTIPROC_ENV
 
 _MAX_PURPOSE = 64
+# Listing pages: OpenAI's list shape, with a page size a client may choose up to this.
+LIST_LIMIT = 100
+MAX_LIST_LIMIT = 1000
 
 
 def add_routes(app: web.Application, environ: Mapping[str, str]) -> None:
@@ -55,11 +58,13 @@ def _files_ctx(
             # Workers must see each other's uploads: one directory for all of them.
             directory = os.path.join(workers_dir, "uploads")
         else:
+            # Named for this process, so the next start removes it if this one is
+            # killed before its clean-up runs.
             directory = await asyncio.to_thread(
-                tempfile.mkdtemp, prefix="imagegate-store-", dir=config.limits.temp_dir
+                leftovers.make_dir, config.limits.temp_dir, "imagegate-store."
             )
         await asyncio.to_thread(os.makedirs, directory, mode=0o700, exist_ok=True)
-        store = FileStore(config.files, directory)
+        store = FileStore(config.files, directory, keyed=bool(gateway.keys))
         await store.load()
         gateway.store = store
         group = TaskGroup()
@@ -76,7 +81,8 @@ def _files_ctx(
 
 def caller(gateway: Gateway) -> str | None:
     """The client key's name when client keys are configured: files are then theirs
-    (each key sees and uses only its own uploads); None, everyone's."""
+    (each key sees and uses only its own uploads); None: the anonymous owner, whose
+    files no key reaches."""
     ctx = CURRENT.get()
     return ctx.key if gateway.keys and ctx is not None else None
 
@@ -108,7 +114,7 @@ async def upload(request: web.Request) -> web.Response:
 
 async def _read_upload(request: web.Request, store: FileStore) -> StoredFile:
     limits = request.app[GATEWAY].config.limits
-    record: StoredFile | None = None
+    draft: Draft | None = None
     purpose: str | None = None
     try:
         timeout, cap = limits.client_idle_timeout_s, limits.body_cap
@@ -117,10 +123,10 @@ async def _read_upload(request: web.Request, store: FileStore) -> StoredFile:
             while (part := await reader.next()) is not None:
                 if part.nested:
                     raise InvalidRequest("nested multipart bodies are not supported")
-                if part.name == "file" and record is None:
+                if part.name == "file" and draft is None:
                     owner = caller(request.app[GATEWAY])
                     name = os.path.basename(part.filename or "")[:255]
-                    record = await _save(store, reader, name, owner)
+                    draft = await _write(store, reader, name, owner)
                 elif part.name == "purpose" and purpose is None:
                     purpose = await _read_purpose(reader)
                 else:
@@ -129,21 +135,20 @@ async def _read_upload(request: web.Request, store: FileStore) -> StoredFile:
                         "optional 'purpose'",
                         param=part.name,
                     )
-        if record is None:
+        if draft is None:
             raise InvalidRequest("a 'file' part is required", param="file")
-        if purpose is not None:
-            record = await store.set_purpose(record, purpose)
     except BaseException:
         # A part after the file was refused: the upload as a whole did not happen.
-        if record is not None:
-            await asyncio.shield(store.delete(record.file_id))
+        if draft is not None:
+            await store.discard(draft)
         raise
-    return record
+    # Published whole, purpose included: other workers index a record once.
+    return await store.publish(draft, purpose)
 
 
-async def _save(
+async def _write(
     store: FileStore, reader: FormReader, name: str, owner: str | None
-) -> StoredFile:
+) -> Draft:
     head = b""
     while len(head) < SNIFF_BYTES and (chunk := await reader.read()):
         head += chunk
@@ -160,9 +165,7 @@ async def _save(
         while chunk := await reader.read():
             yield bytes(chunk)
 
-    return await store.save(
-        chunks(), file_name=name, mimetype=kind, purpose=None, owner=owner
-    )
+    return await store.write(chunks(), file_name=name, mimetype=kind, owner=owner)
 
 
 async def _read_purpose(reader: FormReader) -> str:
@@ -171,8 +174,11 @@ async def _read_purpose(reader: FormReader) -> str:
         data += chunk
         if len(data) > _MAX_PURPOSE:
             break
-    text = data.decode("utf-8", "replace")
-    if not text or len(data) > _MAX_PURPOSE or not text.isprintable():
+    return _check_purpose(data.decode("utf-8", "replace"), len(data))
+
+
+def _check_purpose(text: str, size: int) -> str:
+    if not text or size > _MAX_PURPOSE or not text.isprintable():
         raise InvalidRequest(
             f"'purpose' must be 1 to {_MAX_PURPOSE} printable characters",
             param="purpose",
@@ -180,11 +186,38 @@ async def _read_purpose(reader: FormReader) -> str:
     return text
 
 
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return LIST_LIMIT
+    if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_LIST_LIMIT:
+        return int(raw)
+    raise InvalidRequest(
+        f"'limit' must be an integer from 1 to {MAX_LIST_LIMIT}", param="limit"
+    )
+
+
 async def list_files(request: web.Request) -> web.Response:
-    purpose = request.query.get("purpose")
-    owner = caller(request.app[GATEWAY])
-    files = await _store(request).list(owner=owner, purpose=purpose)
-    return web.json_response({"data": [f.public() for f in files]})
+    """One page of the caller's files, oldest first, in OpenAI's list shape."""
+    query = request.query
+    purpose = query.get("purpose")
+    if purpose is not None:
+        _check_purpose(purpose, len(purpose.encode()))
+    limit, after = _limit(query.get("limit")), query.get("after")
+    if after is not None and len(after) > 64:
+        raise InvalidRequest("'after' is not a file id", param="after")
+    page = await _store(request).list(
+        owner=caller(request.app[GATEWAY]), purpose=purpose, limit=limit, after=after
+    )
+    data = [f.public() for f in page.files]
+    return web.json_response(
+        {
+            "object": "list",
+            "data": data,
+            "has_more": page.has_more,
+            "first_id": page.files[0].file_id if page.files else None,
+            "last_id": page.files[-1].file_id if page.files else None,
+        }
+    )
 
 
 async def show_file(request: web.Request) -> web.Response:
@@ -237,10 +270,19 @@ def upload_paths() -> dict[str, Any]:
         "required": ["file"],
         "properties": {"file": {"type": "string", "format": "binary"}, "purpose": text},
     }
+    nullable_id = {"anyOf": [text, {"type": "null"}]}
     listing = {
         "type": "object",
-        "properties": {"data": {"type": "array", "items": file_schema}},
+        "required": ["object", "data", "has_more", "first_id", "last_id"],
+        "properties": {
+            "object": {"type": "string", "enum": ["list"]},
+            "data": {"type": "array", "items": file_schema},
+            "has_more": {"type": "boolean"},
+            "first_id": nullable_id,
+            "last_id": nullable_id,
+        },
     }
+    page_size = {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT}
     file_id = [{"name": "file_id", "in": "path", "required": True, "schema": text}]
     deleted = {
         "type": "object",
@@ -259,14 +301,14 @@ def upload_paths() -> dict[str, Any]:
             "get": {
                 "summary": "List uploaded files",
                 "parameters": [
-                    {
-                        "name": "purpose",
-                        "in": "query",
-                        "required": False,
-                        "schema": text,
-                    }
+                    {"name": name, "in": "query", "required": False, "schema": schema}
+                    for name, schema in (
+                        ("purpose", {**text, "minLength": 1, "maxLength": 64}),
+                        ("limit", page_size),
+                        ("after", text),
+                    )
                 ],
-                "responses": answer(listing),
+                "responses": answer(listing, 400),
             },
         },
         "/v3/upload/{file_id}": {

@@ -2,7 +2,8 @@
 
 Every path out of a request (success, validation error, upstream error, client
 disconnect, cancellation) passes through ``UploadSet.__aexit__``; the process-wide temp
-directory is removed at shutdown as the last resort.
+directory is removed at shutdown as the last resort, and by the next start when the
+process was killed before (``proxy.leftovers``).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import contextlib
 import os
 import secrets
 import shutil
-import tempfile
 from types import TracebackType
 
 import aiofiles
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
 from prometheus_client import Gauge
+
+from proxy import leftovers
 
 
 class TempDir:
@@ -36,7 +38,8 @@ class TempDir:
         memory_budget: int = 0,
         memory_gauge: Gauge | None = None,
     ) -> None:
-        self.path = tempfile.mkdtemp(prefix="imagegate-", dir=parent)
+        # Named for this process: the next start removes it if this one is killed.
+        self.path = leftovers.make_dir(parent, "imagegate-tmp.")
         self._bytes = 0
         self._gauge = gauge
         # The process's budget for file parts held in memory instead of on disk.

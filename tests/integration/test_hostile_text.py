@@ -52,7 +52,7 @@ async def exchange(
     reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
     try:
         writer.write(
-            b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"POST " + path.encode() + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
             + b"Content-Type: " + content_type + b"\r\n" + extra
             + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
         )  # fmt: skip

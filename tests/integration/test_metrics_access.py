@@ -84,7 +84,7 @@ async def test_cli_refuses_to_start_without_the_token(
     tmp_path: Path, clean_env: dict[str, str]
 ) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text(f"metrics:\n  token_env: {ENV}\n")
+    config.write_text(f"providers:\n  openai: {{}}\nmetrics:\n  token_env: {ENV}\n")
     env = {k: v for k, v in clean_env.items() if k != ENV}
     code, _, err = await run("--config", str(config), "--port", "0", env=env)
     assert code == 2

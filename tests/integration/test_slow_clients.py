@@ -57,7 +57,7 @@ def head(
 ) -> bytes:
     auth = f"Authorization: Bearer {key}\r\n" if key else ""
     return (
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n{auth}"
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {ctype}\r\n{auth}"
         f"Expect: 100-continue\r\nContent-Length: {length}\r\n\r\n"
     ).encode()
 
@@ -146,7 +146,7 @@ class Dripper:
     def __init__(self, proxy: TestServer, path: str, ctype: str, length: int) -> None:
         self._proxy = proxy
         self._head = (
-            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {ctype}\r\n"
             f"Content-Length: {length}\r\n\r\n"
         ).encode()
         self._task: asyncio.Task[None] | None = None
@@ -245,7 +245,7 @@ async def test_drippers_declaring_the_temp_budget_do_not_lock_out_uploads(
     assert await readyz(paced) == 200
     # Only the upload that was kept is left (the upload store is under temp_root).
     left = leftover_files(temp_root)
-    assert [f for f in left if "imagegate-store-" not in f] == []
+    assert [f for f in left if "imagegate-store" not in f] == []
 
 
 async def test_drippers_lose_their_inflight_slots_at_the_deadline(
@@ -292,7 +292,7 @@ async def test_a_body_at_the_minimum_pace_is_served(
     body = msgspec.json.encode({"model": "openai/gpt-image-1", "prompt": "a" * 9000})
     reader, writer = await asyncio.open_connection(paced.host, paced.port)
     writer.write(
-        b"POST /v3/images/generations HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v3/images/generations HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body)
     )
@@ -346,7 +346,7 @@ async def test_a_body_past_the_hard_deadline_gets_a_408(
     body = msgspec.json.encode({"model": "openai/gpt-image-1", "prompt": "a" * 8000})
     reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
     writer.write(
-        b"POST /v3/images/generations HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v3/images/generations HTTP/1.1\r\nHost: localhost\r\n"
         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
     )
     started = asyncio.get_running_loop().time()

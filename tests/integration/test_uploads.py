@@ -56,6 +56,10 @@ async def _upload(
         return resp.status, await resp.json()
 
 
+def _files(store: Path) -> list[Path]:
+    return [p for p in store.rglob("*") if p.is_file()]
+
+
 async def _call(
     proxy: TestServer, method: str, path: str, **kw: Any
 ) -> tuple[int, Any]:
@@ -187,12 +191,12 @@ async def test_files_expire_and_are_swept(start: Start, tmp_path: Path) -> None:
     store = tmp_path / "store"
     proxy = await start(dir=str(store), retention_s=0.3, sweep_interval_s=0.05)
     _, up = await _upload(proxy, png())
-    assert sorted(p.suffix for p in store.iterdir()) == [".bin", ".json"]
+    assert sorted(p.suffix for p in _files(store)) == [".bin", ".json"]
     for _ in range(200):
-        if not any(store.iterdir()):
+        if not _files(store):
             break
         await asyncio.sleep(0.02)
-    assert list(store.iterdir()) == []
+    assert _files(store) == []
     status, _ = await _call(proxy, "GET", f"/v3/upload/{up['file_id']}")
     assert status == 404
     status, _ = await _edit(proxy, images=[{"file_id": up["file_id"]}])
@@ -228,7 +232,7 @@ async def test_store_survives_a_restart(
     status, shown = await _call(second, "GET", f"/v3/upload/{up['file_id']}")
     assert status == 200
     assert shown == up
-    assert sorted(p.name for p in store.iterdir()) == [
+    assert sorted(p.name for p in _files(store)) == [
         f"{up['file_id']}.bin",
         f"{up['file_id']}.json",
     ]

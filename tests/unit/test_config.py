@@ -47,6 +47,14 @@ def test_a_config_without_providers_is_refused(text: str) -> None:
     )
 
 
+def test_a_key_s_share_of_the_upload_store() -> None:
+    files = parse_config(OPENAI + "files:\n  max_total_bytes: 1000\n").files
+    assert files.key_bytes == 250
+    assert (
+        parse_config(OPENAI + "files:\n  max_bytes_per_key: 7\n").files.key_bytes == 7
+    )
+
+
 def test_body_cap_default_fits_sixteen_images_and_a_mask() -> None:
     limits = parse_config(OPENAI + "limits:\n  max_file_bytes: 1000\n").limits
     assert limits.body_cap == 17 * 1000 + 1024 * 1024
@@ -123,6 +131,14 @@ def test_body_cap_default_fits_sixteen_images_and_a_mask() -> None:
         (
             "providers:\n  a/b:\n    type: openai\n",
             "providers.a/b: a provider name must not contain '/'",
+        ),
+        (
+            "files:\n  max_total_bytes: 10\n  max_bytes_per_key: 11\n",
+            "files: max_bytes_per_key must not be above max_total_bytes",
+        ),
+        (
+            "files:\n  max_files_per_key: 0\n",
+            "files.max_files_per_key: expected `int` >= 1",
         ),
     ],
 )
