@@ -25,8 +25,10 @@
         ├── UpstreamProtocolError      502 unparseable or oversized provider response
         └── AllProvidersFailed         502 (429/504 when every cause was one) fallbacks
 
-Each class carries its HTTP status and OpenAI error ``type``; ``retryable`` says whether
-a client may usefully try again (rendered as ``x-should-retry``).
+Each class carries, once, its HTTP ``status``, OpenAI error ``type`` and ``metric_label``
+(the ``reason`` of ``imagegate_rejected_requests_total`` or the ``kind`` of
+``imagegate_upstream_errors_total``; a subclass without its own inherits its parent's);
+``retryable`` says whether a client may usefully try again (``x-should-retry``).
 """
 
 from __future__ import annotations
@@ -42,9 +44,12 @@ def _printable(text: str) -> str:
 
 
 class ProxyError(Exception):
-    status: ClassVar[int] = 500
+    # The answer's status: a class default, set per instance where the provider's
+    # status passes through (UpstreamRejected) or the causes decide (AllProvidersFailed).
+    status: int = 500
     error_type: ClassVar[str] = "server_error"
     retryable: ClassVar[bool] = True
+    metric_label: ClassVar[str] = "other"
 
     def __init__(
         self,
@@ -65,10 +70,6 @@ class ProxyError(Exception):
         self.headers: dict[str, str] = headers or {}
 
     @property
-    def http_status(self) -> int:
-        return self.status
-
-    @property
     def log_code(self) -> str:
         """The access log's ``error``: ``code``, else the class name in snake_case."""
         if self.code:
@@ -77,6 +78,7 @@ class ProxyError(Exception):
 
 
 class RequestError(ProxyError):
+    metric_label = "invalid_request"
     status = 400
     error_type = "invalid_request_error"
     retryable = False
@@ -87,29 +89,36 @@ class InvalidRequest(RequestError):
 
 
 class Unauthorized(RequestError):
+    metric_label = "unauthorized"
     status = 401
     error_type = "authentication_error"
 
 
 class Forbidden(RequestError):
+    metric_label = "forbidden"
     status = 403
     error_type = "permission_error"
 
 
 class NotFound(RequestError):
+    metric_label = "not_found"
     status = 404
 
 
 class UnknownModel(NotFound):
+    metric_label = "unknown_model"
+
     def __init__(self, message: str, *, param: str | None = "model") -> None:
         super().__init__(message, param=param, code="model_not_found")
 
 
 class PayloadTooLarge(RequestError):
+    metric_label = "too_large"
     status = 413
 
 
 class UnsupportedMediaType(RequestError):
+    metric_label = "unsupported_media_type"
     status = 415
 
 
@@ -118,22 +127,26 @@ class RequestTimeout(RequestError):
 
 
 class RateLimited(RequestError):
+    metric_label = "rate_limited"
     status = 429
     error_type = "rate_limit_error"
     retryable = True
 
 
 class BudgetExceeded(RateLimited):
+    metric_label = "budget"
     # A budget resets hours away: an SDK's quick retries would only be refused again.
     retryable = False
 
 
 class ProviderNotConfigured(ProxyError):
+    metric_label = "provider_not_configured"
     status = 503
     retryable = False
 
 
 class Overloaded(ProxyError):
+    metric_label = "overloaded"
     status = 503
 
 
@@ -159,6 +172,7 @@ class UpstreamError(ProxyError):
 class UpstreamRejected(UpstreamError):
     """The provider said the client's input is bad; its status and message pass through."""
 
+    metric_label = "rejected"
     status = 400
     error_type = "invalid_request_error"
     retryable = False
@@ -174,25 +188,23 @@ class UpstreamRejected(UpstreamError):
         code: str | None = None,
     ) -> None:
         super().__init__(message, provider=provider, param=param, code=code)
-        self.upstream_status = upstream_status
+        self.status = upstream_status
         self.upstream_type = error_type
-
-    @property
-    def http_status(self) -> int:
-        return self.upstream_status
 
 
 class UpstreamAuthError(UpstreamError):
+    metric_label = "auth"
     retryable = False
 
 
 class UpstreamRateLimited(UpstreamError):
+    metric_label = "rate_limited"
     status = 429
     error_type = "rate_limit_error"
 
 
 class UpstreamUnavailable(UpstreamError):
-    pass
+    metric_label = "unavailable"
 
 
 class CircuitOpen(UpstreamUnavailable):
@@ -200,11 +212,12 @@ class CircuitOpen(UpstreamUnavailable):
 
 
 class UpstreamTimeout(UpstreamError):
+    metric_label = "timeout"
     status = 504
 
 
 class UpstreamProtocolError(UpstreamError):
-    pass
+    metric_label = "protocol"
 
 
 class AllProvidersFailed(UpstreamError):
@@ -221,11 +234,7 @@ class AllProvidersFailed(UpstreamError):
         super().__init__(
             message, provider=provider, code="all_providers_failed", headers=headers
         )
-        self._status = status
-
-    @property
-    def http_status(self) -> int:
-        return self._status
+        self.status = status
 
 
 # 408 from a provider means it gave up waiting on us: a timeout, not the client's input.

@@ -12,6 +12,7 @@ encodings are not requested, and the first bytes must be an image. Every refusal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import ssl
@@ -35,7 +36,6 @@ from proxy.images import SNIFF_BYTES, require_image
 from proxy.models import StoredImage
 from proxy.state import GATEWAY
 from proxy.uploads import UploadSet
-from proxy.upstream import fetch_errors
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 256 * 1024
@@ -45,6 +45,29 @@ def _refused(param: str, reason: str) -> InvalidRequest:
     return InvalidRequest(
         f"'{param}' was refused: {reason}", param=param, code="image_url_refused"
     )
+
+
+@contextlib.asynccontextmanager
+async def fetch_errors(param: str) -> AsyncIterator[None]:
+    """aiohttp errors while fetching a client's ``image_url``: a 400 naming the image.
+
+    The client chose the URL, so a host that cannot be reached is the client's problem,
+    not the gateway's; the message says what failed without echoing any reply body.
+    """
+    try:
+        yield
+    except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
+        raise InvalidRequest(
+            f"'{param}' could not be fetched: TLS verification failed",
+            param=param,
+            code="image_url_unreachable",
+        ) from exc
+    except aiohttp.ClientError as exc:
+        raise InvalidRequest(
+            f"'{param}' could not be fetched ({type(exc).__name__})",
+            param=param,
+            code="image_url_unreachable",
+        ) from exc
 
 
 def _parse(url: str | URL, param: str) -> URL:

@@ -12,27 +12,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from proxy.errors import (
-    BudgetExceeded,
-    Forbidden,
-    NotFound,
-    Overloaded,
-    PayloadTooLarge,
-    ProviderNotConfigured,
-    ProxyError,
-    RateLimited,
-    RequestError,
-    Unauthorized,
-    UnknownModel,
-    UnsupportedMediaType,
-    UpstreamAuthError,
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamRateLimited,
-    UpstreamRejected,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
+from proxy.errors import ProxyError, UpstreamError
 from proxy.models import Usage
 
 # Overhead is the proxy's own time: buckets start at 0.1 ms.
@@ -43,39 +23,7 @@ _LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300,
 )  # fmt: skip
 
-# Most specific class first: a subclass another module adds maps to its parent's name.
-_REJECT_REASONS: tuple[tuple[type[ProxyError], str], ...] = (
-    (UnknownModel, "unknown_model"),
-    (NotFound, "not_found"),
-    (Unauthorized, "unauthorized"),
-    (Forbidden, "forbidden"),
-    (PayloadTooLarge, "too_large"),
-    (UnsupportedMediaType, "unsupported_media_type"),
-    (BudgetExceeded, "budget"),
-    (RateLimited, "rate_limited"),
-    (RequestError, "invalid_request"),
-    (ProviderNotConfigured, "provider_not_configured"),
-    (Overloaded, "overloaded"),
-)
-_UPSTREAM_KINDS: tuple[tuple[type[UpstreamError], str], ...] = (
-    (UpstreamTimeout, "timeout"),
-    (UpstreamUnavailable, "unavailable"),
-    (UpstreamProtocolError, "protocol"),
-    (UpstreamAuthError, "auth"),
-    (UpstreamRateLimited, "rate_limited"),
-    (UpstreamRejected, "rejected"),
-)
-REJECT_REASONS = (*(reason for _, reason in _REJECT_REASONS), "other")
-UPSTREAM_ERROR_KINDS = (*(kind for _, kind in _UPSTREAM_KINDS), "other")
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
-
-
-def reject_reason(exc: ProxyError) -> str:
-    return next((r for cls, r in _REJECT_REASONS if isinstance(exc, cls)), "other")
-
-
-def upstream_error_kind(exc: UpstreamError) -> str:
-    return next((k for cls, k in _UPSTREAM_KINDS if isinstance(exc, cls)), "other")
 
 
 def token_counts(usage: Usage | None) -> dict[str, int]:
@@ -309,6 +257,6 @@ class Metrics:
 
     def record_error(self, exc: ProxyError) -> None:
         if isinstance(exc, UpstreamError):
-            self.upstream_errors.labels(exc.provider, upstream_error_kind(exc)).inc()
+            self.upstream_errors.labels(exc.provider, exc.metric_label).inc()
         else:
-            self.rejected.labels(reject_reason(exc)).inc()
+            self.rejected.labels(exc.metric_label).inc()

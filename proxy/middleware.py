@@ -14,14 +14,12 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 
-import msgspec
 from aiohttp import web
 
 from proxy.context import CURRENT, RequestContext
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, RequestError
 from proxy.logs import log_access
-from proxy.models import ErrorBody, ErrorDetail
-from proxy.redact import Redactor, error_detail, error_headers
+from proxy.redact import Redactor, envelope, error_headers
 from proxy.state import GATEWAY, Gateway
 from proxy.tracing import start_trace
 
@@ -31,55 +29,31 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 # Status 499: the client went away before an answer (nginx's convention).
 _CLIENT_CLOSED = 499
-_encoder = msgspec.json.Encoder()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_response(
-    status: int,
-    message: str,
-    error_type: str,
-    *,
-    param: str | None = None,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-    retryable: bool = True,
-) -> web.Response:
-    body = ErrorBody(
-        ErrorDetail(message=message, type=error_type, param=param, code=code)
-    )
+def render(exc: ProxyError, redactor: Redactor) -> web.Response:
     resp = web.Response(
-        status=status, body=_encoder.encode(body), content_type="application/json"
+        status=exc.status,
+        body=envelope(exc, redactor),
+        content_type="application/json",
+        headers=error_headers(exc, redactor),
     )
-    resp.headers.update(headers or {})
-    if not retryable:
+    if not exc.retryable:
         # The OpenAI SDKs honour this before their own status-based retry rule.
         resp.headers["x-should-retry"] = "false"
     return resp
 
 
-def render(exc: ProxyError, redactor: Redactor) -> web.Response:
-    detail = error_detail(exc, redactor)
-    return error_response(
-        exc.http_status,
-        detail.message,
-        detail.type,
-        param=detail.param,
-        code=detail.code,
-        headers=error_headers(exc, redactor),
-        retryable=exc.retryable,
-    )
-
-
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
-def _http_error(exc: web.HTTPException) -> web.Response:
-    code = _HTTP_CODES.get(exc.status)
-    resp = error_response(
-        exc.status, exc.reason, "invalid_request_error", code=code, retryable=False
-    )
+def _http_error(exc: web.HTTPException, redactor: Redactor) -> web.Response:
+    # aiohttp's own 404/405, put in the tree so that they leave by the same door.
+    error = RequestError(exc.reason, code=_HTTP_CODES.get(exc.status))
+    error.status = exc.status
+    resp = render(error, redactor)
     if "Allow" in exc.headers:
         resp.headers["Allow"] = exc.headers["Allow"]
     return resp
@@ -118,7 +92,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             metrics.record_error(exc)
             resp = render(exc, gateway.redactor)
         except web.HTTPException as exc:
-            resp = _http_error(exc)
+            resp = _http_error(exc, gateway.redactor)
             ctx.error_code = _HTTP_CODES.get(exc.status)
         except asyncio.CancelledError:
             status = _CLIENT_CLOSED
@@ -139,12 +113,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
                 "unhandled error", extra={"fields": {"request_id": request_id}}
             )
             ctx.error_code = "internal_error"
-            resp = error_response(
-                500,
-                f"internal error; request id {request_id}",
-                "server_error",
-                code="internal_error",
+            internal = ProxyError(
+                f"internal error; request id {request_id}", code="internal_error"
             )
+            resp = render(internal, gateway.redactor)
         status = _CLIENT_CLOSED if ctx.client_closed else resp.status
         if not resp.prepared:
             resp.headers["X-Request-ID"] = request_id

@@ -1,9 +1,8 @@
 """Provider secrets kept out of everything the gateway relays from a provider or logs.
 
 A provider may echo what it was sent: a 400 quoting a request header, a URL with the key
-in it, an error event in its stream. ``error_detail`` is the one place a ``ProxyError``
-becomes what a client (and the access log) reads, for JSON answers and stream error
-events alike, and every text member passes the ``Redactor`` there, whatever adapter
+in it, an error event in its stream. ``envelope`` is the one place a ``ProxyError``
+becomes what a client reads, for JSON answers and stream error events alike, and every text member passes the ``Redactor`` there, whatever adapter
 built the error and at whatever status. Events relayed from a provider's stream that
 are errors (or not JSON at all) pass it too.
 
@@ -22,7 +21,7 @@ from urllib.parse import quote, quote_plus
 import msgspec
 
 from proxy.errors import ProxyError, UpstreamRejected
-from proxy.models import ErrorDetail
+from proxy.models import ErrorBody, ErrorDetail
 from proxy.providers.base import Auth
 
 REDACTED = "[redacted]"
@@ -81,6 +80,15 @@ def error_detail(exc: ProxyError, redactor: Redactor) -> ErrorDetail:
         param=redactor.text(exc.param),
         code=redactor.text(exc.code),
     )
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def envelope(exc: ProxyError, redactor: Redactor) -> bytes:
+    """OpenAI's ``{"error": {...}}`` for ``exc``, encoded: the body of an error answer
+    and the data of a stream's ``error`` event."""
+    return _encode(ErrorBody(error_detail(exc, redactor)))
 
 
 def error_headers(exc: ProxyError, redactor: Redactor) -> dict[str, str]:

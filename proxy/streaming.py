@@ -23,20 +23,15 @@ from proxy.accounting import account, price, splice
 from proxy.budget import HOLD
 from proxy.context import CURRENT
 from proxy.errors import ProxyError, UpstreamProtocolError
-from proxy.models import EditJob, EditResult, ErrorBody, Usage
+from proxy.models import EditJob, EditResult, Usage
 from proxy.providers.base import StreamingAdapter
-from proxy.redact import Redactor, error_detail
+from proxy.redact import envelope
 from proxy.routing import Route
 from proxy.sse import Event, SSEDecoder, encode_event, result_events
 from proxy.state import Gateway
 
 _encode = msgspec.json.encode
 _HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-
-
-def error_event(exc: ProxyError, redactor: Redactor) -> bytes:
-    body = ErrorBody(error_detail(exc, redactor))
-    return encode_event("error", _encode(body))
 
 
 class _Head(msgspec.Struct):
@@ -161,7 +156,9 @@ async def _pump(
         if ctx is not None:
             ctx.error_code = redactor.text(exc.log_code)
             ctx.error_param = redactor.text(exc.param)
-        await resp.write(error_event(exc, redactor))
+        # Past the first byte the middleware cannot answer; the error is counted here.
+        state.gateway.metrics.record_error(exc)
+        await resp.write(encode_event("error", envelope(exc, redactor)))
     await resp.write_eof()
 
 

@@ -31,7 +31,6 @@ from multidict import CIMultiDictProxy
 from proxy.context import add_upstream_time, trace_headers
 from proxy.controls import RetryPolicy
 from proxy.errors import (
-    InvalidRequest,
     ProviderNotConfigured,
     UpstreamError,
     UpstreamProtocolError,
@@ -444,29 +443,6 @@ _ERROR_MAP: tuple[tuple[type[BaseException], type[UpstreamError], str, str, bool
     (aiohttp.ClientError, UpstreamUnavailable,
      "is unreachable", "upstream_unavailable", False),
 )  # fmt: skip
-
-
-@contextlib.asynccontextmanager
-async def fetch_errors(param: str) -> AsyncIterator[None]:
-    """aiohttp errors while fetching a client's ``image_url``: a 400 naming the image.
-
-    The client chose the URL, so a host that cannot be reached is the client's problem,
-    not the gateway's; the message says what failed without echoing any reply body.
-    """
-    try:
-        yield
-    except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
-        raise InvalidRequest(
-            f"'{param}' could not be fetched: TLS verification failed",
-            param=param,
-            code="image_url_unreachable",
-        ) from exc
-    except aiohttp.ClientError as exc:
-        raise InvalidRequest(
-            f"'{param}' could not be fetched ({type(exc).__name__})",
-            param=param,
-            code="image_url_unreachable",
-        ) from exc
 
 
 def _fresh_body(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:

@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestServer
 from proxy.state import GATEWAY
 from tests.conftest import StartProxy
 from tests.fakes.openai import FakeOpenAI, Reply
+from tests.fakes.sse import StreamPlan
 from tests.images import png, sized_png
 from tests.observability.scrape import scrape, value
 
@@ -173,3 +174,23 @@ async def test_rejected_requests_by_reason(proxy: TestServer) -> None:
     assert value(m, "imagegate_rejected_requests_total", reason="invalid_request") == 1
     assert value(m, "imagegate_requests_total", code_class="4xx", provider="none") == 3
     assert value(m, "imagegate_upstream_errors_total") == 0
+
+
+async def test_upstream_failure_mid_stream_is_counted(
+    sdk: openai.AsyncOpenAI, proxy: TestServer, fake_openai: FakeOpenAI
+) -> None:
+    # The reply started (a partial image went out), so the error leaves as a stream
+    # error event rather than through the middleware; it is counted all the same.
+    fake_openai.streams.append(StreamPlan(partials=1, drop=True))
+    stream = await sdk.images.edit(
+        model="openai/gpt-image-2",
+        image=("a.png", png(), "image/png"),
+        prompt="hat",
+        stream=True,
+    )
+    with pytest.raises(openai.APIError):
+        async for _ in stream:
+            pass
+    m = await scrape(proxy)
+    assert value(m, "imagegate_upstream_errors_total", provider="openai") == 1
+    assert value(m, "imagegate_rejected_requests_total") == 0

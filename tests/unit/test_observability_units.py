@@ -7,6 +7,7 @@ import pytest
 
 from proxy.context import trace_headers
 from proxy.errors import (
+    CircuitOpen,
     InvalidRequest,
     Overloaded,
     PayloadTooLarge,
@@ -15,13 +16,7 @@ from proxy.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from proxy.metrics import (
-    REJECT_REASONS,
-    UPSTREAM_ERROR_KINDS,
-    reject_reason,
-    token_counts,
-    upstream_error_kind,
-)
+from proxy.metrics import token_counts
 from proxy.models import TokenDetails, Usage
 from proxy.tracing import parse_traceparent, start_trace
 
@@ -51,15 +46,25 @@ def test_token_counts(usage: Usage | None, want: dict[str, int]) -> None:
 
 
 def test_reasons_and_kinds_are_closed_sets() -> None:
-    assert reject_reason(UnknownModel("x")) == "unknown_model"
-    assert reject_reason(InvalidRequest("x")) == "invalid_request"
-    assert reject_reason(PayloadTooLarge("x")) == "too_large"
-    assert reject_reason(Overloaded("x")) == "overloaded"
-    assert reject_reason(ProxyError("x")) == "other"
-    assert upstream_error_kind(UpstreamTimeout("x", provider="p")) == "timeout"
-    assert upstream_error_kind(UpstreamError("x", provider="p")) == "other"
-    assert "other" in REJECT_REASONS
-    assert "other" in UPSTREAM_ERROR_KINDS
+    # The label is the class's own (errors.py); a subclass inherits its parent's.
+    assert UnknownModel("x").metric_label == "unknown_model"
+    assert InvalidRequest("x").metric_label == "invalid_request"
+    assert PayloadTooLarge("x").metric_label == "too_large"
+    assert Overloaded("x").metric_label == "overloaded"
+    assert ProxyError("x").metric_label == "other"
+    assert UpstreamTimeout("x", provider="p").metric_label == "timeout"
+    assert CircuitOpen("x", provider="p").metric_label == "unavailable"
+    assert UpstreamError("x", provider="p").metric_label == "other"
+
+
+def _subclasses(cls: type[ProxyError]) -> list[type[ProxyError]]:
+    return [cls, *(s for sub in cls.__subclasses__() for s in _subclasses(sub))]
+
+
+def test_every_error_class_has_a_snake_case_label() -> None:
+    for cls in _subclasses(ProxyError):
+        assert cls.metric_label.isidentifier()
+        assert cls.metric_label == cls.metric_label.lower()
 
 
 def test_traceparent_parsing() -> None:

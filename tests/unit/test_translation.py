@@ -186,7 +186,7 @@ def test_status_classification(status: int, cls: type, http: int) -> None:
         "p", status, message="provider said sk-secret", retry_after="3"
     )
     assert type(err) is cls
-    assert err.http_status == http
+    assert err.status == http
     if cls in (UpstreamAuthError, UpstreamUnavailable, UpstreamTimeout):
         assert "sk-secret" not in err.message
     if cls is UpstreamRateLimited:
