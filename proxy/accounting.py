@@ -1,44 +1,60 @@
-"""Cost and image accounting for an answered request, shared by JSON and streamed replies.
+"""Pricing and accounting of an answered request: the one place for JSON answers,
+completed events made from a JSON answer, and relayed streams.
 
-Computes the cost from the provider's usage (unless the adapter knew it), counts it in
-the metrics, and leaves it on the request context for the access log.
+Prices the answer from the provider's usage (unless the adapter knew its cost), counts
+it in the metrics, and leaves cost and images on the request context for the access
+log.
 """
 
 from __future__ import annotations
 
-from proxy.context import ANONYMOUS, CURRENT
-from proxy.models import Usage
+from proxy.context import RequestContext
+from proxy.metrics import Metrics
+from proxy.models import EditResult, Usage
+from proxy.pricing import PriceTable
 from proxy.routing import Route
-from proxy.state import Gateway
 
 
 def price(
-    gateway: Gateway, route: Route, *, usage: Usage | None, images: int
+    prices: PriceTable, route: Route, *, usage: Usage | None, images: int
 ) -> float | None:
-    return gateway.prices.cost(route.price_key, usage=usage, images=images)
+    return prices.cost(route.price_key, usage=usage, images=images)
 
 
 def account(
-    gateway: Gateway,
+    metrics: Metrics,
+    ctx: RequestContext,
     route: Route,
     cost: float | None,
     images: int,
     *,
     usage: Usage | None = None,
 ) -> None:
-    ctx = CURRENT.get()
-    model_label = ctx.model_label if ctx is not None else "other"
-    gateway.metrics.record_result(
+    metrics.record_result(
         route.provider,
-        model_label,
-        ctx.key if ctx is not None else ANONYMOUS,
+        ctx.model_label,
+        ctx.key,
         cost=cost,
         usage=usage,
         images=images,
     )
-    if ctx is not None:
-        ctx.cost = cost
-        ctx.images = images
+    ctx.cost = cost
+    ctx.images = images
+
+
+def bill(
+    metrics: Metrics,
+    prices: PriceTable,
+    ctx: RequestContext,
+    route: Route,
+    result: EditResult,
+) -> float | None:
+    """Price and account a whole result; its cost, for the answer."""
+    cost = result.cost
+    if cost is None:
+        cost = price(prices, route, usage=result.usage, images=result.images)
+    account(metrics, ctx, route, cost, result.images, usage=result.usage)
+    return cost
 
 
 def splice(body: bytes, extra: bytes) -> bytes:

@@ -1,7 +1,8 @@
 """``create_app``: routes, middleware, and the lifetime of upstream sessions.
 
-Everything the handlers need hangs off one typed ``Gateway`` under an ``AppKey``; there
-is no module-level mutable state.
+Each resource the handlers need hangs off the app under its own ``AppKey``
+(``proxy.state``), set here or by the cleanup context that creates it, all registered
+here; there is no module-level mutable state.
 """
 
 from __future__ import annotations
@@ -21,25 +22,42 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 
 from proxy import handlers, upload_api
-from proxy.auth import ScrapeToken
+from proxy.auth import KeyRing, ScrapeToken
+from proxy.backpressure import Pressure
 from proxy.catalog import images_models
 from proxy.config import Config, provider_keys
-from proxy.fetch import fetch_ctx
+from proxy.fetch import Fetcher, make_ssl_context
 from proxy.guard import defer_continue as defer
 from proxy.guard import guard
+from proxy.limits import LimitStore, MemoryStore
 from proxy.logs import ServerLog
 from proxy.metrics import Metrics
 from proxy.middleware import Handler, observe
 from proxy.openapi import build_openapi
 from proxy.origins import OriginPolicy, same_origin
-from proxy.pixels import configure_pillow
+from proxy.pixels import PixelGate, configure_pillow
 from proxy.pricing import PriceTable
 from proxy.providers import build_adapter
 from proxy.providers.base import Auth, KeyHosts, Pool, resolve_auth
 from proxy.redact import Redactor
 from proxy.resilience import CircuitBreaker
 from proxy.routing import Provider, Router
-from proxy.state import GATEWAY, Gateway
+from proxy.state import (
+    CLIENT_KEYS,
+    CONFIG,
+    FETCHER,
+    LIFECYCLE,
+    METRICS,
+    OPENAPI,
+    PIXELS,
+    PRESSURE,
+    PRICES,
+    QUOTAS,
+    REDACTOR,
+    ROUTER,
+    TEMP_DIR,
+    Lifecycle,
+)
 from proxy.uploads import TempDir
 from proxy.upstream import Upstream
 
@@ -54,12 +72,9 @@ def create_app(
     fetch_resolver: AbstractResolver | None = None,
 ) -> web.Application:
     """``fetch_resolver`` resolves the hosts of client image URLs (tests inject one)."""
-    gateway = Gateway(
-        config=config,
-        metrics=Metrics(
-            registry if registry is not None else CollectorRegistry(),
-            multiproc_dir=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
-        ),
+    metrics = Metrics(
+        registry if registry is not None else CollectorRegistry(),
+        multiproc_dir=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     )
     middlewares: list[Middleware] = [observe, guard]
     if not config.keys:
@@ -77,13 +92,20 @@ def create_app(
         client_max_size=config.limits.max_json_bytes,
         handler_args={"logger": ServerLog(logging.getLogger("aiohttp.server"))},
     )
-    gateway.openapi = msgspec.json.encode(build_openapi())
-    configure_pillow(config.limits.max_image_pixels)
-    app[GATEWAY] = gateway
-    app.cleanup_ctx.append(_files)
+    limits = config.limits
+    configure_pillow(limits.max_image_pixels)
+    app[CONFIG] = config
+    app[METRICS] = metrics
+    app[CLIENT_KEYS] = KeyRing(config.keys)
+    app[PRESSURE] = Pressure(config.backpressure, metrics)
+    app[PIXELS] = PixelGate(limits.max_image_pixels, limits.max_image_decodes)
+    app[OPENAPI] = msgspec.json.encode(build_openapi())
+    app[LIFECYCLE] = Lifecycle()
+    app.cleanup_ctx.append(_temp_dir)
     app.cleanup_ctx.append(_upstreams_ctx(dict(environ)))
-    app.cleanup_ctx.append(fetch_ctx(fetch_resolver))
-    app.cleanup_ctx.append(_limits)
+    app.cleanup_ctx.append(_fetcher_ctx(fetch_resolver))
+    app.cleanup_ctx.append(_quotas)
+    app.cleanup_ctx.append(upload_api.store_ctx(environ))
     app.on_shutdown.append(_drain)
     for prefix in ("/v1", "/v3"):
         # 100 Continue waits for the guard's checks (defer_continue).
@@ -98,7 +120,7 @@ def create_app(
         app.router.add_get(f"{prefix}/images/models", images_models)
         # The SDKs' models.list(): the same catalogue in OpenAI's list shape.
         app.router.add_get(f"{prefix}/models", images_models)
-    upload_api.add_routes(app, environ)
+    upload_api.add_routes(app)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", _metrics_handler(config, environ))
@@ -124,33 +146,56 @@ def _metrics_handler(config: Config, environ: Mapping[str, str]) -> Handler:
 
 
 async def _drain(app: web.Application) -> None:
-    app[GATEWAY].draining = True
+    app[LIFECYCLE].draining = True
 
 
-async def _limits(app: web.Application) -> AsyncIterator[None]:
-    gateway = app[GATEWAY]
-    config = gateway.config
+async def _quotas(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    quotas: LimitStore = MemoryStore()
     if config.redis_url is not None:
         from proxy.redis_store import RedisStore
 
-        gateway.limits = RedisStore(config.redis_url, config.redis, gateway.metrics)
+        quotas = RedisStore(config.redis_url, config.redis, app[METRICS])
+    app[QUOTAS] = quotas
     yield
-    await gateway.limits.close()
+    await quotas.close()
 
 
-async def _files(app: web.Application) -> AsyncIterator[None]:
-    gateway = app[GATEWAY]
-    limits, metrics = gateway.config.limits, gateway.metrics
-    gateway.temp_dir = await asyncio.to_thread(
+async def _temp_dir(app: web.Application) -> AsyncIterator[None]:
+    """The requests' temp files, and the price table (read from disk, so here)."""
+    limits, metrics = app[CONFIG].limits, app[METRICS]
+    temp_dir = await asyncio.to_thread(
         TempDir,
         limits.temp_dir,
         metrics.temp_bytes,
         memory_budget=limits.spool_total_bytes,
         memory_gauge=metrics.spooled_bytes,
     )
-    gateway.prices = await asyncio.to_thread(PriceTable.load_default)
+    app[TEMP_DIR] = temp_dir
+    app[PRICES] = await asyncio.to_thread(PriceTable.load_default)
     yield
-    await asyncio.to_thread(gateway.temp_dir.remove)
+    await asyncio.to_thread(temp_dir.remove)
+
+
+def _fetcher_ctx(
+    resolver: AbstractResolver | None,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The ``Fetcher`` of client image URLs; the system resolver unless one is
+    injected."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG].fetch
+        own = resolver is None
+        used = aiohttp.ThreadedResolver() if resolver is None else resolver
+        ssl_context = await make_ssl_context(config.ca_file)
+        app[FETCHER] = Fetcher(config, resolver=used, ssl_context=ssl_context)
+        try:
+            yield
+        finally:
+            if own:
+                await used.close()
+
+    return ctx
 
 
 class _CountingConnector(aiohttp.TCPConnector):
@@ -212,8 +257,7 @@ def _upstreams_ctx(
     environ: dict[str, str],
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        gateway = app[GATEWAY]
-        config = gateway.config
+        config, metrics = app[CONFIG], app[METRICS]
         keys = provider_keys(config, environ)
         providers: dict[str, Provider] = {}
         sessions: list[aiohttp.ClientSession] = []
@@ -230,7 +274,7 @@ def _upstreams_ctx(
                         cfg.api_key_env,
                         extra={"fields": {"provider": name}},
                     )
-                session = _session(name, cfg.pool, gateway.metrics)
+                session = _session(name, cfg.pool, metrics)
                 sessions.append(session)
                 upstream = Upstream(
                     name,
@@ -238,24 +282,24 @@ def _upstreams_ctx(
                     session=session,
                     auth=auth,
                     key_env=cfg.api_key_env,
-                    metrics=gateway.metrics,
+                    metrics=metrics,
                     max_response_bytes=config.limits.max_response_bytes,
                     retry=config.retry.for_provider(name),
                     breaker=CircuitBreaker(
                         name,
                         config.breaker.for_provider(name),
-                        gateway.metrics.circuit_state.labels(name),
+                        metrics.circuit_state.labels(name),
                     ),
                     key_hosts=(
                         adapter.key_hosts() if isinstance(adapter, KeyHosts) else ()
                     ),
                 )
                 providers[name] = Provider(adapter, upstream)
-            gateway.router = Router(
+            app[ROUTER] = Router(
                 providers, aliases=config.models, allowed=config.allowed_models
             )
-            gateway.redactor = Redactor(auths)
-            gateway.metrics.bind_providers(list(providers))
+            app[REDACTOR] = Redactor(auths)
+            metrics.bind_providers(list(providers))
             yield
         finally:
             await asyncio.gather(*(s.close() for s in sessions))

@@ -1,8 +1,8 @@
 """Budget holds: a budgeted request reserves its worst case before any upstream call,
 records what each upstream call cost, and settles to that when it ends.
 
-The guard opens a ``Hold`` for a key with a budget (``HOLD``, seen by everything the
-request awaits, fan-out tasks included). Before each provider call (the first, and each
+The guard opens a ``Hold`` for a key with a budget and leaves it on the request's
+context (``RequestContext.hold``); the pipeline passes it to each call. Before each provider call (the first, and each
 fallback) ``ensure`` tops the reservation up to what was charged so far plus that call's
 worst case (``worst_case``); a top-up that does not fit is a 429 ``budget_exceeded`` and
 the call is not made. Each call that answered is charged its cost, or its worst case if
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from proxy.controls import ClientKey
@@ -167,14 +166,10 @@ class Hold:
         await self._store.settle(self._name, self._reservations, self.charged / MICRO)
 
 
-HOLD: ContextVar[Hold | None] = ContextVar("imagegate_budget", default=None)
-
-
 async def charged(
-    route: Route, job: EditJob, call: Awaitable[EditResult]
+    hold: Hold | None, route: Route, job: EditJob, call: Awaitable[EditResult]
 ) -> EditResult:
-    """``call``'s result, charged to the request's budget hold if it has one."""
-    hold = HOLD.get()
+    """``call``'s result, charged to the request's budget ``hold`` if it has one."""
     try:
         result = await call
     except asyncio.CancelledError:

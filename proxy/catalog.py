@@ -14,7 +14,7 @@ from aiohttp import web
 from proxy.pricing import PriceTable
 from proxy.providers.base import Capabilities, ListsModels, capabilities_of
 from proxy.routing import Router
-from proxy.state import GATEWAY
+from proxy.state import PRICES, ROUTER
 
 
 class ModelCapabilities(msgspec.Struct, frozen=True):
@@ -82,6 +82,6 @@ def list_models(router: Router, prices: PriceTable) -> ModelList:
 
 
 async def images_models(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
-    body = _encode(list_models(gateway.router, gateway.prices))
+    app = request.app
+    body = _encode(list_models(app[ROUTER], app[PRICES]))
     return web.Response(body=body, content_type="application/json")

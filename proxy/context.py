@@ -1,16 +1,26 @@
-"""Per-request accounting carried in a ContextVar.
+"""The per-request context: what the request's modules hand each other, for its
+metrics and access log.
 
-aiohttp runs each request in its own task, so a ContextVar set by the middleware is seen
-by everything that request awaits (adapters, ``Upstream``) without threading it through
-every signature.
+``observe`` creates it and puts it on the request (``request[CONTEXT]``); the web
+layer (middlewares, handlers, the stream relay, accounting) reads and writes it there
+and passes what the layers below need explicitly. It is also left in a ContextVar
+(``CURRENT``) for the one place that cannot be handed it: ``Upstream``, called inside
+provider adapters whose ``edit(job, upstream)`` carries no request, adds its time
+(``add_upstream_time``) and takes the trace headers (``trace_headers``) from there.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
 
 from proxy.tracing import Trace
+
+if TYPE_CHECKING:
+    from proxy.budget import Hold
 
 # The ``key`` label and log field of a request without a client key.
 ANONYMOUS = "anonymous"
@@ -33,6 +43,11 @@ class RequestContext:
     error_code: str | None = None
     # A streamed reply was cut short by the client (recorded as 499).
     client_closed: bool = False
+    # A budgeted key's hold (proxy.budget), opened and settled by the guard.
+    hold: Hold | None = None
+
+
+CONTEXT = web.RequestKey("context", RequestContext)
 
 
 CURRENT: ContextVar[RequestContext | None] = ContextVar(

@@ -1,4 +1,6 @@
-"""Run a job on its model's provider, then down the model's fallback list.
+"""Fallback policy: which failures move a job down its model's fallback list, which
+routes of the list may be tried, and the one error when all of them failed. The
+pipeline (``proxy.dispatch``) walks the list.
 
 ``fallbacks: {"openai/gpt-image-2": ["backup/gpt-image-2", ...]}`` is tried in order
 when a provider fails in a way another provider may not: 5xx or unreachable, timeouts,
@@ -10,9 +12,7 @@ lists each provider's cause.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-import msgspec
+from collections.abc import Iterator
 
 from proxy.auth import KeyRing
 from proxy.errors import (
@@ -24,8 +24,6 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from proxy.metrics import Metrics
-from proxy.models import EditJob, EditResult
 from proxy.routing import Route, Router
 
 FALLBACK_ON = (
@@ -36,31 +34,16 @@ FALLBACK_ON = (
 )
 
 
-Call = Callable[[Route, EditJob], Awaitable[EditResult]]
-
-
-async def run(
-    route: Route,
-    job: EditJob,
-    call: Call,
-    *,
+def candidates(
     chain: list[str],
+    *,
     router: Router,
     keys: KeyRing,
     key: str | None,
-    metrics: Metrics,
-) -> tuple[Route, EditResult]:
-    """The route that answered and its result; the primary's own error without chain.
-
-    ``call`` checks the job against a route's capabilities and runs it there.
-    """
-    try:
-        return route, await call(route, job)
-    except FALLBACK_ON as exc:
-        if not chain:
-            raise
-        causes: list[tuple[str, ProxyError]] = [(route.provider, exc)]
-    failed = route.provider
+    causes: list[tuple[str, ProxyError]],
+) -> Iterator[Route]:
+    """The chain's routes to try, in order; one that cannot be tried is skipped and
+    named among ``causes``."""
     for model in chain:
         try:
             nxt = router.resolve(model)  # allowed_models applies to fallbacks too
@@ -70,14 +53,14 @@ async def run(
         if key is not None and not keys.allows(key, model):
             causes.append((nxt.provider, InvalidRequest("not allowed for this key")))
             continue
-        metrics.fallbacks.labels(failed).inc()
-        moved = msgspec.structs.replace(job, provider=nxt.provider, model=nxt.model)
-        try:
-            return nxt, await call(nxt, moved)
-        except (*FALLBACK_ON, InvalidRequest) as exc:
-            causes.append((nxt.provider, exc))
-            failed = nxt.provider
-    raise _all_failed(f"{route.provider}/{route.model}", route.provider, causes)
+        yield nxt
+
+
+def all_failed(
+    route: Route, causes: list[tuple[str, ProxyError]]
+) -> AllProvidersFailed:
+    """One error for a chain that failed everywhere, listing each provider's cause."""
+    return _all_failed(f"{route.provider}/{route.model}", route.provider, causes)
 
 
 def _all_failed(

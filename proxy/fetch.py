@@ -16,10 +16,9 @@ import contextlib
 import ipaddress
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
-from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
@@ -34,7 +33,6 @@ from proxy.config import Fetch
 from proxy.errors import InvalidRequest
 from proxy.images import SNIFF_BYTES, require_image
 from proxy.models import StoredImage
-from proxy.state import GATEWAY
 from proxy.uploads import UploadSet
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -105,27 +103,6 @@ async def make_ssl_context(ca_file: str | None) -> ssl.SSLContext:
         return ctx
 
     return await asyncio.to_thread(build)
-
-
-def fetch_ctx(
-    resolver: AbstractResolver | None,
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The application's ``Fetcher``; the system resolver unless one is injected."""
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        gateway = app[GATEWAY]
-        config = gateway.config.fetch
-        own = resolver is None
-        used = aiohttp.ThreadedResolver() if resolver is None else resolver
-        ssl_context = await make_ssl_context(config.ca_file)
-        gateway.fetcher = Fetcher(config, resolver=used, ssl_context=ssl_context)
-        try:
-            yield
-        finally:
-            if own:
-                await used.close()
-
-    return ctx
 
 
 class Fetcher:

@@ -4,7 +4,8 @@ Order: draining, backpressure, client key, the key's limits, then ``100 Continue
 a client waiting for it (only now, and only for a declared length within the cap); then
 the handler, its body read at the pace set here and its bytes reserved as they arrive;
 then the key's concurrency slot is released and, for a budgeted key, the request's
-budget hold (``proxy.budget``) settled: its reservations given back, what it cost added.
+budget hold (``proxy.budget``, on the request context) settled: its reservations
+given back, what it cost added.
 The model check (403) happens in the handler once the body names the model
 (``authorize``).
 ``observe`` renders and counts every refusal (``imagegate_rejected_requests``) and
@@ -17,16 +18,25 @@ import uuid
 
 from aiohttp import HttpVersion11, hdrs, web
 
+from proxy.auth import KeyRing
 from proxy.backpressure import Slot
-from proxy.budget import HOLD, Hold
-from proxy.context import CURRENT
+from proxy.budget import Hold
+from proxy.config import Limits
+from proxy.context import CONTEXT, RequestContext
 from proxy.controls import ClientKey
 from proxy.errors import Overloaded, ProxyError
 from proxy.formreader import PACE, Pace, too_large
 from proxy.limits import refusal_error
 from proxy.middleware import Handler
 from proxy.parsing import media_type
-from proxy.state import GATEWAY, Gateway
+from proxy.state import (
+    CLIENT_KEYS,
+    CONFIG,
+    LIFECYCLE,
+    PRESSURE,
+    PRICES,
+    QUOTAS,
+)
 
 # Set once ``100 Continue`` went out: the client then sends its body.
 _CONTINUED = web.RequestKey("continued", bool)
@@ -37,8 +47,7 @@ def _guarded(request: web.Request) -> bool:
     return resource is not None and resource.canonical.startswith(("/v1/", "/v3/"))
 
 
-def _pace(request: web.Request, gateway: Gateway, slot: Slot) -> Pace:
-    limits = gateway.config.limits
+def _pace(request: web.Request, limits: Limits, slot: Slot) -> Pace:
     # JSON bodies are held in memory, capped by max_json_bytes: not reserved.
     multipart = media_type(request) == "multipart/form-data"
     return Pace(
@@ -49,11 +58,10 @@ def _pace(request: web.Request, gateway: Gateway, slot: Slot) -> Pace:
     )
 
 
-def authorize(gateway: Gateway, model: str) -> None:
+def authorize(keys: KeyRing, ctx: RequestContext, model: str) -> None:
     """403 unless the request's key may use ``model`` ("provider/model")."""
-    ctx = CURRENT.get()
-    if gateway.keys and ctx is not None:
-        gateway.keys.check_model(ctx.key, model)
+    if keys:
+        keys.check_model(ctx.key, model)
 
 
 @web.middleware
@@ -71,50 +79,48 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
-    gateway = request.app[GATEWAY]
-    if gateway.draining:
+    app = request.app
+    limits, keys = app[CONFIG].limits, app[CLIENT_KEYS]
+    if app[LIFECYCLE].draining:
         raise Overloaded(
             "the gateway is shutting down; retry on another instance",
             code="shutting_down",
             headers={"Connection": "close", "Retry-After": "1"},
         )
-    with gateway.pressure.admit() as slot:
-        request[PACE] = _pace(request, gateway, slot)
-        if not gateway.keys:
+    with app[PRESSURE].admit() as slot:
+        request[PACE] = _pace(request, limits, slot)
+        if not keys:
             # Without keys a client is known by its address (behind a proxy, all
             # clients share one: see backpressure.max_temp_share).
             slot.owner = f"address {request.remote}"
-            await _continue(request, gateway)
+            await _continue(request, limits)
             return await handler(request)
-        name = gateway.keys.authenticate(request.headers)
+        name = keys.authenticate(request.headers)
         slot.owner = f"key {name}"
-        ctx = CURRENT.get()
-        if ctx is not None:
-            ctx.key = name
-        rule = gateway.keys[name]
+        ctx = request[CONTEXT]
+        ctx.key = name
+        rule = keys[name]
         if not _limited(rule):
-            await _continue(request, gateway)
+            await _continue(request, limits)
             return await handler(request)
+        quotas = app[QUOTAS]
         lease = uuid.uuid4().hex
-        refusal = await gateway.limits.admit(name, rule, lease)
+        refusal = await quotas.admit(name, rule, lease)
         if refusal is not None:
             raise refusal_error(name, rule, refusal)
         try:
-            await _continue(request, gateway)
+            await _continue(request, limits)
         except BaseException:
-            await gateway.limits.release(name, rule, lease)
+            await quotas.release(name, rule, lease)
             raise
         hold = None
         if rule.budget_usd_day is not None or rule.budget_usd_month is not None:
-            hold = Hold(
-                gateway.limits, name, rule, gateway.prices,
-                gateway.config.limits.unpriced_image_usd,
-            )  # fmt: skip
-        HOLD.set(hold)
+            hold = Hold(quotas, name, rule, app[PRICES], limits.unpriced_image_usd)
+        ctx.hold = hold
         try:
             return await handler(request)
         finally:
-            await gateway.limits.release(name, rule, lease)
+            await quotas.release(name, rule, lease)
             if hold is not None:
                 # Failed requests too: their reservations go back, their charges stay.
                 await hold.settle()
@@ -141,12 +147,11 @@ def _expects_continue(request: web.Request) -> bool:
     )
 
 
-async def _continue(request: web.Request, gateway: Gateway) -> None:
+async def _continue(request: web.Request, limits: Limits) -> None:
     """``100 Continue``, when the client waits for it: after the key, the limits and
     backpressure let the request in, and only for a declared length within the cap."""
     if not _expects_continue(request):
         return
-    limits = gateway.config.limits
     multipart = media_type(request) == "multipart/form-data"
     cap = limits.body_cap if multipart else limits.max_json_bytes
     length = request.content_length

@@ -1,4 +1,4 @@
-"""Thin HTTP handlers: intake → job → adapter → OpenAI-shaped response."""
+"""HTTP handlers: intake → job → dispatch (``proxy.dispatch``) → respond."""
 
 from __future__ import annotations
 
@@ -9,19 +9,16 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from proxy import fallback, pixels, streaming
-from proxy.accounting import account, price, splice
-from proxy.budget import HOLD, charged
-from proxy.context import CURRENT
+from proxy import dispatch, streaming
+from proxy.accounting import bill, splice
+from proxy.context import CONTEXT
 from proxy.guard import authorize
 from proxy.headers import validate_extra_headers
-from proxy.inputs import resolve_inputs
 from proxy.models import (
     EDIT_FIELDS,
     GENERATE_FIELDS,
     EditJob,
     EditRequest,
-    EditResult,
     GenerateRequest,
     ImageInput,
     _Fields,
@@ -34,11 +31,22 @@ from proxy.parsing import (
     resolve_ref,
     split_known,
 )
-from proxy.prepare import check_capabilities
-from proxy.providers.base import StreamingAdapter, capabilities_of
 from proxy.routing import Route
-from proxy.state import GATEWAY, Gateway
-from proxy.translate import fan_out
+from proxy.state import (
+    CLIENT_KEYS,
+    CONFIG,
+    FETCHER,
+    LIFECYCLE,
+    METRICS,
+    OPENAPI,
+    PIXELS,
+    PRESSURE,
+    PRICES,
+    REDACTOR,
+    ROUTER,
+    TEMP_DIR,
+    UPLOAD_STORE,
+)
 from proxy.upload_api import caller
 from proxy.uploads import UploadSet
 from proxy.workers import exposition
@@ -82,28 +90,27 @@ def _job(
     )
 
 
-def _route(gateway: Gateway, model: str) -> Route:
-    ctx = CURRENT.get()
-    if ctx is not None:
-        ctx.model = model  # logged even when it names nothing served
-    route = gateway.router.resolve(model)
-    authorize(gateway, f"{route.provider}/{route.model}")  # an alias's target
-    if ctx is not None:
-        ctx.provider = route.provider
-        if route.price_key in gateway.prices:
-            ctx.model_label = route.price_key
+def _route(request: web.Request, model: str) -> Route:
+    ctx = request[CONTEXT]
+    ctx.model = model  # logged even when it names nothing served
+    app = request.app
+    route = app[ROUTER].resolve(model)
+    authorize(app[CLIENT_KEYS], ctx, f"{route.provider}/{route.model}")  # an alias's
+    ctx.provider = route.provider
+    if route.price_key in request.app[PRICES]:
+        ctx.model_label = route.price_key
     return route
 
 
 async def images_edits(request: web.Request) -> web.StreamResponse:
-    gateway = request.app[GATEWAY]
-    limits = gateway.config.limits
+    app = request.app
+    limits = app[CONFIG].limits
     kind = require_json_or_multipart(request, multipart=True)
-    async with UploadSet(gateway.files) as uploads:
+    async with UploadSet(app[TEMP_DIR]) as uploads:
         if kind == "application/json":
             fields, extra = split_known(await read_json(request, limits), EDIT_FIELDS)
             body = convert(fields, EditRequest)
-            route = _route(gateway, body.model)
+            route = _route(request, body.model)
             images = tuple(
                 resolve_ref(ref, param=f"images[{i}]")
                 for i, ref in enumerate(body.images)
@@ -117,118 +124,69 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
             )  # fmt: skip
         else:
             form = await read_multipart(request, limits, uploads)
-            gateway.metrics.upload_bytes.inc(
+            app[METRICS].upload_bytes.inc(
                 sum(i.size for i in form.images) + (form.mask.size if form.mask else 0)
             )
-            route = _route(gateway, form.form.model)
+            route = _route(request, form.form.model)
             job = _job(
                 form.form, route, operation="edit", source="multipart",
                 extra=form.extra, images=tuple(form.images), mask=form.mask,
             )  # fmt: skip
-        return await _run(request, gateway, route, job, uploads)
+        return await _answer(request, route, job, uploads)
 
 
-async def _run(
+async def images_generations(request: web.Request) -> web.StreamResponse:
+    require_json_or_multipart(request, multipart=False)
+    fields, extra = split_known(
+        await read_json(request, request.app[CONFIG].limits), GENERATE_FIELDS
+    )
+    body = convert(fields, GenerateRequest)
+    route = _route(request, body.model)
+    job = _job(body, route, operation="generate", source="json", extra=extra)
+    return await _answer(request, route, job)
+
+
+async def _answer(
     request: web.Request,
-    gateway: Gateway,
     route: Route,
     job: EditJob,
     uploads: UploadSet | None = None,
 ) -> web.StreamResponse:
-    """Answer with the model's route or a fallback's; stream when asked."""
-    ctx = CURRENT.get()
-    if ctx is not None:
-        ctx.prompt = job.prompt  # the access log shows it only if configured
-    adapter = route.adapter
-    if (
-        job.stream
-        and isinstance(adapter, StreamingAdapter)
-        and capabilities_of(adapter, route.model).streaming
-    ):
-        # A relayed stream cannot fall back once it started; it is not retried.
-        hold = HOLD.get()
-        if hold is not None:
-            await hold.ensure(route, job, native_n=True)
-        streamed = await _prepare(gateway, route, job, uploads)
-        return await streaming.relay(request, gateway, route, streamed, adapter)
-    key = ctx.key if ctx is not None and gateway.keys else None
-    answered, result = await fallback.run(
-        route,
-        job,
-        lambda one_route, one_job: _call(gateway, uploads, one_route, one_job),
-        chain=gateway.config.fallbacks.get(f"{route.provider}/{route.model}", []),
-        router=gateway.router,
-        keys=gateway.keys,
-        key=key,
-        metrics=gateway.metrics,
+    """Dispatch the job, then answer: relayed stream, completed events or JSON."""
+    app, ctx = request.app, request[CONTEXT]
+    ctx.prompt = job.prompt  # the access log shows it only if configured
+    services = dispatch.Services(
+        router=app[ROUTER],
+        fallbacks=app[CONFIG].fallbacks,
+        keys=app[CLIENT_KEYS],
+        metrics=app[METRICS],
+        pixels=app[PIXELS],
+        store=app[UPLOAD_STORE],
+        fetcher=app[FETCHER],
     )
-    if answered is not route:
-        _route(gateway, f"{answered.provider}/{answered.model}")
-    if job.stream:
-        return streaming.completed_events(gateway, answered, job, result)
-    return _respond(gateway, answered, result)
-
-
-async def _prepare(
-    gateway: Gateway, route: Route, job: EditJob, uploads: UploadSet | None
-) -> EditJob:
-    """Check the job against the route's provider and resolve its image references
-    (stored files, URLs to fetch) into what that provider takes."""
-    caps = capabilities_of(route.adapter, route.model)
-    check_capabilities(job, caps, provider=route.provider)
-    # The adapter's mask conversion runs under the gateway's decode slots.
-    pixels.GATE.set(gateway.pixels)
-    if uploads is None:
-        return job
-    assert gateway.store is not None
-    assert gateway.fetcher is not None
-    job = await resolve_inputs(
-        job, caps, provider=route.provider, files=gateway.store,
-        fetcher=gateway.fetcher, uploads=uploads, owner=caller(gateway),
-    )  # fmt: skip
-    check_capabilities(job, caps, provider=route.provider)
-    await gateway.pixels.check_inputs(job)
-    return job
-
-
-async def _call(
-    gateway: Gateway, uploads: UploadSet | None, route: Route, job: EditJob
-) -> EditResult:
-    caps = capabilities_of(route.adapter, route.model)
-    hold = HOLD.get()
-    if hold is not None:
-        # Before anything is sent: room for this call's worst case, or a 429.
-        await hold.ensure(route, job, native_n=caps.native_n)
-    job = await _prepare(gateway, route, job, uploads)
-    plain = msgspec.structs.replace(job, stream=False)
-    if not caps.native_n and (job.n or 1) > 1:
-        # The provider makes one image per call: n calls in parallel, one result.
-        # Each call that answers is charged, whether or not its siblings do.
-        return await fan_out(
-            plain,
-            lambda one: charged(route, one, route.adapter.edit(one, route.upstream)),
+    mine = dispatch.Request(uploads=uploads, key=caller(request), hold=ctx.hold)
+    answer = await dispatch.run(services, mine, route, job)
+    if answer.stream is not None and answer.adapter is not None:
+        using = streaming.Relaying(
+            metrics=app[METRICS],
+            prices=app[PRICES],
+            redactor=app[REDACTOR],
+            max_response_bytes=app[CONFIG].limits.max_response_bytes,
+            ctx=ctx,
+            hold=ctx.hold,
         )
-    return await charged(route, plain, route.adapter.edit(plain, route.upstream))
-
-
-async def images_generations(request: web.Request) -> web.StreamResponse:
-    gateway = request.app[GATEWAY]
-    require_json_or_multipart(request, multipart=False)
-    fields, extra = split_known(
-        await read_json(request, gateway.config.limits), GENERATE_FIELDS
-    )
-    body = convert(fields, GenerateRequest)
-    route = _route(gateway, body.model)
-    job = _job(body, route, operation="generate", source="json", extra=extra)
-    return await _run(request, gateway, route, job)
-
-
-def _respond(gateway: Gateway, route: Route, result: EditResult) -> web.Response:
-    cost = result.cost
-    if cost is None:
-        cost = price(gateway, route, usage=result.usage, images=result.images)
-    account(gateway, route, cost, result.images, usage=result.usage)
-    members = b'"provider":' + _encode(route.provider) + b',"cost":' + _encode(cost)
+        return await streaming.relay(
+            request, using, answer.route, answer.stream, answer.adapter
+        )
+    answered, result = answer.route, answer.result
+    assert result is not None
+    if answered is not route:
+        # Labelled and logged as the fallback that answered.
+        _route(request, f"{answered.provider}/{answered.model}")
+    cost = bill(app[METRICS], app[PRICES], ctx, answered, result)
+    if job.stream:
+        return streaming.completed_events(answered, job, result, cost)
+    members = b'"provider":' + _encode(answered.provider) + b',"cost":' + _encode(cost)
     return web.Response(
         body=splice(result.body, members), content_type="application/json"
     )
@@ -239,22 +197,20 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
-    if gateway.draining:
+    app = request.app
+    if app[LIFECYCLE].draining:
         return web.json_response({"status": "draining"}, status=503)
-    if gateway.pressure.saturated:
+    if app[PRESSURE].saturated:
         return web.json_response({"status": "saturated"}, status=503)
-    return web.json_response({"status": "ready", "providers": gateway.router.names})
+    return web.json_response({"status": "ready", "providers": app[ROUTER].names})
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.Response(
-        body=request.app[GATEWAY].openapi, content_type="application/json"
-    )
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
 
 async def metrics(request: web.Request) -> web.Response:
-    metrics = request.app[GATEWAY].metrics
+    metrics = request.app[METRICS]
     # Multiprocess mode reads every worker's files: off the event loop.
     body = await asyncio.to_thread(exposition, metrics.registry, metrics.multiproc_dir)
     resp = web.Response(body=body)

@@ -16,11 +16,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from proxy.context import CURRENT, RequestContext
+from proxy.config import Server
+from proxy.context import CONTEXT, CURRENT, RequestContext
 from proxy.errors import ProxyError, RequestError
 from proxy.logs import log_access
+from proxy.metrics import Metrics
 from proxy.redact import Redactor, envelope, error_headers
-from proxy.state import GATEWAY, Gateway
+from proxy.state import CONFIG, METRICS, REDACTOR
 from proxy.tracing import start_trace
 
 log = logging.getLogger("imagegate")
@@ -66,8 +68,8 @@ def _route_name(request: web.Request) -> str:
 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    gateway = request.app[GATEWAY]
-    metrics = gateway.metrics
+    app = request.app
+    metrics, redactor = app[METRICS], app[REDACTOR]
     incoming = request.headers.get("X-Request-ID", "")
     # 128 random bits as hex, like uuid4().hex, at a third of its cost.
     request_id = incoming if _REQUEST_ID.match(incoming) else os.urandom(16).hex()
@@ -76,7 +78,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         request.headers.get("traceparent"), request.headers.get("tracestate")
     )
     ctx = RequestContext(request_id=request_id, route=route, trace=trace)
-    CURRENT.set(ctx)
+    request[CONTEXT] = ctx
+    CURRENT.set(ctx)  # for Upstream, inside the adapters (proxy.context)
     start = time.perf_counter()
     status = 500
     # Probes and scrapes are not work: they stay out of the saturation gauge.
@@ -87,12 +90,12 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             resp = await handler(request)
         except ProxyError as exc:
-            ctx.error_code = gateway.redactor.text(exc.log_code)
-            ctx.error_param = gateway.redactor.text(exc.param)
+            ctx.error_code = redactor.text(exc.log_code)
+            ctx.error_param = redactor.text(exc.param)
             metrics.record_error(exc)
-            resp = render(exc, gateway.redactor)
+            resp = render(exc, redactor)
         except web.HTTPException as exc:
-            resp = _http_error(exc, gateway.redactor)
+            resp = _http_error(exc, redactor)
             ctx.error_code = _HTTP_CODES.get(exc.status)
         except asyncio.CancelledError:
             status = _CLIENT_CLOSED
@@ -116,7 +119,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
             internal = ProxyError(
                 f"internal error; request id {request_id}", code="internal_error"
             )
-            resp = render(internal, gateway.redactor)
+            resp = render(internal, redactor)
         status = _CLIENT_CLOSED if ctx.client_closed else resp.status
         if not resp.prepared:
             resp.headers["X-Request-ID"] = request_id
@@ -136,12 +139,12 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     finally:
         if inflight is not None:
             inflight.dec()
-        _record(gateway, ctx, status, time.perf_counter() - start)
+        _record(metrics, app[CONFIG].server, ctx, status, time.perf_counter() - start)
 
 
-def _record(gateway: Gateway, ctx: RequestContext, status: int, elapsed: float) -> None:
-
-    metrics = gateway.metrics
+def _record(
+    metrics: Metrics, server: Server, ctx: RequestContext, status: int, elapsed: float
+) -> None:
     provider = ctx.provider or "none"
     code_class = f"{status // 100}xx"
     metrics.child(metrics.requests, ctx.route, provider, code_class, ctx.key).inc()
@@ -151,7 +154,6 @@ def _record(gateway: Gateway, ctx: RequestContext, status: int, elapsed: float) 
     if ctx.route not in _QUIET_ROUTES:
         metrics.child(metrics.request_duration, ctx.route).observe(elapsed)
         metrics.child(metrics.overhead, ctx.route).observe(overhead)
-    server = gateway.config.server
     if server.access_log:
         fields = {
             "request_id": ctx.request_id,

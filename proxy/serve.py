@@ -15,7 +15,7 @@ import signal
 
 from aiohttp import web
 
-from proxy.state import GATEWAY
+from proxy.state import LIFECYCLE, PRESSURE
 
 log = logging.getLogger("imagegate")
 
@@ -47,10 +47,8 @@ async def serve(
         await site.start()
         log.info("listening", extra={"fields": {"host": host, "port": port}})
         await stop.wait()
-        app[GATEWAY].draining = True
-        log.info(
-            "draining", extra={"fields": {"in_flight": app[GATEWAY].pressure.inflight}}
-        )
+        app[LIFECYCLE].draining = True
+        log.info("draining", extra={"fields": {"in_flight": app[PRESSURE].inflight}})
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

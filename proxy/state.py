@@ -1,16 +1,23 @@
-"""The gateway's typed state, hung off the application under one ``AppKey``."""
+"""The app's typed state: one ``web.AppKey`` per resource.
+
+Each key is set once: the plain ones by ``create_app``, the ones with a lifetime
+(opened at start-up, closed at shutdown) by the cleanup context that creates them, all
+registered in ``create_app``. A handler or middleware takes the resources it uses from
+here and passes them on; nothing below the web layer reads the app.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from proxy.auth import KeyRing
 from proxy.backpressure import Pressure
 from proxy.config import Config
-from proxy.limits import LimitStore, MemoryStore
+from proxy.fetch import Fetcher
+from proxy.filestore import FileStore
+from proxy.limits import LimitStore
 from proxy.metrics import Metrics
 from proxy.pixels import PixelGate
 from proxy.pricing import PriceTable
@@ -18,45 +25,29 @@ from proxy.redact import Redactor
 from proxy.routing import Router
 from proxy.uploads import TempDir
 
-if TYPE_CHECKING:
-    from proxy.fetch import Fetcher
-    from proxy.filestore import FileStore
 
-
-@dataclass
-class Gateway:
-    config: Config
-    metrics: Metrics
-    prices: PriceTable = field(default_factory=lambda: PriceTable({}))
-    router: Router = field(default_factory=lambda: Router({}))
-    temp_dir: TempDir | None = None
+@dataclass(slots=True)
+class Lifecycle:
+    # Set on SIGTERM / shutdown: new work is refused, /readyz says so.
     draining: bool = False
-    store: FileStore | None = None  # the upload store behind /v3/upload
-    fetcher: Fetcher | None = None
-    # The encoded OpenAPI description, built once at start-up.
-    openapi: bytes = b""
-    limits: LimitStore = field(default_factory=MemoryStore)
-    # Every provider's credentials, to keep them out of what is relayed or logged.
-    redactor: Redactor = field(default_factory=Redactor)
-    keys: KeyRing = field(init=False)
-    pressure: Pressure = field(init=False)
-    pixels: PixelGate = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.keys = KeyRing(self.config.keys)
-        self.pressure = Pressure(self.config.backpressure, self.metrics)
-        limits = self.config.limits
-        self.pixels = PixelGate(limits.max_image_pixels, limits.max_image_decodes)
-
-    @property
-    def files(self) -> TempDir:
-        assert self.temp_dir is not None
-        return self.temp_dir
-
-    @property
-    def temp_path(self) -> str:
-        assert self.temp_dir is not None
-        return self.temp_dir.path
 
 
-GATEWAY = web.AppKey("gateway", Gateway)
+# Set by create_app.
+CONFIG = web.AppKey("config", Config)
+METRICS = web.AppKey("metrics", Metrics)
+CLIENT_KEYS = web.AppKey("client_keys", KeyRing)
+PRESSURE = web.AppKey("pressure", Pressure)
+PIXELS = web.AppKey("pixels", PixelGate)
+OPENAPI = web.AppKey("openapi", bytes)  # the encoded description, built once
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+# Set by cleanup contexts.
+TEMP_DIR = web.AppKey("temp_dir", TempDir)  # the request's temp files (app._temp_dir)
+PRICES = web.AppKey("prices", PriceTable)  # app._temp_dir, loaded off the loop
+ROUTER = web.AppKey("router", Router)  # app._upstreams
+# Every provider's credentials, to keep them out of what is relayed or logged.
+REDACTOR = web.AppKey("redactor", Redactor)  # app._upstreams
+FETCHER = web.AppKey("fetcher", Fetcher)  # fetch.fetch_ctx
+QUOTAS = web.AppKey(
+    "quotas", LimitStore
+)  # app._quotas: per-key rpm, concurrency, budget
+UPLOAD_STORE = web.AppKey("upload_store", FileStore)  # upload_api.store_ctx

@@ -14,21 +14,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from proxy.accounting import account, price, splice
-from proxy.budget import HOLD
-from proxy.context import CURRENT
+from proxy.budget import Hold
+from proxy.context import RequestContext
 from proxy.errors import ProxyError, UpstreamProtocolError
+from proxy.metrics import Metrics
 from proxy.models import EditJob, EditResult, Usage
+from proxy.pricing import PriceTable
 from proxy.providers.base import StreamingAdapter
-from proxy.redact import envelope
+from proxy.redact import Redactor, envelope
 from proxy.routing import Route
 from proxy.sse import Event, SSEDecoder, encode_event, result_events
-from proxy.state import Gateway
 
 _encode = msgspec.json.encode
 _HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -45,9 +47,21 @@ class _Head(msgspec.Struct):
 _head_decoder = msgspec.json.Decoder(_Head)
 
 
+@dataclass(frozen=True, slots=True)
+class Relaying:
+    """What relaying one stream uses: the app's resources and the request's own."""
+
+    metrics: Metrics
+    prices: PriceTable
+    redactor: Redactor
+    max_response_bytes: int
+    ctx: RequestContext
+    hold: Hold | None
+
+
 class _Relay:
-    def __init__(self, gateway: Gateway, route: Route) -> None:
-        self.gateway = gateway
+    def __init__(self, using: Relaying, route: Route) -> None:
+        self.using = using
         self.route = route
         self.cost: float | None = None
         self.usage: Usage | None = None
@@ -57,7 +71,7 @@ class _Relay:
 
     def rewrite(self, event: Event) -> bytes:
         """The event to send on: completed events gain provider and cost."""
-        redactor = self.gateway.redactor
+        redactor = self.using.redactor
         try:
             head = _head_decoder.decode(event.data)
         except msgspec.DecodeError:
@@ -65,9 +79,7 @@ class _Relay:
         kind = head.type or event.name or ""
         if head.error is not None:
             self.ended = True
-            ctx = CURRENT.get()
-            if ctx is not None:
-                ctx.error_code = "upstream_stream_error"
+            self.using.ctx.error_code = "upstream_stream_error"
             # The provider's own error text, relayed: it may echo what it was sent.
             return redactor.data(event.raw) + b"\n\n"
         if not kind.endswith(".completed"):
@@ -77,7 +89,7 @@ class _Relay:
         self.ended = True
         self.images += 1
         self.usage = head.usage or self.usage
-        cost = price(self.gateway, self.route, usage=head.usage, images=1)
+        cost = price(self.using.prices, self.route, usage=head.usage, images=1)
         if cost is not None:
             self.cost = round((self.cost or 0.0) + cost, 8)
         members = b'"provider":' + _encode(self.route.provider)
@@ -87,18 +99,17 @@ class _Relay:
 
 async def relay(
     request: web.Request,
-    gateway: Gateway,
+    using: Relaying,
     route: Route,
     job: EditJob,
     adapter: StreamingAdapter,
 ) -> web.StreamResponse:
     """Relay the provider's event stream; errors before the first byte stay JSON."""
-    state = _Relay(gateway, route)
-    decoder = SSEDecoder(gateway.config.limits.max_response_bytes)
+    state = _Relay(using, route)
+    decoder = SSEDecoder(using.max_response_bytes)
     resp = web.StreamResponse(headers=_HEADERS)
-    ctx = CURRENT.get()
-    if ctx is not None:
-        resp.headers["X-Request-ID"] = ctx.request_id
+    ctx = using.ctx
+    resp.headers["X-Request-ID"] = ctx.request_id
     # Stays true if the relay is cut short: the client reset the connection, or the
     # handler was cancelled because the client went away.
     abandoned = True
@@ -110,13 +121,13 @@ async def relay(
             abandoned = False
         except ConnectionResetError:
             # The client went away; leaving the block closes the upstream connection.
-            if ctx is not None:
-                ctx.client_closed = True
+            ctx.client_closed = True
         finally:
-            account(gateway, route, state.cost, state.images, usage=state.usage)
-            hold = HOLD.get()
-            if hold is not None:
-                hold.charge_stream(
+            account(
+                using.metrics, ctx, route, state.cost, state.images, usage=state.usage
+            )
+            if using.hold is not None:
+                using.hold.charge_stream(
                     route, job, cost=state.cost, images=state.images,
                     partials=state.partials,
                     abandoned=abandoned,
@@ -130,8 +141,8 @@ async def _pump(
     decoder: SSEDecoder,
     state: _Relay,
 ) -> None:
-    ctx = CURRENT.get()
-    redactor = state.gateway.redactor
+    ctx = state.using.ctx
+    redactor = state.using.redactor
     try:
         async for chunk in chunks:
             try:
@@ -153,24 +164,19 @@ async def _pump(
                 code="upstream_protocol_error",
             )
     except ProxyError as exc:
-        if ctx is not None:
-            ctx.error_code = redactor.text(exc.log_code)
-            ctx.error_param = redactor.text(exc.param)
+        ctx.error_code = redactor.text(exc.log_code)
+        ctx.error_param = redactor.text(exc.param)
         # Past the first byte the middleware cannot answer; the error is counted here.
-        state.gateway.metrics.record_error(exc)
+        state.using.metrics.record_error(exc)
         await resp.write(encode_event("error", envelope(exc, redactor)))
     await resp.write_eof()
 
 
 def completed_events(
-    gateway: Gateway, route: Route, job: EditJob, result: EditResult
+    route: Route, job: EditJob, result: EditResult, cost: float | None
 ) -> web.Response:
     """A provider that does not stream: one completed event per returned image."""
     body: dict[str, Any] = msgspec.json.decode(result.body)
-    cost = result.cost
-    if cost is None:
-        cost = price(gateway, route, usage=result.usage, images=result.images)
-    account(gateway, route, cost, result.images, usage=result.usage)
     prefix = "image_edit" if job.operation == "edit" else "image_generation"
     events = result_events(body, prefix)
     if events:

@@ -3,7 +3,7 @@
 Answers use Eden AI's shape (``file_id``, ``file_name``, ``file_size``,
 ``file_mimetype``, ``purpose``, ``created_at``, ``expires_at``). Only images are
 accepted: the store exists to feed ``file_id`` into image edits. The store and its
-sweeper live for the application's lifetime (``files_ctx``).
+sweeper live for the application's lifetime (``store_ctx``).
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from proxy import leftovers
-from proxy.context import CURRENT
+from proxy.context import CONTEXT
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from proxy.filestore import Draft, FileStore, StoredFile
 from proxy.formreader import FormReader, boundary_of, request_body
 from proxy.guard import defer_continue
 from proxy.images import SNIFF_BYTES, sniff
 from proxy.parsing import media_type
-from proxy.state import GATEWAY, Gateway
+from proxy.state import CLIENT_KEYS, CONFIG, METRICS, UPLOAD_STORE
 from proxy.tasks import TaskGroup
 from proxy.workers import MULTIPROC_ENV
 
@@ -34,23 +34,23 @@ LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
 
 
-def add_routes(app: web.Application, environ: Mapping[str, str]) -> None:
+def add_routes(app: web.Application) -> None:
     app.router.add_post("/v3/upload", upload, expect_handler=defer_continue)
     app.router.add_get("/v3/upload", list_files)
     app.router.add_get("/v3/upload/{file_id}", show_file)
     app.router.add_delete("/v3/upload/{file_id}", delete_file)
-    app.cleanup_ctx.append(_files_ctx(environ.get(MULTIPROC_ENV)))
 
 
-def _files_ctx(
-    workers_dir: str | None,
+def store_ctx(
+    environ: Mapping[str, str],
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The store and its sweeper. ``workers_dir`` is the directory the supervisor
-    shares with its worker processes (and removes when they are all gone)."""
+    """The upload store (``UPLOAD_STORE``) and its sweeper. The workers' directory
+    (``PROMETHEUS_MULTIPROC_DIR``) is the one the supervisor shares with its worker
+    processes (and removes when they are all gone)."""
+    workers_dir = environ.get(MULTIPROC_ENV)
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        gateway = app[GATEWAY]
-        config = gateway.config
+        config = app[CONFIG]
         ephemeral = config.files.dir is None and workers_dir is None
         if config.files.dir is not None:
             directory = config.files.dir
@@ -64,9 +64,9 @@ def _files_ctx(
                 leftovers.make_dir, config.limits.temp_dir, "imagegate-store."
             )
         await asyncio.to_thread(os.makedirs, directory, mode=0o700, exist_ok=True)
-        store = FileStore(config.files, directory, keyed=bool(gateway.keys))
+        store = FileStore(config.files, directory, keyed=bool(app[CLIENT_KEYS]))
         await store.load()
-        gateway.store = store
+        app[UPLOAD_STORE] = store
         group = TaskGroup()
         group.spawn(store.run_sweeper(), name="upload-sweeper")
         try:
@@ -79,18 +79,15 @@ def _files_ctx(
     return ctx
 
 
-def caller(gateway: Gateway) -> str | None:
+def caller(request: web.Request) -> str | None:
     """The client key's name when client keys are configured: files are then theirs
     (each key sees and uses only its own uploads); None: the anonymous owner, whose
     files no key reaches."""
-    ctx = CURRENT.get()
-    return ctx.key if gateway.keys and ctx is not None else None
+    return request[CONTEXT].key if request.app[CLIENT_KEYS] else None
 
 
 def _store(request: web.Request) -> FileStore:
-    store = request.app[GATEWAY].store
-    assert store is not None
-    return store
+    return request.app[UPLOAD_STORE]
 
 
 def _not_found(file_id: str) -> NotFound:
@@ -108,12 +105,12 @@ async def upload(request: web.Request) -> web.Response:
             code="unsupported_media_type",
         )
     record = await _read_upload(request, _store(request))
-    request.app[GATEWAY].metrics.upload_bytes.inc(record.file_size)
+    request.app[METRICS].upload_bytes.inc(record.file_size)
     return web.json_response(record.public())
 
 
 async def _read_upload(request: web.Request, store: FileStore) -> StoredFile:
-    limits = request.app[GATEWAY].config.limits
+    limits = request.app[CONFIG].limits
     draft: Draft | None = None
     purpose: str | None = None
     try:
@@ -124,7 +121,7 @@ async def _read_upload(request: web.Request, store: FileStore) -> StoredFile:
                 if part.nested:
                     raise InvalidRequest("nested multipart bodies are not supported")
                 if part.name == "file" and draft is None:
-                    owner = caller(request.app[GATEWAY])
+                    owner = caller(request)
                     name = os.path.basename(part.filename or "")[:255]
                     draft = await _write(store, reader, name, owner)
                 elif part.name == "purpose" and purpose is None:
@@ -206,7 +203,7 @@ async def list_files(request: web.Request) -> web.Response:
     if after is not None and len(after) > 64:
         raise InvalidRequest("'after' is not a file id", param="after")
     page = await _store(request).list(
-        owner=caller(request.app[GATEWAY]), purpose=purpose, limit=limit, after=after
+        owner=caller(request), purpose=purpose, limit=limit, after=after
     )
     data = [f.public() for f in page.files]
     return web.json_response(
@@ -222,7 +219,7 @@ async def list_files(request: web.Request) -> web.Response:
 
 async def show_file(request: web.Request) -> web.Response:
     file_id = request.match_info["file_id"]
-    record = await _store(request).lookup(file_id, owner=caller(request.app[GATEWAY]))
+    record = await _store(request).lookup(file_id, owner=caller(request))
     if record is None:
         raise _not_found(file_id)
     return web.json_response(record.public())
@@ -230,7 +227,7 @@ async def show_file(request: web.Request) -> web.Response:
 
 async def delete_file(request: web.Request) -> web.Response:
     file_id = request.match_info["file_id"]
-    if not await _store(request).delete(file_id, owner=caller(request.app[GATEWAY])):
+    if not await _store(request).delete(file_id, owner=caller(request)):
         raise _not_found(file_id)
     return web.json_response({"file_id": file_id, "deleted": True})
 

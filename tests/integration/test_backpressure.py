@@ -90,13 +90,13 @@ async def test_temp_bytes_limit_refuses_uploads_but_not_json(
 async def test_draining_refuses_new_requests(
     start_proxy: StartProxy, held: tuple[FakeOpenAI, Gate]
 ) -> None:
-    from proxy.state import GATEWAY
+    from proxy.state import LIFECYCLE
 
     fake, gate = held
     gate.open()
     proxy = await start_proxy({"openai": {"base_url": fake.url}})  # type: ignore[attr-defined]
     assert (await generate(proxy, None))[0] == 200
-    proxy.app[GATEWAY].draining = True  # as serve() sets it on SIGTERM
+    proxy.app[LIFECYCLE].draining = True  # as serve() sets it on SIGTERM
     status, body, headers = await generate(proxy, None)
     assert (status, body["error"]["code"]) == (503, "shutting_down")
     assert headers["Connection"] == "close"

@@ -18,7 +18,8 @@ from prometheus_client import CollectorRegistry
 from proxy.app import create_app
 from tests.conftest import UPSTREAM_KEY, AiohttpServer, build_config
 from tests.fakes.images_host import ImageHost, MapResolver
-from tests.fakes.openai import FakeOpenAI
+from tests.fakes.openai import FakeOpenAI, Reply
+from tests.gateway import providers_for
 
 Start = Callable[..., Awaitable[TestServer]]
 NAMES = {
@@ -317,3 +318,36 @@ async def test_several_urls_are_fetched_and_a_refusal_names_its_image(
     assert resp.status == 400
     assert error["param"] == "images[2].image_url"
     assert len(fake_openai.received) == 1
+
+
+async def test_fallback_reuses_the_fetched_image(
+    aiohttp_server: AiohttpServer,
+    registry: CollectorRegistry,
+    temp_root: Path,
+    fake_openai: FakeOpenAI,
+    ca_file: str,
+    host: ImageHost,
+) -> None:
+    # Inputs are resolved once per request: the fallback sends the bytes the primary
+    # was sent, without fetching the URL again.
+    backup = FakeOpenAI(UPSTREAM_KEY)
+    backup.url = str((await aiohttp_server(backup.app)).make_url("/v1"))  # type: ignore[attr-defined]
+    config = build_config(
+        temp_root,
+        providers_for(fake_openai, backup),
+        fetch={"ca_file": ca_file, "allow_hosts": ["images.test"]},
+        fallbacks={"openai/gpt-image-2": ["backup/gpt-image-2"]},
+    )
+    app = create_app(
+        config,
+        environ={"OPENAI_API_KEY": UPSTREAM_KEY},
+        registry=registry,
+        fetch_resolver=MapResolver(NAMES),
+    )
+    proxy = await aiohttp_server(app)
+    fake_openai.script(Reply(status=500, body={"error": {"message": "down"}}))
+    status, body = await _edit(proxy, f"https://images.test:{host.port}/cat.png")  # type: ignore[attr-defined]
+    assert status == 200, body
+    assert body["provider"] == "backup"
+    assert _sent_image(fake_openai) == _sent_image(backup) == host.image
+    assert host.paths == ["/cat.png"]

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
 from proxy.serve import serve
-from proxy.state import GATEWAY
+from proxy.state import LIFECYCLE
 from tests.conftest import UPSTREAM_KEY, build_config, leftover_files
 from tests.fakes.openai import FakeOpenAI
 from tests.gateway import Gate, eventually, free_port
@@ -160,7 +160,7 @@ async def test_serve_in_process_stops_on_sigterm(
             await gate.wait_for(1)
             os.kill(os.getpid(), signal.SIGTERM)
             # Probe only once serve() has the signal: the listener closes right after.
-            await eventually(lambda: _true(app[GATEWAY].draining))
+            await eventually(lambda: _true(app[LIFECYCLE].draining))
             seen["refused"] = await _refused(base)
             gate.open()
 

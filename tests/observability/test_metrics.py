@@ -9,7 +9,7 @@ import openai
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proxy.state import GATEWAY
+from proxy.state import TEMP_DIR
 from tests.conftest import StartProxy
 from tests.fakes.openai import FakeOpenAI, Reply
 from tests.fakes.sse import StreamPlan
@@ -91,7 +91,7 @@ async def test_temp_bytes_and_inflight_while_upstream_holds(
     )
     await arrived.wait()
     during = await scrape(proxy)
-    on_disk = proxy.app[GATEWAY].files.bytes_on_disk()
+    on_disk = proxy.app[TEMP_DIR].bytes_on_disk()
     hold.set()
     await call
     after = await scrape(proxy)
@@ -100,7 +100,7 @@ async def test_temp_bytes_and_inflight_while_upstream_holds(
     # What was held in memory before the part overflowed was given back.
     assert value(during, "imagegate_spooled_bytes") == 0
     assert on_disk == len(image)
-    assert proxy.app[GATEWAY].files.bytes_on_disk() == 0
+    assert proxy.app[TEMP_DIR].bytes_on_disk() == 0
     assert value(after, "imagegate_temp_file_bytes") == 0
     assert value(after, "imagegate_inflight_requests") == 0
 

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
-from proxy.config import Config
+from proxy.accounting import price
 from proxy.metrics import Metrics
 from proxy.models import EditJob, EditResult, Usage
 from proxy.pricing import PriceTable
@@ -19,7 +19,6 @@ from proxy.providers.openai import Config as OpenAIConfig
 from proxy.providers.openai import OpenAIAdapter
 from proxy.routing import Route
 from proxy.sse import SSEDecoder, parse_event
-from proxy.state import Gateway
 from proxy.streaming import completed_events as completed
 from proxy.upstream import Upstream
 
@@ -87,8 +86,7 @@ def _events(body: bytes) -> list[tuple[str | None, dict[str, object]]]:
 async def test_completed_events_from_a_normal_result(
     route: Route, operation: str
 ) -> None:
-    gateway = Gateway(config=Config(), metrics=Metrics(CollectorRegistry()))
-    gateway.prices = await asyncio.to_thread(PriceTable.load_default)
+    prices = await asyncio.to_thread(PriceTable.load_default)
     usage = Usage(input_tokens=0, output_tokens=1000)
     body = msgspec.json.encode(
         {
@@ -106,7 +104,8 @@ async def test_completed_events_from_a_normal_result(
         source="json",
         stream=True,
     )
-    resp = completed(gateway, route, job, EditResult(body=body, images=2, usage=usage))
+    cost = price(prices, route, usage=usage, images=2)
+    resp = completed(route, job, EditResult(body=body, images=2, usage=usage), cost)
     assert resp.content_type == "text/event-stream"
     assert isinstance(resp.body, bytes)
     events = _events(resp.body)

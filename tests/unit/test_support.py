@@ -8,10 +8,10 @@ import logging
 import msgspec
 import pytest
 
+from proxy.dispatch import check_inputs, check_job
 from proxy.errors import InvalidRequest
 from proxy.logs import JsonFormatter, setup_logging
 from proxy.models import EditJob, FileRef, StoredImage
-from proxy.prepare import check_capabilities
 from proxy.providers.base import Capabilities
 from proxy.tasks import TaskGroup
 
@@ -73,6 +73,11 @@ def job(**kw: object) -> EditJob:
     }  # fmt: skip
     base.update(kw)
     return EditJob(**base)  # type: ignore[arg-type]
+
+
+def check_capabilities(job: EditJob, caps: Capabilities, *, provider: str) -> None:
+    check_job(job, caps, provider=provider)
+    check_inputs(job, caps, provider=provider)
 
 
 @pytest.mark.parametrize(
