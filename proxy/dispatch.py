@@ -146,23 +146,28 @@ async def run(
     """Answer ``job`` on ``route`` or down its fallback chain (see the module doc)."""
     adapter = route.adapter
     caps = capabilities_of(adapter, route.model)
-    if plan(job, caps).stream and isinstance(adapter, StreamingAdapter):
+    planned = plan(job, caps)
+    if planned.stream and isinstance(adapter, StreamingAdapter):
         if request.hold is not None:
             await request.hold.ensure(route, job, native_n=True)
-        prepared = await _prepare(services, request, route, job, caps)
+        prepared = await _prepare(services, request, route, job, caps, planned)
         return Answer(route, None, stream=prepared, adapter=adapter)
-
-    answered, result = await _down_chain(services, request, route, job)
+    answered, result = await _down_chain(services, request, route, job, caps)
     return Answer(answered, result)
 
 
 async def _down_chain(
-    services: Services, request: Request, route: Route, job: EditJob
+    services: Services,
+    request: Request,
+    route: Route,
+    job: EditJob,
+    caps: Capabilities,
 ) -> tuple[Route, EditResult]:
     """The model's route, then its fallbacks (``proxy.fallback``) while they fail in a
-    way another provider may not; each route's job is checked and resolved anew."""
+    way another provider may not; each route's job is checked against its own
+    provider."""
     try:
-        return route, await _call(services, request, route, job)
+        return route, await _call(services, request, route, job, caps)
     except fallback.FALLBACK_ON as exc:
         chain = services.fallbacks.get(f"{route.provider}/{route.model}", [])
         if not chain:
@@ -179,7 +184,8 @@ async def _down_chain(
         services.metrics.fallbacks.labels(failed).inc()
         moved = msgspec.structs.replace(job, provider=nxt.provider, model=nxt.model)
         try:
-            return nxt, await _call(services, request, nxt, moved)
+            caps = capabilities_of(nxt.adapter, nxt.model)
+            return nxt, await _call(services, request, nxt, moved, caps)
         except (*fallback.FALLBACK_ON, InvalidRequest) as exc:
             causes.append((nxt.provider, exc))
             failed = nxt.provider
@@ -192,6 +198,7 @@ async def _prepare(
     route: Route,
     job: EditJob,
     caps: Capabilities,
+    planned: Plan,
 ) -> EditJob:
     """The job checked against the route's provider, its image references resolved
     (stored files, URLs to fetch) into what that provider takes."""
@@ -201,7 +208,7 @@ async def _prepare(
     pixels.GATE.set(services.pixels)
     if request.uploads is None:
         return job
-    if plan(job, caps).resolve:
+    if planned.resolve:
         kind = (caps.image_urls, caps.file_ids)
         resolved = request.resolved.get(kind)
         if resolved is None:
@@ -219,16 +226,20 @@ async def _prepare(
 
 
 async def _call(
-    services: Services, request: Request, route: Route, job: EditJob
+    services: Services,
+    request: Request,
+    route: Route,
+    job: EditJob,
+    caps: Capabilities,
 ) -> EditResult:
-    caps = capabilities_of(route.adapter, route.model)
+    planned = plan(job, caps)
     hold = request.hold
     if hold is not None:
         # Before anything is sent: room for this call's worst case, or a 429.
         await hold.ensure(route, job, native_n=caps.native_n)
-    job = await _prepare(services, request, route, job, caps)
+    job = await _prepare(services, request, route, job, caps, planned)
     plain = msgspec.structs.replace(job, stream=False)
-    if plan(plain, caps).fan_out:
+    if planned.fan_out:
         # Each call that answers is charged, whether or not its siblings do.
         return await fan_out(
             plain,

@@ -1,8 +1,9 @@
 """Request id, error rendering, request metrics and the access log, in one middleware.
 
-The only place a ``ProxyError`` becomes OpenAI's error envelope (its members redacted of
-provider secrets by ``proxy.redact``); any other exception is logged with its traceback
-and answered as a bare 500 carrying the request id.
+Renders and counts every ``ProxyError`` raised before a response started (its
+envelope from ``proxy.redact.envelope``, which the stream relay uses for errors after
+the start); aiohttp's own 404/405 and any other exception (logged with its traceback,
+answered as a bare 500 carrying the request id) leave through the same envelope.
 """
 
 from __future__ import annotations

@@ -4,9 +4,11 @@ For a provider that streams, its events are relayed one by one as they arrive (n
 the whole stream buffered); partial images pass through byte for byte, and each
 ``*.completed`` event gains ``provider`` and ``cost`` computed from its ``usage``. A
 failure after the stream started ends it with an ``error`` event carrying OpenAI's
-envelope, which the OpenAI SDK raises as ``APIError``. A client that goes away ends
-the relay, which releases the upstream connection; the request is still accounted, and
-a budgeted key is charged the stream's worst case unless it completed (``proxy.budget``).
+envelope (``proxy.redact.envelope``), which the OpenAI SDK raises as ``APIError``, and
+is counted here as the middleware counts errors before the start. A client that goes
+away ends the relay, which releases the upstream connection; the request is still
+accounted, and a budgeted key is charged the stream's worst case unless it completed
+(``proxy.budget``).
 For a provider that does not stream, the normal result becomes completed events.
 """
 
@@ -23,7 +25,7 @@ from aiohttp import web
 from proxy.accounting import account, price, splice
 from proxy.budget import Hold
 from proxy.context import RequestContext
-from proxy.errors import ProxyError, UpstreamProtocolError
+from proxy.errors import ProxyError, UpstreamProtocolError, UpstreamUnavailable
 from proxy.metrics import Metrics
 from proxy.models import EditJob, EditResult, Usage
 from proxy.pricing import PriceTable
@@ -80,6 +82,9 @@ class _Relay:
         if head.error is not None:
             self.ended = True
             self.using.ctx.error_code = "upstream_stream_error"
+            # The provider failed after the stream started: counted as unavailable.
+            errors = self.using.metrics.upstream_errors
+            errors.labels(self.route.provider, UpstreamUnavailable.metric_label).inc()
             # The provider's own error text, relayed: it may echo what it was sent.
             return redactor.data(event.raw) + b"\n\n"
         if not kind.endswith(".completed"):

@@ -176,12 +176,20 @@ async def test_rejected_requests_by_reason(proxy: TestServer) -> None:
     assert value(m, "imagegate_upstream_errors_total") == 0
 
 
+@pytest.mark.parametrize(
+    "plan",
+    [StreamPlan(partials=1, drop=True), StreamPlan(partials=1, error=True)],
+    ids=["dropped", "provider-error-event"],
+)
 async def test_upstream_failure_mid_stream_is_counted(
-    sdk: openai.AsyncOpenAI, proxy: TestServer, fake_openai: FakeOpenAI
+    sdk: openai.AsyncOpenAI,
+    proxy: TestServer,
+    fake_openai: FakeOpenAI,
+    plan: StreamPlan,
 ) -> None:
     # The reply started (a partial image went out), so the error leaves as a stream
     # error event rather than through the middleware; it is counted all the same.
-    fake_openai.streams.append(StreamPlan(partials=1, drop=True))
+    fake_openai.streams.append(plan)
     stream = await sdk.images.edit(
         model="openai/gpt-image-2",
         image=("a.png", png(), "image/png"),
