@@ -24,6 +24,7 @@ from proxy import handlers, upload_api
 from proxy.auth import ScrapeToken
 from proxy.catalog import images_models
 from proxy.config import Config, provider_keys
+from proxy.credentials import Auth
 from proxy.fetch import fetch_ctx
 from proxy.guard import defer_continue as defer
 from proxy.guard import guard
@@ -34,8 +35,8 @@ from proxy.openapi import build_openapi
 from proxy.origins import OriginPolicy, same_origin
 from proxy.pixels import configure_pillow
 from proxy.pricing import PriceTable
-from proxy.providers import build_adapter
-from proxy.providers.base import Auth, KeyHosts, Pool, resolve_auth
+from proxy.providers.base import KeyHosts, Pool, resolve_auth
+from proxy.providers.registry import build_adapter
 from proxy.redact import Redactor
 from proxy.resilience import CircuitBreaker
 from proxy.routing import Provider, Router

@@ -16,17 +16,15 @@ from urllib.parse import urlsplit
 import msgspec
 
 from proxy import controls, pixels
+from proxy.config_base import ConfigBase, PositiveInt, Seconds
 from proxy.config_errors import describe
-from proxy.providers import ProviderConfig
-from proxy.providers.base import ConfigBase
+from proxy.providers.registry import ProviderConfig
 
 MiB = 1024 * 1024
 _DEFAULT_MAX_FILE = 50 * MiB
 _MAX_IMAGES = 16
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
-PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
 AliasTarget = Annotated[str, msgspec.Meta(pattern=r"^[^/\s]+/\S+$", max_length=256)]
 ModelPattern = Annotated[str, msgspec.Meta(pattern=r"^\S+$", max_length=256)]
 EnvName = Annotated[

@@ -13,16 +13,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from proxy.config_base import ConfigBase, NonNegSeconds, PositiveInt, Seconds
 
-class ConfigBase(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    # Not proxy.providers.base.ConfigBase: proxy.upstream imports this module, and the
-    # providers package imports proxy.upstream.
-    pass
-
-
-PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
-NonNegSeconds = Annotated[float, msgspec.Meta(ge=0)]
 Usd = Annotated[float, msgspec.Meta(gt=0)]
 Sha256Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 KeyName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
