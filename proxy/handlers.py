@@ -56,29 +56,16 @@ def _job(
     images: tuple[ImageInput, ...] = (),
     mask: ImageInput | None = None,
 ) -> EditJob:
-    return EditJob(
+    return EditJob.from_request(
+        fields,
         operation=operation,
         provider=route.provider,
         model=route.model,
-        prompt=fields.prompt,
         source=source,
-        images=images,
-        mask=mask,
-        n=fields.n,
-        size=fields.size,
-        quality=fields.quality,
-        background=fields.background,
-        output_format=fields.output_format,
-        output_compression=fields.output_compression,
-        input_fidelity=fields.input_fidelity,
-        moderation=fields.moderation,
-        response_format=fields.response_format,
-        partial_images=fields.partial_images,
-        stream=bool(fields.stream),
-        user=fields.user,
-        metadata=fields.metadata,
         extra=extra,
         extra_headers=validate_extra_headers(fields.extra_headers),
+        images=images,
+        mask=mask,
     )
 
 
