@@ -21,8 +21,8 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 
 from proxy import handlers, upload_api
-from proxy.auth import ScrapeToken
 from proxy.catalog import images_models
+from proxy.client_keys import ScrapeToken
 from proxy.config import Config, provider_keys
 from proxy.credentials import Auth
 from proxy.fetch import fetch_ctx
@@ -41,7 +41,7 @@ from proxy.redact import Redactor
 from proxy.resilience import CircuitBreaker
 from proxy.routing import Provider, Router
 from proxy.state import GATEWAY, Gateway
-from proxy.uploads import TempDir
+from proxy.tempfiles import TempDir
 from proxy.upstream import Upstream
 
 log = logging.getLogger("imagegate")
@@ -134,9 +134,9 @@ async def _limits(app: web.Application) -> AsyncIterator[None]:
     if config.redis_url is not None:
         from proxy.redis_store import RedisStore
 
-        gateway.limits = RedisStore(config.redis_url, config.redis, gateway.metrics)
+        gateway.quotas = RedisStore(config.redis_url, config.redis, gateway.metrics)
     yield
-    await gateway.limits.close()
+    await gateway.quotas.close()
 
 
 async def _files(app: web.Application) -> AsyncIterator[None]:

@@ -61,6 +61,9 @@ class Server(ConfigBase, frozen=True, forbid_unknown_fields=True):
 
 
 class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    """Size and pace caps on what clients send. Per-key quotas are ``proxy.quotas``;
+    load shedding is ``backpressure``."""
+
     max_file_bytes: PositiveInt = _DEFAULT_MAX_FILE
     # None: room for 16 images and a mask at the per-file limit, plus text fields.
     max_body_bytes: PositiveInt | None = None
@@ -111,7 +114,7 @@ class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):
         return (_MAX_IMAGES + 1) * self.max_file_bytes + MiB
 
 
-class Files(ConfigBase, frozen=True, forbid_unknown_fields=True):
+class UploadStoreConfig(ConfigBase, frozen=True, forbid_unknown_fields=True):
     """The embedded upload store behind ``/v3/upload`` and ``file_id``."""
 
     # None: a private directory under the temp dir, removed at shutdown.
@@ -170,14 +173,14 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
     server: Server = Server()
     metrics: MetricsAccess = MetricsAccess()
     limits: Limits = Limits()
-    files: Files = Files()
+    files: UploadStoreConfig = UploadStoreConfig()  # key kept: users rely on it
     fetch: Fetch = Fetch()
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
     # Aliases: a name clients may send as `model`, standing for "<provider>/<model>".
     models: dict[str, AliasTarget] = msgspec.field(default_factory=dict)
     # Shell-style patterns over "<provider>/<model>"; null serves every model.
     allowed_models: list[ModelPattern] | None = None
-    # Gateway controls (proxy/controls.py): client keys, limits, retries, fallbacks.
+    # Gateway controls (proxy/controls.py): client keys, quotas, retries, fallbacks.
     auth: Literal["keys", "none"] = "keys"
     keys: dict[controls.KeyName, controls.ClientKey] = msgspec.field(
         default_factory=dict

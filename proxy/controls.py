@@ -1,8 +1,8 @@
-"""Config sections of the gateway controls: client keys, shared limits (Redis), retries,
+"""Config sections of the gateway controls: client keys, per-key quotas (Redis), retries,
 circuit breakers, fallbacks and backpressure, and the checks that span sections.
 
 Only declarations and pure validation live here; each control's behaviour lives in its
-own module (``auth``, ``limits``, ``resilience``, ``fallback``, ``backpressure``).
+own module (``client_keys``, ``quotas``, ``resilience``, ``fallback``, ``backpressure``).
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ class ClientKey(ConfigBase, frozen=True, forbid_unknown_fields=True):
 
 
 class RedisSettings(ConfigBase, frozen=True, forbid_unknown_fields=True):
-    """How the limits behave when Redis (``redis_url``) cannot be reached."""
+    """How the quotas behave when Redis (``redis_url``) cannot be reached."""
 
-    # Rate and concurrency limits keep serving through an outage by default; budgets
+    # Rate and concurrency quotas keep serving through an outage by default; budgets
     # stop spending money the gateway can no longer count.
     rates_on_error: FailMode = "open"
     budgets_on_error: FailMode = "closed"

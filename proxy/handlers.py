@@ -38,9 +38,9 @@ from proxy.prepare import check_capabilities
 from proxy.providers.base import StreamingAdapter, capabilities_of
 from proxy.routing import Route
 from proxy.state import GATEWAY, Gateway
+from proxy.tempfiles import UploadSet
 from proxy.translate import fan_out
 from proxy.upload_api import caller
-from proxy.uploads import UploadSet
 from proxy.workers import exposition
 
 _encode = msgspec.json.encode

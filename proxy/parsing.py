@@ -32,7 +32,7 @@ from proxy.models import (
     RemoteImage,
     StoredImage,
 )
-from proxy.uploads import UploadSet
+from proxy.tempfiles import UploadSet
 
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
 _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
