@@ -21,9 +21,10 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 
 from proxy import handlers, upload_api
-from proxy.auth import ScrapeToken
 from proxy.catalog import images_models
+from proxy.client_keys import ScrapeToken
 from proxy.config import Config, provider_keys
+from proxy.credentials import Auth
 from proxy.fetch import fetch_ctx
 from proxy.guard import defer_continue as defer
 from proxy.guard import guard
@@ -34,13 +35,13 @@ from proxy.openapi import build_openapi
 from proxy.origins import OriginPolicy, same_origin
 from proxy.pixels import configure_pillow
 from proxy.pricing import PriceTable
-from proxy.providers import build_adapter
-from proxy.providers.base import Auth, KeyHosts, Pool, resolve_auth
+from proxy.providers.base import KeyHosts, Pool, resolve_auth
+from proxy.providers.registry import build_adapter
 from proxy.redact import Redactor
 from proxy.resilience import CircuitBreaker
 from proxy.routing import Provider, Router
 from proxy.state import GATEWAY, Gateway
-from proxy.uploads import TempDir
+from proxy.tempfiles import TempDir
 from proxy.upstream import Upstream
 
 log = logging.getLogger("imagegate")
@@ -133,9 +134,9 @@ async def _limits(app: web.Application) -> AsyncIterator[None]:
     if config.redis_url is not None:
         from proxy.redis_store import RedisStore
 
-        gateway.limits = RedisStore(config.redis_url, config.redis, gateway.metrics)
+        gateway.quotas = RedisStore(config.redis_url, config.redis, gateway.metrics)
     yield
-    await gateway.limits.close()
+    await gateway.quotas.close()
 
 
 async def _files(app: web.Application) -> AsyncIterator[None]:

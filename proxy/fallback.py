@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from proxy.auth import KeyRing
+from proxy.client_keys import KeyRing
 from proxy.errors import (
     AllProvidersFailed,
     InvalidRequest,

@@ -34,7 +34,7 @@ from proxy.errors import InvalidRequest
 from proxy.images import SNIFF_BYTES, require_image
 from proxy.models import StoredImage
 from proxy.state import GATEWAY
-from proxy.uploads import UploadSet
+from proxy.tempfiles import UploadSet
 from proxy.upstream import fetch_errors
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})

@@ -1,6 +1,6 @@
 """The gateway's admission middleware for the API routes, inside ``observe``.
 
-Order: draining, backpressure, client key, the key's limits, then ``100 Continue`` for
+Order: draining, backpressure, client key, the key's quotas, then ``100 Continue`` for
 a client waiting for it (only now, and only for a declared length within the cap); then
 the handler, its body read at the pace set here and its bytes reserved as they arrive;
 then the key's concurrency slot is released and, for a budgeted key, the request's
@@ -23,9 +23,9 @@ from proxy.context import CURRENT
 from proxy.controls import ClientKey
 from proxy.errors import Overloaded, ProxyError
 from proxy.formreader import PACE, Pace, too_large
-from proxy.limits import refusal_error
 from proxy.middleware import Handler
 from proxy.parsing import media_type
+from proxy.quotas import refusal_error
 from proxy.state import GATEWAY, Gateway
 
 # Set once ``100 Continue`` went out: the client then sends its body.
@@ -96,25 +96,25 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
             await _continue(request, gateway)
             return await handler(request)
         lease = uuid.uuid4().hex
-        refusal = await gateway.limits.admit(name, rule, lease)
+        refusal = await gateway.quotas.admit(name, rule, lease)
         if refusal is not None:
             raise refusal_error(name, rule, refusal)
         try:
             await _continue(request, gateway)
         except BaseException:
-            await gateway.limits.release(name, rule, lease)
+            await gateway.quotas.release(name, rule, lease)
             raise
         hold = None
         if rule.budget_usd_day is not None or rule.budget_usd_month is not None:
             hold = Hold(
-                gateway.limits, name, rule, gateway.prices,
+                gateway.quotas, name, rule, gateway.prices,
                 gateway.config.limits.unpriced_image_usd,
             )  # fmt: skip
         HOLD.set(hold)
         try:
             return await handler(request)
         finally:
-            await gateway.limits.release(name, rule, lease)
+            await gateway.quotas.release(name, rule, lease)
             if hold is not None:
                 # Failed requests too: their reservations go back, their charges stay.
                 await hold.settle()
@@ -142,7 +142,7 @@ def _expects_continue(request: web.Request) -> bool:
 
 
 async def _continue(request: web.Request, gateway: Gateway) -> None:
-    """``100 Continue``, when the client waits for it: after the key, the limits and
+    """``100 Continue``, when the client waits for it: after the key, the quotas and
     backpressure let the request in, and only for a declared length within the cap."""
     if not _expects_continue(request):
         return

@@ -1,4 +1,4 @@
-"""The limits of ``proxy.limits`` shared by every replica through one Redis.
+"""The per-key quotas of ``proxy.quotas`` shared by every replica through one Redis.
 
 Each operation is one Lua script, so a check and its update are atomic across replicas.
 The scripts read Redis' own clock (``TIME``), never the replica's, so replicas with
@@ -26,8 +26,8 @@ from redis.exceptions import RedisError
 
 from proxy.controls import ClientKey, RedisSettings
 from proxy.errors import Overloaded
-from proxy.limits import Refusal, Reservation, day_reset, micro_usd, month_reset
 from proxy.metrics import Metrics
+from proxy.quotas import Refusal, Reservation, day_reset, micro_usd, month_reset
 
 log = logging.getLogger("imagegate")
 T = TypeVar("T")

@@ -7,20 +7,20 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from proxy.auth import KeyRing
 from proxy.backpressure import Pressure
+from proxy.client_keys import KeyRing
 from proxy.config import Config
-from proxy.limits import LimitStore, MemoryStore
 from proxy.metrics import Metrics
 from proxy.pixels import PixelGate
 from proxy.pricing import PriceTable
+from proxy.quotas import MemoryQuotas, QuotaStore
 from proxy.redact import Redactor
 from proxy.routing import Router
-from proxy.uploads import TempDir
+from proxy.tempfiles import TempDir
 
 if TYPE_CHECKING:
     from proxy.fetch import Fetcher
-    from proxy.filestore import FileStore
+    from proxy.upload_store import UploadStore
 
 
 @dataclass
@@ -31,11 +31,11 @@ class Gateway:
     router: Router = field(default_factory=lambda: Router({}))
     temp_dir: TempDir | None = None
     draining: bool = False
-    store: FileStore | None = None  # the upload store behind /v3/upload
+    store: UploadStore | None = None  # the upload store behind /v3/upload
     fetcher: Fetcher | None = None
     # The encoded OpenAPI description, built once at start-up.
     openapi: bytes = b""
-    limits: LimitStore = field(default_factory=MemoryStore)
+    quotas: QuotaStore = field(default_factory=MemoryQuotas)
     # Every provider's credentials, to keep them out of what is relayed or logged.
     redactor: Redactor = field(default_factory=Redactor)
     keys: KeyRing = field(init=False)

@@ -19,13 +19,13 @@ from aiohttp import hdrs, web
 from proxy import leftovers
 from proxy.context import CURRENT
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
-from proxy.filestore import Draft, FileStore, StoredFile
 from proxy.formreader import FormReader, boundary_of, request_body
 from proxy.guard import defer_continue
 from proxy.images import SNIFF_BYTES, sniff
 from proxy.parsing import media_type
 from proxy.state import GATEWAY, Gateway
 from proxy.tasks import TaskGroup
+from proxy.upload_store import Draft, StoredFile, UploadStore
 from proxy.workers import MULTIPROC_ENV
 
 _MAX_PURPOSE = 64
@@ -64,7 +64,7 @@ def _files_ctx(
                 leftovers.make_dir, config.limits.temp_dir, "imagegate-store."
             )
         await asyncio.to_thread(os.makedirs, directory, mode=0o700, exist_ok=True)
-        store = FileStore(config.files, directory, keyed=bool(gateway.keys))
+        store = UploadStore(config.files, directory, keyed=bool(gateway.keys))
         await store.load()
         gateway.store = store
         group = TaskGroup()
@@ -87,7 +87,7 @@ def caller(gateway: Gateway) -> str | None:
     return ctx.key if gateway.keys and ctx is not None else None
 
 
-def _store(request: web.Request) -> FileStore:
+def _store(request: web.Request) -> UploadStore:
     store = request.app[GATEWAY].store
     assert store is not None
     return store
@@ -112,7 +112,7 @@ async def upload(request: web.Request) -> web.Response:
     return web.json_response(record.public())
 
 
-async def _read_upload(request: web.Request, store: FileStore) -> StoredFile:
+async def _read_upload(request: web.Request, store: UploadStore) -> StoredFile:
     limits = request.app[GATEWAY].config.limits
     draft: Draft | None = None
     purpose: str | None = None
@@ -147,7 +147,7 @@ async def _read_upload(request: web.Request, store: FileStore) -> StoredFile:
 
 
 async def _write(
-    store: FileStore, reader: FormReader, name: str, owner: str | None
+    store: UploadStore, reader: FormReader, name: str, owner: str | None
 ) -> Draft:
     head = b""
     while len(head) < SNIFF_BYTES and (chunk := await reader.read()):

@@ -105,7 +105,7 @@ def refusal_error(name: str, rule: ClientKey, refusal: Refusal) -> RateLimited:
     )
 
 
-class LimitStore(Protocol):
+class QuotaStore(Protocol):
     async def admit(self, name: str, rule: ClientKey, lease: str) -> Refusal | None:
         """Check and record one request; a Refusal says why it may not go ahead."""
         ...
@@ -135,8 +135,8 @@ class _KeyState:
     month: tuple[int, int] = (0, 0)  # (yyyymm, micro-USD spent)
 
 
-class MemoryStore:
-    """One process's limits. Every method runs without awaiting, so each is atomic."""
+class MemoryQuotas:
+    """One process's quotas. Every method runs without awaiting, so each is atomic."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
