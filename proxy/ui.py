@@ -82,7 +82,8 @@ async def _serve(request: web.Request) -> web.Response:
     name = request.match_info.get("name", "index.html")
     asset = request.app[UI_ASSETS].get(name)
     if asset is None:
-        raise web.HTTPNotFound(headers=HEADERS)
+        # Returned, not raised: the error middleware would answer without HEADERS.
+        return web.Response(status=404, text="not found", headers=HEADERS)
     return web.Response(
         body=asset.body, headers={**HEADERS, "Content-Type": asset.content_type}
     )
