@@ -10,21 +10,24 @@ is one of them, shrunk by hand for the README.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from PIL import Image, ImageDraw
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.conftest import AiohttpServer, StartProxy
-from tests.fakes.openai import FakeOpenAI
+from tests.fakes.openai import FakeOpenAI, Reply
 from tests.fakes.sse import StreamPlan
 from tests.gateway import KEY_A, key_entry
+from tests.images import png
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "ui"
 # Chromium as root needs --no-sandbox; the rest keeps it off the network and quiet.
@@ -65,14 +68,18 @@ def b64(data: bytes) -> str:
 
 
 async def _fake(
-    aiohttp_server: AiohttpServer, tint: tuple[int, int, int]
+    aiohttp_server: AiohttpServer,
+    tint: tuple[int, int, int],
+    gate: asyncio.Event | None = None,
 ) -> FakeOpenAI:
     fake = FakeOpenAI("sk-upstream-test")
     server = await aiohttp_server(fake.app)
     fake.url = str(server.make_url("/v1"))  # type: ignore[attr-defined]
     partial = b64(picture((200, 200, 200)))
     fake.streams.append(
-        StreamPlan(partials=2, pictures=(partial, partial, b64(picture(tint))))
+        StreamPlan(
+            partials=2, pictures=(partial, partial, b64(picture(tint))), gate=gate
+        )
     )
     return fake
 
@@ -119,7 +126,10 @@ async def paint_stroke(
 async def test_a_person_paints_a_mask_and_compares_two_models(
     start_proxy: StartProxy, aiohttp_server: AiohttpServer, browser: Browser
 ) -> None:
-    first = await _fake(aiohttp_server, (90, 150, 230))
+    # The first provider's stream waits after its first partial image, so the page
+    # can be seen mid-run.
+    midway = asyncio.Event()
+    first = await _fake(aiohttp_server, (90, 150, 230), gate=midway)
     second = await _fake(aiohttp_server, (230, 140, 90))
     proxy: TestServer = await start_proxy(
         {
@@ -179,23 +189,34 @@ async def test_a_person_paints_a_mask_and_compares_two_models(
     await shot(page, "03-mask-painted")
 
     await page.get_by_role("button", name="Run").click()
+    await expect(page.locator("#results-a .partial img")).to_be_visible()
+    await expect(page.locator("#results-a progress")).to_be_visible()
+    await expect(page.locator("#progress")).to_be_visible()
+    await shot(page, "04-streaming")
+    midway.set()
     cost_a = page.locator("#results-a .cost")
     cost_b = page.locator("#results-b .cost")
     await expect(cost_a).to_have_text("$0.040450")
     await expect(cost_b).to_have_text("$0.040450")
     await expect(page.locator("#results-a figure img")).to_have_count(1)
     await expect(page.locator("#results-b figure img")).to_have_count(1)
-    await expect(page.locator("#results-a a[download]")).to_have_count(1)
+    async with page.expect_download() as downloading:
+        await page.locator("#results-a a[download]").click()
+    download = await downloading.value
+    assert download.suggested_filename == "imagegate-openai-gpt-image-1-1.png"
+    saved = await download.path()
+    with Image.open(saved) as result:
+        assert result.size == (PHOTO_W, PHOTO_H)
     await expect(page.locator("#results-a dl")).to_contain_text("openai")
     await expect(page.locator("#results-b dl")).to_contain_text("backup")
     # The spend table shows what the two runs cost.
     await expect(page.locator("#u-day")).to_have_text("$0.0809")
-    await shot(page, "04-results")
+    await shot(page, "05-results")
 
     await page.set_viewport_size({"width": 360, "height": 800})
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= 360, f"the page scrolls sideways at 360 px ({width} px wide)"
-    await shot(page, "05-narrow-360")
+    await shot(page, "06-narrow-360")
     assert not errors, errors
 
     for fake in (first, second):
@@ -231,3 +252,88 @@ def _check_mask(data: bytes, x0: float, x1: float, y: float, radius: float) -> N
     assert right <= x1 + slack
     assert top >= y - slack
     assert bottom <= y + slack
+
+
+async def _upload(proxy: TestServer, data: bytes) -> str:
+    form = aiohttp.FormData()
+    form.add_field("purpose", "vision")
+    form.add_field("file", data, filename="lamp.png", content_type="image/png")
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(proxy.make_url("/v3/upload"), data=form) as r,
+    ):
+        assert r.status == 200
+        file_id: str = (await r.json())["file_id"]
+        return file_id
+
+
+async def test_keyless_keyboard_mask_file_id_and_errors(
+    start_proxy: StartProxy, aiohttp_server: AiohttpServer, browser: Browser
+) -> None:
+    """Without client keys: the page's own POSTs pass the origin check; a mask painted
+    from the keyboard; a previous upload by file_id (the JSON body); an error shown as
+    the API's message with the field it names."""
+    fake = await _fake(aiohttp_server, (90, 150, 230))
+    proxy = await start_proxy({"openai": {"base_url": fake.url}})  # type: ignore[attr-defined]
+    lamp_id = await _upload(proxy, png(16, 16, seed=7))
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    await page.goto(str(proxy.make_url("/ui")))
+    await expect(page.locator("#key-status")).to_contain_text("needs no client key")
+    await expect(page.locator("#usage-note")).to_contain_text("nothing is tracked")
+
+    await page.get_by_label("Model", exact=True).select_option("openai/gpt-image-1")
+    photo = picture((120, 170, 220))
+    await page.get_by_label("Add images from files").set_input_files(
+        {"name": "photo.png", "mimeType": "image/png", "buffer": photo}
+    )
+    await page.wait_for_function(f"document.getElementById('mask').width === {PHOTO_W}")
+    # Keyboard painting: the brush starts at the centre; Space held while moving.
+    await page.locator("#brush-size").evaluate(f"e => {{ e.value = '{BRUSH_PX}'; }}")
+    await page.locator("#mask").focus()
+    await page.keyboard.down(" ")
+    for _ in range(3):
+        await page.keyboard.press("ArrowRight")
+    await page.keyboard.up(" ")
+    await page.get_by_label("Prompt").fill("a lamp on the table")
+
+    # The provider refuses: the page shows the API's message and the field it names.
+    fake.script(
+        Reply(
+            status=400,
+            body={"error": {"message": "Invalid value for size.", "param": "size",
+                            "type": "invalid_request_error", "code": "invalid_value"}},
+        )
+    )  # fmt: skip
+    await page.get_by_role("button", name="Run").click()
+    error = page.locator("#results-a [role=alert]")
+    await expect(error).to_contain_text("Invalid value for size.")
+    await expect(error).to_contain_text("(field: size)")
+    await shot(page, "10-keyless-error")
+
+    await page.get_by_label("Or a previous upload's file_id").fill(lamp_id)
+    await page.get_by_role("button", name="Add file_id").click()
+    await page.get_by_role("button", name="Run").click()
+    await expect(page.locator("#results-a .cost")).to_have_text("$0.040450")
+    await shot(page, "11-keyless-result")
+
+    # The gateway sends OpenAI JSON with data URLs here: the page's photo, the stored
+    # upload resolved from its file_id, and the mask.
+    body = fake.last.json
+    assert body is not None
+    assert [_data_url(i["image_url"]) for i in body["images"]] == [
+        photo,
+        png(16, 16, seed=7),
+    ]
+    mask_png = _data_url(body["mask"]["image_url"])
+    scale = (
+        PHOTO_W / (await page.locator("#mask").bounding_box() or {"width": 1})["width"]
+    )
+    step = 8 * scale
+    centre_x, centre_y = PHOTO_W / 2, PHOTO_H / 2
+    _check_mask(mask_png, centre_x, centre_x + 3 * step, centre_y, BRUSH_PX / 2 * scale)
+
+
+def _data_url(url: str) -> bytes:
+    head, _, data = url.partition(",")
+    assert head == "data:image/png;base64"
+    return base64.b64decode(data)
