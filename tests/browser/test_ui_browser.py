@@ -170,6 +170,14 @@ async def test_a_person_paints_a_mask_and_compares_two_models(
     )
     await expect(page.locator("#model-caps")).to_contain_text("streams partial images")
     await shot(page, "02-key-entered")
+    # Every control has a name a screen reader can say.
+    unlabelled = await page.evaluate(
+        """[...document.querySelectorAll('input, select, textarea, button')]
+        .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                       && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+        .map((e) => e.id || e.name || e.outerHTML)"""
+    )
+    assert unlabelled == []
 
     photo = picture((120, 170, 220))
     await page.get_by_label("Add images from files").set_input_files(
