@@ -1,6 +1,6 @@
 """``GET /ui``: the browser page (image playground and the caller's spend).
 
-The page is three static files under ``proxy/static/ui``, read once at start-up; no
+The page is static files under ``proxy/static/ui`` (HTML, CSS, ES modules), read once at start-up; no
 build step, no CDN, no request to any third party, because sidecars and egress
 gateways run in closed networks. It holds nothing secret: it calls the public API with
 the client key the user types, so with client keys configured it can do nothing
@@ -40,6 +40,9 @@ HEADERS = {
 _FILES = {
     "index.html": ("index.html", "text/html; charset=utf-8"),
     "app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "api.js": ("api.js", "text/javascript; charset=utf-8"),
+    "mask.js": ("mask.js", "text/javascript; charset=utf-8"),
+    "run.js": ("run.js", "text/javascript; charset=utf-8"),
     "app.css": ("app.css", "text/css; charset=utf-8"),
 }
 

@@ -36,9 +36,12 @@ def _providers(fake: FakeOpenAI) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("path", "content_type", "marker"),
     [
-        ("/ui", "text/html", b'<script src="/ui/app.js" defer></script>'),
+        ("/ui", "text/html", b'<script type="module" src="/ui/app.js"></script>'),
         ("/ui/index.html", "text/html", b"<title>imagegate</title>"),
-        ("/ui/app.js", "text/javascript", b'"use strict";'),
+        ("/ui/app.js", "text/javascript", b'import { runOne } from "./run.js";'),
+        ("/ui/api.js", "text/javascript", b"export async function getJSON"),
+        ("/ui/mask.js", "text/javascript", b"export function maskBlob"),
+        ("/ui/run.js", "text/javascript", b"export async function runOne"),
         ("/ui/app.css", "text/css", b"[hidden]"),
     ],
 )
@@ -62,7 +65,8 @@ async def test_the_page_has_no_inline_script_or_third_party_address(
     _, html, _ = await fetch(proxy, "/ui")
     assert b"<script>" not in html
     assert b" on" not in html.replace(b" one", b"")  # no onclick= style handlers
-    for path in ("/ui", "/ui/app.js", "/ui/app.css"):
+    for path in ("/ui", "/ui/app.css", "/ui/app.js", "/ui/api.js", "/ui/mask.js",
+                 "/ui/run.js"):  # fmt: skip
         _, body, _ = await fetch(proxy, path)
         assert b"http://" not in body
         assert b"https://" not in body

@@ -1,55 +1,16 @@
 // The imagegate page: a playground for image edits and the caller's spend.
-// It calls only this gateway's public API, with the key the user types; the key lives
-// in sessionStorage (gone with the tab) and only ever travels in the Authorization
-// header, never in a URL. No framework and no build step: the page must work from the
-// package as shipped, in networks with no way out.
-"use strict";
+// It calls only this gateway's public API. No framework and no build step: the page
+// must work from the package as shipped, in networks with no way out.
 
-const KEY_STORE = "imagegate.key";
-const $ = (id) => document.getElementById(id);
+import { $, getJSON, key, setKey } from "./api.js";
+import { loadMaskImage, maskBlob, maskPainted, setupMask } from "./mask.js";
+import { runOne } from "./run.js";
 
 const state = {
   models: [],
   images: [], // {kind: "file", blob, name, url} | {kind: "file_id", id}
   keyless: false,
 };
-
-// ---- API access -------------------------------------------------------------------
-
-function key() {
-  return sessionStorage.getItem(KEY_STORE) || "";
-}
-
-function authHeaders() {
-  const k = key();
-  return k ? { Authorization: "Bearer " + k } : {};
-}
-
-// The API's error envelope as one line: the message and the field it names.
-async function apiError(resp) {
-  let message = "HTTP " + resp.status;
-  let param = null;
-  try {
-    const body = await resp.json();
-    if (body && body.error) {
-      message = body.error.message || message;
-      param = body.error.param || null;
-    }
-  } catch (_) {
-    // Not JSON (a proxy in front of the gateway): the status is all there is.
-  }
-  return param ? message + " (field: " + param + ")" : message;
-}
-
-async function getJSON(path) {
-  const resp = await fetch(path, { headers: authHeaders(), cache: "no-store" });
-  if (!resp.ok) {
-    const err = new Error(await apiError(resp));
-    err.status = resp.status;
-    throw err;
-  }
-  return resp.json();
-}
 
 // ---- key and start-up -------------------------------------------------------------
 
@@ -78,13 +39,13 @@ async function start() {
 function onKeySubmit(ev) {
   ev.preventDefault();
   const value = $("key").value.trim();
-  if (value) sessionStorage.setItem(KEY_STORE, value);
+  if (value) setKey(value);
   $("key").value = "";
   start();
 }
 
 function forgetKey() {
-  sessionStorage.removeItem(KEY_STORE);
+  setKey("");
   $("app").hidden = true;
   start();
 }
@@ -231,7 +192,7 @@ function renderImages() {
     li.append(remove);
     list.append(li);
   });
-  loadMaskImage();
+  updateMaskBox();
 }
 
 function setupDrop() {
@@ -258,201 +219,17 @@ function setupDrop() {
   });
 }
 
-// ---- the mask ---------------------------------------------------------------------
-// The mask canvas has the first image's natural size, so the mask sent has it too.
-// Strokes are opaque on that canvas (CSS shows it translucent); on export the painted
-// pixels become alpha 0 in an otherwise opaque PNG: OpenAI's convention, which the
-// gateway translates for providers that want another.
-
-const mask = { undo: [], painting: false, last: null, cursor: null, loadedFor: null };
-
-function maskCanvas() {
-  return $("mask");
-}
-
+// The mask editor shows for a model that takes a mask, over a first image that is a
+// local file.
 function updateMaskBox() {
   const m = model($("model").value);
   const first = state.images[0];
   const usable = m && m.capabilities.mask && m.capabilities.edit && first && first.kind === "file";
   $("mask-box").hidden = !usable;
-}
-
-function loadMaskImage() {
-  updateMaskBox();
-  const first = state.images[0];
-  if (!first || first.kind !== "file") {
-    mask.loadedFor = null;
-    return;
-  }
-  if (mask.loadedFor === first) return;
-  mask.loadedFor = first;
-  const img = new Image();
-  img.onload = () => {
-    const photo = $("photo");
-    const canvas = maskCanvas();
-    photo.width = canvas.width = img.naturalWidth;
-    photo.height = canvas.height = img.naturalHeight;
-    photo.getContext("2d").drawImage(img, 0, 0);
-    mask.undo = [];
-    mask.cursor = { x: img.naturalWidth / 2, y: img.naturalHeight / 2 };
-  };
-  img.src = first.url;
-}
-
-// Display pixels to the canvas' natural pixels.
-function scale() {
-  const canvas = maskCanvas();
-  const rect = canvas.getBoundingClientRect();
-  return rect.width ? canvas.width / rect.width : 1;
-}
-
-function brushRadius() {
-  return (Number($("brush-size").value) / 2) * scale();
-}
-
-function erasing() {
-  return document.querySelector('input[name="tool"]:checked').value === "eraser";
-}
-
-function snapshot() {
-  const canvas = maskCanvas();
-  const ctx = canvas.getContext("2d");
-  mask.undo.push(ctx.getImageData(0, 0, canvas.width, canvas.height));
-  if (mask.undo.length > 30) mask.undo.shift();
-}
-
-function stroke(from, to) {
-  const ctx = maskCanvas().getContext("2d");
-  ctx.globalCompositeOperation = erasing() ? "destination-out" : "source-over";
-  ctx.strokeStyle = ctx.fillStyle = "#ff0050";
-  ctx.lineCap = ctx.lineJoin = "round";
-  ctx.lineWidth = brushRadius() * 2;
-  ctx.beginPath();
-  ctx.moveTo(from.x, from.y);
-  ctx.lineTo(to.x, to.y);
-  ctx.stroke();
-  ctx.beginPath();
-  ctx.arc(to.x, to.y, brushRadius(), 0, Math.PI * 2);
-  ctx.fill();
-  ctx.globalCompositeOperation = "source-over";
-}
-
-function pointAt(ev) {
-  const rect = maskCanvas().getBoundingClientRect();
-  const s = scale();
-  return { x: (ev.clientX - rect.left) * s, y: (ev.clientY - rect.top) * s };
-}
-
-function showCursor() {
-  const c = $("cursor");
-  const s = scale();
-  const r = brushRadius() / s;
-  c.style.width = c.style.height = 2 * r + "px";
-  c.style.left = mask.cursor.x / s - r + "px";
-  c.style.top = mask.cursor.y / s - r + "px";
-}
-
-function setupMask() {
-  const canvas = maskCanvas();
-  canvas.addEventListener("pointerdown", (ev) => {
-    ev.preventDefault();
-    canvas.setPointerCapture(ev.pointerId);
-    snapshot();
-    mask.painting = true;
-    mask.last = pointAt(ev);
-    stroke(mask.last, mask.last);
-  });
-  canvas.addEventListener("pointermove", (ev) => {
-    if (!mask.painting) return;
-    const p = pointAt(ev);
-    stroke(mask.last, p);
-    mask.last = p;
-  });
-  const end = () => {
-    mask.painting = false;
-  };
-  canvas.addEventListener("pointerup", end);
-  canvas.addEventListener("pointercancel", end);
-  // Keyboard painting: arrows move the brush, Space (or Enter) paints a dab.
-  canvas.addEventListener("keydown", (ev) => {
-    if (!mask.cursor) return;
-    const step = 8 * scale() * (ev.shiftKey ? 4 : 1);
-    const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
-    if (moves[ev.key]) {
-      ev.preventDefault();
-      const [dx, dy] = moves[ev.key];
-      const from = { ...mask.cursor };
-      mask.cursor.x = Math.min(Math.max(mask.cursor.x + dx, 0), canvas.width);
-      mask.cursor.y = Math.min(Math.max(mask.cursor.y + dy, 0), canvas.height);
-      if (mask.keyPainting) stroke(from, mask.cursor);
-      showCursor();
-    } else if (ev.key === " " || ev.key === "Enter") {
-      ev.preventDefault();
-      if (!mask.keyPainting) snapshot();
-      mask.keyPainting = true;
-      stroke(mask.cursor, mask.cursor);
-    }
-  });
-  canvas.addEventListener("keyup", (ev) => {
-    if (ev.key === " " || ev.key === "Enter") mask.keyPainting = false;
-  });
-  canvas.addEventListener("focus", () => mask.cursor && showCursor());
-  $("mask-undo").addEventListener("click", () => {
-    const prev = mask.undo.pop();
-    if (prev) canvas.getContext("2d").putImageData(prev, 0, 0);
-  });
-  $("mask-clear").addEventListener("click", () => {
-    snapshot();
-    canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
-  });
-  $("mask-invert").addEventListener("click", () => {
-    snapshot();
-    const inverted = document.createElement("canvas");
-    inverted.width = canvas.width;
-    inverted.height = canvas.height;
-    const ictx = inverted.getContext("2d");
-    ictx.fillStyle = "#ff0050";
-    ictx.fillRect(0, 0, inverted.width, inverted.height);
-    ictx.globalCompositeOperation = "destination-out";
-    ictx.drawImage(canvas, 0, 0);
-    const ctx = canvas.getContext("2d");
-    ctx.clearRect(0, 0, canvas.width, canvas.height);
-    ctx.drawImage(inverted, 0, 0);
-  });
-}
-
-function maskPainted() {
-  const canvas = maskCanvas();
-  if (!canvas.width || !canvas.height) return false;
-  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
-  for (let i = 3; i < data.length; i += 4) if (data[i]) return true;
-  return false;
-}
-
-// The mask as OpenAI reads it: opaque everywhere except the painted area (alpha 0).
-function maskBlob() {
-  const canvas = maskCanvas();
-  const out = document.createElement("canvas");
-  out.width = canvas.width;
-  out.height = canvas.height;
-  const ctx = out.getContext("2d");
-  ctx.fillStyle = "#000";
-  ctx.fillRect(0, 0, out.width, out.height);
-  ctx.globalCompositeOperation = "destination-out";
-  ctx.drawImage(canvas, 0, 0);
-  return new Promise((resolve) => out.toBlob(resolve, "image/png"));
+  loadMaskImage(first || null);
 }
 
 // ---- running ----------------------------------------------------------------------
-
-function blobToDataUrl(blob) {
-  return new Promise((resolve, reject) => {
-    const reader = new FileReader();
-    reader.onload = () => resolve(reader.result);
-    reader.onerror = () => reject(reader.error);
-    reader.readAsDataURL(blob);
-  });
-}
 
 function fields(m) {
   const out = { model: m.id, prompt: $("prompt").value, n: Math.max(1, Number($("n").value) || 1) };
@@ -464,183 +241,6 @@ function fields(m) {
     out.partial_images = Math.min(3, Math.max(0, Number($("partials").value) || 0));
   }
   return out;
-}
-
-// The request for one model: multipart when every image is a local file, JSON (data
-// URLs and file ids) when any is a previous upload, a generation when there is none.
-async function buildRequest(m, maskPng) {
-  const f = fields(m);
-  const headers = authHeaders();
-  const images = m.capabilities.edit ? state.images : [];
-  if (!images.length) {
-    return { url: "/v3/images/generations", init: { method: "POST", headers: { ...headers, "Content-Type": "application/json" }, body: JSON.stringify(f) } };
-  }
-  const useMask = maskPng && m.capabilities.mask;
-  if (images.every((i) => i.kind === "file")) {
-    const form = new FormData();
-    for (const [k, v] of Object.entries(f)) form.append(k, String(v));
-    for (const img of images) form.append("image[]", img.blob, img.name);
-    if (useMask) form.append("mask", maskPng, "mask.png");
-    return { url: "/v3/images/edits", init: { method: "POST", headers, body: form } };
-  }
-  const refs = [];
-  for (const img of images) {
-    refs.push(img.kind === "file_id" ? { file_id: img.id } : { image_url: await blobToDataUrl(img.blob) });
-  }
-  const body = { ...f, images: refs };
-  if (useMask) body.mask = { image_url: await blobToDataUrl(maskPng) };
-  return { url: "/v3/images/edits", init: { method: "POST", headers: { ...headers, "Content-Type": "application/json" }, body: JSON.stringify(body) } };
-}
-
-// Server-sent events from a fetch body: blocks end at a blank line.
-async function* sseEvents(body) {
-  const reader = body.getReader();
-  const decoder = new TextDecoder();
-  let buf = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buf += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
-    let end;
-    while ((end = buf.indexOf("\n\n")) !== -1) {
-      const block = buf.slice(0, end);
-      buf = buf.slice(end + 2);
-      let name = null;
-      const data = [];
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event:")) name = line.slice(6).trim();
-        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
-      }
-      if (data.length) yield { name, data: JSON.parse(data.join("\n")) };
-    }
-  }
-}
-
-function mime(format) {
-  return { jpeg: "image/jpeg", webp: "image/webp" }[format] || "image/png";
-}
-
-function imageSrc(item, format) {
-  if (item.b64_json) return "data:" + mime(format) + ";base64," + item.b64_json;
-  return item.url || "";
-}
-
-class Column {
-  constructor(el, m) {
-    this.el = el;
-    this.model = m;
-    el.hidden = false;
-    el.replaceChildren();
-    const h = document.createElement("h3");
-    h.textContent = m.id;
-    this.progress = document.createElement("progress");
-    this.progress.setAttribute("aria-label", "Progress of " + m.id);
-    this.error = document.createElement("div");
-    this.error.className = "error";
-    this.error.setAttribute("role", "alert");
-    this.meta = document.createElement("dl");
-    this.partials = document.createElement("div");
-    this.finals = document.createElement("div");
-    el.append(h, this.progress, this.error, this.meta, this.partials, this.finals);
-    this.count = 0;
-  }
-
-  partial(ev, total) {
-    const fig = this.figure(imageSrc(ev, ev.output_format), "Partial image " + ((ev.partial_image_index ?? 0) + 1), false);
-    fig.classList.add("partial");
-    this.partials.replaceChildren(fig);
-    if (total) {
-      this.progress.max = total + 1;
-      this.progress.value = (ev.partial_image_index ?? 0) + 1;
-    }
-  }
-
-  final(item, format) {
-    this.count += 1;
-    this.partials.replaceChildren();
-    this.finals.append(this.figure(imageSrc(item, format), "Result " + this.count, true, format));
-  }
-
-  figure(src, caption, download, format) {
-    const fig = document.createElement("figure");
-    const img = document.createElement("img");
-    img.src = src;
-    img.alt = caption + " from " + this.model.id;
-    const cap = document.createElement("figcaption");
-    cap.textContent = caption + " ";
-    if (download && src) {
-      const a = document.createElement("a");
-      a.href = src;
-      a.download = "imagegate-" + this.model.id.replace(/[^A-Za-z0-9._-]+/g, "-") + "-" + this.count + "." + (format || "png");
-      a.textContent = "Download";
-      cap.append(a);
-    }
-    fig.append(img, cap);
-    return fig;
-  }
-
-  done(info) {
-    this.progress.max = 1;
-    this.progress.value = 1;
-    this.progress.hidden = true;
-    const rows = [
-      ["Cost", info.cost == null ? "unknown" : "$" + Number(info.cost).toFixed(6), "cost"],
-      ["Provider", info.provider || "unknown"],
-      ["Latency", (info.latency_ms / 1000).toFixed(2) + " s"],
-      ["Request id", info.request_id || ""],
-    ];
-    this.meta.replaceChildren();
-    for (const [k, v, cls] of rows) {
-      const dt = document.createElement("dt");
-      dt.textContent = k;
-      const dd = document.createElement("dd");
-      dd.textContent = v;
-      if (cls) dd.className = cls;
-      this.meta.append(dt, dd);
-    }
-  }
-
-  fail(message) {
-    this.progress.hidden = true;
-    this.error.textContent = message;
-  }
-}
-
-async function runOne(m, el, maskPng) {
-  const col = new Column(el, m);
-  const started = performance.now();
-  try {
-    const req = await buildRequest(m, maskPng);
-    const resp = await fetch(req.url, req.init);
-    const requestId = resp.headers.get("X-Request-ID");
-    if (!resp.ok) throw new Error(await apiError(resp));
-    const info = { cost: null, provider: null, request_id: requestId };
-    if ((resp.headers.get("Content-Type") || "").startsWith("text/event-stream")) {
-      const total = fields(m).partial_images || 0;
-      for await (const ev of sseEvents(resp.body)) {
-        const type = ev.data.type || ev.name || "";
-        if (type === "error" || ev.name === "error") {
-          const e = ev.data.error || ev.data;
-          throw new Error(e.param ? e.message + " (field: " + e.param + ")" : e.message);
-        }
-        if (type.endsWith(".partial_image")) col.partial(ev.data, total);
-        else if (type.endsWith(".completed")) {
-          col.final(ev.data, ev.data.output_format);
-          if ("cost" in ev.data) info.cost = ev.data.cost;
-          if (ev.data.provider) info.provider = ev.data.provider;
-        }
-      }
-    } else {
-      const body = await resp.json();
-      for (const item of body.data || []) col.final(item, body.output_format);
-      info.cost = body.cost;
-      info.provider = body.provider;
-    }
-    info.latency_ms = performance.now() - started;
-    col.done(info);
-  } catch (err) {
-    col.fail(err.message);
-  }
 }
 
 async function onRun(ev) {
@@ -662,8 +262,8 @@ async function onRun(ev) {
   $("progress").hidden = false;
   try {
     const maskPng = !$("mask-box").hidden && maskPainted() ? await maskBlob() : null;
-    const runs = [runOne(a, $("results-a"), maskPng)];
-    if (b) runs.push(runOne(b, $("results-b"), maskPng));
+    const runs = [runOne(a, fields(a), state.images, maskPng, $("results-a"))];
+    if (b) runs.push(runOne(b, fields(b), state.images, maskPng, $("results-b")));
     else $("results-b").hidden = true;
     await Promise.all(runs);
   } finally {
