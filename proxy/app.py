@@ -42,7 +42,9 @@ from proxy.resilience import CircuitBreaker
 from proxy.routing import Provider, Router
 from proxy.state import GATEWAY, Gateway
 from proxy.tempfiles import TempDir
+from proxy.ui import add_ui_routes
 from proxy.upstream import Upstream
+from proxy.usage import usage
 
 log = logging.getLogger("imagegate")
 
@@ -104,6 +106,9 @@ def create_app(
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", _metrics_handler(config, environ))
     app.router.add_get("/openapi.json", handlers.openapi)
+    # The browser page and the caller's spend (proxy/ui.py, proxy/usage.py).
+    app.router.add_get("/v3/usage", usage)
+    add_ui_routes(app, config)
     return app
 
 

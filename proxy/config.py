@@ -169,6 +169,14 @@ class MetricsAccess(ConfigBase, frozen=True, forbid_unknown_fields=True):
     token_env: EnvName | None = None
 
 
+class Ui(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    """The browser page at ``/ui`` (proxy/ui.py)."""
+
+    # auto: served only when server.host is a loopback address, so a gateway that
+    # listens on a network shows a page to nobody unless the operator says so.
+    enabled: Literal["auto"] | bool = "auto"
+
+
 class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
     server: Server = Server()
     metrics: MetricsAccess = MetricsAccess()
@@ -191,6 +199,7 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
     breaker: controls.Breaker = controls.Breaker()
     fallbacks: dict[str, list[str]] = msgspec.field(default_factory=dict)
     backpressure: controls.Backpressure = controls.Backpressure()
+    ui: Ui = Ui()
 
 
 class ConfigError(Exception):
