@@ -27,7 +27,7 @@ run: $(STAMP_RUN)
 cli: $(STAMP_RUN)
 	$(BIN)/imagegate $(ARGS)
 
-## system-deps: the system tools the suite starts (Redis, Prometheus, wrk, nginx, kubectl)
+## system-deps: the system tools the suite starts (Redis, Prometheus, wrk, nginx, kubectl, Chromium)
 system-deps:
 	scripts/system-deps
 

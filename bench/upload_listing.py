@@ -12,15 +12,15 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 
-from proxy.config import Files
-from proxy.filestore import FileStore
+from proxy.config import UploadStoreConfig
+from proxy.upload_store import UploadStore
 
 
 async def _one() -> AsyncIterator[bytes]:
     yield b"\x89PNG\r\n\x1a\n" + bytes(100)
 
 
-async def _per_call_ms(store: FileStore, owner: str, calls: int) -> float:
+async def _per_call_ms(store: UploadStore, owner: str, calls: int) -> float:
     start = time.perf_counter()
     for _ in range(calls):
         await store.list(owner=owner)
@@ -29,13 +29,13 @@ async def _per_call_ms(store: FileStore, owner: str, calls: int) -> float:
 
 async def main(files: int) -> None:
     with tempfile.TemporaryDirectory(prefix="imagegate-bench-") as directory:
-        writer = FileStore(Files(), directory, keyed=True)
+        writer = UploadStore(UploadStoreConfig(), directory, keyed=True)
         for _ in range(files):
             await writer.save(
                 _one(), file_name="", mimetype="image/png", purpose=None, owner="big"
             )
         # A fresh worker: it has indexed nothing yet.
-        store = FileStore(Files(), directory, keyed=True)
+        store = UploadStore(UploadStoreConfig(), directory, keyed=True)
         rows = [
             ("key owning nothing", await _per_call_ms(store, "empty", 200)),
             ("owner's first page, cold index", await _per_call_ms(store, "big", 1)),

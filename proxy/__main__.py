@@ -12,7 +12,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from proxy import __version__
-from proxy.auth import hash_key, new_key
+from proxy.client_keys import hash_key, new_key
 from proxy.config import Config, ConfigError, load_config, override_server
 from proxy.config_errors import plural
 from proxy.controls import exposure_error

@@ -22,14 +22,14 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 
 from proxy import handlers, upload_api
-from proxy.auth import KeyRing, ScrapeToken
 from proxy.backpressure import Pressure
 from proxy.catalog import images_models
+from proxy.client_keys import KeyRing, ScrapeToken
 from proxy.config import Config, provider_keys
+from proxy.credentials import Auth
 from proxy.fetch import Fetcher, make_ssl_context
 from proxy.guard import defer_continue as defer
 from proxy.guard import guard
-from proxy.limits import LimitStore, MemoryStore
 from proxy.logs import ServerLog
 from proxy.metrics import Metrics
 from proxy.middleware import Handler, observe
@@ -37,8 +37,9 @@ from proxy.openapi import build_openapi
 from proxy.origins import OriginPolicy, same_origin
 from proxy.pixels import PixelGate, configure_pillow
 from proxy.pricing import PriceTable
-from proxy.providers import build_adapter
-from proxy.providers.base import Auth, KeyHosts, Pool, resolve_auth
+from proxy.providers.base import KeyHosts, Pool, resolve_auth
+from proxy.providers.registry import build_adapter
+from proxy.quotas import MemoryQuotas, QuotaStore
 from proxy.redact import Redactor
 from proxy.resilience import CircuitBreaker
 from proxy.routing import Provider, Router
@@ -58,8 +59,10 @@ from proxy.state import (
     TEMP_DIR,
     Lifecycle,
 )
-from proxy.uploads import TempDir
+from proxy.tempfiles import TempDir
+from proxy.ui import add_ui_routes
 from proxy.upstream import Upstream
+from proxy.usage import usage
 
 log = logging.getLogger("imagegate")
 
@@ -125,6 +128,9 @@ def create_app(
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", _metrics_handler(config, environ))
     app.router.add_get("/openapi.json", handlers.openapi)
+    # The browser page and the caller's spend (proxy/ui.py, proxy/usage.py).
+    app.router.add_get("/v3/usage", usage)
+    add_ui_routes(app, config)
     return app
 
 
@@ -151,7 +157,7 @@ async def _drain(app: web.Application) -> None:
 
 async def _quotas(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    quotas: LimitStore = MemoryStore()
+    quotas: QuotaStore = MemoryQuotas()
     if config.redis_url is not None:
         from proxy.redis_store import RedisStore
 

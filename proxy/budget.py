@@ -22,16 +22,16 @@ from typing import TYPE_CHECKING
 
 from proxy.controls import ClientKey
 from proxy.errors import Forbidden
-from proxy.limits import (
+from proxy.models import EditJob, EditResult
+from proxy.pricing import PriceTable
+from proxy.quotas import (
     MICRO,
-    LimitStore,
+    QuotaStore,
     Refusal,
     Reservation,
     micro_usd,
     refusal_error,
 )
-from proxy.models import EditJob, EditResult
-from proxy.pricing import PriceTable
 
 if TYPE_CHECKING:
     from proxy.routing import Route
@@ -69,7 +69,7 @@ class Hold:
 
     def __init__(
         self,
-        store: LimitStore,
+        store: QuotaStore,
         name: str,
         rule: ClientKey,
         prices: PriceTable,

@@ -3,7 +3,8 @@
 Names come from configuration (aliases, models an adapter's config names such as Azure
 deployments, or an adapter's known models) and otherwise from the price table (the
 models known for a provider's type), filtered by ``allowed_models``. Capabilities are
-the adapters' own declarations.
+the adapters' own declarations. A priced model's entry also carries ``pricing``, the
+price table's rates for estimates (``proxy.listed_prices``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
+from proxy.listed_prices import ModelPricing, pricing_of
 from proxy.pricing import PriceTable
 from proxy.providers.base import Capabilities, ListsModels, capabilities_of
 from proxy.routing import Router
@@ -22,6 +24,7 @@ class ModelCapabilities(msgspec.Struct, frozen=True):
     generate: bool
     mask: bool
     max_images: int
+    streaming: bool
 
 
 class ModelEntry(msgspec.Struct, frozen=True):
@@ -32,6 +35,8 @@ class ModelEntry(msgspec.Struct, frozen=True):
     object: str = "model"
     created: int = 0  # OpenAI's Model has it; the gateway has no creation time
     alias_of: str | msgspec.UnsetType = msgspec.UNSET  # present on aliases only
+    # Rates for estimates (proxy/listed_prices.py); absent for unpriced models.
+    pricing: ModelPricing | msgspec.UnsetType = msgspec.UNSET
 
 
 class ModelList(msgspec.Struct, frozen=True):
@@ -47,6 +52,7 @@ def _entry(
     provider: str,
     caps: Capabilities,
     alias_of: str | msgspec.UnsetType = msgspec.UNSET,
+    pricing: ModelPricing | msgspec.UnsetType = msgspec.UNSET,
 ) -> ModelEntry:
     return ModelEntry(
         id=model_id,
@@ -57,8 +63,10 @@ def _entry(
             generate=caps.generate,
             mask=caps.mask and caps.edit,
             max_images=caps.max_images if caps.edit else 0,
+            streaming=caps.streaming,
         ),
         alias_of=alias_of,
+        pricing=pricing,
     )
 
 
@@ -73,11 +81,16 @@ def list_models(router: Router, prices: PriceTable) -> ModelList:
         for model in ids:
             full = f"{name}/{model}"
             if router.allows(full):
-                entries.append(_entry(full, name, capabilities_of(adapter, model)))
+                caps = capabilities_of(adapter, model)
+                cost = pricing_of(prices, router.resolve(full).price_key)
+                entries.append(_entry(full, name, caps, pricing=cost))
     for alias, target in sorted(router.aliases.items()):
         route = router.resolve(alias)
         caps = capabilities_of(route.adapter, route.model)
-        entries.append(_entry(alias, route.provider, caps, alias_of=target))
+        cost = pricing_of(prices, route.price_key)
+        entries.append(
+            _entry(alias, route.provider, caps, alias_of=target, pricing=cost)
+        )
     return ModelList(data=entries)
 
 

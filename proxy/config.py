@@ -16,17 +16,15 @@ from urllib.parse import urlsplit
 import msgspec
 
 from proxy import controls, pixels
+from proxy.config_base import ConfigBase, PositiveInt, Seconds
 from proxy.config_errors import describe
-from proxy.providers import ProviderConfig
-from proxy.providers.base import ConfigBase
+from proxy.providers.registry import ProviderConfig
 
 MiB = 1024 * 1024
 _DEFAULT_MAX_FILE = 50 * MiB
 _MAX_IMAGES = 16
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
-PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
 AliasTarget = Annotated[str, msgspec.Meta(pattern=r"^[^/\s]+/\S+$", max_length=256)]
 ModelPattern = Annotated[str, msgspec.Meta(pattern=r"^\S+$", max_length=256)]
 EnvName = Annotated[
@@ -63,6 +61,9 @@ class Server(ConfigBase, frozen=True, forbid_unknown_fields=True):
 
 
 class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    """Size and pace caps on what clients send. Per-key quotas are ``proxy.quotas``;
+    load shedding is ``backpressure``."""
+
     max_file_bytes: PositiveInt = _DEFAULT_MAX_FILE
     # None: room for 16 images and a mask at the per-file limit, plus text fields.
     max_body_bytes: PositiveInt | None = None
@@ -113,7 +114,7 @@ class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):
         return (_MAX_IMAGES + 1) * self.max_file_bytes + MiB
 
 
-class Files(ConfigBase, frozen=True, forbid_unknown_fields=True):
+class UploadStoreConfig(ConfigBase, frozen=True, forbid_unknown_fields=True):
     """The embedded upload store behind ``/v3/upload`` and ``file_id``."""
 
     # None: a private directory under the temp dir, removed at shutdown.
@@ -168,18 +169,26 @@ class MetricsAccess(ConfigBase, frozen=True, forbid_unknown_fields=True):
     token_env: EnvName | None = None
 
 
+class Ui(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    """The browser page at ``/ui`` (proxy/ui.py)."""
+
+    # auto: served only when server.host is a loopback address, so a gateway that
+    # listens on a network shows a page to nobody unless the operator says so.
+    enabled: Literal["auto"] | bool = "auto"
+
+
 class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
     server: Server = Server()
     metrics: MetricsAccess = MetricsAccess()
     limits: Limits = Limits()
-    files: Files = Files()
+    files: UploadStoreConfig = UploadStoreConfig()  # key kept: users rely on it
     fetch: Fetch = Fetch()
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
     # Aliases: a name clients may send as `model`, standing for "<provider>/<model>".
     models: dict[str, AliasTarget] = msgspec.field(default_factory=dict)
     # Shell-style patterns over "<provider>/<model>"; null serves every model.
     allowed_models: list[ModelPattern] | None = None
-    # Gateway controls (proxy/controls.py): client keys, limits, retries, fallbacks.
+    # Gateway controls (proxy/controls.py): client keys, quotas, retries, fallbacks.
     auth: Literal["keys", "none"] = "keys"
     keys: dict[controls.KeyName, controls.ClientKey] = msgspec.field(
         default_factory=dict
@@ -190,6 +199,7 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
     breaker: controls.Breaker = controls.Breaker()
     fallbacks: dict[str, list[str]] = msgspec.field(default_factory=dict)
     backpressure: controls.Backpressure = controls.Backpressure()
+    ui: Ui = Ui()
 
 
 class ConfigError(Exception):

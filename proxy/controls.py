@@ -1,8 +1,8 @@
-"""Config sections of the gateway controls: client keys, shared limits (Redis), retries,
+"""Config sections of the gateway controls: client keys, per-key quotas (Redis), retries,
 circuit breakers, fallbacks and backpressure, and the checks that span sections.
 
 Only declarations and pure validation live here; each control's behaviour lives in its
-own module (``auth``, ``limits``, ``resilience``, ``fallback``, ``backpressure``).
+own module (``client_keys``, ``quotas``, ``resilience``, ``fallback``, ``backpressure``).
 """
 
 from __future__ import annotations
@@ -13,16 +13,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from proxy.config_base import ConfigBase, NonNegSeconds, PositiveInt, Seconds
 
-class ConfigBase(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    # Not proxy.providers.base.ConfigBase: proxy.upstream imports this module, and the
-    # providers package imports proxy.upstream.
-    pass
-
-
-PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
-NonNegSeconds = Annotated[float, msgspec.Meta(ge=0)]
 Usd = Annotated[float, msgspec.Meta(gt=0)]
 Sha256Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 KeyName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
@@ -44,9 +36,9 @@ class ClientKey(ConfigBase, frozen=True, forbid_unknown_fields=True):
 
 
 class RedisSettings(ConfigBase, frozen=True, forbid_unknown_fields=True):
-    """How the limits behave when Redis (``redis_url``) cannot be reached."""
+    """How the quotas behave when Redis (``redis_url``) cannot be reached."""
 
-    # Rate and concurrency limits keep serving through an outage by default; budgets
+    # Rate and concurrency quotas keep serving through an outage by default; budgets
     # stop spending money the gateway can no longer count.
     rates_on_error: FailMode = "open"
     budgets_on_error: FailMode = "closed"

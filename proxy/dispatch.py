@@ -21,19 +21,19 @@ from dataclasses import dataclass, field
 import msgspec
 
 from proxy import fallback, pixels
-from proxy.auth import KeyRing
 from proxy.budget import Hold, charged
+from proxy.client_keys import KeyRing
 from proxy.errors import InvalidRequest, ProxyError
 from proxy.fetch import Fetcher
-from proxy.filestore import FileStore
 from proxy.inputs import resolve_inputs
 from proxy.metrics import Metrics
 from proxy.models import EditJob, EditResult, FileRef, RemoteImage, StoredImage
 from proxy.pixels import PixelGate
 from proxy.providers.base import Capabilities, StreamingAdapter, capabilities_of
 from proxy.routing import Route, Router
+from proxy.tempfiles import UploadSet
 from proxy.translate import fan_out
-from proxy.uploads import UploadSet
+from proxy.upload_store import UploadStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +117,7 @@ class Services:
     keys: KeyRing
     metrics: Metrics
     pixels: PixelGate
-    store: FileStore
+    store: UploadStore
     fetcher: Fetcher
 
 

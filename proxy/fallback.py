@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from proxy.auth import KeyRing
+from proxy.client_keys import KeyRing
 from proxy.errors import (
     AllProvidersFailed,
     InvalidRequest,

@@ -33,7 +33,7 @@ from proxy.config import Fetch
 from proxy.errors import InvalidRequest
 from proxy.images import SNIFF_BYTES, require_image
 from proxy.models import StoredImage
-from proxy.uploads import UploadSet
+from proxy.tempfiles import UploadSet
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 256 * 1024

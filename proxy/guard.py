@@ -1,6 +1,6 @@
 """The gateway's admission middleware for the API routes, inside ``observe``.
 
-Order: draining, backpressure, client key, the key's limits, then ``100 Continue`` for
+Order: draining, backpressure, client key, the key's quotas, then ``100 Continue`` for
 a client waiting for it (only now, and only for a declared length within the cap); then
 the handler, its body read at the pace set here and its bytes reserved as they arrive;
 then the key's concurrency slot is released and, for a budgeted key, the request's
@@ -18,17 +18,17 @@ import uuid
 
 from aiohttp import HttpVersion11, hdrs, web
 
-from proxy.auth import KeyRing
 from proxy.backpressure import Slot
 from proxy.budget import Hold
+from proxy.client_keys import KeyRing
 from proxy.config import Limits
 from proxy.context import CONTEXT, RequestContext
 from proxy.controls import ClientKey
 from proxy.errors import Overloaded, ProxyError
 from proxy.formreader import PACE, Pace, too_large
-from proxy.limits import refusal_error
 from proxy.middleware import Handler
 from proxy.parsing import media_type
+from proxy.quotas import refusal_error
 from proxy.state import (
     CLIENT_KEYS,
     CONFIG,
@@ -148,7 +148,7 @@ def _expects_continue(request: web.Request) -> bool:
 
 
 async def _continue(request: web.Request, limits: Limits) -> None:
-    """``100 Continue``, when the client waits for it: after the key, the limits and
+    """``100 Continue``, when the client waits for it: after the key, the quotas and
     backpressure let the request in, and only for a declared length within the cap."""
     if not _expects_continue(request):
         return

@@ -47,8 +47,8 @@ from proxy.state import (
     TEMP_DIR,
     UPLOAD_STORE,
 )
+from proxy.tempfiles import UploadSet
 from proxy.upload_api import caller
-from proxy.uploads import UploadSet
 from proxy.workers import exposition
 
 _encode = msgspec.json.encode
@@ -64,29 +64,16 @@ def _job(
     images: tuple[ImageInput, ...] = (),
     mask: ImageInput | None = None,
 ) -> EditJob:
-    return EditJob(
+    return EditJob.from_request(
+        fields,
         operation=operation,
         provider=route.provider,
         model=route.model,
-        prompt=fields.prompt,
         source=source,
-        images=images,
-        mask=mask,
-        n=fields.n,
-        size=fields.size,
-        quality=fields.quality,
-        background=fields.background,
-        output_format=fields.output_format,
-        output_compression=fields.output_compression,
-        input_fidelity=fields.input_fidelity,
-        moderation=fields.moderation,
-        response_format=fields.response_format,
-        partial_images=fields.partial_images,
-        stream=bool(fields.stream),
-        user=fields.user,
-        metadata=fields.metadata,
         extra=extra,
         extra_headers=validate_extra_headers(fields.extra_headers),
+        images=images,
+        mask=mask,
     )
 
 

@@ -15,18 +15,18 @@ import msgspec
 
 from proxy.errors import InvalidRequest, NotFound
 from proxy.fetch import Fetcher
-from proxy.filestore import FileStore
 from proxy.images import PNG
 from proxy.models import EditJob, FileRef, ImageInput, RemoteImage, StoredImage
 from proxy.providers.base import Capabilities
-from proxy.uploads import UploadSet
+from proxy.tempfiles import UploadSet
+from proxy.upload_store import UploadStore
 
 
 @dataclass(frozen=True, slots=True)
 class _Request:
     caps: Capabilities
     provider: str
-    files: FileStore
+    files: UploadStore
     fetcher: Fetcher
     uploads: UploadSet
     owner: str | None
@@ -37,7 +37,7 @@ async def resolve_inputs(
     caps: Capabilities,
     *,
     provider: str,
-    files: FileStore,
+    files: UploadStore,
     fetcher: Fetcher,
     uploads: UploadSet,
     owner: str | None = None,

@@ -26,8 +26,13 @@ class ImageRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     image_url: ImageUrl | None = None
 
 
-class _Fields(msgspec.Struct, frozen=True, kw_only=True):
-    """Fields shared by every intake; each unknown field is forwarded to the provider."""
+class RequestFields(msgspec.Struct, frozen=True, kw_only=True):
+    """The request fields, defined once: the intake structs and ``EditJob`` extend this,
+    and ``JOB_FIELDS``/``FORWARDED_FIELDS`` name subsets of it.
+
+    The constraints apply where a client's request is converted; a job built from a
+    validated request is not checked again.
+    """
 
     model: ModelName
     prompt: Prompt
@@ -44,6 +49,20 @@ class _Fields(msgspec.Struct, frozen=True, kw_only=True):
     stream: bool | None = None
     user: Annotated[str, msgspec.Meta(max_length=256)] | None = None
     metadata: dict[str, Any] | None = None
+
+
+# The fields a job takes from its request as they are: `model` is replaced by the
+# route's provider model id and `stream` becomes a bool.
+JOB_FIELDS = tuple(
+    name for name in RequestFields.__struct_fields__ if name not in ("model", "stream")
+)
+# The optional fields an OpenAI-shaped upstream gets under their own names when set.
+FORWARDED_FIELDS = tuple(name for name in JOB_FIELDS if name != "prompt")
+
+
+class _Fields(RequestFields, frozen=True, kw_only=True):
+    """Fields shared by every intake; each unknown field is forwarded to the provider."""
+
     # Values are checked by proxy.headers, so an error can name the header.
     extra_headers: dict[str, Any] | None = None
 
@@ -105,32 +124,51 @@ class FileRef(msgspec.Struct, frozen=True):
 ImageInput = StoredImage | RemoteImage | FileRef
 
 
-class EditJob(msgspec.Struct, frozen=True, kw_only=True):
-    """One validated, provider-neutral request. Adapters never see raw requests."""
+class EditJob(RequestFields, frozen=True, kw_only=True):
+    """One validated, provider-neutral request. Adapters never see raw requests.
+
+    ``model`` is the provider's model id (the "provider/" prefix stripped); the other
+    request fields are the client's, as ``from_request`` copies them.
+    """
 
     operation: Literal["edit", "generate"]
     provider: str  # the configured provider name
-    model: str  # the provider's model id (the "provider/" prefix stripped)
-    prompt: str
+    model: str
     source: Literal["json", "multipart"]
     images: tuple[ImageInput, ...] = ()
     mask: ImageInput | None = None
-    n: int | None = None
-    size: str | None = None
-    quality: str | None = None
-    background: str | None = None
-    output_format: str | None = None
-    output_compression: int | None = None
-    input_fidelity: str | None = None
-    moderation: str | None = None
-    response_format: Literal["url", "b64_json"] | None = None
-    partial_images: int | None = None
     stream: bool = False
-    user: str | None = None
-    metadata: dict[str, Any] | None = None
     # Fields the proxy does not know, forwarded to the provider unchanged.
     extra: dict[str, Any] = {}
     extra_headers: dict[str, str] = {}
+
+    @classmethod
+    def from_request(
+        cls,
+        fields: RequestFields,
+        *,
+        operation: Literal["edit", "generate"],
+        provider: str,
+        model: str,
+        source: Literal["json", "multipart"],
+        extra: dict[str, Any],
+        extra_headers: dict[str, str],
+        images: tuple[ImageInput, ...] = (),
+        mask: ImageInput | None = None,
+    ) -> EditJob:
+        copied = {name: getattr(fields, name) for name in JOB_FIELDS}
+        return cls(
+            operation=operation,
+            provider=provider,
+            model=model,
+            source=source,
+            images=images,
+            mask=mask,
+            stream=bool(fields.stream),
+            extra=extra,
+            extra_headers=extra_headers,
+            **copied,
+        )
 
 
 class Usage(msgspec.Struct, frozen=True):

@@ -14,6 +14,7 @@ from proxy import __version__
 from proxy.catalog import ModelList
 from proxy.models import EditForm, EditRequest, ErrorBody, GenerateRequest
 from proxy.upload_api import upload_paths
+from proxy.usage import UsageReport
 
 _REF = "#/components/schemas/{name}"
 
@@ -118,6 +119,23 @@ def _models_get() -> dict[str, Any]:
     }
 
 
+def _usage_get() -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": "The calling key's spend today and this month against its "
+            "budgets, and its requests per minute and in flight against its limits; "
+            "null where not tracked (see proxy/usage.py)",
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": _ref("UsageReport")}},
+                },
+                **_errors(401, 429, 503),
+            },
+        }
+    }
+
+
 def build_openapi() -> dict[str, Any]:
     types = [
         EditRequest,
@@ -126,8 +144,9 @@ def build_openapi() -> dict[str, Any]:
         ImagesResponse,
         ErrorBody,
         ModelList,
+        UsageReport,
     ]
-    (edit, _, generate, _, _, _), components = msgspec.json.schema_components(
+    (edit, _, generate, _, _, _, _), components = msgspec.json.schema_components(
         types, ref_template=_REF
     )
     form = _multipart_schema(components)
@@ -142,6 +161,7 @@ def build_openapi() -> dict[str, Any]:
         paths[f"{prefix}/images/models"] = _models_get()
         paths[f"{prefix}/models"] = _models_get()
     paths.update(upload_paths())
+    paths["/v3/usage"] = _usage_get()
     paths["/healthz"] = _plain_get("Liveness", "application/json")
     paths["/readyz"] = _plain_get("Readiness", "application/json")
     paths["/metrics"] = _plain_get("Prometheus metrics", "text/plain")

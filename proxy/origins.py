@@ -110,6 +110,19 @@ class OriginPolicy:
         )
 
 
+def own_page(origin: str | None, site: str | None, host: str | None) -> bool:
+    """A request from the gateway's own page (``/ui``): the browser says same-origin
+    and the Origin names the Host, which ``check_host`` has already accepted.
+
+    Browsers send Origin on every POST, same-origin ones too. A rebinding page is
+    same-origin with itself as well, but its Host is its own name, refused above.
+    """
+    if origin is None or host is None or (site or "").lower() != "same-origin":
+        return False
+    _, sep, rest = origin_key(origin).partition("://")
+    return bool(sep) and rest == host.strip().lower()
+
+
 def _local_address(request: web.Request) -> str | None:
     transport = request.transport
     sockname = transport.get_extra_info("sockname") if transport else None
@@ -126,7 +139,9 @@ def same_origin(policy: OriginPolicy) -> Middleware:
         if request.path not in _PROBES:
             headers = request.headers
             policy.check_host(headers.get("Host"), _local_address(request))
-            policy.check_origin(headers.get("Origin"), headers.get("Sec-Fetch-Site"))
+            origin, site = headers.get("Origin"), headers.get("Sec-Fetch-Site")
+            if not own_page(origin, site, headers.get("Host")):
+                policy.check_origin(origin, site)
         return await handler(request)
 
     return check

@@ -1,6 +1,6 @@
-"""Request intake: Content-Type dispatch, size and count limits, validation.
+"""Request intake: Content-Type dispatch, size and count caps, validation.
 
-JSON bodies are read with a cap and converted by msgspec; multipart file parts stream
+JSON bodies are read with a cap (``proxy.json_body``) and converted by msgspec; multipart file parts stream
 chunk by chunk into temp files owned by the request's ``UploadSet`` (never a whole part
 in memory), and text fields are converted to the same typed request.
 """
@@ -22,6 +22,7 @@ from proxy.errors import (
 )
 from proxy.formreader import FormReader, Part, boundary_of, request_body, too_large
 from proxy.images import SNIFF_BYTES, decode_data_url, require_image
+from proxy.json_body import read_json as read_json  # handlers read it here
 from proxy.models import (
     FORM_FIELDS,
     EditForm,
@@ -31,7 +32,7 @@ from proxy.models import (
     RemoteImage,
     StoredImage,
 )
-from proxy.uploads import UploadSet
+from proxy.tempfiles import UploadSet
 
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
 _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
@@ -41,17 +42,6 @@ _MAX_NESTING = 4
 _WRITE_BLOCK = 256 * 1024
 
 T = TypeVar("T", bound=msgspec.Struct)
-
-_json_decoder = msgspec.json.Decoder()
-# A surrogate pair, a lone surrogate escape, or any other escape (so that an escaped
-# backslash is consumed whole and never read as the start of a \u escape).
-_JSON_ESCAPE = re.compile(
-    rb"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-    rb"|\\u[0-9a-fA-F]{4}|\\."
-)
-_MARKER = "\uffff"  # a noncharacter: stands in for a lone surrogate while searching
-_MARKER_ESCAPE = b"\\uffff"
-_MAX_JSON_SEARCH = 64
 
 
 def media_type(request: web.Request) -> str:
@@ -79,78 +69,6 @@ def convert(fields: dict[str, Any], typ: type[T], *, strict: bool = True) -> T:
         return msgspec.convert(fields, typ, strict=strict)
     except msgspec.ValidationError as exc:
         raise _validation_error(exc) from None
-
-
-async def read_json(request: web.Request, limits: Limits) -> dict[str, Any]:
-    """Read and decode a JSON object body, capped at ``max_json_bytes``."""
-    body = bytearray()
-    timeout, cap = limits.client_idle_timeout_s, limits.max_json_bytes
-    async with request_body(request, timeout, cap) as stream:
-        while chunk := await stream.read():
-            body += chunk
-    try:
-        obj = _json_decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        raise _lone_surrogate(body) or InvalidRequest(
-            f"the body is not valid JSON: {exc}"
-        ) from None
-    except UnicodeDecodeError:
-        raise InvalidRequest("the body is not valid UTF-8 JSON") from None
-    except RecursionError:
-        raise InvalidRequest("the JSON body is nested too deeply") from None
-    if not isinstance(obj, dict):
-        raise InvalidRequest("the body must be a JSON object")
-    return obj
-
-
-def _lone_surrogate(body: bytearray) -> InvalidRequest | None:
-    """A 400 naming the member that holds a lone ``\\uD800``-``\\uDFFF`` escape.
-
-    msgspec refuses such a document without saying where; on that error path only,
-    each lone escape is swapped for a marker and the decoded document searched for it.
-    """
-    found = False
-
-    def swap(match: re.Match[bytes]) -> bytes:
-        nonlocal found
-        escape = match.group()
-        if len(escape) == 6 and escape[2] in b"dD" and escape[3] in b"89abcdefABCDEF":
-            found = True
-            return _MARKER_ESCAPE
-        return escape
-
-    try:
-        obj = _json_decoder.decode(_JSON_ESCAPE.sub(swap, body))
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return None
-    param = _find_marker(obj, "", 0) if found else None
-    if param is None:
-        return None
-    where = param or "the body"
-    return InvalidRequest(
-        f"'{where}' is not valid Unicode text (it holds a lone surrogate)",
-        param=param or None,
-    )
-
-
-def _find_marker(value: Any, path: str, depth: int) -> str | None:
-    if isinstance(value, str):
-        return path if _MARKER in value else None
-    if depth > _MAX_JSON_SEARCH:
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if _MARKER in key:
-                return path
-            found = _find_marker(item, f"{path}.{key}" if path else key, depth + 1)
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            found = _find_marker(item, f"{path}[{i}]", depth + 1)
-            if found is not None:
-                return found
-    return None
 
 
 def split_known(

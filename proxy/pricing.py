@@ -67,6 +67,10 @@ class PriceTable:
     def __contains__(self, key: str) -> bool:
         return key in self._rows
 
+    def row(self, key: str) -> Price | None:
+        """The table's rates for ``key`` ("<provider type>/<model id>"), if any."""
+        return self._rows.get(key)
+
     def models(self, provider_type: str) -> list[str]:
         """The model ids priced for one provider type, sorted."""
         prefix = f"{provider_type}/"

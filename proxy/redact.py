@@ -20,9 +20,9 @@ from urllib.parse import quote, quote_plus
 
 import msgspec
 
+from proxy.credentials import Auth
 from proxy.errors import ProxyError, UpstreamRejected
 from proxy.models import ErrorBody, ErrorDetail
-from proxy.providers.base import Auth
 
 REDACTED = "[redacted]"
 # Shorter "secrets" would turn ordinary words into [redacted]; no real key is this short.

@@ -1,4 +1,4 @@
-"""The limits of ``proxy.limits`` shared by every replica through one Redis.
+"""The per-key quotas of ``proxy.quotas`` shared by every replica through one Redis.
 
 Each operation is one Lua script, so a check and its update are atomic across replicas.
 The scripts read Redis' own clock (``TIME``), never the replica's, so replicas with
@@ -26,8 +26,15 @@ from redis.exceptions import RedisError
 
 from proxy.controls import ClientKey, RedisSettings
 from proxy.errors import Overloaded
-from proxy.limits import Refusal, Reservation, day_reset, micro_usd, month_reset
 from proxy.metrics import Metrics
+from proxy.quotas import (
+    KeyUsage,
+    Refusal,
+    Reservation,
+    day_reset,
+    micro_usd,
+    month_reset,
+)
 
 log = logging.getLogger("imagegate")
 T = TypeVar("T")
@@ -149,6 +156,21 @@ return 1
 )
 
 
+# Read-only: today's and this month's spend, hits in the rpm window, live leases.
+# The same cuts as _ADMIT's ZREMRANGEBYSCORE, as exclusive ZCOUNT bounds.
+_USAGE = (
+    _LUA_MONTH
+    + """
+return {
+  redis.call('GET', p .. ':spend:d:' .. day) or '0',
+  redis.call('GET', p .. ':spend:m:' .. month) or '0',
+  redis.call('ZCOUNT', p .. ':rpm', '(' .. (now - 60), '+inf'),
+  redis.call('ZCOUNT', p .. ':conc', '(' .. now, '+inf'),
+}
+"""
+)
+
+
 class _Down(Exception):
     """Redis could not be asked; the caller applies its fail mode."""
 
@@ -172,6 +194,7 @@ class RedisStore:
         self._spend = self._redis.register_script(_SPEND)
         self._reserve = self._redis.register_script(_RESERVE)
         self._settle = self._redis.register_script(_SETTLE)
+        self._usage = self._redis.register_script(_USAGE)
 
     def _key(self, name: str) -> str:
         return f"{self._settings.prefix}:key:{name}"
@@ -284,6 +307,22 @@ class RedisStore:
             await self._call(
                 "settle", lambda: self._settle(keys=[self._key(name)], args=args)
             )
+
+    async def usage(self, name: str) -> KeyUsage:
+        try:
+            reply = await self._call(
+                "usage", lambda: self._usage(keys=[self._key(name)], args=[])
+            )
+        except _Down:
+            raise Overloaded(
+                f"the usage of key '{name}' cannot be read right now; retry later",
+                code="limits_unavailable",
+                headers={"Retry-After": "1"},
+            ) from None
+        day, month, hits, leases = (
+            v.decode() if isinstance(v, bytes) else v for v in reply
+        )
+        return KeyUsage(_micro(day), _micro(month), int(hits), int(leases))
 
     async def close(self) -> None:
         await self._redis.aclose()

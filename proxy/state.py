@@ -12,18 +12,18 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from proxy.auth import KeyRing
 from proxy.backpressure import Pressure
+from proxy.client_keys import KeyRing
 from proxy.config import Config
 from proxy.fetch import Fetcher
-from proxy.filestore import FileStore
-from proxy.limits import LimitStore
 from proxy.metrics import Metrics
 from proxy.pixels import PixelGate
 from proxy.pricing import PriceTable
+from proxy.quotas import QuotaStore
 from proxy.redact import Redactor
 from proxy.routing import Router
-from proxy.uploads import TempDir
+from proxy.tempfiles import TempDir
+from proxy.upload_store import UploadStore
 
 
 @dataclass(slots=True)
@@ -48,6 +48,6 @@ ROUTER = web.AppKey("router", Router)  # app._upstreams
 REDACTOR = web.AppKey("redactor", Redactor)  # app._upstreams
 FETCHER = web.AppKey("fetcher", Fetcher)  # fetch.fetch_ctx
 QUOTAS = web.AppKey(
-    "quotas", LimitStore
+    "quotas", QuotaStore
 )  # app._quotas: per-key rpm, concurrency, budget
-UPLOAD_STORE = web.AppKey("upload_store", FileStore)  # upload_api.store_ctx
+UPLOAD_STORE = web.AppKey("upload_store", UploadStore)  # upload_api.store_ctx

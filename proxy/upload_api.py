@@ -19,13 +19,13 @@ from aiohttp import hdrs, web
 from proxy import leftovers
 from proxy.context import CONTEXT
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
-from proxy.filestore import Draft, FileStore, StoredFile
 from proxy.formreader import FormReader, boundary_of, request_body
 from proxy.guard import defer_continue
 from proxy.images import SNIFF_BYTES, sniff
 from proxy.parsing import media_type
 from proxy.state import CLIENT_KEYS, CONFIG, METRICS, UPLOAD_STORE
 from proxy.tasks import TaskGroup
+from proxy.upload_store import Draft, StoredFile, UploadStore
 from proxy.workers import MULTIPROC_ENV
 
 _MAX_PURPOSE = 64
@@ -64,7 +64,7 @@ def store_ctx(
                 leftovers.make_dir, config.limits.temp_dir, "imagegate-store."
             )
         await asyncio.to_thread(os.makedirs, directory, mode=0o700, exist_ok=True)
-        store = FileStore(config.files, directory, keyed=bool(app[CLIENT_KEYS]))
+        store = UploadStore(config.files, directory, keyed=bool(app[CLIENT_KEYS]))
         await store.load()
         app[UPLOAD_STORE] = store
         group = TaskGroup()
@@ -86,7 +86,7 @@ def caller(request: web.Request) -> str | None:
     return request[CONTEXT].key if request.app[CLIENT_KEYS] else None
 
 
-def _store(request: web.Request) -> FileStore:
+def _store(request: web.Request) -> UploadStore:
     return request.app[UPLOAD_STORE]
 
 
@@ -109,7 +109,7 @@ async def upload(request: web.Request) -> web.Response:
     return web.json_response(record.public())
 
 
-async def _read_upload(request: web.Request, store: FileStore) -> StoredFile:
+async def _read_upload(request: web.Request, store: UploadStore) -> StoredFile:
     limits = request.app[CONFIG].limits
     draft: Draft | None = None
     purpose: str | None = None
@@ -144,7 +144,7 @@ async def _read_upload(request: web.Request, store: FileStore) -> StoredFile:
 
 
 async def _write(
-    store: FileStore, reader: FormReader, name: str, owner: str | None
+    store: UploadStore, reader: FormReader, name: str, owner: str | None
 ) -> Draft:
     head = b""
     while len(head) < SNIFF_BYTES and (chunk := await reader.read()):

@@ -1,7 +1,7 @@
 """``Upstream``: one provider's pooled session, credentials, timeouts and metrics.
 
 This is the only module that catches aiohttp client exceptions; it maps them to the
-proxy's ``UpstreamError`` tree in one place (``Upstream._mapped``). Reply bodies are
+proxy's ``UpstreamError`` tree in one place (``proxy.upstream_reply.mapped``). Reply bodies are
 read with a cap, so a misbehaving provider cannot exhaust memory. Authenticated calls
 pass the provider's circuit breaker and retry what ``proxy.resilience`` calls safe; a
 multipart ``Form`` makes a fresh payload for each try, reading its temp files again.
@@ -20,16 +20,14 @@ import contextlib
 import glob
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
-import msgspec
-from aiohttp import hdrs
-from multidict import CIMultiDictProxy
 
 from proxy.context import add_upstream_time, trace_headers
 from proxy.controls import RetryPolicy
+from proxy.credentials import Auth, RequestSigner
 from proxy.errors import (
     ProviderNotConfigured,
     UpstreamError,
@@ -40,68 +38,18 @@ from proxy.errors import (
 from proxy.formwriter import Form
 from proxy.hosts import host_allowed, origin
 from proxy.metrics import Metrics
-from proxy.providers.base import Auth, RequestSigner
 from proxy.resilience import RETRY_STATUSES, CircuitBreaker, backoff_s, retry_after_s
+from proxy.upstream_reply import (
+    UpstreamResponse as UpstreamResponse,  # adapters import it from here
+)
+from proxy.upstream_reply import (
+    UpstreamStream,
+    map_errors,
+    mapped,
+    read_capped,
+)
 
 _NO_RETRY = RetryPolicy(attempts=1)
-
-
-class UpstreamResponse(msgspec.Struct, frozen=True):
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-
-class UpstreamStream:
-    """A reply whose body is read as it arrives; read errors map like any other."""
-
-    def __init__(self, upstream: Upstream, resp: aiohttp.ClientResponse) -> None:
-        self.status = resp.status
-        self.headers = resp.headers
-        self._upstream = upstream
-        self._resp = resp
-        self._finished = False
-        self._failed = False
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-    @property
-    def outcome(self) -> str:
-        if self._failed:
-            return "error"
-        if self.ok and not self._finished:
-            return "aborted"  # the client left before the reply ended
-        return f"{self.status // 100}xx"
-
-    async def read(self) -> UpstreamResponse:
-        """The whole (capped) body, e.g. of an error reply."""
-        async with self._errors():
-            body = await self._upstream._read_capped(self._resp)
-        self._finished = True
-        return UpstreamResponse(self.status, self.headers, body)
-
-    async def chunks(self) -> AsyncGenerator[bytes, None]:
-        """The body in the pieces it arrives in."""
-        async with self._errors():
-            async for chunk in self._resp.content.iter_any():
-                self._upstream._received.inc(len(chunk))
-                yield chunk
-        self._finished = True
-
-    @contextlib.asynccontextmanager
-    async def _errors(self) -> AsyncIterator[None]:
-        try:
-            async with self._upstream._map_errors():
-                yield
-        except UpstreamError:
-            self._failed = True
-            raise
 
 
 class Upstream:
@@ -276,14 +224,14 @@ class Upstream:
                 if 300 <= r.status < 400:
                     outcome = "3xx"
                     raise self._redirected(r.status)
-                body = await self._read_capped(r)
+                body = await read_capped(r, self.max_response_bytes, self.name)
                 self._received.inc(len(body))
                 outcome = f"{r.status // 100}xx"
                 return UpstreamResponse(r.status, r.headers, body)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            # Inline rather than _map_errors: a generator context manager per call
+            # Inline rather than map_errors: a generator context manager per call
             # is measurable on the hot path.
-            raise self._mapped(exc) from exc
+            raise mapped(self.name, exc) from exc
         finally:
             elapsed = time.perf_counter() - start
             add_upstream_time(elapsed)
@@ -315,7 +263,7 @@ class Upstream:
         reply: UpstreamStream | None = None
         try:
             async with (
-                self._map_errors(),
+                map_errors(self.name),
                 self.session.request(
                     method,
                     self.url(path),
@@ -327,7 +275,9 @@ class Upstream:
                 self._sent.inc(size)
                 if 300 <= r.status < 400:
                     raise self._redirected(r.status)
-                reply = UpstreamStream(self, r)
+                reply = UpstreamStream(
+                    self.name, r, self.max_response_bytes, self._received
+                )
                 yield reply
         finally:
             elapsed = time.perf_counter() - start
@@ -362,7 +312,7 @@ class Upstream:
         outcome = "error"
         try:
             async with (
-                self._map_errors(),
+                map_errors(self.name),
                 self.session.get(url, headers=headers, allow_redirects=False) as r,
             ):
                 outcome = f"{r.status // 100}xx"
@@ -376,73 +326,6 @@ class Upstream:
 
     def received(self, size: int) -> None:
         self._received.inc(size)
-
-    def _too_large(self, cap: int) -> UpstreamProtocolError:
-        return UpstreamProtocolError(
-            f"provider '{self.name}' sent a reply over {cap} bytes",
-            provider=self.name,
-            code="upstream_reply_too_large",
-        )
-
-    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
-        cap = self.max_response_bytes
-        length = resp.content_length
-        if length is not None:
-            if length > cap:
-                raise self._too_large(cap)
-            # Content-Length counts the wire bytes: a compressed reply can inflate far
-            # past it, so only an identity body is read whole.
-            if resp.headers.get(hdrs.CONTENT_ENCODING, "identity") == "identity":
-                return await resp.read()
-        buf = bytearray()
-        async for chunk in resp.content.iter_chunked(256 * 1024):
-            buf += chunk
-            if len(buf) > cap:
-                raise self._too_large(cap)
-        return bytes(buf)
-
-    @contextlib.asynccontextmanager
-    async def _map_errors(self) -> AsyncIterator[None]:
-        try:
-            yield
-        except UpstreamError:
-            raise
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise self._mapped(exc) from exc
-
-    def _mapped(self, exc: TimeoutError | aiohttp.ClientError) -> UpstreamError:
-        """The proxy's error for an aiohttp client error (first match in the map)."""
-        for exc_type, cls, what, code, unsent in _ERROR_MAP:
-            if isinstance(exc, exc_type):
-                detail = (
-                    f" ({type(exc).__name__})" if cls is UpstreamUnavailable else ""
-                )
-                err = cls(
-                    f"provider '{self.name}' {what}{detail}",
-                    provider=self.name,
-                    code=code,
-                )
-                err.unsent = unsent
-                return err
-        raise AssertionError(exc)  # pragma: no cover - the map ends with base classes
-
-
-# aiohttp client exceptions → the proxy's errors, most specific first. `unsent`: the
-# request cannot have reached the provider, so retrying it cannot bill twice.
-_ERROR_MAP: tuple[tuple[type[BaseException], type[UpstreamError], str, str, bool], ...] = (
-    (aiohttp.ConnectionTimeoutError, UpstreamTimeout,
-     "did not accept a connection in time", "upstream_timeout", True),
-    (aiohttp.ClientConnectorError, UpstreamUnavailable,
-     "is unreachable", "upstream_unavailable", True),
-    (TimeoutError, UpstreamTimeout, "did not answer in time", "upstream_timeout", False),
-    (aiohttp.ClientPayloadError, UpstreamProtocolError,
-     "sent a malformed or truncated reply", "upstream_protocol_error", False),
-    (aiohttp.ClientResponseError, UpstreamProtocolError,
-     "sent an invalid HTTP reply", "upstream_protocol_error", False),
-    # Disconnects, resets and other connection failures after sending began.
-    (aiohttp.ClientError, UpstreamUnavailable,
-     "is unreachable", "upstream_unavailable", False),
-)  # fmt: skip
 
 
 def _fresh_body(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:

@@ -20,6 +20,7 @@ from proxy.errors import (
 from proxy.formwriter import Form, safe_filename
 from proxy.images import EXTENSIONS, b64, require_stored
 from proxy.models import (
+    FORWARDED_FIELDS,
     EditJob,
     EditResult,
     FileRef,
@@ -30,22 +31,6 @@ from proxy.models import (
 )
 from proxy.providers import _inputs, _replies
 from proxy.upstream import Upstream, UpstreamResponse
-
-# Typed job fields forwarded under their own names when set.
-_FORWARDED = (
-    "n",
-    "size",
-    "quality",
-    "background",
-    "output_format",
-    "output_compression",
-    "input_fidelity",
-    "moderation",
-    "response_format",
-    "partial_images",
-    "user",
-)
-
 
 # What json_body and multipart_form add after the scalar fields.
 _IMAGE_FIELDS = ("image", "image[]", "images", "mask")
@@ -58,12 +43,10 @@ def job_fields(job: EditJob, *, model: str) -> dict[str, Any]:
     later are refused too, so no second ``image`` part reaches the provider.
     """
     fields: dict[str, Any] = {"model": model, "prompt": job.prompt}
-    for name in _FORWARDED:
+    for name in FORWARDED_FIELDS:
         value = getattr(job, name)
         if value is not None:
             fields[name] = value
-    if job.metadata is not None:
-        fields["metadata"] = job.metadata
     if job.stream:
         fields["stream"] = True
     return _inputs.merge_extra(fields, job.extra, reserved=_IMAGE_FIELDS)

@@ -1,5 +1,6 @@
-"""The adapter interface and what every provider shares: config base, pool settings,
-authentication, and small pure helpers.
+"""The adapter interface and what every provider shares: pool settings, capabilities,
+the optional adapter protocols, and small pure helpers. Credentials live in the leaf
+``proxy.credentials`` and the config base in ``proxy.config_base``.
 
 An adapter turns one ``EditJob`` into one ``EditResult`` through the ``Upstream`` it is
 given; it never creates sessions, reads the environment or touches metrics.
@@ -7,21 +8,22 @@ given; it never creates sessions, reads the environment or touches metrics.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Annotated, ClassVar, Protocol, runtime_checkable
 
 import msgspec
 
+# Re-exported: adapters take their config base and credentials from here.
+from proxy.config_base import ConfigBase as ConfigBase
+from proxy.config_base import Seconds as Seconds
+from proxy.credentials import Auth as Auth
+from proxy.credentials import RequestSigner as RequestSigner
+from proxy.credentials import StaticKey as StaticKey
+
 if TYPE_CHECKING:
     from proxy.models import EditJob, EditResult
     from proxy.upstream import Upstream
-
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
-
-
-class ConfigBase(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    pass
 
 
 class Pool(ConfigBase, frozen=True, forbid_unknown_fields=True):
@@ -35,32 +37,6 @@ class Pool(ConfigBase, frozen=True, forbid_unknown_fields=True):
     # Image edits can take minutes at high quality.
     total_timeout_s: Seconds = 300.0
     read_timeout_s: Seconds = 300.0
-
-
-class Auth(Protocol):
-    """Supplies the credential headers for one upstream request."""
-
-    async def headers(self) -> Mapping[str, str]: ...
-
-    def secrets(self) -> Sequence[str]:
-        """Every secret this source holds now, to be redacted (``proxy.redact``)."""
-        ...
-
-
-class StaticKey:
-    """A fixed key sent in one header, e.g. ``Authorization: Bearer <key>``."""
-
-    __slots__ = ("_headers", "_key")
-
-    def __init__(self, header: str, key: str, *, prefix: str = "") -> None:
-        self._headers = {header: f"{prefix}{key}"}
-        self._key = key
-
-    async def headers(self) -> Mapping[str, str]:
-        return self._headers
-
-    def secrets(self) -> Sequence[str]:
-        return (self._key,)
 
 
 class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
@@ -111,21 +87,6 @@ class StreamingAdapter(Protocol):
     ) -> AbstractAsyncContextManager[AsyncGenerator[bytes, None]]:
         """Open the provider's event stream; raise an UpstreamError before yielding
         if the provider refused. Yields the raw body as it arrives."""
-        ...
-
-
-@runtime_checkable
-class RequestSigner(Protocol):
-    """An ``Auth`` whose headers depend on the request itself (AWS SigV4)."""
-
-    async def headers(self) -> Mapping[str, str]: ...
-
-    def secrets(self) -> Sequence[str]: ...
-
-    async def sign(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes
-    ) -> Mapping[str, str]:
-        """The headers to send: ``headers`` plus the signature over the request."""
         ...
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from proxy.config import MetricsAccess, Server
+from proxy.config import MetricsAccess, Server, Ui
 from proxy.providers.base import Pool
 from proxy.providers.openai import Config as OpenAIConfig
 from tests.deploy.names import exposed_names
@@ -47,6 +47,7 @@ def _section(readme: str, heading: str) -> list[str]:
     [
         ("### `server:`", Server),
         ("### `metrics:`", MetricsAccess),
+        ("### `ui:`", Ui),
         ("#### `pool:`", Pool),
         ("#### `providers.openai`", OpenAIConfig),
     ],

@@ -42,10 +42,19 @@ class StreamPlan:
     linger: bool = False  # after completing, write until the reader is gone
     as_json: bool = False  # ignore stream=true and answer a JSON images reply
     json_body: dict[str, Any] | None = None  # that reply, if not the default
+    # Real pictures (base64) for the partials in turn, the last also the final image;
+    # empty: the default stand-in bytes (tests/browser shows pictures in a page).
+    pictures: tuple[str, ...] = ()
     # What happened, for the test to check.
     sent: list[str] = field(default_factory=list)
     finished: bool = False
     reader_gone: bool = False
+
+
+def _picture(plan: StreamPlan, index: int) -> str:
+    if plan.pictures:
+        return plan.pictures[min(index, len(plan.pictures) - 1)]
+    return partial_b64(index, plan.partial_size)
 
 
 async def _until_gone(resp: web.StreamResponse) -> None:
@@ -73,7 +82,7 @@ async def stream_reply(request: web.Request, plan: StreamPlan) -> web.StreamResp
         for i in range(plan.partials):
             name = f"{kind}.partial_image"
             body = {"type": name, "partial_image_index": i,
-                    "b64_json": partial_b64(i, plan.partial_size), **common}  # fmt: skip
+                    "b64_json": _picture(plan, i), **common}  # fmt: skip
             await resp.write(_event(name, body, crlf=plan.crlf))
             plan.sent.append(name)
             if i == 0 and plan.gate is not None:
@@ -90,7 +99,8 @@ async def stream_reply(request: web.Request, plan: StreamPlan) -> web.StreamResp
             await resp.write(_event("error", err, crlf=plan.crlf))
         else:
             name = f"{kind}.completed"
-            body = {"type": name, "b64_json": partial_b64(9), "usage": USAGE, **common}
+            final = plan.pictures[-1] if plan.pictures else partial_b64(9)
+            body = {"type": name, "b64_json": final, "usage": USAGE, **common}
             await resp.write(_event(name, body, crlf=plan.crlf))
             plan.sent.append(name)
         if plan.linger:

@@ -306,7 +306,7 @@ async def test_lua_month_matches_the_utc_calendar(redis: RedisServer) -> None:
     """The scripts derive the budget month from Redis' clock; check their calendar."""
     import redis.asyncio as aioredis
 
-    from proxy.limits import DAY_S, month_id
+    from proxy.quotas import DAY_S, month_id
     from proxy.redis_store import _LUA_MONTH
 
     script = _LUA_MONTH + (

@@ -110,6 +110,7 @@ async def test_models_lists_served_models_with_capabilities(
     assert all(m["object"] == "model" for m in body["data"])
     assert by_id["azure/house"]["capabilities"] == {
         "edit": True, "generate": True, "mask": True, "max_images": 16,
+        "streaming": False,
     }  # fmt: skip
     assert by_id["openai/gpt-image-2"]["provider"] == "openai"
 
@@ -153,9 +154,11 @@ async def test_models_lists_configured_names_of_every_adapter(
     assert by_id["amazon/stability.sd3-5-large-v1:0"]["max_images"] == 1
     assert by_id["bfl/flux-pro-1.0-fill"] == {
         "edit": True, "generate": False, "mask": True, "max_images": 1,
+        "streaming": False,
     }  # fmt: skip
     assert by_id["bfl/flux-pro-1.1"] == {
         "edit": False, "generate": True, "mask": False, "max_images": 0,
+        "streaming": False,
     }  # fmt: skip
     assert by_id["bfl/flux-kontext-pro"]["mask"] is False
     assert "replicate/black-forest-labs/flux-kontext-pro" in by_id

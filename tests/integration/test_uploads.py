@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
-from proxy.filestore import ORPHAN_GRACE_S
+from proxy.upload_store import ORPHAN_GRACE_S
 from proxy.workers import MULTIPROC_ENV
 from tests.conftest import AiohttpServer, StartProxy, build_config
 from tests.fakes.openai import FakeOpenAI

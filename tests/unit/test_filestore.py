@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from proxy.config import Files
+from proxy.config import UploadStoreConfig
 from proxy.errors import InsufficientStorage, InvalidRequest, PayloadTooLarge
-from proxy.filestore import ORPHAN_GRACE_S, FileStore, StoredFile
 from proxy.tasks import TaskGroup
+from proxy.upload_store import ORPHAN_GRACE_S, StoredFile, UploadStore
 
 
 class Clock:
@@ -36,7 +36,7 @@ def _names(path: Path) -> list[str]:
     return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
 
 
-async def _listed(store: FileStore, **query: Any) -> list[StoredFile]:
+async def _listed(store: UploadStore, **query: Any) -> list[StoredFile]:
     return (await store.list(**query)).files
 
 
@@ -47,8 +47,9 @@ async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
 
 def _store(
     tmp_path: Path, clock: Clock, *, keyed: bool = False, **config: float
-) -> FileStore:
-    return FileStore(Files(**config), str(tmp_path), keyed=keyed, clock=clock)  # type: ignore[arg-type]
+) -> UploadStore:
+    settings = UploadStoreConfig(**config)  # type: ignore[arg-type]
+    return UploadStore(settings, str(tmp_path), keyed=keyed, clock=clock)
 
 
 async def test_save_get_list_and_owners(tmp_path: Path) -> None:

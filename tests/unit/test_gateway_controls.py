@@ -15,11 +15,11 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
 from proxy.__main__ import main
-from proxy.auth import hash_key
+from proxy.client_keys import hash_key
 from proxy.config import ConfigError, parse_config
 from proxy.controls import BreakerPolicy, ClientKey, RetryPolicy, exposure_error
 from proxy.errors import CircuitOpen
-from proxy.limits import MemoryStore, month_reset
+from proxy.quotas import MemoryQuotas, month_reset
 from proxy.resilience import CircuitBreaker, State, backoff_s, retry_after_s
 from tests.gateway import sha
 
@@ -158,7 +158,7 @@ class Clock:
 async def test_memory_budgets_reset_with_the_utc_day_and_month() -> None:
     start = datetime(2026, 12, 31, 23, 59, tzinfo=UTC).timestamp()
     clock = Clock(start)
-    store = MemoryStore(clock)
+    store = MemoryQuotas(clock)
     rule = ClientKey(sha256=sha("k"), budget_usd_day=1.0, budget_usd_month=5.0)
     assert await store.admit("a", rule, "l1") is None
     await store.add_spend("a", 1.0)
@@ -181,7 +181,7 @@ async def test_memory_budgets_reset_with_the_utc_day_and_month() -> None:
 
 async def test_memory_rpm_window_slides() -> None:
     clock = Clock(1000.0)
-    store = MemoryStore(clock)
+    store = MemoryQuotas(clock)
     rule = ClientKey(sha256=sha("k"), rpm=2)
     assert await store.admit("a", rule, "1") is None
     clock.now += 30

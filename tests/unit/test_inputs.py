@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import Fetch, Files
+from proxy.config import Fetch, UploadStoreConfig
 from proxy.errors import InvalidRequest, NotFound
 from proxy.fetch import Fetcher, make_ssl_context
-from proxy.filestore import FileStore
 from proxy.inputs import resolve_inputs
 from proxy.models import EditJob, FileRef, ImageInput, RemoteImage, StoredImage
 from proxy.providers.base import Capabilities
-from proxy.uploads import UploadSet
+from proxy.tempfiles import UploadSet
+from proxy.upload_store import UploadStore
 from tests.fakes.images_host import MapResolver
 from tests.images import png
 
@@ -26,11 +26,11 @@ async def _one(data: bytes) -> AsyncIterator[bytes]:
 
 
 @pytest.fixture
-async def parts(tmp_path: Path) -> tuple[FileStore, Fetcher, str]:
+async def parts(tmp_path: Path) -> tuple[UploadStore, Fetcher, str]:
     store_dir, temp_dir = tmp_path / "store", tmp_path / "tmp"
     store_dir.mkdir()
     temp_dir.mkdir()
-    store = FileStore(Files(), str(store_dir))
+    store = UploadStore(UploadStoreConfig(), str(store_dir))
     fetcher = Fetcher(
         Fetch(),
         resolver=MapResolver({}),
@@ -52,7 +52,7 @@ def _job(*images: ImageInput, mask: ImageInput | None = None) -> EditJob:
 
 
 async def test_unknown_file_id_is_404_without_provider_ids(
-    parts: tuple[FileStore, Fetcher, str],
+    parts: tuple[UploadStore, Fetcher, str],
 ) -> None:
     store, fetcher, temp = parts
     async with UploadSet(temp) as uploads:
@@ -67,7 +67,7 @@ async def test_unknown_file_id_is_404_without_provider_ids(
 
 
 async def test_stored_file_is_linked_and_kept_after_delete(
-    parts: tuple[FileStore, Fetcher, str],
+    parts: tuple[UploadStore, Fetcher, str],
 ) -> None:
     store, fetcher, temp = parts
     image = png(3, 3)
@@ -92,7 +92,7 @@ async def test_stored_file_is_linked_and_kept_after_delete(
 
 
 async def test_passed_through_urls_still_obey_the_scheme_rule(
-    parts: tuple[FileStore, Fetcher, str],
+    parts: tuple[UploadStore, Fetcher, str],
 ) -> None:
     store, fetcher, temp = parts
     async with UploadSet(temp) as uploads:

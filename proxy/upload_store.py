@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 
 import aiofiles
 
-from proxy import filedisk as disk
 from proxy import leftovers
-from proxy.config import Files
+from proxy import upload_disk as disk
+from proxy.config import UploadStoreConfig
 from proxy.errors import InsufficientStorage, InvalidRequest, PayloadTooLarge
-from proxy.filedisk import ORPHAN_GRACE_S, StoredFile, owner_dir
+from proxy.upload_disk import ORPHAN_GRACE_S, StoredFile, owner_dir
 
-__all__ = ["ORPHAN_GRACE_S", "Draft", "FileStore", "Page", "StoredFile", "owner_dir"]
+__all__ = ["ORPHAN_GRACE_S", "Draft", "Page", "StoredFile", "UploadStore", "owner_dir"]
 
 log = logging.getLogger("imagegate")
 
@@ -73,10 +73,10 @@ class Page:
     has_more: bool
 
 
-class FileStore:
+class UploadStore:
     def __init__(
         self,
-        config: Files,
+        config: UploadStoreConfig,
         directory: str,
         *,
         keyed: bool = False,

@@ -1,6 +1,6 @@
 """The upload store's files on disk: records, owner directories and debris.
 
-Blocking helpers for ``proxy.filestore``, which calls them in threads (except the
+Blocking helpers for ``proxy.upload_store``, which calls them in threads (except the
 pure ones). Each owner has a directory (``key-<name>``, ``anonymous``); in it a file is
 ``<id>.bin`` with its record ``<id>.json``, and an upload still being written is
 ``<id>.<process tag>.part``.

@@ -105,7 +105,16 @@ def refusal_error(name: str, rule: ClientKey, refusal: Refusal) -> RateLimited:
     )
 
 
-class LimitStore(Protocol):
+class KeyUsage(NamedTuple):
+    """What a key has used, read without changing anything (``GET /v3/usage``)."""
+
+    spent_day: int  # micro-USD this UTC day, holds of requests in flight included
+    spent_month: int  # micro-USD this calendar month (UTC), the same
+    requests_last_minute: int  # counted only for a key with an rpm limit
+    in_flight: int  # counted only for a key with limits (Redis: with concurrency)
+
+
+class QuotaStore(Protocol):
     async def admit(self, name: str, rule: ClientKey, lease: str) -> Refusal | None:
         """Check and record one request; a Refusal says why it may not go ahead."""
         ...
@@ -124,6 +133,10 @@ class LimitStore(Protocol):
 
     async def add_spend(self, name: str, usd: float) -> None: ...
 
+    async def usage(self, name: str) -> KeyUsage:
+        """The key's spend and counters now; read-only."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -135,8 +148,8 @@ class _KeyState:
     month: tuple[int, int] = (0, 0)  # (yyyymm, micro-USD spent)
 
 
-class MemoryStore:
-    """One process's limits. Every method runs without awaiting, so each is atomic."""
+class MemoryQuotas:
+    """One process's quotas. Every method runs without awaiting, so each is atomic."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
@@ -209,6 +222,21 @@ class MemoryStore:
 
     async def add_spend(self, name: str, usd: float) -> None:
         self._add(self._state(name), self._clock(), micro_usd(usd))
+
+    async def usage(self, name: str) -> KeyUsage:
+        # .get, not _state(): reading must not create an entry for a key.
+        st = self._keys.get(name)
+        if st is None:
+            return KeyUsage(0, 0, 0, 0)
+        now = self._clock()
+        day, month = int(now // DAY_S), month_id(now)
+        return KeyUsage(
+            spent_day=st.day[1] if st.day[0] == day else 0,
+            spent_month=st.month[1] if st.month[0] == month else 0,
+            # admit() drops hits as old as the window; the same cut, without the drop.
+            requests_last_minute=sum(1 for t in st.hits if t > now - WINDOW_S),
+            in_flight=st.inflight,
+        )
 
     @staticmethod
     def _add(st: _KeyState, now: float, amount: int) -> None:
