@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.conftest import AiohttpServer, StartProxy
+from tests.conftest import AiohttpServer, StartGateway, StartProxy
 from tests.fakes.base import Reply
 from tests.fakes.vertex import FakeVertex, key_file, new_key
 from tests.images import png
@@ -140,16 +140,15 @@ async def test_unreadable_key_file_is_a_503(
 
 
 async def test_access_token_from_the_environment(
-    aiohttp_server: AiohttpServer, start_proxy: StartProxy
+    start_gateway: StartGateway,
 ) -> None:
     fake = FakeVertex(None, token="ya29.from-env")
-    server = await aiohttp_server(fake.app)
-    proxy = await start_proxy(
-        {"vertex": {"base_url": str(server.make_url("/v1")), "project": "p",
-                    "location": "europe-west4", "auth": "access_token",
-                    "api_key_env": "VERTEX_TOKEN"}},
-        environ={"VERTEX_TOKEN": "ya29.from-env"},
+    gateway = await start_gateway(
+        "vertex", fake=fake, environ={"VERTEX_TOKEN": "ya29.from-env"},
+        section={"project": "p", "location": "europe-west4", "auth": "access_token",
+                 "api_key_env": "VERTEX_TOKEN"},
     )  # fmt: skip
+    proxy = gateway.proxy
     client = await _sdk(proxy)
     result = await client.images.edit(model=EDIT, image=_image(), prompt="x")
     await client.close()
