@@ -8,12 +8,14 @@ share it instead of each test module repeating it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.fakes.azure import FakeAzure
 from tests.fakes.bedrock import AWS_ENV, FakeBedrock
@@ -75,9 +77,15 @@ async def _google(aiohttp_server: AiohttpServer, tmp: Path, fake: Any) -> Served
                   {"GEMINI_API_KEY": UPSTREAM_KEY})  # fmt: skip
 
 
+@functools.cache
+def service_account_key() -> rsa.RSAPrivateKey:
+    """One RSA key for every Vertex fake of the run: generating one takes a while."""
+    return new_key()
+
+
 async def _vertex(aiohttp_server: AiohttpServer, tmp: Path, fake: Any) -> Served:
     # A fake given by the caller brings its own credentials (e.g. an access token).
-    private = None if fake else new_key()
+    private = None if fake else service_account_key()
     fake = fake or FakeVertex(private.public_key() if private else None)
     server = await aiohttp_server(fake.app)
     fake.url = str(server.make_url("/v1"))
