@@ -11,7 +11,7 @@ import typing
 import openai
 import pytest
 
-from proxy.providers import ProviderConfig
+from proxy.providers.registry import ProviderConfig
 from tests.conftest import UPSTREAM_KEY, StartGateway
 from tests.contract import CASES, IDS, LEAK, MAX_REPLY, PARAMS, Env, start_env
 from tests.fakes.base import OUTPUT_PNG, Reply
