@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,15 @@ from proxy.config import Config, parse_config
 from proxy.logs import JsonFormatter
 from tests.fakes.bedrock import SECRET_KEY, SESSION_TOKEN
 from tests.fakes.openai import FakeOpenAI
+from tests.fakes.registry import FAKES, UPSTREAM_KEY, AiohttpServer, Served
 from tests.gateway import Gate
 
-UPSTREAM_KEY = "sk-upstream-test"
+__all__ = ["UPSTREAM_KEY", "AiohttpServer"]
+
 CLIENT_KEY = "client-key-never-forwarded"
 
-AiohttpServer = Callable[..., Awaitable[TestServer]]
 StartProxy = Callable[..., Awaitable[TestServer]]
+ServeFake = Callable[..., Awaitable[Served]]
 
 
 class SecretAudit(logging.Handler):
@@ -102,10 +105,18 @@ def leftover_files(root: Path) -> list[str]:
 
 
 @pytest.fixture
-async def fake_openai(aiohttp_server: AiohttpServer) -> FakeOpenAI:
-    fake = FakeOpenAI(UPSTREAM_KEY)
-    server = await aiohttp_server(fake.app)
-    fake.url = str(server.make_url("/v1"))  # type: ignore[attr-defined]
+def serve_fake(aiohttp_server: AiohttpServer, tmp_path: Path) -> ServeFake:
+    """Starts the fake for a provider type (or the given fake instance)."""
+
+    async def serve(kind: str = "openai", fake: Any = None) -> Served:
+        return await FAKES[kind](aiohttp_server, tmp_path, fake)
+
+    return serve
+
+
+@pytest.fixture
+async def fake_openai(serve_fake: ServeFake) -> FakeOpenAI:
+    fake: FakeOpenAI = (await serve_fake("openai")).fake
     return fake
 
 
@@ -116,12 +127,11 @@ def build_config(temp_root: Path, providers: dict[str, Any], **sections: Any) ->
 
 
 @pytest.fixture
-async def held(aiohttp_server: AiohttpServer) -> AsyncIterator[tuple[FakeOpenAI, Gate]]:
+async def held(serve_fake: ServeFake) -> AsyncIterator[tuple[FakeOpenAI, Gate]]:
     """A fake OpenAI whose requests wait at a gate the test opens."""
     fake, gate = FakeOpenAI(UPSTREAM_KEY), Gate()
     gate.install(fake.app)
-    server = await aiohttp_server(fake.app)
-    fake.url = str(server.make_url("/v1"))  # type: ignore[attr-defined]
+    await serve_fake("openai", fake)
     yield fake, gate
     gate.open()
 
@@ -149,6 +159,70 @@ def start_proxy(
         )
 
     return start
+
+
+@dataclass
+class Gateway:
+    """A fake provider and the proxy configured for it."""
+
+    served: Served
+    proxy: TestServer
+    clients: list[openai.AsyncOpenAI] = field(default_factory=list)
+
+    @property
+    def fake(self) -> Any:
+        return self.served.fake
+
+    def sdk(self, key: str = CLIENT_KEY) -> openai.AsyncOpenAI:
+        """The official SDK pointed at the proxy; closed when the test ends."""
+        client = openai.AsyncOpenAI(
+            base_url=str(self.proxy.make_url("/v3")), api_key=key, max_retries=0
+        )
+        self.clients.append(client)
+        return client
+
+
+StartGateway = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def start_gateway(
+    serve_fake: ServeFake, start_proxy: StartProxy
+) -> AsyncIterator[StartGateway]:
+    """The one "fake provider + proxy" fixture, by provider type.
+
+    ``section`` overrides keys of the provider's config section (or is a function of
+    the served fake giving them, for values such as its URL; None drops a key back to
+    the config default); ``name`` configures
+    it under another name (with ``type``); ``fake`` serves a prepared fake instance;
+    ``environ`` replaces the fake's environment; other keywords are config sections.
+    """
+    started: list[Gateway] = []
+
+    async def start(
+        kind: str = "openai",
+        *,
+        section: dict[str, Any] | Callable[[Served], dict[str, Any]] | None = None,
+        name: str | None = None,
+        fake: Any = None,
+        environ: dict[str, str] | None = None,
+        **sections: Any,
+    ) -> Gateway:
+        served = await serve_fake(kind, fake)
+        overrides = section(served) if callable(section) else section
+        body = {**served.section, **(overrides or {})}
+        body = {k: v for k, v in body.items() if v is not None}
+        if name is not None:
+            body = {"type": kind, **body}
+        env = served.environ if environ is None else environ
+        proxy = await start_proxy({name or kind: body}, environ=env, **sections)
+        started.append(Gateway(served, proxy))
+        return started[-1]
+
+    yield start
+    for gateway in started:
+        for client in gateway.clients:
+            await client.close()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import shutil
@@ -81,6 +82,26 @@ async def edit_multipart(
         s.post(proxy.make_url("/v3/images/edits"), data=form, headers=headers) as r,
     ):
         return r.status, await r.json(), dict(r.headers)
+
+
+def data_url(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def edit_body(model: str, images: int = 1, **fields: Any) -> dict[str, Any]:
+    """A JSON edit request with ``images`` distinct data-URL images."""
+    refs = [{"image_url": data_url(png(8, 8, seed=i))} for i in range(images)]
+    return {"model": model, "prompt": "a hat", "images": refs, **fields}
+
+
+async def post_json(
+    server: TestServer, path: str, body: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(server.make_url(path), json=body) as r,
+    ):
+        return r.status, await r.json()
 
 
 async def get_text(server: TestServer, path: str) -> str:

@@ -26,7 +26,14 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
-from tests.conftest import UPSTREAM_KEY, AiohttpServer, StartProxy, build_config
+from tests.conftest import (
+    UPSTREAM_KEY,
+    AiohttpServer,
+    ServeFake,
+    StartGateway,
+    StartProxy,
+    build_config,
+)
 from tests.fakes.openai import FakeOpenAI, Reply
 from tests.fakes.sse import StreamPlan
 from tests.fakes.stabilityai import FakeStability
@@ -181,16 +188,12 @@ async def test_failed_call_gives_its_reservation_back(
 
 
 async def test_fan_out_with_failures_charges_the_calls_that_answered(
-    aiohttp_server: AiohttpServer, start_proxy: StartProxy, backend: dict[str, Any]
+    start_gateway: StartGateway, backend: dict[str, Any]
 ) -> None:
-    fake = FakeStability(UPSTREAM_KEY)
-    fake.url = str((await aiohttp_server(fake.app)).make_url(""))
-    proxy = await start_proxy(
-        {"stabilityai": {"base_url": fake.url}},
-        environ={"STABILITY_API_KEY": UPSTREAM_KEY},
-        keys=_keys(budget_usd_day=0.2),
-        **backend,
+    gateway = await start_gateway(
+        "stabilityai", keys=_keys(budget_usd_day=0.2), **backend
     )
+    fake, proxy = gateway.fake, gateway.proxy
     failure = Reply(status=500, body=fake.error_body(500, "boom"))
     fake.script(Reply(), Reply(), Reply(), Reply(), failure, failure)
     status, body, _ = await generate(proxy, KEY_A, "stabilityai/core", n=6)
@@ -345,12 +348,11 @@ async def test_abandoned_stream_is_charged_its_worst_case(
 
 
 async def _stability_pair(
-    aiohttp_server: AiohttpServer, start_proxy: StartProxy, budget: float
+    serve_fake: ServeFake, start_proxy: StartProxy, budget: float
 ) -> tuple[TestServer, FakeStability, FakeStability]:
     """``stabilityai/core`` falling back to ``backup/core``, each on its own fake."""
-    primary, backup = FakeStability(UPSTREAM_KEY), FakeStability(UPSTREAM_KEY)
-    for fake in (primary, backup):
-        fake.url = str((await aiohttp_server(fake.app)).make_url(""))
+    primary: FakeStability = (await serve_fake("stabilityai")).fake
+    backup: FakeStability = (await serve_fake("stabilityai")).fake
     proxy = await start_proxy(
         {
             "stabilityai": {"base_url": primary.url},
@@ -366,9 +368,9 @@ async def _stability_pair(
 
 
 async def test_fallback_chain_charges_every_call_that_made_an_image(
-    aiohttp_server: AiohttpServer, start_proxy: StartProxy
+    serve_fake: ServeFake, start_proxy: StartProxy
 ) -> None:
-    proxy, primary, backup = await _stability_pair(aiohttp_server, start_proxy, 0.4)
+    proxy, primary, backup = await _stability_pair(serve_fake, start_proxy, 0.4)
     status, body, _ = await generate(proxy, KEY_A, "stabilityai/core", n=6)
     assert status == 200, body
     assert body["provider"] == "backup"
@@ -378,9 +380,9 @@ async def test_fallback_chain_charges_every_call_that_made_an_image(
 
 
 async def test_fallback_whose_worst_case_does_not_fit_is_not_sent(
-    aiohttp_server: AiohttpServer, start_proxy: StartProxy
+    serve_fake: ServeFake, start_proxy: StartProxy
 ) -> None:
-    proxy, primary, backup = await _stability_pair(aiohttp_server, start_proxy, 0.25)
+    proxy, primary, backup = await _stability_pair(serve_fake, start_proxy, 0.25)
     # $0.18 reserved fits; after $0.12 spent on the primary, the backup's $0.18 does not.
     status, body, _ = await generate(proxy, KEY_A, "stabilityai/core", n=6)
     assert status == 429, body

@@ -8,17 +8,19 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.conftest import UPSTREAM_KEY, AiohttpServer, StartProxy, leftover_files
+from tests.conftest import (
+    ServeFake,
+    StartProxy,
+    leftover_files,
+)
 from tests.fakes.openai import FakeOpenAI, Reply
 from tests.gateway import generate, key_entry, metric, providers_for, sdk_for
 from tests.images import png
 
 
 @pytest.fixture
-async def backup(aiohttp_server: AiohttpServer) -> FakeOpenAI:
-    fake = FakeOpenAI(UPSTREAM_KEY)
-    server = await aiohttp_server(fake.app)
-    fake.url = str(server.make_url("/v1"))  # type: ignore[attr-defined]
+async def backup(serve_fake: ServeFake) -> FakeOpenAI:
+    fake: FakeOpenAI = (await serve_fake("openai")).fake
     return fake
 
 

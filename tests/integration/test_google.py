@@ -12,7 +12,7 @@ import openai
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import UPSTREAM_KEY, AiohttpServer, StartProxy
+from tests.conftest import UPSTREAM_KEY, StartGateway
 from tests.fakes.base import OUTPUT_B64, OUTPUT_PNG, Reply
 from tests.fakes.google import FakeGemini
 from tests.images import png
@@ -23,18 +23,14 @@ CALL_COST = (10 * 0.30 + 1290 * 0.30 + 10 * 2.50 + 1290 * 30.00) / 1_000_000
 
 
 @pytest.fixture
-async def fake(aiohttp_server: AiohttpServer) -> FakeGemini:
-    fake = FakeGemini(UPSTREAM_KEY)
-    server = await aiohttp_server(fake.app)
-    fake.url = str(server.make_url("/v1beta"))
-    return fake
+def fake() -> FakeGemini:
+    """Served by the ``proxy`` fixture (or by a test's own ``start_gateway``)."""
+    return FakeGemini(UPSTREAM_KEY)
 
 
 @pytest.fixture
-async def proxy(start_proxy: StartProxy, fake: FakeGemini) -> TestServer:
-    return await start_proxy(
-        {"google": {"base_url": fake.url}}, environ={"GEMINI_API_KEY": UPSTREAM_KEY}
-    )
+async def proxy(start_gateway: StartGateway, fake: FakeGemini) -> TestServer:
+    return (await start_gateway("google", fake=fake)).proxy
 
 
 @pytest.fixture
@@ -217,11 +213,12 @@ async def test_remote_image_urls_are_refused(
 
 
 async def test_invalid_key_reported_as_http_400_is_a_502(
-    start_proxy: StartProxy, fake: FakeGemini
+    start_gateway: StartGateway, fake: FakeGemini
 ) -> None:
-    proxy = await start_proxy(
-        {"google": {"base_url": fake.url}}, environ={"GEMINI_API_KEY": "wrong"}
+    gateway = await start_gateway(
+        "google", fake=fake, environ={"GEMINI_API_KEY": "wrong"}
     )
+    proxy = gateway.proxy
     async with aiohttp.ClientSession() as client:
         resp = await client.post(
             proxy.make_url("/v3/images/generations"),
@@ -234,8 +231,10 @@ async def test_invalid_key_reported_as_http_400_is_a_502(
     assert fake.last.headers["x-goog-api-key"] == "wrong"
 
 
-async def test_unset_key_is_a_503(start_proxy: StartProxy, fake: FakeGemini) -> None:
-    proxy = await start_proxy({"google": {"base_url": fake.url}}, environ={})
+async def test_unset_key_is_a_503(
+    start_gateway: StartGateway, fake: FakeGemini
+) -> None:
+    proxy = (await start_gateway("google", fake=fake, environ={})).proxy
     async with aiohttp.ClientSession() as client:
         resp = await client.post(
             proxy.make_url("/v3/images/generations"),

@@ -28,10 +28,14 @@ import openai
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import UPSTREAM_KEY, AiohttpServer, StartProxy
+from tests.conftest import (
+    UPSTREAM_KEY,
+    ServeFake,
+    StartGateway,
+)
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.stabilityai import FakeStability
-from tests.fakes.vertex import FakeVertex, key_file, new_key
+from tests.fakes.vertex import FakeVertex
 from tests.images import flat_png, png, png_chunk
 
 HUGE = 13000
@@ -54,31 +58,21 @@ Start = Callable[[str], Awaitable[Target]]
 
 
 @pytest.fixture
-def start(
-    aiohttp_server: AiohttpServer, start_proxy: StartProxy, tmp_path: Path
-) -> Start:
+def start(start_gateway: StartGateway) -> Start:
     async def go(provider: str) -> Target:
         if provider == "vertex":
-            private = new_key()
-            vertex = FakeVertex(private.public_key())
-            server = await aiohttp_server(vertex.app)
-            key_path = tmp_path / "sa.json"
-            key_path.write_bytes(key_file(private, str(server.make_url("/token"))))
-            proxy = await start_proxy(
-                {"vertex": {"base_url": str(server.make_url("/v1")),
-                            "project": "p"}},
-                environ={"GOOGLE_APPLICATION_CREDENTIALS": str(key_path)},
-            )  # fmt: skip
+            gateway = await start_gateway("vertex", section={"project": "p"})
+            vertex: FakeVertex = gateway.fake
             return Target(
-                proxy, "vertex/imagen-3.0-capability-001", lambda: len(vertex.bodies)
+                gateway.proxy,
+                "vertex/imagen-3.0-capability-001",
+                lambda: len(vertex.bodies),
             )
-        stability = FakeStability(UPSTREAM_KEY)
-        server = await aiohttp_server(stability.app)
-        proxy = await start_proxy(
-            {"stabilityai": {"base_url": str(server.make_url(""))}},
-            environ={"STABILITY_API_KEY": UPSTREAM_KEY},
+        gateway = await start_gateway("stabilityai")
+        stability: FakeStability = gateway.fake
+        return Target(
+            gateway.proxy, "stabilityai/inpaint", lambda: len(stability.received)
         )
-        return Target(proxy, "stabilityai/inpaint", lambda: len(stability.received))
 
     return go
 
@@ -215,10 +209,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-async def stability(aiohttp_server: AiohttpServer) -> str:
-    fake = FakeStability(UPSTREAM_KEY)
-    server = await aiohttp_server(fake.app)
-    return str(server.make_url(""))
+async def stability(serve_fake: ServeFake) -> str:
+    return str((await serve_fake("stabilityai")).server.make_url(""))
 
 
 async def test_pillow_warnings_reach_stderr_only_as_json(

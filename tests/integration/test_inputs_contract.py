@@ -9,71 +9,21 @@ for providers that do not stream.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import aiohttp
-import openai
 import pytest
-from aiohttp.test_utils import TestServer
 
-from tests.conftest import AiohttpServer, StartProxy
+from tests.conftest import StartGateway
+from tests.contract import IDS, IMAGE, MASK, MAX_REPLY, PARAMS, Env, start_env
 from tests.fakes.azure import FakeAzure
 from tests.fakes.openai import FakeOpenAI
-from tests.integration.test_provider_contract import (
-    CASES,
-    IMAGE,
-    MASK,
-    MAX_REPLY,
-    Case,
-    Started,
-)
 
 
-class Env:
-    def __init__(
-        self, case: Case, started: Started, proxy: TestServer, sdk: openai.AsyncOpenAI
-    ) -> None:
-        self.case = case
-        self.started = started
-        self.proxy = proxy
-        self.sdk = sdk
-
-    async def upload(self, data: bytes, name: str) -> str:
-        form = aiohttp.FormData()
-        form.add_field("file", data, filename=name)
-        async with aiohttp.ClientSession() as client:
-            resp = await client.post(self.proxy.make_url("/v3/upload"), data=form)
-            assert resp.status == 200
-            file_id: str = (await resp.json())["file_id"]
-            return file_id
-
-    async def edit_json(self, body: dict[str, Any]) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as client:
-            resp = await client.post(self.proxy.make_url("/v3/images/edits"), json=body)
-            return resp.status, await resp.json()
-
-
-@pytest.fixture(params=CASES, ids=[c.id for c in CASES])
-async def env(
-    request: pytest.FixtureRequest,
-    aiohttp_server: AiohttpServer,
-    start_proxy: StartProxy,
-    tmp_path: Path,
-) -> AsyncIterator[Env]:
-    case: Case = request.param
-    started = await case.start(aiohttp_server, tmp_path)
-    proxy = await start_proxy(
-        started.providers,
-        environ=started.environ,
-        limits={"max_response_bytes": MAX_REPLY},
+@pytest.fixture(params=PARAMS, ids=IDS)
+async def env(request: pytest.FixtureRequest, start_gateway: StartGateway) -> Env:
+    return await start_env(
+        start_gateway, request.param, limits={"max_response_bytes": MAX_REPLY}
     )
-    sdk = openai.AsyncOpenAI(
-        base_url=str(proxy.make_url("/v3")), api_key="client", max_retries=0
-    )
-    yield Env(case, started, proxy, sdk)
-    await sdk.close()
 
 
 def _data_url_bytes(ref: dict[str, str]) -> bytes:
@@ -91,7 +41,7 @@ async def test_edit_by_uploaded_file_id(env: Env) -> None:
     status, answer = await env.edit_json(body)
     assert status == 200, answer
     assert answer["provider"] == env.case.model.split("/")[0]
-    fake = env.started.fake
+    fake = env.fake
     if isinstance(fake, FakeOpenAI | FakeAzure):
         # OpenAI's JSON form (the contract's checks are for the SDK's multipart):
         # the stored bytes go as data URLs.
@@ -101,7 +51,7 @@ async def test_edit_by_uploaded_file_id(env: Env) -> None:
         if env.case.mask:
             assert _data_url_bytes(sent["mask"]) == MASK
     else:
-        env.started.check()
+        env.check()
 
 
 async def test_unknown_file_id(env: Env) -> None:
@@ -111,7 +61,7 @@ async def test_unknown_file_id(env: Env) -> None:
         "images": [{"file_id": "file-abc123"}],
     }
     status, answer = await env.edit_json(body)
-    fake = env.started.fake
+    fake = env.fake
     if isinstance(fake, FakeOpenAI):
         # OpenAI has file ids of its own: the id is passed through.
         assert status == 200, answer
@@ -144,7 +94,7 @@ async def test_stream_through_the_sdk(env: Env) -> None:
     assert "cost" in extra
     partials = [e for e in events if e.type == "image_edit.partial_image"]
     # Only OpenAI streams partial images; the others answer with the final image.
-    assert bool(partials) == isinstance(env.started.fake, FakeOpenAI)
+    assert bool(partials) == isinstance(env.fake, FakeOpenAI)
 
 
 async def test_generation_stream_through_the_sdk(env: Env) -> None:

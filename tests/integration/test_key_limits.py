@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
-from tests.conftest import UPSTREAM_KEY, AiohttpServer, build_config
+from tests.conftest import UPSTREAM_KEY, AiohttpServer, ServeFake, build_config
 from tests.fakes.openai import FakeOpenAI, Reply
 from tests.gateway import (
     KEY_A,
@@ -45,13 +45,10 @@ def redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-async def gate_fake(
-    aiohttp_server: AiohttpServer,
-) -> AsyncIterator[tuple[FakeOpenAI, Gate]]:
+async def gate_fake(serve_fake: ServeFake) -> AsyncIterator[tuple[FakeOpenAI, Gate]]:
     fake, gate = FakeOpenAI(UPSTREAM_KEY), Gate()
     gate.install(fake.app)
-    server = await aiohttp_server(fake.app)
-    fake.url = str(server.make_url("/v1"))  # type: ignore[attr-defined]
+    await serve_fake("openai", fake)
     gate.open()  # tests that hold requests clear it first
     yield fake, gate
     gate.open()

@@ -23,18 +23,16 @@ from proxy.hosts import host_allowed
 from proxy.metrics import Metrics
 from proxy.providers.base import StaticKey
 from proxy.upstream import Upstream
-from tests.conftest import UPSTREAM_KEY, AiohttpServer, StartProxy
+from tests import contract
+from tests.conftest import UPSTREAM_KEY, AiohttpServer, StartGateway, StartProxy
 from tests.fakes.base import OUTPUT_PNG, Reply
 from tests.fakes.bfl import FakeBFL
 from tests.fakes.elsewhere import DOCUMENT, Elsewhere, add_redirect
-from tests.fakes.openai import FakeOpenAI
 from tests.fakes.replicate import FakeReplicate
 from tests.fakes.vertex import FakeVertex, key_file, new_key
 from tests.gateway import generate
 from tests.images import png
-from tests.integration import test_provider_contract as contract
 
-CASES = contract.CASES
 BFL_MODEL = "bfl/flux-pro-1.1"
 REPLICATE_MODEL = "replicate/black-forest-labs/flux-kontext-pro"
 
@@ -47,26 +45,16 @@ async def elsewhere(aiohttp_server: AiohttpServer) -> Elsewhere:
     return host
 
 
-@pytest.fixture(params=CASES, ids=[c.id for c in CASES])
+@pytest.fixture(params=contract.PARAMS, ids=contract.IDS)
 async def redirecting(
-    request: pytest.FixtureRequest,
-    aiohttp_server: AiohttpServer,
-    start_proxy: StartProxy,
-    tmp_path: Path,
-    elsewhere: Elsewhere,
-) -> AsyncIterator[contract.Env]:
+    request: pytest.FixtureRequest, start_gateway: StartGateway, elsewhere: Elsewhere
+) -> contract.Env:
     """Each provider type, its API answering the edit with a 307 to ``elsewhere``."""
-    case: contract.Case = request.param
-    started = await case.start(aiohttp_server, tmp_path)
-    started.fake.script(
+    env = await contract.start_env(start_gateway, request.param)
+    env.fake.script(
         Reply(status=307, body=b"moved", headers={"Location": f"{elsewhere.url}/in"})
     )
-    proxy = await start_proxy(started.providers, environ=started.environ)
-    sdk = openai.AsyncOpenAI(
-        base_url=str(proxy.make_url("/v3")), api_key="client", max_retries=0
-    )
-    yield contract.Env(case, started, sdk)
-    await sdk.close()
+    return env
 
 
 async def test_api_redirect_is_a_502_and_is_not_followed(
@@ -83,12 +71,13 @@ async def test_api_redirect_is_a_502_and_is_not_followed(
 
 
 async def test_streamed_call_redirect_is_not_followed(
-    start_proxy: StartProxy, aiohttp_server: AiohttpServer, elsewhere: Elsewhere
+    start_gateway: StartGateway, elsewhere: Elsewhere
 ) -> None:
-    fake = FakeOpenAI(UPSTREAM_KEY)
-    server = await aiohttp_server(fake.app)
-    fake.script(Reply(status=307, body=b"", headers={"Location": elsewhere.url}))
-    proxy = await start_proxy({"openai": {"base_url": str(server.make_url("/v1"))}})
+    gateway = await start_gateway("openai")
+    gateway.fake.script(
+        Reply(status=307, body=b"", headers={"Location": elsewhere.url})
+    )
+    proxy = gateway.proxy
     form = aiohttp.FormData()
     for name, value in (("model", "openai/gpt-image-2"), ("prompt", "p")):
         form.add_field(name, value)
@@ -126,7 +115,7 @@ async def test_token_endpoint_redirect_is_not_followed(
 
 
 async def _bfl(
-    aiohttp_server: AiohttpServer, start_proxy: StartProxy, elsewhere: Elsewhere
+    start_gateway: StartGateway, elsewhere: Elsewhere
 ) -> tuple[FakeBFL, TestServer]:
     """A fake BFL whose own host has ``/moved`` (→ elsewhere), ``/hop`` (→ its own
     delivery path) and ``/internal.json``; only its own origin is allowed."""
@@ -139,18 +128,16 @@ async def _bfl(
         return web.Response(body=DOCUMENT, content_type="image/png")
 
     fake.app.router.add_get("/internal.json", internal)
-    server = await aiohttp_server(fake.app)
-    fake.url = str(server.make_url("")).rstrip("/")
-    section = {"base_url": f"{fake.url}/v1", "poll_interval_s": 0.01,
-               "allowed_hosts": [fake.url]}  # fmt: skip
-    proxy = await start_proxy({"bfl": section}, environ={"BFL_API_KEY": UPSTREAM_KEY})
-    return fake, proxy
+    gateway = await start_gateway(
+        "bfl", fake=fake, section=lambda s: {"allowed_hosts": [s.fake.url]}
+    )
+    return fake, gateway.proxy
 
 
 async def test_bfl_polling_url_redirect_is_not_followed(
-    aiohttp_server: AiohttpServer, start_proxy: StartProxy, elsewhere: Elsewhere
+    start_gateway: StartGateway, elsewhere: Elsewhere
 ) -> None:
-    fake, proxy = await _bfl(aiohttp_server, start_proxy, elsewhere)
+    fake, proxy = await _bfl(start_gateway, elsewhere)
     fake.script(Reply(body={"id": "j1", "polling_url": f"{fake.url}/moved"}))
     status, body, _ = await generate(proxy, None, BFL_MODEL)
     assert status == 502, body
@@ -167,13 +154,12 @@ async def test_bfl_polling_url_redirect_is_not_followed(
     ids=["redirect-elsewhere", "not-an-image"],
 )
 async def test_bfl_result_url_must_stay_home_and_be_an_image(
-    aiohttp_server: AiohttpServer,
-    start_proxy: StartProxy,
+    start_gateway: StartGateway,
     elsewhere: Elsewhere,
     sample: str,
     why: str,
 ) -> None:
-    fake, proxy = await _bfl(aiohttp_server, start_proxy, elsewhere)
+    fake, proxy = await _bfl(start_gateway, elsewhere)
     fake.sample = f"{fake.url}{sample}"
     status, body, _ = await generate(proxy, None, BFL_MODEL)
     assert status == 502, body
@@ -183,9 +169,9 @@ async def test_bfl_result_url_must_stay_home_and_be_an_image(
 
 
 async def test_bfl_result_redirect_on_its_own_host_is_followed_without_the_key(
-    aiohttp_server: AiohttpServer, start_proxy: StartProxy, elsewhere: Elsewhere
+    start_gateway: StartGateway, elsewhere: Elsewhere
 ) -> None:
-    fake, proxy = await _bfl(aiohttp_server, start_proxy, elsewhere)
+    fake, proxy = await _bfl(start_gateway, elsewhere)
     fake.sample = f"{fake.url}/hop"
     status, body, _ = await generate(proxy, None, BFL_MODEL)
     assert status == 200, body
@@ -195,28 +181,23 @@ async def test_bfl_result_redirect_on_its_own_host_is_followed_without_the_key(
 
 
 async def _replicate(
-    aiohttp_server: AiohttpServer, start_proxy: StartProxy, elsewhere: Elsewhere
+    start_gateway: StartGateway, elsewhere: Elsewhere
 ) -> tuple[FakeReplicate, TestServer]:
     fake = FakeReplicate(UPSTREAM_KEY)
     add_redirect(fake.app, "/moved", f"{elsewhere.url}/internal")
-    server = await aiohttp_server(fake.app)
-    fake.url = str(server.make_url("")).rstrip("/")
-    section = {"base_url": f"{fake.url}/v1", "poll_interval_s": 0.01,
-               "output_hosts": [fake.url]}  # fmt: skip
-    proxy = await start_proxy(
-        {"replicate": section}, environ={"REPLICATE_API_TOKEN": UPSTREAM_KEY}
+    gateway = await start_gateway(
+        "replicate", fake=fake, section=lambda s: {"output_hosts": [s.fake.url]}
     )
-    return fake, proxy
+    return fake, gateway.proxy
 
 
 @pytest.mark.parametrize("which", ["output", "get_url"])
 async def test_replicate_urls_redirecting_elsewhere_are_not_followed(
-    aiohttp_server: AiohttpServer,
-    start_proxy: StartProxy,
+    start_gateway: StartGateway,
     elsewhere: Elsewhere,
     which: str,
 ) -> None:
-    fake, proxy = await _replicate(aiohttp_server, start_proxy, elsewhere)
+    fake, proxy = await _replicate(start_gateway, elsewhere)
     fake.sync = which == "output"
     setattr(fake, which, f"{fake.url}/moved")
     status, body, _ = await generate(proxy, None, REPLICATE_MODEL)

@@ -7,8 +7,6 @@ token; the GCP access token minted at runtime), raw and URL-encoded.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -17,14 +15,17 @@ import openai
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import UPSTREAM_KEY, AiohttpServer, SecretAudit, StartProxy
+from tests import contract
+from tests.conftest import (
+    UPSTREAM_KEY,
+    SecretAudit,
+    StartGateway,
+)
 from tests.fakes.bedrock import SECRET_KEY, SESSION_TOKEN
-from tests.fakes.openai import FakeOpenAI, Reply
+from tests.fakes.openai import Reply
 from tests.fakes.sse import StreamPlan
 from tests.images import png
-from tests.integration import test_provider_contract as contract
 
-CASES = contract.CASES
 # What each provider type was sent, and so could echo; the rest send UPSTREAM_KEY.
 ECHOED = {
     "amazon": [SECRET_KEY, SESSION_TOKEN],
@@ -42,28 +43,18 @@ def _leaks(texts: list[str], secrets: list[str]) -> list[str]:
     return [t[:200] for t in texts if any(f in t for f in forms)]
 
 
-@pytest.fixture(params=CASES, ids=[c.id for c in CASES])
+@pytest.fixture(params=contract.PARAMS, ids=contract.IDS)
 async def env(
-    request: pytest.FixtureRequest,
-    aiohttp_server: AiohttpServer,
-    start_proxy: StartProxy,
-    tmp_path: Path,
-) -> AsyncIterator[contract.Env]:
-    case: contract.Case = request.param
-    started = await case.start(aiohttp_server, tmp_path)
-    proxy = await start_proxy(started.providers, environ=started.environ)
-    sdk = openai.AsyncOpenAI(
-        base_url=str(proxy.make_url("/v3")), api_key="client", max_retries=0
-    )
-    yield contract.Env(case, started, sdk)
-    await sdk.close()
+    request: pytest.FixtureRequest, start_gateway: StartGateway
+) -> contract.Env:
+    return await contract.start_env(start_gateway, request.param)
 
 
 @pytest.mark.parametrize("status", [400, 422, 429])
 async def test_provider_error_echoing_credentials_is_redacted(
     env: contract.Env, secret_audit: SecretAudit, status: int
 ) -> None:
-    secrets = ECHOED.get(env.case.id, [UPSTREAM_KEY])
+    secrets = ECHOED.get(env.kind, [UPSTREAM_KEY])
     env.script(status, _echo(secrets))
     seen = len(secret_audit.texts)
     with pytest.raises(openai.APIStatusError) as exc:
@@ -90,17 +81,16 @@ async def _generate(proxy: TestServer) -> tuple[int, Any, dict[str, str]]:
 
 
 async def test_echo_in_type_param_code_and_retry_after_is_redacted(
-    start_proxy: StartProxy, aiohttp_server: AiohttpServer, secret_audit: SecretAudit
+    start_gateway: StartGateway, secret_audit: SecretAudit
 ) -> None:
-    fake = FakeOpenAI(UPSTREAM_KEY)
-    server = await aiohttp_server(fake.app)
+    gateway = await start_gateway("openai")
+    fake, proxy = gateway.fake, gateway.proxy
     echo = f"key={UPSTREAM_KEY}"
     error = {"message": echo, "type": echo, "param": echo, "code": echo}
     fake.script(
         Reply(status=400, body={"error": error}),
         Reply(status=429, body={"error": error}, headers={"Retry-After": echo}),
     )
-    proxy = await start_proxy({"openai": {"base_url": str(server.make_url("/v1"))}})
     seen = len(secret_audit.texts)
     status, body, _ = await _generate(proxy)
     assert status == 400
@@ -114,14 +104,13 @@ async def test_echo_in_type_param_code_and_retry_after_is_redacted(
 
 
 async def test_streamed_error_event_echoing_the_key_is_redacted(
-    start_proxy: StartProxy, aiohttp_server: AiohttpServer
+    start_gateway: StartGateway,
 ) -> None:
-    fake = FakeOpenAI(UPSTREAM_KEY)
-    server = await aiohttp_server(fake.app)
-    fake.streams.append(
+    gateway = await start_gateway("openai")
+    gateway.fake.streams.append(
         StreamPlan(partials=1, error=True, error_message=_echo([UPSTREAM_KEY]))
     )
-    proxy = await start_proxy({"openai": {"base_url": str(server.make_url("/v1"))}})
+    proxy = gateway.proxy
     form = aiohttp.FormData()
     for name, value in (("model", "openai/gpt-image-2"), ("prompt", "p")):
         form.add_field(name, value)

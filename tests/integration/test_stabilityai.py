@@ -12,7 +12,7 @@ import openai
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import UPSTREAM_KEY, AiohttpServer, StartProxy
+from tests.conftest import UPSTREAM_KEY, StartGateway
 from tests.fakes.base import OUTPUT_B64, OUTPUT_PNG, Reply
 from tests.fakes.stabilityai import FakeStability
 from tests.images import png
@@ -21,19 +21,14 @@ IMAGE = png(8, 8, seed=5)
 
 
 @pytest.fixture
-async def fake(aiohttp_server: AiohttpServer) -> FakeStability:
-    fake = FakeStability(UPSTREAM_KEY)
-    server = await aiohttp_server(fake.app)
-    fake.url = str(server.make_url(""))
-    return fake
+def fake() -> FakeStability:
+    """Served by the ``proxy`` fixture (or by a test's own ``start_gateway``)."""
+    return FakeStability(UPSTREAM_KEY)
 
 
 @pytest.fixture
-async def proxy(start_proxy: StartProxy, fake: FakeStability) -> TestServer:
-    return await start_proxy(
-        {"stabilityai": {"base_url": fake.url}},
-        environ={"STABILITY_API_KEY": UPSTREAM_KEY},
-    )
+async def proxy(start_gateway: StartGateway, fake: FakeStability) -> TestServer:
+    return (await start_gateway("stabilityai", fake=fake)).proxy
 
 
 @pytest.fixture

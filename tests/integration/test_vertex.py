@@ -14,43 +14,40 @@ import openai
 import pytest
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.conftest import AiohttpServer, StartProxy
+from tests.conftest import ServeFake, StartGateway, StartProxy
 from tests.fakes.base import Reply
-from tests.fakes.vertex import FakeVertex, key_file, new_key
+from tests.fakes.registry import Served
+from tests.fakes.vertex import FakeVertex
 from tests.images import png
 
 EDIT = "vertex/imagen-3.0-capability-001"
 GENERATE = "vertex/imagen-4.0-generate-001"
 
 
-@pytest.fixture(scope="module")
-def private_key() -> rsa.RSAPrivateKey:
-    return new_key()
-
-
 @dataclass
 class Setup:
-    fake: FakeVertex
-    server: TestServer
-    key_path: Path
+    """The served Vertex fake, with its service-account key file."""
 
-    def providers(self, **extra: Any) -> dict[str, Any]:
-        section = {"base_url": str(self.server.make_url("/v1")),
-                   "project": "test-project", **extra}  # fmt: skip
-        return {"vertex": section}
+    served: Served
+
+    @property
+    def fake(self) -> FakeVertex:
+        fake: FakeVertex = self.served.fake
+        return fake
+
+    @property
+    def key_path(self) -> str:
+        return self.served.environ["GOOGLE_APPLICATION_CREDENTIALS"]
+
+    def providers(self) -> dict[str, Any]:
+        return {"vertex": self.served.section}
 
 
 @pytest.fixture
-async def setup(
-    aiohttp_server: AiohttpServer, tmp_path: Path, private_key: rsa.RSAPrivateKey
-) -> Setup:
-    fake = FakeVertex(private_key.public_key())
-    server = await aiohttp_server(fake.app)
-    key_path = tmp_path / "sa.json"
-    key_path.write_bytes(key_file(private_key, str(server.make_url("/token"))))
-    return Setup(fake, server, key_path)
+async def setup(serve_fake: ServeFake) -> Setup:
+    return Setup(await serve_fake("vertex"))
 
 
 async def _sdk(proxy: TestServer) -> openai.AsyncOpenAI:
@@ -65,7 +62,7 @@ async def sdk(
 ) -> AsyncIterator[openai.AsyncOpenAI]:
     proxy = await start_proxy(
         setup.providers(),
-        environ={"GOOGLE_APPLICATION_CREDENTIALS": str(setup.key_path)},
+        environ={"GOOGLE_APPLICATION_CREDENTIALS": setup.key_path},
     )
     client = await _sdk(proxy)
     yield client
@@ -140,16 +137,15 @@ async def test_unreadable_key_file_is_a_503(
 
 
 async def test_access_token_from_the_environment(
-    aiohttp_server: AiohttpServer, start_proxy: StartProxy
+    start_gateway: StartGateway,
 ) -> None:
     fake = FakeVertex(None, token="ya29.from-env")
-    server = await aiohttp_server(fake.app)
-    proxy = await start_proxy(
-        {"vertex": {"base_url": str(server.make_url("/v1")), "project": "p",
-                    "location": "europe-west4", "auth": "access_token",
-                    "api_key_env": "VERTEX_TOKEN"}},
-        environ={"VERTEX_TOKEN": "ya29.from-env"},
+    gateway = await start_gateway(
+        "vertex", fake=fake, environ={"VERTEX_TOKEN": "ya29.from-env"},
+        section={"project": "p", "location": "europe-west4", "auth": "access_token",
+                 "api_key_env": "VERTEX_TOKEN"},
     )  # fmt: skip
+    proxy = gateway.proxy
     client = await _sdk(proxy)
     result = await client.images.edit(model=EDIT, image=_image(), prompt="x")
     await client.close()
