@@ -60,7 +60,7 @@ from proxy.state import (
     Lifecycle,
 )
 from proxy.tempfiles import TempDir
-from proxy.ui import add_ui_routes
+from proxy.ui import add_ui_routes, assets_ctx, ui_enabled
 from proxy.upstream import Upstream
 from proxy.usage import usage
 
@@ -109,6 +109,8 @@ def create_app(
     app.cleanup_ctx.append(_fetcher_ctx(fetch_resolver))
     app.cleanup_ctx.append(_quotas)
     app.cleanup_ctx.append(upload_api.store_ctx(environ))
+    if ui_enabled(config):
+        app.cleanup_ctx.append(assets_ctx)
     app.on_shutdown.append(_drain)
     for prefix in ("/v1", "/v3"):
         # 100 Continue waits for the guard's checks (defer_continue).

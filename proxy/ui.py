@@ -76,7 +76,7 @@ def _read_assets() -> dict[str, _Asset]:
     }
 
 
-async def _assets_ctx(app: web.Application) -> AsyncIterator[None]:
+async def assets_ctx(app: web.Application) -> AsyncIterator[None]:
     app[UI_ASSETS] = await asyncio.to_thread(_read_assets)
     yield
 
@@ -93,9 +93,9 @@ async def _serve(request: web.Request) -> web.Response:
 
 
 def add_ui_routes(app: web.Application, config: Config) -> None:
-    """Registers ``/ui`` and its files when the config enables the page."""
+    """Registers ``/ui`` and its files when the config enables the page (its assets
+    are read by ``assets_ctx``, which ``create_app`` registers)."""
     if not ui_enabled(config):
         return
-    app.cleanup_ctx.append(_assets_ctx)
     app.router.add_get("/ui", _serve)
     app.router.add_get("/ui/{name}", _serve)
