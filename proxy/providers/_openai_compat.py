@@ -2,20 +2,21 @@
 
 ``build`` and ``parse`` are pure: multipart in → multipart out (the form streams each
 image from memory or its temp file when sent), JSON in → JSON out (base64 prepared
-beforehand); the reply is validated without decoding its base64 payloads. ``stream``
-is the one I/O function: the streamed call, relayed as it arrives.
+beforehand); the reply is validated without decoding its base64 payloads.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 
-from proxy import sse
-from proxy.errors import UpstreamError, from_upstream_status
+from proxy.errors import (
+    UpstreamError,
+    from_upstream_status,
+)
 from proxy.formwriter import Form, safe_filename
 from proxy.images import EXTENSIONS, require_stored
 from proxy.models import (
@@ -31,13 +32,22 @@ from proxy.providers import _inputs, _replies
 from proxy.providers._call import UpstreamCall
 from proxy.providers._prepare import Needs, Prepared
 from proxy.providers._results import Outputs
-from proxy.upstream import Upstream, UpstreamResponse
+from proxy.upstream import UpstreamResponse
 
 # Typed job fields forwarded under their own names when set.
 _FORWARDED = (
-    "n", "size", "quality", "background", "output_format", "output_compression",
-    "input_fidelity", "moderation", "response_format", "partial_images", "user",
-)  # fmt: skip
+    "n",
+    "size",
+    "quality",
+    "background",
+    "output_format",
+    "output_compression",
+    "input_fidelity",
+    "moderation",
+    "response_format",
+    "partial_images",
+    "user",
+)
 
 
 # What json_body and multipart_form add after the scalar fields.
@@ -110,9 +120,12 @@ def multipart_form(job: EditJob, *, model: str) -> Form:
     return form
 
 
-def data_url(image: StoredImage, data: str) -> str:
+def data_url(image: StoredImage, data: str | None) -> str:
     """A held image as a data URL: the client's own, else one made from ``data``."""
-    return image.data_url or f"data:{image.content_type};base64,{data}"
+    if image.data_url is not None:
+        return image.data_url
+    assert data is not None, "prepare() was not asked for base64"
+    return f"data:{image.content_type};base64,{data}"
 
 
 def image_ref(image: ImageInput, data: str | None) -> dict[str, str]:
@@ -121,7 +134,6 @@ def image_ref(image: ImageInput, data: str | None) -> dict[str, str]:
         return {"image_url": image.url}
     if isinstance(image, FileRef):
         return {"file_id": image.file_id}
-    assert data is not None
     return {"image_url": data_url(image, data)}
 
 
@@ -218,33 +230,3 @@ def parse(provider: str, reply: UpstreamResponse) -> Outputs:
     if not reply.ok:
         raise error_for(provider, reply)
     return Outputs(passthrough=parse_images(provider, reply.body))
-
-
-@contextlib.asynccontextmanager
-async def stream(
-    job: EditJob, upstream: Upstream, call: UpstreamCall
-) -> AsyncIterator[AsyncGenerator[bytes, None]]:
-    """One OpenAI-shaped call with ``stream: true``: its event stream as it arrives.
-
-    An upstream that answers in full instead (an "OpenAI-compatible" one that does not
-    stream) is turned into the completed events that stand for its result.
-    """
-    async with upstream.stream(
-        call.method, call.path, headers=call.headers, data=call.body
-    ) as reply:
-        if not reply.ok:
-            raise error_for(upstream.name, await reply.read())
-        if reply.headers.get("Content-Type", "").split(";")[0] == "text/event-stream":
-            yield reply.chunks()
-            return
-        result = parse_images(upstream.name, (await reply.read()).body)
-        prefix = "image_edit" if job.operation == "edit" else "image_generation"
-        events = sse.result_events(msgspec.json.decode(result.body), prefix)
-        yield _replay(
-            [sse.encode_event(e["type"], msgspec.json.encode(e)) for e in events]
-        )
-
-
-async def _replay(events: list[bytes]) -> AsyncGenerator[bytes, None]:
-    for event in events:
-        yield event

@@ -23,7 +23,8 @@ class Needs(NamedTuple):
 
 
 class Prepared(NamedTuple):
-    # Base64 of each image the proxy holds; None for a URL or file id.
+    # Base64 of each image the proxy holds; None for a URL or file id, and for an
+    # image that came as a data URL, which already holds its base64 (``image_b64``).
     images: tuple[str | None, ...] = ()
     # Base64 of the client's mask as sent.
     mask: str | None = None
@@ -36,11 +37,10 @@ NOTHING = Prepared()
 
 
 async def _base64(image: ImageInput) -> str | None:
-    if not isinstance(image, StoredImage):
+    # A client's data URL is reused, not decoded and encoded again (nor copied: an
+    # OpenAI-shaped body sends it whole).
+    if not isinstance(image, StoredImage) or image.data_url is not None:
         return None
-    # A client's data URL is reused, not decoded and encoded again.
-    if image.data_url is not None:
-        return image.data_url.partition(",")[2]
     return b64(await image.read())
 
 
@@ -69,7 +69,9 @@ async def prepare(job: EditJob, needs: Needs) -> Prepared:
 def image_b64(job: EditJob, prepared: Prepared, index: int, *, provider: str) -> str:
     """The base64 of ``images[index]``; a 400 if the provider needs bytes it lacks."""
     param = f"images[{index}]"
-    require_stored(job.images[index], provider=provider, param=param)
+    image = require_stored(job.images[index], provider=provider, param=param)
+    if image.data_url is not None:
+        return image.data_url.partition(",")[2]
     data = prepared.images[index]
     assert data is not None, "prepare() was not asked for base64"
     return data

@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import msgspec
 
+from proxy import sse
 from proxy.errors import InvalidRequest
 from proxy.models import EditJob, EditResult
 from proxy.providers import _openai_compat as compat
@@ -87,6 +88,29 @@ class OpenAIAdapter:
     async def stream(
         self, job: EditJob, upstream: Upstream
     ) -> AsyncIterator[AsyncGenerator[bytes, None]]:
+        """The call with ``stream: true``: its event stream as it arrives.
+
+        An upstream that answers in full instead (an "OpenAI-compatible" one that does
+        not stream) is turned into the completed events that stand for its result.
+        """
         call = self.build(job, await prepare(job, self.needs(job)))
-        async with compat.stream(job, upstream, call) as chunks:
-            yield chunks
+        async with upstream.stream(
+            call.method, call.path, headers=call.headers, data=call.body
+        ) as reply:
+            if not reply.ok:
+                raise compat.error_for(upstream.name, await reply.read())
+            ctype = reply.headers.get("Content-Type", "").split(";")[0]
+            if ctype == "text/event-stream":
+                yield reply.chunks()
+                return
+            result = compat.parse_images(upstream.name, (await reply.read()).body)
+            prefix = "image_edit" if job.operation == "edit" else "image_generation"
+            events = sse.result_events(msgspec.json.decode(result.body), prefix)
+            yield _replay(
+                [sse.encode_event(e["type"], msgspec.json.encode(e)) for e in events]
+            )
+
+
+async def _replay(events: list[bytes]) -> AsyncGenerator[bytes, None]:
+    for event in events:
+        yield event

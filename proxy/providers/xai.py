@@ -59,7 +59,6 @@ def image_object(image: ImageInput, data: str | None, param: str) -> dict[str, s
     if isinstance(image, RemoteImage):
         url = image.url
     elif isinstance(image, StoredImage):
-        assert data is not None
         url = compat.data_url(image, data)
     else:
         raise InvalidRequest(

@@ -34,7 +34,7 @@ from proxy.providers import (
     xai,
 )
 from proxy.providers._call import UpstreamCall
-from proxy.providers._prepare import Needs, Prepared, prepare
+from proxy.providers._prepare import Needs, Prepared, image_b64, prepare
 from proxy.providers._results import Encoded, Outputs
 from proxy.upstream import UpstreamResponse
 from tests.images import png
@@ -77,7 +77,8 @@ async def test_prepare_reuses_data_urls_and_leaves_urls_and_ids() -> None:
     from_url = msgspec.structs.replace(STORED, data_url="data:image/png;base64,QUJD")
     images = (from_url, STORED, RemoteImage("https://a/b.png"), FileRef("file-1"))
     got = await prepare(job(images=images, mask=STORED), Needs(base64=True))
-    assert got == Prepared(images=("QUJD", B64, None, None), mask=B64)
+    assert got == Prepared(images=(None, B64, None, None), mask=B64)
+    assert image_b64(job(images=images), got, 0, provider="p") == "QUJD"
     assert await prepare(job(mask=STORED), Needs()) == Prepared()
 
 
