@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -24,7 +24,9 @@ from proxy.downloads import download
 from proxy.errors import ProxyError
 from proxy.images import b64, sniff
 from proxy.models import EditJob, EditResult, Usage
-from proxy.upstream import Upstream
+
+if TYPE_CHECKING:
+    from proxy.upstream import Upstream
 
 
 class Encoded(NamedTuple):

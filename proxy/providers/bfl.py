@@ -129,7 +129,7 @@ def _decode(provider: str, reply: UpstreamResponse, typ: type[T]) -> T:
     return _replies.decode(provider, reply.body, typ)
 
 
-def sample_of(provider: str, state: Job, hosts: list[str]) -> str:
+def outputs_of(state: Job, hosts: list[str], *, provider: str) -> Outputs:
     """The finished job's image URL (on the allowed hosts), or the job's failure."""
     if state.status in _MODERATED:
         raise UpstreamRejected(
@@ -144,7 +144,7 @@ def sample_of(provider: str, state: Job, hosts: list[str]) -> str:
             provider=provider,
             code="upstream_job_failed",
         )
-    return _polling.require_allowed(sample, hosts, provider=provider)
+    return Outputs([_polling.require_allowed(sample, hosts, provider=provider)])
 
 
 class BFLAdapter:
@@ -192,9 +192,6 @@ class BFLAdapter:
         """One poll reply: the job's state."""
         return _decode(provider, reply, Job)
 
-    def outputs(self, provider: str, state: Job) -> Outputs:
-        return Outputs([sample_of(provider, state, self._config.allowed_hosts)])
-
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         cfg = self._config
         name = upstream.name
@@ -212,7 +209,7 @@ class BFLAdapter:
             deadline=deadline,
             provider=name,
         )
-        outputs = self.outputs(name, state)
+        outputs = outputs_of(state, cfg.allowed_hosts, provider=name)
         return await finish(
             outputs, job=job, upstream=upstream, hosts=cfg.allowed_hosts
         )

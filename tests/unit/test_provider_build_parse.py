@@ -181,6 +181,9 @@ def test_bfl_build_kontext_and_fill() -> None:
         adapter.build(job(model="flux-pro-1.0-fill", size="512x512"), ONE)
 
 
+HOSTS = ["https://*.bfl.ai"]
+
+
 def test_bfl_submission_poll_and_outputs() -> None:
     adapter = bfl.BFLAdapter(bfl.Config())
     url = "https://api.us1.bfl.ai/v1/get_result?id=1"
@@ -191,10 +194,14 @@ def test_bfl_submission_poll_and_outputs() -> None:
         )
     ready = {"status": "Ready", "result": {"sample": "https://delivery.bfl.ai/a.png"}}
     state = adapter.parse("bfl", reply(200, ready))
-    assert adapter.outputs("bfl", state) == Outputs(["https://delivery.bfl.ai/a.png"])
+    assert bfl.outputs_of(state, HOSTS, provider="bfl") == Outputs(
+        ["https://delivery.bfl.ai/a.png"]
+    )
     with pytest.raises(UpstreamRejected):
-        adapter.outputs(
-            "bfl", adapter.parse("bfl", reply(200, {"status": "Content Moderated"}))
+        bfl.outputs_of(
+            adapter.parse("bfl", reply(200, {"status": "Content Moderated"})),
+            HOSTS,
+            provider="bfl",
         )
 
 
