@@ -5,6 +5,7 @@ place images are read, base64-encoded and masks converted."""
 from __future__ import annotations
 
 import base64
+import inspect
 import io
 from typing import Any
 
@@ -306,3 +307,23 @@ def test_bedrock_build_and_parse() -> None:
     assert out == Outputs([Encoded("QQ==")])
     with pytest.raises(UpstreamRejected):
         adapter.parse("amazon", reply(400, {"message": "bad"}))
+
+
+ADAPTERS = [
+    openai.OpenAIAdapter(openai.Config()),
+    azure.AzureAdapter(azure.Config(base_url="https://r.openai.azure.com")),
+    xai.XAIAdapter(xai.Config()),
+    bfl.BFLAdapter(bfl.Config()),
+    replicate.ReplicateAdapter(replicate.Config()),
+    stabilityai.StabilityAdapter(stabilityai.Config()),
+    google.GoogleAdapter(google.Config()),
+    vertex.VertexAdapter(vertex.Config(project="p1")),
+    amazon.AmazonAdapter(amazon.Config()),
+]
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.name)
+def test_translation_is_synchronous(adapter: Any) -> None:
+    # I/O belongs to edit() (prepare, send, poll, finish), never to the translation.
+    for step in ("needs", "build", "parse"):
+        assert not inspect.iscoroutinefunction(getattr(adapter, step)), step
