@@ -13,7 +13,7 @@ import io
 import struct
 from typing import IO
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from proxy import pixels
 from proxy.errors import InvalidRequest
@@ -45,6 +45,15 @@ async def to_white_edit_mask(mask: StoredImage, first: StoredImage) -> bytes:
     """
     gate = pixels.current()
     work = functools.partial(_convert, _source(mask), _source(first), gate.max_pixels)
+    return await gate.run(work)
+
+
+async def to_black_edit_mask(mask: StoredImage, first: StoredImage) -> bytes:
+    """The same mask inverted, black = edit (Amazon Nova's inpainting), in one pass."""
+    gate = pixels.current()
+    work = functools.partial(
+        _convert, _source(mask), _source(first), gate.max_pixels, invert=True
+    )
     return await gate.run(work)
 
 
@@ -98,7 +107,11 @@ def _first_size(src: str | IO[bytes], max_pixels: int) -> tuple[int, int]:
 
 
 def _convert(
-    mask_src: str | IO[bytes], first_src: str | IO[bytes], max_pixels: int
+    mask_src: str | IO[bytes],
+    first_src: str | IO[bytes],
+    max_pixels: int,
+    *,
+    invert: bool = False,
 ) -> bytes:
     want = _first_size(first_src, max_pixels)
     with _open(mask_src, "mask", max_pixels, ("PNG",)) as mask:
@@ -115,6 +128,8 @@ def _convert(
             raise InvalidRequest(
                 "'mask' could not be decoded", param="mask", code="invalid_image"
             ) from exc
+    if invert:
+        out = ImageOps.invert(out.convert("L"))
     buf = io.BytesIO()
     out.save(buf, format="PNG")
     return buf.getvalue()

@@ -1,6 +1,6 @@
-"""Input preparation shared by the providers of this package: model ids that go into
-URL paths, the client's unknown fields merged into a provider body, and the client's
-mask as the white = edit PNG that FLUX Fill, Replicate models and Bedrock expect."""
+"""Input checks shared by the providers of this package: model ids that go into URL
+paths, and the client's unknown fields merged into a provider body. Pure; image
+preparation (reads, base64, masks) is ``proxy.providers._prepare``'s."""
 
 from __future__ import annotations
 
@@ -9,19 +9,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from proxy.errors import InvalidRequest, UnknownModel
-from proxy.images import require_stored
-from proxy.masks import to_white_edit_mask
-from proxy.models import EditJob
-
-
-async def white_mask(job: EditJob, *, provider: str) -> bytes | None:
-    """The mask converted against the first image (both must be bytes the proxy holds)."""
-    if job.mask is None:
-        return None
-    mask = require_stored(job.mask, provider=provider, param="mask")
-    first = require_stored(job.images[0], provider=provider, param="images[0]")
-    return await to_white_edit_mask(mask, first)
-
 
 # A path segment that cannot climb (".", "..") or smuggle a query, fragment or slash.
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")

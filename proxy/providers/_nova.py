@@ -1,24 +1,18 @@
 """Amazon Nova Canvas request bodies (also Titan Image, which shares the schema).
 
 https://docs.aws.amazon.com/nova/latest/userguide/image-gen-access.html
-Pure functions apart from the mask: Nova's mask is black where INPAINTING changes the
-image and white where OUTPAINTING does, so OpenAI's mask is converted (and, for
-inpainting, inverted) with Pillow in a worker thread.
+Pure functions. Nova's mask is black where INPAINTING changes the image and white
+where OUTPAINTING does: ``mask_polarity`` says which, and ``proxy.providers._prepare``
+converts OpenAI's mask accordingly before the body is built.
 """
 
 from __future__ import annotations
 
-import functools
-import io
-from typing import Any
+from typing import Any, Literal
 
-from PIL import Image, ImageOps
-
-from proxy import pixels, sizes
 from proxy.errors import InvalidRequest
-from proxy.images import b64
 from proxy.models import EditJob
-from proxy.providers import _inputs
+from proxy.providers import _inputs, _sizes
 
 NOVA_MAX_N = 5
 _NOVA_SIZE = "multiples of 16 from 320 to 4096 per side, ratio 1:4 to 4:1, at most 4194304 pixels"
@@ -30,7 +24,7 @@ def is_nova(model: str) -> bool:
 
 
 def nova_size(size: str | None) -> dict[str, int]:
-    parsed = sizes.parse_size(size)
+    parsed = _sizes.parse_size(size)
     if parsed is None:
         return {}
     w, h = parsed.width, parsed.height
@@ -43,7 +37,7 @@ def nova_size(size: str | None) -> dict[str, int]:
         or max(w / h, h / w) > 4
         or w * h > 4_194_304
     ):
-        raise sizes.unsupported_size(size, "amazon", ["auto", _NOVA_SIZE])
+        raise _sizes.unsupported_size(size, "amazon", ["auto", _NOVA_SIZE])
     return {"width": w, "height": h}
 
 
@@ -74,7 +68,9 @@ def nova_body(job: EditJob, images: list[str], mask: str | None) -> dict[str, An
         config.update(nova_size(job.size))
     elif mask is not None or "maskPrompt" in extra:
         task = task if task == "OUTPAINTING" else "INPAINTING"
-        sizes.require_auto(job.size, provider="amazon", why="Nova keeps the image size")
+        _sizes.require_auto(
+            job.size, provider="amazon", why="Nova keeps the image size"
+        )
         params["image"] = images[0]
         if mask is not None:
             params["maskImage"] = mask
@@ -95,19 +91,7 @@ def nova_body(job: EditJob, images: list[str], mask: str | None) -> dict[str, An
     return {"taskType": task, key: params, "imageGenerationConfig": config}
 
 
-def _invert(png: bytes) -> bytes:
-    with Image.open(io.BytesIO(png)) as mask:
-        out = ImageOps.invert(mask.convert("L"))
-    buf = io.BytesIO()
-    out.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-async def nova_mask(job: EditJob) -> str | None:
-    """Nova's mask: black = change for INPAINTING, white = change for OUTPAINTING."""
-    white = await _inputs.white_mask(job, provider="amazon")
-    if white is None:
-        return None
-    if str(job.extra.get("task_type", "")).upper() != "OUTPAINTING":
-        white = await pixels.current().run(functools.partial(_invert, white))
-    return b64(white)
+def mask_polarity(job: EditJob) -> Literal["white", "black"]:
+    """The colour that marks Nova's area to change: white for OUTPAINTING only."""
+    outpainting = str(job.extra.get("task_type", "")).upper() == "OUTPAINTING"
+    return "white" if outpainting else "black"

@@ -1,24 +1,24 @@
 """Request building and reply parsing shared by OpenAI-shaped upstreams.
 
-Pure functions: the multipart form streams each image from memory or its temp file
-when sent, and the reply is validated without decoding its base64 payloads.
+``build`` and ``parse`` are pure: multipart in → multipart out (the form streams each
+image from memory or its temp file when sent), JSON in → JSON out (base64 prepared
+beforehand); the reply is validated without decoding its base64 payloads.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 
-from proxy import sse
 from proxy.errors import (
     UpstreamError,
     from_upstream_status,
 )
 from proxy.formwriter import Form, safe_filename
-from proxy.images import EXTENSIONS, b64, require_stored
+from proxy.images import EXTENSIONS, require_stored
 from proxy.models import (
     FORWARDED_FIELDS,
     EditJob,
@@ -30,7 +30,10 @@ from proxy.models import (
     Usage,
 )
 from proxy.providers import _inputs, _replies
-from proxy.upstream import Upstream, UpstreamResponse
+from proxy.providers._call import UpstreamCall
+from proxy.providers._prepare import Needs, Prepared
+from proxy.providers._results import Outputs
+from proxy.upstream import UpstreamResponse
 
 # What json_body and multipart_form add after the scalar fields.
 _IMAGE_FIELDS = ("image", "image[]", "images", "mask")
@@ -100,27 +103,32 @@ def multipart_form(job: EditJob, *, model: str) -> Form:
     return form
 
 
-def data_url(image: StoredImage, data: bytes) -> str:
-    return f"data:{image.content_type};base64,{b64(data)}"
+def data_url(image: StoredImage, data: str | None) -> str:
+    """A held image as a data URL: the client's own, else one made from ``data``."""
+    if image.data_url is not None:
+        return image.data_url
+    assert data is not None, "prepare() was not asked for base64"
+    return f"data:{image.content_type};base64,{data}"
 
 
-async def image_ref(image: ImageInput) -> dict[str, str]:
-    """An ``images[]`` entry of OpenAI's JSON edit form."""
+def image_ref(image: ImageInput, data: str | None) -> dict[str, str]:
+    """An ``images[]`` entry of OpenAI's JSON edit form (``data``: prepared base64)."""
     if isinstance(image, RemoteImage):
         return {"image_url": image.url}
     if isinstance(image, FileRef):
         return {"file_id": image.file_id}
-    if image.data_url is not None:
-        return {"image_url": image.data_url}
-    return {"image_url": data_url(image, await image.read())}
+    return {"image_url": data_url(image, data)}
 
 
-async def json_body(job: EditJob, *, model: str) -> bytes:
+def json_body(job: EditJob, prepared: Prepared, *, model: str) -> bytes:
     body = job_fields(job, model=model)
     if job.operation == "edit":
-        body["images"] = [await image_ref(img) for img in job.images]
+        body["images"] = [
+            image_ref(img, data)
+            for img, data in zip(job.images, prepared.images, strict=True)
+        ]
         if job.mask is not None:
-            body["mask"] = await image_ref(job.mask)
+            body["mask"] = image_ref(job.mask, prepared.mask)
     return msgspec.json.encode(body)
 
 
@@ -177,73 +185,31 @@ def error_for(provider: str, resp: UpstreamResponse) -> UpstreamError:
     )
 
 
-async def request_args(
-    job: EditJob, *, edits_path: str, generations_path: str, headers: dict[str, str]
-) -> tuple[str, dict[str, Any]]:
-    """The path and body of one OpenAI-shaped call: multipart in → multipart out,
-    JSON in → JSON out."""
+def needs(job: EditJob) -> Needs:
+    # A multipart form streams the files themselves; JSON carries base64.
+    return Needs(base64=not (job.operation == "edit" and job.source == "multipart"))
+
+
+def build(
+    job: EditJob,
+    prepared: Prepared,
+    *,
+    edits_path: str,
+    generations_path: str,
+    headers: dict[str, str],
+) -> UpstreamCall:
+    """One OpenAI-shaped call: multipart in → multipart out, JSON in → JSON out."""
     if job.operation == "edit" and job.source == "multipart":
-        return edits_path, {
-            "data": multipart_form(job, model=job.model),
-            "headers": headers,
-        }
+        form = multipart_form(job, model=job.model)
+        return UpstreamCall("POST", edits_path, headers, form)
     path = generations_path if job.operation == "generate" else edits_path
     json_headers = {**headers, "Content-Type": "application/json"}
-    return path, {
-        "data": await json_body(job, model=job.model),
-        "headers": json_headers,
-    }
-
-
-async def send(
-    job: EditJob,
-    upstream: Upstream,
-    *,
-    edits_path: str,
-    generations_path: str,
-    headers: dict[str, str],
-) -> EditResult:
-    """One OpenAI-shaped call: multipart in → multipart out, JSON in → JSON out."""
-    path, kwargs = await request_args(
-        job, edits_path=edits_path, generations_path=generations_path, headers=headers
+    return UpstreamCall(
+        "POST", path, json_headers, json_body(job, prepared, model=job.model)
     )
-    resp = await upstream.post(path, **kwargs)
-    if not resp.ok:
-        raise error_for(upstream.name, resp)
-    return parse_images(upstream.name, resp.body)
 
 
-@contextlib.asynccontextmanager
-async def stream(
-    job: EditJob,
-    upstream: Upstream,
-    *,
-    edits_path: str,
-    generations_path: str,
-    headers: dict[str, str],
-) -> AsyncIterator[AsyncGenerator[bytes, None]]:
-    """One OpenAI-shaped call with ``stream: true``: its event stream as it arrives.
-
-    An upstream that answers in full instead (an "OpenAI-compatible" one that does not
-    stream) is turned into the completed events that stand for its result.
-    """
-    path, kwargs = await request_args(
-        job, edits_path=edits_path, generations_path=generations_path, headers=headers
-    )
-    async with upstream.stream("POST", path, **kwargs) as reply:
-        if not reply.ok:
-            raise error_for(upstream.name, await reply.read())
-        if reply.headers.get("Content-Type", "").split(";")[0] == "text/event-stream":
-            yield reply.chunks()
-            return
-        result = parse_images(upstream.name, (await reply.read()).body)
-        prefix = "image_edit" if job.operation == "edit" else "image_generation"
-        events = sse.result_events(msgspec.json.decode(result.body), prefix)
-        yield _replay(
-            [sse.encode_event(e["type"], msgspec.json.encode(e)) for e in events]
-        )
-
-
-async def _replay(events: list[bytes]) -> AsyncGenerator[bytes, None]:
-    for event in events:
-        yield event
+def parse(provider: str, reply: UpstreamResponse) -> Outputs:
+    if not reply.ok:
+        raise error_for(provider, reply)
+    return Outputs(passthrough=parse_images(provider, reply.body))

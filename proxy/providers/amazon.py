@@ -23,16 +23,14 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from proxy import sizes, translate
-from proxy.errors import (
-    InvalidRequest,
-    UpstreamRejected,
-)
-from proxy.images import b64
+from proxy.errors import InvalidRequest, UpstreamRejected
 from proxy.models import EditJob, EditResult
-from proxy.providers import _aws, _inputs, _nova, _replies
+from proxy.providers import _aws, _inputs, _nova, _replies, _sizes
+from proxy.providers._call import UpstreamCall, compose
+from proxy.providers._prepare import Needs, Prepared, image_b64
+from proxy.providers._results import Encoded, Outputs
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool
-from proxy.upstream import Upstream
+from proxy.upstream import Upstream, UpstreamResponse
 
 _PNG_JPEG = frozenset({"image/png", "image/jpeg"})
 NOVA = Capabilities(max_images=5, image_types=_PNG_JPEG)
@@ -61,8 +59,8 @@ def stability_body(job: EditJob, images: list[str], mask: str | None) -> dict[st
         body["output_format"] = job.output_format
     sd3 = ".sd3" in job.model or job.model.startswith("sd3")
     if job.operation == "generate" or not images:
-        ratio = sizes.aspect_ratio(
-            job.size, sizes.STABILITY_ASPECT_RATIOS, provider="amazon"
+        ratio = _sizes.aspect_ratio(
+            job.size, _sizes.STABILITY_ASPECT_RATIOS, provider="amazon"
         )
         if ratio is not None:
             body["aspect_ratio"] = ratio
@@ -143,27 +141,36 @@ class AmazonAdapter:
     def model_capabilities(self, model: str) -> Capabilities:
         return NOVA if _nova.is_nova(model) else STABILITY
 
-    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
-        images = [
-            await translate.inline_base64(img, provider="amazon", param=f"images[{i}]")
-            for i, img in enumerate(job.images)
-        ]
-        if _nova.is_nova(job.model):
-            body = _nova.nova_body(job, images, await _nova.nova_mask(job))
-        else:
-            white = await _inputs.white_mask(job, provider="amazon")
-            mask = None if white is None else b64(white)
-            body = stability_body(job, images, mask)
-        resp = await upstream.post(
-            f"/model/{_inputs.model_path(job.model, provider=upstream.name)}/invoke",
-            data=msgspec.json.encode(body),
-            headers={
-                **job.extra_headers,
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            },
+    def needs(self, job: EditJob) -> Needs:
+        nova = _nova.is_nova(job.model)
+        return Needs(
+            base64=True, edit_mask=_nova.mask_polarity(job) if nova else "white"
         )
-        if not resp.ok:
-            raise _replies.failure(upstream.name, resp, error_message(resp.body))
-        outputs = [translate.Encoded(b) for b in parse_images(upstream.name, resp.body)]
-        return await translate.images_result(outputs, job=job, upstream=upstream)
+
+    def build(self, job: EditJob, prepared: Prepared) -> UpstreamCall:
+        images = [
+            image_b64(job, prepared, i, provider="amazon")
+            for i in range(len(job.images))
+        ]
+        mask = prepared.edit_mask_b64
+        if _nova.is_nova(job.model):
+            body = _nova.nova_body(job, images, mask)
+        else:
+            body = stability_body(job, images, mask)
+        model = _inputs.model_path(job.model, provider=job.provider)
+        headers = {
+            **job.extra_headers,
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+        return UpstreamCall(
+            "POST", f"/model/{model}/invoke", headers, msgspec.json.encode(body)
+        )
+
+    def parse(self, provider: str, reply: UpstreamResponse) -> Outputs:
+        if not reply.ok:
+            raise _replies.failure(provider, reply, error_message(reply.body))
+        return Outputs([Encoded(b) for b in parse_images(provider, reply.body)])
+
+    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+        return await compose(self, job, upstream)

@@ -20,8 +20,11 @@ import msgspec
 from proxy.models import EditJob, EditResult
 from proxy.providers import _inputs
 from proxy.providers import _openai_compat as compat
+from proxy.providers._call import UpstreamCall, compose
+from proxy.providers._prepare import Needs, Prepared
+from proxy.providers._results import Outputs
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
-from proxy.upstream import Upstream
+from proxy.upstream import Upstream, UpstreamResponse
 
 
 class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="azure"):
@@ -60,12 +63,21 @@ class AzureAdapter:
     def listed_models(self) -> list[str]:
         return sorted(self._config.deployments)
 
-    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
-        _inputs.model_path(job.model, provider=upstream.name)
-        return await compat.send(
+    def needs(self, job: EditJob) -> Needs:
+        return compat.needs(job)
+
+    def build(self, job: EditJob, prepared: Prepared) -> UpstreamCall:
+        _inputs.model_path(job.model, provider=job.provider)
+        return compat.build(
             job,
-            upstream,
+            prepared,
             edits_path=path_for(self._config, job.model, "edits"),
             generations_path=path_for(self._config, job.model, "generations"),
             headers=dict(job.extra_headers),
         )
+
+    def parse(self, provider: str, reply: UpstreamResponse) -> Outputs:
+        return compat.parse(provider, reply)
+
+    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+        return await compose(self, job, upstream)

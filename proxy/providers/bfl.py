@@ -21,14 +21,12 @@ from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
-from proxy import sizes, translate
-from proxy.errors import (
-    UpstreamRejected,
-    UpstreamUnavailable,
-)
-from proxy.images import b64
+from proxy.errors import UpstreamRejected, UpstreamUnavailable
 from proxy.models import EditJob, EditResult
-from proxy.providers import _inputs, _polling, _replies
+from proxy.providers import _inputs, _polling, _replies, _sizes
+from proxy.providers._call import UpstreamCall, send
+from proxy.providers._prepare import Needs, Prepared, image_b64, prepare
+from proxy.providers._results import Outputs, finish
 from proxy.providers.base import (
     Auth,
     Capabilities,
@@ -41,18 +39,8 @@ from proxy.upstream import Upstream, UpstreamResponse
 
 T = TypeVar("T")
 ASPECT_RATIOS = (
-    "21:9",
-    "16:9",
-    "3:2",
-    "4:3",
-    "5:4",
-    "1:1",
-    "4:5",
-    "3:4",
-    "2:3",
-    "9:16",
-    "9:21",
-)
+    "21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16", "9:21",
+)  # fmt: skip
 _TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
 KONTEXT = Capabilities(max_images=4, mask=False, native_n=False, image_types=_TYPES)
 FILL = Capabilities(generate=False, max_images=1, native_n=False, image_types=_TYPES)
@@ -113,28 +101,50 @@ def error_message(body: bytes) -> str | None:
     return detail
 
 
-async def build_body(job: EditJob) -> dict[str, Any]:
+def build_body(job: EditJob, prepared: Prepared) -> dict[str, Any]:
     body: dict[str, Any] = {**job.extra, "prompt": job.prompt}
     images = [
-        await translate.inline_base64(img, provider="bfl", param=f"images[{i}]")
-        for i, img in enumerate(job.images)
+        image_b64(job, prepared, i, provider="bfl") for i in range(len(job.images))
     ]
     caps = model_capabilities(job.model)
     if caps is FILL or caps is EXPAND:
-        sizes.require_auto(job.size, provider="bfl", why="FLUX keeps the image size")
+        _sizes.require_auto(job.size, provider="bfl", why="FLUX keeps the image size")
         body["image"] = images[0]
-        white = await _inputs.white_mask(job, provider="bfl")
-        if white is not None:
-            body["mask"] = b64(white)
+        if prepared.edit_mask_b64 is not None:
+            body["mask"] = prepared.edit_mask_b64
     else:
         for i, image in enumerate(images):
             body["input_image" if i == 0 else f"input_image_{i + 1}"] = image
-        ratio = sizes.aspect_ratio(job.size, ASPECT_RATIOS, provider="bfl")
+        ratio = _sizes.aspect_ratio(job.size, ASPECT_RATIOS, provider="bfl")
         if ratio is not None:
             body["aspect_ratio"] = ratio
     if job.output_format in ("png", "jpeg"):
         body["output_format"] = job.output_format
     return body
+
+
+def _decode(provider: str, reply: UpstreamResponse, typ: type[T]) -> T:
+    if not reply.ok:
+        raise _replies.failure(provider, reply, error_message(reply.body))
+    return _replies.decode(provider, reply.body, typ)
+
+
+def outputs_of(state: Job, hosts: list[str], *, provider: str) -> Outputs:
+    """The finished job's image URL (on the allowed hosts), or the job's failure."""
+    if state.status in _MODERATED:
+        raise UpstreamRejected(
+            f"provider '{provider}' refused the request: {state.status}",
+            provider=provider,
+            code="moderation_blocked",
+        )
+    sample = state.result.sample if state.result else None
+    if state.status != "Ready" or not sample:
+        raise UpstreamUnavailable(
+            f"provider '{provider}' failed the job ({state.status})",
+            provider=provider,
+            code="upstream_job_failed",
+        )
+    return Outputs([_polling.require_allowed(sample, hosts, provider=provider)])
 
 
 class BFLAdapter:
@@ -160,53 +170,46 @@ class BFLAdapter:
     def model_capabilities(self, model: str) -> Capabilities:
         return model_capabilities(model)
 
-    def _decode(self, name: str, resp: UpstreamResponse, typ: type[T]) -> T:
-        if not resp.ok:
-            raise _replies.failure(name, resp, error_message(resp.body))
-        return _replies.decode(name, resp.body, typ)
+    def needs(self, job: EditJob) -> Needs:
+        caps = model_capabilities(job.model)
+        fill = caps is FILL or caps is EXPAND
+        return Needs(base64=True, edit_mask="white" if fill else None)
+
+    def build(self, job: EditJob, prepared: Prepared) -> UpstreamCall:
+        path = f"/{_inputs.model_path(job.model, provider=job.provider)}"
+        headers = {**job.extra_headers, "Content-Type": "application/json"}
+        body = msgspec.json.encode(build_body(job, prepared))
+        return UpstreamCall("POST", path, headers, body)
+
+    def submitted(self, provider: str, reply: UpstreamResponse) -> str:
+        """The polling URL of an accepted job (on the allowed hosts)."""
+        url = _decode(provider, reply, Submitted).polling_url
+        return _polling.require_allowed(
+            url, self._config.allowed_hosts, provider=provider
+        )
+
+    def parse(self, provider: str, reply: UpstreamResponse) -> Job:
+        """One poll reply: the job's state."""
+        return _decode(provider, reply, Job)
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         cfg = self._config
+        name = upstream.name
         deadline = asyncio.get_running_loop().time() + cfg.deadline_s
-        resp = await upstream.post(
-            f"/{_inputs.model_path(job.model, provider=upstream.name)}",
-            data=msgspec.json.encode(await build_body(job)),
-            headers={**job.extra_headers, "Content-Type": "application/json"},
-        )
-        submitted = self._decode(upstream.name, resp, Submitted)
-        poll_url = _polling.require_allowed(
-            submitted.polling_url, cfg.allowed_hosts, provider=upstream.name
-        )
+        call = self.build(job, await prepare(job, self.needs(job)))
+        poll_url = self.submitted(name, await send(upstream, call))
 
         async def fetch() -> Job:
-            return self._decode(upstream.name, await upstream.get(poll_url), Job)
+            return self.parse(name, await upstream.get(poll_url))
 
         state = await _polling.poll(
             fetch,
             lambda j: j.status in _FINAL,
             interval_s=cfg.poll_interval_s,
             deadline=deadline,
-            provider=upstream.name,
+            provider=name,
         )
-        sample = self._sample(state, upstream.name)
-        return await translate.images_result(
-            [sample], job=job, upstream=upstream, hosts=cfg.allowed_hosts
-        )
-
-    def _sample(self, state: Job, name: str) -> str:
-        if state.status in _MODERATED:
-            raise UpstreamRejected(
-                f"provider '{name}' refused the request: {state.status}",
-                provider=name,
-                code="moderation_blocked",
-            )
-        sample = state.result.sample if state.result else None
-        if state.status != "Ready" or not sample:
-            raise UpstreamUnavailable(
-                f"provider '{name}' failed the job ({state.status})",
-                provider=name,
-                code="upstream_job_failed",
-            )
-        return _polling.require_allowed(
-            sample, self._config.allowed_hosts, provider=name
+        outputs = outputs_of(state, cfg.allowed_hosts, provider=name)
+        return await finish(
+            outputs, job=job, upstream=upstream, hosts=cfg.allowed_hosts
         )

@@ -21,10 +21,16 @@ import msgspec
 from proxy.errors import InvalidRequest, UpstreamRejected
 from proxy.models import EditJob, EditResult, TokenDetails, Usage
 from proxy.providers import _google, _inputs, _replies
+from proxy.providers._call import UpstreamCall, compose
+from proxy.providers._prepare import Needs, Prepared, image_b64
+from proxy.providers._results import Encoded, Outputs
+from proxy.providers._sizes import (
+    GEMINI_ASPECT_RATIOS,
+    aspect_ratio,
+    gemini_image_size,
+)
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
-from proxy.sizes import GEMINI_ASPECT_RATIOS, aspect_ratio, gemini_image_size
-from proxy.translate import Encoded, images_result, inline_base64
-from proxy.upstream import Upstream
+from proxy.upstream import Upstream, UpstreamResponse
 
 
 class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="google"):
@@ -109,10 +115,10 @@ def generation_config(job: EditJob, provider: str) -> dict[str, Any]:
     return config
 
 
-async def build_body(job: EditJob, provider: str) -> bytes:
+def build_body(job: EditJob, prepared: Prepared, provider: str) -> bytes:
     parts: list[dict[str, Any]] = []
     for i, image in enumerate(job.images):
-        data = await inline_base64(image, provider=provider, param=f"images[{i}]")
+        data = image_b64(job, prepared, i, provider=provider)
         mime = getattr(image, "content_type", "image/png")
         parts.append({"inlineData": {"mimeType": mime, "data": data}})
     parts.append({"text": job.prompt})
@@ -216,15 +222,23 @@ class GoogleAdapter:
     def auth(self, key: str) -> Auth:
         return StaticKey("x-goog-api-key", key)
 
-    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+    def needs(self, job: EditJob) -> Needs:
+        return Needs(base64=True)
+
+    def build(self, job: EditJob, prepared: Prepared) -> UpstreamCall:
         # Checked, not just quoted: ..%2F..%2Fx would still take the key elsewhere.
-        model = _inputs.model_path(job.model, provider=upstream.name)
-        resp = await upstream.post(
+        model = _inputs.model_path(job.model, provider=job.provider)
+        return UpstreamCall(
+            "POST",
             f"/models/{model}:generateContent",
-            data=await build_body(job, upstream.name),
-            headers={**job.extra_headers, "Content-Type": "application/json"},
+            {**job.extra_headers, "Content-Type": "application/json"},
+            build_body(job, prepared, job.provider),
         )
-        if not resp.ok:
-            raise _google.error_for(upstream.name, resp)
-        images, usage = parse_reply(upstream.name, resp.body)
-        return await images_result(images, job=job, upstream=upstream, usage=usage)
+
+    def parse(self, provider: str, reply: UpstreamResponse) -> Outputs:
+        if not reply.ok:
+            raise _google.error_for(provider, reply)
+        return Outputs(*parse_reply(provider, reply.body))
+
+    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+        return await compose(self, job, upstream)

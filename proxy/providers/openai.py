@@ -9,17 +9,21 @@ models always answer base64, so ``response_format`` is dropped for them when it 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from contextlib import AbstractAsyncContextManager
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import ClassVar
 
 import msgspec
 
+from proxy import sse
 from proxy.errors import InvalidRequest
 from proxy.models import EditJob, EditResult
 from proxy.providers import _openai_compat as compat
+from proxy.providers._call import UpstreamCall, compose
+from proxy.providers._prepare import Needs, Prepared, prepare
+from proxy.providers._results import Outputs
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
-from proxy.upstream import Upstream
+from proxy.upstream import Upstream, UpstreamResponse
 
 
 class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="openai"):
@@ -62,22 +66,51 @@ class OpenAIAdapter:
     def auth(self, key: str) -> Auth:
         return StaticKey("Authorization", key, prefix="Bearer ")
 
-    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
-        return await compat.send(
+    def needs(self, job: EditJob) -> Needs:
+        return compat.needs(job)
+
+    def build(self, job: EditJob, prepared: Prepared) -> UpstreamCall:
+        return compat.build(
             normalize(job),
-            upstream,
+            prepared,
             edits_path="/images/edits",
             generations_path="/images/generations",
             headers={**job.extra_headers, **self._headers},
         )
 
-    def stream(
+    def parse(self, provider: str, reply: UpstreamResponse) -> Outputs:
+        return compat.parse(provider, reply)
+
+    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+        return await compose(self, job, upstream)
+
+    @contextlib.asynccontextmanager
+    async def stream(
         self, job: EditJob, upstream: Upstream
-    ) -> AbstractAsyncContextManager[AsyncGenerator[bytes, None]]:
-        return compat.stream(
-            normalize(job),
-            upstream,
-            edits_path="/images/edits",
-            generations_path="/images/generations",
-            headers={**job.extra_headers, **self._headers},
-        )
+    ) -> AsyncIterator[AsyncGenerator[bytes, None]]:
+        """The call with ``stream: true``: its event stream as it arrives.
+
+        An upstream that answers in full instead (an "OpenAI-compatible" one that does
+        not stream) is turned into the completed events that stand for its result.
+        """
+        call = self.build(job, await prepare(job, self.needs(job)))
+        async with upstream.stream(
+            call.method, call.path, headers=call.headers, data=call.body
+        ) as reply:
+            if not reply.ok:
+                raise compat.error_for(upstream.name, await reply.read())
+            ctype = reply.headers.get("Content-Type", "").split(";")[0]
+            if ctype == "text/event-stream":
+                yield reply.chunks()
+                return
+            result = compat.parse_images(upstream.name, (await reply.read()).body)
+            prefix = "image_edit" if job.operation == "edit" else "image_generation"
+            events = sse.result_events(msgspec.json.decode(result.body), prefix)
+            yield _replay(
+                [sse.encode_event(e["type"], msgspec.json.encode(e)) for e in events]
+            )
+
+
+async def _replay(events: list[bytes]) -> AsyncGenerator[bytes, None]:
+    for event in events:
+        yield event

@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from proxy import sizes, translate
 from proxy.errors import (
     InvalidRequest,
     ProxyError,
@@ -30,10 +29,13 @@ from proxy.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from proxy.images import b64, decode_data_url
+from proxy.images import decode_data_url
 from proxy.models import EditJob, EditResult
-from proxy.providers import _inputs, _polling, _replies
+from proxy.providers import _inputs, _polling, _replies, _sizes
 from proxy.providers import _openai_compat as compat
+from proxy.providers._call import UpstreamCall, send
+from proxy.providers._prepare import Needs, Prepared, prepare
+from proxy.providers._results import Outputs, finish
 from proxy.providers.base import (
     Auth,
     Capabilities,
@@ -98,11 +100,11 @@ def parse_prediction(provider: str, body: bytes) -> Prediction:
     return _replies.decode(provider, body, Prediction)
 
 
-async def build_input(job: EditJob) -> dict[str, Any]:
+def build_input(job: EditJob, prepared: Prepared) -> dict[str, Any]:
     data: dict[str, Any] = {**job.extra, "prompt": job.prompt}
     urls = []
     for i, img in enumerate(job.images):
-        url = (await compat.image_ref(img)).get("image_url")
+        url = compat.image_ref(img, prepared.images[i]).get("image_url")
         if url is None:  # a file id Replicate cannot resolve
             raise InvalidRequest(
                 "replicate needs the image itself, not a file id", param=f"images[{i}]"
@@ -112,15 +114,38 @@ async def build_input(job: EditJob) -> dict[str, Any]:
         data["input_image"] = urls[0]
     elif urls:
         data["input_images"] = urls
-    white = await _inputs.white_mask(job, provider="replicate")
-    if white is not None:
-        data["mask"] = "data:image/png;base64," + b64(white)
-    ratio = sizes.aspect_ratio(job.size, ASPECT_RATIOS, provider="replicate")
+    if prepared.edit_mask_b64 is not None:
+        data["mask"] = "data:image/png;base64," + prepared.edit_mask_b64
+    ratio = _sizes.aspect_ratio(job.size, ASPECT_RATIOS, provider="replicate")
     if ratio is not None:
         data["aspect_ratio"] = ratio
     if job.output_format in ("png", "jpeg", "webp"):
         data["output_format"] = job.output_format
     return data
+
+
+def outputs_of(pred: Prediction, hosts: list[str], *, provider: str) -> Outputs:
+    """A finished prediction's images, or what its end means for the client."""
+    if pred.status == "canceled":
+        raise UpstreamUnavailable(
+            f"provider '{provider}' canceled the prediction",
+            provider=provider,
+            code="prediction_canceled",
+        )
+    if pred.status != "succeeded":
+        raise UpstreamRejected(
+            f"provider '{provider}' prediction {pred.status}: {pred.error or 'no reason given'}",
+            provider=provider,
+            code=f"prediction_{pred.status}",
+        )
+    found = [pred.output] if isinstance(pred.output, str) else pred.output or []
+    if not found:
+        raise UpstreamProtocolError(
+            f"provider '{provider}' returned no image",
+            provider=provider,
+            code="upstream_protocol_error",
+        )
+    return Outputs([output_image(u, hosts, provider=provider) for u in found])
 
 
 class ReplicateAdapter:
@@ -140,27 +165,33 @@ class ReplicateAdapter:
     def auth(self, key: str) -> Auth:
         return StaticKey("Authorization", key, prefix="Bearer ")
 
-    def _check(self, upstream: Upstream, resp: UpstreamResponse) -> Prediction:
-        if not resp.ok:
-            raise _replies.failure(upstream.name, resp, error_message(resp.body))
-        return parse_prediction(upstream.name, resp.body)
+    def needs(self, job: EditJob) -> Needs:
+        return Needs(base64=True, edit_mask="white")
+
+    def build(self, job: EditJob, prepared: Prepared) -> UpstreamCall:
+        owner_name = _inputs.model_path(job.model, provider=job.provider, segments=2)
+        headers = {
+            **job.extra_headers,
+            "Content-Type": "application/json",
+            "Prefer": f"wait={self._config.wait_s}",
+        }
+        body = msgspec.json.encode({"input": build_input(job, prepared)})
+        return UpstreamCall("POST", f"/models/{owner_name}/predictions", headers, body)
+
+    def parse(self, provider: str, reply: UpstreamResponse) -> Prediction:
+        if not reply.ok:
+            raise _replies.failure(provider, reply, error_message(reply.body))
+        return parse_prediction(provider, reply.body)
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         deadline = asyncio.get_running_loop().time() + self._config.deadline_s
-        owner_name = _inputs.model_path(job.model, provider=upstream.name, segments=2)
-        resp = await upstream.post(
-            f"/models/{owner_name}/predictions",
-            data=msgspec.json.encode({"input": await build_input(job)}),
-            headers={
-                **job.extra_headers,
-                "Content-Type": "application/json",
-                "Prefer": f"wait={self._config.wait_s}",
-            },
-        )
-        pred = self._check(upstream, resp)
+        call = self.build(job, await prepare(job, self.needs(job)))
+        pred = self.parse(upstream.name, await send(upstream, call))
         if pred.status not in _FINAL:
             pred = await self._follow(pred, upstream, deadline)
-        return await self._result(job, pred, upstream)
+        hosts = self._config.output_hosts
+        outputs = outputs_of(pred, hosts, provider=upstream.name)
+        return await finish(outputs, job=job, upstream=upstream, hosts=hosts)
 
     async def _follow(
         self, pred: Prediction, upstream: Upstream, deadline: float
@@ -168,7 +199,7 @@ class ReplicateAdapter:
         get_url = self._api_url(pred.urls.get, upstream.name)
 
         async def fetch() -> Prediction:
-            return self._check(upstream, await upstream.get(get_url))
+            return self.parse(upstream.name, await upstream.get(get_url))
 
         try:
             return await _polling.poll(
@@ -189,35 +220,6 @@ class ReplicateAdapter:
     def _api_url(self, url: str | None, provider: str) -> str:
         origin = f"{self._api.scheme}://{self._api.netloc}"
         return _polling.require_allowed(url or "", [origin], provider=provider)
-
-    async def _result(
-        self, job: EditJob, pred: Prediction, upstream: Upstream
-    ) -> EditResult:
-        name = upstream.name
-        if pred.status == "canceled":
-            raise UpstreamUnavailable(
-                f"provider '{name}' canceled the prediction",
-                provider=name,
-                code="prediction_canceled",
-            )
-        if pred.status != "succeeded":
-            raise UpstreamRejected(
-                f"provider '{name}' prediction {pred.status}: {pred.error or 'no reason given'}",
-                provider=name,
-                code=f"prediction_{pred.status}",
-            )
-        outputs = [pred.output] if isinstance(pred.output, str) else pred.output or []
-        if not outputs:
-            raise UpstreamProtocolError(
-                f"provider '{name}' returned no image",
-                provider=name,
-                code="upstream_protocol_error",
-            )
-        hosts = self._config.output_hosts
-        images = [output_image(u, hosts, provider=name) for u in outputs]
-        return await translate.images_result(
-            images, job=job, upstream=upstream, hosts=hosts
-        )
 
 
 def output_image(uri: str, hosts: list[str], *, provider: str) -> bytes | str:

@@ -33,10 +33,12 @@ from proxy.formwriter import Form, safe_filename
 from proxy.images import EXTENSIONS, require_stored
 from proxy.models import EditJob, EditResult, StoredImage
 from proxy.providers import _inputs, _replies
+from proxy.providers._call import UpstreamCall, compose
 from proxy.providers._openai_compat import _form_items
+from proxy.providers._prepare import Needs, Prepared
+from proxy.providers._results import Encoded, Output, Outputs
+from proxy.providers._sizes import STABILITY_ASPECT_RATIOS, aspect_ratio, require_auto
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
-from proxy.sizes import STABILITY_ASPECT_RATIOS, aspect_ratio, require_auto
-from proxy.translate import Encoded, Output, images_result
 from proxy.upstream import Upstream, UpstreamResponse
 
 
@@ -117,7 +119,9 @@ def form_fields(
     return fields
 
 
-async def build_form(job: EditJob, endpoint: Endpoint, provider: str) -> Form:
+def build_form(
+    job: EditJob, prepared: Prepared, endpoint: Endpoint, provider: str
+) -> Form:
     """The multipart body; an image on disk streams from its temp file when sent."""
     # Stability takes multipart only, also for generation where no file is sent.
     form = Form()
@@ -125,7 +129,7 @@ async def build_form(job: EditJob, endpoint: Endpoint, provider: str) -> Form:
         form.add_field(name, value)
     if job.operation == "edit":
         image = require_stored(job.images[0], provider=provider, param="images[0]")
-        mask = await _inputs.white_mask(job, provider=provider)
+        mask = prepared.edit_mask
         if mask is not None:
             white = StoredImage(
                 content_type="image/png", size=len(mask), filename="", data=mask
@@ -205,12 +209,21 @@ class StabilityAdapter:
     def auth(self, key: str) -> Auth:
         return StaticKey("Authorization", key, prefix="Bearer ")
 
-    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
-        endpoint = endpoint_for(job, upstream.name)
+    def needs(self, job: EditJob) -> Needs:
+        # The endpoint is checked first: a mask it does not take is refused unread.
+        endpoint_for(job, job.provider)
+        return Needs(edit_mask="white" if job.operation == "edit" else None)
+
+    def build(self, job: EditJob, prepared: Prepared) -> UpstreamCall:
+        endpoint = endpoint_for(job, job.provider)
         headers = {**job.extra_headers, "Accept": "application/json"}
-        form = await build_form(job, endpoint, upstream.name)
-        resp = await upstream.post(endpoint.path, data=form, headers=headers)
-        if not resp.ok:
-            raise error_for(upstream.name, resp)
-        image = parse_reply(upstream.name, resp)
-        return await images_result([image], job=job, upstream=upstream)
+        form = build_form(job, prepared, endpoint, job.provider)
+        return UpstreamCall("POST", endpoint.path, headers, form)
+
+    def parse(self, provider: str, reply: UpstreamResponse) -> Outputs:
+        if not reply.ok:
+            raise error_for(provider, reply)
+        return Outputs([parse_reply(provider, reply)])
+
+    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+        return await compose(self, job, upstream)

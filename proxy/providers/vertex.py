@@ -23,14 +23,15 @@ from urllib.parse import quote
 import msgspec
 
 from proxy.errors import InvalidRequest, UpstreamRejected
-from proxy.images import b64
 from proxy.models import EditJob, EditResult
 from proxy.providers import _google, _inputs, _replies
+from proxy.providers._call import UpstreamCall, send
 from proxy.providers._gcp_auth import ServiceAccountAuth
+from proxy.providers._prepare import Needs, Prepared, image_b64, prepare
+from proxy.providers._results import Encoded, Outputs, finish
+from proxy.providers._sizes import IMAGEN_ASPECT_RATIOS, aspect_ratio, require_auto
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
-from proxy.sizes import IMAGEN_ASPECT_RATIOS, aspect_ratio, require_auto
-from proxy.translate import Encoded, images_result, inline_base64
-from proxy.upstream import Upstream
+from proxy.upstream import Upstream, UpstreamResponse
 
 
 class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="vertex"):
@@ -110,30 +111,27 @@ def parameters(job: EditJob, provider: str, extra: dict[str, Any]) -> dict[str, 
     return _inputs.merge_extra(params, extra, reserved=("storageUri",))
 
 
-async def build_body(job: EditJob, provider: str) -> bytes:
+def build_body(job: EditJob, prepared: Prepared, provider: str) -> bytes:
     extra = dict(job.extra)
     params = parameters(job, provider, extra)
     instance: dict[str, Any] = {"prompt": job.prompt}
     if job.operation == "edit":
-        first = job.images[0]
         refs: list[dict[str, Any]] = [
             {
                 "referenceType": "REFERENCE_TYPE_RAW",
                 "referenceId": 1,
                 "referenceImage": {
-                    "bytesBase64Encoded": await inline_base64(
-                        first, provider=provider, param="images[0]"
-                    )
+                    "bytesBase64Encoded": image_b64(job, prepared, 0, provider=provider)
                 },
             }
         ]
-        mask = await _inputs.white_mask(job, provider=provider)
+        mask = prepared.edit_mask_b64
         if mask is not None:
             refs.append(
                 {
                     "referenceType": "REFERENCE_TYPE_MASK",
                     "referenceId": 2,
-                    "referenceImage": {"bytesBase64Encoded": b64(mask)},
+                    "referenceImage": {"bytesBase64Encoded": mask},
                     "maskImageConfig": {"maskMode": "MASK_MODE_USER_PROVIDED"},
                 }
             )
@@ -184,18 +182,28 @@ class VertexAdapter:
         )
         return self._service_account
 
-    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+    def needs(self, job: EditJob) -> Needs:
+        edit = job.operation == "edit"
+        return Needs(base64=edit, edit_mask="white" if edit else None)
+
+    def build(self, job: EditJob, prepared: Prepared) -> UpstreamCall:
         # Checked before a token is fetched: the id must not climb out of models/.
-        model = _inputs.model_path(job.model, provider=upstream.name)
-        body = await build_body(job, upstream.name)
+        model = _inputs.model_path(job.model, provider=job.provider)
+        return UpstreamCall(
+            "POST",
+            f"{self._path}{model}:predict",
+            {**job.extra_headers, "Content-Type": "application/json"},
+            build_body(job, prepared, job.provider),
+        )
+
+    def parse(self, provider: str, reply: UpstreamResponse) -> Outputs:
+        if not reply.ok:
+            raise _google.error_for(provider, reply)
+        return Outputs(parse_reply(provider, reply.body))
+
+    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+        call = self.build(job, await prepare(job, self.needs(job)))
         if self._service_account is not None:
             await self._service_account.refresh(upstream)
-        resp = await upstream.post(
-            f"{self._path}{model}:predict",
-            data=body,
-            headers={**job.extra_headers, "Content-Type": "application/json"},
-        )
-        if not resp.ok:
-            raise _google.error_for(upstream.name, resp)
-        images = parse_reply(upstream.name, resp.body)
-        return await images_result(images, job=job, upstream=upstream)
+        outputs = self.parse(upstream.name, await send(upstream, call))
+        return await finish(outputs, job=job, upstream=upstream)

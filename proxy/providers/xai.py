@@ -22,8 +22,11 @@ import msgspec
 from proxy.errors import InvalidRequest
 from proxy.models import EditJob, EditResult, ImageInput, RemoteImage, StoredImage
 from proxy.providers import _openai_compat as compat
+from proxy.providers._call import UpstreamCall, compose
+from proxy.providers._prepare import Needs, Prepared
+from proxy.providers._results import Outputs
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
-from proxy.upstream import Upstream
+from proxy.upstream import Upstream, UpstreamResponse
 
 MAX_IMAGES = 3
 # xAI's aspect ratios that an OpenAI "WxH" size can name exactly.
@@ -52,11 +55,11 @@ def aspect_ratio(size: str) -> str:
     )
 
 
-async def image_object(image: ImageInput, param: str) -> dict[str, str]:
+def image_object(image: ImageInput, data: str | None, param: str) -> dict[str, str]:
     if isinstance(image, RemoteImage):
         url = image.url
     elif isinstance(image, StoredImage):
-        url = image.data_url or compat.data_url(image, await image.read())
+        url = compat.data_url(image, data)
     else:
         raise InvalidRequest(
             f"'{param}' is a file id, which xAI cannot resolve; send the image itself",
@@ -65,7 +68,7 @@ async def image_object(image: ImageInput, param: str) -> dict[str, str]:
     return {"url": url, "type": "image_url"}
 
 
-async def build_body(job: EditJob) -> bytes:
+def build_body(job: EditJob, prepared: Prepared) -> bytes:
     body: dict[str, Any] = {**job.extra, "model": job.model, "prompt": job.prompt}
     body["response_format"] = job.response_format or "b64_json"
     if job.n is not None:
@@ -75,7 +78,10 @@ async def build_body(job: EditJob) -> bytes:
     if job.size not in (None, "auto") and "aspect_ratio" not in job.extra:
         assert job.size is not None
         body["aspect_ratio"] = aspect_ratio(job.size)
-    refs = [await image_object(img, f"images[{i}]") for i, img in enumerate(job.images)]
+    refs = [
+        image_object(img, prepared.images[i], f"images[{i}]")
+        for i, img in enumerate(job.images)
+    ]
     if len(refs) == 1:
         body["image"] = refs[0]
     elif refs:
@@ -95,13 +101,16 @@ class XAIAdapter:
     def auth(self, key: str) -> Auth:
         return StaticKey("Authorization", key, prefix="Bearer ")
 
-    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+    def needs(self, job: EditJob) -> Needs:
+        return Needs(base64=True)
+
+    def build(self, job: EditJob, prepared: Prepared) -> UpstreamCall:
         path = "/images/generations" if job.operation == "generate" else "/images/edits"
-        resp = await upstream.post(
-            path,
-            data=await build_body(job),
-            headers={**job.extra_headers, "Content-Type": "application/json"},
-        )
-        if not resp.ok:
-            raise compat.error_for(upstream.name, resp)
-        return compat.parse_images(upstream.name, resp.body)
+        headers = {**job.extra_headers, "Content-Type": "application/json"}
+        return UpstreamCall("POST", path, headers, build_body(job, prepared))
+
+    def parse(self, provider: str, reply: UpstreamResponse) -> Outputs:
+        return compat.parse(provider, reply)
+
+    async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
+        return await compose(self, job, upstream)

@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 from proxy.errors import UpstreamProtocolError
 from proxy.metrics import Metrics
 from proxy.models import EditJob
+from proxy.providers._results import Encoded, images_result
 from proxy.providers.base import StaticKey
-from proxy.translate import Encoded, images_result
 from proxy.upstream import Upstream
 from tests.conftest import AiohttpServer
 from tests.images import jpeg_like, png

@@ -7,7 +7,7 @@ from fractions import Fraction
 import pytest
 
 from proxy.errors import InvalidRequest
-from proxy.sizes import (
+from proxy.providers._sizes import (
     GEMINI_ASPECT_RATIOS,
     IMAGEN_ASPECT_RATIOS,
     STABILITY_ASPECT_RATIOS,

@@ -16,6 +16,7 @@ from proxy.errors import (
 )
 from proxy.models import EditJob, FileRef, RemoteImage, StoredImage
 from proxy.providers import _inputs, _nova, _polling, amazon, azure, bfl, replicate, xai
+from proxy.providers._prepare import Needs, Prepared, prepare
 from tests.images import png
 
 
@@ -56,13 +57,13 @@ def test_xai_aspect_ratio_is_exact_or_a_400(size: str, ratio: str | None) -> Non
         assert xai.aspect_ratio(size) == ratio
 
 
-async def test_xai_image_objects() -> None:
-    remote = await xai.image_object(RemoteImage("https://x.example/a.png"), "images[0]")
+def test_xai_image_objects() -> None:
+    remote = xai.image_object(RemoteImage("https://x.example/a.png"), None, "images[0]")
     assert remote == {"url": "https://x.example/a.png", "type": "image_url"}
-    stored = await xai.image_object(STORED, "images[0]")
-    assert stored["url"].startswith("data:image/png;base64,")
+    stored = xai.image_object(STORED, "QQ==", "images[0]")
+    assert stored["url"] == "data:image/png;base64,QQ=="
     with pytest.raises(InvalidRequest, match="file id"):
-        await xai.image_object(FileRef("file-1"), "images[1]")
+        xai.image_object(FileRef("file-1"), None, "images[1]")
 
 
 def test_amazon_default_endpoint_follows_the_region() -> None:
@@ -125,12 +126,11 @@ def test_bedrock_replies_and_errors() -> None:
 
 
 async def test_bedrock_mask_needs_bytes() -> None:
+    remote = job(images=(RemoteImage("https://a/b.png"),), mask=STORED)
     with pytest.raises(InvalidRequest) as exc:
-        await _inputs.white_mask(
-            job(images=(RemoteImage("https://a/b.png"),), mask=STORED), provider="bfl"
-        )
+        await prepare(remote, Needs(edit_mask="white"))
     assert exc.value.param == "images[0]"  # the input that is not bytes
-    assert await _nova.nova_mask(job(images=(STORED,))) is None
+    assert await prepare(job(images=(STORED,)), Needs(edit_mask="black")) == Prepared()
 
 
 def test_replicate_errors_and_predictions() -> None:
@@ -147,9 +147,9 @@ def test_replicate_errors_and_predictions() -> None:
     assert pred.output == ["https://r/a.png"]
 
 
-async def test_replicate_input_refuses_file_ids() -> None:
+def test_replicate_input_refuses_file_ids() -> None:
     with pytest.raises(InvalidRequest) as exc:
-        await replicate.build_input(job(images=(FileRef("file-1"),)))
+        replicate.build_input(job(images=(FileRef("file-1"),)), Prepared((None,)))
     assert exc.value.param == "images[0]"
 
 

@@ -15,7 +15,7 @@ from proxy.errors import (
 )
 from proxy.models import EditJob, TokenDetails, Usage
 from proxy.providers import _google, google, stabilityai, vertex
-from proxy.translate import Encoded
+from proxy.providers._results import Encoded
 from proxy.upstream import UpstreamResponse
 
 
