@@ -14,6 +14,7 @@ from proxy.accounting import bill, splice
 from proxy.context import CONTEXT
 from proxy.guard import authorize
 from proxy.headers import validate_extra_headers
+from proxy.metrics import exposition
 from proxy.models import (
     EDIT_FIELDS,
     GENERATE_FIELDS,
@@ -49,7 +50,6 @@ from proxy.state import (
 )
 from proxy.tempfiles import UploadSet
 from proxy.upload_api import caller
-from proxy.workers import exposition
 
 _encode = msgspec.json.encode
 

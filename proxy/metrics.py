@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 from proxy.errors import ProxyError, UpstreamError
 from proxy.models import Usage
@@ -260,3 +267,12 @@ class Metrics:
             self.upstream_errors.labels(exc.provider, exc.metric_label).inc()
         else:
             self.rejected.labels(exc.metric_label).inc()
+
+
+def exposition(registry: CollectorRegistry, multiproc_dir: str | None) -> bytes:
+    """The text exposition: this process's registry, or every worker's when shared."""
+    if multiproc_dir is None:
+        return generate_latest(registry)
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged, path=multiproc_dir)  # type: ignore[no-untyped-call]
+    return generate_latest(merged)

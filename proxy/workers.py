@@ -4,7 +4,7 @@
 kernel spreads connections over them), forwards SIGTERM and SIGINT to them, and exits 0
 when every worker has exited cleanly. It gives the workers a fresh
 ``PROMETHEUS_MULTIPROC_DIR``: prometheus-client then keeps each worker's values in files
-there, and ``exposition`` aggregates them with ``MultiProcessCollector``.
+there, and ``metrics.exposition`` aggregates them with ``MultiProcessCollector``.
 """
 
 from __future__ import annotations
@@ -18,18 +18,9 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from types import FrameType
 
-from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import multiprocess
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-
-def exposition(registry: CollectorRegistry, multiproc_dir: str | None) -> bytes:
-    """The text exposition: this process's registry, or every worker's when shared."""
-    if multiproc_dir is None:
-        return generate_latest(registry)
-    merged = CollectorRegistry()
-    multiprocess.MultiProcessCollector(merged, path=multiproc_dir)  # type: ignore[no-untyped-call]
-    return generate_latest(merged)
 
 
 class Supervisor:
