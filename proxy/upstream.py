@@ -233,11 +233,7 @@ class Upstream:
             # is measurable on the hot path.
             raise mapped(self.name, exc) from exc
         finally:
-            elapsed = time.perf_counter() - start
-            add_upstream_time(elapsed)
-            self._duration.observe(elapsed)
-            metrics = self._metrics
-            metrics.child(metrics.upstream_requests, self.name, outcome).inc()
+            self._record(start, outcome)
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -280,12 +276,8 @@ class Upstream:
                 )
                 yield reply
         finally:
-            elapsed = time.perf_counter() - start
-            add_upstream_time(elapsed)
-            self._duration.observe(elapsed)
             outcome = "error" if reply is None else reply.outcome
-            metrics = self._metrics
-            metrics.child(metrics.upstream_requests, self.name, outcome).inc()
+            self._record(start, outcome)
             if breaker is not None:
                 # Not retried: a stream may have reached the client. The breaker
                 # hears failures (no reply, 5xx, broken stream) and successes.
@@ -318,11 +310,15 @@ class Upstream:
                 outcome = f"{r.status // 100}xx"
                 yield r
         finally:
-            elapsed = time.perf_counter() - start
-            add_upstream_time(elapsed)
-            self._duration.observe(elapsed)
-            metrics = self._metrics
-            metrics.child(metrics.upstream_requests, self.name, outcome).inc()
+            self._record(start, outcome)
+
+    def _record(self, start: float, outcome: str) -> None:
+        """One call's time (request total, histogram) and outcome counter."""
+        elapsed = time.perf_counter() - start
+        add_upstream_time(elapsed)
+        self._duration.observe(elapsed)
+        metrics = self._metrics
+        metrics.child(metrics.upstream_requests, self.name, outcome).inc()
 
     def received(self, size: int) -> None:
         self._received.inc(size)
