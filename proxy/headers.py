@@ -100,6 +100,8 @@ def validate_extra_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
     clean: dict[str, str] = {}
     for name, value in headers.items():
         param = f"extra_headers.{name}"
+        # CGI/WSGI-style servers read `_` as `-`: judge the name as they would.
+        canon = name.replace("_", "-")
         if not isinstance(value, str):
             raise InvalidRequest(
                 f"extra header '{name}' must have a string value", param=param
@@ -115,14 +117,14 @@ def validate_extra_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
                 f"{MAX_VALUE_LENGTH} characters",
                 param=param,
             )
-        if is_credential(name):
+        if is_credential(canon):
             raise InvalidRequest(
                 f"extra header '{name}' would carry credentials; the gateway sends "
                 "its own provider credentials",
                 param=param,
                 code="forbidden_header",
             )
-        if selects_billing(name):
+        if selects_billing(canon):
             raise InvalidRequest(
                 f"extra header '{name}' picks the account or project billed for the "
                 "gateway's credentials, or signs the request; the gateway sets these "
@@ -130,7 +132,7 @@ def validate_extra_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
                 param=param,
                 code="forbidden_header",
             )
-        if name.lower() in FRAMING_HEADERS:
+        if canon.lower() in FRAMING_HEADERS:
             raise InvalidRequest(
                 f"extra header '{name}' controls HTTP framing or routing and cannot "
                 "be forwarded",

@@ -29,7 +29,8 @@ from tests.images import jpeg_like, png, webp_like
     "name",
     ["Authorization", "PROXY-AUTHORIZATION", "api-key", "X-Api-Key", "x-goog-api-key",
      "X-Key", "Cookie", "set-cookie", "Ocp-Apim-Subscription-Key", "x-amz-security-token",
-     "X-Custom-Api-Key", "X-Refresh-Token", "X-Client-Secret", "X-Authenticated-User"],
+     "X-Custom-Api-Key", "X-Refresh-Token", "X-Client-Secret", "X-Authenticated-User",
+     "X_Api_Key", "x_goog_api_key", "api_key"],
 )  # fmt: skip
 def test_credential_headers_refused(name: str) -> None:
     with pytest.raises(InvalidRequest) as exc:
@@ -42,7 +43,9 @@ def test_credential_headers_refused(name: str) -> None:
     "name",
     ["OpenAI-Organization", "openai-project", "X-Goog-User-Project", "x-goog-request-params",
      "X-Amz-Credential", "X-AMZ-SIGNATURE", "X-Amz-SignedHeaders", "X-Amz-Target",
-     "X-Amz-Expires", "x-amz-algorithm", "X-Vertex-AI-LLM-Request-Type"],
+     "X-Amz-Expires", "x-amz-algorithm", "X-Vertex-AI-LLM-Request-Type",
+     # Underscores: servers behind CGI/WSGI-style gateways read them as dashes.
+     "OpenAI_Organization", "x_goog_user_project", "X_Amz_Credential"],
 )  # fmt: skip
 def test_billing_and_signing_headers_refused(name: str) -> None:
     # Each picks who pays for the gateway's key or forges part of a signed request.
@@ -54,7 +57,8 @@ def test_billing_and_signing_headers_refused(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["Forwarded", "X-Forwarded-For", "x-forwarded-host", "X-Real-IP", "Via"],
+    ["Forwarded", "X-Forwarded-For", "x-forwarded-host", "X-Real-IP", "Via",
+     "X_Forwarded_For", "x_real_ip"],
 )  # fmt: skip
 def test_client_address_headers_refused(name: str) -> None:
     with pytest.raises(InvalidRequest, match="framing or routing") as exc:
