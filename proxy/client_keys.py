@@ -31,14 +31,30 @@ def new_key() -> str:
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
-    auth = headers.get("Authorization", "")
-    if auth[: len(_BEARER)].lower() == _BEARER and auth[len(_BEARER) :].strip():
-        return auth[len(_BEARER) :].strip()
-    for name in _KEY_HEADERS:
-        value = headers.get(name, "").strip()
-        if value:
-            return value
-    return None
+    """The one key the request presents, or None; Unauthorized if it presents two.
+
+    Two different keys (two Authorization headers, or Authorization and x-api-key)
+    leave it to chance which one a proxy in front or behind would honour: refused.
+    """
+    found: set[str] = set()
+    getall = getattr(headers, "getall", None)
+    for name in ("Authorization", *_KEY_HEADERS):
+        values = getall(name, ()) if getall is not None else [headers.get(name, "")]
+        for value in values:
+            if name == "Authorization":
+                if value[: len(_BEARER)].lower() != _BEARER:
+                    continue
+                value = value[len(_BEARER) :]
+            if value := value.strip():
+                found.add(value)
+    if len(found) > 1:
+        raise Unauthorized(
+            "more than one API key presented: send exactly one, as "
+            "'Authorization: Bearer <key>'",
+            code="ambiguous_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return found.pop() if found else None
 
 
 class KeyRing:

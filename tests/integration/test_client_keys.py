@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import aiohttp
 import openai
 import pytest
 from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import UPSTREAM_KEY, StartProxy, leftover_files
@@ -59,6 +61,46 @@ async def test_missing_key_is_401(keyed: TestServer, fake_openai: FakeOpenAI) ->
     assert body["error"]["code"] == "missing_api_key"
     assert headers["WWW-Authenticate"] == "Bearer"
     assert fake_openai.received == []
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        # Two Authorization headers: which one wins depends on who reads them.
+        [("Authorization", f"Bearer {KEY_A}"), ("Authorization", f"Bearer {KEY_B}")],
+        [("Authorization", f"Bearer {KEY_B}"), ("x-api-key", KEY_A)],
+        [("api-key", KEY_A), ("x-api-key", KEY_B)],
+    ],
+)
+async def test_two_different_keys_are_refused(
+    keyed: TestServer, fake_openai: FakeOpenAI, pairs: list[tuple[str, str]]
+) -> None:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            keyed.make_url("/v3/images/generations"),
+            json={"model": "openai/gpt-image-1", "prompt": "a cat"},
+            headers=CIMultiDict(pairs),
+        ) as r,
+    ):
+        assert r.status == 401
+        assert (await r.json())["error"]["code"] == "ambiguous_api_key"
+    assert fake_openai.received == []
+
+
+async def test_the_same_key_twice_is_one_key(
+    keyed: TestServer, fake_openai: FakeOpenAI
+) -> None:
+    headers = CIMultiDict([("Authorization", f"Bearer {KEY_A}"), ("x-api-key", KEY_A)])
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            keyed.make_url("/v3/images/generations"),
+            json={"model": "openai/gpt-image-1", "prompt": "a cat"},
+            headers=headers,
+        ) as r,
+    ):
+        assert r.status == 200
 
 
 @pytest.mark.parametrize("header", ["api-key", "x-api-key", "Authorization"])
