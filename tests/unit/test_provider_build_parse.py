@@ -107,7 +107,7 @@ async def test_prepare_converts_the_mask_to_either_polarity() -> None:
 
 def test_openai_builds_multipart_from_multipart_and_json_from_json() -> None:
     adapter = openai.OpenAIAdapter(openai.Config(organization="org-1"))
-    multipart = job(source="multipart", model="gpt-image-1", response_format="b64_json")
+    multipart = job(source="multipart", model="gpt-image-2", response_format="b64_json")
     assert adapter.needs(multipart) == Needs(base64=False)
     call = adapter.build(multipart, Prepared())
     assert (call.method, call.path) == ("POST", "/images/edits")
