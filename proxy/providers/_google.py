@@ -145,7 +145,7 @@ def generation_config(job: EditJob, provider: str) -> dict[str, Any]:
     ratio = aspect_ratio(job.size, GEMINI_ASPECT_RATIOS, provider=provider)
     if ratio is not None:
         image_config["aspectRatio"] = ratio
-    tier = gemini_image_size(job.size, provider=provider)
+    tier = gemini_image_size(job.size, provider=provider, model=job.model)
     if tier is not None:
         image_config["imageSize"] = tier
     config: dict[str, Any] = {"responseModalities": ["TEXT", "IMAGE"]}

@@ -354,3 +354,19 @@ def test_translation_is_synchronous(adapter: Any) -> None:
     # I/O belongs to edit() (prepare, send, poll, finish), never to the translation.
     for step in ("needs", "build", "parse"):
         assert not inspect.iscoroutinefunction(getattr(adapter, step)), step
+
+
+def test_gemini_flash_lite_makes_1k_only() -> None:
+    adapter = google.GoogleAdapter(google.Config())
+    body = json_of(
+        adapter.build(job(model="gemini-3.1-flash-image", size="2048x2048"), ONE)
+    )
+    assert body["generationConfig"]["imageConfig"]["imageSize"] == "2K"
+    lite = job(model="gemini-3.1-flash-lite-image", size="2048x2048")
+    with pytest.raises(InvalidRequest) as exc:
+        adapter.build(lite, ONE)
+    assert exc.value.param == "size"
+    small = job(model="gemini-3.1-flash-lite-image", size="1024x1024")
+    assert "imageSize" not in json_of(adapter.build(small, ONE))[
+        "generationConfig"
+    ].get("imageConfig", {})
