@@ -101,6 +101,13 @@ class KeyRing:
             )
         return found
 
+    def client_id(self, name: str) -> str:
+        """A stable identifier for key ``name`` that says nothing about the key: the
+        HMAC-SHA256 of its name under the key's configured SHA-256 (64 hex digits)."""
+        digest = bytes.fromhex(self._keys[name].sha256)
+        message = b"imagegate client id\x00" + name.encode()
+        return hmac.new(digest, message, hashlib.sha256).hexdigest()
+
     def allows(self, name: str, model: str) -> bool:
         return any(fnmatchcase(model, p) for p in self._keys[name].models)
 

@@ -151,7 +151,10 @@ async def _answer(
         store=app[UPLOAD_STORE],
         fetcher=app[FETCHER],
     )
-    mine = dispatch.Request(uploads=uploads, key=caller(request), hold=ctx.hold)
+    key = caller(request)
+    if key is not None:
+        job = msgspec.structs.replace(job, client_id=app[CLIENT_KEYS].client_id(key))
+    mine = dispatch.Request(uploads=uploads, key=key, hold=ctx.hold)
     answer = await dispatch.run(services, mine, route, job)
     if answer.stream is not None and answer.adapter is not None:
         using = streaming.Relaying(

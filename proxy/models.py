@@ -141,6 +141,9 @@ class EditJob(RequestFields, frozen=True, kw_only=True):
     # Fields the proxy does not know, forwarded to the provider unchanged.
     extra: dict[str, Any] = {}
     extra_headers: dict[str, str] = {}
+    # A stable, hashed identifier of the client key (``KeyRing.client_id``) for
+    # providers' abuse tracking; never the key or its name. None without client keys.
+    client_id: str | None = None
 
     @classmethod
     def from_request(

@@ -85,6 +85,18 @@ def check_google(fake: Any) -> None:
 
 
 def check_vertex(fake: Any) -> None:
+    """Gemini on Vertex: the service account's token, Gemini's body, the global
+    location."""
+    assert fake.last.headers["Authorization"] == "Bearer ya29.fake-1"
+    assert fake.last.path.endswith(
+        "/locations/global/publishers/google/models/gemini-3.1-flash-image"
+        ":generateContent"
+    )
+    assert fake.gemini_images[-1] == [("image/png", IMAGE)]
+    assert fake.bodies[-1]["contents"][0]["parts"][-1] == {"text": PROMPT}
+
+
+def check_vertex_imagen(fake: Any) -> None:
     assert fake.last.headers["Authorization"] == "Bearer ya29.fake-1"
     assert fake.reference("REFERENCE_TYPE_RAW") == IMAGE
     assert_white_edit(fake.reference("REFERENCE_TYPE_MASK"))
@@ -183,10 +195,16 @@ class Case:
 CASES: dict[str, tuple[Case, ...]] = {
     "openai": (Case("openai/gpt-image-2", True, check_openai, "openai/gpt-image-2",
                     error_body=openai_error),),
-    "google": (Case("google/gemini-2.5-flash-image", False, check_google,
-                    "google/gemini-2.5-flash-image"),),
-    "vertex": (Case("vertex/imagen-3.0-capability-001", True, check_vertex,
-                    "vertex/imagen-4.0-generate-001"),),
+    "google": (Case("google/gemini-3.1-flash-image", False, check_google,
+                    "google/gemini-3.1-flash-lite-image"),),
+    "vertex": (
+        Case("vertex/gemini-3.1-flash-image", False, check_vertex,
+             "vertex/gemini-3-pro-image"),
+        # Imagen is shut down; its :predict path stays while the adapter keeps it.
+        Case("vertex/imagen-3.0-capability-001", True, check_vertex_imagen,
+             "vertex/imagen-4.0-generate-001", id="vertex-imagen",
+             section={"location": "us-central1"}),
+    ),
     "stabilityai": (Case("stabilityai/inpaint", True, check_stabilityai,
                          "stabilityai/core"),),
     "azure": (

@@ -8,6 +8,7 @@ beforehand); the reply is validated without decoding its base64 payloads.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,6 +36,8 @@ from proxy.providers._prepare import Needs, Prepared
 from proxy.providers._results import Outputs
 from proxy.upstream import UpstreamResponse
 
+# OpenAI's guide says at most 128 characters, the one mirror of its schema found 64.
+MAX_SAFETY_IDENTIFIER = 64
 # What json_body and multipart_form add after the scalar fields.
 _IMAGE_FIELDS = ("image", "image[]", "images", "mask")
 
@@ -53,6 +56,24 @@ def job_fields(job: EditJob, *, model: str) -> dict[str, Any]:
     if job.stream:
         fields["stream"] = True
     return _inputs.merge_extra(fields, job.extra, reserved=_IMAGE_FIELDS)
+
+
+def with_safety_identifier(job: EditJob, *, derive: bool) -> EditJob:
+    """The client's ``user`` as ``safety_identifier``, which supersedes it at OpenAI
+    (one over 64 characters as its SHA-256); with ``derive``, a job without one gets
+    its client key's hashed ``client_id``. A client's own ``safety_identifier`` is
+    sent as it is."""
+    if "safety_identifier" in job.extra:
+        return job
+    found = job.user
+    if found is not None and len(found) > MAX_SAFETY_IDENTIFIER:
+        found = hashlib.sha256(found.encode()).hexdigest()
+    if found is None and derive:
+        found = job.client_id
+    if found is None:
+        return job
+    extra = {**job.extra, "safety_identifier": found}
+    return msgspec.structs.replace(job, user=None, extra=extra)
 
 
 def _form_items(name: str, value: Any) -> Iterator[tuple[str, str]]:

@@ -79,10 +79,13 @@ def aspect_ratio(
     raise unsupported_size(size, provider, ["auto", *supported])
 
 
-def gemini_image_size(size: str | None, *, provider: str) -> str | None:
+def gemini_image_size(
+    size: str | None, *, provider: str, model: str = ""
+) -> str | None:
     """Gemini's ``imageSize`` tier for a ``WxH`` size; ``None`` keeps the default (1K).
 
-    1K is never sent, so models without tiers (gemini-2.5-flash-image) accept it.
+    1K is never sent, so models without tiers accept it; gemini-3.1-flash-lite-image
+    makes 1K only, so a larger size is a 400 for it.
     """
     parsed = parse_size(size)
     if parsed is None or parsed.width is None or parsed.height is None:
@@ -90,6 +93,8 @@ def gemini_image_size(size: str | None, *, provider: str) -> str | None:
     pixels = parsed.width * parsed.height
     for tier, nominal in GEMINI_IMAGE_SIZES:
         if pixels <= nominal * _TIER_SLACK:
+            if tier != "1K" and "flash-lite-image" in model:
+                raise unsupported_size(size, provider, ["auto", "WxH up to 1K"])
             return None if tier == "1K" else tier
     raise unsupported_size(
         size, provider, ["auto", "WxH up to about 4096x4096", *GEMINI_ASPECT_RATIOS]

@@ -3,7 +3,9 @@
 API: https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_InvokeModel.html
 and https://docs.aws.amazon.com/nova/latest/userguide/image-gen-access.html
 ``POST /model/{modelId}/invoke`` with a JSON body in the model's own schema:
-- Amazon Nova Canvas (and Titan Image): an edit with a mask is ``INPAINTING`` (Nova
+- Amazon Nova Canvas (``amazon.nova-canvas-v1:0``: Legacy, end of life 2026-09-30, and
+  AWS names no Amazon image model after it; kept for accounts with extended access) and
+  Titan Image: an edit with a mask is ``INPAINTING`` (Nova
   marks the area to change in black, so OpenAI's mask is converted and inverted), or
   ``OUTPAINTING`` when ``task_type: OUTPAINTING`` is sent (Nova changes the white area);
   an edit without a mask is ``IMAGE_VARIATION`` (1-5 images), or ``INPAINTING`` driven

@@ -8,6 +8,8 @@ API: https://learn.microsoft.com/azure/ai-foundry/openai/reference (images)
 The wire format is OpenAI's (multipart in → multipart out, JSON in → JSON out) with the
 key in an ``api-key`` header. Deviations: ``model`` names a deployment, not a model, so
 ``deployments`` maps each deployment to the model it serves, for pricing and listing.
+For a deployment of a gpt-image model the client's ``user`` goes as
+``safety_identifier``, as at OpenAI (``safety_identifier: derive`` as there).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="azure"):
     api_version: str = "2025-04-01-preview"
     # deployment name -> the model it serves, e.g. {my-images: gpt-image-2}
     deployments: dict[str, str] = msgspec.field(default_factory=dict)
+    # As OpenAI's: `user` → `safety_identifier`; derive: a client key's hash when none.
+    safety_identifier: Literal["user", "derive"] = "user"
     pool: Pool = Pool()
 
 
@@ -68,6 +72,9 @@ class AzureAdapter:
 
     def build(self, job: EditJob, prepared: Prepared) -> UpstreamCall:
         _inputs.model_path(job.model, provider=job.provider)
+        if self.price_model(job.model).startswith("gpt-image"):
+            derive = self._config.safety_identifier == "derive"
+            job = compat.with_safety_identifier(job, derive=derive)
         return compat.build(
             job,
             prepared,

@@ -1,4 +1,4 @@
-"""Black Forest Labs FLUX: Kontext (edit by prompt), Fill (mask) and Expand.
+"""Black Forest Labs FLUX: FLUX.2 and Kontext (edit by prompt), Fill (mask) and Expand.
 
 API: https://docs.bfl.ai (``POST /v1/{model}``, then ``GET polling_url``)
 Submit answers ``{id, polling_url}``; the proxy polls that URL (only on the allowed
@@ -10,7 +10,10 @@ default) the proxy downloads it at once, without the key (``proxy.downloads``).
 Deviations: one image per job (the handler fans ``n`` out); Kontext takes up to 4 images
 (``input_image``, ``input_image_2``...) and no mask; Fill takes one image and the mask,
 converted to FLUX's white = edit; ``size`` maps to ``aspect_ratio`` (Kontext) and must
-be auto for Fill and Expand. Unknown client fields (``seed``, ``safety_tolerance``,
+be auto for Fill and Expand. FLUX.2 (``flux-2-pro``, ``-max``, ``-flex``, ``-klein-4b``,
+``-klein-9b``; billed per megapixel) is sized by ``width``/``height``, made from a
+``WIDTHxHEIGHT`` size, and takes reference images as Kontext does: up to 8, klein up
+to 4 (docs.bfl.ai editing overview). Unknown client fields (``seed``, ``safety_tolerance``,
 ``steps``...) are forwarded.
 """
 
@@ -21,7 +24,7 @@ from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
-from proxy.errors import UpstreamRejected, UpstreamUnavailable
+from proxy.errors import InvalidRequest, UpstreamRejected, UpstreamUnavailable
 from proxy.models import EditJob, EditResult
 from proxy.providers import _inputs, _polling, _replies, _sizes
 from proxy.providers._call import UpstreamCall, send
@@ -46,6 +49,8 @@ KONTEXT = Capabilities(max_images=4, mask=False, native_n=False, image_types=_TY
 FILL = Capabilities(generate=False, max_images=1, native_n=False, image_types=_TYPES)
 EXPAND = Capabilities(generate=False, max_images=1, mask=False, native_n=False)
 GENERATE = Capabilities(edit=False, max_images=0, mask=False, native_n=False)
+FLUX2 = Capabilities(max_images=8, mask=False, native_n=False, image_types=_TYPES)
+FLUX2_KLEIN = Capabilities(max_images=4, mask=False, native_n=False, image_types=_TYPES)
 _MODERATED = frozenset({"Content Moderated", "Request Moderated"})
 _FINAL = frozenset({"Ready", "Error", "Failed", "Task not found"}) | _MODERATED
 
@@ -63,6 +68,8 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="bfl"):
 
 
 def model_capabilities(model: str) -> Capabilities:
+    if model.startswith("flux-2-"):
+        return FLUX2_KLEIN if "klein" in model else FLUX2
     if "fill" in model:
         return FILL
     if "expand" in model:
@@ -101,6 +108,18 @@ def error_message(body: bytes) -> str | None:
     return detail
 
 
+def _dimensions(size: str | None) -> dict[str, int]:
+    """FLUX.2's ``width``/``height`` from a ``WIDTHxHEIGHT`` size (auto: BFL's)."""
+    parsed = _sizes.parse_size(size)
+    if parsed is None:
+        return {}
+    if parsed.width is None or parsed.height is None:
+        raise InvalidRequest(
+            f"FLUX.2 is sized in pixels: use WIDTHxHEIGHT, not {size!r}", param="size"
+        )
+    return {"width": parsed.width, "height": parsed.height}
+
+
 def build_body(job: EditJob, prepared: Prepared) -> dict[str, Any]:
     body: dict[str, Any] = {**job.extra, "prompt": job.prompt}
     images = [
@@ -115,9 +134,12 @@ def build_body(job: EditJob, prepared: Prepared) -> dict[str, Any]:
     else:
         for i, image in enumerate(images):
             body["input_image" if i == 0 else f"input_image_{i + 1}"] = image
-        ratio = _sizes.aspect_ratio(job.size, ASPECT_RATIOS, provider="bfl")
-        if ratio is not None:
-            body["aspect_ratio"] = ratio
+        if caps is FLUX2 or caps is FLUX2_KLEIN:
+            body.update(_dimensions(job.size))
+        else:
+            ratio = _sizes.aspect_ratio(job.size, ASPECT_RATIOS, provider="bfl")
+            if ratio is not None:
+                body["aspect_ratio"] = ratio
     if job.output_format in ("png", "jpeg"):
         body["output_format"] = job.output_format
     return body
@@ -163,8 +185,9 @@ class BFLAdapter:
 
     def listed_models(self) -> list[str]:
         return [
-            "flux-kontext-pro", "flux-kontext-max", "flux-pro-1.0-fill",
-            "flux-pro-1.0-expand", "flux-pro-1.1",
+            "flux-2-pro", "flux-2-max", "flux-2-flex", "flux-2-klein-4b",
+            "flux-2-klein-9b", "flux-kontext-pro", "flux-kontext-max",
+            "flux-pro-1.0-fill", "flux-pro-1.0-expand", "flux-pro-1.1",
         ]  # fmt: skip
 
     def model_capabilities(self, model: str) -> Capabilities:

@@ -4,14 +4,18 @@ API: https://platform.openai.com/docs/api-reference/images/createEdit
 Multipart in becomes multipart out, streamed from the temp files; JSON in becomes
 OpenAI's JSON edit form (``images: [{image_url|file_id}]``). Deviations: GPT image
 models always answer base64, so ``response_format`` is dropped for them when it asks for
-``b64_json`` and refused when it asks for ``url``.
+``b64_json`` and refused when it asks for ``url``; the client's ``user`` goes as
+``safety_identifier`` (OpenAI's replacement for it), and with ``safety_identifier:
+derive`` a request without one gets a stable hash of its client key.
+Current models (2026-12): gpt-image-2, gpt-image-2.5-flare/-sunburst and
+gpt-image-2.6-flare/-sunburst; gpt-image-1*, chatgpt-image-latest and DALL-E are shut down.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import msgspec
 
@@ -31,6 +35,9 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="openai"):
     api_key_env: str = "OPENAI_API_KEY"
     organization: str | None = None
     project: str | None = None
+    # user: the client's `user` goes as `safety_identifier`; derive: and when it sends
+    # none, a stable hash of its client key (HMAC-SHA256, 64 hex digits; never the key).
+    safety_identifier: Literal["user", "derive"] = "user"
     pool: Pool = Pool()
 
 
@@ -38,9 +45,12 @@ def _is_gpt_image(model: str) -> bool:
     return model.startswith(("gpt-image", "chatgpt-image"))
 
 
-def normalize(job: EditJob) -> EditJob:
+def normalize(job: EditJob, *, derive: bool = False) -> EditJob:
     """Apply OpenAI's model rules that the proxy can check before sending."""
-    if job.response_format is None or not _is_gpt_image(job.model):
+    if not _is_gpt_image(job.model):
+        return job
+    job = compat.with_safety_identifier(job, derive=derive)
+    if job.response_format is None:
         return job
     if job.response_format == "url":
         raise InvalidRequest(
@@ -57,6 +67,7 @@ class OpenAIAdapter:
     capabilities: ClassVar[Capabilities] = Capabilities(file_ids=True, streaming=True)
 
     def __init__(self, config: Config) -> None:
+        self._derive = config.safety_identifier == "derive"
         self._headers: dict[str, str] = {}
         if config.organization:
             self._headers["OpenAI-Organization"] = config.organization
@@ -71,7 +82,7 @@ class OpenAIAdapter:
 
     def build(self, job: EditJob, prepared: Prepared) -> UpstreamCall:
         return compat.build(
-            normalize(job),
+            normalize(job, derive=self._derive),
             prepared,
             edits_path="/images/edits",
             generations_path="/images/generations",

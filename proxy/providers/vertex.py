@@ -1,6 +1,13 @@
-"""Imagen on Vertex AI: edits (``imagen-3.0-capability-001``) and generation, via ``:predict``.
+"""Vertex AI: Gemini image models via ``:generateContent``; retired Imagen via ``:predict``.
 
-API: https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/imagen-api-edit
+Gemini (``gemini-3.1-flash-image``, ``gemini-3-pro-image``, ...): the Gemini API's request
+and reply (``_google``), on ``{base_url}/projects/{project}/locations/{location}/
+publishers/google/models/{model}:generateContent``; Google serves them from the
+``global`` location (https://aiplatform.googleapis.com), the default here. No mask, no
+native ``n`` (the proxy makes n calls). API:
+https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/inference
+Imagen (every id shut down in 2026; kept for a regional ``location`` until the catalogue
+refuses them): https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/imagen-api-edit
 The first image is the RAW reference image, the mask (converted from OpenAI's alpha
 convention to white = edit) the MASK reference with ``MASK_MODE_USER_PROVIDED``;
 ``n`` is ``sampleCount`` (1-4). ``editMode`` is inpaint-insertion with a mask, the
@@ -36,9 +43,10 @@ from proxy.upstream import Upstream, UpstreamResponse
 
 class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="vertex"):
     project: str
-    location: str = "us-central1"
-    # Imagen is served from regional hosts only; keep this in step with `location`.
-    base_url: str = "https://us-central1-aiplatform.googleapis.com/v1"
+    # Gemini image models are served from `global`; a regional location takes its own
+    # host (https://{location}-aiplatform.googleapis.com/v1), kept in step with it.
+    location: str = "global"
+    base_url: str = "https://aiplatform.googleapis.com/v1"
     api_key_env: str = "GOOGLE_APPLICATION_CREDENTIALS"
     auth: Literal["service_account", "access_token"] = "service_account"
     pool: Pool = Pool()
@@ -159,11 +167,19 @@ def parse_reply(provider: str, body: bytes) -> list[Encoded]:
     )
 
 
+def is_gemini(model: str) -> bool:
+    return model.startswith("gemini-")
+
+
 class VertexAdapter:
     name: ClassVar[str] = "vertex"
+    # Imagen's; Gemini models answer model_capabilities with _google's.
     capabilities: ClassVar[Capabilities] = Capabilities(
         max_images=1, image_types=frozenset({"image/png", "image/jpeg"})
     )
+
+    def model_capabilities(self, model: str) -> Capabilities:
+        return _google.GEMINI_CAPABILITIES if is_gemini(model) else self.capabilities
 
     def __init__(self, config: Config) -> None:
         self._config = config
@@ -183,27 +199,39 @@ class VertexAdapter:
         return self._service_account
 
     def needs(self, job: EditJob) -> Needs:
+        if is_gemini(job.model):
+            return Needs(base64=True)
         edit = job.operation == "edit"
         return Needs(base64=edit, edit_mask="white" if edit else None)
 
     def build(self, job: EditJob, prepared: Prepared) -> UpstreamCall:
         # Checked before a token is fetched: the id must not climb out of models/.
         model = _inputs.model_path(job.model, provider=job.provider)
-        return UpstreamCall(
-            "POST",
-            f"{self._path}{model}:predict",
-            {**job.extra_headers, "Content-Type": "application/json"},
-            build_body(job, prepared, job.provider),
-        )
+        headers = {**job.extra_headers, "Content-Type": "application/json"}
+        if is_gemini(job.model):
+            body = _google.build_body(job, prepared, job.provider)
+            return UpstreamCall(
+                "POST", f"{self._path}{model}:generateContent", headers, body
+            )
+        body = build_body(job, prepared, job.provider)
+        return UpstreamCall("POST", f"{self._path}{model}:predict", headers, body)
 
     def parse(self, provider: str, reply: UpstreamResponse) -> Outputs:
+        """An Imagen ``:predict`` reply."""
         if not reply.ok:
             raise _google.error_for(provider, reply)
         return Outputs(parse_reply(provider, reply.body))
+
+    def parse_gemini(self, provider: str, reply: UpstreamResponse) -> Outputs:
+        """A Gemini ``:generateContent`` reply."""
+        if not reply.ok:
+            raise _google.error_for(provider, reply)
+        return Outputs(*_google.parse_reply(provider, reply.body))
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         call = self.build(job, await prepare(job, self.needs(job)))
         if self._service_account is not None:
             await self._service_account.refresh(upstream)
-        outputs = self.parse(upstream.name, await send(upstream, call))
+        parse = self.parse_gemini if is_gemini(job.model) else self.parse
+        outputs = parse(upstream.name, await send(upstream, call))
         return await finish(outputs, job=job, upstream=upstream)

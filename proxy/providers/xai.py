@@ -11,6 +11,9 @@ is not supported upstream and maps to ``aspect_ratio`` (a size with no exact xAI
 is a 400 naming the supported ones); OpenAI-only fields (quality, background,
 output_format, output_compression, input_fidelity, moderation, partial_images) are not
 sent; unknown client fields (``aspect_ratio``, ``resolution``) are forwarded.
+``grok-imagine-image-2.0`` takes ``quality`` (low or medium; ``auto`` is left out) and
+``resolution`` (1k, 1.5k or 2k), both checked here so a wrong one is a 400 naming it;
+``grok-imagine-image`` takes neither. ``grok-imagine-image-quality`` is shut down.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from proxy.upstream import Upstream, UpstreamResponse
 MAX_IMAGES = 3
 # xAI's aspect ratios that an OpenAI "WxH" size can name exactly.
 ASPECT_RATIOS = ("1:1", "3:4", "4:3", "9:16", "16:9", "2:3", "3:2", "1:2", "2:1")
+# grok-imagine-image-2.0's tiers ("high" is refused upstream).
+QUALITIES = ("low", "medium")
+RESOLUTIONS = ("1k", "1.5k", "2k")
 
 
 class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="xai"):
@@ -68,8 +74,27 @@ def image_object(image: ImageInput, data: str | None, param: str) -> dict[str, s
     return {"url": url, "type": "image_url"}
 
 
+def _tiered(job: EditJob, body: dict[str, Any]) -> None:
+    """grok-imagine-image-2.0's ``quality`` and ``resolution``, checked."""
+    if job.quality not in (None, "auto"):
+        if job.quality not in QUALITIES:
+            raise InvalidRequest(
+                f"model '{job.model}' takes quality {' or '.join(QUALITIES)}",
+                param="quality",
+            )
+        body["quality"] = job.quality
+    resolution = body.get("resolution")
+    if resolution is not None and resolution not in RESOLUTIONS:
+        raise InvalidRequest(
+            f"'resolution' must be one of {', '.join(RESOLUTIONS)}",
+            param="resolution",
+        )
+
+
 def build_body(job: EditJob, prepared: Prepared) -> bytes:
     body: dict[str, Any] = {**job.extra, "model": job.model, "prompt": job.prompt}
+    if job.model.startswith("grok-imagine-image-2"):
+        _tiered(job, body)
     body["response_format"] = job.response_format or "b64_json"
     if job.n is not None:
         body["n"] = job.n

@@ -45,6 +45,10 @@ class FakeBFL(FakeProvider):
             return web.json_response(
                 {"detail": [{"loc": ["body", "prompt"], "msg": "field required",
                              "type": "value_error.missing"}]}, status=422)  # fmt: skip
+        if request.match_info["model"].startswith("flux-2-"):
+            flux2 = self._flux2(request.match_info["model"], body)
+            if flux2 is not None:
+                return web.json_response({"detail": flux2}, status=422)
         jid = f"job{next(self._ids)}"
         self._polls[jid] = 0
         base = self.poll_base or self.url
@@ -52,6 +56,22 @@ class FakeBFL(FakeProvider):
             request,
             lambda: {"id": jid, "polling_url": f"{base}/v1/get_result?id={jid}"},
         )
+
+    @staticmethod
+    def _flux2(model: str, body: dict[str, Any]) -> str | None:
+        """FLUX.2: sized by width and height (no aspect_ratio), up to 8 reference
+        images as input_image, input_image_2, ... (klein: 4)."""
+        if "aspect_ratio" in body:
+            return "aspect_ratio is not a FLUX.2 field"
+        if ("width" in body) != ("height" in body) or not all(
+            isinstance(body.get(k, 0), int) for k in ("width", "height")
+        ):
+            return "width and height go together, as integers"
+        refs = [k for k in body if k.startswith("input_image")]
+        expected = ["input_image", *(f"input_image_{i}" for i in range(2, 9))]
+        if refs != expected[: len(refs)] or len(refs) > (4 if "klein" in model else 8):
+            return f"invalid reference images {refs}"
+        return None
 
     async def _result(self, request: web.Request, rec: Received) -> web.StreamResponse:
         refused = self._refused(request)

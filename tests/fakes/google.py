@@ -49,7 +49,7 @@ class FakeGemini(FakeProvider):
                 "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": 10},
                                             {"modality": "IMAGE", "tokenCount": 1290}],
             },
-            "modelVersion": "gemini-2.5-flash-image",
+            "modelVersion": "gemini-3.1-flash-image",
         }  # fmt: skip
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:

@@ -166,6 +166,17 @@ class FakeOpenAI:
                                "code": "invalid_value"}},
                     status=400,
                 )  # fmt: skip
+        # OpenAI's replacement for `user`; the lower of the two documented limits.
+        sid = (rec.json or {}).get("safety_identifier") or "".join(
+            rec.fields.get("safety_identifier", [])
+        )
+        if len(sid) > 64:
+            return web.json_response(
+                {"error": {"message": "Invalid 'safety_identifier': string too long.",
+                           "type": "invalid_request_error",
+                           "param": "safety_identifier", "code": "string_above_max_length"}},
+                status=400,
+            )  # fmt: skip
         stream = (rec.json or {}).get("stream") is True or rec.fields.get("stream") == [
             "true"
         ]

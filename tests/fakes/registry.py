@@ -94,7 +94,7 @@ async def _vertex(aiohttp_server: AiohttpServer, tmp: Path, fake: Any) -> Served
         key_path = tmp / "service-account.json"
         key_path.write_bytes(key_file(private, str(server.make_url("/token"))))
         environ["GOOGLE_APPLICATION_CREDENTIALS"] = str(key_path)
-    section = {"base_url": fake.url, "project": "test-project"}
+    section = {"base_url": fake.url, "project": "test-project", "location": "global"}
     return Served("vertex", fake, server, section, environ)
 
 

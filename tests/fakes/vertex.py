@@ -1,9 +1,12 @@
-"""A fake Vertex AI: the OAuth token endpoint and Imagen ``:predict``.
+"""A fake Vertex AI: the OAuth token endpoint, Gemini ``:generateContent`` and Imagen
+``:predict``.
 
 The token endpoint verifies the JWT-bearer assertion's RS256 signature with the public
 half of a key generated in the test and checks its claims, then hands out a fresh
 access token; ``:predict`` accepts only the newest token. Reference images and the mask
-are decoded so tests can check bytes and mask polarity.
+are decoded so tests can check bytes and mask polarity. Gemini calls are checked the
+way ``FakeGemini`` checks them (inline images, the prompt part, response modalities)
+and must name the ``global`` location, the only one that serves them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.fakes.base import OUTPUT_B64, FakeProvider
+from tests.fakes.google import FakeGemini
 
 CLIENT_EMAIL = "imagegate@test-project.iam.gserviceaccount.com"
 
@@ -54,6 +58,8 @@ class FakeVertex(FakeProvider):
         self.token_garbage = False
         self.bodies: list[dict[str, Any]] = []
         self.models: list[str] = []
+        self.locations: list[str] = []
+        self.gemini_images: list[list[tuple[str, bytes]]] = []  # per Gemini call
         self.app.router.add_post("/token", self._token)
         self.app.router.add_post(
             "/v1/projects/{project}/locations/{location}/publishers/google/models/{call}",
@@ -112,8 +118,11 @@ class FakeVertex(FakeProvider):
 
     async def _predict(self, request: web.Request) -> web.StreamResponse:
         model, _, method = request.match_info["call"].partition(":")
-        assert method == "predict", request.path
+        assert method == (
+            "generateContent" if model.startswith("gemini-") else "predict"
+        )
         self.models.append(model)
+        self.locations.append(request.match_info["location"])
         rec = await self.record(request)
         if request.headers.get("Authorization") != f"Bearer {self.key}":
             return web.json_response(
@@ -123,5 +132,19 @@ class FakeVertex(FakeProvider):
             )  # fmt: skip
         assert rec.json is not None
         self.bodies.append(rec.json)
+        if method == "generateContent":
+            assert request.match_info["location"] == "global", request.path
+            *images, prompt = rec.json["contents"][0]["parts"]
+            assert "text" in prompt
+            self.gemini_images.append(
+                [(p["inlineData"]["mimeType"], base64.b64decode(p["inlineData"]["data"]))
+                 for p in images]
+            )  # fmt: skip
+            config = rec.json["generationConfig"]
+            assert config["responseModalities"] == ["TEXT", "IMAGE"]
+            assert "candidateCount" not in config
+            return await self.answer(
+                request, lambda: web.json_response(FakeGemini.reply())
+            )
         n = rec.json["parameters"]["sampleCount"]
         return await self.answer(request, lambda: web.json_response(self.reply(n)))

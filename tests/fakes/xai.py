@@ -1,5 +1,7 @@
 """A fake xAI images API: JSON only, ``image`` xor ``images`` (at most 3), each
-``{url, type: "image_url"}``; ``response_format`` defaults to ``url``."""
+``{url, type: "image_url"}``; ``response_format`` defaults to ``url``. ``size`` is
+refused on every model; ``grok-imagine-image-2.0`` takes ``quality`` low|medium and
+``resolution`` 1k|1.5k|2k, ``grok-imagine-image`` neither ``quality`` nor ``style``."""
 
 from __future__ import annotations
 
@@ -30,6 +32,15 @@ class FakeXAI(FakeProvider):
             return self._error(401, "Incorrect API key provided")
         if rec.json is None or request.content_type != "application/json":
             return self._error(400, "only application/json is accepted")
+        body = rec.json
+        v2 = str(body.get("model", "")).startswith("grok-imagine-image-2")
+        for name in ("size",) if v2 else ("size", "quality", "style"):
+            if name in body:
+                return self._error(400, f"Argument not supported: {name}")
+        if v2 and body.get("quality", "low") not in ("low", "medium"):
+            return self._error(400, "quality must be low or medium")
+        if v2 and body.get("resolution", "1k") not in ("1k", "1.5k", "2k"):
+            return self._error(422, "invalid resolution")
         return None
 
     def _reply(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ async def test_azure_generation_uses_the_deployment_path(
     start_gateway: StartGateway,
 ) -> None:
     gateway = await start_gateway(
-        "azure", section={"deployments": {"img": "gpt-image-1.5"}}
+        "azure", section={"deployments": {"img": "gpt-image-2"}}
     )
     fake, server = gateway.fake, gateway.proxy
     got, body = await post_json(
@@ -19,4 +19,4 @@ async def test_azure_generation_uses_the_deployment_path(
     )
     assert got == 200, body
     assert fake.last.path == "/openai/deployments/img/images/generations"
-    assert body["cost"] is not None  # priced as azure/gpt-image-1.5
+    assert body["cost"] is not None  # priced as azure/gpt-image-2

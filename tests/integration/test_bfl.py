@@ -230,3 +230,39 @@ async def test_model_ids_cannot_reach_other_provider_endpoints(
     assert got == 404
     assert body["error"]["code"] == "model_not_found"
     assert bfl.received == []
+
+
+async def test_flux2_width_height_and_reference_images(
+    start_gateway: StartGateway, bfl: FakeBFL
+) -> None:
+    server = await _bfl_proxy(start_gateway, bfl)
+    got, body = await post_json(
+        server,
+        "/v3/images/edits",
+        edit_body("bfl/flux-2-pro", images=3, size="1536x1024"),
+    )
+    assert got == 200, body
+    submit = next(r for r in bfl.received if r.method == "POST")
+    assert submit.path == "/v1/flux-2-pro"
+    sent = submit.json
+    assert sent is not None
+    assert (sent["width"], sent["height"]) == (1536, 1024)
+    assert "aspect_ratio" not in sent
+    assert [k for k in sent if k.startswith("input_image")] == [
+        "input_image", "input_image_2", "input_image_3",
+    ]  # fmt: skip
+    calls = len(bfl.received)
+    for request, param in (
+        (edit_body("bfl/flux-2-klein-4b", images=5), "images"),
+        (edit_body("bfl/flux-2-max", size="16:9"), "size"),
+    ):
+        got, body = await post_json(server, "/v3/images/edits", request)
+        assert got == 400, body
+        assert body["error"]["param"] == param
+    assert len(bfl.received) == calls
+    got, body = await post_json(
+        server, "/v3/images/generations",
+        {"model": "bfl/flux-2-klein-9b", "prompt": "x", "size": "1024x768"},
+    )  # fmt: skip
+    assert got == 200, body
+    assert bfl.received[calls].json == {"prompt": "x", "width": 1024, "height": 768}

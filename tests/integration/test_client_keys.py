@@ -33,7 +33,7 @@ async def keyed(start_proxy: StartProxy, fake_openai: FakeOpenAI) -> TestServer:
         {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
         keys={
             "team-a": key_entry(KEY_A),
-            "team-b": key_entry(KEY_B, models=["openai/gpt-image-1*"]),
+            "team-b": key_entry(KEY_B, models=["openai/gpt-image-2.6-*"]),
         },
     )
 
@@ -43,7 +43,7 @@ async def test_wrong_key_is_401_in_openai_shape(
 ) -> None:
     async with sdk_for(keyed, "igk-not-a-key") as sdk:
         with pytest.raises(openai.AuthenticationError) as exc:
-            await sdk.images.generate(model="openai/gpt-image-1", prompt="a cat")
+            await sdk.images.generate(model="openai/gpt-image-2", prompt="a cat")
     assert exc.value.status_code == 401
     assert exc.value.type == "authentication_error"
     assert exc.value.code == "invalid_api_key"
@@ -111,7 +111,7 @@ async def test_key_accepted_in_each_header(
     async with sdk_for(keyed, "unused") as sdk:
         sdk.api_key = ""
         result = await sdk.images.generate(
-            model="openai/gpt-image-1",
+            model="openai/gpt-image-2",
             prompt="a cat",
             extra_headers={"Authorization": "", header: value},
         )
@@ -127,7 +127,7 @@ async def test_model_outside_key_patterns_is_403(
 ) -> None:
     async with sdk_for(keyed, KEY_B) as sdk:
         ok = await sdk.images.edit(
-            model="openai/gpt-image-1-mini",
+            model="openai/gpt-image-2.6-flare",
             image=("a.png", png(), "image/png"),
             prompt="hat",
         )

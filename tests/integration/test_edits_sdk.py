@@ -46,7 +46,7 @@ async def test_image_list_mask_and_fields(
     images = [png(8, 8, seed=1), jpeg_like(300), webp_like(100)]
     mask = png(8, 8, alpha=0)
     result = await sdk.images.edit(
-        model="openai/gpt-image-1.5",
+        model="openai/gpt-image-2.5-sunburst",
         # Raw bytes: the SDK labels them application/octet-stream; the proxy sniffs.
         image=images,
         mask=mask,
@@ -74,7 +74,9 @@ async def test_image_list_mask_and_fields(
     assert got.fields["input_fidelity"] == ["high"]
     assert got.fields["moderation"] == ["low"]
     assert got.fields["custom[a]"] == ["1"]
-    assert got.fields["user"] == ["u-1"]
+    # OpenAI's replacement for `user`.
+    assert got.fields["safety_identifier"] == ["u-1"]
+    assert "user" not in got.fields
 
 
 async def test_file_objects_and_extra_headers(

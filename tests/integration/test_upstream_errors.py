@@ -46,12 +46,12 @@ async def test_provider_404_keeps_status(
     sdk: openai.AsyncOpenAI, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.script(
-        Reply(404, {"error": {"message": "The model `dall-e-3` does not exist",
+        Reply(404, {"error": {"message": "The model `gpt-image-1` does not exist",
                               "type": "invalid_request_error", "code": "model_not_found"}})
     )  # fmt: skip
     with pytest.raises(openai.NotFoundError) as exc:
-        await sdk.images.edit(model="openai/dall-e-3", image=png(), prompt="x")
-    assert "dall-e-3" in exc.value.message
+        await sdk.images.edit(model="openai/gpt-image-1", image=png(), prompt="x")
+    assert "gpt-image-1" in exc.value.message
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -281,3 +281,29 @@ async def test_model_ids_cannot_reach_other_endpoints(
     assert exc.value.param == "model"
     assert exc.value.code == "model_not_found"
     assert setup.fake.received == []
+
+
+async def test_gemini_on_vertex_fans_out_n_and_refuses_a_mask(
+    sdk: openai.AsyncOpenAI, setup: Setup
+) -> None:
+    images = [("a.png", png(8, 8, seed=i), "image/png") for i in range(3)]
+    result = await sdk.images.edit(
+        model="vertex/gemini-3.1-flash-image", image=images, prompt="x", n=2
+    )
+    assert len(result.data or []) == 2
+    fake = setup.fake
+    # One service-account token for both calls, each on the global location.
+    assert fake.tokens_issued == 1
+    assert fake.locations == ["global", "global"]
+    assert fake.models == ["gemini-3.1-flash-image"] * 2
+    assert [[data for _, data in call] for call in fake.gemini_images] == [
+        [png(8, 8, seed=i) for i in range(3)]
+    ] * 2
+    assert "candidateCount" not in fake.bodies[-1]["generationConfig"]
+    with pytest.raises(openai.BadRequestError) as exc:
+        await sdk.images.edit(
+            model="vertex/gemini-3-pro-image", image=_image(), mask=_image(),
+            prompt="x",
+        )  # fmt: skip
+    assert exc.value.param == "mask"
+    assert len(fake.models) == 2

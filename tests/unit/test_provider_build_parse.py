@@ -107,7 +107,7 @@ async def test_prepare_converts_the_mask_to_either_polarity() -> None:
 
 def test_openai_builds_multipart_from_multipart_and_json_from_json() -> None:
     adapter = openai.OpenAIAdapter(openai.Config(organization="org-1"))
-    multipart = job(source="multipart", model="gpt-image-1", response_format="b64_json")
+    multipart = job(source="multipart", model="gpt-image-2", response_format="b64_json")
     assert adapter.needs(multipart) == Needs(base64=False)
     call = adapter.build(multipart, Prepared())
     assert (call.method, call.path) == ("POST", "/images/edits")
@@ -255,8 +255,8 @@ def test_stability_build_and_parse() -> None:
 
 def test_gemini_build_and_parse() -> None:
     adapter = google.GoogleAdapter(google.Config())
-    call = adapter.build(job(model="gemini-2.5-flash-image"), ONE)
-    assert call.path == "/models/gemini-2.5-flash-image:generateContent"
+    call = adapter.build(job(model="gemini-3.1-flash-image"), ONE)
+    assert call.path == "/models/gemini-3.1-flash-image:generateContent"
     parts = json_of(call)["contents"][0]["parts"]
     assert parts == [
         {"inlineData": {"mimeType": "image/png", "data": B64}},
@@ -274,8 +274,35 @@ def test_gemini_build_and_parse() -> None:
     assert out.usage.output_tokens == 5
 
 
-def test_vertex_build_and_parse() -> None:
+def test_vertex_gemini_build_and_parse() -> None:
     adapter = vertex.VertexAdapter(vertex.Config(project="p1", auth="access_token"))
+    edit = job(model="gemini-3-pro-image", size="1536x1024")
+    assert adapter.needs(edit) == Needs(base64=True)
+    caps = adapter.model_capabilities("gemini-3-pro-image")
+    assert (caps.mask, caps.native_n, caps.max_images) == (False, False, 14)
+    call = adapter.build(edit, ONE)
+    assert call.path == (
+        "/projects/p1/locations/global/publishers/google/models/gemini-3-pro-image"
+        ":generateContent"
+    )
+    body = json_of(call)
+    assert body["contents"][0]["parts"][-1] == {"text": "a hat"}
+    assert body["generationConfig"]["imageConfig"] == {"aspectRatio": "3:2"}
+    gemini = {
+        "candidates": [{"content": {"parts": [{"inlineData": {"data": "QQ=="}}]}}]
+    }
+    assert adapter.parse_gemini("vertex", reply(200, gemini)).images == [
+        Encoded("QQ==")
+    ]
+    with pytest.raises(UpstreamRejected):
+        adapter.parse_gemini(
+            "vertex", reply(200, {"promptFeedback": {"blockReason": "SAFETY"}})
+        )
+
+
+def test_vertex_imagen_build_and_parse() -> None:
+    config = vertex.Config(project="p1", auth="access_token", location="us-central1")
+    adapter = vertex.VertexAdapter(config)
     edit = job(model="imagen-3.0-capability-001", mask=STORED)
     assert adapter.needs(edit) == Needs(base64=True, edit_mask="white")
     call = adapter.build(edit, Prepared(images=(B64,), edit_mask_b64="bQ=="))
@@ -327,3 +354,19 @@ def test_translation_is_synchronous(adapter: Any) -> None:
     # I/O belongs to edit() (prepare, send, poll, finish), never to the translation.
     for step in ("needs", "build", "parse"):
         assert not inspect.iscoroutinefunction(getattr(adapter, step)), step
+
+
+def test_gemini_flash_lite_makes_1k_only() -> None:
+    adapter = google.GoogleAdapter(google.Config())
+    body = json_of(
+        adapter.build(job(model="gemini-3.1-flash-image", size="2048x2048"), ONE)
+    )
+    assert body["generationConfig"]["imageConfig"]["imageSize"] == "2K"
+    lite = job(model="gemini-3.1-flash-lite-image", size="2048x2048")
+    with pytest.raises(InvalidRequest) as exc:
+        adapter.build(lite, ONE)
+    assert exc.value.param == "size"
+    small = job(model="gemini-3.1-flash-lite-image", size="1024x1024")
+    assert "imageSize" not in json_of(adapter.build(small, ONE))[
+        "generationConfig"
+    ].get("imageConfig", {})

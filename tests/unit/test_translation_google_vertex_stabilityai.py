@@ -14,7 +14,7 @@ from proxy.errors import (
     UpstreamRejected,
 )
 from proxy.models import EditJob, TokenDetails, Usage
-from proxy.providers import _google, google, stabilityai, vertex
+from proxy.providers import _google, stabilityai, vertex
 from proxy.providers._results import Encoded
 from proxy.upstream import UpstreamResponse
 
@@ -32,40 +32,40 @@ def _resp(status: int, body: object, **headers: str) -> UpstreamResponse:
 
 
 def test_gemini_usage_by_modality() -> None:
-    meta = google._UsageMetadata(
+    meta = _google._UsageMetadata(
         prompt_token_count=300,
         candidates_token_count=1300,
         thoughts_token_count=50,
         total_token_count=1650,
-        prompt_tokens_details=[google._Modality("TEXT", 40), google._Modality("IMAGE", 260)],
-        candidates_tokens_details=[google._Modality("IMAGE", 1290),
-                                   google._Modality("TEXT", 10)],
+        prompt_tokens_details=[_google._Modality("TEXT", 40), _google._Modality("IMAGE", 260)],
+        candidates_tokens_details=[_google._Modality("IMAGE", 1290),
+                                   _google._Modality("TEXT", 10)],
     )  # fmt: skip
-    assert google.usage_from(meta) == Usage(
+    assert _google.usage_from(meta) == Usage(
         input_tokens=300,
         output_tokens=1350,
         total_tokens=1650,
         input_tokens_details=TokenDetails(text_tokens=40, image_tokens=260),
         output_tokens_details=TokenDetails(text_tokens=60, image_tokens=1290),
     )
-    assert google.usage_from(None) is None
+    assert _google.usage_from(None) is None
 
 
 def test_gemini_images_keep_their_base64_and_type() -> None:
     body = {"candidates": [{"content": {"parts": [
         {"text": "ok"}, {"inlineData": {"mimeType": "image/jpeg", "data": "QUJD"}}]}}]}  # fmt: skip
-    images, usage = google.parse_reply("google", msgspec.json.encode(body))
+    images, usage = _google.parse_reply("google", msgspec.json.encode(body))
     assert images == [Encoded("QUJD", "image/jpeg")]
     assert usage is None
 
 
 def test_gemini_garbage_is_a_protocol_error() -> None:
     with pytest.raises(UpstreamProtocolError):
-        google.parse_reply("google", b"<html>")
+        _google.parse_reply("google", b"<html>")
 
 
 def test_gemini_generation_config() -> None:
-    assert google.generation_config(_job(size="1024x1792"), "google") == {
+    assert _google.generation_config(_job(size="1024x1792"), "google") == {
         "responseModalities": ["TEXT", "IMAGE"],
         "imageConfig": {"aspectRatio": "9:16", "imageSize": "2K"},
     }
