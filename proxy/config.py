@@ -114,9 +114,40 @@ class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):
         return (_MAX_IMAGES + 1) * self.max_file_bytes + MiB
 
 
+class S3Settings(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    """An S3-compatible bucket for ``files.backend: s3`` (proxy/upload_objects.py).
+    Credentials come from the standard AWS chain only (environment, profile, web
+    identity / IRSA, container or instance role), never from this file."""
+
+    bucket: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._/-]{0,200}$")] = (
+        "imagegate/uploads"
+    )
+    # None: AWS S3 in `region`; else MinIO, Ceph RGW, R2, GCS interoperability...
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    addressing_style: Literal["path", "virtual"] = "virtual"
+    profile: str | None = None
+    # Multipart part size: the memory one upload in flight holds (S3's minimum: 5 MiB).
+    part_bytes: Annotated[int, msgspec.Meta(ge=5 * MiB, le=512 * MiB)] = 8 * MiB
+    timeout_s: Seconds = 30.0
+    connect_timeout_s: Seconds = 5.0
+
+    def __post_init__(self) -> None:
+        if self.endpoint_url is not None and urlsplit(self.endpoint_url).scheme not in (
+            "http",
+            "https",
+        ):
+            raise ValueError("endpoint_url must be an http(s) URL")
+
+
 class UploadStoreConfig(ConfigBase, frozen=True, forbid_unknown_fields=True):
     """The embedded upload store behind ``/v3/upload`` and ``file_id``."""
 
+    # local: a directory (one process, or the workers of one host); s3: a bucket
+    # every replica shares (files.s3).
+    backend: Literal["local", "s3"] = "local"
+    s3: S3Settings | None = None
     # None: a private directory under the temp dir, removed at shutdown.
     dir: str | None = None
     max_file_bytes: PositiveInt = 100 * MiB
@@ -131,6 +162,8 @@ class UploadStoreConfig(ConfigBase, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.key_bytes > self.max_total_bytes:
             raise ValueError("max_bytes_per_key must not be above max_total_bytes")
+        if self.backend == "s3" and self.s3 is None:
+            raise ValueError("backend s3 needs files.s3 (bucket, region, ...)")
 
     @property
     def key_bytes(self) -> int:

@@ -23,7 +23,7 @@ from proxy.quotas import QuotaStore
 from proxy.redact import Redactor
 from proxy.routing import Router
 from proxy.tempfiles import TempDir
-from proxy.upload_store import UploadStore
+from proxy.upload_backend import FileStore
 
 
 @dataclass(slots=True)
@@ -50,4 +50,4 @@ FETCHER = web.AppKey("fetcher", Fetcher)  # fetch.fetch_ctx
 QUOTAS = web.AppKey(
     "quotas", QuotaStore
 )  # app._quotas: per-key rpm, concurrency, budget
-UPLOAD_STORE = web.AppKey("upload_store", UploadStore)  # upload_api.store_ctx
+UPLOAD_STORE = web.AppKey("upload_store", FileStore)  # upload_api.store_ctx

@@ -1,0 +1,169 @@
+"""``files.backend: s3`` against a real S3-compatible server (moto, signatures
+checked): the /v3/upload API, per-key isolation, multipart uploads, edits by file id,
+and what an unreachable store does (503 storage_unavailable; inline edits unaffected)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from tests.conftest import UPSTREAM_KEY, StartProxy
+from tests.fakes.openai import FakeOpenAI
+from tests.gateway import KEY_A, KEY_B, data_url, free_port, key_entry
+from tests.images import png
+from tests.s3server import S3Server, s3_server
+
+KEYS = {"team-a": key_entry(KEY_A), "team-b": key_entry(KEY_B)}
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    with s3_server() as server:
+        yield server
+
+
+def _auth(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+async def _call(
+    proxy: TestServer, method: str, path: str, key: str | None = None, **kw: Any
+) -> tuple[int, Any, dict[str, str]]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.request(method, proxy.make_url(path), headers=_auth(key), **kw) as r,
+    ):
+        return r.status, await r.json(), dict(r.headers)
+
+
+async def _upload(
+    proxy: TestServer, key: str | None, data: bytes, purpose: str | None = None
+) -> tuple[int, Any, dict[str, str]]:
+    form = aiohttp.FormData()
+    form.add_field("file", io.BytesIO(data), filename="a.png", content_type="image/png")
+    if purpose is not None:
+        form.add_field("purpose", purpose)
+    return await _call(proxy, "POST", "/v3/upload", key, data=form)
+
+
+async def _edit(
+    proxy: TestServer, key: str | None, image: dict[str, str]
+) -> tuple[int, Any, dict[str, str]]:
+    body = {"model": "openai/gpt-image-1", "prompt": "a hat", "images": [image]}
+    return await _call(proxy, "POST", "/v3/images/edits", key, json=body)
+
+
+async def _start(
+    start_proxy: StartProxy, fake: FakeOpenAI, s3: S3Server, files: dict[str, Any]
+) -> TestServer:
+    return await start_proxy(
+        {"openai": {"base_url": fake.url}},  # type: ignore[attr-defined]
+        environ={"OPENAI_API_KEY": UPSTREAM_KEY, **s3.credentials},
+        keys=KEYS,
+        files=files,
+    )
+
+
+async def test_upload_list_show_use_delete_through_the_bucket(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, s3: S3Server
+) -> None:
+    bucket = s3.bucket(f"t-{uuid.uuid4().hex[:12]}")
+    proxy = await _start(start_proxy, fake_openai, s3, s3.files_config(bucket))
+    image = png(8, 8, seed=5)
+    status, up, _ = await _upload(proxy, KEY_A, image, purpose="edit")
+    assert status == 200, up
+    file_id = up["file_id"]
+    # In the bucket: the bytes with their type and owner, and the record beside them.
+    head = s3.client().head_object(
+        Bucket=bucket, Key=f"imagegate/uploads/key-team-a/{file_id}.bin"
+    )
+    assert head["ContentType"] == "image/png"
+    assert head["Metadata"]["owner"] == "team-a"
+    status, listing, _ = await _call(proxy, "GET", "/v3/upload", KEY_A)
+    assert [f["file_id"] for f in listing["data"]] == [file_id]
+    assert listing["data"][0]["purpose"] == "edit"
+    # Another key sees nothing of it, by listing, by id or in an edit.
+    status, other, _ = await _call(proxy, "GET", "/v3/upload", KEY_B)
+    assert other["data"] == []
+    status, _, _ = await _call(proxy, "GET", f"/v3/upload/{file_id}", KEY_B)
+    assert status == 404
+    status, _, _ = await _edit(proxy, KEY_B, {"file_id": file_id})
+    assert status == 200  # OpenAI has file ids of its own: the id goes through
+    assert fake_openai.last.json is not None
+    assert fake_openai.last.json["images"][0] == {"file_id": file_id}
+    # Its owner's edit sends the stored bytes.
+    status, answer, _ = await _edit(proxy, KEY_A, {"file_id": file_id})
+    assert status == 200, answer
+    sent = fake_openai.last.json
+    assert sent is not None
+    assert base64.b64decode(sent["images"][0]["image_url"].partition(",")[2]) == image
+    status, deleted, _ = await _call(proxy, "DELETE", f"/v3/upload/{file_id}", KEY_A)
+    assert (status, deleted) == (200, {"file_id": file_id, "deleted": True})
+    status, _, _ = await _call(proxy, "GET", f"/v3/upload/{file_id}", KEY_A)
+    assert status == 404
+    listed = s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])
+    assert listed == []
+
+
+async def test_a_large_upload_goes_in_parts_and_comes_back_whole(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, s3: S3Server
+) -> None:
+    bucket = s3.bucket(f"t-{uuid.uuid4().hex[:12]}")
+    files = {**s3.files_config(bucket, part_bytes=5 * MiB), "max_file_bytes": 64 * MiB}
+    proxy = await _start(start_proxy, fake_openai, s3, files)
+    image = png(4, 4) + bytes(range(256)) * (12 * MiB // 256)  # trailing bytes
+    status, up, _ = await _upload(proxy, KEY_A, image)
+    assert status == 200, up
+    assert up["file_size"] == len(image)
+    key = f"imagegate/uploads/key-team-a/{up['file_id']}.bin"
+    obj = s3.client().get_object(Bucket=bucket, Key=key)
+    assert obj["Body"].read() == image
+    # Three parts of at most 5 MiB: a multipart upload (its ETag says how many).
+    assert obj["ETag"].strip('"').endswith("-3")
+
+
+async def test_an_unreachable_store_is_a_retryable_503_and_inline_edits_still_work(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, s3: S3Server
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    files = s3.files_config("nobucket", endpoint_url=closed, connect_timeout_s=2)
+    proxy = await _start(start_proxy, fake_openai, s3, files)
+    status, err, headers = await _upload(proxy, KEY_A, png())
+    assert status == 503, err
+    assert err["error"]["code"] == "storage_unavailable"
+    assert headers["Retry-After"] == "5"
+    assert headers.get("x-should-retry") != "false"
+    for method, path in (("GET", "/v3/upload"), ("GET", f"/v3/upload/{uuid.uuid4()}")):
+        status, err, _ = await _call(proxy, method, path, KEY_A)
+        assert (status, err["error"]["code"]) == (503, "storage_unavailable")
+    status, err, _ = await _edit(proxy, KEY_A, {"file_id": str(uuid.uuid4())})
+    assert (status, err["error"]["code"]) == (503, "storage_unavailable")
+    assert fake_openai.received == []
+    status, answer, _ = await _edit(proxy, KEY_A, {"image_url": data_url(png())})
+    assert status == 200, answer
+    assert len(fake_openai.received) == 1
+
+
+async def test_a_store_refusing_the_gateway_s_credentials_is_a_503_naming_no_secret(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, s3: S3Server
+) -> None:
+    bucket = s3.bucket(f"t-{uuid.uuid4().hex[:12]}")
+    wrong = {**s3.credentials, "AWS_SECRET_ACCESS_KEY": "not-the-secret-key"}
+    proxy = await start_proxy(
+        {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
+        environ={"OPENAI_API_KEY": UPSTREAM_KEY, **wrong},
+        keys=KEYS,
+        files=s3.files_config(bucket),
+    )
+    status, err, _ = await _upload(proxy, KEY_A, png())
+    assert (status, err["error"]["code"]) == (503, "storage_unavailable")
+    assert "not-the-secret-key" not in str(err)
+    assert "Contents" not in s3.client().list_objects_v2(Bucket=bucket)
