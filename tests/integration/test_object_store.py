@@ -6,14 +6,22 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp.test_utils import TestServer
 
+from proxy.config import UploadStoreConfig
+from proxy.errors import InvalidRequest
+from proxy.providers._aws import credential_chain
+from proxy.s3 import S3Client
+from proxy.upload_disk import ORPHAN_GRACE_S
+from proxy.upload_objects import ObjectStore
 from tests.conftest import UPSTREAM_KEY, StartProxy
 from tests.fakes.openai import FakeOpenAI
 from tests.gateway import KEY_A, KEY_B, data_url, free_port, key_entry
@@ -167,3 +175,77 @@ async def test_a_store_refusing_the_gateway_s_credentials_is_a_503_naming_no_sec
     assert (status, err["error"]["code"]) == (503, "storage_unavailable")
     assert "not-the-secret-key" not in str(err)
     assert "Contents" not in s3.client().list_objects_v2(Bucket=bucket)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_900_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def store(s3: S3Server) -> AsyncIterator[tuple[ObjectStore, str, Clock]]:
+    bucket = s3.bucket(f"t-{uuid.uuid4().hex[:12]}")
+    files = msgspec.convert(
+        {**s3.files_config(bucket), "retention_s": 3600}, UploadStoreConfig
+    )
+    assert files.s3 is not None
+    clock = Clock()
+    async with aiohttp.ClientSession() as session:
+        client = S3Client(files.s3, session, credential_chain(s3.credentials, None))
+        yield ObjectStore(files, client, keyed=True, clock=clock), bucket, clock
+
+
+async def _save(store: ObjectStore, owner: str, purpose: str | None = None) -> str:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield png()
+
+    draft = await store.write(
+        chunks(), file_name="a.png", mimetype="image/png", owner=owner
+    )
+    return (await store.publish(draft, purpose)).file_id
+
+
+async def test_listing_pages_and_expiry_on_read_and_by_the_sweeper(
+    store: tuple[ObjectStore, str, Clock], s3: S3Server
+) -> None:
+    files, bucket, clock = store
+    ids = []
+    for i in range(3):
+        clock.now += 1
+        ids.append(await _save(files, "team-a", purpose="p" if i else None))
+    page = await files.list(owner="team-a", limit=2)
+    assert ([f.file_id for f in page.files], page.has_more) == (ids[:2], True)
+    page = await files.list(owner="team-a", limit=2, after=ids[1])
+    assert ([f.file_id for f in page.files], page.has_more) == (ids[2:], False)
+    page = await files.list(owner="team-a", purpose="p")
+    assert [f.file_id for f in page.files] == ids[1:]
+    assert (await files.list(owner="team-b")).files == []
+    with pytest.raises(InvalidRequest):
+        await files.list(owner="team-b", after=ids[0])
+    # Past the retention the files are gone for readers before the sweeper runs.
+    clock.now += 3600
+    assert await files.lookup(ids[0], owner="team-a") is None
+    assert (await files.list(owner="team-a")).files == []
+    assert await files.sweep() == 3
+    assert "Contents" not in s3.client().list_objects_v2(Bucket=bucket)
+
+
+async def test_the_sweeper_removes_bytes_left_without_a_record(
+    store: tuple[ObjectStore, str, Clock], s3: S3Server
+) -> None:
+    files, bucket, clock = store
+    kept = await _save(files, "team-a")
+    orphan = f"imagegate/uploads/key-team-a/{uuid.uuid4()}.bin"
+    s3.client().put_object(Bucket=bucket, Key=orphan, Body=b"x")
+    clock.now = time.time()
+    await files.sweep()  # younger than the grace period: it may be an upload's
+    keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"]]
+    assert orphan in keys
+    clock.now = time.time() + ORPHAN_GRACE_S + 1
+    await files.sweep()
+    keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"]]
+    assert orphan not in keys
+    assert f"imagegate/uploads/key-team-a/{kept}.bin" in keys
