@@ -210,11 +210,23 @@ class Ui(ConfigBase, frozen=True, forbid_unknown_fields=True):
     enabled: Literal["auto"] | bool = "auto"
 
 
+class Results(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    """Results as links (``response_format: "url"``), with ``files.backend: s3``: each
+    image stored once under ``prefix`` in the upload bucket, answered as a presigned
+    GET URL valid ``url_ttl_s`` (SigV4 allows at most 7 days)."""
+
+    url_ttl_s: Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 3600)] = 3600
+    prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._/-]{1,200}$")] = (
+        "imagegate/results"
+    )
+
+
 class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
     server: Server = Server()
     metrics: MetricsAccess = MetricsAccess()
     limits: Limits = Limits()
     files: UploadStoreConfig = UploadStoreConfig()  # key kept: users rely on it
+    results: Results = Results()
     fetch: Fetch = Fetch()
     providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
     # Aliases: a name clients may send as `model`, standing for "<provider>/<model>".

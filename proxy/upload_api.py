@@ -27,8 +27,9 @@ from proxy.guard import defer_continue
 from proxy.images import SNIFF_BYTES, sniff
 from proxy.parsing import media_type
 from proxy.providers._aws import credential_chain
+from proxy.result_links import ResultLinks
 from proxy.s3 import S3Client
-from proxy.state import CLIENT_KEYS, CONFIG, METRICS, UPLOAD_STORE
+from proxy.state import CLIENT_KEYS, CONFIG, METRICS, RESULT_LINKS, UPLOAD_STORE
 from proxy.tasks import TaskGroup
 from proxy.upload_backend import FileStore
 from proxy.upload_objects import ObjectStore
@@ -61,6 +62,7 @@ def store_ctx(
         if config.files.backend == "s3":
             async with object_store(config.files, environ, bool(app[CLIENT_KEYS])) as s:
                 app[UPLOAD_STORE] = s
+                app[RESULT_LINKS] = ResultLinks(s.client, config.results)
                 group = TaskGroup()
                 group.spawn(s.run_sweeper(), name="upload-sweeper")
                 try:

@@ -5,8 +5,10 @@ and what an unreachable store does (503 storage_unavailable; inline edits unaffe
 from __future__ import annotations
 
 import base64
+import datetime
 import io
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -23,7 +25,7 @@ from proxy.s3 import S3Client
 from proxy.upload_disk import ORPHAN_GRACE_S
 from proxy.upload_objects import ObjectStore
 from tests.conftest import UPSTREAM_KEY, StartProxy
-from tests.fakes.openai import FakeOpenAI
+from tests.fakes.openai import IMAGE_B64, FakeOpenAI
 from tests.gateway import KEY_A, KEY_B, data_url, free_port, key_entry
 from tests.images import png
 from tests.s3server import S3Server, s3_server
@@ -249,3 +251,84 @@ async def test_the_sweeper_removes_bytes_left_without_a_record(
     keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"]]
     assert orphan not in keys
     assert f"imagegate/uploads/key-team-a/{kept}.bin" in keys
+
+
+async def _fetch(url: str) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        return r.status, await r.read()
+
+
+@pytest.fixture(scope="module")
+def s3_open() -> Iterator[S3Server]:
+    """Without signature checks: moto serves presigned URLs only so."""
+    with s3_server(auth=False) as server:
+        yield server
+
+
+async def test_url_results_are_presigned_links_to_the_image_for_gpt_image_too(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, s3_open: S3Server
+) -> None:
+    s3 = s3_open
+    bucket = s3.bucket(f"t-{uuid.uuid4().hex[:12]}")
+    proxy = await _start(start_proxy, fake_openai, s3, s3.files_config(bucket))
+    body = {
+        "model": "openai/gpt-image-1", "prompt": "a hat", "n": 2,
+        "response_format": "url", "images": [{"image_url": data_url(png())}],
+    }  # fmt: skip
+    status, answer, _ = await _call(proxy, "POST", "/v3/images/edits", KEY_A, json=body)
+    assert status == 200, answer
+    # gpt-image answers base64 only: it was asked for that, not for a URL.
+    assert fake_openai.last.json is not None
+    assert "response_format" not in fake_openai.last.json
+    assert answer["provider"] == "openai"
+    assert answer["cost"] > 0
+    urls = [item["url"] for item in answer["data"]]
+    assert all("b64_json" not in item for item in answer["data"])
+    assert len(set(urls)) == 2
+    for url in urls:
+        assert url.startswith(f"{s3.url}/{bucket}/imagegate/results/")
+        assert "X-Amz-Signature=" in url
+        assert "X-Amz-Expires=3600" in url
+        status, data = await _fetch(url)
+        assert (status, data) == (200, base64.b64decode(IMAGE_B64))
+    # b64_json is unchanged.
+    status, answer, _ = await _call(
+        proxy,
+        "POST",
+        "/v3/images/edits",
+        KEY_A,
+        json={**body, "response_format": "b64_json"},
+    )
+    assert status == 200, answer
+    assert answer["data"][0]["b64_json"] == IMAGE_B64
+
+
+async def test_result_links_are_signed_for_results_url_ttl_s(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, s3_open: S3Server
+) -> None:
+    # moto does not enforce a presigned URL's expiry: what is checked here is that the
+    # link says so (X-Amz-Date now, X-Amz-Expires = results.url_ttl_s), for a model
+    # that answers URLs itself (dall-e-2) too.
+    s3 = s3_open
+    bucket = s3.bucket(f"t-{uuid.uuid4().hex[:12]}")
+    proxy = await start_proxy(
+        {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
+        environ={"OPENAI_API_KEY": UPSTREAM_KEY, **s3.credentials},
+        keys=KEYS,
+        files=s3.files_config(bucket),
+        results={"url_ttl_s": 120},
+    )
+    body = {"model": "openai/dall-e-2", "prompt": "a hat", "response_format": "url"}
+    status, answer, _ = await _call(
+        proxy, "POST", "/v3/images/generations", KEY_A, json=body
+    )
+    assert status == 200, answer
+    assert fake_openai.last.json is not None
+    assert fake_openai.last.json["response_format"] == "b64_json"
+    url = answer["data"][0]["url"]
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+    assert query["X-Amz-Expires"] == "120"
+    signed = datetime.datetime.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    assert abs((now - signed).total_seconds()) < 60
+    assert (await _fetch(url)) == (200, base64.b64decode(IMAGE_B64))
