@@ -103,6 +103,7 @@ async def _measure(
     config = {
         "server": {"access_log": False},
         "auth": "none",
+        "providers": {"openai": {}},
         "files": {**files, "max_file_bytes": 2 * mib * MiB},
     }
     growths, rates = [], []

@@ -132,6 +132,12 @@ class S3Settings(ConfigBase, frozen=True, forbid_unknown_fields=True):
     part_bytes: Annotated[int, msgspec.Meta(ge=5 * MiB, le=512 * MiB)] = 8 * MiB
     timeout_s: Seconds = 30.0
     connect_timeout_s: Seconds = 5.0
+    # Providers that fetch image URLs themselves (xAI, Replicate) get a stored file as a
+    # presigned GET URL valid this long instead of its bytes (the bucket must be
+    # reachable from the provider); null: the bytes.
+    presign_inputs_s: Annotated[int, msgspec.Meta(ge=60, le=7 * 24 * 3600)] | None = (
+        None
+    )
 
     def __post_init__(self) -> None:
         if self.endpoint_url is not None and urlsplit(self.endpoint_url).scheme not in (

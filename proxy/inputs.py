@@ -97,6 +97,8 @@ async def _file(req: _Request, ref: FileRef, param: str, *, mask: bool) -> Image
             param=param,
             code="invalid_image",
         )
+    if req.caps.image_urls and (url := await req.files.input_url(record)):
+        return RemoteImage(url)  # the provider fetches it from the bucket
     try:
         path = await req.files.materialize(record, req.uploads)
     except FileNotFoundError:

@@ -324,6 +324,13 @@ class ObjectStore:
                 await asyncio.shield(f.close())
         return path
 
+    async def input_url(self, record: StoredFile) -> str | None:
+        ttl = self.settings.presign_inputs_s
+        if ttl is None:
+            return None
+        key = self._key(record.owner, record.file_id, "bin")
+        return await self.client.presign(key, ttl)
+
     async def sweep(self) -> int:
         """Remove expired files, anonymous ones once keys are configured, and bytes
         left without a record; count the expired ones."""

@@ -338,6 +338,9 @@ class UploadStore:
     async def materialize(self, record: StoredFile, uploads: UploadSet) -> str:
         return await uploads.link(self.path(record))
 
+    async def input_url(self, record: StoredFile) -> str | None:
+        return None  # a local file has no URL a provider could fetch
+
     def _record_path(self, record: StoredFile) -> str:
         return os.path.join(self._dir(record.owner), f"{record.file_id}.json")
 

@@ -24,7 +24,7 @@ from proxy.providers._aws import credential_chain
 from proxy.s3 import S3Client
 from proxy.upload_disk import ORPHAN_GRACE_S
 from proxy.upload_objects import ObjectStore
-from tests.conftest import UPSTREAM_KEY, StartProxy
+from tests.conftest import UPSTREAM_KEY, StartGateway, StartProxy
 from tests.fakes.openai import IMAGE_B64, FakeOpenAI
 from tests.gateway import KEY_A, KEY_B, data_url, free_port, key_entry
 from tests.images import png
@@ -332,3 +332,32 @@ async def test_result_links_are_signed_for_results_url_ttl_s(
     now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
     assert abs((now - signed).total_seconds()) < 60
     assert (await _fetch(url)) == (200, base64.b64decode(IMAGE_B64))
+
+
+async def test_providers_that_fetch_urls_get_a_presigned_link_when_configured(
+    start_gateway: StartGateway, s3_open: S3Server
+) -> None:
+    s3 = s3_open
+    bucket = s3.bucket(f"t-{uuid.uuid4().hex[:12]}")
+    gateway = await start_gateway(
+        "xai",
+        environ={"XAI_API_KEY": UPSTREAM_KEY, **s3.credentials},
+        keys=KEYS,
+        files=s3.files_config(bucket, presign_inputs_s=300),
+    )
+    image = png(5, 5, seed=2)
+    status, up, _ = await _upload(gateway.proxy, KEY_A, image)
+    assert status == 200, up
+    body = {
+        "model": "xai/grok-imagine-image", "prompt": "a hat",
+        "images": [{"file_id": up["file_id"]}],
+    }  # fmt: skip
+    status, answer, _ = await _call(
+        gateway.proxy, "POST", "/v3/images/edits", KEY_A, json=body
+    )
+    assert status == 200, answer
+    sent = gateway.fake.last.json
+    url = (sent.get("image") or sent["images"][0])["url"]
+    assert url.startswith(f"{s3.url}/{bucket}/imagegate/uploads/key-team-a/")
+    assert "X-Amz-Expires=300" in url
+    assert await _fetch(url) == (200, image)
