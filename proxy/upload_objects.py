@@ -76,8 +76,9 @@ class ObjectStore:
         self.keyed = keyed
         self._clock = clock
         self._root = self.settings.prefix.strip("/")
-        # Records are written once and never change: a cache by key, of live files.
-        self._records: dict[str, StoredFile] = {}
+        # Records are written once and never change: a cache by owner prefix, then key,
+        # pruned to what each listing finds (so bounded by what the bucket holds).
+        self._records: dict[str, dict[str, StoredFile]] = {}
         self._writing: dict[str | None, _Writing] = {}
 
     def _dir(self, owner: str | None) -> str:
@@ -87,6 +88,17 @@ class ObjectStore:
     def _key(self, owner: str | None, file_id: str, ext: str) -> str:
         return f"{self._dir(owner)}{file_id}.{ext}"
 
+    def _cache(self, key: str) -> dict[str, StoredFile]:
+        return self._records.setdefault(key.rpartition("/")[0], {})
+
+    def _prune(self, names: set[str]) -> None:
+        """Forget cached records the listing of the whole store lacks."""
+        for prefix, cache in list(self._records.items()):
+            for key in [k for k in cache if k not in names]:
+                del cache[key]
+            if not cache:
+                del self._records[prefix]
+
     async def load(self) -> None:
         """Nothing to index: the bucket is read when asked. A first sweep runs
         with the sweeper."""
@@ -94,7 +106,7 @@ class ObjectStore:
     async def _record(
         self, key: str, owner: str | None, file_id: str
     ) -> StoredFile | None:
-        record = self._records.get(key)
+        record = self._cache(key).get(key)
         if record is None:
             data = await self.client.read(key)
             if data is None:
@@ -105,7 +117,7 @@ class ObjectStore:
                 return None
             if record.file_id != file_id or record.owner != owner:
                 return None
-            self._records[key] = record
+            self._cache(key)[key] = record
         return record
 
     async def lookup(
@@ -116,7 +128,7 @@ class ObjectStore:
         if (owner is None and self.keyed) or not is_uuid(file_id):
             return None
         key = self._key(owner, file_id, "json")
-        self._records.pop(key, None)
+        self._cache(key).pop(key, None)
         record = await self._record(key, owner, file_id)
         if record is None or record.expires_at <= self._clock():
             return None
@@ -126,10 +138,12 @@ class ObjectStore:
         """``owner``'s complete files (a record and its bytes), oldest first."""
         entries = await self.client.list(self._dir(owner))
         names = {e.key for e in entries}
+        cache = self._records.get(self._dir(owner).rstrip("/"), {})
+        for key in [k for k in cache if k not in names]:
+            del cache[key]
         found: list[StoredFile] = []
         for entry in entries:
-            stem, ext = entry.key.rsplit("/", 1)[-1], ""
-            stem, _, ext = stem.partition(".")
+            stem, _, ext = entry.key.rpartition("/")[2].partition(".")
             if ext != "json" or entry.key[:-4] + "bin" not in names:
                 continue
             record = await self._record(entry.key, owner, stem)
@@ -276,7 +290,7 @@ class ObjectStore:
             await self.discard(draft)
             raise
         self._release(draft)
-        self._records[key] = record
+        self._cache(key)[key] = record
         return record
 
     async def discard(self, draft: Draft) -> None:
@@ -304,7 +318,7 @@ class ObjectStore:
         for record in records:
             # The record first: the file is gone for everyone at once.
             key = self._key(record.owner, record.file_id, "json")
-            self._records.pop(key, None)
+            self._cache(key).pop(key, None)
             await self.client.delete(key)
             await self.client.delete(self._key(record.owner, record.file_id, "bin"))
 
@@ -337,6 +351,7 @@ class ObjectStore:
         root = f"{self._root}/" if self._root else ""
         entries = await self.client.list(root)
         names = {e.key for e in entries}
+        self._prune(names)
         now = self._clock()
         expired: list[StoredFile] = []
         for entry in entries:

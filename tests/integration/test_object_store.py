@@ -361,3 +361,22 @@ async def test_providers_that_fetch_urls_get_a_presigned_link_when_configured(
     assert url.startswith(f"{s3.url}/{bucket}/imagegate/uploads/key-team-a/")
     assert "X-Amz-Expires=300" in url
     assert await _fetch(url) == (200, image)
+
+
+async def test_records_another_replica_deleted_leave_the_cache(
+    store: tuple[ObjectStore, str, Clock],
+) -> None:
+    # Two stores on one bucket, as two replicas: the cache stays what the bucket holds.
+    files, _, _ = store
+    other = ObjectStore(files.config, files.client, keyed=True, clock=files._clock)
+    file_id = await _save(files, "team-a")
+    assert [f.file_id for f in (await other.list(owner="team-a")).files] == [file_id]
+    assert await files.delete(file_id, owner="team-a")
+    assert (await other.list(owner="team-a")).files == []
+    assert not any(other._records.values())
+    await _save(other, "team-b")
+    assert await other.delete((await other.list(owner="team-b")).files[0].file_id,
+                              owner="team-b")  # fmt: skip
+    await files.list(owner="team-b")
+    await files.sweep()
+    assert files._records == {}
