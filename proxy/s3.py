@@ -77,12 +77,6 @@ class S3Client:
             sock_read=settings.timeout_s,
         )
 
-    def secrets(self) -> Sequence[str]:
-        creds = self._credentials
-        if creds is None:
-            return ()
-        return tuple(s for s in (creds.secret_key, creds.token) if s)
-
     def url(self, key: str, query: Sequence[tuple[str, str]] = ()) -> str:
         url = f"{self._base}/{_q_key(key)}"
         if query:

@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 
 import msgspec
 
@@ -375,8 +376,6 @@ class ObjectStore:
             if resp is None:
                 return
             modified = resp.headers.get("Last-Modified")
-        from email.utils import parsedate_to_datetime
-
         if (
             modified
             and parsedate_to_datetime(modified).timestamp() < now - ORPHAN_GRACE_S
