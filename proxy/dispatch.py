@@ -33,7 +33,7 @@ from proxy.providers.base import Capabilities, StreamingAdapter, capabilities_of
 from proxy.routing import Route, Router
 from proxy.tempfiles import UploadSet
 from proxy.translate import fan_out
-from proxy.upload_store import UploadStore
+from proxy.upload_backend import FileStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +117,7 @@ class Services:
     keys: KeyRing
     metrics: Metrics
     pixels: PixelGate
-    store: UploadStore
+    store: FileStore
     fetcher: Fetcher
 
 

@@ -14,6 +14,7 @@
     │       └── BudgetExceeded         429 rate_limit_error        (not retryable)
     ├── ProviderNotConfigured          503 server_error            (no key for a provider)
     ├── Overloaded                     503 server_error            (backpressure)
+    ├── StorageUnavailable             503 server_error            (object store down)
     ├── InsufficientStorage            507 server_error            (upload store full)
     └── UpstreamError                  (provider = "<name>")
         ├── UpstreamRejected           4xx as sent by the provider (not 401/403/429)
@@ -148,6 +149,22 @@ class ProviderNotConfigured(ProxyError):
 class Overloaded(ProxyError):
     metric_label = "overloaded"
     status = 503
+
+
+class StorageUnavailable(ProxyError):
+    """The upload store's object store did not answer (or refused the gateway):
+    retryable, with Retry-After; edits with inline images do not need it."""
+
+    metric_label = "storage_unavailable"
+    status = 503
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(
+            message,
+            param=param,
+            code="storage_unavailable",
+            headers={"Retry-After": "5"},
+        )
 
 
 class UpstreamError(ProxyError):

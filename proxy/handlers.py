@@ -44,6 +44,7 @@ from proxy.state import (
     PRESSURE,
     PRICES,
     REDACTOR,
+    RESULT_LINKS,
     ROUTER,
     TEMP_DIR,
     UPLOAD_STORE,
@@ -142,6 +143,11 @@ async def _answer(
     """Dispatch the job, then answer: relayed stream, completed events or JSON."""
     app, ctx = request.app, request[CONTEXT]
     ctx.prompt = job.prompt  # the access log shows it only if configured
+    links = app.get(RESULT_LINKS)
+    if links is not None and not links.wanted(job):
+        links = None
+    elif links is not None:
+        job = links.as_base64(job)  # then stored and linked, whatever the model
     services = dispatch.Services(
         router=app[ROUTER],
         fallbacks=app[CONFIG].fallbacks,
@@ -174,6 +180,8 @@ async def _answer(
         # Labelled and logged as the fallback that answered.
         _route(request, f"{answered.provider}/{answered.model}")
     cost = bill(app[METRICS], app[PRICES], ctx, answered, result)
+    if links is not None:
+        result = await links.convert(result)
     if job.stream:
         return streaming.completed_events(answered, job, result, cost)
     members = b'"provider":' + _encode(answered.provider) + b',"cost":' + _encode(cost)

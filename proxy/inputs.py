@@ -19,14 +19,14 @@ from proxy.images import PNG
 from proxy.models import EditJob, FileRef, ImageInput, RemoteImage, StoredImage
 from proxy.providers.base import Capabilities
 from proxy.tempfiles import UploadSet
-from proxy.upload_store import UploadStore
+from proxy.upload_backend import FileStore
 
 
 @dataclass(frozen=True, slots=True)
 class _Request:
     caps: Capabilities
     provider: str
-    files: UploadStore
+    files: FileStore
     fetcher: Fetcher
     uploads: UploadSet
     owner: str | None
@@ -37,7 +37,7 @@ async def resolve_inputs(
     caps: Capabilities,
     *,
     provider: str,
-    files: UploadStore,
+    files: FileStore,
     fetcher: Fetcher,
     uploads: UploadSet,
     owner: str | None = None,
@@ -97,8 +97,10 @@ async def _file(req: _Request, ref: FileRef, param: str, *, mask: bool) -> Image
             param=param,
             code="invalid_image",
         )
+    if req.caps.image_urls and (url := await req.files.input_url(record)):
+        return RemoteImage(url)  # the provider fetches it from the bucket
     try:
-        path = await req.uploads.link(req.files.path(record))
+        path = await req.files.materialize(record, req.uploads)
     except FileNotFoundError:
         raise NotFound(
             f"'{param}' was deleted while the request started",

@@ -21,9 +21,10 @@ from proxy.pixels import PixelGate
 from proxy.pricing import PriceTable
 from proxy.quotas import QuotaStore
 from proxy.redact import Redactor
+from proxy.result_links import ResultLinks
 from proxy.routing import Router
 from proxy.tempfiles import TempDir
-from proxy.upload_store import UploadStore
+from proxy.upload_backend import FileStore
 
 
 @dataclass(slots=True)
@@ -50,4 +51,6 @@ FETCHER = web.AppKey("fetcher", Fetcher)  # fetch.fetch_ctx
 QUOTAS = web.AppKey(
     "quotas", QuotaStore
 )  # app._quotas: per-key rpm, concurrency, budget
-UPLOAD_STORE = web.AppKey("upload_store", UploadStore)  # upload_api.store_ctx
+UPLOAD_STORE = web.AppKey("upload_store", FileStore)  # upload_api.store_ctx
+# Only with files.backend s3 (upload_api.store_ctx): results as presigned links.
+RESULT_LINKS = web.AppKey("result_links", ResultLinks)

@@ -12,19 +12,27 @@ import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 from aiohttp import hdrs, web
 
 from proxy import leftovers
+from proxy.config import UploadStoreConfig
 from proxy.context import CONTEXT
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from proxy.formreader import FormReader, boundary_of, request_body
 from proxy.guard import defer_continue
 from proxy.images import SNIFF_BYTES, sniff
 from proxy.parsing import media_type
-from proxy.state import CLIENT_KEYS, CONFIG, METRICS, UPLOAD_STORE
+from proxy.providers._aws import credential_chain
+from proxy.result_links import ResultLinks
+from proxy.s3 import S3Client
+from proxy.state import CLIENT_KEYS, CONFIG, METRICS, RESULT_LINKS, UPLOAD_STORE
 from proxy.tasks import TaskGroup
+from proxy.upload_backend import FileStore
+from proxy.upload_objects import ObjectStore
 from proxy.upload_store import Draft, StoredFile, UploadStore
 from proxy.workers import MULTIPROC_ENV
 
@@ -51,6 +59,17 @@ def store_ctx(
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
+        if config.files.backend == "s3":
+            async with object_store(config.files, environ, bool(app[CLIENT_KEYS])) as s:
+                app[UPLOAD_STORE] = s
+                app[RESULT_LINKS] = ResultLinks(s.client, config.results)
+                group = TaskGroup()
+                group.spawn(s.run_sweeper(), name="upload-sweeper")
+                try:
+                    yield
+                finally:
+                    await group.close()
+            return
         ephemeral = config.files.dir is None and workers_dir is None
         if config.files.dir is not None:
             directory = config.files.dir
@@ -79,6 +98,18 @@ def store_ctx(
     return ctx
 
 
+@asynccontextmanager
+async def object_store(
+    config: UploadStoreConfig, environ: Mapping[str, str], keyed: bool
+) -> AsyncIterator[ObjectStore]:
+    """The bucket-backed store, on its own connection pool."""
+    assert config.s3 is not None
+    resolve = credential_chain(environ, config.s3.profile)
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        client = S3Client(config.s3, session, resolve)
+        yield ObjectStore(config, client, keyed=keyed)
+
+
 def caller(request: web.Request) -> str | None:
     """The client key's name when client keys are configured: files are then theirs
     (each key sees and uses only its own uploads); None: the anonymous owner, whose
@@ -86,7 +117,7 @@ def caller(request: web.Request) -> str | None:
     return request[CONTEXT].key if request.app[CLIENT_KEYS] else None
 
 
-def _store(request: web.Request) -> UploadStore:
+def _store(request: web.Request) -> FileStore:
     return request.app[UPLOAD_STORE]
 
 
@@ -109,7 +140,7 @@ async def upload(request: web.Request) -> web.Response:
     return web.json_response(record.public())
 
 
-async def _read_upload(request: web.Request, store: UploadStore) -> StoredFile:
+async def _read_upload(request: web.Request, store: FileStore) -> StoredFile:
     limits = request.app[CONFIG].limits
     draft: Draft | None = None
     purpose: str | None = None
@@ -144,7 +175,7 @@ async def _read_upload(request: web.Request, store: UploadStore) -> StoredFile:
 
 
 async def _write(
-    store: UploadStore, reader: FormReader, name: str, owner: str | None
+    store: FileStore, reader: FormReader, name: str, owner: str | None
 ) -> Draft:
     head = b""
     while len(head) < SNIFF_BYTES and (chunk := await reader.read()):
@@ -293,7 +324,7 @@ def upload_paths() -> dict[str, Any]:
                     "required": True,
                     "content": {"multipart/form-data": {"schema": form}},
                 },
-                "responses": answer(file_schema, 400, 408, 413, 415, 507),
+                "responses": answer(file_schema, 400, 408, 413, 415, 503, 507),
             },
             "get": {
                 "summary": "List uploaded files",

@@ -35,6 +35,7 @@ from proxy import leftovers
 from proxy import upload_disk as disk
 from proxy.config import UploadStoreConfig
 from proxy.errors import InsufficientStorage, InvalidRequest, PayloadTooLarge
+from proxy.tempfiles import UploadSet
 from proxy.upload_disk import ORPHAN_GRACE_S, StoredFile, owner_dir
 
 __all__ = ["ORPHAN_GRACE_S", "Draft", "Page", "StoredFile", "UploadStore", "owner_dir"]
@@ -333,6 +334,12 @@ class UploadStore:
         # Shielded: a second cancellation must not leave the files behind.
         await asyncio.shield(asyncio.to_thread(disk.unlink, paths))
         self._release(draft)
+
+    async def materialize(self, record: StoredFile, uploads: UploadSet) -> str:
+        return await uploads.link(self.path(record))
+
+    async def input_url(self, record: StoredFile) -> str | None:
+        return None  # a local file has no URL a provider could fetch
 
     def _record_path(self, record: StoredFile) -> str:
         return os.path.join(self._dir(record.owner), f"{record.file_id}.json")
