@@ -23,7 +23,16 @@ from prometheus_client import CollectorRegistry
 
 from tests.conftest import StartProxy
 from tests.fakes.openai import FakeOpenAI
-from tests.gateway import Gate, data_url, edit_body, eventually, metric
+from tests.gateway import (
+    KEY_A,
+    KEY_B,
+    Gate,
+    data_url,
+    edit_body,
+    eventually,
+    key_entry,
+    metric,
+)
 from tests.images import sized_png
 
 MiB = 1024 * 1024
@@ -57,9 +66,11 @@ def _big_edit(images: int, image_bytes: int) -> bytes:
 
 
 async def _post(
-    proxy: TestServer, body: bytes, path: str = EDITS
+    proxy: TestServer, body: bytes, path: str = EDITS, key: str | None = None
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
     async with (
         aiohttp.ClientSession() as s,
         s.post(proxy.make_url(path), data=io.BytesIO(body), headers=headers) as r,
@@ -118,6 +129,40 @@ async def test_parallel_big_json_edits_over_the_budget_get_503(
     # Unbounded, the eight bodies grew the process by ~8 x 2.75 x 5.9 MB (130 MiB).
     assert grown_mib < 120, f"{grown_mib:.0f} MiB for 8 x {size / MiB:.1f} MiB bodies"
     assert metric(registry, "imagegate_json_reserved_bytes") == 0
+
+
+@BIG_UPSTREAM_BODY
+async def test_one_keys_bodies_leave_room_for_another_key(
+    start_proxy: StartProxy, held: tuple[FakeOpenAI, Gate]
+) -> None:
+    fake, gate = held
+    proxy = await start_proxy(
+        {"openai": {"base_url": fake.url}},  # type: ignore[attr-defined]
+        keys={"team-a": key_entry(KEY_A), "team-b": key_entry(KEY_B)},
+        backpressure={"max_json_memory_bytes": 24 * MiB},
+    )
+    body = _big_edit(11, 400_000)  # 2 x 5.9 MB reserved: one fits a 12 MiB share
+    refused = 0
+
+    async def one(key: str) -> int:
+        nonlocal refused
+        status = (await _post(proxy, body, key=key))[0]
+        refused += status == 503
+        return status
+
+    flood = [asyncio.ensure_future(one(KEY_A)) for _ in range(8)]
+
+    async def settled() -> bool:
+        return gate.arrived + refused == 8
+
+    await eventually(settled)  # team-a: its share held upstream, the rest refused
+    other = asyncio.ensure_future(one(KEY_B))
+    await gate.wait_for(gate.arrived + 1)  # team-b's body was read and sent on
+    gate.open()
+    statuses = await asyncio.gather(*flood)
+    assert await other == 200
+    assert statuses.count(503) >= 6, statuses
+    assert set(statuses) == {200, 503}
 
 
 @BIG_UPSTREAM_BODY
