@@ -1,13 +1,17 @@
-"""Global admission: requests in flight and multipart bytes headed for temp files.
+"""Global admission: requests in flight, multipart bytes headed for temp files, and
+JSON bodies held in memory.
 
-Beyond either limit a request is answered 503 with Retry-After at once rather than
-queued, and ``/readyz`` reports not-ready so a load balancer sends traffic elsewhere.
-Temp-file bytes are reserved as they arrive (after gzip inflation), never from what a
-client declares: a Content-Length for a body that never comes holds nothing, and a
-slow body is cut off by its pace (``proxy.formreader``). One client (its key, or its
-address without keys) may hold at most ``max_temp_share`` of the budget, so it cannot
-take it all. A lone request is always admitted: its own size is bounded by
-``limits.max_body_bytes``.
+Beyond any limit a request is answered 503 with Retry-After at once rather than
+queued (its body is not read further), and ``/readyz`` reports not-ready so a load
+balancer sends traffic elsewhere. Body bytes are reserved as they arrive (after gzip
+inflation), never from what a client declares: a Content-Length for a body that never
+comes holds nothing, and a slow body is cut off by its pace (``proxy.formreader``).
+Multipart bytes count against ``max_temp_bytes``; JSON bodies, which are held and
+decoded in memory, against ``max_json_memory_bytes`` at ``JSON_FACTOR`` times their
+size (the body and the decoded strings live side by side). One client (its key, or
+its address without keys) may hold at most ``max_temp_share`` of either budget, so it
+cannot take it all. A lone request is always admitted: its own size is bounded by
+``limits.max_body_bytes`` or ``limits.max_json_bytes``.
 """
 
 from __future__ import annotations
@@ -19,20 +23,55 @@ from proxy.controls import Backpressure
 from proxy.errors import Overloaded
 from proxy.metrics import Metrics
 
+# Bytes reserved per JSON body byte: the body itself plus what msgspec decodes from it
+# (strings of the same length: data URLs are ASCII). The decoded images (3/4 of their
+# base64) are made after the body is dropped. Tested: tests/integration/test_json_bounds.py.
+JSON_FACTOR = 2
+
+
+class _Pool:
+    """One budget of bytes, with its per-client share."""
+
+    __slots__ = ("cap", "owners", "share", "used", "what")
+
+    def __init__(self, cap: int, share: float, what: str) -> None:
+        self.cap = cap
+        self.share = int(cap * share)
+        self.what = what
+        self.used = 0
+        self.owners: dict[str, int] = {}  # bytes held per client
+
 
 class Slot:
-    """One admitted request: its place in flight and the temp bytes it holds."""
+    """One admitted request: its place in flight and the bytes it holds."""
 
-    __slots__ = ("_pressure", "held", "owner")
+    __slots__ = ("_pressure", "held", "json", "owner")
 
     def __init__(self, pressure: Pressure) -> None:
         self._pressure = pressure
         self.owner = ""  # the client key's name, or the peer's address; set once known
+        self.held = 0  # temp bytes
+        self.json = JsonReserve(self)
+
+    def take(self, count: int) -> None:
+        """Reserve ``count`` more multipart bytes received; 503 if refused."""
+        self.held = self._pressure.take(self._pressure.temp, self, self.held, count)
+
+
+class JsonReserve:
+    """Where a request's JSON body bytes are reserved (``JSON_FACTOR`` each)."""
+
+    __slots__ = ("held", "slot")
+
+    def __init__(self, slot: Slot) -> None:
+        self.slot = slot
         self.held = 0
 
     def take(self, count: int) -> None:
-        """Reserve ``count`` more bytes received; 503 if the budget cannot give them."""
-        self._pressure.take(self, count)
+        pressure = self.slot._pressure
+        self.held = pressure.take(
+            pressure.json, self.slot, self.held, count * JSON_FACTOR
+        )
 
 
 class Pressure:
@@ -40,14 +79,19 @@ class Pressure:
         self._config = config
         self._metrics = metrics
         self.inflight = 0
-        self.temp_bytes = 0
-        self._owners: dict[str, int] = {}  # temp bytes held per client
+        share = config.max_temp_share
+        self.temp = _Pool(config.max_temp_bytes, share, "bytes of uploads on disk")
+        self.json = _Pool(
+            config.max_json_memory_bytes, share, "bytes of JSON bodies in memory"
+        )
 
     @property
     def saturated(self) -> bool:
         cfg = self._config
         return (
-            self.inflight >= cfg.max_inflight or self.temp_bytes >= cfg.max_temp_bytes
+            self.inflight >= cfg.max_inflight
+            or self.temp.used >= self.temp.cap
+            or self.json.used >= self.json.cap
         )
 
     def _overloaded(self, what: str) -> Overloaded:
@@ -69,30 +113,39 @@ class Pressure:
         finally:
             self.inflight -= 1
             if slot.held:
-                self._give_back(slot)
+                self._give_back(self.temp, slot.owner, slot.held)
+                slot.held = 0
+            if slot.json.held:
+                self._give_back(self.json, slot.owner, slot.json.held)
+                slot.json.held = 0
 
-    def take(self, slot: Slot, count: int) -> None:
-        cfg = self._config
-        total = self.temp_bytes + count
-        if self.temp_bytes > slot.held and total > cfg.max_temp_bytes:
-            raise self._overloaded(f"{cfg.max_temp_bytes} bytes of uploads on disk")
-        owned = self._owners.get(slot.owner, 0)
-        share = int(cfg.max_temp_bytes * cfg.max_temp_share)
-        if owned > slot.held and owned + count > share:
+    def take(self, pool: _Pool, slot: Slot, held: int, count: int) -> int:
+        """Reserve ``count`` bytes of ``pool`` for ``slot`` (holding ``held``); the
+        new holding, or a 503 if the budget or the client's share cannot give them."""
+        total = pool.used + count
+        if pool.used > held and total > pool.cap:
+            raise self._overloaded(f"{pool.cap} {pool.what}")
+        owned = pool.owners.get(slot.owner, 0)
+        if owned > held and owned + count > pool.share:
             # The client's other requests already hold bytes: this one would take it
             # past its share of the budget.
-            raise self._overloaded(f"{share} bytes of uploads on disk for one client")
-        slot.held += count
-        self._owners[slot.owner] = owned + count
-        self.temp_bytes = total
-        self._metrics.temp_reserved_bytes.set(total)
+            raise self._overloaded(f"{pool.share} {pool.what} for one client")
+        pool.owners[slot.owner] = owned + count
+        pool.used = total
+        self._gauge(pool)
+        return held + count
 
-    def _give_back(self, slot: Slot) -> None:
-        left = self._owners[slot.owner] - slot.held
+    def _give_back(self, pool: _Pool, owner: str, held: int) -> None:
+        left = pool.owners[owner] - held
         if left:
-            self._owners[slot.owner] = left
+            pool.owners[owner] = left
         else:
-            del self._owners[slot.owner]
-        self.temp_bytes -= slot.held
-        slot.held = 0
-        self._metrics.temp_reserved_bytes.set(self.temp_bytes)
+            del pool.owners[owner]
+        pool.used -= held
+        self._gauge(pool)
+
+    def _gauge(self, pool: _Pool) -> None:
+        if pool is self.temp:
+            self._metrics.temp_reserved_bytes.set(pool.used)
+        else:
+            self._metrics.json_reserved_bytes.set(pool.used)

@@ -68,6 +68,10 @@ class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):
     # None: room for 16 images and a mask at the per-file limit, plus text fields.
     max_body_bytes: PositiveInt | None = None
     max_json_bytes: PositiveInt = 64 * MiB
+    # Members and elements a JSON body may hold (its commas, braces and brackets
+    # outside strings), checked before it is decoded: an edit carries 16 images, 16
+    # metadata keys and a few other fields. Nesting is capped by msgspec (about 500).
+    max_json_members: PositiveInt = 1000
     max_files: PositiveInt = _MAX_IMAGES + 1
     max_fields: PositiveInt = 64
     max_field_bytes: PositiveInt = 256 * 1024

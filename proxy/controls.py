@@ -87,7 +87,10 @@ class Backpressure(ConfigBase, frozen=True, forbid_unknown_fields=True):
     max_inflight: PositiveInt = 256
     # Multipart body bytes received (after inflating) by requests in flight.
     max_temp_bytes: PositiveInt = 4 * 1024**3
-    # The part of max_temp_bytes one client (key, or address without keys) may hold
+    # JSON bodies are held and decoded in memory: each reserves 2x its bytes received
+    # (the body and its decoded strings) from this, sized for a 1 GiB pod.
+    max_json_memory_bytes: PositiveInt = 256 * 1024**2
+    # The part of max_temp_bytes (and of max_json_memory_bytes) one client (key, or address without keys) may hold
     # while its other requests hold some; 1 turns the share off.
     max_temp_share: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
     retry_after_s: PositiveInt = 1

@@ -48,13 +48,14 @@ def _guarded(request: web.Request) -> bool:
 
 
 def _pace(request: web.Request, limits: Limits, slot: Slot) -> Pace:
-    # JSON bodies are held in memory, capped by max_json_bytes: not reserved.
+    # Multipart bytes go to the temp budget; any other body (JSON) is held in memory
+    # and reserved from the JSON memory budget as it arrives.
     multipart = media_type(request) == "multipart/form-data"
     return Pace(
         grace_s=limits.client_body_grace_s,
         min_rate=limits.client_min_body_rate_bytes_s,
         deadline_s=limits.client_body_timeout_s,
-        reserve=slot if multipart else None,
+        reserve=slot if multipart else slot.json,
     )
 
 

@@ -23,6 +23,9 @@ _JSON_ESCAPE = re.compile(
     rb"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
     rb"|\\u[0-9a-fA-F]{4}|\\."
 )
+_BACKSLASH = ord("\\")
+_MAX_ESCAPES = 65536  # backslashes before quotes looked at while counting members
+_TOO_MANY_ESCAPES = -2
 _MARKER = "\uffff"  # a noncharacter: stands in for a lone surrogate while searching
 _MARKER_ESCAPE = b"\\uffff"
 _MAX_JSON_SEARCH = 64
@@ -35,6 +38,7 @@ async def read_json(request: web.Request, limits: Limits) -> dict[str, Any]:
     async with request_body(request, timeout, cap) as stream:
         while chunk := await stream.read():
             body += chunk
+    _count_members(body, limits.max_json_members)
     try:
         obj = _json_decoder.decode(body)
     except msgspec.DecodeError as exc:
@@ -48,6 +52,68 @@ async def read_json(request: web.Request, limits: Limits) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise InvalidRequest("the body must be a JSON object")
     return obj
+
+
+def _count_members(body: bytearray, limit: int) -> None:
+    """400 if ``body`` holds more than ``limit`` members and elements, before any
+    Python object is built for them.
+
+    Each member or element past a container's first follows a comma, and each
+    container opens with a brace or bracket, so their count outside strings bounds
+    them. Counting these bytes everywhere with ``find`` (memchr: base64 holds none of
+    them), up to the limit, settles almost every body. Only past it (a prompt full of
+    commas) are strings skipped, each with ``find``, stopping once the limit is
+    passed: a valid document holds at most two strings per member, plus one.
+    """
+    if _structure(body, 0, len(body), limit + 1) <= limit:
+        return
+    count = strings = pos = 0
+    escapes = [_MAX_ESCAPES]
+    while count <= limit and strings <= 2 * limit + 1:
+        start = body.find(b'"', pos)
+        end = len(body) if start < 0 else start
+        count += _structure(body, pos, end, limit + 1 - count)
+        end = _closing_quote(body, start, escapes) if start >= 0 else -1
+        if end == _TOO_MANY_ESCAPES:
+            strings = 2 * limit + 2  # refused: not worth telling apart
+        if end < 0:
+            break  # the end, or an unterminated string (the decoder says so)
+        strings += 1
+        pos = end + 1
+    if count > limit or strings > 2 * limit + 1:
+        raise InvalidRequest(
+            f"the JSON body holds more than the limit of {limit} members and "
+            "elements (limits.max_json_members)",
+            code="too_many_members",
+        )
+
+
+def _structure(body: bytearray, start: int, end: int, cap: int) -> int:
+    """How many of ``,{[`` lie in ``body[start:end]``, counting at most ``cap``."""
+    found = 0
+    for byte in b",{[":
+        at = body.find(byte, start, end)
+        while at >= 0 and found < cap:
+            found += 1
+            at = body.find(byte, at + 1, end)
+    return found
+
+
+def _closing_quote(body: bytearray, start: int, escapes: list[int]) -> int:
+    """Where the string opened at ``start`` ends (-1: nowhere), skipping escaped
+    quotes; past ``_MAX_ESCAPES`` backslashes in all, ``_TOO_MANY_ESCAPES``."""
+    end = body.find(b'"', start + 1)
+    while end > 0 and body[end - 1] == _BACKSLASH:
+        run = 1
+        while body[end - 1 - run] == _BACKSLASH:
+            run += 1
+        escapes[0] -= run
+        if escapes[0] < 0:
+            return _TOO_MANY_ESCAPES
+        if run % 2 == 0:
+            break
+        end = body.find(b'"', end + 1)
+    return end
 
 
 def _lone_surrogate(body: bytearray) -> InvalidRequest | None:

@@ -220,6 +220,12 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.json_reserved_bytes = Gauge(
+            "imagegate_json_reserved_bytes",
+            "Memory reserved for JSON bodies of requests in flight (2x their bytes).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
 
     def child(self, metric: _M, *values: str) -> _M:
         """``metric.labels(*values)``, kept: ``labels()`` validates and takes a lock on
