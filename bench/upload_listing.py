@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 
-from proxy.config import UploadStoreConfig
+from proxy.config_storage import UploadStoreConfig
 from proxy.upload_store import UploadStore
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from proxy.config import Results
+from proxy.config_storage import Results
 from proxy.errors import StorageUnavailable
 from proxy.images import sniff
 from proxy.models import EditJob, EditResult

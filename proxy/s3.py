@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from yarl import URL
 
-from proxy.config import S3Settings
+from proxy.config_storage import S3Settings
 from proxy.errors import StorageUnavailable
 from proxy.providers._aws import Resolver
 

@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import hdrs, web
 
 from proxy import leftovers
-from proxy.config import UploadStoreConfig
+from proxy.config_storage import UploadStoreConfig
 from proxy.context import CONTEXT
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from proxy.formreader import FormReader, boundary_of, request_body

@@ -32,7 +32,7 @@ from email.utils import parsedate_to_datetime
 
 import msgspec
 
-from proxy.config import S3Settings, UploadStoreConfig
+from proxy.config_storage import S3Settings, UploadStoreConfig
 from proxy.errors import InsufficientStorage, InvalidRequest, PayloadTooLarge
 from proxy.s3 import S3Client
 from proxy.tempfiles import UploadSet

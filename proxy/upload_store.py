@@ -33,7 +33,7 @@ import aiofiles
 
 from proxy import leftovers
 from proxy import upload_disk as disk
-from proxy.config import UploadStoreConfig
+from proxy.config_storage import UploadStoreConfig
 from proxy.errors import InsufficientStorage, InvalidRequest, PayloadTooLarge
 from proxy.tempfiles import UploadSet
 from proxy.upload_disk import ORPHAN_GRACE_S, StoredFile, owner_dir

@@ -18,7 +18,7 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proxy.config import UploadStoreConfig
+from proxy.config_storage import UploadStoreConfig
 from proxy.errors import InvalidRequest
 from proxy.providers._aws import credential_chain
 from proxy.s3 import S3Client

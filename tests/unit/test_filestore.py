@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from proxy.config import UploadStoreConfig
+from proxy.config_storage import UploadStoreConfig
 from proxy.errors import InsufficientStorage, InvalidRequest, PayloadTooLarge
 from proxy.tasks import TaskGroup
 from proxy.upload_store import ORPHAN_GRACE_S, StoredFile, UploadStore

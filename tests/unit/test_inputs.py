@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import Fetch, UploadStoreConfig
+from proxy.config import Fetch
+from proxy.config_storage import UploadStoreConfig
 from proxy.errors import InvalidRequest, NotFound
 from proxy.fetch import Fetcher, make_ssl_context
 from proxy.inputs import resolve_inputs
