@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
+from aiohttp.payload import BytesPayload, Payload
 
 from proxy.context import add_upstream_time, trace_headers
 from proxy.controls import RetryPolicy
@@ -331,7 +332,21 @@ def _fresh_body(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:
         payload = data.payload()
         return {**kwargs, "data": payload}, payload.size or 0
     if isinstance(data, bytes | bytearray):
-        return kwargs, len(data)
+        return {**kwargs, "data": _InMemoryBody(bytes(data))}, len(data)
     if isinstance(data, str):  # aiohttp sends text as UTF-8
         return kwargs, len(data.encode())
     return kwargs, 0
+
+
+class _InMemoryBody(BytesPayload):
+    """A body already in memory, written to the transport in one call.
+
+    aiohttp's ``BytesPayload`` warns past 1 MiB that raw bytes "might lock the event
+    loop"; writing them only queues them on the transport, and an image body is
+    usually past 1 MiB, so every such edit logged a warning (and a test running with
+    warnings as errors got a 500).
+    """
+
+    def __init__(self, value: bytes) -> None:
+        Payload.__init__(self, value, content_type="application/octet-stream")
+        self._size = len(value)

@@ -36,11 +36,6 @@ from tests.gateway import (
 from tests.images import sized_png
 
 MiB = 1024 * 1024
-# The gateway forwards these edits' images (over 1 MiB) as one bytes body, which
-# aiohttp warns may hold the loop; that is the upstream call's concern, not this one.
-BIG_UPSTREAM_BODY = pytest.mark.filterwarnings(
-    "ignore:Sending a large body directly:ResourceWarning"
-)
 EDITS = "/v3/images/edits"
 
 
@@ -78,7 +73,6 @@ async def _post(
         return r.status, await r.json(), dict(r.headers)
 
 
-@BIG_UPSTREAM_BODY
 async def test_parallel_big_json_edits_over_the_budget_get_503(
     start_proxy: StartProxy,
     held: tuple[FakeOpenAI, Gate],
@@ -131,7 +125,6 @@ async def test_parallel_big_json_edits_over_the_budget_get_503(
     assert metric(registry, "imagegate_json_reserved_bytes") == 0
 
 
-@BIG_UPSTREAM_BODY
 async def test_one_keys_bodies_leave_room_for_another_key(
     start_proxy: StartProxy, held: tuple[FakeOpenAI, Gate]
 ) -> None:
@@ -165,7 +158,6 @@ async def test_one_keys_bodies_leave_room_for_another_key(
     assert set(statuses) == {200, 503}
 
 
-@BIG_UPSTREAM_BODY
 async def test_a_lone_body_is_admitted_past_the_budget(
     start_proxy: StartProxy, fake_openai: FakeOpenAI
 ) -> None:
