@@ -8,11 +8,18 @@ slow body is cut off by its pace (``proxy.formreader``). One client (its key, or
 address without keys) may hold at most ``max_temp_share`` of the budget, so it cannot
 take it all. A lone request is always admitted: its own size is bounded by
 ``limits.max_body_bytes``.
+
+Slots in flight are shared the same way: once a request's client is known (its key
+authenticated, or its address without keys), ``Slot.claim`` counts it against that
+client's share, at most ``ceil(max_inflight_share * max_inflight)`` (never fewer than
+one), so a few slow clients of one key cannot hold every slot. A request refused there
+gives its slot back at once; a request whose key is refused never claims one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 from proxy.controls import Backpressure
@@ -34,6 +41,10 @@ class Slot:
         """Reserve ``count`` more bytes received; 503 if the budget cannot give them."""
         self._pressure.take(self, count)
 
+    def claim(self, owner: str) -> None:
+        """Count this slot against ``owner``'s share of it; 503 past the share."""
+        self._pressure.claim(self, owner)
+
 
 class Pressure:
     def __init__(self, config: Backpressure, metrics: Metrics) -> None:
@@ -42,6 +53,11 @@ class Pressure:
         self.inflight = 0
         self.temp_bytes = 0
         self._owners: dict[str, int] = {}  # temp bytes held per client
+        self._slots: dict[str, int] = {}  # slots in flight held per client
+        # Rounded first: 0.1 x 30 is 3.0000000000000004 in floating point, not 4.
+        self.inflight_share = max(
+            1, math.ceil(round(config.max_inflight_share * config.max_inflight, 9))
+        )
 
     @property
     def saturated(self) -> bool:
@@ -70,6 +86,21 @@ class Pressure:
             self.inflight -= 1
             if slot.held:
                 self._give_back(slot)
+            if slot.owner:
+                left = self._slots[slot.owner] - 1
+                if left:
+                    self._slots[slot.owner] = left
+                else:
+                    del self._slots[slot.owner]
+
+    def claim(self, slot: Slot, owner: str) -> None:
+        held = self._slots.get(owner, 0)
+        if held >= self.inflight_share:
+            raise self._overloaded(
+                f"{self.inflight_share} requests in flight for one client"
+            )
+        self._slots[owner] = held + 1
+        slot.owner = owner
 
     def take(self, slot: Slot, count: int) -> None:
         cfg = self._config
