@@ -12,11 +12,18 @@ size (the body and the decoded strings live side by side). One client (its key, 
 its address without keys) may hold at most ``max_temp_share`` of either budget, so it
 cannot take it all. A lone request is always admitted: its own size is bounded by
 ``limits.max_body_bytes`` or ``limits.max_json_bytes``.
+
+Slots in flight are shared the same way: once a request's client is known (its key
+authenticated, or its address without keys), ``Slot.claim`` counts it against that
+client's share, at most ``ceil(max_inflight_share * max_inflight)`` (never fewer than
+one), so a few slow clients of one key cannot hold every slot. A request refused there
+gives its slot back at once; a request whose key is refused never claims one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 from proxy.controls import Backpressure
@@ -57,6 +64,10 @@ class Slot:
         """Reserve ``count`` more multipart bytes received; 503 if refused."""
         self.held = self._pressure.take(self._pressure.temp, self, self.held, count)
 
+    def claim(self, owner: str) -> None:
+        """Count this slot against ``owner``'s share of it; 503 past the share."""
+        self._pressure.claim(self, owner)
+
 
 class JsonReserve:
     """Where a request's JSON body bytes are reserved (``JSON_FACTOR`` each)."""
@@ -83,6 +94,11 @@ class Pressure:
         self.temp = _Pool(config.max_temp_bytes, share, "bytes of uploads on disk")
         self.json = _Pool(
             config.max_json_memory_bytes, share, "bytes of JSON bodies in memory"
+        )
+        self._slots: dict[str, int] = {}  # slots in flight held per client
+        # Rounded first: 0.1 x 30 is 3.0000000000000004 in floating point, not 4.
+        self.inflight_share = max(
+            1, math.ceil(round(config.max_inflight_share * config.max_inflight, 9))
         )
 
     @property
@@ -118,6 +134,21 @@ class Pressure:
             if slot.json.held:
                 self._give_back(self.json, slot.owner, slot.json.held)
                 slot.json.held = 0
+            if slot.owner:
+                left = self._slots[slot.owner] - 1
+                if left:
+                    self._slots[slot.owner] = left
+                else:
+                    del self._slots[slot.owner]
+
+    def claim(self, slot: Slot, owner: str) -> None:
+        held = self._slots.get(owner, 0)
+        if held >= self.inflight_share:
+            raise self._overloaded(
+                f"{self.inflight_share} requests in flight for one client"
+            )
+        self._slots[owner] = held + 1
+        slot.owner = owner
 
     def take(self, pool: _Pool, slot: Slot, held: int, count: int) -> int:
         """Reserve ``count`` bytes of ``pool`` for ``slot`` (holding ``held``); the

@@ -135,7 +135,11 @@ class ScrapeToken:
         presented = auth[len(_BEARER) :].strip()
         if auth[: len(_BEARER)].lower() != _BEARER or not presented:
             presented = ""
-        digest = hashlib.sha256(presented.encode()).digest()
+        try:
+            digest = hashlib.sha256(presented.encode()).digest()
+        except UnicodeEncodeError:
+            # A byte that is not UTF-8 arrives as a lone surrogate: never the token.
+            digest = b""
         if self._digest is None or not hmac.compare_digest(digest, self._digest):
             raise Unauthorized(
                 "/metrics needs 'Authorization: Bearer <metrics token>'",

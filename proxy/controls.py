@@ -85,6 +85,9 @@ class Breaker(BreakerPolicy, frozen=True, forbid_unknown_fields=True):
 
 class Backpressure(ConfigBase, frozen=True, forbid_unknown_fields=True):
     max_inflight: PositiveInt = 256
+    # The part of max_inflight one client (key, or address without keys) may hold:
+    # at most ceil(share x max_inflight) slots, at least 1; 1 turns the share off.
+    max_inflight_share: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
     # Multipart body bytes received (after inflating) by requests in flight.
     max_temp_bytes: PositiveInt = 4 * 1024**3
     # JSON bodies are held and decoded in memory: each reserves 2x its bytes received

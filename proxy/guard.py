@@ -1,7 +1,8 @@
 """The gateway's admission middleware for the API routes, inside ``observe``.
 
-Order: draining, backpressure, client key, the key's quotas, then ``100 Continue`` for
-a client waiting for it (only now, and only for a declared length within the cap); then
+Order: draining, backpressure, client key, the client's share of the slots in flight
+(``Slot.claim``), the key's quotas, then ``100 Continue`` for a client waiting for it
+(only now, and only for a declared length within the cap); then
 the handler, its body read at the pace set here and its bytes reserved as they arrive;
 then the key's concurrency slot is released and, for a budgeted key, the request's
 budget hold (``proxy.budget``, on the request context) settled: its reservations
@@ -92,14 +93,15 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
         request[PACE] = _pace(request, limits, slot)
         if not keys:
             # Without keys a client is known by its address (behind a proxy, all
-            # clients share one: see backpressure.max_temp_share).
-            slot.owner = f"address {request.remote}"
+            # clients share one: see backpressure.max_temp_share, max_inflight_share).
+            slot.claim(f"address {request.remote}")
             await _continue(request, limits)
             return await handler(request)
         name = keys.authenticate(request.headers)
-        slot.owner = f"key {name}"
         ctx = request[CONTEXT]
-        ctx.key = name
+        ctx.key = name  # a refusal below is labelled with the key
+        # Only now is the client known: a refused key never claims a share.
+        slot.claim(f"key {name}")
         rule = keys[name]
         if not _limited(rule):
             await _continue(request, limits)

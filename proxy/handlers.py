@@ -180,6 +180,9 @@ async def _answer(
         # Labelled and logged as the fallback that answered.
         _route(request, f"{answered.provider}/{answered.model}")
     cost = bill(app[METRICS], app[PRICES], ctx, answered, result)
+    # A success reply may echo our credentials too (a debug member, a fingerprint):
+    # the provider's own members are relayed, so they are redacted like an error's.
+    result = msgspec.structs.replace(result, body=app[REDACTOR].data(result.body))
     if links is not None:
         result = await links.convert(result)
     if job.stream:

@@ -1,7 +1,8 @@
 """``stream: true``: server-sent events to the client.
 
 For a provider that streams, its events are relayed one by one as they arrive (never
-the whole stream buffered); partial images pass through byte for byte, and each
+the whole stream buffered); partial images pass through byte for byte but for any
+provider secret in them (``proxy.redact``, as every relayed event), and each
 ``*.completed`` event gains ``provider`` and ``cost`` computed from its ``usage``. A
 failure after the stream started ends it with an ``error`` event carrying OpenAI's
 envelope (``proxy.redact.envelope``), which the OpenAI SDK raises as ``APIError``, and
@@ -90,7 +91,8 @@ class _Relay:
         if not kind.endswith(".completed"):
             if kind.endswith(".partial_image"):
                 self.partials += 1
-            return event.raw + b"\n\n"
+            # Any member the provider adds may echo what it was sent.
+            return redactor.data(event.raw) + b"\n\n"
         self.ended = True
         self.images += 1
         self.usage = head.usage or self.usage
@@ -99,7 +101,7 @@ class _Relay:
             self.cost = round((self.cost or 0.0) + cost, 8)
         members = b'"provider":' + _encode(self.route.provider)
         members += b',"cost":' + _encode(cost)
-        return encode_event(event.name, splice(event.data, members))
+        return encode_event(event.name, splice(redactor.data(event.data), members))
 
 
 async def relay(

@@ -45,6 +45,7 @@ class StreamPlan:
     # Real pictures (base64) for the partials in turn, the last also the final image;
     # empty: the default stand-in bytes (tests/browser shows pictures in a page).
     pictures: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)  # members every event adds
     # What happened, for the test to check.
     sent: list[str] = field(default_factory=list)
     finished: bool = False
@@ -72,7 +73,8 @@ def _event(kind: str, body: dict[str, Any], *, crlf: bool) -> bytes:
 async def stream_reply(request: web.Request, plan: StreamPlan) -> web.StreamResponse:
     kind = "image_edit" if request.path.endswith("/edits") else "image_generation"
     common = {"background": "opaque", "created_at": int(time.time()),
-              "output_format": "png", "quality": "low", "size": "1024x1024"}  # fmt: skip
+              "output_format": "png", "quality": "low", "size": "1024x1024",
+              **plan.extra}  # fmt: skip
     if plan.as_json:
         default = {"created": 1, "data": [{"b64_json": partial_b64(9)}]}
         return web.json_response(plan.json_body or default)

@@ -17,7 +17,6 @@ from typing import Any
 
 import aiohttp
 import msgspec
-import pytest
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 

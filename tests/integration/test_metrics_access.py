@@ -3,6 +3,7 @@ not for whoever reaches the port. Open by default, as documented."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -89,3 +90,26 @@ async def test_cli_refuses_to_start_without_the_token(
     code, _, err = await run("--config", str(config), "--port", "0", env=env)
     assert code == 2
     assert ENV in err
+
+
+async def test_non_utf8_token_is_refused_not_a_crash(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI
+) -> None:
+    """A header byte that is not UTF-8 (aiohttp keeps it as a lone surrogate) was a
+    500 from encoding it for the hash; it is a 401 like any other wrong token."""
+    proxy = await start_proxy(
+        {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
+        environ={"OPENAI_API_KEY": UPSTREAM_KEY, ENV: TOKEN},
+        metrics={"token_env": ENV},
+    )
+    reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+    writer.write(
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \xff\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:600]
+    assert b"invalid_metrics_token" in answer

@@ -143,11 +143,19 @@ async def test_unknown_expectation_is_refused(keyed: TestServer) -> None:
 class Dripper:
     """A client that declares a large body, sends its start, then a byte at a time."""
 
-    def __init__(self, proxy: TestServer, path: str, ctype: str, length: int) -> None:
+    def __init__(
+        self,
+        proxy: TestServer,
+        path: str,
+        ctype: str,
+        length: int,
+        key: str | None = None,
+    ) -> None:
         self._proxy = proxy
+        auth = f"Authorization: Bearer {key}\r\n" if key else ""
         self._head = (
             f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {ctype}\r\n"
-            f"Content-Length: {length}\r\n\r\n"
+            f"{auth}Content-Length: {length}\r\n\r\n"
         ).encode()
         self._task: asyncio.Task[None] | None = None
         self.started = 0.0
@@ -202,7 +210,12 @@ async def paced(start_proxy: StartProxy, fake_openai: FakeOpenAI) -> TestServer:
             "client_body_grace_s": GRACE_S,
             "client_min_body_rate_bytes_s": RATE,
         },
-        backpressure={"max_temp_bytes": 500_000, "max_inflight": 8},
+        # Every client here is 127.0.0.1: the share of slots in flight is not tested.
+        backpressure={
+            "max_temp_bytes": 500_000,
+            "max_inflight": 8,
+            "max_inflight_share": 1,
+        },
     )
 
 
@@ -258,7 +271,7 @@ async def test_drippers_lose_their_inflight_slots_at_the_deadline(
             "client_body_grace_s": 1.0,
             "client_min_body_rate_bytes_s": RATE,
         },
-        backpressure={"max_inflight": 3},
+        backpressure={"max_inflight": 3, "max_inflight_share": 1},
     )
     first = b'{"model": "openai/gpt-image-2", "prompt": "'
     drippers = [
@@ -382,3 +395,47 @@ async def test_expect_refused_after_the_keys_limits_gives_its_slot_back(
         writer.close()
     # The key's one concurrency slot is free again.
     assert (await generate(proxy, CLIENT_KEY))[0] == 200
+
+
+async def test_one_key_holds_at_most_its_share_of_the_slots_in_flight(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, registry: CollectorRegistry
+) -> None:
+    """Key a's drippers (multipart, 100 KB declared, a byte at a time) used to take
+    every slot, and every other key got 503 for as long as they kept reopening."""
+    proxy = await start_proxy(
+        {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
+        keys={"a": key_entry(KEY_A), "c": key_entry(CLIENT_KEY)},
+        limits={"client_idle_timeout_s": 30, "client_body_grace_s": 30},
+        backpressure={"max_inflight": 8, "max_inflight_share": 0.5},
+    )
+    ctype = "multipart/form-data; boundary=b"
+    drippers = [
+        Dripper(proxy, "/v3/images/edits", ctype, 100_000, key=KEY_A) for _ in range(4)
+    ]
+    try:
+        for d in drippers:
+            await d.start(MULTIPART_START)
+        await asyncio.sleep(0.3)  # each has been admitted and is reading its body
+        # Key a is at its share, ceil(0.5 x 8) = 4: its next request is refused...
+        status, body, headers = await generate(proxy, KEY_A)
+        assert (status, body["error"]["code"]) == (503, "overloaded"), body
+        assert "4 requests in flight for one client" in body["error"]["message"]
+        assert headers["Retry-After"] == "1"
+        # ...a bad key is refused as such, holding nothing...
+        assert (await generate(proxy, "igk-wrong"))[0] == 401
+        # ...and another key is served, while half the slots are still free.
+        status, body, _ = await generate(proxy, CLIENT_KEY)
+        assert status == 200, body
+        assert await readyz(proxy) == 200
+    finally:
+        for d in drippers:
+            await d.close()
+    # The drippers' slots come back as their reads fail.
+    for _ in range(50):
+        status, body, _ = await generate(proxy, KEY_A)
+        if status != 503:
+            break
+        await asyncio.sleep(0.1)
+    assert status == 200, body
+    assert metric(registry, "imagegate_requests_total", route="/v3/images/generations",
+                  provider="none", code_class="5xx", key="a") >= 1  # fmt: skip

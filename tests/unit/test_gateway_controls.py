@@ -3,6 +3,7 @@ retries and the breaker (with an injected clock: no sleeping)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import random
 from datetime import UTC, datetime
@@ -15,10 +16,18 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
 from proxy.__main__ import main
+from proxy.backpressure import Pressure
 from proxy.client_keys import hash_key
 from proxy.config import ConfigError, parse_config
-from proxy.controls import BreakerPolicy, ClientKey, RetryPolicy, exposure_error
-from proxy.errors import CircuitOpen
+from proxy.controls import (
+    Backpressure,
+    BreakerPolicy,
+    ClientKey,
+    RetryPolicy,
+    exposure_error,
+)
+from proxy.errors import CircuitOpen, Overloaded
+from proxy.metrics import Metrics
 from proxy.quotas import MemoryQuotas, month_reset
 from proxy.resilience import CircuitBreaker, State, backoff_s, retry_after_s
 from tests.gateway import sha
@@ -50,6 +59,8 @@ def _parse(**sections: Any) -> None:
         ({"fallbacks": {"openai/m": ["openai/m"]}}, "entries must be distinct"),
         ({"fallbacks": {"openai/m": ["backup/m", "backup/m"]}}, "must be distinct"),
         ({"backpressure": {"max_inflight": 0}}, "backpressure.max_inflight"),
+        ({"backpressure": {"max_inflight_share": 0}}, "max_inflight_share"),
+        ({"backpressure": {"max_inflight_share": 1.5}}, "max_inflight_share"),
     ],
 )
 def test_invalid_control_config_is_one_line_naming_the_key(
@@ -244,3 +255,27 @@ def test_workers_with_in_memory_key_limits_are_refused(
     )
     assert main(["--config", str(path), "--workers", "2", "--port", "8099"]) == 2
     assert "key limits are per worker without redis_url" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("inflight", "share", "slots"),
+    [(256, 0.5, 128), (30, 0.1, 3), (3, 0.5, 2), (100, 0.001, 1), (5, 1.0, 5)],
+)
+def test_a_clients_share_of_the_slots_in_flight(
+    inflight: int, share: float, slots: int
+) -> None:
+    config = Backpressure(max_inflight=inflight, max_inflight_share=share)
+    pressure = Pressure(config, Metrics(CollectorRegistry()))
+    assert pressure.inflight_share == slots
+    with contextlib.ExitStack() as held:
+        for _ in range(slots):
+            held.enter_context(pressure.admit()).claim("key a")
+        if slots < inflight:
+            with pytest.raises(Overloaded), pressure.admit() as refused:
+                refused.claim("key a")
+            assert pressure.inflight == slots  # the refused one's slot is back
+            with pressure.admit() as other:
+                other.claim("key b")
+    assert pressure.inflight == 0
+    with pressure.admit() as again:
+        again.claim("key a")  # every share is given back

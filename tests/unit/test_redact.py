@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from urllib.parse import quote, quote_plus
 
 from proxy.errors import UpstreamRateLimited
@@ -39,3 +40,27 @@ def test_error_members_and_headers_are_redacted() -> None:
     detail = error_detail(exc, redactor)
     assert (detail.message, detail.code) == (f"slow ({REDACTED})", REDACTED)
     assert error_headers(exc, redactor) == {"Retry-After": REDACTED}
+
+
+def test_escapes_in_either_case_and_every_character_escaped() -> None:
+    redactor = Redactor([StaticKey("x-key", "sk-upstream-test")])
+    for form in ("sk%2Dupstream%2Dtest", "sk%2dupstream%2dtest"):
+        assert redactor.text(f"key={form}&") == f"key={REDACTED}&"
+    odd = Redactor([StaticKey("x-key", KEY)])
+    assert odd.text(quote(KEY, safe="").lower()) == REDACTED
+
+
+def test_base64_at_every_offset_inside_a_longer_text() -> None:
+    secret = "sk-upstream-test"
+    redactor = Redactor([StaticKey("x-key", secret)])
+    for prefix in (b"", b"u", b"us", b"user:"):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            text = encode(prefix + secret.encode() + b"\xff\xfe").decode()
+            out = redactor.text(f"Basic {text}")
+            assert REDACTED in out, (prefix, encode)
+            assert text not in out
+
+
+def test_bytes_without_a_secret_are_not_copied() -> None:
+    body = b'{"data":[{"b64_json":"' + b"A" * 4096 + b'"}]}'
+    assert Redactor([StaticKey("x-key", KEY)]).data(body) is body
