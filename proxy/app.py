@@ -180,7 +180,9 @@ async def _temp_dir(app: web.Application) -> AsyncIterator[None]:
         memory_gauge=metrics.spooled_bytes,
     )
     app[TEMP_DIR] = temp_dir
-    app[PRICES] = await asyncio.to_thread(PriceTable.load_default)
+    app[PRICES] = await asyncio.to_thread(
+        PriceTable.load_default, app[CONFIG].catalogue
+    )
     yield
     await asyncio.to_thread(temp_dir.remove)
 

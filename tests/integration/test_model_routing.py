@@ -115,13 +115,14 @@ async def test_models_lists_served_models_with_capabilities(
     assert by_id["openai/gpt-image-2"]["provider"] == "openai"
 
 
-async def test_models_without_restriction_lists_priced_models(
+async def test_models_without_restriction_lists_catalogued_models(
     start_proxy: StartProxy, fake_openai: FakeOpenAI
 ) -> None:
     server = await start_proxy({"openai": {"base_url": fake_openai.url}})  # type: ignore[attr-defined]
     _, body = await _get(server, "/v3/images/models")
     ids = [m["id"] for m in body["data"]]
-    assert "openai/gpt-image-1.5" in ids
+    assert "openai/gpt-image-2.6-sunburst" in ids
+    assert "openai/gpt-image-1.5" not in ids  # shut down 2026-12-01
     assert all(i.startswith("openai/") for i in ids)
 
 
