@@ -170,7 +170,7 @@ async def _answer(
     if answered is not route:
         # Labelled and logged as the fallback that answered.
         _route(request, f"{answered.provider}/{answered.model}")
-    cost = bill(app[METRICS], app[PRICES], ctx, answered, result)
+    cost = bill(app[METRICS], app[PRICES], ctx, answered, result, job)
     if job.stream:
         return streaming.completed_events(answered, job, result, cost)
     members = b'"provider":' + _encode(answered.provider) + b',"cost":' + _encode(cost)
