@@ -207,6 +207,10 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
     catalogue: dict[str, dict[str, CatalogueEntry]] = msgspec.field(
         default_factory=dict
     )
+    # A request for a model past its shutdown date: `retire` answers 410 model_retired
+    # naming the replacement; `remap` sends it to the replacement and says so in the
+    # `Imagegate-Model-Remapped` header.
+    lifecycle: Literal["retire", "remap"] = "retire"
 
 
 class ConfigError(Exception):

@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from proxy import dispatch, streaming
+from proxy import dispatch, retirements, streaming
 from proxy.accounting import bill, splice
 from proxy.context import CONTEXT
 from proxy.guard import authorize
@@ -84,6 +84,13 @@ def _route(request: web.Request, model: str) -> Route:
     route = app[ROUTER].resolve(model)
     authorize(app[CLIENT_KEYS], ctx, f"{route.provider}/{route.model}")  # an alias's
     ctx.provider = route.provider
+    route = retirements.apply(
+        route,
+        app[PRICES].catalogue,
+        mode=app[CONFIG].lifecycle,
+        ctx=ctx,
+        metrics=app[METRICS],
+    )
     if route.price_key in request.app[PRICES]:
         ctx.model_label = route.price_key
     return route

@@ -183,8 +183,8 @@ class Case:
 CASES: dict[str, tuple[Case, ...]] = {
     "openai": (Case("openai/gpt-image-2", True, check_openai, "openai/gpt-image-2",
                     error_body=openai_error),),
-    "google": (Case("google/gemini-2.5-flash-image", False, check_google,
-                    "google/gemini-2.5-flash-image"),),
+    "google": (Case("google/gemini-3.1-flash-image", False, check_google,
+                    "google/gemini-3.1-flash-image"),),
     "vertex": (Case("vertex/imagen-3.0-capability-001", True, check_vertex,
                     "vertex/imagen-4.0-generate-001"),),
     "stabilityai": (Case("stabilityai/inpaint", True, check_stabilityai,

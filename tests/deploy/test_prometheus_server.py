@@ -89,7 +89,7 @@ async def test_prometheus_scrapes_cost_and_overhead(
 ) -> None:
     for _ in range(3):
         await sdk.images.edit(
-            model="openai/gpt-image-1",
+            model="openai/gpt-image-2.5-sunburst",
             image=("a.png", png(16, 16), "image/png"),
             prompt="hat",
         )
@@ -100,7 +100,7 @@ async def test_prometheus_scrapes_cost_and_overhead(
         prometheus, "sum by (provider, model, key) (imagegate_cost_usd_total)", cost
     )
     assert series["metric"] == {
-        "provider": "openai", "model": "openai/gpt-image-1", "key": "anonymous"
+        "provider": "openai", "model": "openai/gpt-image-2.5-sunburst", "key": "anonymous"
     }  # fmt: skip
     (overhead,) = await _until(
         prometheus,
@@ -124,7 +124,9 @@ async def test_promtool_accepts_the_exposition(
 ) -> None:
     promtool = require_binary("promtool")
     await sdk.images.edit(
-        model="openai/gpt-image-1", image=("a.png", png(), "image/png"), prompt="x"
+        model="openai/gpt-image-2.5-sunburst",
+        image=("a.png", png(), "image/png"),
+        prompt="x",
     )
     text = await _exposition(proxy)
     assert b"imagegate_cost_usd_total" in text

@@ -135,7 +135,9 @@ async def test_a_killed_process_leaves_nothing_after_the_next_start(
     path = _config(tmp_path, temp_root, fake_openai.url, **files)  # type: ignore[attr-defined]
     first = await _start(path)
     release = asyncio.Event()
-    edit_head = _text("model", "openai/gpt-image-1") + _text("prompt", "a hat")
+    edit_head = _text("model", "openai/gpt-image-2.5-sunburst") + _text(
+        "prompt", "a hat"
+    )
     held = [
         asyncio.ensure_future(
             _post_held(first.base, "/v3/upload", _head("file"), release)

@@ -46,7 +46,7 @@ async def test_image_list_mask_and_fields(
     images = [png(8, 8, seed=1), jpeg_like(300), webp_like(100)]
     mask = png(8, 8, alpha=0)
     result = await sdk.images.edit(
-        model="openai/gpt-image-1.5",
+        model="openai/gpt-image-2.6-sunburst",
         # Raw bytes: the SDK labels them application/octet-stream; the proxy sniffs.
         image=images,
         mask=mask,

@@ -239,17 +239,17 @@ async def test_edit_part_name_must_be_valid_text(
     ("path", "doc", "param"),
     [
         ("/v3/images/generations",
-         b'{"model": "openai/gpt-image-1", "prompt": "\\ud800"}', "prompt"),
+         b'{"model": "openai/gpt-image-2.5-sunburst", "prompt": "\\ud800"}', "prompt"),
         ("/v3/images/generations",
          b'{"model": "openai/gpt-\\udfff", "prompt": "x"}', "model"),
         ("/v3/images/generations",
-         b'{"model": "openai/gpt-image-1", "prompt": "x", "metadata": {"a": "\\uDBFFz"}}',
+         b'{"model": "openai/gpt-image-2.5-sunburst", "prompt": "x", "metadata": {"a": "\\uDBFFz"}}',
          "metadata.a"),
         ("/v3/images/edits",
-         b'{"model": "openai/gpt-image-1", "prompt": "x", "images": '
+         b'{"model": "openai/gpt-image-2.5-sunburst", "prompt": "x", "images": '
          b'[{"image_url": "\\ud83d"}]}', "images[0].image_url"),
         ("/v3/images/generations",
-         b'{"model": "openai/gpt-image-1", "prompt": "x", "metadata": {"\\udc00": 1}}',
+         b'{"model": "openai/gpt-image-2.5-sunburst", "prompt": "x", "metadata": {"\\udc00": 1}}',
          "metadata"),
     ],
 )  # fmt: skip
@@ -272,7 +272,7 @@ async def test_json_lone_surrogate_names_the_field(
 async def test_json_surrogate_pairs_and_escaped_backslashes_are_text(
     logged_proxy: TestServer, fake_openai: FakeOpenAI
 ) -> None:
-    doc = b'{"model": "openai/gpt-image-1", "prompt": "\\ud83d\\ude00 \\\\ud800"}'
+    doc = b'{"model": "openai/gpt-image-2.5-sunburst", "prompt": "\\ud83d\\ude00 \\\\ud800"}'
     status, body = await exchange(
         logged_proxy, "/v3/images/generations", doc, content_type=b"application/json"
     )
@@ -302,7 +302,7 @@ async def test_undecodable_key_bytes_are_an_invalid_key(
         {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
         keys={"team": key_entry(CLIENT_KEY)},
     )
-    doc = msgspec.json.encode({"model": "openai/gpt-image-1", "prompt": "x"})
+    doc = msgspec.json.encode({"model": "openai/gpt-image-2.5-sunburst", "prompt": "x"})
     status, body = await exchange(
         proxy,
         "/v3/images/generations",

@@ -267,7 +267,7 @@ async def test_huge_data_url_is_a_400_even_for_a_provider_that_decodes_nothing(
     # OpenAI takes the bytes as they are; the cap still holds for every input.
     small, bomb = _data_url(png(8, 8)), _data_url(huge_png())
     body = {
-        "model": "openai/gpt-image-1",
+        "model": "openai/gpt-image-2.5-sunburst",
         "prompt": "a red car",
         "images": [
             {"image_url": small},

@@ -32,7 +32,7 @@ async def _status(base: str, key: str) -> int:
         aiohttp.ClientSession() as s,
         s.post(
             f"{base}/v3/images/generations",
-            json={"model": "openai/gpt-image-1", "prompt": "a cat"},
+            json={"model": "openai/gpt-image-2.5-sunburst", "prompt": "a cat"},
             headers={"Authorization": f"Bearer {key}"},
         ) as r,
     ):

@@ -52,7 +52,9 @@ async def test_long_retry_after_goes_back_to_the_client(
                              headers={"Retry-After": "60"}))  # fmt: skip
     async with sdk_for(proxy, "k") as sdk:
         with pytest.raises(openai.RateLimitError) as exc:
-            await sdk.images.generate(model="openai/gpt-image-1", prompt="a cat")
+            await sdk.images.generate(
+                model="openai/gpt-image-2.5-sunburst", prompt="a cat"
+            )
     assert exc.value.response.headers["Retry-After"] == "60"
     assert len(fake_openai.received) == 1
 

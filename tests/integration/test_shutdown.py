@@ -29,7 +29,7 @@ from tests.images import png
 
 async def _upload(base: str) -> int:
     form = aiohttp.FormData()
-    form.add_field("model", "openai/gpt-image-1")
+    form.add_field("model", "openai/gpt-image-2.5-sunburst")
     form.add_field("prompt", "a hat")
     form.add_field("image", png(32, 32), filename="a.png", content_type="image/png")
     async with (

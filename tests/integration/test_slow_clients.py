@@ -28,7 +28,9 @@ from tests.gateway import (
 from tests.images import png, sized_png
 
 Result = tuple[int, dict[str, Any], dict[str, str]]
-GENERATE = msgspec.json.encode({"model": "openai/gpt-image-1", "prompt": "a cat"})
+GENERATE = msgspec.json.encode(
+    {"model": "openai/gpt-image-2.5-sunburst", "prompt": "a cat"}
+)
 
 
 async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
@@ -260,7 +262,7 @@ async def test_drippers_lose_their_inflight_slots_at_the_deadline(
         },
         backpressure={"max_inflight": 3},
     )
-    first = b'{"model": "openai/gpt-image-1", "prompt": "'
+    first = b'{"model": "openai/gpt-image-2.5-sunburst", "prompt": "'
     drippers = [
         Dripper(proxy, "/v3/images/generations", "application/json", 10_000)
         for _ in range(3)
@@ -289,7 +291,9 @@ async def test_a_body_at_the_minimum_pace_is_served(
     paced: TestServer, fake_openai: FakeOpenAI
 ) -> None:
     # 2 KiB/s against a minimum of 1000 B/s, past the grace period: not cut off.
-    body = msgspec.json.encode({"model": "openai/gpt-image-1", "prompt": "a" * 9000})
+    body = msgspec.json.encode(
+        {"model": "openai/gpt-image-2.5-sunburst", "prompt": "a" * 9000}
+    )
     reader, writer = await asyncio.open_connection(paced.host, paced.port)
     writer.write(
         b"POST /v3/images/generations HTTP/1.1\r\nHost: localhost\r\n"
@@ -343,7 +347,9 @@ async def test_a_body_past_the_hard_deadline_gets_a_408(
         limits={"client_body_timeout_s": 1.0, "client_min_body_rate_bytes_s": 100},
     )
     # 2 KB/s, well above the minimum pace, but the body needs 4 s in all.
-    body = msgspec.json.encode({"model": "openai/gpt-image-1", "prompt": "a" * 8000})
+    body = msgspec.json.encode(
+        {"model": "openai/gpt-image-2.5-sunburst", "prompt": "a" * 8000}
+    )
     reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
     writer.write(
         b"POST /v3/images/generations HTTP/1.1\r\nHost: localhost\r\n"

@@ -135,7 +135,7 @@ async def test_keyless_page_posts_pass_the_origin_check(
 
     async def post(**headers: str) -> int:
         form = aiohttp.FormData()
-        form.add_field("model", "openai/gpt-image-1")
+        form.add_field("model", "openai/gpt-image-2.5-sunburst")
         form.add_field("prompt", "a hat")
         form.add_field("image[]", png(), filename="a.png", content_type="image/png")
         async with (
@@ -188,4 +188,4 @@ async def test_models_carry_pricing_for_estimates(proxy: TestServer) -> None:
     assert tokens["lifecycle"]["status"] == "active"
     assert tokens["lifecycle"]["released"] == "2026-04-21"
     # Shut-down models are not offered (a request for one is answered 410).
-    assert "openai/gpt-image-1" not in models
+    assert "openai/gpt-image-1.5" not in models  # retired-id: lifecycle test

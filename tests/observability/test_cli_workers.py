@@ -104,7 +104,7 @@ async def test_workers_share_port_and_metrics(
         workers = await asyncio.to_thread(_children, proc.pid)
         assert len(workers) == 2
         metrics_dir = await asyncio.to_thread(_multiproc_dir, workers[0])
-        body = {"model": "openai/gpt-image-1", "prompt": "x"}
+        body = {"model": "openai/gpt-image-2.5-sunburst", "prompt": "x"}
         # New connections each time: the kernel spreads them over the workers.
         for _ in range(12):
             async with (

@@ -38,7 +38,7 @@ async def _edit(
     proxy: TestServer, headers: dict[str, str], prompt: str = "a red hat"
 ) -> aiohttp.ClientResponse:
     form = aiohttp.FormData()
-    form.add_field("model", "openai/gpt-image-1")
+    form.add_field("model", "openai/gpt-image-2.5-sunburst")
     form.add_field("prompt", prompt)
     form.add_field("image", png(8, 8), filename="a.png", content_type="image/png")
     async with aiohttp.ClientSession() as s:
@@ -72,7 +72,7 @@ async def test_client_traceparent_continues_upstream_and_in_log(
     assert line["request_id"] == "req-123"
     assert line["key"] == "anonymous"
     assert line["provider"] == "openai"
-    assert line["model"] == "openai/gpt-image-1"
+    assert line["model"] == "openai/gpt-image-2.5-sunburst"
     assert line["status"] == 200
     assert isinstance(line["cost_usd"], float)
     assert "prompt" not in line
@@ -158,7 +158,7 @@ async def test_validation_errors_log_a_code_and_the_param(
     # Before: error "InvalidRequest" (a class name) and no param.
     caplog.set_level(logging.INFO, logger="imagegate.access")
     body = {
-        "model": "openai/gpt-image-1",
+        "model": "openai/gpt-image-2.5-sunburst",
         "prompt": "x",
         "n": "many",
         "images": [{"image_url": "data:image/png;base64," + _B64}],

@@ -134,3 +134,27 @@ catalogue:
 def test_unknown_field_in_the_file_is_an_error() -> None:
     with pytest.raises(msgspec.ValidationError, match="pricee"):
         decode_rows({"openai": {"m": {"pricee": None}}})
+
+
+def test_start_up_warns_of_names_that_point_only_at_retired_models() -> None:
+    from proxy.retirements import startup_warnings
+
+    text = """
+providers: {openai: {}, google: {}}
+models: {old: openai/gpt-image-1, new: openai/gpt-image-2}  # retired-id: lifecycle test
+fallbacks:
+  openai/gpt-image-1: [openai/gpt-image-1.5]  # retired-id: lifecycle test
+  openai/gpt-image-2: [openai/gpt-image-1]  # retired-id: lifecycle test
+allowed_models: ["openai/gpt-image-1*", "openai/gpt-image-2*", "google/*2.5*"]
+"""
+    warnings = startup_warnings(parse_config(text), Catalogue.load_default(), DAY)
+    assert (
+        warnings
+        == [
+            "models.old: 'openai/gpt-image-1' is retired "  # retired-id: lifecycle test
+            "(shut down 2026-10-23; use gpt-image-2.5-sunburst)",
+            "fallbacks.openai/gpt-image-1: every model of the chain is retired",  # retired-id: lifecycle test
+            "allowed_models: 'openai/gpt-image-1*' matches only retired models",  # retired-id: lifecycle test
+            "allowed_models: 'google/*2.5*' matches only retired models",
+        ]
+    )

@@ -85,7 +85,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 TRICKY = b"a\r\n--XyZ-boundar\r\n-\r\n--XyZ-boundarY\r\n--"
 BODY = form(
     [
-        ("model", b"openai/gpt-image-1", ""),
+        ("model", b"openai/gpt-image-2.5-sunburst", ""),
         ("prompt", "un chat \u00e9".encode(), ""),
         ("image", PNG, '; filename="cat.png"\r\nContent-Type: image/png'),
         ("image[]", TRICKY, '; filename="x.bin"'),
@@ -95,7 +95,7 @@ BODY = form(
     epilogue=b"and so is this epilogue",
 )
 EXPECTED: list[Parsed] = [
-    ("model", None, None, False, b"openai/gpt-image-1"),
+    ("model", None, None, False, b"openai/gpt-image-2.5-sunburst"),
     ("prompt", None, None, False, "un chat \u00e9".encode()),
     ("image", "cat.png", None, False, PNG),
     ("image[]", "x.bin", None, False, TRICKY),

@@ -64,7 +64,7 @@ def _image(data: bytes) -> StoredImage:
 
 async def test_small_form_in_memory() -> None:
     form = Form()
-    form.add_field("model", "gpt-image-1")
+    form.add_field("model", "gpt-image-2.5-sunburst")
     form.add_field("prompt", "un chat \u00e9")
     form.add_file("image[]", _image(PNG), "image.png")
     got = await _send(form)

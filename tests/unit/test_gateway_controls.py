@@ -70,7 +70,9 @@ def test_valid_control_config_decodes() -> None:
                 "redis_url": "redis://127.0.0.1:6379/0",
                 "retry": {"attempts": 2, "providers": {"backup": {"attempts": 1}}},
                 "breaker": {"providers": {"openai": {"failures": 3}}},
-                "fallbacks": {"openai/gpt-image-1": ["backup/gpt-image-1"]},
+                "fallbacks": {
+                    "openai/gpt-image-2.5-sunburst": ["backup/gpt-image-2.5-sunburst"]
+                },
             }
         )
     )

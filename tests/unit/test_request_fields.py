@@ -28,7 +28,7 @@ def test_every_intake_and_the_job_carry_every_request_field() -> None:
 
 def test_a_job_copies_its_request_fields() -> None:
     request = EditRequest(
-        model="openai/gpt-image-1",
+        model="openai/gpt-image-2.5-sunburst",
         prompt="a cat",
         images=[],
         n=2,
@@ -49,14 +49,18 @@ def test_a_job_copies_its_request_fields() -> None:
         request,
         operation="edit",
         provider="openai",
-        model="gpt-image-1",
+        model="gpt-image-2.5-sunburst",
         source="json",
         extra={"x": 1},
         extra_headers={},
     )
     for name in JOB_FIELDS:
         assert getattr(job, name) == getattr(request, name), name
-    assert (job.model, job.stream, job.extra) == ("gpt-image-1", False, {"x": 1})
+    assert (job.model, job.stream, job.extra) == (
+        "gpt-image-2.5-sunburst",
+        False,
+        {"x": 1},
+    )
 
 
 def test_forwarded_fields_are_the_optional_job_fields() -> None:
