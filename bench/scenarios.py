@@ -34,7 +34,7 @@ class Scenario:
     @property
     def model(self) -> str:
         provider = "openai" if self.reply == "small" else self.reply
-        return f"{provider}/gpt-image-1"
+        return f"{provider}/gpt-image-2"
 
 
 SCENARIOS: tuple[Scenario, ...] = (

@@ -8,17 +8,51 @@ log.
 
 from __future__ import annotations
 
+from typing import Any
+
+from proxy.catalogue.cost import Facts, cost, usd
+from proxy.catalogue.measure import output_sizes
 from proxy.context import RequestContext
 from proxy.metrics import Metrics
-from proxy.models import EditResult, Usage
+from proxy.models import EditJob, EditResult, Usage
 from proxy.pricing import PriceTable
 from proxy.routing import Route
 
 
+def facts(job: EditJob, result: EditResult, *, one_per_call: bool) -> Facts:
+    """What happened: output images (and their sizes from their headers), inputs,
+    calls (a provider making one image per call was called once per image)."""
+    resolution: Any = job.extra.get("resolution")
+    return Facts(
+        images=result.images,
+        usage=result.usage,
+        sizes=output_sizes(result.body),
+        inputs=len(job.images),
+        calls=max(1, result.images) if one_per_call else 1,
+        size=job.size,
+        quality=job.quality,
+        resolution=resolution if isinstance(resolution, str) else None,
+    )
+
+
 def price(
-    prices: PriceTable, route: Route, *, usage: Usage | None, images: int
+    prices: PriceTable,
+    route: Route,
+    *,
+    usage: Usage | None,
+    images: int,
+    job: EditJob | None = None,
+    result: EditResult | None = None,
 ) -> float | None:
-    return prices.cost(route.price_key, usage=usage, images=images)
+    """The request's cost from the catalogue row in the provider's billing shape;
+    without the job (a streamed event), from its usage or per-image rate alone."""
+    row = None if prices.catalogue is None else prices.catalogue.get(route.price_key)
+    if row is None or row.price is None or job is None or result is None:
+        return prices.cost(route.price_key, usage=usage, images=images)
+    caps = row.capabilities
+    one_per_call = caps is not None and caps.n_max == 1
+    total = cost(row.price, facts(job, result, one_per_call=one_per_call))
+    return None if total is None else usd(total)
 
 
 def account(
@@ -48,13 +82,17 @@ def bill(
     ctx: RequestContext,
     route: Route,
     result: EditResult,
+    job: EditJob | None = None,
 ) -> float | None:
     """Price and account a whole result; its cost, for the answer."""
-    cost = result.cost
-    if cost is None:
-        cost = price(prices, route, usage=result.usage, images=result.images)
-    account(metrics, ctx, route, cost, result.images, usage=result.usage)
-    return cost
+    spent = result.cost
+    if spent is None:
+        spent = price(
+            prices, route, usage=result.usage, images=result.images, job=job,
+            result=result,
+        )  # fmt: skip
+    account(metrics, ctx, route, spent, result.images, usage=result.usage)
+    return spent
 
 
 def splice(body: bytes, extra: bytes) -> bytes:

@@ -26,6 +26,7 @@ from proxy.backpressure import Pressure
 from proxy.catalog import images_models
 from proxy.client_keys import KeyRing, ScrapeToken
 from proxy.config import Config, provider_keys
+from proxy.context import CONTEXT
 from proxy.credentials import Auth
 from proxy.fetch import Fetcher, make_ssl_context
 from proxy.guard import defer_continue as defer
@@ -42,6 +43,7 @@ from proxy.providers.registry import build_adapter
 from proxy.quotas import MemoryQuotas, QuotaStore
 from proxy.redact import Redactor
 from proxy.resilience import CircuitBreaker
+from proxy.retirements import startup_warnings
 from proxy.routing import Provider, Router
 from proxy.state import (
     CLIENT_KEYS,
@@ -65,6 +67,13 @@ from proxy.upstream import Upstream
 from proxy.usage import usage
 
 log = logging.getLogger("imagegate")
+
+
+async def _request_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers the request path chose for every answer (``RequestContext.headers``)."""
+    ctx = request.get(CONTEXT)
+    if ctx is not None and ctx.headers:
+        response.headers.update(ctx.headers)
 
 
 def create_app(
@@ -104,6 +113,7 @@ def create_app(
     app[PIXELS] = PixelGate(limits.max_image_pixels, limits.max_image_decodes)
     app[OPENAPI] = msgspec.json.encode(build_openapi())
     app[LIFECYCLE] = Lifecycle()
+    app.on_response_prepare.append(_request_headers)
     app.cleanup_ctx.append(_temp_dir)
     app.cleanup_ctx.append(_upstreams_ctx(dict(environ)))
     app.cleanup_ctx.append(_fetcher_ctx(fetch_resolver))
@@ -180,7 +190,12 @@ async def _temp_dir(app: web.Application) -> AsyncIterator[None]:
         memory_gauge=metrics.spooled_bytes,
     )
     app[TEMP_DIR] = temp_dir
-    app[PRICES] = await asyncio.to_thread(PriceTable.load_default)
+    app[PRICES] = prices = await asyncio.to_thread(
+        PriceTable.load_default, app[CONFIG].catalogue
+    )
+    if prices.catalogue is not None:
+        for warning in startup_warnings(app[CONFIG], prices.catalogue):
+            log.warning("%s: requests for it get 410 model_retired", warning)
     yield
     await asyncio.to_thread(temp_dir.remove)
 

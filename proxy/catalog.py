@@ -4,14 +4,20 @@ Names come from configuration (aliases, models an adapter's config names such as
 deployments, or an adapter's known models) and otherwise from the price table (the
 models known for a provider's type), filtered by ``allowed_models``. Capabilities are
 the adapters' own declarations. A priced model's entry also carries ``pricing``, the
-price table's rates for estimates (``proxy.listed_prices``).
+price table's rates for estimates (``proxy.listed_prices``); a catalogued one carries
+``price`` (the catalogue's row in the provider's billing shape, its source and date)
+and ``lifecycle`` (status today, deprecation and shutdown dates, replacement).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+
 import msgspec
 from aiohttp import web
 
+from proxy.catalogue.load import today
+from proxy.catalogue.schema import Price, Status, Verdict
 from proxy.listed_prices import ModelPricing, pricing_of
 from proxy.pricing import PriceTable
 from proxy.providers.base import Capabilities, ListsModels, capabilities_of
@@ -27,6 +33,24 @@ class ModelCapabilities(msgspec.Struct, frozen=True):
     streaming: bool
 
 
+class ModelLifecycle(msgspec.Struct, frozen=True, omit_defaults=True):
+    status: Status
+    released: dt.date | None = None
+    deprecated: dt.date | None = None
+    shutdown: dt.date | None = None
+    replacement: list[str] | None = None
+
+
+class CataloguePrice(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The catalogue's price row in the shape the provider bills, and its source."""
+
+    price: Price | None
+    verdict: Verdict | None = None
+    note: str | None = None
+    source: list[str] = []
+    checked: dt.date | None = None
+
+
 class ModelEntry(msgspec.Struct, frozen=True):
     id: str
     provider: str
@@ -37,6 +61,9 @@ class ModelEntry(msgspec.Struct, frozen=True):
     alias_of: str | msgspec.UnsetType = msgspec.UNSET  # present on aliases only
     # Rates for estimates (proxy/listed_prices.py); absent for unpriced models.
     pricing: ModelPricing | msgspec.UnsetType = msgspec.UNSET
+    # The catalogue row (proxy/catalog.yaml): absent for models it does not know.
+    price: CataloguePrice | msgspec.UnsetType = msgspec.UNSET
+    lifecycle: ModelLifecycle | msgspec.UnsetType = msgspec.UNSET
 
 
 class ModelList(msgspec.Struct, frozen=True):
@@ -47,13 +74,36 @@ class ModelList(msgspec.Struct, frozen=True):
 _encode = msgspec.json.Encoder().encode
 
 
+def _catalogued(
+    prices: PriceTable, key: str
+) -> tuple[CataloguePrice | msgspec.UnsetType, ModelLifecycle | msgspec.UnsetType]:
+    cat = prices.catalogue
+    row = None if cat is None else cat.get(key)
+    if cat is None or row is None:
+        return msgspec.UNSET, msgspec.UNSET
+    life = cat.lifecycle(key)
+    price = CataloguePrice(
+        row.price, row.price_verdict, row.price_note, row.source, row.checked
+    )
+    lifecycle = ModelLifecycle(
+        life.status(today()),
+        life.released,
+        life.deprecated,
+        life.shutdown,
+        life.replacements() or None,
+    )
+    return price, lifecycle
+
+
 def _entry(
     model_id: str,
     provider: str,
     caps: Capabilities,
+    prices: PriceTable,
+    key: str,
     alias_of: str | msgspec.UnsetType = msgspec.UNSET,
-    pricing: ModelPricing | msgspec.UnsetType = msgspec.UNSET,
 ) -> ModelEntry:
+    price, lifecycle = _catalogued(prices, key)
     return ModelEntry(
         id=model_id,
         provider=provider,
@@ -66,7 +116,9 @@ def _entry(
             streaming=caps.streaming,
         ),
         alias_of=alias_of,
-        pricing=pricing,
+        pricing=pricing_of(prices, key),
+        price=price,
+        lifecycle=lifecycle,
     )
 
 
@@ -82,14 +134,13 @@ def list_models(router: Router, prices: PriceTable) -> ModelList:
             full = f"{name}/{model}"
             if router.allows(full):
                 caps = capabilities_of(adapter, model)
-                cost = pricing_of(prices, router.resolve(full).price_key)
-                entries.append(_entry(full, name, caps, pricing=cost))
+                key = router.resolve(full).price_key
+                entries.append(_entry(full, name, caps, prices, key))
     for alias, target in sorted(router.aliases.items()):
         route = router.resolve(alias)
         caps = capabilities_of(route.adapter, route.model)
-        cost = pricing_of(prices, route.price_key)
         entries.append(
-            _entry(alias, route.provider, caps, alias_of=target, pricing=cost)
+            _entry(alias, route.provider, caps, prices, route.price_key, target)
         )
     return ModelList(data=entries)
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from proxy import controls, pixels
+from proxy.catalogue.schema import Entry as CatalogueEntry
 from proxy.config_base import ConfigBase, PositiveInt, Seconds
 from proxy.config_errors import describe
 from proxy.config_storage import Results, UploadStoreConfig
@@ -181,6 +182,16 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
     fallbacks: dict[str, list[str]] = msgspec.field(default_factory=dict)
     backpressure: controls.Backpressure = controls.Backpressure()
     ui: Ui = Ui()
+    # Catalogue rows (proxy/catalog.yaml's shape) per provider type and model id:
+    # negotiated prices, a model released last week, a shutdown date. Each field a row
+    # names replaces the packaged row's field; a new id adds a model.
+    catalogue: dict[str, dict[str, CatalogueEntry]] = msgspec.field(
+        default_factory=dict
+    )
+    # A request for a model past its shutdown date: `retire` answers 410 model_retired
+    # naming the replacement; `remap` sends it to the replacement and says so in the
+    # `Imagegate-Model-Remapped` header.
+    lifecycle: Literal["retire", "remap"] = "retire"
 
 
 class ConfigError(Exception):

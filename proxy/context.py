@@ -12,7 +12,7 @@ provider adapters whose ``edit(job, upstream)`` carries no request, adds its tim
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -45,6 +45,9 @@ class RequestContext:
     client_closed: bool = False
     # A budgeted key's hold (proxy.budget), opened and settled by the guard.
     hold: Hold | None = None
+    # Headers every answer to this request carries (model lifecycle: Deprecation,
+    # Sunset, the remap notice), error answers included.
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 CONTEXT = web.RequestKey("context", RequestContext)

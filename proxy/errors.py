@@ -7,6 +7,7 @@
     │   ├── Forbidden                  403 permission_error
     │   ├── NotFound                   404 invalid_request_error
     │   │   └── UnknownModel           404 invalid_request_error   code = model_not_found
+    │   ├── ModelRetired               410 invalid_request_error   code = model_retired
     │   ├── RequestTimeout             408 invalid_request_error   (client too slow)
     │   ├── PayloadTooLarge            413 invalid_request_error
     │   ├── UnsupportedMediaType       415 invalid_request_error
@@ -111,6 +112,17 @@ class UnknownModel(NotFound):
 
     def __init__(self, message: str, *, param: str | None = "model") -> None:
         super().__init__(message, param=param, code="model_not_found")
+
+
+class ModelRetired(RequestError):
+    """The model was shut down by its provider (the catalogue's ``shutdown`` date)."""
+
+    metric_label = "model_retired"
+    status = 410
+    retryable = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="model", code="model_retired")
 
 
 class PayloadTooLarge(RequestError):

@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from proxy import dispatch, streaming
+from proxy import dispatch, retirements, streaming
 from proxy.accounting import bill, splice
 from proxy.context import CONTEXT
 from proxy.guard import authorize
@@ -85,6 +85,13 @@ def _route(request: web.Request, model: str) -> Route:
     route = app[ROUTER].resolve(model)
     authorize(app[CLIENT_KEYS], ctx, f"{route.provider}/{route.model}")  # an alias's
     ctx.provider = route.provider
+    route = retirements.apply(
+        route,
+        app[PRICES].catalogue,
+        mode=app[CONFIG].lifecycle,
+        ctx=ctx,
+        metrics=app[METRICS],
+    )
     if route.price_key in request.app[PRICES]:
         ctx.model_label = route.price_key
     return route
@@ -179,7 +186,7 @@ async def _answer(
     if answered is not route:
         # Labelled and logged as the fallback that answered.
         _route(request, f"{answered.provider}/{answered.model}")
-    cost = bill(app[METRICS], app[PRICES], ctx, answered, result)
+    cost = bill(app[METRICS], app[PRICES], ctx, answered, result, job)
     # A success reply may echo our credentials too (a debug member, a fingerprint):
     # the provider's own members are relayed, so they are redacted like an error's.
     result = msgspec.structs.replace(result, body=app[REDACTOR].data(result.body))

@@ -1,6 +1,6 @@
 """The ``pricing`` member of a ``GET /v3/images/models`` entry, for estimates.
 
-It restates the price table's row for the model (``proxy/pricing.yaml``) and, for a
+It restates the price table's row for the model (``proxy/catalog.yaml``) and, for a
 token-priced model, what one output image costs by quality at 1024x1024 (the output
 tokens OpenAI's per-image prices imply, ``pricing.output_tokens_bound``), so a client
 such as the ``/ui`` page can estimate before it runs. An estimate, not a quote: input

@@ -68,6 +68,13 @@ class Metrics:
         # Set when worker processes share their values through files (see workers.py).
         self.multiproc_dir = multiproc_dir
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self.deprecated_requests = Counter(
+            "imagegate_deprecated_model_requests",
+            "Requests for a model its provider has deprecated or retired (remapped), "
+            "by catalogue model.",
+            ["model"],
+            registry=registry,
+        )
         self.requests = Counter(
             "imagegate_requests",
             "Requests answered, by route, provider, status class and client key name.",

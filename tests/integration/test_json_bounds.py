@@ -55,7 +55,7 @@ def _reset_peak_rss() -> None:
 def _big_edit(images: int, image_bytes: int) -> bytes:
     """The attack's shape: one JSON edit with ``images`` data URLs (11 in the replay)."""
     refs = [{"image_url": data_url(sized_png(image_bytes - i))} for i in range(images)]
-    body = {"model": "openai/gpt-image-1", "prompt": "a hat", "images": refs}
+    body = {"model": "openai/gpt-image-2", "prompt": "a hat", "images": refs}
     return msgspec.json.encode(body)
 
 
@@ -172,7 +172,7 @@ async def test_a_lone_body_is_admitted_past_the_budget(
 
 def _many_keys(count: int) -> bytes:
     members = b",".join(b'"k%07d":1' % i for i in range(count))
-    return b'{"model":"openai/gpt-image-1","prompt":"a cat",' + members + b"}"
+    return b'{"model":"openai/gpt-image-2","prompt":"a cat",' + members + b"}"
 
 
 async def test_millions_of_unknown_keys_are_a_400_without_stalling(
@@ -219,7 +219,7 @@ async def test_a_legitimate_full_edit_passes(
         {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
     )
     body = edit_body(
-        "openai/gpt-image-1",
+        "openai/gpt-image-2",
         images=16,
         prompt="a hat: red, wide-brimmed, feathered; " * 800,  # 3,200 ':' and ','
         metadata={f"k{i}": f"v{i}" for i in range(16)},

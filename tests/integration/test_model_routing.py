@@ -38,7 +38,10 @@ async def routed(start_proxy: StartProxy, fake_openai: FakeOpenAI) -> TestServer
             "openai": {"base_url": fake_openai.url},  # type: ignore[attr-defined]
             "azure": {
                 "base_url": "https://r.openai.azure.com",
-                "deployments": {"house": "gpt-image-2", "old": "gpt-image-1"},
+                "deployments": {
+                    "house": "gpt-image-2",
+                    "old": "gpt-image-2.5-sunburst",
+                },
             },
         },
         environ={"OPENAI_API_KEY": UPSTREAM_KEY, "AZURE_OPENAI_API_KEY": "k"},
@@ -65,7 +68,7 @@ async def test_allowed_pattern_serves_matching_model(
 
 
 @pytest.mark.parametrize(
-    "model", ["openai/gpt-image-1.5", "azure/old", "no-such-alias"]
+    "model", ["openai/gpt-image-2.6-sunburst", "azure/old", "no-such-alias"]
 )
 async def test_forbidden_or_unknown_model_is_404(
     routed: TestServer, model: str
@@ -115,13 +118,14 @@ async def test_models_lists_served_models_with_capabilities(
     assert by_id["openai/gpt-image-2"]["provider"] == "openai"
 
 
-async def test_models_without_restriction_lists_priced_models(
+async def test_models_without_restriction_lists_catalogued_models(
     start_proxy: StartProxy, fake_openai: FakeOpenAI
 ) -> None:
     server = await start_proxy({"openai": {"base_url": fake_openai.url}})  # type: ignore[attr-defined]
     _, body = await _get(server, "/v3/images/models")
     ids = [m["id"] for m in body["data"]]
-    assert "openai/gpt-image-1.5" in ids
+    assert "openai/gpt-image-2.6-sunburst" in ids
+    assert "openai/gpt-image-1.5" not in ids  # retired-id: shut down 2026-12-01
     assert all(i.startswith("openai/") for i in ids)
 
 

@@ -67,7 +67,7 @@ async def _upload(
 async def _edit(
     proxy: TestServer, key: str | None, image: dict[str, str]
 ) -> tuple[int, Any, dict[str, str]]:
-    body = {"model": "openai/gpt-image-1", "prompt": "a hat", "images": [image]}
+    body = {"model": "openai/gpt-image-2", "prompt": "a hat", "images": [image]}
     return await _call(proxy, "POST", "/v3/images/edits", key, json=body)
 
 
@@ -272,7 +272,7 @@ async def test_url_results_are_presigned_links_to_the_image_for_gpt_image_too(
     bucket = s3.bucket(f"t-{uuid.uuid4().hex[:12]}")
     proxy = await _start(start_proxy, fake_openai, s3, s3.files_config(bucket))
     body = {
-        "model": "openai/gpt-image-1", "prompt": "a hat", "n": 2,
+        "model": "openai/gpt-image-2", "prompt": "a hat", "n": 2,
         "response_format": "url", "images": [{"image_url": data_url(png())}],
     }  # fmt: skip
     status, answer, _ = await _call(proxy, "POST", "/v3/images/edits", KEY_A, json=body)
@@ -308,7 +308,7 @@ async def test_result_links_are_signed_for_results_url_ttl_s(
 ) -> None:
     # moto does not enforce a presigned URL's expiry: what is checked here is that the
     # link says so (X-Amz-Date now, X-Amz-Expires = results.url_ttl_s), for a model
-    # that answers URLs itself (dall-e-2) too.
+    # that answers URLs itself (dall-e-3) too.
     s3 = s3_open
     bucket = s3.bucket(f"t-{uuid.uuid4().hex[:12]}")
     proxy = await start_proxy(
@@ -318,7 +318,7 @@ async def test_result_links_are_signed_for_results_url_ttl_s(
         files=s3.files_config(bucket),
         results={"url_ttl_s": 120},
     )
-    body = {"model": "openai/dall-e-2", "prompt": "a hat", "response_format": "url"}
+    body = {"model": "openai/dall-e-3", "prompt": "a hat", "response_format": "url"}
     status, answer, _ = await _call(
         proxy, "POST", "/v3/images/generations", KEY_A, json=body
     )

@@ -21,7 +21,7 @@ import aiohttp
 import msgspec
 import pytest
 
-from tests.conftest import UPSTREAM_KEY
+from tests.conftest import BRIDGE_CATALOGUE, UPSTREAM_KEY
 from tests.fakes.openai import FakeOpenAI
 from tests.gateway import (
     KEY_A,
@@ -74,6 +74,8 @@ async def replicas(
         "keys": {"team-a": key_entry(KEY_A, budget_usd_day=BUDGET)},
         "redis_url": redis.url,
         "files": s3.files_config(bucket),
+        # The budget arithmetic is in gpt-image-1's rates (tests/conftest.py).
+        "catalogue": BRIDGE_CATALOGUE,
     }
     path = tmp_path / "imagegate.yaml"
     path.write_bytes(msgspec.yaml.encode(config))

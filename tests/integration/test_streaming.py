@@ -19,7 +19,7 @@ from tests.fakes.openai import FakeOpenAI, Reply
 from tests.fakes.sse import USAGE, StreamPlan, partial_b64
 from tests.images import png
 
-# gpt-image-2 token prices from proxy/pricing.yaml: 10 text + 40 image in, 1000 out.
+# gpt-image-2 token prices from proxy/catalog.yaml: 10 text + 40 image in, 1000 out.
 EXPECTED_COST = round((10 * 5.00 + 40 * 8.00 + 1000 * 30.00) / 1e6, 8)
 
 

@@ -72,7 +72,7 @@ async def test_the_page_has_no_inline_script_or_third_party_address(
         assert b"https://" not in body
 
 
-@pytest.mark.parametrize("path", ["/ui/secret.txt", "/ui/..%2Fpricing.yaml", "/ui/"])
+@pytest.mark.parametrize("path", ["/ui/secret.txt", "/ui/..%2Fcatalog.yaml", "/ui/"])
 async def test_only_the_page_files_are_served(proxy: TestServer, path: str) -> None:
     status, _, headers = await fetch(proxy, path)
     assert status == 404
@@ -135,7 +135,7 @@ async def test_keyless_page_posts_pass_the_origin_check(
 
     async def post(**headers: str) -> int:
         form = aiohttp.FormData()
-        form.add_field("model", "openai/gpt-image-1")
+        form.add_field("model", "openai/gpt-image-2.5-sunburst")
         form.add_field("prompt", "a hat")
         form.add_field("image[]", png(), filename="a.png", content_type="image/png")
         async with (
@@ -170,13 +170,22 @@ async def test_keyless_page_posts_pass_the_origin_check(
 async def test_models_carry_pricing_for_estimates(proxy: TestServer) -> None:
     _, body, _ = await fetch(proxy, "/v3/images/models")
     models = {m["id"]: m for m in msgspec.json.decode(body)["data"]}
-    tokens = models["openai/gpt-image-1"]
+    tokens = models["openai/gpt-image-2"]
     assert tokens["capabilities"]["streaming"] is True
     assert tokens["pricing"] == {
         "basis": "tokens",
         "text_input_per_1m": 5.0,
-        "image_input_per_1m": 10.0,
-        "image_output_per_1m": 40.0,
-        # OpenAI's published gpt-image-1 prices for a 1024x1024 image.
-        "image_1024_usd": {"low": 0.025, "medium": 0.07068, "high": 0.28136},
+        "image_input_per_1m": 8.0,
+        "image_output_per_1m": 30.0,
+        # The most output tokens OpenAI's per-image prices imply, at $30/1M.
+        "image_1024_usd": {"low": 0.01875, "medium": 0.05301, "high": 0.21102},
     }
+    # The catalogue row, in the provider's billing shape, with its source and date.
+    price = tokens["price"]
+    assert price["price"]["tokens"]["image_out"] == 30.0
+    assert price["checked"] == "2026-12-06"
+    assert price["source"][0].startswith("https://developers.openai.com/")
+    assert tokens["lifecycle"]["status"] == "active"
+    assert tokens["lifecycle"]["released"] == "2026-04-21"
+    # Shut-down models are not offered (a request for one is answered 410).
+    assert "openai/gpt-image-1.5" not in models  # retired-id: lifecycle test

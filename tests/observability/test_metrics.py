@@ -25,12 +25,12 @@ async def test_success_accounts_cost_tokens_bytes_and_connections(
     image = png(64, 64)
     for _ in range(2):
         await sdk.images.edit(
-            model="openai/gpt-image-1",
+            model="openai/gpt-image-2.5-sunburst",
             image=("a.png", image, "image/png"),
             prompt="hat",
         )
     m = await scrape(proxy)
-    base = {"provider": "openai", "model": "openai/gpt-image-1"}
+    base = {"provider": "openai", "model": "openai/gpt-image-2.5-sunburst"}
     assert value(m, "imagegate_cost_usd_total", **base, key="anonymous") > 0
     assert value(m, "imagegate_tokens_total", **base, kind="input_text") == 20
     assert value(m, "imagegate_tokens_total", **base, kind="input_image") == 80
@@ -86,7 +86,9 @@ async def test_temp_bytes_and_inflight_while_upstream_holds(
     image = sized_png(5 * 1024 * 1024)  # past the in-memory spool budget: on disk
     call = asyncio.ensure_future(
         sdk.images.edit(
-            model="openai/gpt-image-1", image=("a.png", image, "image/png"), prompt="x"
+            model="openai/gpt-image-2.5-sunburst",
+            image=("a.png", image, "image/png"),
+            prompt="x",
         )
     )
     await arrived.wait()
@@ -129,7 +131,9 @@ async def test_upstream_errors_by_kind(
     fake_openai.script(reply)
     with pytest.raises(sdk_error):
         await sdk.images.edit(
-            model="openai/gpt-image-1", image=("a.png", png(), "image/png"), prompt="x"
+            model="openai/gpt-image-2.5-sunburst",
+            image=("a.png", png(), "image/png"),
+            prompt="x",
         )
     m = await scrape(proxy)
     assert (
@@ -147,7 +151,7 @@ async def test_upstream_auth_error_kind(
         environ={"OPENAI_API_KEY": "sk-wrong"},
     )
     async with aiohttp.ClientSession() as s:
-        body = {"model": "openai/gpt-image-1", "prompt": "x"}
+        body = {"model": "openai/gpt-image-2.5-sunburst", "prompt": "x"}
         async with s.post(proxy.make_url("/v3/images/generations"), json=body) as r:
             assert r.status == 502
     m = await scrape(proxy)
