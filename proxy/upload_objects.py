@@ -272,17 +272,7 @@ class ObjectStore:
 
     async def publish(self, draft: Draft, purpose: str | None) -> StoredFile:
         """Write ``draft``'s record: from now on the file is visible everywhere."""
-        now = self._clock()
-        record = StoredFile(
-            file_id=draft.file_id,
-            file_name=draft.file_name,
-            file_size=draft.size,
-            file_mimetype=draft.mimetype,
-            purpose=purpose,
-            created_at=now,
-            expires_at=now + self.config.retention_s,
-            owner=draft.owner,
-        )
+        record = draft.record(purpose, self._clock(), self.config.retention_s)
         key = self._key(draft.owner, draft.file_id, "json")
         try:
             headers = {"Content-Type": "application/json"}

@@ -67,6 +67,19 @@ class Draft:
     size: int = 0
     done: bool = False
 
+    def record(self, purpose: str | None, now: float, retention_s: float) -> StoredFile:
+        """The record that makes this upload visible, as every backend writes it."""
+        return StoredFile(
+            file_id=self.file_id,
+            file_name=self.file_name,
+            file_size=self.size,
+            file_mimetype=self.mimetype,
+            purpose=purpose,
+            created_at=now,
+            expires_at=now + retention_s,
+            owner=self.owner,
+        )
+
 
 @dataclass(frozen=True)
 class Page:
@@ -306,17 +319,7 @@ class UploadStore:
 
     async def publish(self, draft: Draft, purpose: str | None) -> StoredFile:
         """Write ``draft``'s record and make the file visible, all or nothing."""
-        now = self._clock()
-        record = StoredFile(
-            file_id=draft.file_id,
-            file_name=draft.file_name,
-            file_size=draft.size,
-            file_mimetype=draft.mimetype,
-            purpose=purpose,
-            created_at=now,
-            expires_at=now + self.config.retention_s,
-            owner=draft.owner,
-        )
+        record = draft.record(purpose, self._clock(), self.config.retention_s)
         try:
             await disk.write_record(self._record_path(record), record)
             await asyncio.to_thread(os.replace, draft.part, self.path(record))
