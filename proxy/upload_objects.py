@@ -33,10 +33,15 @@ from email.utils import parsedate_to_datetime
 import msgspec
 
 from proxy.config_storage import S3Settings, UploadStoreConfig
-from proxy.errors import InsufficientStorage, InvalidRequest, PayloadTooLarge
 from proxy.s3 import S3Client
 from proxy.tempfiles import UploadSet
 from proxy.upload_disk import ANONYMOUS, ORPHAN_GRACE_S, StoredFile, is_uuid, owner_dir
+from proxy.upload_errors import (
+    file_too_large,
+    share_full,
+    too_many_files,
+    unknown_cursor,
+)
 from proxy.upload_store import Draft, Page
 
 log = logging.getLogger("imagegate")
@@ -169,11 +174,7 @@ class ObjectStore:
         if after is not None:
             ids = [r.file_id for r in files]
             if after not in ids:
-                raise InvalidRequest(
-                    f"'after' names no file of yours ({after!r}); use the "
-                    "last_id of the previous page",
-                    param="after",
-                )
+                raise unknown_cursor(after)
             start = ids.index(after) + 1
         chosen = [r for r in files[start:] if purpose in (None, r.purpose)]
         return Page(chosen[:limit], len(chosen) > limit)
@@ -192,13 +193,7 @@ class ObjectStore:
             owned = await self._owned(owner)
             stored = sum(r.file_size for r in owned)
             if len(owned) + writing.count >= self.config.max_files_per_key:
-                raise InsufficientStorage(
-                    "this key holds the most files it may "
-                    f"(files.max_files_per_key = {self.config.max_files_per_key}); "
-                    "delete some first",
-                    param="file",
-                    code="upload_quota_exceeded",
-                )
+                raise too_many_files(self.config)
         file_id = str(uuid.uuid4())
         draft = ObjectDraft(
             file_id, owner, self._key(owner, file_id, "bin"), file_name, mimetype
@@ -245,20 +240,9 @@ class ObjectStore:
 
     def _reserve(self, draft: Draft, writing: _Writing, stored: int, n: int) -> None:
         if draft.size + n > self.config.max_file_bytes:
-            raise PayloadTooLarge(
-                "the file is larger than the upload limit of "
-                f"{self.config.max_file_bytes} bytes",
-                param="file",
-                code="payload_too_large",
-            )
+            raise file_too_large(self.config)
         if self.keyed and stored + writing.size + n > self.config.key_bytes:
-            raise InsufficientStorage(
-                "this key's share of the upload store is full "
-                f"(files.max_bytes_per_key = {self.config.key_bytes} bytes); "
-                "delete files or try later",
-                param="file",
-                code="upload_quota_exceeded",
-            )
+            raise share_full(self.config)
         draft.size += n
         writing.size += n
 

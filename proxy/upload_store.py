@@ -34,9 +34,15 @@ import aiofiles
 from proxy import leftovers
 from proxy import upload_disk as disk
 from proxy.config_storage import UploadStoreConfig
-from proxy.errors import InsufficientStorage, InvalidRequest, PayloadTooLarge
+from proxy.errors import InsufficientStorage
 from proxy.tempfiles import UploadSet
 from proxy.upload_disk import ORPHAN_GRACE_S, StoredFile, owner_dir
+from proxy.upload_errors import (
+    file_too_large,
+    share_full,
+    too_many_files,
+    unknown_cursor,
+)
 
 __all__ = ["ORPHAN_GRACE_S", "Draft", "Page", "StoredFile", "UploadStore", "owner_dir"]
 
@@ -205,11 +211,7 @@ class UploadStore:
         if after is not None:
             cursor = shelf.files.get(after)
             if cursor is None:
-                raise InvalidRequest(
-                    f"'after' names no file of yours ({after!r}); use the "
-                    "last_id of the previous page",
-                    param="after",
-                )
+                raise unknown_cursor(after)
             start = bisect.bisect_right(shelf.order, (cursor.created_at, after))
         now, found = self._clock(), list[StoredFile]()
         for i in range(start, len(shelf.order)):
@@ -274,30 +276,13 @@ class UploadStore:
 
     def _check_count(self, shelf: _Shelf) -> None:
         if len(shelf.files) + shelf.writing >= self.config.max_files_per_key:
-            raise InsufficientStorage(
-                "this key holds the most files it may "
-                f"(files.max_files_per_key = {self.config.max_files_per_key}); "
-                "delete some first",
-                param="file",
-                code="upload_quota_exceeded",
-            )
+            raise too_many_files(self.config)
 
     def _reserve(self, draft: Draft, shelf: _Shelf, n: int) -> None:
         if draft.size + n > self.config.max_file_bytes:
-            raise PayloadTooLarge(
-                "the file is larger than the upload limit of "
-                f"{self.config.max_file_bytes} bytes",
-                param="file",
-                code="payload_too_large",
-            )
+            raise file_too_large(self.config)
         if self.keyed and shelf.stored + shelf.reserved + n > self.config.key_bytes:
-            raise InsufficientStorage(
-                "this key's share of the upload store is full "
-                f"(files.max_bytes_per_key = {self.config.key_bytes} bytes); "
-                "delete files or try later",
-                param="file",
-                code="upload_quota_exceeded",
-            )
+            raise share_full(self.config)
         if self.used_bytes + n > self.config.max_total_bytes:
             raise InsufficientStorage(
                 "the upload store is full; delete files or try later",
