@@ -7,6 +7,7 @@ its ``models-and-prices`` markers) equal to this rendering.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 
 from proxy.catalogue.load import Catalogue
 from proxy.catalogue.schema import Entry, Price
@@ -82,4 +83,4 @@ def markdown(catalogue: Catalogue, day: dt.date) -> str:
 
 if __name__ == "__main__":
     cat = Catalogue.load_default()
-    print(markdown(cat, cat.checked))
+    sys.stdout.write(markdown(cat, cat.checked) + "\n")
