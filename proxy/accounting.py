@@ -19,14 +19,17 @@ from proxy.pricing import PriceTable
 from proxy.routing import Route
 
 
-def facts(job: EditJob, result: EditResult, *, one_per_call: bool) -> Facts:
-    """What happened: output images (and their sizes from their headers), inputs,
-    calls (a provider making one image per call was called once per image)."""
+def facts(
+    job: EditJob, result: EditResult, *, one_per_call: bool, measure: bool
+) -> Facts:
+    """What happened: output images (and, when ``measure``, their sizes from their
+    headers), inputs, calls (a provider making one image per call was called once per
+    image). Measuring scans the whole reply: only a per-megapixel price needs it."""
     resolution: Any = job.extra.get("resolution")
     return Facts(
         images=result.images,
         usage=result.usage,
-        sizes=output_sizes(result.body),
+        sizes=output_sizes(result.body) if measure else None,
         inputs=len(job.images),
         calls=max(1, result.images) if one_per_call else 1,
         size=job.size,
@@ -51,7 +54,10 @@ def price(
         return prices.cost(route.price_key, usage=usage, images=images)
     caps = row.capabilities
     one_per_call = caps is not None and caps.n_max == 1
-    total = cost(row.price, facts(job, result, one_per_call=one_per_call))
+    measure = row.price.per_megapixel is not None
+    total = cost(
+        row.price, facts(job, result, one_per_call=one_per_call, measure=measure)
+    )
     return None if total is None else usd(total)
 
 
