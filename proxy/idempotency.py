@@ -26,9 +26,9 @@ import math
 import os
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -42,6 +42,8 @@ from proxy.errors import (
 )
 from proxy.metrics import Metrics
 from proxy.tasks import TaskGroup
+
+T = TypeVar("T")
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -151,7 +153,7 @@ class Keeper:
     store: Store
     metrics: Metrics
     spill: Spill | None = None
-    _renewals: TaskGroup = field(default_factory=TaskGroup)
+    _tasks: TaskGroup = field(default_factory=TaskGroup)
 
     async def begin(self, scope: str, key: str, print_: str) -> Ticket | Answer:
         """Claim the key (a ``Ticket``: run the request) or the answer to replay."""
@@ -211,7 +213,7 @@ class Keeper:
         if it ends without ``finish`` (an exception, a cancellation)."""
         renewal = None
         if self.store.lease_s is not None:
-            renewal = self._renewals.spawn(
+            renewal = self._tasks.spawn(
                 self._renew(ticket, self.store.lease_s), name="idempotency-renewal"
             )
         try:
@@ -222,6 +224,21 @@ class Keeper:
         finally:
             if renewal is not None:
                 renewal.cancel()
+
+    async def to_the_end(self, work: Coroutine[Any, Any, T]) -> T:
+        """``work``'s result; if the caller is cancelled first (its client left, with
+        handler cancellation on), ``work`` still runs to its end, so its answer is kept
+        for the client's retry, and the caller waits for it before it leaves (its
+        budget hold then settles what ``work`` cost). A second cancellation (shutdown)
+        stops the wait; ``close`` cancels what is left."""
+        task = self._tasks.spawn(work, name="idempotent-request")
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # its client is gone: nobody else reads it
+            raise
 
     async def _renew(self, ticket: Ticket, lease_s: float) -> None:
         while True:
@@ -246,7 +263,7 @@ class Keeper:
         self.metrics.idempotency.labels("stored" if seen.answer else "not_kept").inc()
 
     async def close(self) -> None:
-        await self._renewals.close()
+        await self._tasks.close()
         await self.store.close()
 
 

@@ -24,6 +24,7 @@ from proxy.idempotency import (
     Keeper,
     MemoryStore,
     Store,
+    Ticket,
     check_key,
 )
 from proxy.middleware import render
@@ -101,14 +102,23 @@ async def answer(
     got = await keeper.begin(scope(request), idem.key, idem.fingerprint)
     if isinstance(got, Answer):
         return _replay(got)
-    async with keeper.running(got):
+    return await keeper.to_the_end(_first(request, keeper, got, run))
+
+
+async def _first(
+    request: web.Request,
+    keeper: Keeper,
+    ticket: Ticket,
+    run: Callable[[], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    async with keeper.running(ticket):
         try:
             resp = await run()
         except ProxyError as exc:
             # Kept as the middleware renders it, which it still does.
-            await keeper.finish(got, _captured(render(exc, request.app[REDACTOR])))
+            await keeper.finish(ticket, _captured(render(exc, request.app[REDACTOR])))
             raise
-        await keeper.finish(got, _captured(resp))
+        await keeper.finish(ticket, _captured(resp))
         return resp
 
 

@@ -353,3 +353,22 @@ async def test_keyless_scope_is_the_client_address(
     a, b = await post(proxy, "anon"), await post(proxy, "anon")
     assert (a[0], b[0], b[2]["Idempotent-Replayed"]) == (200, 200, "true")
     assert len(fake.received) == 1
+
+
+async def test_a_long_request_keeps_its_claim_past_the_lease(
+    start: Start, gate_fake: tuple[FakeOpenAI, Gate]
+) -> None:
+    fake, gate = gate_fake
+    with redis_server() as redis:
+        proxy, _ = await start(fake.url, redis.url, idempotency={"lease_s": 1})  # type: ignore[attr-defined]
+        gate.released.clear()
+        first = asyncio.ensure_future(post(proxy, "long"))
+        await gate.wait_for(1)
+        await asyncio.sleep(2.5)  # past two leases: renewed by the running replica
+        second = asyncio.ensure_future(post(proxy, "long"))
+        await asyncio.sleep(0.3)
+        assert not second.done()  # waiting, not running
+        gate.open()
+        a, b = await first, await second
+    assert (a[0], b[0], b[2]["Idempotent-Replayed"]) == (200, 200, "true")
+    assert len(fake.received) == 1
