@@ -50,9 +50,7 @@ MAX_KEY_LENGTH = 255
 # How often a waiting repeat looks at a store that cannot wake it (Redis).
 POLL_S = 0.1
 # Response headers a replay carries besides the body (the rest are per request).
-KEPT_HEADERS = frozenset(
-    {"content-type", "retry-after", "x-should-retry", "openai-processing-ms"}
-)
+KEPT_HEADERS = frozenset({"content-type", "retry-after", "x-should-retry"})
 
 
 class Answer(msgspec.Struct, frozen=True, array_like=True):

@@ -29,6 +29,7 @@ from tests.gateway import (
     redis_server,
 )
 from tests.images import png
+from tests.s3server import s3_server
 
 # One gpt-image-1 reply of the fake costs $0.04045 (tests/integration/test_key_limits).
 COST = 0.04045
@@ -58,7 +59,10 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str | None]:
 @pytest.fixture
 def start(aiohttp_server: AiohttpServer, temp_root: Path) -> Start:
     async def start_one(
-        upstream_url: str, redis_url: str | None = None, **sections: Any
+        upstream_url: str,
+        redis_url: str | None = None,
+        environ: dict[str, str] | None = None,
+        **sections: Any,
     ) -> tuple[TestServer, CollectorRegistry]:
         registry = CollectorRegistry()
         sections.setdefault(
@@ -74,7 +78,9 @@ def start(aiohttp_server: AiohttpServer, temp_root: Path) -> Start:
             temp_root, {"openai": {"base_url": upstream_url}}, **sections
         )
         app: web.Application = create_app(
-            config, environ={"OPENAI_API_KEY": UPSTREAM_KEY}, registry=registry
+            config,
+            environ={"OPENAI_API_KEY": UPSTREAM_KEY, **(environ or {})},
+            registry=registry,
         )
         return await aiohttp_server(app), registry
 
@@ -372,3 +378,52 @@ async def test_a_long_request_keeps_its_claim_past_the_lease(
         a, b = await first, await second
     assert (a[0], b[0], b[2]["Idempotent-Replayed"]) == (200, 200, "true")
     assert len(fake.received) == 1
+
+
+async def test_redis_down_is_503_for_idempotent_requests_only(
+    start: Start, gate_fake: tuple[FakeOpenAI, Gate]
+) -> None:
+    fake, _ = gate_fake
+    with redis_server() as redis:
+        proxy, _ = await start(
+            fake.url,  # type: ignore[attr-defined]
+            redis.url,
+            keys={"team-b": key_entry(KEY_B)},
+        )
+        assert (await post(proxy, "before", key=KEY_B))[0] == 200
+        redis.kill()
+        status, body, headers = await post(proxy, "after", key=KEY_B)
+        assert (status, body["error"]["code"]) == (503, "idempotency_unavailable")
+        assert headers["Retry-After"] == "1"
+        assert (await post(proxy, None, key=KEY_B))[0] == 200
+    assert len(fake.received) == 2
+
+
+async def test_large_answers_go_to_the_bucket_in_process(
+    start: Start, gate_fake: tuple[FakeOpenAI, Gate]
+) -> None:
+    fake, _ = gate_fake
+    with s3_server() as s3:
+        bucket = await asyncio.to_thread(s3.bucket, "idempotency-answers")
+        proxy, _ = await start(
+            fake.url,  # type: ignore[attr-defined]
+            environ=s3.credentials,
+            files=s3.files_config(bucket),
+            idempotency={"max_answer_bytes": 100},
+        )
+        first, again = await post(proxy, "big"), await post(proxy, "big")
+        assert (first[0], again[0], again[1]) == (200, 200, first[1])
+        assert again[2]["Idempotent-Replayed"] == "true"
+        assert len(fake.received) == 1
+        # An answer whose object is gone is not run again either.
+        client = await asyncio.to_thread(s3.client)
+        listed = await asyncio.to_thread(
+            client.list_objects_v2, Bucket=bucket, Prefix="imagegate/idempotency/"
+        )
+        for item in listed["Contents"]:
+            await asyncio.to_thread(
+                client.delete_object, Bucket=bucket, Key=item["Key"]
+            )
+        status, body, _ = await post(proxy, "big")
+        assert (status, body["error"]["code"]) == (409, "idempotency_answer_not_kept")
+        assert len(fake.received) == 1

@@ -2,19 +2,27 @@
 it retries after its own timeout: the provider is slow the first time, the SDK gives up
 and retries, and the gateway answers the retry from the first run (one provider call,
 one charge), for a JSON generation and for a multipart edit (whose retry has a new
-multipart boundary)."""
+multipart boundary). And the README's curl and SDK examples, run as written."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import sys
+from pathlib import Path
+
 import aiohttp
+import msgspec
 import openai
 import pytest
+from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import CLIENT_KEY, StartGateway
-from tests.fakes.openai import Reply
+from tests.fakes.openai import FakeOpenAI, Reply
 from tests.gateway import key_entry, metric
 from tests.images import png
+from tests.observability.procs import require_binary
 
 COST = 0.04045  # one gpt-image-1 reply of the fake (tests/integration/test_key_limits)
 
@@ -62,3 +70,41 @@ async def test_sdk_retry_after_timeout_is_answered_from_the_first_run(
     ):
         usage = await r.json()
     assert usage["day"]["spent_usd"] == pytest.approx(COST)
+
+
+def _readme_block(repo_root: Path, lang: str, marker: str) -> str:
+    blocks: list[str] = re.findall(
+        rf"```{lang}\n(.*?)```", (repo_root / "README.md").read_text(), re.S
+    )
+    return next(b for b in blocks if marker in b)
+
+
+async def _run(*argv: str) -> bytes:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return out
+
+
+async def test_readme_examples_run_once_for_two_sends(
+    proxy: TestServer, fake_openai: FakeOpenAI, repo_root: Path
+) -> None:
+    require_binary("curl")
+    here = f"{proxy.host}:{proxy.port}"
+    curl = _readme_block(repo_root, "sh", "Idempotency-Key").replace(
+        "localhost:8080", here
+    )
+    answers = [msgspec.json.decode(await _run("bash", "-c", curl)) for _ in range(2)]
+    assert answers[0] == answers[1]
+    assert answers[0]["provider"] == "openai"
+    code = _readme_block(repo_root, "python", "Idempotency-Key").replace(
+        "http://127.0.0.1:8080", f"http://{here}"
+    )
+    printed = {(await _run(sys.executable, "-c", code)).decode() for _ in range(2)}
+    assert len(printed) == 1
+    assert printed.pop().split()[1] == "openai"
+    # Both examples send the same request under the same key (JSON key order and
+    # spacing differ, the canonical body does not): one provider call for all four.
+    assert len(fake_openai.received) == 1
