@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -39,6 +39,7 @@ from proxy.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
     Overloaded,
+    StorageUnavailable,
 )
 from proxy.metrics import Metrics
 from proxy.tasks import TaskGroup
@@ -223,16 +224,20 @@ class Keeper:
             if renewal is not None:
                 renewal.cancel()
 
-    async def to_the_end(self, work: Coroutine[Any, Any, T]) -> T:
+    async def to_the_end(
+        self, work: Coroutine[Any, Any, T], stopping: Callable[[], bool]
+    ) -> T:
         """``work``'s result; if the caller is cancelled first (its client left, with
         handler cancellation on), ``work`` still runs to its end, so its answer is kept
         for the client's retry, and the caller waits for it before it leaves (its
-        budget hold then settles what ``work`` cost). A second cancellation (shutdown)
-        stops the wait; ``close`` cancels what is left."""
+        budget hold then settles what ``work`` cost). Unless ``stopping()`` (the
+        gateway shuts down): then ``work`` is cancelled too, and its key freed."""
         task = self._tasks.spawn(work, name="idempotent-request")
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
+            if stopping():
+                task.cancel()
             await asyncio.wait([task])
             if not task.cancelled():
                 task.exception()  # its client is gone: nobody else reads it
@@ -251,12 +256,13 @@ class Keeper:
         ttl = self.config.ttl_s
         seen = Seen(ticket.fingerprint, answer)
         if len(answer.body) > self.config.max_answer_bytes:
+            seen = Seen(ticket.fingerprint, lost=True)
             if self.spill is not None:
                 spilled = f"{self.config.object_prefix}/{ticket.key}-{ticket.owner}"
-                await self.spill.put(spilled, msgspec.msgpack.encode(answer))
-                seen = Seen(ticket.fingerprint, spilled=spilled)
-            else:
-                seen = Seen(ticket.fingerprint, lost=True)
+                # The bucket down: the answer still goes to its client, not kept.
+                with contextlib.suppress(StorageUnavailable):
+                    await self.spill.put(spilled, msgspec.msgpack.encode(answer))
+                    seen = Seen(ticket.fingerprint, spilled=spilled)
         await self.store.keep(ticket.key, ticket.owner, seen, ttl)
         self.metrics.idempotency.labels("stored" if seen.answer else "not_kept").inc()
 

@@ -33,6 +33,7 @@ from proxy.state import (
     CLIENT_KEYS,
     CONFIG,
     IDEMPOTENCY,
+    LIFECYCLE,
     METRICS,
     REDACTOR,
     UPLOAD_STORE,
@@ -102,7 +103,9 @@ async def answer(
     got = await keeper.begin(scope(request), idem.key, idem.fingerprint)
     if isinstance(got, Answer):
         return _replay(got)
-    return await keeper.to_the_end(_first(request, keeper, got, run))
+    lifecycle = request.app[LIFECYCLE]
+    work = _first(request, keeper, got, run)
+    return await keeper.to_the_end(work, lambda: lifecycle.draining)
 
 
 async def _first(

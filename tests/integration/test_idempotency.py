@@ -427,3 +427,11 @@ async def test_large_answers_go_to_the_bucket_in_process(
         status, body, _ = await post(proxy, "big")
         assert (status, body["error"]["code"]) == (409, "idempotency_answer_not_kept")
         assert len(fake.received) == 1
+        # The bucket down when the answer is to be kept: its client still gets it.
+        await asyncio.to_thread(s3.process.kill)
+        await asyncio.to_thread(s3.process.wait)
+        first = await post(proxy, "big-2")
+        assert first[0] == 200
+        status, body, _ = await post(proxy, "big-2")
+        assert (status, body["error"]["code"]) == (409, "idempotency_answer_not_kept")
+        assert len(fake.received) == 2

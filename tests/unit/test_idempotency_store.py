@@ -154,3 +154,28 @@ def test_config_refuses_an_answer_cap_above_the_memory_cap() -> None:
             b"providers: {openai: {}}\n"
             b"idempotency: {max_bytes: 1000, max_answer_bytes: 2000}\n"
         )
+
+
+@pytest.mark.parametrize("stopping", [False, True], ids=["client-left", "shutdown"])
+async def test_a_cancelled_caller_leaves_the_work_running_unless_stopping(
+    stopping: bool,
+) -> None:
+    keeper = Keeper(IdempotencyConfig(), MemoryStore(IdempotencyConfig()),
+                    Metrics(CollectorRegistry()))  # fmt: skip
+    release, finished = asyncio.Event(), []
+
+    async def work() -> str:
+        await release.wait()
+        finished.append(True)
+        return "answer"
+
+    caller = asyncio.ensure_future(keeper.to_the_end(work(), lambda: stopping))
+    await asyncio.sleep(0)
+    caller.cancel()
+    await asyncio.sleep(0.01)
+    assert caller.done() is stopping  # the client-left caller waits for the work
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert finished == ([] if stopping else [True])
+    await keeper.close()
