@@ -120,10 +120,28 @@ def check_key(value: str | None) -> str | None:
 def fingerprint(method: str, path: str, kind: str, canonical: Any) -> str:
     """SHA-256 over the method, the path and the body's canonical form (a JSON value:
     a JSON body as decoded, a form's fields with its files' digests), its object keys
-    sorted, so key order, whitespace, a multipart boundary or charset do not count."""
+    sorted, so key order, whitespace, a multipart boundary or charset do not count.
+    Long strings (data URLs) enter as their own SHA-256, so no copy of the whole body
+    is made: at most one string's UTF-8 bytes at a time."""
     h = hashlib.sha256(f"{method}\0{path}\0{kind}\0".encode())
-    h.update(msgspec.json.encode(canonical, order="sorted"))
+    h.update(msgspec.json.encode(_digested(canonical), order="sorted"))
     return h.hexdigest()
+
+
+_LONG = 1024
+
+
+def _digested(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > _LONG:
+        return [
+            "sha256",
+            hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest(),
+        ]
+    if isinstance(value, dict):
+        return {k: _digested(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_digested(v) for v in value]
+    return value
 
 
 def worth_keeping(status: int) -> bool:

@@ -142,6 +142,8 @@ async def test_twenty_concurrent_repeats_make_one_call_and_one_charge(
     outcome = "imagegate_idempotency_requests_total"
     assert metric(registry, outcome, outcome="replayed") == 19
     assert metric(registry, outcome, outcome="stored") == 1
+    upstream = "imagegate_upstream_requests_total"
+    assert metric(registry, upstream, provider="openai", outcome="2xx") == 1
     # Later repeats too, for as long as the answer is kept.
     status, body, headers = await post(proxy, "order-1")
     assert (status, body, headers["Idempotent-Replayed"]) == (

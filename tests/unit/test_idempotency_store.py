@@ -59,6 +59,14 @@ def test_fingerprint_is_canonical() -> None:
     assert a != fingerprint("POST", "/v1/x", "json", {"a": 1, "b": [1, 2]})
     assert a != fingerprint("POST", "/v3/x", "form", {"a": 1, "b": [1, 2]})
     assert store_key("key a", "k") != store_key("key b", "k")
+    # Long strings enter by their digest: still told apart by their bytes.
+    long_a, long_b = "a" * 5000, "a" * 4999 + "b"
+    assert fingerprint("POST", "/", "json", {"i": [long_a]}) != fingerprint(
+        "POST", "/", "json", {"i": [long_b]}
+    )
+    assert fingerprint("POST", "/", "json", {"i": [long_a], "n": 1}) == fingerprint(
+        "POST", "/", "json", {"n": 1, "i": ["a" * 5000]}
+    )
 
 
 @pytest.mark.parametrize(
