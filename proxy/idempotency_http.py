@@ -150,7 +150,7 @@ async def keeper_ctx(app: web.Application) -> AsyncIterator[None]:
     if config.redis_url is not None:
         from proxy.idempotency_redis import RedisKeys
 
-        store = RedisKeys(config.redis_url, config.redis, settings)
+        store = RedisKeys(config.redis_url, config.redis, settings, app[METRICS])
     else:
         store = MemoryStore(settings)
     uploads = app.get(UPLOAD_STORE)

@@ -27,6 +27,7 @@ from proxy.config_idempotency import IdempotencyConfig
 from proxy.controls import RedisSettings
 from proxy.errors import Overloaded
 from proxy.idempotency import POLL_S, Seen
+from proxy.metrics import Metrics
 
 log = logging.getLogger("imagegate")
 
@@ -55,9 +56,14 @@ def _unavailable() -> Overloaded:
 
 class RedisKeys:
     def __init__(
-        self, url: str, settings: RedisSettings, config: IdempotencyConfig
+        self,
+        url: str,
+        settings: RedisSettings,
+        config: IdempotencyConfig,
+        metrics: Metrics,
     ) -> None:
         self.lease_s: float | None = config.lease_s
+        self._errors = metrics.limit_store_errors
         self._lease_ms = round(config.lease_s * 1000)
         self._prefix = f"{settings.prefix}:idem:"
         self._redis = aioredis.Redis.from_url(
@@ -88,10 +94,7 @@ class RedisKeys:
                     return Seen(value[1 + len(owner) :].decode())
                 return _decode_seen(value[1:])
         except (RedisError, OSError) as exc:
-            log.warning(
-                "idempotency store unavailable",
-                extra={"fields": {"operation": "claim", "error": type(exc).__name__}},
-            )
+            self._failed("claim", exc)
             raise _unavailable() from None
 
     async def _mine(
@@ -102,10 +105,14 @@ class RedisKeys:
             await script(keys=[self._name(key)], args=[head, *args])  # type: ignore[operator]
         except (RedisError, OSError) as exc:
             # The claim then expires by itself after its lease.
-            log.warning(
-                "idempotency store unavailable",
-                extra={"fields": {"operation": operation, "error": type(exc).__name__}},
-            )
+            self._failed(operation, exc)
+
+    def _failed(self, operation: str, exc: Exception) -> None:
+        self._errors.labels(f"idempotency_{operation}").inc()
+        log.warning(
+            "idempotency store unavailable",
+            extra={"fields": {"operation": operation, "error": type(exc).__name__}},
+        )
 
     async def keep(self, key: str, owner: str, seen: Seen, ttl_s: float) -> None:
         value = _DONE + _encode(seen)

@@ -437,3 +437,25 @@ async def test_large_answers_go_to_the_bucket_in_process(
         status, body, _ = await post(proxy, "big-2")
         assert (status, body["error"]["code"]) == (409, "idempotency_answer_not_kept")
         assert len(fake.received) == 2
+
+
+async def test_redis_lost_mid_request_still_answers_the_first(
+    start: Start, gate_fake: tuple[FakeOpenAI, Gate]
+) -> None:
+    fake, gate = gate_fake
+    with redis_server() as redis:
+        proxy, registry = await start(
+            fake.url,  # type: ignore[attr-defined]
+            redis.url,
+            keys={"team-b": key_entry(KEY_B)},
+        )
+        gate.released.clear()
+        first = asyncio.ensure_future(post(proxy, "mid", key=KEY_B))
+        await gate.wait_for(1)
+        redis.kill()
+        gate.open()
+        status, body, _ = await first
+        # Answered though it could not be kept (its claim expires after its lease).
+        assert (status, body["provider"]) == (200, "openai")
+    errors = "imagegate_limit_store_errors_total"
+    assert metric(registry, errors, operation="idempotency_keep") == 1
