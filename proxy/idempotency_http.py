@@ -22,11 +22,11 @@ from proxy.idempotency import (
     KEPT_HEADERS,
     Answer,
     Keeper,
-    MemoryStore,
     Store,
     Ticket,
     check_key,
 )
+from proxy.idempotency_memory import MemoryStore
 from proxy.middleware import render
 from proxy.s3 import S3Client
 from proxy.state import (

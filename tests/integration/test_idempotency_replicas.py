@@ -115,7 +115,7 @@ def _config(
 
 async def _generate(replica: Replica, idem: str) -> tuple[int, bytes, dict[str, str]]:
     headers = {"Authorization": f"Bearer {KEY_A}", "Idempotency-Key": idem}
-    body = {"model": "openai/gpt-image-1", "prompt": "a cat"}
+    body = {"model": "openai/gpt-image-2", "prompt": "a cat"}
     async with (
         aiohttp.ClientSession() as s,
         s.post(

@@ -24,8 +24,6 @@ from tests.gateway import key_entry, metric
 from tests.images import png
 from tests.observability.procs import require_binary
 
-COST = 0.04045  # one gpt-image-1 reply of the fake (tests/integration/test_key_limits)
-
 
 @pytest.mark.parametrize("call", ["generate", "edit"])
 async def test_sdk_retry_after_timeout_is_answered_from_the_first_run(
@@ -45,11 +43,11 @@ async def test_sdk_retry_after_timeout_is_answered_from_the_first_run(
     headers = {"Idempotency-Key": f"sdk-{call}-1"}
     if call == "generate":
         result = await client.images.generate(
-            model="openai/gpt-image-1", prompt="a cat", extra_headers=headers
+            model="openai/gpt-image-2", prompt="a cat", extra_headers=headers
         )
     else:
         result = await client.images.edit(
-            model="openai/gpt-image-1",
+            model="openai/gpt-image-2",
             prompt="a hat",
             image=("a.png", png(8, 8, seed=3), "image/png"),
             extra_headers=headers,
@@ -57,7 +55,8 @@ async def test_sdk_retry_after_timeout_is_answered_from_the_first_run(
     assert result.data
     assert result.data[0].b64_json
     assert result.model_extra is not None
-    assert result.model_extra["cost"] == pytest.approx(COST)
+    cost = result.model_extra["cost"]
+    assert cost > 0
     assert len(gateway.fake.received) == 1
     outcome = "imagegate_idempotency_requests_total"
     assert metric(registry, outcome, outcome="replayed") >= 1
@@ -69,7 +68,7 @@ async def test_sdk_retry_after_timeout_is_answered_from_the_first_run(
         s.get(gateway.proxy.make_url("/v3/usage"), headers=auth) as r,
     ):
         usage = await r.json()
-    assert usage["day"]["spent_usd"] == pytest.approx(COST)
+    assert usage["day"]["spent_usd"] == pytest.approx(cost, abs=1e-6)
 
 
 def _readme_block(repo_root: Path, lang: str, marker: str) -> str:

@@ -14,7 +14,6 @@ from proxy.errors import InvalidRequest, Overloaded
 from proxy.idempotency import (
     Answer,
     Keeper,
-    MemoryStore,
     Seen,
     Ticket,
     check_key,
@@ -22,6 +21,7 @@ from proxy.idempotency import (
     store_key,
     worth_keeping,
 )
+from proxy.idempotency_memory import MemoryStore
 from proxy.metrics import Metrics
 
 
