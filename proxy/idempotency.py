@@ -155,7 +155,8 @@ def store_key(scope: str, key: str) -> str:
 
 @dataclass(slots=True)
 class Ticket:
-    """The claim of a first request: ``Keeper.finish`` or ``abandon`` ends it."""
+    """The claim of a first request: ``Keeper.finish`` ends it, or ``Keeper.running``
+    frees it when the request ends otherwise."""
 
     key: str
     owner: str
@@ -215,8 +216,9 @@ class Keeper:
         if seen.lost or seen.spilled is not None:
             self.metrics.idempotency.labels("not_kept").inc()
             raise IdempotencyAnswerLost(
-                f"the request with this {HEADER} ran, but its answer was too large to "
-                "keep; it is not run again: use a new key to run it again",
+                f"the request with this {HEADER} ran, but its answer was not kept (too "
+                "large for the store, or the object store lost it); it is not run "
+                "again: use a new key to run it again",
                 param=HEADER,
                 code="idempotency_answer_not_kept",
             )
