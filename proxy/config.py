@@ -19,6 +19,7 @@ from proxy import controls, pixels, resilience
 from proxy.catalogue.schema import Entry as CatalogueEntry
 from proxy.config_base import ConfigBase, PositiveInt, Seconds
 from proxy.config_errors import describe
+from proxy.config_idempotency import IdempotencyConfig
 from proxy.config_storage import Results, UploadStoreConfig
 from proxy.providers.registry import ProviderConfig
 
@@ -192,6 +193,8 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
     # naming the replacement; `remap` sends it to the replacement and says so in the
     # `Imagegate-Model-Remapped` header.
     lifecycle: Literal["retire", "remap"] = "retire"
+    # Idempotency-Key answers (proxy/config_idempotency.py).
+    idempotency: IdempotencyConfig = IdempotencyConfig()
 
 
 class ConfigError(Exception):
