@@ -1,6 +1,6 @@
 """Command line: ``imagegate [--config PATH] [--host H] [--port P] [--workers N]``,
-``imagegate check-config PATH``, ``imagegate lifecycle-rules [PATH]`` and
-``imagegate hash-key [--stdin]``."""
+``imagegate check-config PATH``, ``imagegate lifecycle-rules [PATH]``,
+``imagegate prepare-bucket [PATH]`` and ``imagegate hash-key [--stdin]``."""
 
 from __future__ import annotations
 
@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
         help="print the bucket lifecycle rules files.backend: s3 needs (S3's JSON)",
     )
     rules.add_argument("path", nargs="?", help="config file (default: --config)")
+    prepare = sub.add_parser(
+        "prepare-bucket",
+        help="create the files.s3 bucket if missing and merge in its lifecycle rules",
+    )
+    prepare.add_argument("path", nargs="?", help="config file (default: --config)")
     hashing = sub.add_parser(
         "hash-key", help="make a new client key and print it with its sha256 for keys:"
     )
@@ -147,6 +152,25 @@ def _lifecycle_rules(config: Config) -> int:
     return 0
 
 
+def _prepare_bucket(config: Config) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from proxy.lifecycle import prepare
+
+    if config.files.backend != "s3":
+        sys.stderr.write("imagegate: files.backend is not s3: no bucket to prepare\n")
+        return 2
+    try:
+        done = prepare(config, os.environ)
+    except (BotoCoreError, ClientError) as exc:
+        # botocore's messages name the operation and the error code, not secrets.
+        sys.stderr.write(f"imagegate: prepare-bucket failed: {exc}\n")
+        return 1
+    for line in done:
+        sys.stdout.write(line + "\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "hash-key":
@@ -159,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "lifecycle-rules":
         return _lifecycle_rules(config)
+    if args.command == "prepare-bucket":
+        return _prepare_bucket(config)  # needs the store's variables only
     lacking = problems(config, os.environ)
     for line in lacking:
         sys.stderr.write(f"imagegate: {line}\n")
