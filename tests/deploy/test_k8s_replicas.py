@@ -9,6 +9,7 @@ together (credentials, Service names, ports, network policies)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import subprocess
@@ -298,3 +299,47 @@ def test_secrets_referenced_are_rendered_or_documented(
         )
         assert f"`{name}`" in readme, f"README does not document the Secret {name}"
         assert optional == (name == "imagegate-object-store"), name
+
+
+async def test_the_trial_redis_args_start_a_redis_the_gateway_can_use(
+    rendered: dict[str, list[Obj]], tmp_path: Path
+) -> None:
+    """The component's command line, run by the suite's redis-server binary on a free
+    loopback port, answers the gateway's quota store."""
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from proxy.controls import RedisSettings
+    from proxy.errors import Overloaded
+    from proxy.metrics import Metrics
+    from proxy.redis_store import RedisStore
+    from tests.gateway import free_port
+    from tests.observability.procs import require_binary
+
+    pod = _named(rendered["trial"], "Deployment", "imagegate-redis")
+    (c,) = pod["spec"]["template"]["spec"]["containers"]
+    assert c["args"][0] == "redis-server"
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        require_binary("redis-server"), *c["args"][1:],
+        "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    store = RedisStore(
+        f"redis://127.0.0.1:{port}/0", RedisSettings(), Metrics(CollectorRegistry())
+    )
+    try:
+        for _ in range(200):
+            with contextlib.suppress(Overloaded):  # not listening yet
+                await store.usage("team-a")
+                break
+            await asyncio.sleep(0.05)
+        await store.add_spend("team-a", 0.25)
+        assert (await store.usage("team-a")).spent_day == 250_000
+    finally:
+        await store.close()
+        proc.terminate()
+        await proc.wait()
+    # No snapshot, no append-only file, even at shutdown.
+    assert not await asyncio.to_thread(os.listdir, tmp_path)
