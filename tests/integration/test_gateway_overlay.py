@@ -23,7 +23,7 @@ import aiohttp
 import msgspec
 import pytest
 
-from tests.conftest import BRIDGE_CATALOGUE, UPSTREAM_KEY
+from tests.conftest import UPSTREAM_KEY
 from tests.deploy.test_k8s import render
 from tests.fakes.openai import IMAGE_B64, FakeOpenAI
 from tests.gateway import KEY_A, RedisServer, eventually, free_port, redis_server
@@ -63,7 +63,6 @@ def _overlay(fake: FakeOpenAI, temp: Path) -> tuple[dict[str, Any], Any]:
     config["providers"]["openai"]["base_url"] = fake.url  # type: ignore[attr-defined]
     config["limits"]["temp_dir"] = str(temp)
     config["server"]["shutdown_timeout_s"] = 5
-    config["catalogue"] = BRIDGE_CATALOGUE  # gpt-image-1's rates: priced edits
     return config, container
 
 
@@ -181,7 +180,7 @@ async def test_every_documented_endpoint_answers_from_either_replica(
     assert [f["file_id"] for f in listing["data"]] == [file_id]
     assert (await _call(b, "GET", f"/v3/upload/{file_id}")) == (200, up)
     body = {
-        "model": "openai/gpt-image-1", "prompt": "a hat", "quality": "low",
+        "model": "openai/gpt-image-2", "prompt": "a hat", "quality": "low",
         "images": [{"file_id": file_id}], "response_format": "url",
     }  # fmt: skip
     status, answer = await _call(b, "POST", "/v3/images/edits", json=body)
@@ -194,14 +193,14 @@ async def test_every_documented_endpoint_answers_from_either_replica(
         assert (r.status, await r.read()) == (200, base64.b64decode(IMAGE_B64))
     # Multipart on /v1 through A, generations through B.
     form = aiohttp.FormData()
-    form.add_field("model", "openai/gpt-image-1")
+    form.add_field("model", "openai/gpt-image-2")
     form.add_field("prompt", "a hat")
     form.add_field("quality", "low")
     form.add_field("image", png(), filename="i.png", content_type="image/png")
     status, answer = await _call(a, "POST", "/v1/images/edits", data=form)
     assert status == 200, answer
     assert answer["data"][0]["b64_json"] == IMAGE_B64
-    body = {"model": "openai/gpt-image-1", "prompt": "a hat", "quality": "low"}
+    body = {"model": "openai/gpt-image-2", "prompt": "a hat", "quality": "low"}
     status, answer = await _call(b, "POST", "/v3/images/generations", json=body)
     assert status == 200, answer
     # One key's spend, counted once, read alike through both.
