@@ -15,6 +15,7 @@ same ``weed mini``.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -102,8 +103,12 @@ def seaweedfs_server() -> Iterator[S3Server]:
             f"-filer.port.grpc={filer + GRPC_OFFSET}", f"-s3.port={s3}",
             f"-admin.port={admin}", f"-admin.port.grpc={admin + GRPC_OFFSET}",
             "-webdav=false", "-admin.ui=false", f"-s3.config={config}",
+            # Its sockets and logs (glog: $TMPDIR) in its own directory, not /tmp.
+            f"-s3.localSocket={home / 's3.sock'}",
+            f"-filer.localSocket={home / 'filer.sock'}",
         ],
-        cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=home, env={**os.environ, "TMPDIR": str(home)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         server = S3Server(s3, proc, ACCESS_KEY, SECRET_KEY)
