@@ -66,7 +66,9 @@ class S3Client:
         self._lock = asyncio.Lock()
         endpoint = settings.endpoint_url or (f"https://s3.{self.region}.amazonaws.com")
         parts = urlsplit(endpoint)
-        if settings.addressing_style == "virtual":
+        # "auto" is decided by environment.s3_settings; unresolved, AWS S3 is virtual.
+        style = settings.addressing_style
+        if style == "virtual" or (style == "auto" and settings.endpoint_url is None):
             self._base = f"{parts.scheme}://{settings.bucket}.{parts.netloc}"
         else:
             self._base = f"{parts.scheme}://{parts.netloc}/{settings.bucket}"

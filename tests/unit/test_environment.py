@@ -196,3 +196,21 @@ def test_check_config_and_the_start_need_the_redis_variable(
     monkeypatch.setenv("IG_TEST_REDIS", "redis://127.0.0.1:1/0")
     assert main(["check-config", str(path)]) == 0
     assert ": ok (1 provider)" in capsys.readouterr().out
+
+
+async def test_the_s3_client_addresses_the_store_the_settings_decide() -> None:
+    import aiohttp
+
+    from proxy.s3 import S3Client
+
+    aws = "https://imagegate.s3.us-east-1.amazonaws.com/k"
+    async with aiohttp.ClientSession() as session:
+        for env, url in [
+            ({}, aws),
+            ({"AWS_REGION": "eu-west-1"}, aws.replace("us-east-1", "eu-west-1")),
+            ({"AWS_ENDPOINT_URL_S3": "http://s3:8333"}, "http://s3:8333/imagegate/k"),
+        ]:
+            client = S3Client(s3_settings(_s3(), env), session, lambda: None)
+            assert client.url("k") == url
+        # Left undecided ("auto", no endpoint), it is AWS S3: virtual-hosted.
+        assert S3Client(_s3(), session, lambda: None).url("k") == aws
