@@ -33,6 +33,9 @@ from tests.s3server import REGION, S3Server
 ACCESS_KEY = "AKIAIMAGEGATETEST001"
 SECRET_KEY = "imagegate-test-secret-key-0000000000000001"
 GRPC_OFFSET = 10_000  # weed's default gRPC port = HTTP port + 10000
+# Services on fixed default ports (Iceberg REST catalog 8181, Lance 9101, WebDAV, the
+# admin page) that the suite does not use: off, so two servers cannot collide on them.
+OFF = ("-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false")
 
 
 def weed_binary() -> str:
@@ -94,6 +97,7 @@ def seaweedfs_server() -> Iterator[S3Server]:
     config.write_bytes(identities(ACCESS_KEY, SECRET_KEY))
     (home / "data").mkdir()
     master, volume, filer, s3, admin = _ports(5)
+    log = (home / "weed.log").open("wb")
     proc = subprocess.Popen(
         [
             weed, "mini", f"-dir={home / 'data'}", "-ip=127.0.0.1",
@@ -102,19 +106,22 @@ def seaweedfs_server() -> Iterator[S3Server]:
             f"-volume.port.grpc={volume + GRPC_OFFSET}", f"-filer.port={filer}",
             f"-filer.port.grpc={filer + GRPC_OFFSET}", f"-s3.port={s3}",
             f"-admin.port={admin}", f"-admin.port.grpc={admin + GRPC_OFFSET}",
-            "-webdav=false", "-admin.ui=false", f"-s3.config={config}",
+            f"-s3.config={config}",
+            f"-s3.port.grpc={s3 + GRPC_OFFSET}", *OFF,
             # Its sockets and logs (glog: $TMPDIR) in its own directory, not /tmp.
             f"-s3.localSocket={home / 's3.sock'}",
             f"-filer.localSocket={home / 'filer.sock'}",
         ],
         cwd=home, env={**os.environ, "TMPDIR": str(home)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         server = S3Server(s3, proc, ACCESS_KEY, SECRET_KEY)
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None, "weed exited at start"
+            if proc.poll() is not None:
+                tail = (home / "weed.log").read_bytes()[-2000:].decode(errors="replace")
+                raise AssertionError(f"weed exited at start:\n{tail}")
             assert time.monotonic() < deadline, "SeaweedFS did not start"
             try:
                 server.client().list_buckets()
@@ -129,6 +136,7 @@ def seaweedfs_server() -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+        log.close()
         shutil.rmtree(home, ignore_errors=True)
 
 
