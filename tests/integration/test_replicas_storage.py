@@ -76,6 +76,10 @@ async def replicas(
         # As the gateway overlay does (deploy/k8s/gateway): the Redis URL and the
         # store's endpoint and region come from the environment (Secrets there).
         "redis_url_env": "REDIS_URL",
+        # On a loaded machine (the full suite, other jobs) a Redis call can outlast the
+        # default 0.5 s; a replica would then fail closed (503) for recheck_s, which
+        # is not what this module tests.
+        "redis": {"timeout_s": 5.0},
         "files": {"backend": "s3", "s3": {"bucket": bucket}},
         # The budget arithmetic is in gpt-image-1's rates (tests/conftest.py).
         "catalogue": BRIDGE_CATALOGUE,
