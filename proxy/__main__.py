@@ -1,5 +1,6 @@
 """Command line: ``imagegate [--config PATH] [--host H] [--port P] [--workers N]``,
-``imagegate check-config PATH`` and ``imagegate hash-key [--stdin]``."""
+``imagegate check-config PATH``, ``imagegate lifecycle-rules [PATH]``,
+``imagegate prepare-bucket [PATH]`` and ``imagegate hash-key [--stdin]``."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+import msgspec
+
 from proxy import __version__
 from proxy.client_keys import hash_key, new_key
 from proxy.config import Config, ConfigError, load_config, override_server
 from proxy.config_errors import plural
 from proxy.controls import exposure_error
+from proxy.environment import problems
 
 DEFAULT_CONFIG = "config/imagegate.yaml"
 
@@ -42,6 +46,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("path", nargs="?", help="config file (default: --config)")
+    rules = sub.add_parser(
+        "lifecycle-rules",
+        help="print the bucket lifecycle rules files.backend: s3 needs (S3's JSON)",
+    )
+    rules.add_argument("path", nargs="?", help="config file (default: --config)")
+    prepare = sub.add_parser(
+        "prepare-bucket",
+        help="create the files.s3 bucket if missing and merge in its lifecycle rules",
+    )
+    prepare.add_argument("path", nargs="?", help="config file (default: --config)")
     hashing = sub.add_parser(
         "hash-key", help="make a new client key and print it with its sha256 for keys:"
     )
@@ -122,7 +136,39 @@ def _per_process_limits(config: Config, workers: int) -> bool:
         k.rpm or k.concurrency or k.budget_usd_day or k.budget_usd_month
         for k in config.keys.values()
     )
-    return workers > 1 and limited and config.redis_url is None
+    shared = config.redis_url is not None or config.redis_url_env is not None
+    return workers > 1 and limited and not shared
+
+
+def _lifecycle_rules(config: Config) -> int:
+    from proxy.lifecycle import rules
+
+    try:
+        found = rules(config)
+    except ValueError as exc:
+        sys.stderr.write(f"imagegate: {exc}\n")
+        return 2
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(found)).decode() + "\n")
+    return 0
+
+
+def _prepare_bucket(config: Config) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from proxy.lifecycle import prepare
+
+    if config.files.backend != "s3":
+        sys.stderr.write("imagegate: files.backend is not s3: no bucket to prepare\n")
+        return 2
+    try:
+        done = prepare(config, os.environ)
+    except (BotoCoreError, ClientError) as exc:
+        # botocore's messages name the operation and the error code, not secrets.
+        sys.stderr.write(f"imagegate: prepare-bucket failed: {exc}\n")
+        return 1
+    for line in done:
+        sys.stdout.write(line + "\n")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,6 +180,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(path)
     except ConfigError as exc:
         sys.stderr.write(f"imagegate: invalid config: {exc}\n")
+        return 2
+    if args.command == "lifecycle-rules":
+        return _lifecycle_rules(config)
+    if args.command == "prepare-bucket":
+        return _prepare_bucket(config)  # needs the store's variables only
+    lacking = problems(config, os.environ)
+    for line in lacking:
+        sys.stderr.write(f"imagegate: {line}\n")
+    if lacking:
         return 2
     if args.command == "check-config":
         sys.stdout.write(f"{path}: ok ({plural(len(config.providers), 'provider')})\n")
@@ -149,12 +204,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     refusal = exposure_error(host=host, auth=config.auth, keys=config.keys)
     if refusal is not None:
         sys.stderr.write(f"imagegate: {refusal}\n")
-        return 2
-    token_env = config.metrics.token_env
-    if token_env is not None and not os.environ.get(token_env):
-        sys.stderr.write(
-            f"imagegate: metrics.token_env names {token_env}, which is empty\n"
-        )
         return 2
     port = server.port
     workers = server.workers

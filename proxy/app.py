@@ -28,6 +28,7 @@ from proxy.client_keys import KeyRing, ScrapeToken
 from proxy.config import Config, provider_keys
 from proxy.context import CONTEXT
 from proxy.credentials import Auth
+from proxy.environment import redis_url
 from proxy.fetch import Fetcher, make_ssl_context
 from proxy.guard import defer_continue as defer
 from proxy.guard import guard
@@ -118,7 +119,7 @@ def create_app(
     app.cleanup_ctx.append(_temp_dir)
     app.cleanup_ctx.append(_upstreams_ctx(dict(environ)))
     app.cleanup_ctx.append(_fetcher_ctx(fetch_resolver))
-    app.cleanup_ctx.append(_quotas)
+    app.cleanup_ctx.append(_quotas_ctx(environ))
     app.cleanup_ctx.append(upload_api.store_ctx(environ))
     app.cleanup_ctx.append(keeper_ctx)  # after the store: it may use its bucket
     if ui_enabled(config):
@@ -169,16 +170,22 @@ async def _drain(app: web.Application) -> None:
     app[LIFECYCLE].draining = True
 
 
-async def _quotas(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    quotas: QuotaStore = MemoryQuotas()
-    if config.redis_url is not None:
-        from proxy.redis_store import RedisStore
+def _quotas_ctx(
+    environ: Mapping[str, str],
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG]
+        quotas: QuotaStore = MemoryQuotas()
+        url = redis_url(config, environ)
+        if url is not None:
+            from proxy.redis_store import RedisStore
 
-        quotas = RedisStore(config.redis_url, config.redis, app[METRICS])
-    app[QUOTAS] = quotas
-    yield
-    await quotas.close()
+            quotas = RedisStore(url, config.redis, app[METRICS])
+        app[QUOTAS] = quotas
+        yield
+        await quotas.close()
+
+    return ctx
 
 
 async def _temp_dir(app: web.Application) -> AsyncIterator[None]:

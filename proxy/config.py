@@ -20,7 +20,7 @@ from proxy.catalogue.schema import Entry as CatalogueEntry
 from proxy.config_base import ConfigBase, PositiveInt, Seconds
 from proxy.config_errors import describe
 from proxy.config_idempotency import IdempotencyConfig
-from proxy.config_storage import Results, UploadStoreConfig
+from proxy.config_storage import Results, UploadStoreConfig, check_storage
 from proxy.providers.registry import ProviderConfig
 
 MiB = 1024 * 1024
@@ -177,6 +177,8 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
         default_factory=dict
     )
     redis_url: str | None = None
+    # Or the environment variable holding it (a Secret: the URL may carry a password).
+    redis_url_env: EnvName | None = None
     redis: controls.RedisSettings = controls.RedisSettings()
     retry: resilience.Retry = resilience.Retry()
     breaker: resilience.Breaker = resilience.Breaker()
@@ -286,6 +288,12 @@ def parse_config(text: str | bytes, *, source: str = "<config>") -> Config:
                 f"{source}: providers.{name}: a provider name must not contain '/'"
             )
     _check_aliases(config, source)
+    if config.redis_url is not None and config.redis_url_env is not None:
+        raise ConfigError(f"{source}: redis_url and redis_url_env: set one of them")
+    try:
+        check_storage(config.files, config.results)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
     try:
         controls.validate(
             auth=config.auth,

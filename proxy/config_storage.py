@@ -24,10 +24,13 @@ class S3Settings(ConfigBase, frozen=True, forbid_unknown_fields=True):
     prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._/-]{0,200}$")] = (
         "imagegate/uploads"
     )
-    # None: AWS S3 in `region`; else MinIO, Ceph RGW, R2, GCS interoperability...
+    # None: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL from the environment if set, else
+    # AWS S3 in `region`; or MinIO, Ceph RGW, SeaweedFS, R2, GCS interoperability...
     endpoint_url: str | None = None
-    region: str = "us-east-1"
-    addressing_style: Literal["path", "virtual"] = "virtual"
+    # None: AWS_REGION or AWS_DEFAULT_REGION (IRSA sets both), else us-east-1.
+    region: str | None = None
+    # auto: virtual-hosted on AWS S3, path-style on any other endpoint.
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
     profile: str | None = None
     # Multipart part size: the memory one upload in flight holds (S3's minimum: 5 MiB).
     part_bytes: Annotated[int, msgspec.Meta(ge=5 * MiB, le=512 * MiB)] = 8 * MiB
@@ -88,3 +91,33 @@ class Results(ConfigBase, frozen=True, forbid_unknown_fields=True):
     prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._/-]{1,200}$")] = (
         "imagegate/results"
     )
+    # Keep every result (b64_json answers too) under `prefix` for audit, each with
+    # its owner, provider and model, for `retention_days`: the bucket's lifecycle
+    # rule (`imagegate lifecycle-rules`) deletes them, not the gateway.
+    keep: bool = False
+    retention_days: Annotated[int, msgspec.Meta(ge=1, le=36500)] | None = None
+
+    @property
+    def expire_days(self) -> int:
+        """How long the lifecycle rule keeps a result: its retention, or the days a
+        link lives, rounded up (S3 counts lifecycle ages in whole days)."""
+        link_days = max(1, -(-self.url_ttl_s // 86400))
+        if self.keep and self.retention_days is not None:
+            return max(self.retention_days, link_days)
+        return link_days
+
+
+def check_storage(files: UploadStoreConfig, results: Results) -> None:
+    """Cross-section checks of ``files`` and ``results``; a one-line ValueError."""
+    if results.keep and files.backend != "s3":
+        raise ValueError("results.keep: needs files.backend: s3 (a bucket to keep in)")
+    if results.keep and results.retention_days is None:
+        raise ValueError("results.retention_days: needed with results.keep: true")
+    if not results.keep and results.retention_days is not None:
+        raise ValueError("results.retention_days: only used with results.keep: true")
+    if files.s3 is not None:
+        uploads = files.s3.prefix.strip("/") + "/"
+        kept = results.prefix.strip("/") + "/"
+        if uploads == "/" or uploads.startswith(kept) or kept.startswith(uploads):
+            # One lifecycle rule would expire the other's objects.
+            raise ValueError("results.prefix: must not overlap files.s3.prefix")

@@ -35,6 +35,7 @@ from proxy.parsing import (
     resolve_ref,
     split_known,
 )
+from proxy.result_links import Origin
 from proxy.routing import Route
 from proxy.state import (
     CLIENT_KEYS,
@@ -174,9 +175,8 @@ async def _answer(
     app, ctx = request.app, request[CONTEXT]
     ctx.prompt = job.prompt  # the access log shows it only if configured
     links = app.get(RESULT_LINKS)
-    if links is not None and not links.wanted(job):
-        links = None
-    elif links is not None:
+    linking = links is not None and links.wanted(job)
+    if links is not None and linking:
         job = links.as_base64(job)  # then stored and linked, whatever the model
     services = dispatch.Services(
         router=app[ROUTER],
@@ -213,8 +213,9 @@ async def _answer(
     # A success reply may echo our credentials too (a debug member, a fingerprint):
     # the provider's own members are relayed, so they are redacted like an error's.
     result = msgspec.structs.replace(result, body=app[REDACTOR].data(result.body))
-    if links is not None:
-        result = await links.convert(result)
+    if links is not None:  # links, and results.keep
+        origin = Origin(key, answered.provider, answered.model)
+        result = await links.convert(result, origin, linking=linking)
     if job.stream:
         return streaming.completed_events(answered, job, result, cost)
     members = b'"provider":' + _encode(answered.provider) + b',"cost":' + _encode(cost)

@@ -59,15 +59,16 @@ class S3Client:
         self, settings: S3Settings, session: aiohttp.ClientSession, resolve: Resolver
     ) -> None:
         self.settings = settings
+        self.region = settings.region or "us-east-1"
         self._session = session
         self._resolve = resolve
         self._credentials: Credentials | None = None
         self._lock = asyncio.Lock()
-        endpoint = settings.endpoint_url or (
-            f"https://s3.{settings.region}.amazonaws.com"
-        )
+        endpoint = settings.endpoint_url or (f"https://s3.{self.region}.amazonaws.com")
         parts = urlsplit(endpoint)
-        if settings.addressing_style == "virtual":
+        # "auto" is decided by environment.s3_settings; unresolved, AWS S3 is virtual.
+        style = settings.addressing_style
+        if style == "virtual" or (style == "auto" and settings.endpoint_url is None):
             self._base = f"{parts.scheme}://{settings.bucket}.{parts.netloc}"
         else:
             self._base = f"{parts.scheme}://{parts.netloc}/{settings.bucket}"
@@ -96,7 +97,7 @@ class S3Client:
         self, method: str, url: str, headers: Mapping[str, str], body: bytes
     ) -> dict[str, str]:
         frozen = await self._frozen()
-        region = self.settings.region
+        region = self.region
         return await asyncio.to_thread(
             _sign, frozen, region, method, url, headers, body
         )
@@ -104,7 +105,7 @@ class S3Client:
     async def presign(self, key: str, ttl_s: int) -> str:
         """A GET URL for ``key`` anyone holding it may use for ``ttl_s`` seconds."""
         frozen = await self._frozen()
-        region = self.settings.region
+        region = self.region
         return await asyncio.to_thread(_presign, frozen, region, self.url(key), ttl_s)
 
     @asynccontextmanager

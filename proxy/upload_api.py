@@ -21,6 +21,7 @@ from aiohttp import hdrs, web
 from proxy import leftovers
 from proxy.config_storage import UploadStoreConfig
 from proxy.context import CONTEXT
+from proxy.environment import s3_settings
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from proxy.formreader import FormReader, boundary_of, request_body
 from proxy.guard import defer_continue
@@ -106,7 +107,7 @@ async def object_store(
     assert config.s3 is not None
     resolve = credential_chain(environ, config.s3.profile)
     async with aiohttp.ClientSession(auto_decompress=False) as session:
-        client = S3Client(config.s3, session, resolve)
+        client = S3Client(s3_settings(config.s3, environ), session, resolve)
         yield ObjectStore(config, client, keyed=keyed)
 
 

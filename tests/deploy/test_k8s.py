@@ -124,7 +124,7 @@ def _check_proxy_container(pod: Obj, objs: list[Obj]) -> Obj:
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"]["drop"] == ["ALL"]
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert c["envFrom"] == [{"secretRef": {"name": "imagegate-provider-keys"}}]
+    assert c["envFrom"][0] == {"secretRef": {"name": "imagegate-provider-keys"}}
     # The temp dir is a writable volume; the config comes from the generated ConfigMap.
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -170,13 +170,19 @@ def test_gateway_fits_together(gateway: list[Obj]) -> None:
     assert pod["serviceAccountName"] == k["ServiceAccount"]["metadata"]["name"]
 
 
-def test_gateway_egress_is_dns_and_https_only(gateway: list[Obj]) -> None:
+def test_gateway_egress_is_dns_https_and_redis_only(gateway: list[Obj]) -> None:
     policy = by_kind(gateway)["NetworkPolicy"]["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     ports = {
         (p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]
     }
-    assert ports == {(53, "UDP"), (53, "TCP"), (443, "TCP")}
+    assert ports == {
+        (53, "UDP"),
+        (53, "TCP"),
+        (443, "TCP"),
+        (6379, "TCP"),
+        (6380, "TCP"),
+    }
     (https,) = [r for r in policy["egress"] if r["ports"][0]["port"] == 443]
     assert "10.0.0.0/8" in https["to"][0]["ipBlock"]["except"]
 

@@ -1,7 +1,8 @@
 """Two imagegate processes sharing one real S3-compatible store and one real Redis,
 as the replicas of a Deployment do: a file uploaded through one is listed, shown, used
 and deleted through the other; a key's daily budget is spent once across both; a
-replica killed with SIGKILL in the middle of a 50 MiB upload leaves nothing listed."""
+replica killed with SIGKILL in the middle of a 50 MiB upload leaves nothing listed.
+Configured as the gateway overlay is: Redis and the store named by the environment."""
 
 from __future__ import annotations
 
@@ -72,14 +73,26 @@ async def replicas(
         "limits": {"temp_dir": str(temp_root)},
         "providers": {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
         "keys": {"team-a": key_entry(KEY_A, budget_usd_day=BUDGET)},
-        "redis_url": redis.url,
-        "files": s3.files_config(bucket),
+        # As the gateway overlay does (deploy/k8s/gateway): the Redis URL and the
+        # store's endpoint and region come from the environment (Secrets there).
+        "redis_url_env": "REDIS_URL",
+        # On a loaded machine (the full suite, other jobs) a Redis call can outlast the
+        # default 0.5 s; a replica would then fail closed (503) for recheck_s, which
+        # is not what this module tests.
+        "redis": {"timeout_s": 5.0},
+        "files": {"backend": "s3", "s3": {"bucket": bucket}},
         # The budget arithmetic is in gpt-image-1's rates (tests/conftest.py).
         "catalogue": BRIDGE_CATALOGUE,
     }
     path = tmp_path / "imagegate.yaml"
     path.write_bytes(msgspec.yaml.encode(config))
-    env = {**os.environ, "OPENAI_API_KEY": UPSTREAM_KEY, **s3.credentials}
+    env = {
+        **os.environ,
+        "OPENAI_API_KEY": UPSTREAM_KEY,
+        **s3.credentials,
+        "AWS_ENDPOINT_URL_S3": s3.url,
+        "REDIS_URL": redis.url,
+    }
     started: list[Replica] = []
     try:
         for _ in range(2):
