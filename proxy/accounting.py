@@ -14,9 +14,13 @@ from proxy.catalogue.cost import Facts, cost, usd
 from proxy.catalogue.measure import output_sizes
 from proxy.context import RequestContext
 from proxy.metrics import Metrics
-from proxy.models import EditJob, EditResult, Usage
+from proxy.models import EditJob, EditResult, StoredImage, Usage
+from proxy.pixels import dimensions
 from proxy.pricing import PriceTable
 from proxy.routing import Route
+
+# Enough of an image for its pixel size: a JPEG's frame header may follow EXIF data.
+HEAD_BYTES = 65536
 
 
 def facts(
@@ -31,11 +35,25 @@ def facts(
         usage=result.usage,
         sizes=output_sizes(result.body) if measure else None,
         inputs=len(job.images),
+        input_sizes=input_sizes(job) if measure else None,
         calls=max(1, result.images) if one_per_call else 1,
         size=job.size,
         quality=job.quality,
         resolution=resolution if isinstance(resolution, str) else None,
     )
+
+
+def input_sizes(job: EditJob) -> list[tuple[int, int]] | None:
+    """(width, height) of each input image the gateway holds in memory, from its
+    header; None when one is not (a file on disk, a URL, a stored file)."""
+    sizes = []
+    for image in job.images:
+        data = image.data if isinstance(image, StoredImage) else None
+        size = None if data is None else dimensions(data[:HEAD_BYTES])
+        if size is None:
+            return None
+        sizes.append(size)
+    return sizes
 
 
 def price(
@@ -54,7 +72,9 @@ def price(
         return prices.cost(route.price_key, usage=usage, images=images)
     caps = row.capabilities
     one_per_call = caps is not None and caps.n_max == 1
-    measure = row.price.per_megapixel is not None
+    measure = (
+        row.price.per_megapixel is not None or row.price.per_input_megapixel is not None
+    )
     total = cost(
         row.price, facts(job, result, one_per_call=one_per_call, measure=measure)
     )

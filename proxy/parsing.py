@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -133,12 +134,21 @@ async def read_multipart(
         fits = declared is None or declared <= limits.spool_bytes
         spool = limits.spool_bytes if fits else 0
         form = FormReader(body, boundary)
-        return await _read_form(form, limits, uploads, spool)
+
+        async def store(reader: FormReader, part: Part, name: str) -> StoredImage:
+            return await _stream_file(reader, part, name, limits, uploads, spool)
+
+        return await read_form(form, limits, store)
 
 
-async def _read_form(
-    reader: FormReader, limits: Limits, uploads: UploadSet, spool: int
+# What becomes of a file part: spooled (an edit), or only looked at (a quote).
+FileSink = Callable[[FormReader, Part, str], Awaitable[StoredImage]]
+
+
+async def read_form(
+    reader: FormReader, limits: Limits, sink: FileSink
 ) -> MultipartEdit:
+    """An edit's form: its text fields typed, its file parts given to ``sink``."""
     raw_fields: dict[str, Any] = {}
     images: list[StoredImage] = []
     mask: StoredImage | None = None
@@ -163,7 +173,7 @@ async def _read_form(
                 raise InvalidRequest(
                     f"at most {limits.max_files} files are allowed", param=name
                 )
-            stored = await _stream_file(reader, part, name, limits, uploads, spool)
+            stored = await sink(reader, part, name)
             if name == "mask":
                 if mask is not None:
                     raise InvalidRequest(
@@ -218,7 +228,7 @@ async def _stream_file(
     while chunk and uploads.hold(len(chunk), spool):
         pieces.append(chunk)
         spooled += len(chunk)
-        _check_file(name, spooled, limits)
+        check_file(name, spooled, limits)
         chunk = await reader.read()
     if not chunk:
         data = b"".join(pieces)
@@ -245,7 +255,7 @@ async def _stream_file(
             if not buf:
                 break
             size += len(buf)
-            _check_file(name, size, limits)
+            check_file(name, size, limits)
             await f.write(buf)
             uploads.wrote(len(buf))
             buf = bytearray()
@@ -256,7 +266,7 @@ async def _stream_file(
     )
 
 
-def _check_file(name: str, size: int, limits: Limits) -> None:
+def check_file(name: str, size: int, limits: Limits) -> None:
     if size > limits.max_file_bytes:
         param = "mask" if name == "mask" else "image"
         raise too_large(f"file part '{name}'", limits.max_file_bytes, param)

@@ -136,14 +136,8 @@ BRIDGE_CATALOGUE: dict[str, Any] = {
         )
     },
     "amazon": {"amazon.nova-canvas-v1:0": {"lifecycle": {"released": "2025-01-01"}}},
-    # Budget, usage and page tests' arithmetic is in gpt-image-1's published rates;
-    # the provider-404 test names dall-e-3.
-    "openai": {
-        m: {"lifecycle": {"released": "2025-01-01"}}
-        for m in ("gpt-image-1", "gpt-image-1-mini", "dall-e-3")
-    },
-    # The Gemini tests' arithmetic is in gemini-2.5-flash-image's rates.
-    "google": {"gemini-2.5-flash-image": {"lifecycle": {"released": "2025-01-01"}}},
+    # The result-links test needs a model that answers URLs itself (dall-e-3).
+    "openai": {"dall-e-3": {"lifecycle": {"released": "2025-01-01"}}},
 }
 
 
