@@ -20,10 +20,10 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from proxy.accounting import price
 from proxy.catalogue.bound import ask_of, bounds, partials_cost
 from proxy.catalogue.cost import usd as to_usd
 from proxy.catalogue.load import Catalogue
+from proxy.catalogue.measure import reply_cost
 from proxy.catalogue.schema import Entry
 from proxy.controls import ClientKey
 from proxy.errors import Forbidden
@@ -125,10 +125,9 @@ class Hold:
     def charge(self, route: Route, job: EditJob, result: EditResult) -> None:
         cost = result.cost
         if cost is None:
-            cost = price(
-                self._prices, route, usage=result.usage, images=result.images,
-                job=job, result=result,
-            )  # fmt: skip
+            entry = self._entry(route)
+            spent = None if entry is None else reply_cost(entry, job, result)
+            cost = None if spent is None else to_usd(spent)
         if cost is None:
             cost = self._unpriceable(route, job, result.images)
         self.charged += micro_usd(cost)

@@ -1,7 +1,9 @@
-"""Cost in USD from a provider's usage, using the catalogue's prices (catalog.yaml).
+"""The catalogue (catalog.yaml) as the app holds it, with each row's flat rates where
+the row has them (token rates, or one price per image) for ``GET /v3/images/models``'
+``pricing`` member (``proxy.listed_prices``).
 
-Never invents a number: a missing price, or usage the table cannot price, gives None.
-The most a request can cost before it is sent is ``proxy.catalogue.bound``'s.
+Costs are ``proxy.catalogue.cost``'s, from the row in the provider's billing shape;
+the most a request can cost before it is sent is ``proxy.catalogue.bound``'s.
 """
 
 from __future__ import annotations
@@ -10,9 +12,6 @@ import msgspec
 
 from proxy.catalogue.load import Catalogue, Rows
 from proxy.catalogue.schema import Entry
-from proxy.models import Usage
-
-_PER_MILLION = 1_000_000
 
 
 class Price(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -84,42 +83,3 @@ class PriceTable:
             return self.catalogue.models(provider_type)
         prefix = f"{provider_type}/"
         return sorted(k[len(prefix) :] for k in self._rows if k.startswith(prefix))
-
-    def cost(self, key: str, *, usage: Usage | None, images: int) -> float | None:
-        price = self._rows.get(key)
-        if price is None:
-            return None
-        if price.per_image is not None:
-            return round(price.per_image * images, 8)
-        if usage is None:
-            return None
-        return _token_cost(price, usage)
-
-
-def _token_cost(price: Price, usage: Usage) -> float | None:
-    parts: list[tuple[int, float | None]] = []
-    inp = usage.input_tokens_details
-    if inp is not None and (
-        inp.text_tokens is not None or inp.image_tokens is not None
-    ):
-        parts.append((inp.text_tokens or 0, price.text_input))
-        parts.append((inp.image_tokens or 0, price.image_input))
-    elif usage.input_tokens:
-        return None  # an undivided input count cannot be priced at two rates
-    out = usage.output_tokens_details
-    if out is not None and (
-        out.text_tokens is not None or out.image_tokens is not None
-    ):
-        parts.append((out.image_tokens or 0, price.image_output))
-        parts.append((out.text_tokens or 0, price.text_output))
-    else:
-        # OpenAI reports image models' output as image tokens unless it splits them.
-        parts.append((usage.output_tokens or 0, price.image_output))
-    total = 0.0
-    for tokens, rate in parts:
-        if tokens == 0:
-            continue
-        if rate is None:
-            return None
-        total += tokens * rate
-    return round(total / _PER_MILLION, 8)

@@ -28,9 +28,9 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import hdrs, web
 
-from proxy.accounting import HEAD_BYTES, input_sizes
 from proxy.catalogue.bound import ask_of, bounds
 from proxy.catalogue.cost import usd
+from proxy.catalogue.measure import HEAD_BYTES, input_sizes
 from proxy.catalogue.schema import Price, TokensPerImage, Verdict
 from proxy.config import Limits
 from proxy.dispatch import check_job
