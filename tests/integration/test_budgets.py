@@ -390,3 +390,41 @@ async def test_fallback_whose_worst_case_does_not_fit_is_not_sent(
     assert body["error"]["code"] == "budget_exceeded"
     assert (len(primary.received), len(backup.received)) == (6, 0)
     assert await left(proxy, "stabilityai/core") == pytest.approx(0.25 - 4 * 0.03)
+
+
+async def test_per_megapixel_reserves_its_bound_and_charges_its_cost(
+    start_gateway: StartGateway, backend: dict[str, Any]
+) -> None:
+    # Per megapixel: FLUX.2 [klein 4B] at 1920x1080 (2.07 MP) is $0.014 + 2 x $0.001,
+    # reserved and charged alike (the fake makes the size asked). Before the catalogue
+    # bound, a row without a flat price had no worst case: 403 model_unpriced.
+    gw = await start_gateway("bfl", keys=_keys(budget_usd_day=0.1), **backend)
+    status, body, _ = await generate(
+        gw.proxy, KEY_A, "bfl/flux-2-klein-4b", size="1920x1080", n=2
+    )
+    assert status == 200, body
+    assert body["cost"] == pytest.approx(0.032)
+    assert await left(gw.proxy, "bfl/flux-2-klein-4b") == pytest.approx(0.1 - 0.032)
+
+
+async def test_per_image_tier_reserves_its_bound_and_charges_its_cost(
+    start_gateway: StartGateway, backend: dict[str, Any]
+) -> None:
+    # Per image by tier: xAI 2.0 at 2k/medium ($0.08 each); room for one image, not
+    # two. Before the catalogue bound: 403 model_unpriced.
+    gw = await start_gateway("xai", keys=_keys(budget_usd_day=0.1), **backend)
+    model, tier = (
+        "xai/grok-imagine-image-2.0",
+        {"resolution": "2k", "quality": "medium"},
+    )
+    status, body, _ = await generate(gw.proxy, KEY_A, model, n=2, **tier)
+    assert (status, body["error"]["code"]) == (429, "budget_exceeded")
+    assert "may cost up to $0.16" in body["error"]["message"]
+    assert gw.fake.received == []
+    status, body, _ = await generate(gw.proxy, KEY_A, model, **tier)
+    assert (status, body["cost"]) == (200, pytest.approx(0.08))
+    # Charged its cost: $0.02 left, which the next image does not fit.
+    status, body, _ = await generate(gw.proxy, KEY_A, model, **tier)
+    assert status == 429
+    assert "more than the $0.02 left" in body["error"]["message"]
+    assert len(gw.fake.received) == 1
