@@ -48,6 +48,7 @@ from proxy.models import (
     StoredImage,
 )
 from proxy.parsing import (
+    Chunks,
     check_file,
     convert,
     read_form,
@@ -122,7 +123,7 @@ async def _json(request: web.Request, limits: Limits) -> tuple[Route, EditJob]:
 
 
 async def _multipart(request: web.Request, limits: Limits) -> tuple[Route, EditJob]:
-    async def peek(reader: FormReader, part: Part, name: str) -> StoredImage:
+    async def peek(reader: Chunks, part: Part, name: str) -> StoredImage:
         """The part's type and header kept, the rest counted and dropped."""
         param = "mask" if name == "mask" else "image"
         head = b""
