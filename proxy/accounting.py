@@ -8,34 +8,13 @@ log.
 
 from __future__ import annotations
 
-from typing import Any
-
 from proxy.catalogue.cost import Facts, cost, usd
-from proxy.catalogue.measure import output_sizes
+from proxy.catalogue.measure import reply_cost
 from proxy.context import RequestContext
 from proxy.metrics import Metrics
 from proxy.models import EditJob, EditResult, Usage
 from proxy.pricing import PriceTable
 from proxy.routing import Route
-
-
-def facts(
-    job: EditJob, result: EditResult, *, one_per_call: bool, measure: bool
-) -> Facts:
-    """What happened: output images (and, when ``measure``, their sizes from their
-    headers), inputs, calls (a provider making one image per call was called once per
-    image). Measuring scans the whole reply: only a per-megapixel price needs it."""
-    resolution: Any = job.extra.get("resolution")
-    return Facts(
-        images=result.images,
-        usage=result.usage,
-        sizes=output_sizes(result.body) if measure else None,
-        inputs=len(job.images),
-        calls=max(1, result.images) if one_per_call else 1,
-        size=job.size,
-        quality=job.quality,
-        resolution=resolution if isinstance(resolution, str) else None,
-    )
 
 
 def price(
@@ -48,16 +27,15 @@ def price(
     result: EditResult | None = None,
 ) -> float | None:
     """The request's cost from the catalogue row in the provider's billing shape;
-    without the job (a streamed event), from its usage or per-image rate alone."""
+    without the job (a relayed stream's completed event), from its usage and image
+    count alone."""
     row = None if prices.catalogue is None else prices.catalogue.get(route.price_key)
-    if row is None or row.price is None or job is None or result is None:
-        return prices.cost(route.price_key, usage=usage, images=images)
-    caps = row.capabilities
-    one_per_call = caps is not None and caps.n_max == 1
-    measure = row.price.per_megapixel is not None
-    total = cost(
-        row.price, facts(job, result, one_per_call=one_per_call, measure=measure)
-    )
+    if row is None or row.price is None:
+        return None
+    if job is None or result is None:
+        total = cost(row.price, Facts(images=images, usage=usage))
+        return None if total is None else usd(total)
+    total = reply_cost(row, job, result)
     return None if total is None else usd(total)
 
 

@@ -43,6 +43,7 @@ from proxy.pricing import PriceTable
 from proxy.providers.base import KeyHosts, Pool, resolve_auth
 from proxy.providers.registry import build_adapter
 from proxy.quotas import MemoryQuotas, QuotaStore
+from proxy.quote import images_quote
 from proxy.redact import Redactor
 from proxy.resilience import CircuitBreaker
 from proxy.retirements import startup_warnings
@@ -134,6 +135,9 @@ def create_app(
             f"{prefix}/images/generations",
             handlers.images_generations,
             expect_handler=defer,
+        )
+        app.router.add_post(
+            f"{prefix}/images/quote", images_quote, expect_handler=defer
         )
         app.router.add_get(f"{prefix}/images/models", images_models)
         # The SDKs' models.list(): the same catalogue in OpenAI's list shape.

@@ -20,6 +20,11 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
+from proxy.catalogue.bound import ask_of, bounds, partials_cost
+from proxy.catalogue.cost import usd as to_usd
+from proxy.catalogue.load import Catalogue
+from proxy.catalogue.measure import reply_cost
+from proxy.catalogue.schema import Entry
 from proxy.controls import ClientKey
 from proxy.errors import Forbidden
 from proxy.models import EditJob, EditResult
@@ -38,30 +43,23 @@ if TYPE_CHECKING:
 
 
 def worst_case(
-    prices: PriceTable,
+    catalogue: Catalogue | None,
     route: Route,
     job: EditJob,
     *,
     native_n: bool,
     unpriced_image_usd: float | None,
 ) -> float | None:
-    """The most ``job`` can cost on ``route`` (n calls of one image unless native_n);
-    None when the model has no price and no fallback price is configured."""
-    n = job.n or 1
-    calls, per_call = (1, n) if native_n else (n, 1)
-    one = prices.bound(
-        route.price_key,
-        n=per_call,
-        size=job.size,
-        quality=job.quality,
-        prompt=job.prompt,
-        partials=(job.partial_images or 0) if job.stream else 0,
-    )
-    if one is not None:
-        return round(one * calls, 8)
+    """The most ``job`` can cost on ``route`` (n calls of one image unless native_n),
+    from the catalogue (``proxy.catalogue.bound``, as the quote's max_cost); None when
+    the model has no bound and no fallback price is configured."""
+    entry = None if catalogue is None else catalogue.get(route.price_key)
+    most = bounds(entry, ask_of(job, native_n=native_n)).high
+    if most is not None:
+        return to_usd(most)
     if unpriced_image_usd is None:
         return None
-    return round(unpriced_image_usd * n, 8)
+    return round(unpriced_image_usd * (job.n or 1), 8)
 
 
 class Hold:
@@ -86,7 +84,7 @@ class Hold:
 
     def _worst(self, route: Route, job: EditJob, *, native_n: bool = True) -> float:
         worst = worst_case(
-            self._prices, route, job, native_n=native_n,
+            self._prices.catalogue, route, job, native_n=native_n,
             unpriced_image_usd=self._unpriced,
         )  # fmt: skip
         if worst is None:
@@ -114,22 +112,22 @@ class Hold:
     def _unpriceable(self, route: Route, job: EditJob, images: int) -> float:
         """An answer without a cost: the fallback price per image for an unpriced
         model, else the call's worst case (usage missing or not priceable)."""
-        if (
-            self._unpriced is not None
-            and self._prices.bound(
-                route.price_key, n=1, size=None, quality=None, prompt=""
-            )
-            is None
-        ):
+        if self._unpriced is not None and self._entry(route) is None:
             return self._unpriced * images
         return self._worst(route, job)
+
+    def _entry(self, route: Route) -> Entry | None:
+        """The route's catalogue row if it has a price (the budget counts from it)."""
+        cat = self._prices.catalogue
+        entry = None if cat is None else cat.get(route.price_key)
+        return None if entry is None or entry.price is None else entry
 
     def charge(self, route: Route, job: EditJob, result: EditResult) -> None:
         cost = result.cost
         if cost is None:
-            cost = self._prices.cost(
-                route.price_key, usage=result.usage, images=result.images
-            )
+            entry = self._entry(route)
+            spent = None if entry is None else reply_cost(entry, job, result)
+            cost = None if spent is None else to_usd(spent)
         if cost is None:
             cost = self._unpriceable(route, job, result.images)
         self.charged += micro_usd(cost)
@@ -154,7 +152,8 @@ class Hold:
         elif abandoned:
             usd = 0.0
         else:
-            usd = self._prices.partials_cost(route.price_key, partials)
+            spent = partials_cost(self._entry(route), partials)
+            usd = None if spent is None else to_usd(spent)
             if usd is None:
                 usd = self._worst(route, job) if partials else 0.0
         if abandoned and images < (job.n or 1):

@@ -1,11 +1,11 @@
 """The ``pricing`` member of a ``GET /v3/images/models`` entry, for estimates.
 
 It restates the price table's row for the model (``proxy/catalog.yaml``) and, for a
-token-priced model, what one output image costs by quality at 1024x1024 (the output
-tokens OpenAI's per-image prices imply, ``pricing.output_tokens_bound``), so a client
-such as the ``/ui`` page can estimate before it runs. An estimate, not a quote: input
-image and prompt tokens are known only from the reply. A model the table does not
-price has no ``pricing`` member. A later price catalogue replaces this module.
+token-priced model, what one output image costs by quality at 1024x1024 (the most
+its catalogue row's output tokens per image allow, ``proxy.catalogue.bound``), so a
+client such as the ``/ui`` page can estimate before it runs. An estimate: for a
+quote, ``POST /v3/images/quote``. A model the table does not price has no
+``pricing`` member.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Literal
 
 import msgspec
 
-from proxy.pricing import PriceTable, output_tokens_bound
+from proxy.catalogue.bound import Ask, bounds
+from proxy.catalogue.cost import usd
+from proxy.pricing import PriceTable
 
 _QUALITIES = ("low", "medium", "high")
 
@@ -39,14 +41,16 @@ def pricing_of(prices: PriceTable, key: str) -> ModelPricing | msgspec.UnsetType
         return ModelPricing("per_image", per_image_usd=row.per_image)
     if row.image_output is None:
         return msgspec.UNSET  # no output rate: nothing to estimate from
-    per_image = {
-        q: round(output_tokens_bound("1024x1024", q) * row.image_output / 1e6, 6)
-        for q in _QUALITIES
-    }
+    entry = None if prices.catalogue is None else prices.catalogue.get(key)
+    per_image: dict[str, float] = {}
+    for q in _QUALITIES:
+        most = bounds(entry, Ask(size="1024x1024", quality=q)).high
+        if most is not None:
+            per_image[q] = round(usd(most), 6)
     return ModelPricing(
         "tokens",
         text_input_per_1m=row.text_input,
         image_input_per_1m=row.image_input,
         image_output_per_1m=row.image_output,
-        image_1024_usd=per_image,
+        image_1024_usd=per_image or None,
     )

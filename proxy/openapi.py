@@ -13,6 +13,7 @@ import msgspec
 from proxy import __version__
 from proxy.catalog import ModelList
 from proxy.models import EditForm, EditRequest, ErrorBody, GenerateRequest
+from proxy.quote import Quote
 from proxy.upload_api import upload_paths
 from proxy.usage import UsageReport
 
@@ -114,6 +115,39 @@ def _images_operation(
     }
 
 
+def _quote_post(
+    edit: dict[str, Any], generate: dict[str, Any], form: dict[str, Any]
+) -> dict[str, Any]:
+    # An edit's or a generation's body; "operation" says which (else: images or not).
+    operation = {"type": "string", "enum": ["edit", "generate"]}
+    json_schema = {
+        "anyOf": [
+            {"allOf": [edit, {"properties": {"operation": operation}}]},
+            {"allOf": [generate, {"properties": {"operation": operation}}]},
+        ]
+    }
+    content = {
+        "application/json": {"schema": json_schema},
+        "multipart/form-data": {"schema": _ref("EditMultipart")},
+    }
+    return {
+        "post": {
+            "summary": "What an edit or generation would cost, from the catalogue, "
+            "without sending it or spending budget: min_cost and max_cost in USD "
+            "(null with the reason in notes when unpriced); max_cost is what a "
+            "budgeted key must have room for",
+            "requestBody": {"required": True, "content": content},
+            "responses": {
+                "200": {
+                    "description": "The quote",
+                    "content": {"application/json": {"schema": _ref("Quote")}},
+                },
+                **_errors(400, 401, 403, 404, 408, 410, 413, 415, 429),
+            },
+        }
+    }
+
+
 def _plain_get(summary: str, content_type: str) -> dict[str, Any]:
     schema: dict[str, Any] = (
         {"type": "object"} if "json" in content_type else {"type": "string"}
@@ -171,11 +205,13 @@ def build_openapi() -> dict[str, Any]:
         ErrorBody,
         ModelList,
         UsageReport,
+        Quote,
     ]
-    (edit, _, generate, _, _, _, _), components = msgspec.json.schema_components(
+    (edit, _, generate, *_), components = msgspec.json.schema_components(
         types, ref_template=_REF
     )
     form = _multipart_schema(components)
+    components["EditMultipart"] = form
     paths: dict[str, Any] = {}
     for prefix in ("/v3", "/v1"):
         paths[f"{prefix}/images/edits"] = {
@@ -184,6 +220,7 @@ def build_openapi() -> dict[str, Any]:
         paths[f"{prefix}/images/generations"] = {
             "post": _images_operation("Generate images", generate, None)
         }
+        paths[f"{prefix}/images/quote"] = _quote_post(edit, generate, form)
         paths[f"{prefix}/images/models"] = _models_get()
         paths[f"{prefix}/models"] = _models_get()
     paths.update(upload_paths())

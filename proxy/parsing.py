@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -124,7 +125,9 @@ class MultipartEdit(msgspec.Struct):
     canonical: dict[str, Any] | None = None
 
 
-class _Chunks(Protocol):
+class Chunks(Protocol):
+    """A part's body, chunk by chunk (``FormReader``, or a digest of it)."""
+
     async def read(self) -> bytes | memoryview: ...
 
 
@@ -155,12 +158,21 @@ async def read_multipart(
         fits = declared is None or declared <= limits.spool_bytes
         spool = limits.spool_bytes if fits else 0
         form = FormReader(body, boundary)
-        return await _read_form(form, limits, uploads, spool, digest)
+
+        async def store(reader: Chunks, part: Part, name: str) -> StoredImage:
+            return await _stream_file(reader, part, name, limits, uploads, spool)
+
+        return await read_form(form, limits, store, digest=digest)
 
 
-async def _read_form(
-    reader: FormReader, limits: Limits, uploads: UploadSet, spool: int, digest: bool
+# What becomes of a file part: spooled (an edit), or only looked at (a quote).
+FileSink = Callable[[Chunks, Part, str], Awaitable[StoredImage]]
+
+
+async def read_form(
+    reader: FormReader, limits: Limits, sink: FileSink, *, digest: bool = False
 ) -> MultipartEdit:
+    """An edit's form: its text fields typed, its file parts given to ``sink``."""
     raw_fields: dict[str, Any] = {}
     images: list[StoredImage] = []
     mask: StoredImage | None = None
@@ -187,7 +199,7 @@ async def _read_form(
                     f"at most {limits.max_files} files are allowed", param=name
                 )
             source = _Digesting(reader) if files is not None else reader
-            stored = await _stream_file(source, part, name, limits, uploads, spool)
+            stored = await sink(source, part, name)
             if isinstance(source, _Digesting) and files is not None:
                 files.append([name, stored.filename, source.sha.hexdigest()])
             if name == "mask":
@@ -223,7 +235,7 @@ async def _read_form(
 
 
 async def _stream_file(
-    reader: _Chunks,
+    reader: Chunks,
     part: Part,
     name: str,
     limits: Limits,
@@ -247,7 +259,7 @@ async def _stream_file(
     while chunk and uploads.hold(len(chunk), spool):
         pieces.append(chunk)
         spooled += len(chunk)
-        _check_file(name, spooled, limits)
+        check_file(name, spooled, limits)
         chunk = await reader.read()
     if not chunk:
         data = b"".join(pieces)
@@ -274,7 +286,7 @@ async def _stream_file(
             if not buf:
                 break
             size += len(buf)
-            _check_file(name, size, limits)
+            check_file(name, size, limits)
             await f.write(buf)
             uploads.wrote(len(buf))
             buf = bytearray()
@@ -285,7 +297,7 @@ async def _stream_file(
     )
 
 
-def _check_file(name: str, size: int, limits: Limits) -> None:
+def check_file(name: str, size: int, limits: Limits) -> None:
     if size > limits.max_file_bytes:
         param = "mask" if name == "mask" else "image"
         raise too_large(f"file part '{name}'", limits.max_file_bytes, param)

@@ -1,51 +1,17 @@
-"""Cost in USD from a provider's usage, using the catalogue's prices (catalog.yaml).
+"""The catalogue (catalog.yaml) as the app holds it, with each row's flat rates where
+the row has them (token rates, or one price per image) for ``GET /v3/images/models``'
+``pricing`` member (``proxy.listed_prices``).
 
-Never invents a number: a missing price, or usage the table cannot price, gives None.
-``bound`` is the other direction: the most a request can cost before it is sent, for
-budget reservations (``proxy.budget``).
+Costs are ``proxy.catalogue.cost``'s, from the row in the provider's billing shape;
+the most a request can cost before it is sent is ``proxy.catalogue.bound``'s.
 """
 
 from __future__ import annotations
-
-import math
-import re
 
 import msgspec
 
 from proxy.catalogue.load import Catalogue, Rows
 from proxy.catalogue.schema import Entry
-from proxy.models import Usage
-
-_PER_MILLION = 1_000_000
-
-# The most output image tokens per image that OpenAI's published per-image prices imply,
-# by quality, at 1024x1024 and at 1024x1536 or 1536x1024: over the gpt-image-1, -1-mini,
-# -1.5 and -2 tables (providers.md 1.8), tokens = price / the model's image output rate.
-# gpt-image-2 high is 7034 (square), -1-mini's rates give the 625/750/1875/6500.
-_SQUARE, _OBLONG = 1024 * 1024, 1024 * 1536
-_OUTPUT_TOKENS = {"low": (625, 750), "medium": (1767, 1875), "high": (7034, 6500)}
-# Each streamed partial image adds this many output image tokens (providers.md 1.5).
-PARTIAL_TOKENS = 100
-_SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
-
-
-def output_tokens_bound(size: str | None, quality: str | None) -> int:
-    """The most output image tokens one image of ``size`` and ``quality`` can take.
-
-    A quality outside the tables (auto, hd, xhigh, max) counts as high; ``auto`` or no
-    size as the larger of the two columns; another size scales the square column's
-    tokens per pixel (the higher rate) by its pixels, never below the square count.
-    """
-    square, oblong = _OUTPUT_TOKENS.get(quality or "", _OUTPUT_TOKENS["high"])
-    m = _SIZE.match(size or "")
-    if m is None:
-        return max(square, oblong)
-    pixels = int(m[1]) * int(m[2])
-    if pixels == _SQUARE:
-        return square
-    if pixels == _OBLONG:
-        return oblong
-    return max(square, math.ceil(square * pixels / _SQUARE))
 
 
 class Price(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -117,79 +83,3 @@ class PriceTable:
             return self.catalogue.models(provider_type)
         prefix = f"{provider_type}/"
         return sorted(k[len(prefix) :] for k in self._rows if k.startswith(prefix))
-
-    def cost(self, key: str, *, usage: Usage | None, images: int) -> float | None:
-        price = self._rows.get(key)
-        if price is None:
-            return None
-        if price.per_image is not None:
-            return round(price.per_image * images, 8)
-        if usage is None:
-            return None
-        return _token_cost(price, usage)
-
-    def bound(
-        self,
-        key: str,
-        *,
-        n: int,
-        size: str | None,
-        quality: str | None,
-        prompt: str,
-        partials: int = 0,
-    ) -> float | None:
-        """The most one call for ``n`` images can cost; None if the model is unpriced.
-
-        Per-image prices: n times the price. Token prices: n times the output bound for
-        the size and quality (plus ``partials`` streamed partial images each), plus the
-        prompt at the text input rate, counting each UTF-8 byte as a token (a token is at
-        least one byte). Input image tokens are not known before the reply and are not
-        in the bound; the reply's usage settles them.
-        """
-        price = self._rows.get(key)
-        if price is None:
-            return None
-        if price.per_image is not None:
-            return round(price.per_image * n, 8)
-        if price.image_output is None:
-            return None
-        tokens = output_tokens_bound(size, quality) + partials * PARTIAL_TOKENS
-        total = n * tokens * price.image_output
-        total += len(prompt.encode()) * (price.text_input or 0.0)
-        return round(total / _PER_MILLION, 8)
-
-    def partials_cost(self, key: str, partials: int) -> float | None:
-        """What ``partials`` streamed partial images cost, for a stream cut short."""
-        price = self._rows.get(key)
-        if price is None or price.image_output is None:
-            return None
-        return round(partials * PARTIAL_TOKENS * price.image_output / _PER_MILLION, 8)
-
-
-def _token_cost(price: Price, usage: Usage) -> float | None:
-    parts: list[tuple[int, float | None]] = []
-    inp = usage.input_tokens_details
-    if inp is not None and (
-        inp.text_tokens is not None or inp.image_tokens is not None
-    ):
-        parts.append((inp.text_tokens or 0, price.text_input))
-        parts.append((inp.image_tokens or 0, price.image_input))
-    elif usage.input_tokens:
-        return None  # an undivided input count cannot be priced at two rates
-    out = usage.output_tokens_details
-    if out is not None and (
-        out.text_tokens is not None or out.image_tokens is not None
-    ):
-        parts.append((out.image_tokens or 0, price.image_output))
-        parts.append((out.text_tokens or 0, price.text_output))
-    else:
-        # OpenAI reports image models' output as image tokens unless it splits them.
-        parts.append((usage.output_tokens or 0, price.image_output))
-    total = 0.0
-    for tokens, rate in parts:
-        if tokens == 0:
-            continue
-        if rate is None:
-            return None
-        total += tokens * rate
-    return round(total / _PER_MILLION, 8)

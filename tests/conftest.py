@@ -120,30 +120,14 @@ async def fake_openai(serve_fake: ServeFake) -> FakeOpenAI:
     return fake
 
 
-# retired-id: bridge until today's adapters land (issue 16, deliverable 4): the vertex
-# adapter calls only Imagen and the amazon adapter only Nova Canvas, both retired, so
-# tests of those adapters run them as an operator would, un-retired in config. A test
-# of retirement itself passes its own `catalogue` (such as {}).
+# retired-id: bridge: the amazon adapter calls only Nova Canvas, retired with no
+# successor on Bedrock, so tests of that adapter run it as an operator would,
+# un-retired in config; the result-links test needs a model that answers URLs itself.
+# A test of retirement itself passes its own `catalogue` (such as {}).
 BRIDGE_CATALOGUE: dict[str, Any] = {
-    "vertex": {
-        m: {"lifecycle": {"released": "2025-01-01"}}
-        for m in (
-            "imagen-3.0-capability-001",
-            "imagen-3.0-generate-002",
-            "imagen-4.0-generate-001",
-            "imagen-4.0-fast-generate-001",
-            "imagen-4.0-ultra-generate-001",
-        )
-    },
     "amazon": {"amazon.nova-canvas-v1:0": {"lifecycle": {"released": "2025-01-01"}}},
-    # Budget, usage and page tests' arithmetic is in gpt-image-1's published rates;
-    # the provider-404 test names dall-e-3.
-    "openai": {
-        m: {"lifecycle": {"released": "2025-01-01"}}
-        for m in ("gpt-image-1", "gpt-image-1-mini", "dall-e-3")
-    },
-    # The Gemini tests' arithmetic is in gemini-2.5-flash-image's rates.
-    "google": {"gemini-2.5-flash-image": {"lifecycle": {"released": "2025-01-01"}}},
+    # The result-links test needs a model that answers URLs itself (dall-e-3).
+    "openai": {"dall-e-3": {"lifecycle": {"released": "2025-01-01"}}},
 }
 
 

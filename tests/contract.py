@@ -96,16 +96,6 @@ def check_vertex(fake: Any) -> None:
     assert fake.bodies[-1]["contents"][0]["parts"][-1] == {"text": PROMPT}
 
 
-def check_vertex_imagen(fake: Any) -> None:
-    assert fake.last.headers["Authorization"] == "Bearer ya29.fake-1"
-    assert fake.reference("REFERENCE_TYPE_RAW") == IMAGE
-    assert_white_edit(fake.reference("REFERENCE_TYPE_MASK"))
-    params = fake.bodies[-1]["parameters"]
-    assert params["editMode"] == "EDIT_MODE_INPAINT_INSERTION"
-    assert params["sampleCount"] == 1
-    assert fake.bodies[-1]["instances"][0]["prompt"] == PROMPT
-
-
 def check_stabilityai(fake: Any) -> None:
     rec = fake.last
     assert rec.path == "/v2beta/stable-image/edit/inpaint"
@@ -200,10 +190,6 @@ CASES: dict[str, tuple[Case, ...]] = {
     "vertex": (
         Case("vertex/gemini-3.1-flash-image", False, check_vertex,
              "vertex/gemini-3-pro-image"),
-        # Imagen is shut down; its :predict path stays while the adapter keeps it.
-        Case("vertex/imagen-3.0-capability-001", True, check_vertex_imagen,
-             "vertex/imagen-4.0-generate-001", id="vertex-imagen",
-             section={"location": "us-central1"}),
     ),
     "stabilityai": (Case("stabilityai/inpaint", True, check_stabilityai,
                          "stabilityai/core"),),

@@ -54,7 +54,7 @@ def sdk_for(proxy: TestServer, key: str) -> openai.AsyncOpenAI:
 
 
 async def generate(
-    proxy: TestServer, key: str | None, model: str = "openai/gpt-image-1", **extra: Any
+    proxy: TestServer, key: str | None, model: str = "openai/gpt-image-2", **extra: Any
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """One JSON generation through raw aiohttp: status, body, headers."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -73,7 +73,7 @@ async def edit_multipart(
     proxy: TestServer, key: str | None, image: bytes | None = None
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     form = aiohttp.FormData()
-    form.add_field("model", "openai/gpt-image-1")
+    form.add_field("model", "openai/gpt-image-2")
     form.add_field("prompt", "a hat")
     form.add_field("image", image or png(), filename="a.png", content_type="image/png")
     headers = {"Authorization": f"Bearer {key}"} if key else {}

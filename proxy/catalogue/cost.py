@@ -8,7 +8,9 @@ does not have, or a fact the shape needs and nobody measured, gives None.
 
 Megapixels are 1,000,000 pixels. FLUX.2 bills the first megapixel at ``first`` and
 each further started megapixel at ``extra`` (BFL's calculator; the stored copy of its
-explanation is cut off, so the rounding up is an assumption, noted in the catalogue).
+explanation is cut off, so the rounding up is an assumption, noted in the catalogue);
+input images billed per megapixel (``per_input_megapixel``) count started megapixels
+the same way, from the sizes their headers declare.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Facts(NamedTuple):
     usage: Usage | None = None
     sizes: Sequence[tuple[int, int]] | None = None  # output (w, h), None = unknown
     inputs: int = 0  # input images sent, per call
+    input_sizes: Sequence[tuple[int, int]] | None = None  # their (w, h), None = unknown
     calls: int = 1  # upstream calls (fan-out)
     size: str | None = None  # the request's size, quality and resolution
     quality: str | None = None
@@ -140,5 +143,8 @@ def cost(price: Price | None, facts: Facts) -> Decimal | None:
     if facts.inputs and price.per_input_image is not None:
         total += _d(price.per_input_image) * facts.inputs * facts.calls
     if facts.inputs and price.per_input_megapixel is not None:
-        return None  # input megapixels are not measured yet
+        if facts.input_sizes is None or len(facts.input_sizes) != facts.inputs:
+            return None  # an input image the gateway could not measure
+        started = sum(math.ceil(w * h / _MP) for w, h in facts.input_sizes)
+        total += _d(price.per_input_megapixel) * started * facts.calls
     return total

@@ -1,19 +1,28 @@
-"""Output image sizes from an answer's body, read from each image's header.
+"""What an answered request did, for its cost: output image sizes read from each
+image's header in the answer's body, input image sizes from theirs, inputs, calls.
 
 Only the first bytes of each base64 image are decoded (enough for a PNG, JPEG or WebP
 header, ``proxy.pixels.dimensions``), never the whole image. A provider URL (not a
-``data:`` URL) cannot be measured here: the sizes are then unknown (None).
+``data:`` URL), or an input the gateway does not hold in memory, cannot be measured
+here: the sizes are then unknown (None).
 """
 
 from __future__ import annotations
 
 import binascii
 import re
+from decimal import Decimal
+from typing import Any
 
+from proxy.catalogue.cost import Facts, cost
+from proxy.catalogue.schema import Entry
+from proxy.models import EditJob, EditResult, StoredImage
 from proxy.pixels import dimensions
 
 # 64 KiB of base64 (48 KiB of image): a JPEG's frame header may follow EXIF data.
 _HEAD_CHARS = 65536
+# Enough of an image for its pixel size: a JPEG's frame header may follow EXIF data.
+HEAD_BYTES = 65536
 _IMAGE = re.compile(
     rb'"b64_json"\s*:\s*"|"url"\s*:\s*"(?P<data>data:image/[a-z+.-]+;base64,)?'
 )
@@ -39,3 +48,48 @@ def output_sizes(body: bytes) -> list[tuple[int, int]] | None:
             return None
         sizes.append(size)
     return sizes
+
+
+def input_sizes(job: EditJob) -> list[tuple[int, int]] | None:
+    """(width, height) of each input image the gateway holds in memory, from its
+    header; None when one is not (a file on disk, a URL, a stored file)."""
+    sizes = []
+    for image in job.images:
+        data = image.data if isinstance(image, StoredImage) else None
+        size = None if data is None else dimensions(data[:HEAD_BYTES])
+        if size is None:
+            return None
+        sizes.append(size)
+    return sizes
+
+
+def facts(
+    job: EditJob, result: EditResult, *, one_per_call: bool, measure: bool
+) -> Facts:
+    """What happened: output images (and, when ``measure``, their sizes and the
+    inputs' from their headers), inputs, calls (a provider making one image per call
+    was called once per image). Measuring scans the whole reply: only a per-megapixel
+    price needs it."""
+    resolution: Any = job.extra.get("resolution")
+    return Facts(
+        images=result.images,
+        usage=result.usage,
+        sizes=output_sizes(result.body) if measure else None,
+        inputs=len(job.images),
+        input_sizes=input_sizes(job) if measure else None,
+        calls=max(1, result.images) if one_per_call else 1,
+        size=job.size,
+        quality=job.quality,
+        resolution=resolution if isinstance(resolution, str) else None,
+    )
+
+
+def reply_cost(row: Entry, job: EditJob, result: EditResult) -> Decimal | None:
+    """What ``result`` cost, from the catalogue ``row`` in the provider's shape."""
+    price = row.price
+    if price is None:
+        return None
+    caps = row.capabilities
+    one_per_call = caps is not None and caps.n_max == 1
+    measure = price.per_megapixel is not None or price.per_input_megapixel is not None
+    return cost(price, facts(job, result, one_per_call=one_per_call, measure=measure))

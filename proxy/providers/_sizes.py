@@ -19,8 +19,6 @@ from proxy.errors import InvalidRequest
 GEMINI_ASPECT_RATIOS = (
     "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9",
 )  # fmt: skip
-# Imagen on Vertex AI (generation `parameters.aspectRatio`).
-IMAGEN_ASPECT_RATIOS = ("1:1", "3:4", "4:3", "9:16", "16:9")
 # Stability v2beta generation endpoints (`aspect_ratio` form field).
 STABILITY_ASPECT_RATIOS = (
     "21:9", "16:9", "3:2", "5:4", "1:1", "4:5", "2:3", "9:16", "9:21",

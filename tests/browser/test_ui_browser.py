@@ -164,9 +164,9 @@ async def test_a_person_paints_a_mask_and_compares_two_models(
     await expect(page.locator("#usage-note")).to_contain_text("Key 'team-a'")
     # The key stays in the tab's session storage, never in the address.
     assert KEY_A not in page.url
-    await page.get_by_label("Model", exact=True).select_option("openai/gpt-image-1")
+    await page.get_by_label("Model", exact=True).select_option("openai/gpt-image-2")
     await page.get_by_label("Compare with (optional)").select_option(
-        "backup/gpt-image-1"
+        "backup/gpt-image-2"
     )
     await expect(page.locator("#model-caps")).to_contain_text("streams partial images")
     await shot(page, "02-key-entered")
@@ -189,10 +189,10 @@ async def test_a_person_paints_a_mask_and_compares_two_models(
     x0, x1, y, radius = await paint_stroke(page, 0.4, 0.25, 0.6)
     await page.get_by_label("Prompt").fill("put a red kite in the sky")
     await expect(page.locator("#price")).to_contain_text(
-        "openai/gpt-image-1: estimate $"
+        "openai/gpt-image-2: estimate $"
     )
     await expect(page.locator("#price")).to_contain_text(
-        "backup/gpt-image-1: estimate $"
+        "backup/gpt-image-2: estimate $"
     )
     await shot(page, "03-mask-painted")
 
@@ -204,21 +204,21 @@ async def test_a_person_paints_a_mask_and_compares_two_models(
     midway.set()
     cost_a = page.locator("#results-a .cost")
     cost_b = page.locator("#results-b .cost")
-    await expect(cost_a).to_have_text("$0.040450")
-    await expect(cost_b).to_have_text("$0.040450")
+    await expect(cost_a).to_have_text("$0.030370")
+    await expect(cost_b).to_have_text("$0.030370")
     await expect(page.locator("#results-a figure img")).to_have_count(1)
     await expect(page.locator("#results-b figure img")).to_have_count(1)
     async with page.expect_download() as downloading:
         await page.locator("#results-a a[download]").click()
     download = await downloading.value
-    assert download.suggested_filename == "imagegate-openai-gpt-image-1-1.png"
+    assert download.suggested_filename == "imagegate-openai-gpt-image-2-1.png"
     saved = await download.path()
     with Image.open(saved) as result:
         assert result.size == (PHOTO_W, PHOTO_H)
     await expect(page.locator("#results-a dl")).to_contain_text("openai")
     await expect(page.locator("#results-b dl")).to_contain_text("backup")
     # The spend table shows what the two runs cost.
-    await expect(page.locator("#u-day")).to_have_text("$0.0809")
+    await expect(page.locator("#u-day")).to_have_text("$0.0607")
     await shot(page, "05-results")
 
     await page.set_viewport_size({"width": 360, "height": 800})
@@ -289,7 +289,7 @@ async def test_keyless_keyboard_mask_file_id_and_errors(
     await expect(page.locator("#key-status")).to_contain_text("needs no client key")
     await expect(page.locator("#usage-note")).to_contain_text("nothing is tracked")
 
-    await page.get_by_label("Model", exact=True).select_option("openai/gpt-image-1")
+    await page.get_by_label("Model", exact=True).select_option("openai/gpt-image-2")
     photo = picture((120, 170, 220))
     await page.get_by_label("Add images from files").set_input_files(
         {"name": "photo.png", "mimeType": "image/png", "buffer": photo}
@@ -321,7 +321,7 @@ async def test_keyless_keyboard_mask_file_id_and_errors(
     await page.get_by_label("Or a previous upload's file_id").fill(lamp_id)
     await page.get_by_role("button", name="Add file_id").click()
     await page.get_by_role("button", name="Run").click()
-    await expect(page.locator("#results-a .cost")).to_have_text("$0.040450")
+    await expect(page.locator("#results-a .cost")).to_have_text("$0.030370")
     await shot(page, "11-keyless-result")
 
     # The gateway sends OpenAI JSON with data URLs here: the page's photo, the stored

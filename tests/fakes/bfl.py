@@ -10,6 +10,7 @@ from aiohttp import web
 
 from tests.fakes.openai import Received
 from tests.fakes.provider import RESULT_PNG, FakeProvider
+from tests.images import flat_png
 
 
 class FakeBFL(FakeProvider):
@@ -21,6 +22,8 @@ class FakeBFL(FakeProvider):
         self.sample = ""  # the result URL; defaults to this server's delivery path
         self._ids = itertools.count(1)
         self._polls: dict[str, int] = {}
+        # A FLUX.2 job's width and height: its result has that size (BFL bills it).
+        self._sizes: dict[str, tuple[int, int]] = {}
         self.route("POST", "/v1/{model}", self._submit)
         self.route("GET", "/v1/get_result", self._result)
         self.route("GET", "/delivery/{file}", self._file)
@@ -51,6 +54,8 @@ class FakeBFL(FakeProvider):
                 return web.json_response({"detail": flux2}, status=422)
         jid = f"job{next(self._ids)}"
         self._polls[jid] = 0
+        if "width" in body:
+            self._sizes[jid] = (body["width"], body["height"])
         base = self.poll_base or self.url
         return await self.scripted(
             request,
@@ -90,4 +95,6 @@ class FakeBFL(FakeProvider):
     async def _file(self, request: web.Request, rec: Received) -> web.StreamResponse:
         if "x-key" in request.headers:
             return web.Response(status=400, text="no credentials on delivery URLs")
-        return web.Response(body=RESULT_PNG, content_type="image/png")
+        size = self._sizes.get(request.match_info["file"].removesuffix(".png"))
+        body = RESULT_PNG if size is None else flat_png(*size, color_type=2)
+        return web.Response(body=body, content_type="image/png")

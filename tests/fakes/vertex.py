@@ -1,10 +1,8 @@
-"""A fake Vertex AI: the OAuth token endpoint, Gemini ``:generateContent`` and Imagen
-``:predict``.
+"""A fake Vertex AI: the OAuth token endpoint and Gemini ``:generateContent``.
 
 The token endpoint verifies the JWT-bearer assertion's RS256 signature with the public
 half of a key generated in the test and checks its claims, then hands out a fresh
-access token; ``:predict`` accepts only the newest token. Reference images and the mask
-are decoded so tests can check bytes and mask polarity. Gemini calls are checked the
+access token; ``:generateContent`` accepts only the newest token. Calls are checked the
 way ``FakeGemini`` checks them (inline images, the prompt part, response modalities)
 and must name the ``global`` location, the only one that serves them.
 """
@@ -20,7 +18,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.fakes.base import OUTPUT_B64, FakeProvider
+from tests.fakes.base import FakeProvider
 from tests.fakes.google import FakeGemini
 
 CLIENT_EMAIL = "imagegate@test-project.iam.gserviceaccount.com"
@@ -63,7 +61,7 @@ class FakeVertex(FakeProvider):
         self.app.router.add_post("/token", self._token)
         self.app.router.add_post(
             "/v1/projects/{project}/locations/{location}/publishers/google/models/{call}",
-            self._predict,
+            self._generate,
         )
 
     def error_body(self, status: int, message: str) -> Any:
@@ -104,23 +102,9 @@ class FakeVertex(FakeProvider):
              "token_type": "Bearer"}
         )  # fmt: skip
 
-    @staticmethod
-    def reply(n: int) -> dict[str, Any]:
-        return {"predictions": [{"bytesBase64Encoded": OUTPUT_B64,
-                                 "mimeType": "image/png"}] * n}  # fmt: skip
-
-    def reference(self, kind: str) -> bytes:
-        (instance,) = self.bodies[-1]["instances"]
-        for ref in instance["referenceImages"]:
-            if ref["referenceType"] == kind:
-                return base64.b64decode(ref["referenceImage"]["bytesBase64Encoded"])
-        raise AssertionError(f"no {kind} reference image")
-
-    async def _predict(self, request: web.Request) -> web.StreamResponse:
+    async def _generate(self, request: web.Request) -> web.StreamResponse:
         model, _, method = request.match_info["call"].partition(":")
-        assert method == (
-            "generateContent" if model.startswith("gemini-") else "predict"
-        )
+        assert method == "generateContent", request.path
         self.models.append(model)
         self.locations.append(request.match_info["location"])
         rec = await self.record(request)
@@ -132,19 +116,14 @@ class FakeVertex(FakeProvider):
             )  # fmt: skip
         assert rec.json is not None
         self.bodies.append(rec.json)
-        if method == "generateContent":
-            assert request.match_info["location"] == "global", request.path
-            *images, prompt = rec.json["contents"][0]["parts"]
-            assert "text" in prompt
-            self.gemini_images.append(
-                [(p["inlineData"]["mimeType"], base64.b64decode(p["inlineData"]["data"]))
-                 for p in images]
-            )  # fmt: skip
-            config = rec.json["generationConfig"]
-            assert config["responseModalities"] == ["TEXT", "IMAGE"]
-            assert "candidateCount" not in config
-            return await self.answer(
-                request, lambda: web.json_response(FakeGemini.reply())
-            )
-        n = rec.json["parameters"]["sampleCount"]
-        return await self.answer(request, lambda: web.json_response(self.reply(n)))
+        assert request.match_info["location"] == "global", request.path
+        *images, prompt = rec.json["contents"][0]["parts"]
+        assert "text" in prompt
+        self.gemini_images.append(
+            [(p["inlineData"]["mimeType"], base64.b64decode(p["inlineData"]["data"]))
+             for p in images]
+        )  # fmt: skip
+        config = rec.json["generationConfig"]
+        assert config["responseModalities"] == ["TEXT", "IMAGE"]
+        assert "candidateCount" not in config
+        return await self.answer(request, lambda: web.json_response(FakeGemini.reply()))

@@ -40,11 +40,12 @@ from tests.fakes.stabilityai import FakeStability
 from tests.gateway import KEY_A, Gate, eventually, generate, key_entry, redis_server
 from tests.images import png
 
-# The fake's gpt-image-1 reply: 10 text + 40 image tokens in, 1000 out ($0.04045).
-COST = 0.04045
-# Worst case of one 1024x1024 high-quality gpt-image-1 image with the 5-byte prompt:
-# 7034 output tokens at $40/1M + 5 prompt bytes at $5/1M.
-WORST = 0.281385
+# The fake's gpt-image-2 reply: 10 text tokens in at $5/1M, 40 image tokens in at
+# $8/1M, 1000 out at $30/1M ($0.00005 + $0.00032 + $0.03).
+COST = 0.03037
+# Worst case of one 1024x1024 high-quality gpt-image-2 image with the 5-byte prompt:
+# 7024 output tokens at $30/1M + 5 prompt bytes at $5/1M.
+WORST = 0.210745
 HIGH = {"size": "1024x1024", "quality": "high"}
 # A probe far over any budget here: 10 images at 1536x1024, high.
 PROBE = {"n": 10, "size": "1536x1024", "quality": "high"}
@@ -65,7 +66,7 @@ def _keys(**rules: Any) -> dict[str, Any]:
 
 
 async def edit(
-    proxy: TestServer, model: str = "openai/gpt-image-1", **fields: Any
+    proxy: TestServer, model: str = "openai/gpt-image-2", **fields: Any
 ) -> tuple[int, dict[str, Any]]:
     """One multipart edit (a 1024x1024 high-quality image unless told otherwise)."""
     form = aiohttp.FormData()
@@ -83,7 +84,7 @@ async def edit(
         return r.status, await r.json()
 
 
-async def left(proxy: TestServer | str, model: str = "openai/gpt-image-1") -> float:
+async def left(proxy: TestServer | str, model: str = "openai/gpt-image-2") -> float:
     """What the key has left today, from the refusal of a probe that cannot fit."""
     base = proxy if isinstance(proxy, str) else str(proxy.make_url(""))
     async with (
@@ -109,7 +110,7 @@ async def test_parallel_slow_edits_cannot_outspend_the_budget(
     backend: dict[str, Any],
 ) -> None:
     fake, gate = held
-    budget = 0.9  # room for 3 worst cases ($0.844155), not 4 ($1.12554)
+    budget = 0.7  # room for 3 worst cases ($0.632235), not 4 ($0.84298)
     proxy = await start_proxy(
         {"openai": {"base_url": fake.url}},  # type: ignore[attr-defined]
         keys=_keys(budget_usd_day=budget),
@@ -142,7 +143,7 @@ async def test_parallel_edits_across_two_replicas_share_one_reservation_count(
     aiohttp_server: AiohttpServer, temp_root: Path, held: tuple[FakeOpenAI, Gate]
 ) -> None:
     fake, gate = held
-    budget = 0.9  # room for 3 worst cases
+    budget = 0.7  # room for 3 worst cases
     proxies = []
     with redis_server() as redis:
         for _ in range(2):
@@ -259,7 +260,7 @@ async def test_stream_broken_off_by_the_provider_is_charged_its_partials(
         s.post(
             proxy.make_url("/v3/images/generations"),
             json={
-                "model": "openai/gpt-image-1",
+                "model": "openai/gpt-image-2",
                 "prompt": "a cat",
                 "stream": True,
                 "partial_images": 2,
@@ -271,8 +272,8 @@ async def test_stream_broken_off_by_the_provider_is_charged_its_partials(
         text = await r.text()
     assert text.count("partial_image") >= 2
     assert "event: error" in text
-    # Two partial images of 100 output tokens each at $40/1M.
-    assert await left(proxy) == pytest.approx(1.0 - 2 * 100 * 40 / 1e6)
+    # Two partial images of 100 output tokens each at $30/1M.
+    assert await left(proxy) == pytest.approx(1.0 - 2 * 100 * 30 / 1e6)
 
 
 def _sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -318,7 +319,7 @@ async def test_abandoned_stream_is_charged_its_worst_case(
     plan = StreamPlan(partials=2, gate=gate, keep_writing=True)
     fake_openai.streams.append(plan)
     form = aiohttp.FormData()
-    for name, value in {"model": "openai/gpt-image-1", "prompt": "a hat",
+    for name, value in {"model": "openai/gpt-image-2", "prompt": "a hat",
                         "stream": "true", "partial_images": "2", **HIGH}.items():  # fmt: skip
         form.add_field(name, value)
     form.add_field("image", png(), filename="a.png", content_type="image/png")
@@ -343,8 +344,8 @@ async def test_abandoned_stream_is_charged_its_worst_case(
     await eventually(recorded)
     await eventually(upstream_released)
     assert not plan.finished
-    # (7034 + 2 partials x 100) output tokens at $40/1M + 5 prompt bytes at $5/1M.
-    assert await left(base) == pytest.approx(1.0 - 0.289385)
+    # (7024 + 2 partials x 100) output tokens at $30/1M + 5 prompt bytes at $5/1M.
+    assert await left(base) == pytest.approx(1.0 - 0.216745)
 
 
 async def _stability_pair(
@@ -389,3 +390,41 @@ async def test_fallback_whose_worst_case_does_not_fit_is_not_sent(
     assert body["error"]["code"] == "budget_exceeded"
     assert (len(primary.received), len(backup.received)) == (6, 0)
     assert await left(proxy, "stabilityai/core") == pytest.approx(0.25 - 4 * 0.03)
+
+
+async def test_per_megapixel_reserves_its_bound_and_charges_its_cost(
+    start_gateway: StartGateway, backend: dict[str, Any]
+) -> None:
+    # Per megapixel: FLUX.2 [klein 4B] at 1920x1080 (2.07 MP) is $0.014 + 2 x $0.001,
+    # reserved and charged alike (the fake makes the size asked). Before the catalogue
+    # bound, a row without a flat price had no worst case: 403 model_unpriced.
+    gw = await start_gateway("bfl", keys=_keys(budget_usd_day=0.1), **backend)
+    status, body, _ = await generate(
+        gw.proxy, KEY_A, "bfl/flux-2-klein-4b", size="1920x1080", n=2
+    )
+    assert status == 200, body
+    assert body["cost"] == pytest.approx(0.032)
+    assert await left(gw.proxy, "bfl/flux-2-klein-4b") == pytest.approx(0.1 - 0.032)
+
+
+async def test_per_image_tier_reserves_its_bound_and_charges_its_cost(
+    start_gateway: StartGateway, backend: dict[str, Any]
+) -> None:
+    # Per image by tier: xAI 2.0 at 2k/medium ($0.08 each); room for one image, not
+    # two. Before the catalogue bound: 403 model_unpriced.
+    gw = await start_gateway("xai", keys=_keys(budget_usd_day=0.1), **backend)
+    model, tier = (
+        "xai/grok-imagine-image-2.0",
+        {"resolution": "2k", "quality": "medium"},
+    )
+    status, body, _ = await generate(gw.proxy, KEY_A, model, n=2, **tier)
+    assert (status, body["error"]["code"]) == (429, "budget_exceeded")
+    assert "may cost up to $0.16" in body["error"]["message"]
+    assert gw.fake.received == []
+    status, body, _ = await generate(gw.proxy, KEY_A, model, **tier)
+    assert (status, body["cost"]) == (200, pytest.approx(0.08))
+    # Charged its cost: $0.02 left, which the next image does not fit.
+    status, body, _ = await generate(gw.proxy, KEY_A, model, **tier)
+    assert status == 429
+    assert "more than the $0.02 left" in body["error"]["message"]
+    assert len(gw.fake.received) == 1

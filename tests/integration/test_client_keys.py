@@ -79,7 +79,7 @@ async def test_two_different_keys_are_refused(
         aiohttp.ClientSession() as s,
         s.post(
             keyed.make_url("/v3/images/generations"),
-            json={"model": "openai/gpt-image-1", "prompt": "a cat"},
+            json={"model": "openai/gpt-image-2", "prompt": "a cat"},
             headers=CIMultiDict(pairs),
         ) as r,
     ):
@@ -96,7 +96,7 @@ async def test_the_same_key_twice_is_one_key(
         aiohttp.ClientSession() as s,
         s.post(
             keyed.make_url("/v3/images/generations"),
-            json={"model": "openai/gpt-image-1", "prompt": "a cat"},
+            json={"model": "openai/gpt-image-2", "prompt": "a cat"},
             headers=headers,
         ) as r,
     ):
@@ -163,7 +163,7 @@ async def test_key_name_labels_logs_and_cost_never_the_key(
     entries = [r for r in caplog.records if r.name == "imagegate.access"]
     assert [r.fields["key"] for r in entries] == ["team-a"]  # type: ignore[attr-defined]
     assert KEY_A not in caplog.text
-    cost = {"provider": "openai", "model": "openai/gpt-image-1", "key": "team-a"}
+    cost = {"provider": "openai", "model": "openai/gpt-image-2", "key": "team-a"}
     assert metric(registry, "imagegate_cost_usd_total", **cost) == body["cost"]
     metrics_text = await get_text(keyed, "/metrics")
     assert 'key="team-a"' in metrics_text

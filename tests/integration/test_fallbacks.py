@@ -33,20 +33,20 @@ async def test_fallback_answers_when_primary_fails(
 ) -> None:
     proxy = await start_proxy(
         providers_for(fake_openai, backup),
-        fallbacks={"openai/gpt-image-1": ["backup/gpt-image-1-mini"]},
+        fallbacks={"openai/gpt-image-2": ["backup/gpt-image-2.6-flare"]},
     )
     fake_openai.script(Reply(status=500, body={"error": {"message": "down"}}))
     image = png(8, 8, seed=3)
     async with sdk_for(proxy, "k") as sdk:
         result = await sdk.images.edit(
-            model="openai/gpt-image-1",
+            model="openai/gpt-image-2",
             image=("a.png", image, "image/png"),
             prompt="hat",
         )
     assert result.model_extra is not None
     assert result.model_extra["provider"] == "backup"
     assert len(fake_openai.received) == 1
-    assert backup.last.fields["model"] == ["gpt-image-1-mini"]
+    assert backup.last.fields["model"] == ["gpt-image-2.6-flare"]
     assert [f.data for f in backup.last.files] == [image]
     labels = {"provider": "openai"}  # the provider that failed
     assert metric(registry, "imagegate_fallbacks_total", **labels) == 1
@@ -58,7 +58,7 @@ async def test_client_errors_do_not_fall_back(
 ) -> None:
     proxy = await start_proxy(
         providers_for(fake_openai, backup),
-        fallbacks={"openai/gpt-image-1": ["backup/gpt-image-1"]},
+        fallbacks={"openai/gpt-image-2": ["backup/gpt-image-2"]},
     )
     fake_openai.script(Reply(status=400, body={"error": {"message": "bad prompt"}}))
     code, body, _ = await generate(proxy, None)
@@ -84,7 +84,7 @@ async def test_all_failing_aggregates_the_causes(
 ) -> None:
     proxy = await start_proxy(
         providers_for(fake_openai, backup),
-        fallbacks={"openai/gpt-image-1": ["backup/gpt-image-1"]},
+        fallbacks={"openai/gpt-image-2": ["backup/gpt-image-2"]},
         retry={"max_retry_after_s": 0},
     )
     fake_openai.script(replies[0])
@@ -93,7 +93,7 @@ async def test_all_failing_aggregates_the_causes(
     assert code == status
     err = body["error"]
     assert err["code"] == "all_providers_failed"
-    assert err["message"].startswith("every provider for model 'openai/gpt-image-1'")
+    assert err["message"].startswith("every provider for model 'openai/gpt-image-2'")
     assert "openai: " in err["message"]
     assert "backup: " in err["message"]
     if status == 429:
@@ -108,7 +108,7 @@ async def test_all_timing_out_is_504(
     for section in providers.values():
         section["pool"] = pool
     proxy = await start_proxy(
-        providers, fallbacks={"openai/gpt-image-1": ["backup/gpt-image-1"]}
+        providers, fallbacks={"openai/gpt-image-2": ["backup/gpt-image-2"]}
     )
     fake_openai.script(Reply(delay_s=1.0))
     backup.script(Reply(delay_s=1.0))
@@ -122,7 +122,7 @@ async def test_fallback_the_key_may_not_use_is_skipped(
 ) -> None:
     proxy = await start_proxy(
         providers_for(fake_openai, backup),
-        fallbacks={"openai/gpt-image-1": ["backup/gpt-image-1"]},
+        fallbacks={"openai/gpt-image-2": ["backup/gpt-image-2"]},
         keys={"team": key_entry("k-team", models=["openai/*"])},
     )
     fake_openai.script(Reply(status=503))
@@ -164,7 +164,7 @@ async def test_open_circuit_falls_back_without_calling_the_provider(
 ) -> None:
     proxy = await start_proxy(
         providers_for(fake_openai, backup),
-        fallbacks={"openai/gpt-image-1": ["backup/gpt-image-1"]},
+        fallbacks={"openai/gpt-image-2": ["backup/gpt-image-2"]},
         breaker={"providers": {"openai": {"failures": 1, "cooldown_s": 60}}},
     )
     fake_openai.script(Reply(status=502))
@@ -180,13 +180,13 @@ async def test_fallback_outside_allowed_models_is_skipped(
 ) -> None:
     proxy = await start_proxy(
         providers_for(fake_openai, backup),
-        fallbacks={"openai/gpt-image-1": ["backup/gpt-image-1"]},
+        fallbacks={"openai/gpt-image-2": ["backup/gpt-image-2"]},
         allowed_models=["openai/*"],
     )
     fake_openai.script(Reply(status=500))
     code, body, _ = await generate(proxy, None)
     assert (code, body["error"]["code"]) == (502, "all_providers_failed")
     assert (
-        "backup: model 'backup/gpt-image-1' is not served" in body["error"]["message"]
+        "backup: model 'backup/gpt-image-2' is not served" in body["error"]["message"]
     )
     assert backup.received == []

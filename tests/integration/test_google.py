@@ -17,9 +17,10 @@ from tests.fakes.base import OUTPUT_B64, OUTPUT_PNG, Reply
 from tests.fakes.google import FakeGemini
 from tests.images import png
 
-MODEL = "google/gemini-2.5-flash-image"
-# One call of the fake: 10 text + 1290 image tokens in and out, gemini-2.5-flash-image.
-CALL_COST = (10 * 0.30 + 1290 * 0.30 + 10 * 2.50 + 1290 * 30.00) / 1_000_000
+MODEL = "google/gemini-3.1-flash-image"
+# One call of the fake: 10 text + 1290 image tokens in and out, gemini-3.1-flash-image
+# ($0.50 text and image in, $3 text out, $60 image out per 1M tokens).
+CALL_COST = (10 * 0.50 + 1290 * 0.50 + 10 * 3.00 + 1290 * 60.00) / 1_000_000
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ async def test_generation_maps_size_to_aspect_ratio(
     result = await sdk.images.generate(model=MODEL, prompt="a cat", size="1536x1024")
     body = fake.last.json
     assert body is not None
-    assert fake.models == ["gemini-2.5-flash-image"]
+    assert fake.models == ["gemini-3.1-flash-image"]
     assert body["contents"][0]["parts"] == [{"text": "a cat"}]
     assert body["generationConfig"]["imageConfig"] == {"aspectRatio": "3:2"}
     assert result.data is not None
@@ -150,7 +151,8 @@ async def test_thought_parts_are_not_results(
     assert result.usage is not None
     assert result.usage.output_tokens == 1400
     extra = (result.model_extra or {})["cost"]
-    assert extra == pytest.approx(CALL_COST + 100 * 2.50 / 1_000_000)
+    # The 100 thinking tokens bill as text output, $3/1M.
+    assert extra == pytest.approx(CALL_COST + 100 * 3.00 / 1_000_000)
 
 
 async def test_mask_is_refused_before_sending(

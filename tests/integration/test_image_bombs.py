@@ -1,7 +1,7 @@
 """Images that cost far more to decode than to send: refused from their headers.
 
 A 13000x13000 greyscale PNG is 170 KB on the wire and 169 MB per copy once decoded.
-Providers that need a converted mask (Vertex, Stability) would decode it; the gateway
+Providers that need a converted mask (FLUX Fill, Stability) would decode it; the gateway
 refuses it with a 400 on ``mask`` before any decode and before any upstream call,
 whether it comes as a multipart part or as a stored file id, and the process's peak
 memory does not move. PNG text-chunk bombs are a 400 too, and Pillow's warnings reach
@@ -33,9 +33,9 @@ from tests.conftest import (
     ServeFake,
     StartGateway,
 )
+from tests.fakes.bfl import FakeBFL
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.stabilityai import FakeStability
-from tests.fakes.vertex import FakeVertex
 from tests.images import flat_png, png, png_chunk
 
 HUGE = 13000
@@ -60,13 +60,11 @@ Start = Callable[[str], Awaitable[Target]]
 @pytest.fixture
 def start(start_gateway: StartGateway) -> Start:
     async def go(provider: str) -> Target:
-        if provider == "vertex":
-            gateway = await start_gateway("vertex", section={"project": "p"})
-            vertex: FakeVertex = gateway.fake
+        if provider == "bfl":
+            gateway = await start_gateway("bfl")
+            bfl: FakeBFL = gateway.fake
             return Target(
-                gateway.proxy,
-                "vertex/imagen-3.0-capability-001",
-                lambda: len(vertex.bodies),
+                gateway.proxy, "bfl/flux-pro-1.0-fill", lambda: len(bfl.received)
             )
         gateway = await start_gateway("stabilityai")
         stability: FakeStability = gateway.fake
@@ -121,7 +119,7 @@ async def _json_edit(target: Target, image_id: str, mask_id: str) -> tuple[int, 
         return resp.status, await resp.json()
 
 
-@pytest.mark.parametrize("provider", ["vertex", "stabilityai"])
+@pytest.mark.parametrize("provider", ["bfl", "stabilityai"])
 async def test_huge_mask_by_multipart_is_a_400_without_decoding(
     start: Start, provider: str
 ) -> None:
@@ -140,7 +138,7 @@ async def test_huge_mask_by_multipart_is_a_400_without_decoding(
     assert grown_mib < 48, f"peak RSS grew by {grown_mib:.0f} MiB"
 
 
-@pytest.mark.parametrize("provider", ["vertex", "stabilityai"])
+@pytest.mark.parametrize("provider", ["bfl", "stabilityai"])
 async def test_huge_mask_by_file_id_is_a_400_without_decoding(
     start: Start, provider: str
 ) -> None:
@@ -191,7 +189,7 @@ def _ztxt_bomb(chunks: int) -> bytes:
     return flat_png(64, 64, color_type=4, before_idat=text * chunks)
 
 
-@pytest.mark.parametrize("provider", ["vertex", "stabilityai"])
+@pytest.mark.parametrize("provider", ["bfl", "stabilityai"])
 async def test_png_text_chunk_bomb_mask_is_a_400(start: Start, provider: str) -> None:
     target = await start(provider)
     with pytest.raises(openai.BadRequestError) as exc:

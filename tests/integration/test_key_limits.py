@@ -28,12 +28,13 @@ from tests.gateway import (
     redis_server,
 )
 
-# One gpt-image-1 reply of the fake costs $0.04045 (see tests/fakes/openai.py usage).
-COST = 0.04045
-# A 1024x1024 high-quality image reserves 7034 output tokens at $40/1M plus the prompt
-# ("a cat", 5 bytes) at $5/1M: $0.281385 must fit before the request is sent.
+# One gpt-image-2 reply of the fake costs $0.03037 (see tests/fakes/openai.py usage:
+# 10 text tokens in at $5/1M, 40 image tokens in at $8/1M, 1000 out at $30/1M).
+COST = 0.03037
+# A 1024x1024 high-quality image reserves 7024 output tokens at $30/1M plus the prompt
+# ("a cat", 5 bytes) at $5/1M: $0.210745 must fit before the request is sent.
 HIGH = {"size": "1024x1024", "quality": "high"}
-BUDGET = 0.35  # two requests fit ($0.0809 spent + $0.281385 reserved > $0.35)
+BUDGET = 0.25  # two requests fit ($0.06074 spent + $0.210745 reserved > $0.25)
 
 Start = Callable[..., Awaitable[tuple[TestServer, CollectorRegistry]]]
 
@@ -146,8 +147,8 @@ async def test_budget_stops_the_next_request(
     first = await generate(proxy, KEY_A, **HIGH)
     assert first[0] == 200
     assert first[1]["cost"] == pytest.approx(COST)
-    assert (await generate(proxy, KEY_A, **HIGH))[0] == 200  # $0.0405 spent
-    status, body, headers = await generate(proxy, KEY_A, **HIGH)  # $0.0809 spent
+    assert (await generate(proxy, KEY_A, **HIGH))[0] == 200  # $0.03037 spent
+    status, body, headers = await generate(proxy, KEY_A, **HIGH)  # $0.06074 spent
     assert status == 429
     assert body["error"]["code"] == "budget_exceeded"
     now = datetime.now(UTC)
@@ -157,8 +158,8 @@ async def test_budget_stops_the_next_request(
         nxt = (now.replace(day=28) + timedelta(days=4)).replace(day=1)
         reset = nxt.strftime("%Y-%m-%dT00:00:00Z")
     assert body["error"]["message"] == (
-        f"this request may cost up to $0.281385, more than the $0.2691 left of the "
-        f"{word} budget of $0.35 for key 'team-a' (spent or held by requests in "
+        f"this request may cost up to $0.210745, more than the $0.18926 left of the "
+        f"{word} budget of $0.25 for key 'team-a' (spent or held by requests in "
         f"flight); ask for fewer or smaller images, or retry; it resets at {reset}"
     )
     assert int(headers["Retry-After"]) > 0

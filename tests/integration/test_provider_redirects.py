@@ -108,7 +108,7 @@ async def test_token_endpoint_redirect_is_not_followed(
         {"vertex": {"base_url": str(server.make_url("/v1")), "project": "p"}},
         environ={"GOOGLE_APPLICATION_CREDENTIALS": str(key_path)},
     )
-    status, body, _ = await generate(proxy, None, "vertex/imagen-4.0-generate-001")
+    status, body, _ = await generate(proxy, None, "vertex/gemini-3.1-flash-image")
     assert status == 502, body
     # The signed assertion (good for an hour of tokens) never left for the other host.
     assert elsewhere.received == []

@@ -22,7 +22,7 @@ import aiohttp
 import msgspec
 import pytest
 
-from tests.conftest import BRIDGE_CATALOGUE, UPSTREAM_KEY
+from tests.conftest import UPSTREAM_KEY
 from tests.fakes.openai import FakeOpenAI
 from tests.gateway import (
     KEY_A,
@@ -81,8 +81,6 @@ async def replicas(
         # is not what this module tests.
         "redis": {"timeout_s": 5.0},
         "files": {"backend": "s3", "s3": {"bucket": bucket}},
-        # The budget arithmetic is in gpt-image-1's rates (tests/conftest.py).
-        "catalogue": BRIDGE_CATALOGUE,
     }
     path = tmp_path / "imagegate.yaml"
     path.write_bytes(msgspec.yaml.encode(config))
@@ -156,7 +154,7 @@ async def test_upload_through_a_then_list_show_use_delete_through_b(
     assert [f["file_id"] for f in listing["data"]] == [file_id]
     status, shown = await _call(b, "GET", f"/v3/upload/{file_id}")
     assert (status, shown) == (200, up)
-    body = {"model": "openai/gpt-image-1", "prompt": "a hat"}
+    body = {"model": "openai/gpt-image-2", "prompt": "a hat"}
     body["images"] = [{"file_id": file_id}]  # type: ignore[assignment]
     status, answer = await _call(b, "POST", "/v3/images/edits", json=body)
     assert status == 200, answer
@@ -173,7 +171,7 @@ async def test_upload_through_a_then_list_show_use_delete_through_b(
 async def _edit(replica: Replica) -> int:
     form = aiohttp.FormData()
     for name, value in {
-        "model": "openai/gpt-image-1",
+        "model": "openai/gpt-image-2",
         "prompt": "a hat",
         **HIGH,
     }.items():

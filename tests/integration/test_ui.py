@@ -177,8 +177,8 @@ async def test_models_carry_pricing_for_estimates(proxy: TestServer) -> None:
         "text_input_per_1m": 5.0,
         "image_input_per_1m": 8.0,
         "image_output_per_1m": 30.0,
-        # The most output tokens OpenAI's per-image prices imply, at $30/1M.
-        "image_1024_usd": {"low": 0.01875, "medium": 0.05301, "high": 0.21102},
+        # The catalogue's output tokens of one 1024x1024 image, at $30/1M.
+        "image_1024_usd": {"low": 0.00588, "medium": 0.05268, "high": 0.21072},
     }
     # The catalogue row, in the provider's billing shape, with its source and date.
     price = tokens["price"]

@@ -46,12 +46,12 @@ async def test_provider_404_keeps_status(
     sdk: openai.AsyncOpenAI, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.script(
-        Reply(404, {"error": {"message": "The model `gpt-image-1` does not exist",
+        Reply(404, {"error": {"message": "The model `gpt-image-2` does not exist",
                               "type": "invalid_request_error", "code": "model_not_found"}})
     )  # fmt: skip
     with pytest.raises(openai.NotFoundError) as exc:
-        await sdk.images.edit(model="openai/gpt-image-1", image=png(), prompt="x")
-    assert "gpt-image-1" in exc.value.message
+        await sdk.images.edit(model="openai/gpt-image-2", image=png(), prompt="x")
+    assert "gpt-image-2" in exc.value.message
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -18,8 +18,9 @@ from tests.conftest import AiohttpServer, StartProxy
 from tests.fakes.openai import FakeOpenAI
 from tests.gateway import KEY_A, KEY_B, Gate, generate, key_entry, redis_server
 
-# One gpt-image-1 generation of the fake: 10 text, 40 image in, 1000 image out tokens.
-ONE_RUN_USD = 0.04045
+# One gpt-image-2 generation of the fake: 10 text tokens in at $5/1M, 40 image tokens
+# in at $8/1M, 1000 image tokens out at $30/1M.
+ONE_RUN_USD = 0.03037
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -92,10 +92,15 @@ def test_flux2_per_megapixel_from_real_sizes() -> None:
     assert cost(_price("bfl/flux-2-flex"), Facts(1, sizes=[(1024, 1024)])) is None
     # Sizes unknown (a provider URL): no guess.
     assert cost(_price("bfl/flux-2-pro"), Facts(1, sizes=None)) is None
-    # Input megapixels are billed on pro but not measured yet: an edit is unpriced.
+    # Input megapixels are billed on pro: an input the gateway could not measure
+    # leaves the edit unpriced; measured, each started input MP is $0.015.
     assert (
         cost(_price("bfl/flux-2-pro"), Facts(1, sizes=[(1000, 1000)], inputs=1)) is None
     )
+    measured = Facts(1, sizes=[(1000, 1000)], inputs=2,
+                     input_sizes=[(1024, 1024), (500, 500)])  # fmt: skip
+    # $0.03 (1 MP out) + (2 + 1) started input MP x $0.015.
+    _exact("bfl/flux-2-pro", measured, "0.075")
 
 
 def test_kontext_and_stability_credits() -> None:

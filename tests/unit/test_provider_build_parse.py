@@ -278,7 +278,7 @@ def test_vertex_gemini_build_and_parse() -> None:
     adapter = vertex.VertexAdapter(vertex.Config(project="p1", auth="access_token"))
     edit = job(model="gemini-3-pro-image", size="1536x1024")
     assert adapter.needs(edit) == Needs(base64=True)
-    caps = adapter.model_capabilities("gemini-3-pro-image")
+    caps = adapter.capabilities
     assert (caps.mask, caps.native_n, caps.max_images) == (False, False, 14)
     call = adapter.build(edit, ONE)
     assert call.path == (
@@ -291,30 +291,11 @@ def test_vertex_gemini_build_and_parse() -> None:
     gemini = {
         "candidates": [{"content": {"parts": [{"inlineData": {"data": "QQ=="}}]}}]
     }
-    assert adapter.parse_gemini("vertex", reply(200, gemini)).images == [
-        Encoded("QQ==")
-    ]
+    assert adapter.parse("vertex", reply(200, gemini)).images == [Encoded("QQ==")]
     with pytest.raises(UpstreamRejected):
-        adapter.parse_gemini(
+        adapter.parse(
             "vertex", reply(200, {"promptFeedback": {"blockReason": "SAFETY"}})
         )
-
-
-def test_vertex_imagen_build_and_parse() -> None:
-    config = vertex.Config(project="p1", auth="access_token", location="us-central1")
-    adapter = vertex.VertexAdapter(config)
-    edit = job(model="imagen-3.0-capability-001", mask=STORED)
-    assert adapter.needs(edit) == Needs(base64=True, edit_mask="white")
-    call = adapter.build(edit, Prepared(images=(B64,), edit_mask_b64="bQ=="))
-    assert call.path.endswith(
-        "/locations/us-central1/publishers/google/models/imagen-3.0-capability-001:predict"
-    )
-    refs = json_of(call)["instances"][0]["referenceImages"]
-    assert [r["referenceImage"]["bytesBase64Encoded"] for r in refs] == [B64, "bQ=="]
-    out = adapter.parse(
-        "vertex", reply(200, {"predictions": [{"bytesBase64Encoded": "QQ=="}]})
-    )
-    assert out == Outputs([Encoded("QQ==")])
 
 
 def test_bedrock_build_and_parse() -> None:

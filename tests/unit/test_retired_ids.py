@@ -16,31 +16,18 @@ MARK = "retired-id:"
 # and example, /work/wt-models): listed until that work lands, then this set must be
 # emptied (the test fails when a listed file no longer needs it).
 PENDING = {
+    # Nova Canvas, Bedrock's only image model the amazon adapter calls, is past its
+    # end of life with no Amazon successor found: its tests run it un-retired
+    # (tests/conftest.py) until the adapter moves on.
     "README.md",
+    "tests/contract.py",
+    "tests/integration/test_model_routing.py",
+    "tests/integration/test_amazon.py",
     "tests/unit/test_provider_build_parse.py",
     "tests/unit/test_translation_azure_xai_amazon_replicate_bfl.py",
-    "tests/unit/test_budget_bound.py",
-    "tests/unit/test_translation.py",
-    "tests/contract.py",
-    "tests/integration/test_amazon.py",
-    "tests/integration/test_vertex.py",
-    "tests/integration/test_image_bombs.py",
-    "tests/integration/test_provider_redirects.py",
-    "tests/integration/test_upstream_errors.py",
-    "tests/integration/test_model_routing.py",
-    "tests/conftest.py",  # the vertex/amazon bridge, until their adapters move on
-    # Arithmetic in a retired model's published rates (bridged in tests/conftest.py).
-    "tests/integration/test_budgets.py",
-    "tests/integration/test_replicas_storage.py",
-    # dall-e-2 answers URLs itself: the one such model the fake OpenAI serves.
+    "tests/conftest.py",
+    # dall-e-3 answers URLs itself: the one such model the fake OpenAI serves.
     "tests/integration/test_object_store.py",
-    "tests/integration/test_key_limits.py",
-    "tests/integration/test_usage.py",
-    "tests/integration/test_google.py",
-    "tests/integration/test_client_keys.py",
-    "tests/browser/test_ui_browser.py",
-    "tests/gateway.py",
-    "tests/integration/test_fallbacks.py",
 }
 # Tests of retirement itself: retired ids are their subject.
 RETIREMENT_TESTS = {

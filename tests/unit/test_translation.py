@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from proxy.accounting import splice
+from proxy.catalogue.cost import Facts, cost
+from proxy.catalogue.schema import PerImage, Tokens
+from proxy.catalogue.schema import Price as CatPrice
 from proxy.errors import (
     InvalidRequest,
     UpstreamAuthError,
@@ -21,7 +25,7 @@ from proxy.headers import validate_extra_headers
 from proxy.images import decode_data_url, sniff
 from proxy.models import TokenDetails, Usage
 from proxy.parsing import _put_field
-from proxy.pricing import Price, PriceTable
+from proxy.pricing import PriceTable
 from tests.images import jpeg_like, png, webp_like
 
 
@@ -116,13 +120,7 @@ def test_data_urls() -> None:
 
 
 def test_token_pricing_matches_hand_computation() -> None:
-    table = PriceTable(
-        {
-            "openai/m": Price(
-                text_input=5, image_input=8, image_output=30, text_output=10
-            )
-        }
-    )
+    rates = Tokens(text_in=5, image_in=8, image_out=30, text_out=10)
     usage = Usage(
         input_tokens=150,
         output_tokens=1100,
@@ -130,30 +128,29 @@ def test_token_pricing_matches_hand_computation() -> None:
         output_tokens_details=TokenDetails(image_tokens=1000, text_tokens=100),
     )
     expected = (50 * 5 + 100 * 8 + 1000 * 30 + 100 * 10) / 1e6
-    assert table.cost("openai/m", usage=usage, images=1) == pytest.approx(expected)
+    assert cost(CatPrice(tokens=rates), Facts(1, usage)) == Decimal(str(expected))
 
 
 def test_pricing_never_invents() -> None:
-    table = PriceTable(
-        {"p/tokens": Price(text_input=1, image_input=1, image_output=1),
-         "p/image": Price(per_image=0.04)}
-    )  # fmt: skip
+    tokens = CatPrice(tokens=Tokens(text_in=1, image_in=1, image_out=1))
     split = TokenDetails(text_tokens=1, image_tokens=1)
-    assert table.cost("p/unknown", usage=Usage(output_tokens=1), images=1) is None
-    assert table.cost("p/tokens", usage=None, images=1) is None
+    assert cost(None, Facts(1, Usage(output_tokens=1))) is None
+    assert cost(tokens, Facts(1, None)) is None
     # Input not split into text and image tokens: two rates, cannot price.
-    assert table.cost("p/tokens", usage=Usage(input_tokens=5), images=1) is None
+    assert cost(tokens, Facts(1, Usage(input_tokens=5))) is None
     # Text output tokens with no text-output price.
     usage = Usage(input_tokens_details=split,
                   output_tokens_details=TokenDetails(text_tokens=3))  # fmt: skip
-    assert table.cost("p/tokens", usage=usage, images=1) is None
-    assert table.cost("p/image", usage=None, images=3) == pytest.approx(0.12)
+    assert cost(tokens, Facts(1, usage)) is None
+    per_image = CatPrice(per_image=PerImage(by="size", table={"any": 0.04}))
+    assert cost(per_image, Facts(3)) == Decimal("0.12")
 
 
 def test_default_price_table_loads() -> None:
     table = PriceTable.load_default()
     assert "openai/gpt-image-2" in table
-    assert "openai/dall-e-3" not in table
+    # A row with a price per size (no flat rate) is not in the flat table.
+    assert "openai/grok-imagine-image-2.0" not in table
 
 
 def test_form_field_names() -> None:

@@ -7,14 +7,13 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.errors import (
-    InvalidRequest,
     UpstreamAuthError,
     UpstreamProtocolError,
     UpstreamRateLimited,
     UpstreamRejected,
 )
 from proxy.models import EditJob, TokenDetails, Usage
-from proxy.providers import _google, stabilityai, vertex
+from proxy.providers import _google, stabilityai
 from proxy.providers._results import Encoded
 from proxy.upstream import UpstreamResponse
 
@@ -85,23 +84,6 @@ def test_google_error_keeps_message_and_status_name() -> None:
     assert isinstance(
         _google.error_for("google", _resp(403, b"nope")), UpstreamAuthError
     )
-
-
-def test_vertex_parameters_for_generation_and_edit() -> None:
-    assert vertex.parameters(_job(n=3, size="16:9"), "vertex", {}) == {
-        "sampleCount": 3,
-        "aspectRatio": "16:9",
-    }
-    extra = {"edit_mode": "outpaint", "guidanceScale": 60}
-    params = vertex.parameters(_job(operation="edit"), "vertex", extra)
-    assert params == {
-        "sampleCount": 1,
-        "editMode": "EDIT_MODE_OUTPAINT",
-        "guidanceScale": 60,
-    }
-    with pytest.raises(InvalidRequest) as exc:
-        vertex.parameters(_job(size="1024x1536"), "vertex", {})
-    assert exc.value.param == "size"
 
 
 def test_stability_endpoint_choice() -> None:

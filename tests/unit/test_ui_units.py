@@ -67,15 +67,20 @@ def test_own_page(
 def test_pricing_member_by_row_kind() -> None:
     table = PriceTable({
         "a/per": Price(per_image=0.04),
-        "a/tok": Price(text_input=5, image_output=10),
         "a/text": Price(text_input=5),
     })  # fmt: skip
     assert pricing_of(table, "a/per") == ModelPricing("per_image", per_image_usd=0.04)
-    tok = pricing_of(table, "a/tok")
-    assert isinstance(tok, ModelPricing)
-    assert tok.image_1024_usd == {"low": 0.00625, "medium": 0.01767, "high": 0.07034}
     assert pricing_of(table, "a/text") is msgspec.UNSET
     assert pricing_of(table, "a/none") is msgspec.UNSET
+    listed = PriceTable.load_default()
+    tok = pricing_of(listed, "openai/gpt-image-2")
+    assert isinstance(tok, ModelPricing)
+    # 196, 1756 and 7024 output tokens of a 1024x1024 image at $30/1M.
+    assert tok.image_1024_usd == {"low": 0.00588, "medium": 0.05268, "high": 0.21072}
+    # No published output tokens per image: rates only, no per-image estimate.
+    rates = pricing_of(listed, "openai/gpt-image-2.6-sunburst")
+    assert isinstance(rates, ModelPricing)
+    assert (rates.image_output_per_1m, rates.image_1024_usd) == (30.0, None)
 
 
 async def test_memory_store_reads_without_changing() -> None:
