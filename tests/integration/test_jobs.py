@@ -19,6 +19,7 @@ from tests.fakes.openai import FakeOpenAI, Reply, images_reply
 from tests.gateway import KEY_A, KEY_B, eventually, key_entry, metric, providers_for
 from tests.images import png
 from tests.integration.test_budgets import COST, HIGH, WORST
+from tests.integration.test_budgets import backend as backend  # memory, redis
 
 ASYNC = {"Prefer": "respond-async"}
 # The budget arithmetic is in its rates (bridged in tests/conftest.py).
@@ -89,20 +90,28 @@ async def until(proxy: TestServer | str, job_id: str, *states: str) -> Any:
         seen.append(await job(proxy, job_id))
         return bool(seen[-1]["status"] in states)
 
-    await eventually(reached, within_s=30)
+    try:
+        await eventually(reached, within_s=20)
+    except AssertionError:
+        raise AssertionError(f"job never {states}: {seen[-1]}") from None
     return seen[-1]
 
 
 @pytest.fixture
-async def gateway(start_proxy: StartProxy, fake_openai: FakeOpenAI) -> TestServer:
-    return await start_proxy(providers_for(fake_openai), keys=keys())
+async def gateway(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, backend: dict[str, Any]
+) -> TestServer:
+    return await start_proxy(providers_for(fake_openai), keys=keys(), **backend)
 
 
 async def test_a_job_goes_queued_in_progress_succeeded_with_the_synchronous_body(
-    start_proxy: StartProxy, fake_openai: FakeOpenAI, registry: CollectorRegistry
+    start_proxy: StartProxy,
+    fake_openai: FakeOpenAI,
+    registry: CollectorRegistry,
+    backend: dict[str, Any],
 ) -> None:
     proxy = await start_proxy(
-        providers_for(fake_openai), keys=keys(), jobs={"workers": 1}
+        providers_for(fake_openai), keys=keys(), jobs={"workers": 1}, **backend
     )
     reply = images_reply()
     first, second = asyncio.Event(), asyncio.Event()
@@ -189,10 +198,10 @@ async def test_a_job_belongs_to_its_key(gateway: TestServer) -> None:
 
 
 async def test_a_cancelled_queued_job_never_runs(
-    start_proxy: StartProxy, fake_openai: FakeOpenAI
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, backend: dict[str, Any]
 ) -> None:
     proxy = await start_proxy(
-        providers_for(fake_openai), keys=keys(), jobs={"workers": 1}
+        providers_for(fake_openai), keys=keys(), jobs={"workers": 1}, **backend
     )
     hold, arrived = asyncio.Event(), asyncio.Event()
     fake_openai.script(Reply(body=images_reply(), hold=hold, arrived=arrived))
@@ -210,13 +219,13 @@ async def test_a_cancelled_queued_job_never_runs(
 
 
 async def test_a_cancelled_running_job_is_abandoned_and_charged_its_worst_case(
-    start_proxy: StartProxy, fake_openai: FakeOpenAI
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, backend: dict[str, Any]
 ) -> None:
     from tests.integration.test_budgets import left
 
     budget = 0.9
     proxy = await start_proxy(
-        providers_for(fake_openai), keys=keys(budget_usd_day=budget)
+        providers_for(fake_openai), keys=keys(budget_usd_day=budget), **backend
     )
     hold, arrived = asyncio.Event(), asyncio.Event()
     fake_openai.script(Reply(body=images_reply(), hold=hold, arrived=arrived))
