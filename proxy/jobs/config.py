@@ -42,7 +42,7 @@ class Jobs(ConfigBase, frozen=True, forbid_unknown_fields=True):
     enabled: bool = True
     # Jobs run at once per process.
     workers: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 8
-    # Jobs waiting (queued, not running) at most; past it a request gets 503.
+    # Jobs waiting at most (with Redis, those running count too); past it, 503.
     max_queued: PositiveInt = 1000
     # A job record (and its result) is kept this long after it was created.
     ttl_s: Seconds = 86400.0
