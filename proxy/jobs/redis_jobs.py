@@ -76,8 +76,11 @@ class RedisJobs:
                     key, mapping={"record": encode(record), "state": record.state}
                 )
                 pipe.expire(key, self._ttl)
-                pipe.zadd(owned, {record.id: record.created_at})
-                pipe.zremrangebyscore(owned, "-inf", record.created_at - self._ttl)
+                # Microseconds: jobs created in one second still list in order
+                # (and within a double's exact integers).
+                now_us = time.time_ns() // 1000
+                pipe.zadd(owned, {record.id: now_us})
+                pipe.zremrangebyscore(owned, "-inf", now_us - self._ttl * 1_000_000)
                 pipe.expire(owned, self._ttl)
                 await pipe.execute()
         except RedisError as exc:

@@ -38,11 +38,13 @@ from proxy.jobs.queue import Delivery, JobQueue
 from proxy.jobs.records import TERMINAL, JobRecord, rebuild, view
 from proxy.jobs.store import JobStore
 from proxy.jobs.webhooks import Sender
+from proxy.logs import log_access
 from proxy.quotas import refusal_error
 from proxy.redact import error_detail
 from proxy.state import (
     CLIENT_KEYS,
     CONFIG,
+    LIFECYCLE,
     METRICS,
     PRICES,
     QUOTAS,
@@ -105,7 +107,8 @@ class Runner:
             await asyncio.sleep(min(5.0, self._config.poll_s * 5))
 
     async def _worker(self) -> None:
-        while True:
+        lifecycle = self._app[LIFECYCLE]
+        while not lifecycle.draining:  # shutting down: no new job (see close)
             try:
                 delivery = await self.queue.receive()
             except ProxyError:
@@ -205,6 +208,7 @@ class Runner:
         app = self._app
         ctx = RequestContext(request_id=record.id, route=ROUTE, key=record.owner)
         CURRENT.set(ctx)  # for Upstream, inside the adapters (proxy.context)
+        began = time.monotonic()
         result = None
         try:
             result, provider, cost = await self._pipeline(record, ctx)
@@ -218,6 +222,7 @@ class Runner:
             )
         except ProxyError as exc:
             app[METRICS].record_error(exc)
+            ctx.error_code = app[REDACTOR].text(exc.log_code)
             detail = error_detail(exc, app[REDACTOR])
             final = msgspec.structs.replace(
                 record,
@@ -240,6 +245,8 @@ class Runner:
                 error=msgspec.Raw(msgspec.json.encode(detail)),
                 completed_at=int(time.time()),
             )
+        if app[CONFIG].server.access_log:
+            _log_run(ctx, final, time.monotonic() - began)
         if await self.store.transition(final, ("in_progress",), result=result):
             self.metrics.jobs.labels(final.state).inc()
             return final
@@ -298,3 +305,24 @@ class Runner:
             if refusal.reason in ("budget_day", "budget_month"):
                 raise refusal_error(name, rule, refusal)
             await asyncio.sleep(min(max(refusal.retry_after_s, 0.05), _MAX_WAIT_S))
+
+
+def _log_run(ctx: RequestContext, record: JobRecord, elapsed: float) -> None:
+    """The run's access-log line: the request's fields, ``route`` the jobs route and
+    ``request_id`` the job's id."""
+    log_access(
+        {
+            "request_id": ctx.request_id,
+            "route": ctx.route,
+            "status": record.status_code,
+            "key": ctx.key,
+            "provider": ctx.provider,
+            "model": ctx.model,
+            "duration_s": round(elapsed, 6),
+            "upstream_s": round(ctx.upstream_s, 6),
+            "cost_usd": ctx.cost,
+            "images": ctx.images,
+            "error": ctx.error_code,
+            "attempt": record.attempts,
+        }
+    )
