@@ -73,8 +73,8 @@ class MemoryJobs:
                 del self._records[job_id]
 
     async def create(self, record: JobRecord) -> None:
-        self._prune()
         self._records[record.id] = (record, None)
+        self._prune()
 
     async def get(self, job_id: str) -> JobRecord | None:
         got = self._records.get(job_id)

@@ -209,3 +209,35 @@ async def test_a_cancelled_job_is_delivered(
     payload, headers = receiver.received[0]
     assert Webhook(SECRET).verify(payload, headers) == await job(proxy, body["id"])
     assert Webhook(SECRET).verify(payload, headers)["status"] == "cancelled"
+
+
+async def test_the_key_s_default_url_is_used_and_a_receiver_that_never_takes_it_is_given_up(
+    start_proxy: StartProxy,
+    fake_openai: FakeOpenAI,
+    receiver: Receiver,
+    registry: CollectorRegistry,
+) -> None:
+    receiver.statuses = [500] * 100
+    hook = {"secret_env": "TEAM_A_WEBHOOK_SECRET", "url": receiver.url}
+    proxy = await start_proxy(
+        providers_for(fake_openai),
+        keys=keys(),
+        fetch={"allow_http": True, "allow_hosts": ["127.0.0.1"]},
+        jobs={"webhooks": {"keys": {"team-a": hook}, **FAST, "retry_for_s": 0.5}},
+        environ={"OPENAI_API_KEY": UPSTREAM_KEY, "TEAM_A_WEBHOOK_SECRET": SECRET},
+    )
+    status, body, _ = await call(
+        proxy, "POST", "/v3/images/edits", headers=ASYNC, data=form()
+    )
+    assert status == 202
+
+    async def given_up() -> bool:
+        return (
+            metric(registry, "imagegate_webhook_deliveries_total", outcome="failed")
+            == 1
+        )
+
+    await eventually(given_up, within_s=10)
+    assert len(receiver.received) >= 2
+    payload, headers = receiver.received[0]
+    assert Webhook(SECRET).verify(payload, headers)["id"] == body["id"]
