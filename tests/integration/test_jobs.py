@@ -298,3 +298,64 @@ async def test_a_job_whose_budget_no_longer_fits_fails_with_the_429_envelope(
     assert failed["error"]["code"] == "budget_exceeded"
     assert set(failed["error"]) == {"message", "type", "param", "code"}
     assert fake_openai.received == []
+
+
+async def test_a_job_over_the_key_s_concurrency_waits_its_turn(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI
+) -> None:
+    proxy = await start_proxy(
+        providers_for(fake_openai), keys=keys(concurrency=1), jobs={"workers": 2}
+    )
+    hold, arrived = asyncio.Event(), asyncio.Event()
+    fake_openai.script(Reply(body=images_reply(), hold=hold, arrived=arrived))
+    first = await submit(proxy)
+    await arrived.wait()
+    second = await submit(proxy)
+    await asyncio.sleep(0.3)
+    # Taken by the second worker, but not sent: the key's one slot is the first's.
+    assert len(fake_openai.received) == 1
+    hold.set()
+    await until(proxy, first, "succeeded")
+    done = await until(proxy, second, "succeeded")
+    assert done["attempts"] == 1
+    assert len(fake_openai.received) == 2
+
+
+async def test_a_long_job_keeps_its_claim_while_it_runs(
+    start_proxy: StartProxy,
+    fake_openai: FakeOpenAI,
+    aiohttp_server: Any,
+    temp_root: Any,
+) -> None:
+    """Two gateways on one Redis, a lease of 0.5 s and a 2 s job: the runner renews
+    its claim, so the idle one never takes the job over (no second upstream call)."""
+    from proxy.app import create_app
+    from tests.conftest import UPSTREAM_KEY, build_config
+    from tests.gateway import redis_server
+
+    with redis_server() as redis:
+        sections = {
+            "keys": keys(),
+            "redis_url": redis.url,
+            "jobs": {"lease_s": 0.5, "poll_s": 0.05},
+        }
+        proxy = await start_proxy(providers_for(fake_openai), **sections)
+        config = build_config(temp_root, providers_for(fake_openai), **sections)
+        other = create_app(
+            config,
+            environ={"OPENAI_API_KEY": UPSTREAM_KEY},
+            registry=CollectorRegistry(),
+        )
+        await aiohttp_server(other)
+        fake_openai.script(Reply(body=images_reply(), delay_s=2))
+        status, body, _ = await call(
+            proxy,
+            "POST",
+            "/v3/images/generations",
+            headers=ASYNC,
+            json={"model": MODEL, "prompt": "a cat"},
+        )
+        assert status == 202
+        done = await until(proxy, body["id"], "succeeded")
+    assert done["attempts"] == 1
+    assert len(fake_openai.received) == 1
