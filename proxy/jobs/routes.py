@@ -43,6 +43,7 @@ from proxy.redact import error_detail
 from proxy.result_links import ResultLinks
 from proxy.routing import Route
 from proxy.state import CLIENT_KEYS, CONFIG, FETCHER, METRICS, REDACTOR, UPLOAD_STORE
+from proxy.workers import MULTIPROC_ENV
 
 log = logging.getLogger("imagegate")
 RUNNER = web.AppKey("jobs", Runner)
@@ -155,8 +156,18 @@ def _not_found(job_id: str) -> NotFound:
     )
 
 
+def _runner(request: web.Request) -> Runner:
+    runner = request.app.get(RUNNER)
+    if runner is None:
+        raise NotFound(
+            "jobs are off: several worker processes need redis_url to share them",
+            code="jobs_unavailable",
+        )
+    return runner
+
+
 async def _mine(request: web.Request) -> tuple[Runner, JobRecord]:
-    runner = request.app[RUNNER]
+    runner = _runner(request)
     job_id = request.match_info["job_id"]
     record = await runner.store.get(job_id)
     if record is None or record.key != _key(request):
@@ -202,7 +213,7 @@ def _limit(request: web.Request) -> int:
 
 async def list_jobs(request: web.Request) -> web.Response:
     """The caller's jobs, newest first, without their results (GET one for it)."""
-    runner = request.app[RUNNER]
+    runner = _runner(request)
     limit = _limit(request)
     after = request.query.get("after")
     owner = _key(request) or ANONYMOUS
@@ -237,6 +248,15 @@ def jobs_ctx(
         settings = config.jobs
         metrics = JobMetrics(app[METRICS].registry)
         if not settings.enabled:
+            yield
+            return
+        if config.redis_url is None and environ.get(MULTIPROC_ENV):
+            # Each worker process would hold its own jobs, and a poll could land on
+            # another worker: jobs across workers need the shared store.
+            log.warning(
+                "jobs need redis_url with several worker processes; "
+                "Prefer: respond-async is ignored"
+            )
             yield
             return
         close: Callable[[], Awaitable[None]] | None = None

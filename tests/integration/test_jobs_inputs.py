@@ -148,3 +148,28 @@ async def test_with_jobs_disabled_the_preference_is_ignored(
     assert "Preference-Applied" not in headers
     status, _, _ = await call(proxy, "GET", "/v3/images/jobs")
     assert status == 404
+
+
+async def test_several_workers_without_redis_ignore_the_preference(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, tmp_path: Any
+) -> None:
+    # Worker processes (--workers) would each hold their own jobs: a poll could land
+    # on a worker that does not know the job.
+    from tests.conftest import UPSTREAM_KEY
+
+    proxy = await start_proxy(
+        providers_for(fake_openai),
+        keys=keys(),
+        environ={
+            "OPENAI_API_KEY": UPSTREAM_KEY,
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        },
+    )
+    status, body, headers = await call(
+        proxy, "POST", "/v3/images/edits", headers=ASYNC, data=form()
+    )
+    assert status == 200
+    assert "Preference-Applied" not in headers
+    status, body, _ = await call(proxy, "GET", "/v3/images/jobs/imgjob_x")
+    assert status == 404
+    assert body["error"]["code"] == "jobs_unavailable"

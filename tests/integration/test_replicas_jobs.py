@@ -145,8 +145,9 @@ async def state(base: str, job_id: str, key: str = KEY_A) -> Any:
     return body
 
 
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
 async def test_a_job_whose_replica_dies_is_finished_by_another(
-    replicas: tuple[Replicas, Hook, str], fake_openai: FakeOpenAI
+    replicas: tuple[Replicas, Hook, str], fake_openai: FakeOpenAI, stop: signal.Signals
 ) -> None:
     group, hook, hook_url = replicas
     a, proc_a = await group.start()
@@ -172,7 +173,9 @@ async def test_a_job_whose_replica_dies_is_finished_by_another(
     assert (await state(b, job_id))["status"] == "in_progress"
     status, _, _ = await call(b, "GET", f"/v3/images/jobs/{job_id}", key=KEY_B)
     assert status == 404
-    proc_a.kill()  # SIGKILL: no shutdown, the claim is left to expire
+    # SIGKILL: no shutdown at all; SIGTERM: the replica cancels the job it runs as it
+    # stops. Either way the claim is left to expire and B takes the job.
+    proc_a.send_signal(stop)
     await proc_a.wait()
     hold.set()
 
