@@ -51,6 +51,9 @@ class Jobs(ConfigBase, frozen=True, forbid_unknown_fields=True):
     # A running job's claim: renewed every lease_s / 3 while it runs; a replica that
     # died leaves its jobs to another once it has not been renewed for this long.
     lease_s: Seconds = 60.0
+    # Runs of one job at most: a job whose replica died while running it this many
+    # times fails (500 job_abandoned) instead of running (and costing) again.
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
     # How often a running job looks for a cancellation made on another replica.
     poll_s: Seconds = 1.0
     webhooks: Webhooks = Webhooks()

@@ -62,7 +62,7 @@ class JobRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     started_at: int | None = None
     completed_at: int | None = None
     status_code: int | None = None  # the answer's status, once it ended
-    error: msgspec.Raw | None = None  # the error envelope's ``error`` object
+    error: dict[str, Any] | None = None  # the error envelope's ``error`` object
     provider: str | None = None
     cost: float | None = None
 
@@ -83,7 +83,7 @@ class _View(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     status_code: int | None = None
     provider: str | None = None
     cost: float | None = None
-    error: msgspec.Raw | None = None
+    error: dict[str, Any] | None = None
 
 
 def new_id() -> str:

@@ -133,7 +133,7 @@ async def accept(
             state="failed",
             status_code=exc.status,
             webhook="none",
-            error=msgspec.Raw(msgspec.json.encode(error_detail(exc, app[REDACTOR]))),
+            error=msgspec.to_builtins(error_detail(exc, app[REDACTOR])),
         )
         try:
             await runner.store.transition(failed, ("queued",))

@@ -125,6 +125,12 @@ class Runner:
 
     async def _handle(self, delivery: Delivery) -> None:
         record = await self.store.get(delivery.job_id)
+        if (
+            record is not None
+            and record.state == "in_progress"
+            and record.attempts >= self._config.max_attempts
+        ):
+            record = await self._abandon(record)
         if record is not None and record.state not in TERMINAL:
             started = msgspec.structs.replace(
                 record,
@@ -148,6 +154,27 @@ class Runner:
             return
         await self.sender.slots.acquire()
         self._tasks.spawn(self._deliver(delivery, record), name="job-webhook")
+
+    async def _abandon(self, record: JobRecord) -> JobRecord | None:
+        """Fail a job whose runs all ended with their replica (a job that brings its
+        replica down would otherwise run, and cost, forever)."""
+        exc = ProxyError(
+            f"the job was started {record.attempts} times and each time the replica "
+            "running it stopped; it is not run again",
+            code="job_abandoned",
+        )
+        detail = error_detail(exc, self._app[REDACTOR])
+        failed = msgspec.structs.replace(
+            record,
+            state="failed",
+            status_code=exc.status,
+            error=msgspec.to_builtins(detail),
+            completed_at=int(time.time()),
+        )
+        if await self.store.transition(failed, ("in_progress",)):
+            self.metrics.jobs.labels("failed").inc()
+            return failed
+        return await self.store.get(record.id)
 
     async def _run(self, delivery: Delivery, record: JobRecord) -> JobRecord | None:
         task = self._tasks.spawn(self._execute(record), name="job-run")
@@ -228,7 +255,7 @@ class Runner:
                 record,
                 state="failed",
                 status_code=exc.status,
-                error=msgspec.Raw(msgspec.json.encode(detail)),
+                error=msgspec.to_builtins(detail),
                 provider=ctx.provider,
                 completed_at=int(time.time()),
             )
@@ -242,7 +269,7 @@ class Runner:
                 record,
                 state="failed",
                 status_code=500,
-                error=msgspec.Raw(msgspec.json.encode(detail)),
+                error=msgspec.to_builtins(detail),
                 completed_at=int(time.time()),
             )
         if app[CONFIG].server.access_log:

@@ -289,9 +289,13 @@ async def test_a_job_counts_once_against_rpm_and_polling_not_at_all(
 
 
 async def test_a_job_whose_budget_no_longer_fits_fails_with_the_429_envelope(
-    start_proxy: StartProxy, fake_openai: FakeOpenAI
+    start_proxy: StartProxy,
+    fake_openai: FakeOpenAI,
+    backend: dict[str, Any],
 ) -> None:
-    proxy = await start_proxy(providers_for(fake_openai), keys=keys(budget_usd_day=0.1))
+    proxy = await start_proxy(
+        providers_for(fake_openai), keys=keys(budget_usd_day=0.1), **backend
+    )
     job_id = await submit(proxy, **HIGH)  # its worst case does not fit
     failed = await until(proxy, job_id, "failed")
     assert failed["status_code"] == 429
@@ -359,3 +363,43 @@ async def test_a_long_job_keeps_its_claim_while_it_runs(
         done = await until(proxy, body["id"], "succeeded")
     assert done["attempts"] == 1
     assert len(fake_openai.received) == 1
+
+
+async def test_a_job_whose_replicas_kept_dying_is_not_run_again(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI
+) -> None:
+    """A job left in_progress by its third replica to die (the record and the stream
+    entry as a dead replica leaves them, written to the real Redis) fails instead of
+    costing a fourth upstream call."""
+    import time
+
+    import redis.asyncio as aioredis
+
+    from proxy.controls import RedisSettings
+    from proxy.jobs.config import Jobs
+    from proxy.jobs.records import JobRecord
+    from proxy.jobs.redis_jobs import connect
+    from tests.gateway import redis_server
+
+    with redis_server() as redis:
+        store, queue, close = connect(redis.url, RedisSettings(), Jobs())
+        record = msgspec.convert(
+            {"id": "imgjob_dying", "key": "team-a", "created_at": int(time.time()),
+             "model": MODEL, "fields": {}, "state": "in_progress", "attempts": 3},
+            JobRecord,
+        )  # fmt: skip
+        await store.create(record)
+        await queue.put(record.id)
+        await close()
+        proxy = await start_proxy(
+            providers_for(fake_openai), keys=keys(), redis_url=redis.url
+        )
+        failed = await until(proxy, "imgjob_dying", "failed")
+        client = aioredis.Redis.from_url(redis.url)
+        left = await client.xlen("imagegate:jobs:queue")
+        await client.aclose()
+    assert failed["status_code"] == 500
+    assert failed["error"]["code"] == "job_abandoned"
+    assert failed["attempts"] == 3
+    assert fake_openai.received == []
+    assert left == 0  # acknowledged: no replica takes it again
