@@ -37,12 +37,20 @@ from proxy.jobs.records import (
 from proxy.jobs.runner import Runner
 from proxy.jobs.store import JobStore, MemoryJobs
 from proxy.jobs.webhooks import PARAM, Sender, secrets_from
-from proxy.models import EditJob
-from proxy.providers.base import capabilities_of
+from proxy.models import EditJob, FileRef, RemoteImage
+from proxy.providers.base import Capabilities, capabilities_of
 from proxy.redact import error_detail
 from proxy.result_links import ResultLinks
 from proxy.routing import Route
-from proxy.state import CLIENT_KEYS, CONFIG, FETCHER, METRICS, REDACTOR, UPLOAD_STORE
+from proxy.state import (
+    CLIENT_KEYS,
+    CONFIG,
+    FETCHER,
+    METRICS,
+    PIXELS,
+    REDACTOR,
+    UPLOAD_STORE,
+)
 from proxy.workers import MULTIPROC_ENV
 
 log = logging.getLogger("imagegate")
@@ -101,8 +109,12 @@ async def accept(
             param="stream",
         )
     caps = capabilities_of(route.adapter, route.model)
+    # What the synchronous call refuses before any upstream call, refused now.
     dispatch.check_job(job, caps, provider=route.provider)
+    dispatch.check_inputs(job, caps, provider=route.provider)
+    await app[PIXELS].check_inputs(job)
     key = _key(request)
+    await _check_references(app, job, caps, key)
     owner = key or ANONYMOUS
     url = _webhook(request, job, runner, owner)
     if url is not None:
@@ -147,6 +159,30 @@ async def accept(
         content_type="application/json",
         headers={"Location": location, "Preference-Applied": "respond-async"},
     )
+
+
+async def _check_references(
+    app: web.Application, job: EditJob, caps: Capabilities, key: str | None
+) -> None:
+    """A file id the gateway does not hold (for a provider without ids of its own)
+    and a URL of a scheme never fetched are refused now, not when the job runs."""
+    named = [(f"images[{i}]", image) for i, image in enumerate(job.images)]
+    if job.mask is not None:
+        named.append(("mask", job.mask))
+    for param, image in named:
+        if isinstance(image, RemoteImage):
+            app[FETCHER].check_scheme(image.url, param=f"{param}.image_url")
+        elif (
+            isinstance(image, FileRef)
+            and not caps.file_ids
+            and await app[UPLOAD_STORE].lookup(image.file_id, owner=key) is None
+        ):
+            raise NotFound(
+                f"'{param}.file_id' names no file this gateway holds "
+                f"({image.file_id!r}); upload it with POST /v3/upload",
+                param=f"{param}.file_id",
+                code="file_not_found",
+            )
 
 
 def _not_found(job_id: str) -> NotFound:

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import StartProxy
+from tests.conftest import StartGateway, StartProxy
 from tests.fakes.openai import FakeOpenAI, Reply, images_reply
 from tests.gateway import edit_body, eventually, providers_for, redis_server
 from tests.images import png
@@ -173,3 +173,24 @@ async def test_several_workers_without_redis_ignore_the_preference(
     status, body, _ = await call(proxy, "GET", "/v3/images/jobs/imgjob_x")
     assert status == 404
     assert body["error"]["code"] == "jobs_unavailable"
+
+
+async def test_references_the_job_could_not_use_are_refused_at_once(
+    start_gateway: StartGateway,
+) -> None:
+    # Gemini takes no file ids of its own: an id the gateway does not hold is a 404.
+    gateway = await start_gateway("google", keys=keys())
+    model = "google/gemini-2.5-flash-image"
+    cases = [
+        ({"file_id": "file-nobody-uploaded"}, 404, "images[0].file_id"),
+        ({"image_url": "ftp://example.com/a.png"}, 400, "images[0].image_url"),
+    ]
+    for ref, expected, param in cases:
+        body = {"model": model, "prompt": "a hat", "images": [ref]}
+        status, answer, _ = await call(
+            gateway.proxy, "POST", "/v3/images/edits", json=body, headers=ASYNC
+        )
+        assert status == expected, answer
+        assert answer["error"]["param"] == param
+    status, listing, _ = await call(gateway.proxy, "GET", "/v3/images/jobs")
+    assert listing["data"] == []
