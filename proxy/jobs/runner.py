@@ -88,6 +88,13 @@ class Runner:
         self._tasks.spawn(self._gauges(), name="job-gauges")
 
     async def close(self) -> None:
+        """At shutdown: the jobs running get ``server.shutdown_timeout_s`` to end (a
+        job run again elsewhere may be billed twice); then what is left is
+        cancelled, its claim left to expire for another replica."""
+        running = list(self._running.values())
+        if running:
+            grace = self._app[CONFIG].server.shutdown_timeout_s
+            await asyncio.wait(running, timeout=grace)
         await self._tasks.close()
 
     def cancel_here(self, job_id: str) -> None:

@@ -2,7 +2,8 @@
 one real Redis (the job records and the stream) and one real S3-compatible store (the
 job's input bytes). A job accepted by A, A killed with SIGKILL while the provider holds
 its call, is taken by B once A's lease expired, run again from the stored inputs, and
-finished; polling through either replica shows each state; B's webhook verifies."""
+finished; polling through either replica shows each state; B's webhook verifies.
+Stopped with SIGTERM instead, A lets the job it runs end before it exits."""
 
 from __future__ import annotations
 
@@ -173,22 +174,31 @@ async def test_a_job_whose_replica_dies_is_finished_by_another(
     assert (await state(b, job_id))["status"] == "in_progress"
     status, _, _ = await call(b, "GET", f"/v3/images/jobs/{job_id}", key=KEY_B)
     assert status == 404
-    # SIGKILL: no shutdown at all; SIGTERM: the replica cancels the job it runs as it
-    # stops. Either way the claim is left to expire and B takes the job.
     proc_a.send_signal(stop)
-    await proc_a.wait()
-    hold.set()
+    if stop == signal.SIGTERM:
+        # A stops taking jobs but lets the one it runs end (within its shutdown
+        # timeout): one upstream call, billed once.
+        await asyncio.sleep(0.5)
+        hold.set()
+        await proc_a.wait()
+        done = await state(b, job_id)
+        assert (done["status"], done["attempts"]) == ("succeeded", 1)
+        assert len(fake_openai.received) == 1
+    else:
+        # SIGKILL: the claim is left to expire and B takes the job over.
+        await proc_a.wait()
+        hold.set()
 
-    async def finished() -> bool:
-        return bool((await state(b, job_id))["status"] == "succeeded")
+        async def finished() -> bool:
+            return bool((await state(b, job_id))["status"] == "succeeded")
 
-    await eventually(finished, within_s=30)
-    done = await state(b, job_id)
-    # Run twice upstream (at least once): the first call was abandoned with A.
-    assert done["attempts"] == 2
-    assert len(fake_openai.received) == 2
-    # B ran it from the inputs A stored in the shared bucket.
-    assert [r.files[0].data for r in fake_openai.received] == [png(), png()]
+        await eventually(finished, within_s=30)
+        done = await state(b, job_id)
+        # Run twice upstream (at least once): the first call was abandoned with A.
+        assert done["attempts"] == 2
+        assert len(fake_openai.received) == 2
+        # B ran it from the inputs A stored in the shared bucket.
+        assert [r.files[0].data for r in fake_openai.received] == [png(), png()]
     assert done["result"]["data"][0]["b64_json"]
     assert done["result"]["provider"] == "openai"
     assert done["result"]["cost"] == done["cost"]
