@@ -87,12 +87,13 @@ class Replicas:
 class Hook:
     def __init__(self) -> None:
         self.received: list[tuple[bytes, dict[str, str]]] = []
+        self.failing = False  # answer 503 while set
         self.app = web.Application()
         self.app.router.add_post("/hook", self.hook)
 
     async def hook(self, request: web.Request) -> web.Response:
         self.received.append((await request.read(), dict(request.headers)))
-        return web.Response(status=204)
+        return web.Response(status=503 if self.failing else 204)
 
 
 @pytest.fixture
@@ -118,7 +119,11 @@ async def replicas(
         "jobs": {
             "lease_s": LEASE_S,
             "poll_s": 0.1,
-            "webhooks": {"keys": {"team-a": {"secret_env": "HOOK_SECRET"}}},
+            "webhooks": {
+                "keys": {"team-a": {"secret_env": "HOOK_SECRET"}},
+                "backoff_base_s": 0.1,
+                "backoff_max_s": 0.2,
+            },
         },
         "catalogue": BRIDGE_CATALOGUE,
     }
@@ -209,3 +214,43 @@ async def test_a_job_whose_replica_dies_is_finished_by_another(
     await eventually(delivered, within_s=10)
     payload, sent = hook.received[0]
     assert Webhook(SECRET).verify(payload, sent) == done
+
+
+async def test_a_delivery_whose_replica_dies_is_made_by_another(
+    replicas: tuple[Replicas, Hook, str], fake_openai: FakeOpenAI
+) -> None:
+    """A finishes the job but its receiver fails; A dies while retrying; the
+    delivery, not yet acknowledged in the stream, is B's once A's lease expired."""
+    group, hook, hook_url = replicas
+    a, proc_a = await group.start()
+    hook.failing = True
+    fake_openai.script(Reply(body=images_reply()))
+    status, accepted, _ = await call(
+        a,
+        "POST",
+        "/v3/images/generations",
+        headers={**ASYNC, "Imagegate-Webhook-Url": hook_url},
+        json={"model": MODEL, "prompt": "a cat"},
+    )
+    assert status == 202, accepted
+
+    async def retried() -> bool:
+        return len(hook.received) >= 2
+
+    await eventually(retried, within_s=30)
+    proc_a.kill()
+    await proc_a.wait()
+    tried = len(hook.received)
+    hook.failing = False
+    b, _ = await group.start()
+
+    async def delivered() -> bool:
+        return len(hook.received) > tried
+
+    await eventually(delivered, within_s=30)
+    done = await state(b, accepted["id"])
+    assert done["status"] == "succeeded"
+    payload, sent = hook.received[-1]
+    assert Webhook(SECRET).verify(payload, sent) == done
+    assert {h["webhook-id"] for _, h in hook.received} == {f"msg_{done['id']}"}
+    assert len(fake_openai.received) == 1  # the job ran once; only its delivery moved
