@@ -29,7 +29,7 @@ from proxy import pipeline
 from proxy.budget import Hold
 from proxy.context import CURRENT, RequestContext
 from proxy.controls import ClientKey
-from proxy.errors import ProxyError
+from proxy.errors import Forbidden, ProxyError
 from proxy.guard import limited
 from proxy.jobs.config import Jobs
 from proxy.jobs.inputs import discard, restore, stored_ids
@@ -291,7 +291,14 @@ class Runner:
     ) -> tuple[bytes, str, float | None]:
         app = self._app
         keys, quotas = app[CLIENT_KEYS], app[QUOTAS]
-        rule = keys[record.key] if keys and record.key is not None else None
+        rule = None
+        if keys and record.key is not None:
+            if record.key not in keys.names:
+                raise Forbidden(
+                    f"key '{record.key}' that made this job is no longer configured",
+                    code="key_removed",
+                )
+            rule = keys[record.key]
         lease: str | None = None
         if rule is not None and limited(rule):
             lease = uuid.uuid4().hex

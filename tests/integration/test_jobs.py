@@ -6,19 +6,34 @@ worst case charged), it belongs to its key, and its budget is spent when it runs
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiohttp
 import msgspec
 import pytest
+import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
-from tests.conftest import StartProxy
+from proxy.app import create_app
+from proxy.controls import RedisSettings
+from proxy.jobs.config import Jobs
+from proxy.jobs.records import JobRecord
+from proxy.jobs.redis_jobs import connect
+from tests.conftest import UPSTREAM_KEY, StartProxy, build_config
 from tests.fakes.openai import FakeOpenAI, Reply, images_reply
-from tests.gateway import KEY_A, KEY_B, eventually, key_entry, metric, providers_for
+from tests.gateway import (
+    KEY_A,
+    KEY_B,
+    eventually,
+    key_entry,
+    metric,
+    providers_for,
+    redis_server,
+)
 from tests.images import png
-from tests.integration.test_budgets import COST, HIGH, WORST
+from tests.integration.test_budgets import COST, HIGH, WORST, left
 from tests.integration.test_budgets import backend as backend  # memory, redis
 
 ASYNC = {"Prefer": "respond-async"}
@@ -221,7 +236,6 @@ async def test_a_cancelled_queued_job_never_runs(
 async def test_a_cancelled_running_job_is_abandoned_and_charged_its_worst_case(
     start_proxy: StartProxy, fake_openai: FakeOpenAI, backend: dict[str, Any]
 ) -> None:
-    from tests.integration.test_budgets import left
 
     budget = 0.9
     proxy = await start_proxy(
@@ -249,7 +263,6 @@ async def _close(value: Any, expected: float) -> bool:
 async def test_a_job_spends_the_budget_when_it_runs_not_when_accepted(
     start_proxy: StartProxy, fake_openai: FakeOpenAI
 ) -> None:
-    from tests.integration.test_budgets import left
 
     budget = 0.4  # room for one worst case ($0.281385) and a cost, not two worst
     proxy = await start_proxy(
@@ -333,9 +346,6 @@ async def test_a_long_job_keeps_its_claim_while_it_runs(
 ) -> None:
     """Two gateways on one Redis, a lease of 0.5 s and a 2 s job: the runner renews
     its claim, so the idle one never takes the job over (no second upstream call)."""
-    from proxy.app import create_app
-    from tests.conftest import UPSTREAM_KEY, build_config
-    from tests.gateway import redis_server
 
     with redis_server() as redis:
         sections = {
@@ -365,32 +375,56 @@ async def test_a_long_job_keeps_its_claim_while_it_runs(
     assert len(fake_openai.received) == 1
 
 
+async def _seed(url: str, **fields: Any) -> None:
+    """A job record and its stream entry, as a replica leaves them, in a real Redis."""
+
+    store, queue, close = connect(url, RedisSettings(), Jobs())
+    base = {"key": "team-a", "created_at": int(time.time()), "model": MODEL,
+            "fields": {}}  # fmt: skip
+    record = msgspec.convert({**base, **fields}, JobRecord)
+    await store.create(record)
+    await queue.put(record.id)
+    await close()
+
+
+async def test_a_job_of_a_key_removed_since_fails_with_403(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI
+) -> None:
+
+    with redis_server() as redis:
+        await _seed(redis.url, id="imgjob_orphan", key="team-gone")
+        proxy = await start_proxy(
+            providers_for(fake_openai), keys=keys(), redis_url=redis.url
+        )
+        # Shown to no remaining key; the record says how it ended.
+        status, _, _ = await call(proxy, "GET", "/v3/images/jobs/imgjob_orphan")
+        assert status == 404
+
+        store, _, close = connect(redis.url, RedisSettings(), Jobs())
+
+        async def ended() -> bool:
+            record = await store.get("imgjob_orphan")
+            return record is not None and record.state == "failed"
+
+        await eventually(ended)
+        record = await store.get("imgjob_orphan")
+        await close()
+    assert record is not None
+    assert record.status_code == 403
+    assert record.error is not None
+    assert record.error["code"] == "key_removed"
+    assert fake_openai.received == []
+
+
 async def test_a_job_whose_replicas_kept_dying_is_not_run_again(
     start_proxy: StartProxy, fake_openai: FakeOpenAI
 ) -> None:
     """A job left in_progress by its third replica to die (the record and the stream
     entry as a dead replica leaves them, written to the real Redis) fails instead of
     costing a fourth upstream call."""
-    import time
-
-    import redis.asyncio as aioredis
-
-    from proxy.controls import RedisSettings
-    from proxy.jobs.config import Jobs
-    from proxy.jobs.records import JobRecord
-    from proxy.jobs.redis_jobs import connect
-    from tests.gateway import redis_server
 
     with redis_server() as redis:
-        store, queue, close = connect(redis.url, RedisSettings(), Jobs())
-        record = msgspec.convert(
-            {"id": "imgjob_dying", "key": "team-a", "created_at": int(time.time()),
-             "model": MODEL, "fields": {}, "state": "in_progress", "attempts": 3},
-            JobRecord,
-        )  # fmt: skip
-        await store.create(record)
-        await queue.put(record.id)
-        await close()
+        await _seed(redis.url, id="imgjob_dying", state="in_progress", attempts=3)
         proxy = await start_proxy(
             providers_for(fake_openai), keys=keys(), redis_url=redis.url
         )
