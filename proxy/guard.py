@@ -104,7 +104,7 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
         # Only now is the client known: a refused key never claims a share.
         slot.claim(f"key {name}")
         rule = keys[name]
-        if not limited(rule) or uncounted(request, jobs=app[CONFIG].jobs.enabled):
+        if not limited(rule) or uncounted(request):
             await _continue(request, limits)
             return await handler(request)
         quotas = app[QUOTAS]

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+# Set (True) by the jobs' cleanup context once jobs run in this process: until then,
+# and when they do not (disabled, or several workers without Redis), a request
+# preferring respond-async is answered synchronously and counted like any other.
+ACTIVE = web.AppKey("jobs_active", bool)
 _ASYNC_ROUTES = ("/images/edits", "/images/generations")
 _JOB_ROUTES = ("/v1/images/jobs", "/v3/images/jobs")
 
@@ -30,11 +34,11 @@ def wants_async(request: web.Request) -> bool:
     )
 
 
-def uncounted(request: web.Request, *, jobs: bool) -> bool:
-    """Requests the quotas do not count when ``jobs`` are enabled: an edit or
+def uncounted(request: web.Request) -> bool:
+    """Requests the quotas do not count while jobs run here (``ACTIVE``): an edit or
     generation that asks to become a job (the job is counted once, when it runs) and
     the job routes themselves (polling must not spend a key's rate)."""
-    if not jobs:
+    if not request.app.get(ACTIVE, False):
         return False
     path = request.path
     if path.startswith(_JOB_ROUTES):

@@ -24,7 +24,7 @@ from proxy.context import CONTEXT
 from proxy.errors import InvalidRequest, NotFound, ProxyError
 from proxy.jobs.inputs import discard, stash, stored_ids
 from proxy.jobs.metrics import JobMetrics
-from proxy.jobs.prefer import wants_async
+from proxy.jobs.prefer import ACTIVE, wants_async
 from proxy.jobs.queue import JobQueue, MemoryQueue
 from proxy.jobs.records import (
     ANONYMOUS,
@@ -311,6 +311,7 @@ def jobs_ctx(
             app, settings, store=store, queue=queue, sender=sender, metrics=metrics
         )
         app[RUNNER] = runner
+        app[ACTIVE] = True
         runner.start()
         try:
             yield
