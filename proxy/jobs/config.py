@@ -44,6 +44,9 @@ class Jobs(ConfigBase, frozen=True, forbid_unknown_fields=True):
     workers: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 8
     # Jobs waiting at most (with Redis, those running count too); past it, 503.
     max_queued: PositiveInt = 1000
+    # Jobs of one client key not ended yet, at most: past it a 429 (the 202 is not
+    # counted by the key's quotas, so this bounds what one key can queue).
+    max_open_per_key: PositiveInt = 100
     # A job record (and its result) is kept this long after it was created.
     ttl_s: Seconds = 86400.0
     # Without Redis: records kept in memory at most (the oldest ended ones go first).

@@ -30,20 +30,38 @@ from redis.exceptions import RedisError, ResponseError
 from proxy.controls import RedisSettings
 from proxy.jobs.config import Jobs
 from proxy.jobs.queue import Delivery, full
-from proxy.jobs.records import JobRecord, decode, encode
+from proxy.jobs.records import TERMINAL, JobRecord, decode, encode
 from proxy.jobs.store import unavailable
 
 _GROUP = "runners"
 
-# KEYS: the record's hash. ARGV: the new record, its state, the result ("" for none),
-# then the states expected.
+# KEYS: the record's hash, the owner's ids, the owner's open (not ended) ids.
+# ARGV: the record, its state, the job id, now (µs), ttl (s), the owner's open cap.
+_CREATE = """
+local now, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - ttl * 1000000)
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[6]) then return 0 end
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'state', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ttl)
+for _, set in ipairs({KEYS[2], KEYS[3]}) do
+  redis.call('ZADD', set, now, ARGV[3])
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', now - ttl * 1000000)
+  redis.call('EXPIRE', set, ttl)
+end
+return 1
+"""
+
+# KEYS: the record's hash, the owner's open ids. ARGV: the new record, its state,
+# the result ("" for none), the job id, "1" if the state is an end, then the states
+# expected.
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 0 end
-for i = 4, #ARGV do
+for i = 6, #ARGV do
   if state == ARGV[i] then
     redis.call('HSET', KEYS[1], 'record', ARGV[1], 'state', ARGV[2])
     if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'result', ARGV[3]) end
+    if ARGV[5] == '1' then redis.call('ZREM', KEYS[2], ARGV[4]) end
     return 1
   end
 end
@@ -53,7 +71,8 @@ return 0
 
 class RedisJobs:
     """Records in Redis hashes (``record``, ``state``, ``result``) that expire
-    ``ttl_s`` after creation; each owner's ids in a sorted set by creation time."""
+    ``ttl_s`` after creation; each owner's ids in a sorted set by creation time, and
+    those not ended in another (the owner's cap on open jobs)."""
 
     def __init__(self, client: aioredis.Redis, *, prefix: str, ttl_s: float) -> None:
         # redis-py annotates its asyncio client with its sync return types.
@@ -61,6 +80,7 @@ class RedisJobs:
         self._prefix = f"{prefix}:jobs"
         self._ttl = max(1, int(ttl_s))
         self._transition = client.register_script(_TRANSITION)
+        self._create = client.register_script(_CREATE)
 
     def _key(self, job_id: str) -> str:
         return f"{self._prefix}:job:{job_id}"
@@ -68,23 +88,24 @@ class RedisJobs:
     def _owned(self, owner: str) -> str:
         return f"{self._prefix}:owner:{owner}"
 
-    async def create(self, record: JobRecord) -> None:
-        key, owned = self._key(record.id), self._owned(record.owner)
+    def _open(self, owner: str) -> str:
+        return f"{self._prefix}:open:{owner}"
+
+    async def create(self, record: JobRecord, *, max_open: int) -> bool:
+        keys = [
+            self._key(record.id),
+            self._owned(record.owner),
+            self._open(record.owner),
+        ]
+        # Microseconds: jobs created in one second still list in order (and within a
+        # double's exact integers).
+        now_us = time.time_ns() // 1000
+        args = [encode(record), record.state, record.id, now_us, self._ttl, max_open]
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(
-                    key, mapping={"record": encode(record), "state": record.state}
-                )
-                pipe.expire(key, self._ttl)
-                # Microseconds: jobs created in one second still list in order
-                # (and within a double's exact integers).
-                now_us = time.time_ns() // 1000
-                pipe.zadd(owned, {record.id: now_us})
-                pipe.zremrangebyscore(owned, "-inf", now_us - self._ttl * 1_000_000)
-                pipe.expire(owned, self._ttl)
-                await pipe.execute()
+            made = await self._create(keys=keys, args=args)
         except RedisError as exc:
             raise unavailable() from exc
+        return bool(made)
 
     async def get(self, job_id: str) -> JobRecord | None:
         try:
@@ -107,9 +128,11 @@ class RedisJobs:
         *,
         result: bytes | None = None,
     ) -> bool:
-        args = [encode(record), record.state, result or b"", *expected]
+        end = "1" if record.state in TERMINAL else "0"
+        args = [encode(record), record.state, result or b"", record.id, end, *expected]
+        keys = [self._key(record.id), self._open(record.owner)]
         try:
-            done = await self._transition(keys=[self._key(record.id)], args=args)
+            done = await self._transition(keys=keys, args=args)
         except RedisError as exc:
             raise unavailable() from exc
         return bool(done)

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from proxy import dispatch
 from proxy.context import CONTEXT
-from proxy.errors import InvalidRequest, NotFound, ProxyError
+from proxy.errors import InvalidRequest, NotFound, ProxyError, RateLimited
 from proxy.jobs.inputs import discard, stash, stored_ids
 from proxy.jobs.metrics import JobMetrics
 from proxy.jobs.prefer import ACTIVE, wants_async
@@ -136,7 +136,14 @@ async def accept(
         webhook="none" if url is None else "pending",
     )
     try:
-        await runner.store.create(record)
+        cap = app[CONFIG].jobs.max_open_per_key
+        if not await runner.store.create(record, max_open=cap):
+            raise RateLimited(
+                f"key '{owner}' has {cap} jobs not ended yet, its limit; wait for "
+                "one to end or cancel one",
+                code="too_many_jobs",
+                headers={"Retry-After": "5"},
+            )
         await runner.queue.put(record.id)
     except ProxyError as exc:
         await discard(app[UPLOAD_STORE], stored_ids(record), key)

@@ -24,7 +24,9 @@ def unavailable() -> StorageUnavailable:
 
 
 class JobStore(Protocol):
-    async def create(self, record: JobRecord) -> None: ...
+    async def create(self, record: JobRecord, *, max_open: int) -> bool:
+        """Store a new record unless its owner has ``max_open`` jobs not ended."""
+        ...
 
     async def get(self, job_id: str) -> JobRecord | None: ...
 
@@ -72,9 +74,18 @@ class MemoryJobs:
             for job_id in ended[:over]:
                 del self._records[job_id]
 
-    async def create(self, record: JobRecord) -> None:
+    async def create(self, record: JobRecord, *, max_open: int) -> bool:
+        self._prune()
+        open_jobs = sum(
+            1
+            for r, _ in self._records.values()
+            if r.owner == record.owner and r.state not in TERMINAL
+        )
+        if open_jobs >= max_open:
+            return False
         self._records[record.id] = (record, None)
         self._prune()
+        return True
 
     async def get(self, job_id: str) -> JobRecord | None:
         got = self._records.get(job_id)

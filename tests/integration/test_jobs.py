@@ -382,7 +382,7 @@ async def _seed(url: str, **fields: Any) -> None:
     base = {"key": "team-a", "created_at": int(time.time()), "model": MODEL,
             "fields": {}}  # fmt: skip
     record = msgspec.convert({**base, **fields}, JobRecord)
-    await store.create(record)
+    await store.create(record, max_open=100)
     await queue.put(record.id)
     await close()
 
@@ -437,3 +437,28 @@ async def test_a_job_whose_replicas_kept_dying_is_not_run_again(
     assert failed["attempts"] == 3
     assert fake_openai.received == []
     assert left == 0  # acknowledged: no replica takes it again
+
+
+async def test_a_key_s_open_jobs_are_capped(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, backend: dict[str, Any]
+) -> None:
+    proxy = await start_proxy(
+        providers_for(fake_openai),
+        keys=keys(),
+        jobs={"max_open_per_key": 1},
+        **backend,
+    )
+    hold, arrived = asyncio.Event(), asyncio.Event()
+    fake_openai.script(Reply(body=images_reply(), hold=hold, arrived=arrived))
+    first = await submit(proxy)
+    await arrived.wait()
+    status, body, headers = await call(
+        proxy, "POST", "/v3/images/edits", headers=ASYNC, data=form()
+    )
+    assert status == 429
+    assert body["error"]["code"] == "too_many_jobs"
+    assert headers["Retry-After"]
+    await submit(proxy, key=KEY_B)  # another key's share is its own
+    hold.set()
+    await until(proxy, first, "succeeded")
+    await submit(proxy)  # the first ended: room again

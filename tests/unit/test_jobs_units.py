@@ -125,11 +125,11 @@ async def test_the_memory_store_keeps_at_most_max_kept_dropping_ended_ones() -> 
     store = MemoryJobs(ttl_s=3600, max_kept=2)
     now = int(time.time())
     first = _record(id="j1", created_at=now, state="succeeded")
-    await store.create(first)
-    await store.create(_record(id="j2", created_at=now))
-    await store.create(_record(id="j3", created_at=now))
+    await store.create(first, max_open=100)
+    await store.create(_record(id="j2", created_at=now), max_open=100)
+    await store.create(_record(id="j3", created_at=now), max_open=100)
     assert await store.get("j1") is None  # ended: dropped first
-    await store.create(_record(id="j4", created_at=now))
+    await store.create(_record(id="j4", created_at=now), max_open=100)
     assert [r.id for r in (await store.page("anonymous", limit=10, after=None))[0]] == [
         "j4",
         "j3",
@@ -138,9 +138,9 @@ async def test_the_memory_store_keeps_at_most_max_kept_dropping_ended_ones() -> 
     assert await store.page("anonymous", limit=10, after="gone") == ([], False)
     assert not await store.transition(_record(id="gone"), ("queued",))
     old = MemoryJobs(ttl_s=10, max_kept=10)
-    await old.create(_record(id="old", created_at=now - 60))
+    await old.create(_record(id="old", created_at=now - 60), max_open=100)
     assert await old.get("old") is None
-    await old.create(_record(id="new", created_at=now))
+    await old.create(_record(id="new", created_at=now), max_open=100)
     assert await old.result("old") is None
 
 
