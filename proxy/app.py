@@ -31,6 +31,7 @@ from proxy.credentials import Auth
 from proxy.fetch import Fetcher, make_ssl_context
 from proxy.guard import defer_continue as defer
 from proxy.guard import guard
+from proxy.idempotency_http import keeper_ctx
 from proxy.jobs import routes as jobs
 from proxy.logs import ServerLog
 from proxy.metrics import Metrics
@@ -121,6 +122,7 @@ def create_app(
     app.cleanup_ctx.append(_quotas)
     app.cleanup_ctx.append(upload_api.store_ctx(environ))
     app.cleanup_ctx.append(jobs.jobs_ctx(environ))  # after the stores it uses
+    app.cleanup_ctx.append(keeper_ctx)  # after the store: it may use its bucket
     if ui_enabled(config):
         app.cleanup_ctx.append(assets_ctx)
     app.on_shutdown.append(_drain)

@@ -15,10 +15,11 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from proxy import controls, pixels
+from proxy import controls, pixels, resilience
 from proxy.catalogue.schema import Entry as CatalogueEntry
 from proxy.config_base import ConfigBase, PositiveInt, Seconds
 from proxy.config_errors import describe
+from proxy.config_idempotency import IdempotencyConfig
 from proxy.config_storage import Results, UploadStoreConfig
 from proxy.jobs.config import Jobs
 from proxy.providers.registry import ProviderConfig
@@ -178,8 +179,8 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
     )
     redis_url: str | None = None
     redis: controls.RedisSettings = controls.RedisSettings()
-    retry: controls.Retry = controls.Retry()
-    breaker: controls.Breaker = controls.Breaker()
+    retry: resilience.Retry = resilience.Retry()
+    breaker: resilience.Breaker = resilience.Breaker()
     fallbacks: dict[str, list[str]] = msgspec.field(default_factory=dict)
     backpressure: controls.Backpressure = controls.Backpressure()
     ui: Ui = Ui()
@@ -195,6 +196,8 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
     # naming the replacement; `remap` sends it to the replacement and says so in the
     # `Imagegate-Model-Remapped` header.
     lifecycle: Literal["retire", "remap"] = "retire"
+    # Idempotency-Key answers (proxy/config_idempotency.py).
+    idempotency: IdempotencyConfig = IdempotencyConfig()
 
 
 class ConfigError(Exception):
@@ -293,8 +296,10 @@ def parse_config(text: str | bytes, *, source: str = "<config>") -> Config:
             redis_url=config.redis_url,
             providers=list(config.providers),
             fallbacks=config.fallbacks,
-            retry=config.retry,
-            breaker=config.breaker,
+            overrides={
+                "retry": config.retry.providers,
+                "breaker": config.breaker.providers,
+            },
         )
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from exc

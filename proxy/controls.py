@@ -1,14 +1,14 @@
-"""Config sections of the gateway controls: client keys, per-key quotas (Redis), retries,
-circuit breakers, fallbacks and backpressure, and the checks that span sections.
+"""Config sections of the gateway controls: client keys, per-key quotas (Redis),
+fallbacks and backpressure, and the checks that span sections.
 
 Only declarations and pure validation live here; each control's behaviour lives in its
-own module (``client_keys``, ``quotas``, ``resilience``, ``fallback``, ``backpressure``).
+own module (``client_keys``, ``quotas``, ``fallback``, ``backpressure``).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Annotated, Literal
 
 import msgspec
@@ -51,38 +51,6 @@ class RedisSettings(ConfigBase, frozen=True, forbid_unknown_fields=True):
     lease_s: Seconds = 900.0
 
 
-class RetryPolicy(ConfigBase, frozen=True, forbid_unknown_fields=True):
-    """Only what cannot have been billed is retried (see ``proxy.resilience``)."""
-
-    attempts: PositiveInt = 3  # tries in all, the first included
-    backoff_base_s: Seconds = 0.25
-    backoff_max_s: Seconds = 4.0
-    # A Retry-After longer than this goes to a fallback or back to the client instead:
-    # short waits absorb a blip, long ones are the client's call.
-    max_retry_after_s: NonNegSeconds = 2.0
-    # No new try starts after this long from the first.
-    deadline_s: Seconds = 30.0
-
-
-class Retry(RetryPolicy, frozen=True, forbid_unknown_fields=True):
-    providers: dict[str, RetryPolicy] = msgspec.field(default_factory=dict)
-
-    def for_provider(self, name: str) -> RetryPolicy:
-        return self.providers.get(name, self)
-
-
-class BreakerPolicy(ConfigBase, frozen=True, forbid_unknown_fields=True):
-    failures: PositiveInt = 5  # consecutive failures that open the circuit
-    cooldown_s: Seconds = 30.0  # open this long before one probe is let through
-
-
-class Breaker(BreakerPolicy, frozen=True, forbid_unknown_fields=True):
-    providers: dict[str, BreakerPolicy] = msgspec.field(default_factory=dict)
-
-    def for_provider(self, name: str) -> BreakerPolicy:
-        return self.providers.get(name, self)
-
-
 class Backpressure(ConfigBase, frozen=True, forbid_unknown_fields=True):
     max_inflight: PositiveInt = 256
     # The part of max_inflight one client (key, or address without keys) may hold:
@@ -106,8 +74,7 @@ def validate(
     redis_url: str | None,
     providers: Sequence[str],
     fallbacks: Mapping[str, Sequence[str]],
-    retry: Retry,
-    breaker: Breaker,
+    overrides: Mapping[str, Collection[str]],
 ) -> None:
     """Cross-section checks; raises ValueError with a one-line reason naming the key."""
     if auth == "none" and keys:
@@ -119,7 +86,8 @@ def validate(
     ):
         raise ValueError("redis_url: must start with redis://, rediss:// or unix://")
     known = set(providers)
-    for section, names in (("retry", retry.providers), ("breaker", breaker.providers)):
+    # Sections with per-provider overrides ("retry", "breaker") and the names they use.
+    for section, names in overrides.items():
         for name in names:
             if name not in known:
                 raise ValueError(f"{section}.providers: unknown provider {name!r}")

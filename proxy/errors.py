@@ -11,6 +11,9 @@
     │   ├── RequestTimeout             408 invalid_request_error   (client too slow)
     │   ├── PayloadTooLarge            413 invalid_request_error
     │   ├── UnsupportedMediaType       415 invalid_request_error
+    │   ├── IdempotencyKeyInUse        409 invalid_request_error   (retry after it)
+    │   │   └── IdempotencyAnswerLost  409 invalid_request_error   (not retryable)
+    │   ├── IdempotencyKeyReused       422 invalid_request_error   (another body)
     │   └── RateLimited                429 rate_limit_error        (the proxy's own limits)
     │       └── BudgetExceeded         429 rate_limit_error        (not retryable)
     ├── ProviderNotConfigured          503 server_error            (no key for a provider)
@@ -133,6 +136,27 @@ class PayloadTooLarge(RequestError):
 class UnsupportedMediaType(RequestError):
     metric_label = "unsupported_media_type"
     status = 415
+
+
+class IdempotencyKeyInUse(RequestError):
+    """The ``Idempotency-Key``'s first request is still running (``proxy.idempotency``)."""
+
+    metric_label = "idempotency_conflict"
+    status = 409
+    retryable = True
+
+
+class IdempotencyAnswerLost(IdempotencyKeyInUse):
+    """The key's request ran, but its answer was not kept: it is not run again."""
+
+    retryable = False
+
+
+class IdempotencyKeyReused(RequestError):
+    """The ``Idempotency-Key`` was used with another request body."""
+
+    metric_label = "idempotency_mismatch"
+    status = 422
 
 
 class RequestTimeout(RequestError):

@@ -11,6 +11,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from proxy import pipeline, streaming
 from proxy.context import CONTEXT
 from proxy.headers import validate_extra_headers
+from proxy.idempotency import fingerprint
+from proxy.idempotency_http import Idem, requested
+from proxy.idempotency_http import answer as idempotent
 from proxy.jobs.routes import accept
 from proxy.metrics import exposition
 from proxy.models import (
@@ -77,9 +80,13 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
     app = request.app
     limits = app[CONFIG].limits
     kind = require_json_or_multipart(request, multipart=True)
+    key, idem = requested(request), None
     async with UploadSet(app[TEMP_DIR]) as uploads:
         if kind == "application/json":
-            fields, extra = split_known(await read_json(request, limits), EDIT_FIELDS)
+            raw = await read_json(request, limits)
+            if key is not None:
+                idem = Idem(key, fingerprint(request.method, request.path, "json", raw))
+            fields, extra = split_known(raw, EDIT_FIELDS)
             body = convert(fields, EditRequest)
             route = _route(request, body.model)
             images = tuple(
@@ -94,7 +101,12 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
                 images=images, mask=mask,
             )  # fmt: skip
         else:
-            form = await read_multipart(request, limits, uploads)
+            form = await read_multipart(request, limits, uploads, digest=bool(key))
+            if key is not None:
+                print_ = fingerprint(
+                    request.method, request.path, "form", form.canonical
+                )
+                idem = Idem(key, print_)
             app[METRICS].upload_bytes.inc(
                 sum(i.size for i in form.images) + (form.mask.size if form.mask else 0)
             )
@@ -103,18 +115,20 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
                 form.form, route, operation="edit", source="multipart",
                 extra=form.extra, images=tuple(form.images), mask=form.mask,
             )  # fmt: skip
-        return await _answer(request, route, job, uploads)
+        return await _answer(request, route, job, uploads, idem=idem)
 
 
 async def images_generations(request: web.Request) -> web.StreamResponse:
     require_json_or_multipart(request, multipart=False)
-    fields, extra = split_known(
-        await read_json(request, request.app[CONFIG].limits), GENERATE_FIELDS
-    )
+    key, idem = requested(request), None
+    raw = await read_json(request, request.app[CONFIG].limits)
+    if key is not None:
+        idem = Idem(key, fingerprint(request.method, request.path, "json", raw))
+    fields, extra = split_known(raw, GENERATE_FIELDS)
     body = convert(fields, GenerateRequest)
     route = _route(request, body.model)
     job = _job(body, route, operation="generate", source="json", extra=extra)
-    return await _answer(request, route, job)
+    return await _answer(request, route, job, idem=idem)
 
 
 async def _answer(
@@ -122,8 +136,17 @@ async def _answer(
     route: Route,
     job: EditJob,
     uploads: UploadSet | None = None,
+    *,
+    idem: Idem | None = None,
 ) -> web.StreamResponse:
-    """Dispatch the job, then answer: relayed stream, completed events or JSON."""
+    """Dispatch the job, then answer: relayed stream, completed events or JSON.
+
+    With an Idempotency-Key (``idem``) the answer is kept for repeats, or a repeat is
+    answered from what was kept (``proxy.idempotency_http``): it must stay buffered,
+    the JSON bytes built at the end of this function."""
+    if idem is not None:
+        run = lambda: _answer(request, route, job, uploads)  # noqa: E731
+        return await idempotent(request, idem, job.stream, run)
     app, ctx = request.app, request[CONTEXT]
     ctx.prompt = job.prompt  # the access log shows it only if configured
     key = caller(request)

@@ -16,8 +16,14 @@ import msgspec
 from proxy.errors import InvalidRequest, NotFound
 from proxy.fetch import Fetcher
 from proxy.images import PNG
-from proxy.models import EditJob, FileRef, ImageInput, RemoteImage, StoredImage
-from proxy.providers.base import Capabilities
+from proxy.models import (
+    Capabilities,
+    EditJob,
+    FileRef,
+    ImageInput,
+    RemoteImage,
+    StoredImage,
+)
 from proxy.tempfiles import UploadSet
 from proxy.upload_backend import FileStore
 

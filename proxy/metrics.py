@@ -192,6 +192,13 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.idempotency = Counter(
+            "imagegate_idempotency_requests",
+            "Requests with an Idempotency-Key, by outcome (stored, replayed, "
+            "conflict, mismatch, not_kept).",
+            ["outcome"],
+            registry=registry,
+        )
 
     def _controls(self, registry: CollectorRegistry) -> None:
         # Defined here so dashboards and alerts have stable names; the retry, fallback

@@ -211,3 +211,27 @@ class ErrorDetail(msgspec.Struct, frozen=True, omit_defaults=False):
 
 class ErrorBody(msgspec.Struct, frozen=True):
     error: ErrorDetail
+
+
+class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
+    """What a provider accepts, declared by its adapter and checked before sending.
+
+    The handler uses these to refuse what a provider cannot take (a clear 400 before any
+    upstream call) and to turn inputs into a form the adapter can send: image URLs are
+    fetched and stored file ids resolved to bytes unless the provider takes them itself.
+    """
+
+    edit: bool = True
+    generate: bool = True
+    max_images: int = 16
+    mask: bool = True
+    image_types: frozenset[str] = frozenset({"image/png", "image/jpeg", "image/webp"})
+    max_image_bytes: int = 50 * 1024 * 1024
+    # The provider fetches https image URLs itself.
+    image_urls: bool = False
+    # The provider has its own file ids (e.g. OpenAI's "file-..."), passed through.
+    file_ids: bool = False
+    # The provider honours `n` natively; otherwise the proxy makes n calls.
+    native_n: bool = True
+    # The provider streams partial images (server-sent events).
+    streaming: bool = False

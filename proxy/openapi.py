@@ -38,6 +38,29 @@ class ImagesResponse(msgspec.Struct):
     provider: str | None = None
 
 
+# proxy/idempotency.py: the header, what a repeat gets, and which answers are kept.
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "1 to 255 printable ASCII characters, scoped to the client key "
+    "(keyless: the client address). A repeat with the same key and the same request "
+    "(method, path, canonical body; multipart: fields and file SHA-256s) gets the "
+    "kept answer (2xx and 4xx but 408/429, for idempotency.ttl_s) with "
+    "Idempotent-Replayed: true, no upstream call and no charge; while the first runs "
+    "it waits idempotency.wait_s, then 409 idempotency_key_in_use with Retry-After; "
+    "another request with the key: 422 idempotency_key_reused. Not with stream: "
+    "true (400).",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+_REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "true: the answer kept for this Idempotency-Key, replayed",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": _REF.format(name=name)}
 
@@ -74,7 +97,8 @@ def _images_operation(
         content["multipart/form-data"] = {"schema": form}
     return {
         "summary": summary,
-        "parameters": jobs.parameters(),  # Prefer: respond-async (proxy/jobs)
+        # Idempotency-Key; Prefer: respond-async and the webhook (proxy/jobs).
+        "parameters": [_IDEMPOTENCY_KEY, *jobs.parameters()],
         "requestBody": {"required": True, "content": content},
         "responses": {
             **jobs.accepted(),
@@ -85,8 +109,10 @@ def _images_operation(
                     "application/json": {"schema": _ref("ImagesResponse")},
                     "text/event-stream": {"schema": {"type": "string"}},
                 },
+                "headers": _REPLAYED,
             },
-            **_errors(400, 401, 403, 404, 408, 413, 415, 429, 500, 502, 503, 504),
+            **_errors(400, 401, 403, 404, 408, 409, 413, 415, 422, 429),
+            **_errors(500, 502, 503, 504),
         },
     }
 

@@ -8,8 +8,9 @@ in memory), and text fields are converted to the same typed request.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 from aiohttp import hdrs, web
@@ -118,12 +119,33 @@ class MultipartEdit(msgspec.Struct):
     extra: dict[str, Any]
     images: list[StoredImage]
     mask: StoredImage | None
+    # With ``digest``: the form as a JSON value, its files by SHA-256 (hashed as
+    # they stream in), for an Idempotency-Key's fingerprint (proxy.idempotency).
+    canonical: dict[str, Any] | None = None
+
+
+class _Chunks(Protocol):
+    async def read(self) -> bytes | memoryview: ...
+
+
+class _Digesting:
+    """A part's chunks, hashed as they are read."""
+
+    def __init__(self, reader: FormReader) -> None:
+        self._reader = reader
+        self.sha = hashlib.sha256()
+
+    async def read(self) -> bytes | memoryview:
+        chunk = await self._reader.read()
+        self.sha.update(chunk)
+        return chunk
 
 
 async def read_multipart(
-    request: web.Request, limits: Limits, uploads: UploadSet
+    request: web.Request, limits: Limits, uploads: UploadSet, *, digest: bool = False
 ) -> MultipartEdit:
-    """Stream an OpenAI-SDK-shaped multipart edit into temp files and typed fields."""
+    """Stream an OpenAI-SDK-shaped multipart edit into temp files and typed fields
+    (and, with ``digest``, its canonical form: ``MultipartEdit.canonical``)."""
     timeout, cap = limits.client_idle_timeout_s, limits.body_cap
     async with request_body(request, timeout, cap) as body:
         boundary = boundary_of(request.headers.get(hdrs.CONTENT_TYPE, ""))
@@ -133,15 +155,16 @@ async def read_multipart(
         fits = declared is None or declared <= limits.spool_bytes
         spool = limits.spool_bytes if fits else 0
         form = FormReader(body, boundary)
-        return await _read_form(form, limits, uploads, spool)
+        return await _read_form(form, limits, uploads, spool, digest)
 
 
 async def _read_form(
-    reader: FormReader, limits: Limits, uploads: UploadSet, spool: int
+    reader: FormReader, limits: Limits, uploads: UploadSet, spool: int, digest: bool
 ) -> MultipartEdit:
     raw_fields: dict[str, Any] = {}
     images: list[StoredImage] = []
     mask: StoredImage | None = None
+    files: list[list[str]] | None = [] if digest else None
     field_count = 0
     charset = "utf-8"
     first = True
@@ -163,7 +186,10 @@ async def _read_form(
                 raise InvalidRequest(
                     f"at most {limits.max_files} files are allowed", param=name
                 )
-            stored = await _stream_file(reader, part, name, limits, uploads, spool)
+            source = _Digesting(reader) if files is not None else reader
+            stored = await _stream_file(source, part, name, limits, uploads, spool)
+            if isinstance(source, _Digesting) and files is not None:
+                files.append([name, stored.filename, source.sha.hexdigest()])
             if name == "mask":
                 if mask is not None:
                     raise InvalidRequest(
@@ -190,11 +216,14 @@ async def _read_form(
         )
     fields, extra = split_known(raw_fields, FORM_FIELDS)
     form = convert(fields, EditForm, strict=False)
-    return MultipartEdit(form=form, extra=extra, images=images, mask=mask)
+    canonical = None if files is None else {"fields": raw_fields, "files": files}
+    return MultipartEdit(
+        form=form, extra=extra, images=images, mask=mask, canonical=canonical
+    )
 
 
 async def _stream_file(
-    reader: FormReader,
+    reader: _Chunks,
     part: Part,
     name: str,
     limits: Limits,

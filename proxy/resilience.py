@@ -21,12 +21,45 @@ import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
+import msgspec
 from prometheus_client import Gauge
 
-from proxy.controls import BreakerPolicy, RetryPolicy
+from proxy.config_base import ConfigBase, NonNegSeconds, PositiveInt, Seconds
 from proxy.errors import CircuitOpen
 
 RETRY_STATUSES = frozenset({429, 503})
+
+
+class RetryPolicy(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    """Only what cannot have been billed is retried (see the module docstring)."""
+
+    attempts: PositiveInt = 3  # tries in all, the first included
+    backoff_base_s: Seconds = 0.25
+    backoff_max_s: Seconds = 4.0
+    # A Retry-After longer than this goes to a fallback or back to the client instead:
+    # short waits absorb a blip, long ones are the client's call.
+    max_retry_after_s: NonNegSeconds = 2.0
+    # No new try starts after this long from the first.
+    deadline_s: Seconds = 30.0
+
+
+class Retry(RetryPolicy, frozen=True, forbid_unknown_fields=True):
+    providers: dict[str, RetryPolicy] = msgspec.field(default_factory=dict)
+
+    def for_provider(self, name: str) -> RetryPolicy:
+        return self.providers.get(name, self)
+
+
+class BreakerPolicy(ConfigBase, frozen=True, forbid_unknown_fields=True):
+    failures: PositiveInt = 5  # consecutive failures that open the circuit
+    cooldown_s: Seconds = 30.0  # open this long before one probe is let through
+
+
+class Breaker(BreakerPolicy, frozen=True, forbid_unknown_fields=True):
+    providers: dict[str, BreakerPolicy] = msgspec.field(default_factory=dict)
+
+    def for_provider(self, name: str) -> BreakerPolicy:
+        return self.providers.get(name, self)
 
 
 def retry_after_s(value: str | None, *, now: float) -> float | None:

@@ -16,6 +16,7 @@ from proxy.backpressure import Pressure
 from proxy.client_keys import KeyRing
 from proxy.config import Config
 from proxy.fetch import Fetcher
+from proxy.idempotency import Keeper
 from proxy.metrics import Metrics
 from proxy.pixels import PixelGate
 from proxy.pricing import PriceTable
@@ -54,3 +55,5 @@ QUOTAS = web.AppKey(
 UPLOAD_STORE = web.AppKey("upload_store", FileStore)  # upload_api.store_ctx
 # Only with files.backend s3 (upload_api.store_ctx): results as presigned links.
 RESULT_LINKS = web.AppKey("result_links", ResultLinks)
+# Unless idempotency.enabled is off (idempotency_http.keeper_ctx): Idempotency-Key answers.
+IDEMPOTENCY = web.AppKey("idempotency", Keeper)

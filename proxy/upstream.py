@@ -27,7 +27,6 @@ import aiohttp
 from aiohttp.payload import BytesPayload, Payload
 
 from proxy.context import add_upstream_time, trace_headers
-from proxy.controls import RetryPolicy
 from proxy.credentials import Auth, RequestSigner
 from proxy.errors import (
     ProviderNotConfigured,
@@ -39,7 +38,13 @@ from proxy.errors import (
 from proxy.formwriter import Form
 from proxy.hosts import host_allowed, origin
 from proxy.metrics import Metrics
-from proxy.resilience import RETRY_STATUSES, CircuitBreaker, backoff_s, retry_after_s
+from proxy.resilience import (
+    RETRY_STATUSES,
+    CircuitBreaker,
+    RetryPolicy,
+    backoff_s,
+    retry_after_s,
+)
 from proxy.upstream_reply import (
     UpstreamResponse as UpstreamResponse,  # adapters import it from here
 )

@@ -89,15 +89,11 @@ async def accept(
     route: Route,
     job: EditJob,
     links: ResultLinks | None,
-    *,
-    job_id: str | None = None,
 ) -> web.Response | None:
     """The 202 for a valid request that prefers ``respond-async``; None to answer it
-    synchronously (no such preference, or jobs disabled).
-
-    ``job_id``: the id to give the job, for idempotency keys: a repeat of a request
-    whose key already made a job answers that job's 202 (``records.accepted`` of the
-    stored record, with the same Location) instead of calling this again."""
+    synchronously (no such preference, or jobs disabled). With an Idempotency-Key the
+    202 is kept like any answer (``proxy.idempotency_http``): a repeat gets the same
+    job."""
     app = request.app
     runner = app.get(RUNNER)
     if runner is None or not wants_async(request):
@@ -124,7 +120,7 @@ async def accept(
         job = msgspec.structs.replace(job, extra=extra)
     images, mask = await stash(app[UPLOAD_STORE], job, key)
     record = JobRecord(
-        id=job_id or new_id(),
+        id=new_id(),
         key=key,
         created_at=int(time.time()),
         model=request[CONTEXT].model or f"{route.provider}/{route.model}",

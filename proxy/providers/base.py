@@ -21,6 +21,10 @@ from proxy.credentials import Auth as Auth
 from proxy.credentials import RequestSigner as RequestSigner
 from proxy.credentials import StaticKey as StaticKey
 
+# Re-exported: what a provider accepts is a Core type, so intake can check it without
+# knowing any provider.
+from proxy.models import Capabilities as Capabilities
+
 if TYPE_CHECKING:
     from proxy.models import EditJob, EditResult
     from proxy.upstream import Upstream
@@ -37,30 +41,6 @@ class Pool(ConfigBase, frozen=True, forbid_unknown_fields=True):
     # Image edits can take minutes at high quality.
     total_timeout_s: Seconds = 300.0
     read_timeout_s: Seconds = 300.0
-
-
-class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
-    """What a provider accepts, declared by its adapter and checked before sending.
-
-    The handler uses these to refuse what a provider cannot take (a clear 400 before any
-    upstream call) and to turn inputs into a form the adapter can send: image URLs are
-    fetched and stored file ids resolved to bytes unless the provider takes them itself.
-    """
-
-    edit: bool = True
-    generate: bool = True
-    max_images: int = 16
-    mask: bool = True
-    image_types: frozenset[str] = frozenset({"image/png", "image/jpeg", "image/webp"})
-    max_image_bytes: int = 50 * 1024 * 1024
-    # The provider fetches https image URLs itself.
-    image_urls: bool = False
-    # The provider has its own file ids (e.g. OpenAI's "file-..."), passed through.
-    file_ids: bool = False
-    # The provider honours `n` natively; otherwise the proxy makes n calls.
-    native_n: bool = True
-    # The provider streams partial images (server-sent events).
-    streaming: bool = False
 
 
 class ProviderAdapter(Protocol):

@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from proxy.config import MetricsAccess, Server, Ui
+from proxy.config_idempotency import IdempotencyConfig
 from proxy.providers.base import Pool
 from proxy.providers.openai import Config as OpenAIConfig
 from tests.deploy.names import exposed_names
@@ -50,6 +51,7 @@ def _section(readme: str, heading: str) -> list[str]:
         ("### `ui:`", Ui),
         ("#### `pool:`", Pool),
         ("#### `providers.openai`", OpenAIConfig),
+        ("### `idempotency:`", IdempotencyConfig),
     ],
 )
 def test_config_keys_documented_with_defaults(

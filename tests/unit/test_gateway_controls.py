@@ -19,17 +19,18 @@ from proxy.__main__ import main
 from proxy.backpressure import Pressure
 from proxy.client_keys import hash_key
 from proxy.config import ConfigError, parse_config
-from proxy.controls import (
-    Backpressure,
-    BreakerPolicy,
-    ClientKey,
-    RetryPolicy,
-    exposure_error,
-)
+from proxy.controls import Backpressure, ClientKey, exposure_error
 from proxy.errors import CircuitOpen, Overloaded
 from proxy.metrics import Metrics
 from proxy.quotas import MemoryQuotas, month_reset
-from proxy.resilience import CircuitBreaker, State, backoff_s, retry_after_s
+from proxy.resilience import (
+    BreakerPolicy,
+    CircuitBreaker,
+    RetryPolicy,
+    State,
+    backoff_s,
+    retry_after_s,
+)
 from tests.gateway import sha
 
 PROVIDERS = {"openai": {}, "backup": {"type": "openai"}}

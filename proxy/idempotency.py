@@ -1,0 +1,293 @@
+"""``Idempotency-Key`` (draft-ietf-httpapi-idempotency-key-header): a repeat gets the
+first request's answer instead of a second upstream call and a second charge.
+
+A key is scoped to its caller (the client key's name; without client keys, the
+client's address, as backpressure knows it) and bound to the request's fingerprint
+(``fingerprint``: method, path and the canonical body). ``Keeper.begin`` claims the key
+for a first request, or hands back the answer kept for a repeat; a repeat of a request
+still running waits for it (``wait_s``), then gets a 409 with ``Retry-After``; the same
+key with another fingerprint is a 422. ``Keeper.finish`` keeps the answer
+(``worth_keeping``: 2xx and deterministic 4xx) or frees the key (5xx, 408, 429: a retry
+runs again).
+
+Two stores implement ``Store``: ``proxy.idempotency_memory.MemoryStore`` (one
+process; bounded in entries and bytes) and ``proxy.idempotency_redis.RedisKeys``
+(every replica; a claim is a lease its replica renews, so one that dies frees it). Answers over ``max_answer_bytes``
+go to the object store when one is configured (``Spill``), else are not kept: a repeat
+then gets 409 ``idempotency_answer_not_kept``, never a second run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import msgspec
+
+from proxy.config_idempotency import IdempotencyConfig
+from proxy.errors import (
+    IdempotencyAnswerLost,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    InvalidRequest,
+    StorageUnavailable,
+)
+from proxy.metrics import Metrics
+from proxy.tasks import TaskGroup
+
+T = TypeVar("T")
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+# How often a waiting repeat looks at a store that cannot wake it (Redis).
+POLL_S = 0.1
+# Response headers a replay carries besides the body (the rest are per request).
+KEPT_HEADERS = frozenset(
+    # Location and Preference-Applied: an async request's 202 (proxy/jobs), so a
+    # repeat with the same key gets the same job.
+    {"content-type", "retry-after", "x-should-retry", "location", "preference-applied"}
+)
+
+
+class Answer(msgspec.Struct, frozen=True, array_like=True):
+    """A kept answer: status, the headers worth replaying, the body."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class Seen(msgspec.Struct, frozen=True, array_like=True):
+    """What a store holds for a key someone else claimed first."""
+
+    fingerprint: str
+    answer: Answer | None = None  # None: still running (or not kept, below)
+    # The answer was not kept (too large, no object store); never run again.
+    lost: bool = False
+    # The answer is in the object store under this key.
+    spilled: str | None = None
+
+
+class Store(Protocol):
+    # Seconds a claim lasts unless renewed; None: it lasts until finished or dropped.
+    lease_s: float | None
+
+    async def claim(self, key: str, fingerprint: str, owner: str) -> Seen | None:
+        """Claim ``key`` for ``owner`` (None), or what the store holds for it."""
+
+    async def keep(self, key: str, owner: str, seen: Seen, ttl_s: float) -> None:
+        """Replace ``owner``'s claim with ``seen`` for ``ttl_s``."""
+
+    async def drop(self, key: str, owner: str) -> None:
+        """Free ``key`` if ``owner`` still holds it."""
+
+    async def renew(self, key: str, owner: str) -> None:
+        """Extend ``owner``'s claim by ``lease_s``."""
+
+    async def changed(self, key: str, within_s: float) -> None:
+        """Return when ``key`` may have changed, at the latest after ``within_s``."""
+
+    async def close(self) -> None: ...
+
+
+class Spill(Protocol):
+    """Where answers over ``max_answer_bytes`` go: the object store (S3)."""
+
+    async def put(self, key: str, body: bytes) -> None: ...
+
+    async def get(self, key: str) -> bytes | None: ...
+
+
+def check_key(value: str | None) -> str | None:
+    """The request's ``Idempotency-Key``, checked; None when it has none."""
+    if value is None:
+        return None
+    if not 0 < len(value) <= MAX_KEY_LENGTH or not all(" " <= c <= "~" for c in value):
+        raise InvalidRequest(
+            f"the {HEADER} header must be 1 to {MAX_KEY_LENGTH} printable ASCII "
+            "characters",
+            param=HEADER,
+            code="invalid_idempotency_key",
+        )
+    return value
+
+
+def fingerprint(method: str, path: str, kind: str, canonical: Any) -> str:
+    """SHA-256 over the method, the path and the body's canonical form (a JSON value:
+    a JSON body as decoded, a form's fields with its files' digests), its object keys
+    sorted, so key order, whitespace, a multipart boundary or charset do not count.
+    Long strings (data URLs) enter as their own SHA-256, so no copy of the whole body
+    is made: at most one string's UTF-8 bytes at a time."""
+    h = hashlib.sha256(f"{method}\0{path}\0{kind}\0".encode())
+    h.update(msgspec.json.encode(_digested(canonical), order="sorted"))
+    return h.hexdigest()
+
+
+_LONG = 1024
+
+
+def _digested(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > _LONG:
+        return [
+            "sha256",
+            hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest(),
+        ]
+    if isinstance(value, dict):
+        return {k: _digested(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_digested(v) for v in value]
+    return value
+
+
+def worth_keeping(status: int) -> bool:
+    """2xx and the 4xx a repeat would get again; not 5xx, 408 (the client was too
+    slow) or 429 (a limit that passes): a retry of those must be able to run."""
+    return status < 500 and status not in (408, 429)
+
+
+def store_key(scope: str, key: str) -> str:
+    # Hashed: scope and key are the client's text; the store sees fixed-size names.
+    return hashlib.sha256(f"{scope}\0{key}".encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class Ticket:
+    """The claim of a first request: ``Keeper.finish`` ends it, or ``Keeper.running``
+    frees it when the request ends otherwise."""
+
+    key: str
+    owner: str
+    fingerprint: str
+
+
+@dataclass(slots=True)
+class Keeper:
+    config: IdempotencyConfig
+    store: Store
+    metrics: Metrics
+    spill: Spill | None = None
+    _tasks: TaskGroup = field(default_factory=TaskGroup)
+
+    async def begin(self, scope: str, key: str, print_: str) -> Ticket | Answer:
+        """Claim the key (a ``Ticket``: run the request) or the answer to replay."""
+        name = store_key(scope, key)
+        owner = os.urandom(16).hex()
+        deadline = time.monotonic() + self.config.wait_s
+        while True:
+            seen = await self.store.claim(name, print_, owner)
+            if seen is None:
+                return Ticket(name, owner, print_)
+            if seen.fingerprint != print_:
+                self.metrics.idempotency.labels("mismatch").inc()
+                raise IdempotencyKeyReused(
+                    f"this {HEADER} was used with another request; use a new key for "
+                    "a new request",
+                    param=HEADER,
+                    code="idempotency_key_reused",
+                )
+            answer = await self._answer(seen)
+            if answer is not None:
+                self.metrics.idempotency.labels("replayed").inc()
+                return answer
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.metrics.idempotency.labels("conflict").inc()
+                retry = max(1, math.ceil(min(self.config.wait_s, 5.0)))
+                raise IdempotencyKeyInUse(
+                    f"a request with this {HEADER} is still running; retry later for "
+                    "its answer",
+                    param=HEADER,
+                    code="idempotency_key_in_use",
+                    headers={"Retry-After": str(retry)},
+                )
+            await self.store.changed(name, left)
+
+    async def _answer(self, seen: Seen) -> Answer | None:
+        if seen.answer is not None:
+            return seen.answer
+        body = None
+        if seen.spilled is not None and self.spill is not None:
+            body = await self.spill.get(seen.spilled)
+        if body is not None:
+            return msgspec.msgpack.decode(body, type=Answer)
+        if seen.lost or seen.spilled is not None:
+            self.metrics.idempotency.labels("not_kept").inc()
+            raise IdempotencyAnswerLost(
+                f"the request with this {HEADER} ran, but its answer was not kept (too "
+                "large for the store, or the object store lost it); it is not run "
+                "again: use a new key to run it again",
+                param=HEADER,
+                code="idempotency_answer_not_kept",
+            )
+        return None
+
+    @contextlib.asynccontextmanager
+    async def running(self, ticket: Ticket) -> AsyncIterator[None]:
+        """While the request runs: its claim renewed (a store with leases), and freed
+        if it ends without ``finish`` (an exception, a cancellation)."""
+        renewal = None
+        if self.store.lease_s is not None:
+            renewal = self._tasks.spawn(
+                self._renew(ticket, self.store.lease_s), name="idempotency-renewal"
+            )
+        try:
+            yield
+        except BaseException:
+            await asyncio.shield(self.store.drop(ticket.key, ticket.owner))
+            raise
+        finally:
+            if renewal is not None:
+                renewal.cancel()
+
+    async def to_the_end(
+        self, work: Coroutine[Any, Any, T], stopping: Callable[[], bool]
+    ) -> T:
+        """``work``'s result; if the caller is cancelled first (its client left, with
+        handler cancellation on), ``work`` still runs to its end, so its answer is kept
+        for the client's retry, and the caller waits for it before it leaves (its
+        budget hold then settles what ``work`` cost). Unless ``stopping()`` (the
+        gateway shuts down): then ``work`` is cancelled too, and its key freed."""
+        task = self._tasks.spawn(work, name="idempotent-request")
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if stopping():
+                task.cancel()
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # its client is gone: nobody else reads it
+            raise
+
+    async def _renew(self, ticket: Ticket, lease_s: float) -> None:
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            await self.store.renew(ticket.key, ticket.owner)
+
+    async def finish(self, ticket: Ticket, answer: Answer) -> None:
+        """Keep ``answer`` for repeats if it is worth it, else free the key."""
+        if not worth_keeping(answer.status):
+            await self.store.drop(ticket.key, ticket.owner)
+            return
+        ttl = self.config.ttl_s
+        seen = Seen(ticket.fingerprint, answer)
+        if len(answer.body) > self.config.max_answer_bytes:
+            seen = Seen(ticket.fingerprint, lost=True)
+            if self.spill is not None:
+                spilled = f"{self.config.object_prefix}/{ticket.key}-{ticket.owner}"
+                # The bucket down: the answer still goes to its client, not kept.
+                with contextlib.suppress(StorageUnavailable):
+                    await self.spill.put(spilled, msgspec.msgpack.encode(answer))
+                    seen = Seen(ticket.fingerprint, spilled=spilled)
+        await self.store.keep(ticket.key, ticket.owner, seen, ttl)
+        self.metrics.idempotency.labels("stored" if seen.answer else "not_kept").inc()
+
+    async def close(self) -> None:
+        await self._tasks.close()
+        await self.store.close()
