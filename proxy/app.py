@@ -33,6 +33,7 @@ from proxy.fetch import Fetcher, make_ssl_context
 from proxy.guard import defer_continue as defer
 from proxy.guard import guard
 from proxy.idempotency_http import keeper_ctx
+from proxy.jobs import routes as jobs
 from proxy.logs import ServerLog
 from proxy.metrics import Metrics
 from proxy.middleware import Handler, observe
@@ -122,6 +123,7 @@ def create_app(
     app.cleanup_ctx.append(_fetcher_ctx(fetch_resolver))
     app.cleanup_ctx.append(_quotas_ctx(environ))
     app.cleanup_ctx.append(upload_api.store_ctx(environ))
+    app.cleanup_ctx.append(jobs.jobs_ctx(environ))  # after the stores it uses
     app.cleanup_ctx.append(keeper_ctx)  # after the store: it may use its bucket
     if ui_enabled(config):
         app.cleanup_ctx.append(assets_ctx)
@@ -143,6 +145,8 @@ def create_app(
         # The SDKs' models.list(): the same catalogue in OpenAI's list shape.
         app.router.add_get(f"{prefix}/models", images_models)
     upload_api.add_routes(app)
+    if config.jobs.enabled:
+        jobs.add_routes(app)  # Prefer: respond-async and /v3/images/jobs
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", _metrics_handler(config, environ))

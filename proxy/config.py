@@ -21,6 +21,7 @@ from proxy.config_base import ConfigBase, PositiveInt, Seconds
 from proxy.config_errors import describe
 from proxy.config_idempotency import IdempotencyConfig
 from proxy.config_storage import Results, UploadStoreConfig, check_storage
+from proxy.jobs.config import Jobs
 from proxy.providers.registry import ProviderConfig
 
 MiB = 1024 * 1024
@@ -185,6 +186,8 @@ class Config(ConfigBase, frozen=True, forbid_unknown_fields=True):
     fallbacks: dict[str, list[str]] = msgspec.field(default_factory=dict)
     backpressure: controls.Backpressure = controls.Backpressure()
     ui: Ui = Ui()
+    # Async jobs (Prefer: respond-async) and their signed webhooks (proxy/jobs).
+    jobs: Jobs = Jobs()
     # Catalogue rows (proxy/catalog.yaml's shape) per provider type and model id:
     # negotiated prices, a model released last week, a shutdown date. Each field a row
     # names replaces the packaged row's field; a new id adds a model.

@@ -157,6 +157,16 @@ class Fetcher:
                     return await self._save(resp, param, uploads, mask)
         raise _refused(param, f"more than {self.config.max_redirects} redirects")
 
+    async def connector(self, url: str, *, param: str) -> aiohttp.TCPConnector:
+        """A connector that reaches ``url``'s host only at the addresses the policy
+        let through, for a URL the gateway calls itself (a webhook); a 400 naming
+        ``param`` if the policy refuses it."""
+        pinned = _Pinned()
+        await self._check(_parse(url, param), param, pinned)
+        return aiohttp.TCPConnector(
+            resolver=pinned, ssl=self._ssl, use_dns_cache=False, force_close=True
+        )
+
     def check_scheme(self, url: str | URL, *, param: str) -> None:
         """https, or http where the operator allowed it; for passed-through URLs too."""
         scheme = _parse(url, param).scheme

@@ -27,6 +27,7 @@ from proxy.context import CONTEXT, RequestContext
 from proxy.controls import ClientKey
 from proxy.errors import Overloaded, ProxyError
 from proxy.formreader import PACE, Pace, too_large
+from proxy.jobs.prefer import uncounted
 from proxy.middleware import Handler
 from proxy.parsing import media_type
 from proxy.quotas import refusal_error
@@ -103,7 +104,7 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
         # Only now is the client known: a refused key never claims a share.
         slot.claim(f"key {name}")
         rule = keys[name]
-        if not _limited(rule):
+        if not limited(rule) or uncounted(request):
             await _continue(request, limits)
             return await handler(request)
         quotas = app[QUOTAS]
@@ -167,7 +168,7 @@ async def _continue(request: web.Request, limits: Limits) -> None:
     request[_CONTINUED] = True
 
 
-def _limited(rule: ClientKey) -> bool:
+def limited(rule: ClientKey) -> bool:
     return any(
         v is not None
         for v in (

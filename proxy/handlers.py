@@ -5,18 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from proxy import dispatch, retirements, streaming
-from proxy.accounting import bill, splice
+from proxy import pipeline, streaming
 from proxy.context import CONTEXT
-from proxy.guard import authorize
 from proxy.headers import validate_extra_headers
 from proxy.idempotency import fingerprint
 from proxy.idempotency_http import Idem, requested
 from proxy.idempotency_http import answer as idempotent
+from proxy.jobs.routes import accept
 from proxy.metrics import exposition
 from proxy.models import (
     EDIT_FIELDS,
@@ -35,28 +33,20 @@ from proxy.parsing import (
     resolve_ref,
     split_known,
 )
-from proxy.result_links import Origin
 from proxy.routing import Route
 from proxy.state import (
-    CLIENT_KEYS,
     CONFIG,
-    FETCHER,
     LIFECYCLE,
     METRICS,
     OPENAPI,
-    PIXELS,
     PRESSURE,
     PRICES,
     REDACTOR,
-    RESULT_LINKS,
     ROUTER,
     TEMP_DIR,
-    UPLOAD_STORE,
 )
 from proxy.tempfiles import UploadSet
 from proxy.upload_api import caller
-
-_encode = msgspec.json.encode
 
 
 def _job(
@@ -83,22 +73,7 @@ def _job(
 
 
 def _route(request: web.Request, model: str) -> Route:
-    ctx = request[CONTEXT]
-    ctx.model = model  # logged even when it names nothing served
-    app = request.app
-    route = app[ROUTER].resolve(model)
-    authorize(app[CLIENT_KEYS], ctx, f"{route.provider}/{route.model}")  # an alias's
-    ctx.provider = route.provider
-    route = retirements.apply(
-        route,
-        app[PRICES].catalogue,
-        mode=app[CONFIG].lifecycle,
-        ctx=ctx,
-        metrics=app[METRICS],
-    )
-    if route.price_key in request.app[PRICES]:
-        ctx.model_label = route.price_key
-    return route
+    return pipeline.route_for(request.app, request[CONTEXT], model)
 
 
 async def images_edits(request: web.Request) -> web.StreamResponse:
@@ -174,24 +149,13 @@ async def _answer(
         return await idempotent(request, idem, job.stream, run)
     app, ctx = request.app, request[CONTEXT]
     ctx.prompt = job.prompt  # the access log shows it only if configured
-    links = app.get(RESULT_LINKS)
-    linking = links is not None and links.wanted(job)
-    if links is not None and linking:
-        job = links.as_base64(job)  # then stored and linked, whatever the model
-    services = dispatch.Services(
-        router=app[ROUTER],
-        fallbacks=app[CONFIG].fallbacks,
-        keys=app[CLIENT_KEYS],
-        metrics=app[METRICS],
-        pixels=app[PIXELS],
-        store=app[UPLOAD_STORE],
-        fetcher=app[FETCHER],
-    )
     key = caller(request)
-    if key is not None:
-        job = msgspec.structs.replace(job, client_id=app[CLIENT_KEYS].client_id(key))
-    mine = dispatch.Request(uploads=uploads, key=key, hold=ctx.hold)
-    answer = await dispatch.run(services, mine, route, job)
+    job, links = pipeline.prepare(app, job, key)
+    if (accepted := await accept(request, route, job, links)) is not None:
+        return accepted  # Prefer: respond-async (proxy/jobs)
+    answer = await pipeline.run(
+        app, route, job, key=key, hold=ctx.hold, uploads=uploads
+    )
     if answer.stream is not None and answer.adapter is not None:
         using = streaming.Relaying(
             metrics=app[METRICS],
@@ -204,23 +168,12 @@ async def _answer(
         return await streaming.relay(
             request, using, answer.route, answer.stream, answer.adapter
         )
-    answered, result = answer.route, answer.result
-    assert result is not None
-    if answered is not route:
-        # Labelled and logged as the fallback that answered.
-        _route(request, f"{answered.provider}/{answered.model}")
-    cost = bill(app[METRICS], app[PRICES], ctx, answered, result, job)
-    # A success reply may echo our credentials too (a debug member, a fingerprint):
-    # the provider's own members are relayed, so they are redacted like an error's.
-    result = msgspec.structs.replace(result, body=app[REDACTOR].data(result.body))
-    if links is not None:  # links, and results.keep
-        origin = Origin(key, answered.provider, answered.model)
-        result = await links.convert(result, origin, linking=linking)
+    answered, result, cost = await pipeline.finish(app, ctx, route, job, answer, links)
     if job.stream:
         return streaming.completed_events(answered, job, result, cost)
-    members = b'"provider":' + _encode(answered.provider) + b',"cost":' + _encode(cost)
     return web.Response(
-        body=splice(result.body, members), content_type="application/json"
+        body=pipeline.json_body(answered, result, cost),
+        content_type="application/json",
     )
 
 

@@ -49,7 +49,11 @@ MAX_KEY_LENGTH = 255
 # How often a waiting repeat looks at a store that cannot wake it (Redis).
 POLL_S = 0.1
 # Response headers a replay carries besides the body (the rest are per request).
-KEPT_HEADERS = frozenset({"content-type", "retry-after", "x-should-retry"})
+KEPT_HEADERS = frozenset(
+    # Location and Preference-Applied: an async request's 202 (proxy/jobs), so a
+    # repeat with the same key gets the same job.
+    {"content-type", "retry-after", "x-should-retry", "location", "preference-applied"}
+)
 
 
 class Answer(msgspec.Struct, frozen=True, array_like=True):

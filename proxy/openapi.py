@@ -12,6 +12,7 @@ import msgspec
 
 from proxy import __version__
 from proxy.catalog import ModelList
+from proxy.jobs import openapi as jobs
 from proxy.models import EditForm, EditRequest, ErrorBody, GenerateRequest
 from proxy.quote import Quote
 from proxy.upload_api import upload_paths
@@ -97,9 +98,11 @@ def _images_operation(
         content["multipart/form-data"] = {"schema": form}
     return {
         "summary": summary,
-        "parameters": [_IDEMPOTENCY_KEY],
+        # Idempotency-Key; Prefer: respond-async and the webhook (proxy/jobs).
+        "parameters": [_IDEMPOTENCY_KEY, *jobs.parameters()],
         "requestBody": {"required": True, "content": content},
         "responses": {
+            **jobs.accepted(),
             "200": {
                 "description": "The provider's images, with cost and provider; "
                 "with stream=true, server-sent events",
@@ -224,6 +227,7 @@ def build_openapi() -> dict[str, Any]:
         paths[f"{prefix}/images/models"] = _models_get()
         paths[f"{prefix}/models"] = _models_get()
     paths.update(upload_paths())
+    paths.update(jobs.job_paths())
     paths["/v3/usage"] = _usage_get()
     paths["/healthz"] = _plain_get("Liveness", "application/json")
     paths["/readyz"] = _plain_get("Readiness", "application/json")

@@ -61,6 +61,11 @@ class ResultLinks:
         self._client = client
         self._settings = settings
 
+    @property
+    def keeps(self) -> bool:
+        """Every result is stored (``results.keep``), linked or not."""
+        return self._settings.keep
+
     def wanted(self, job: EditJob) -> bool:
         return job.response_format == "url" and not job.stream
 

@@ -1,0 +1,129 @@
+"""The synchronous pipeline between a validated job and its JSON answer, without the
+web request: resolve the route, dispatch (``proxy.dispatch``), bill
+(``proxy.accounting``), redact, links, and the answer's bytes.
+
+``proxy.handlers`` runs it for a request and ``proxy.jobs.runner`` for an async job,
+so a job's result is byte for byte what the synchronous call answers.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+from proxy import dispatch, retirements
+from proxy.accounting import bill, splice
+from proxy.budget import Hold
+from proxy.context import RequestContext
+from proxy.guard import authorize
+from proxy.models import EditJob, EditResult
+from proxy.result_links import Origin, ResultLinks
+from proxy.routing import Route
+from proxy.state import (
+    CLIENT_KEYS,
+    CONFIG,
+    FETCHER,
+    METRICS,
+    PIXELS,
+    PRICES,
+    REDACTOR,
+    RESULT_LINKS,
+    ROUTER,
+    UPLOAD_STORE,
+)
+from proxy.tempfiles import UploadSet
+
+_encode = msgspec.json.encode
+
+
+def route_for(app: web.Application, ctx: RequestContext, model: str) -> Route:
+    """The route of ``model`` for the context's key: 403 if the key may not use it,
+    410 (or the replacement) if it was retired; labels the context."""
+    ctx.model = model  # logged even when it names nothing served
+    route = app[ROUTER].resolve(model)
+    authorize(app[CLIENT_KEYS], ctx, f"{route.provider}/{route.model}")  # an alias's
+    ctx.provider = route.provider
+    route = retirements.apply(
+        route,
+        app[PRICES].catalogue,
+        mode=app[CONFIG].lifecycle,
+        ctx=ctx,
+        metrics=app[METRICS],
+    )
+    if route.price_key in app[PRICES]:
+        ctx.model_label = route.price_key
+    return route
+
+
+def services(app: web.Application) -> dispatch.Services:
+    return dispatch.Services(
+        router=app[ROUTER],
+        fallbacks=app[CONFIG].fallbacks,
+        keys=app[CLIENT_KEYS],
+        metrics=app[METRICS],
+        pixels=app[PIXELS],
+        store=app[UPLOAD_STORE],
+        fetcher=app[FETCHER],
+    )
+
+
+def prepare(
+    app: web.Application, job: EditJob, key: str | None
+) -> tuple[EditJob, ResultLinks | None]:
+    """The job as it is sent (results asked as base64 when they become links, the
+    key's hashed client id) and the links, when the answer's images become links."""
+    links = app.get(RESULT_LINKS)
+    if links is not None and not links.wanted(job):
+        links = None
+    elif links is not None:
+        job = links.as_base64(job)  # then stored and linked, whatever the model
+    if key is not None:
+        job = msgspec.structs.replace(job, client_id=app[CLIENT_KEYS].client_id(key))
+    return job, links
+
+
+async def run(
+    app: web.Application,
+    route: Route,
+    job: EditJob,
+    *,
+    key: str | None,
+    hold: Hold | None,
+    uploads: UploadSet | None,
+) -> dispatch.Answer:
+    mine = dispatch.Request(uploads=uploads, key=key, hold=hold)
+    return await dispatch.run(services(app), mine, route, job)
+
+
+async def finish(
+    app: web.Application,
+    ctx: RequestContext,
+    route: Route,
+    job: EditJob,
+    answer: dispatch.Answer,
+    links: ResultLinks | None,
+) -> tuple[Route, EditResult, float | None]:
+    """A whole (not relayed) answer billed, redacted and linked: the route that
+    answered, the result, its cost."""
+    answered, result = answer.route, answer.result
+    assert result is not None
+    if answered is not route:
+        # Labelled and logged as the fallback that answered.
+        route_for(app, ctx, f"{answered.provider}/{answered.model}")
+    cost = bill(app[METRICS], app[PRICES], ctx, answered, result, job)
+    # A success reply may echo our credentials too (a debug member, a fingerprint):
+    # the provider's own members are relayed, so they are redacted like an error's.
+    result = msgspec.structs.replace(result, body=app[REDACTOR].data(result.body))
+    kept = app.get(RESULT_LINKS)
+    if kept is not None and (links is not None or kept.keeps):
+        # Links when asked for; with results.keep the images are stored in any case.
+        owner = ctx.key if app[CLIENT_KEYS] else None
+        origin = Origin(owner, answered.provider, answered.model)
+        result = await kept.convert(result, origin, linking=links is not None)
+    return answered, result, cost
+
+
+def json_body(answered: Route, result: EditResult, cost: float | None) -> bytes:
+    """The JSON answer: the provider's object plus ``provider`` and ``cost``."""
+    members = b'"provider":' + _encode(answered.provider) + b',"cost":' + _encode(cost)
+    return splice(result.body, members)
