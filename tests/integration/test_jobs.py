@@ -37,8 +37,8 @@ from tests.integration.test_budgets import COST, HIGH, WORST, left
 from tests.integration.test_budgets import backend as backend  # memory, redis
 
 ASYNC = {"Prefer": "respond-async"}
-# The budget arithmetic is in its rates (bridged in tests/conftest.py).
-MODEL = "openai/gpt-image-1"  # retired-id: as tests/integration/test_budgets.py
+# The budget arithmetic is in its rates (tests/integration/test_budgets.py).
+MODEL = "openai/gpt-image-2"  # as tests/integration/test_budgets.py
 
 
 def keys(**rules: Any) -> dict[str, Any]:
@@ -264,7 +264,7 @@ async def test_a_job_spends_the_budget_when_it_runs_not_when_accepted(
     start_proxy: StartProxy, fake_openai: FakeOpenAI
 ) -> None:
 
-    budget = 0.4  # room for one worst case ($0.281385) and a cost, not two worst
+    budget = 0.4  # room for one worst case ($0.210745) and a cost, not two worst
     proxy = await start_proxy(
         providers_for(fake_openai),
         keys=keys(budget_usd_day=budget),

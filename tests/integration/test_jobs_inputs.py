@@ -180,7 +180,7 @@ async def test_references_the_job_could_not_use_are_refused_at_once(
 ) -> None:
     # Gemini takes no file ids of its own: an id the gateway does not hold is a 404.
     gateway = await start_gateway("google", keys=keys())
-    model = "google/gemini-2.5-flash-image"  # retired-id: bridged (tests/conftest.py)
+    model = "google/gemini-3.1-flash-image"
     cases = [
         ({"file_id": "file-nobody-uploaded"}, 404, "images[0].file_id"),
         ({"image_url": "ftp://example.com/a.png"}, 400, "images[0].image_url"),
