@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from proxy import dispatch, retirements, streaming
+from proxy import dispatch, passthrough, retirements, streaming
 from proxy.accounting import bill, splice
 from proxy.context import CONTEXT
 from proxy.guard import authorize
@@ -167,8 +168,21 @@ async def _answer(
     key = caller(request)
     if key is not None:
         job = msgspec.structs.replace(job, client_id=app[CLIENT_KEYS].client_id(key))
-    mine = dispatch.Request(uploads=uploads, key=key, hold=ctx.hold)
-    answer = await dispatch.run(services, mine, route, job)
+    async with contextlib.AsyncExitStack() as exits:
+        relay = None
+        if passthrough.wanted(job, keep=links is not None):
+            relay = passthrough.Relay(app[PRICES], exits)
+        mine = dispatch.Request(uploads=uploads, key=key, hold=ctx.hold, relay=relay)
+        answer = await dispatch.run(services, mine, route, job)
+        if answer.relayed is not None:
+            if answer.route is not route:
+                _route(request, f"{answer.route.provider}/{answer.route.model}")
+            relaying = passthrough.Relaying(
+                app[METRICS], app[PRICES], app[REDACTOR], ctx, ctx.hold
+            )
+            return await passthrough.relay(
+                request, relaying, answer.route, answer.relayed
+            )
     if answer.stream is not None and answer.adapter is not None:
         using = streaming.Relaying(
             metrics=app[METRICS],
