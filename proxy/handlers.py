@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any, Literal
 
 import msgspec
@@ -168,11 +167,11 @@ async def _answer(
     key = caller(request)
     if key is not None:
         job = msgspec.structs.replace(job, client_id=app[CLIENT_KEYS].client_id(key))
-    async with contextlib.AsyncExitStack() as exits:
-        relay = None
-        if passthrough.wanted(job, keep=links is not None):
-            relay = passthrough.Relay(app[PRICES], exits)
-        mine = dispatch.Request(uploads=uploads, key=key, hold=ctx.hold, relay=relay)
+    relay = None
+    if passthrough.wanted(job, keep=links is not None):
+        relay = passthrough.Relay(app[PRICES])
+    mine = dispatch.Request(uploads=uploads, key=key, hold=ctx.hold, relay=relay)
+    try:
         answer = await dispatch.run(services, mine, route, job)
         if answer.relayed is not None:
             if answer.route is not route:
@@ -183,6 +182,9 @@ async def _answer(
             return await passthrough.relay(
                 request, relaying, answer.route, answer.relayed
             )
+    finally:
+        if relay is not None:
+            await relay.close()
     if answer.stream is not None and answer.adapter is not None:
         using = streaming.Relaying(
             metrics=app[METRICS],
