@@ -53,6 +53,9 @@ from proxy.tempfiles import UploadSet
 from proxy.upload_api import caller
 
 _encode = msgspec.json.encode
+# A data URL longer than this is decoded in its own step of the event loop (64 MiB of
+# them decoded in one step held it for tens of milliseconds).
+_YIELD_AFTER = 1024 * 1024
 
 
 def _job(
@@ -106,16 +109,18 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
             fields, extra = split_known(await read_json(request, limits), EDIT_FIELDS)
             body = convert(fields, EditRequest)
             route = _route(request, body.model)
-            images = tuple(
-                resolve_ref(ref, param=f"images[{i}]")
-                for i, ref in enumerate(body.images)
-            )
+            images = []
+            for i, ref in enumerate(body.images):
+                images.append(resolve_ref(ref, param=f"images[{i}]"))
+                if ref.image_url is not None and len(ref.image_url) > _YIELD_AFTER:
+                    await asyncio.sleep(0)  # one data URL's decode at a time
+
             mask = (
                 resolve_ref(body.mask, param="mask", mask=True) if body.mask else None
             )
             job = _job(
                 body, route, operation="edit", source="json", extra=extra,
-                images=images, mask=mask,
+                images=tuple(images), mask=mask,
             )  # fmt: skip
         else:
             form = await read_multipart(request, limits, uploads)

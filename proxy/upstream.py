@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
-from aiohttp.payload import BytesPayload, Payload
 
 from proxy.context import add_upstream_time, trace_headers
 from proxy.controls import RetryPolicy
@@ -36,7 +35,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from proxy.formwriter import Form
+from proxy.formwriter import Form, InMemoryBody
 from proxy.hosts import host_allowed, origin
 from proxy.metrics import Metrics
 from proxy.resilience import RETRY_STATUSES, CircuitBreaker, backoff_s, retry_after_s
@@ -379,21 +378,7 @@ def _fresh_body(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:
         payload = data.payload()
         return {**kwargs, "data": payload}, payload.size or 0
     if isinstance(data, bytes | bytearray):
-        return {**kwargs, "data": _InMemoryBody(bytes(data))}, len(data)
+        return {**kwargs, "data": InMemoryBody(bytes(data))}, len(data)
     if isinstance(data, str):  # aiohttp sends text as UTF-8
         return kwargs, len(data.encode())
     return kwargs, 0
-
-
-class _InMemoryBody(BytesPayload):
-    """A body already in memory, written to the transport in one call.
-
-    aiohttp's ``BytesPayload`` warns past 1 MiB that raw bytes "might lock the event
-    loop"; writing them only queues them on the transport, and an image body is
-    usually past 1 MiB, so every such edit logged a warning (and a test running with
-    warnings as errors got a 500).
-    """
-
-    def __init__(self, value: bytes) -> None:
-        Payload.__init__(self, value, content_type="application/octet-stream")
-        self._size = len(value)
