@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from pytest_aiohttp import AiohttpServer
 
 from tests.conftest import UPSTREAM_KEY, StartProxy
+from tests.gateway import KEY_A, key_entry
 
 KiB = 1024
 BIG_B64 = base64.b64encode(os.urandom(300 * KiB)).decode()
@@ -213,3 +215,61 @@ async def test_a_reply_that_is_not_json_is_a_502_before_any_byte(
     status, raw = await post(proxy)
     assert status == 502
     assert msgspec.json.decode(raw)["error"]["code"] == "upstream_protocol_error"
+
+
+async def _left(proxy: TestServer) -> float:
+    """What the key has left today, from the refusal of a probe that cannot fit."""
+    probe = {**REQUEST, "n": 10, "size": "1536x1024", "quality": "high"}
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(proxy.make_url("/v3/images/generations"), json=probe,
+               headers={"Authorization": f"Bearer {KEY_A}"}) as r,
+    ):  # fmt: skip
+        body = await r.json()
+    assert r.status == 429, body
+    found = re.search(r"more than the \$([0-9.e-]+) left", body["error"]["message"])
+    assert found, body
+    return float(found[1])
+
+
+async def test_a_relayed_reply_is_charged_its_cost(relay_gateway: Start) -> None:
+    proxy = await relay_gateway(
+        Provider(reply_body(), piece=64 * KiB),
+        keys={"team-a": key_entry(KEY_A, budget_usd_day=1.0)},
+    )
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(proxy.make_url("/v3/images/generations"), json=REQUEST,
+               headers={"Authorization": f"Bearer {KEY_A}"}) as r,
+    ):  # fmt: skip
+        assert r.status == 200
+        cost = (await r.json())["cost"]
+    assert cost > 0
+    assert await _left(proxy) == pytest.approx(1.0 - cost, abs=1e-6)
+
+
+async def test_a_relay_the_client_leaves_is_charged_its_worst_case(
+    relay_gateway: Start,
+) -> None:
+    provider = Provider(reply_body(), piece=80 * KiB)
+    provider.gate.clear()  # the provider sends its first piece, then waits
+    proxy = await relay_gateway(
+        provider, keys={"team-a": key_entry(KEY_A, budget_usd_day=1.0)}
+    )
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(proxy.make_url("/v3/images/generations"), json=REQUEST,
+               headers={"Authorization": f"Bearer {KEY_A}"}) as r,
+    ):  # fmt: skip
+        assert r.status == 200
+        await r.content.readexactly(1024)
+        r.close()  # the client goes away mid-reply
+    provider.gate.set()
+    # The provider finished and bills the image: the key pays the call's worst case,
+    # more than the reply's cost (about $0.04 here).
+    for _ in range(100):
+        spent = 1.0 - await _left(proxy)
+        if spent > 0:
+            break
+        await asyncio.sleep(0.05)
+    assert spent > 0.1
