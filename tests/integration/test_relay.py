@@ -267,6 +267,7 @@ async def test_a_relay_the_client_leaves_is_charged_its_worst_case(
     provider.gate.set()
     # The provider finished and bills the image: the key pays the call's worst case,
     # more than the reply's cost (about $0.04 here).
+    spent = 0.0
     for _ in range(100):
         spent = 1.0 - await _left(proxy)
         if spent > 0:
