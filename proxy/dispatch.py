@@ -28,6 +28,7 @@ from proxy.fetch import Fetcher
 from proxy.inputs import resolve_inputs
 from proxy.metrics import Metrics
 from proxy.models import EditJob, EditResult, FileRef, RemoteImage, StoredImage
+from proxy.passthrough import Relay, Relayed
 from proxy.pixels import PixelGate
 from proxy.providers.base import Capabilities, StreamingAdapter, capabilities_of
 from proxy.routing import Route, Router
@@ -130,6 +131,8 @@ class Request:
     hold: Hold | None  # the key's budget hold, if it has a budget
     # Resolved jobs by what their provider takes, reused down a fallback chain.
     resolved: dict[tuple[bool, bool], EditJob] = field(default_factory=dict)
+    # Set when the answer may be relayed as it arrives (``proxy.passthrough``).
+    relay: Relay | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +141,7 @@ class Answer:
     result: EditResult | None  # None: ``stream`` is to be relayed
     stream: EditJob | None = None
     adapter: StreamingAdapter | None = None
+    relayed: Relayed | None = None  # a reply to relay as it arrives
 
 
 async def run(
@@ -153,6 +157,8 @@ async def run(
         prepared = await _prepare(services, request, route, job, caps, planned)
         return Answer(route, None, stream=prepared, adapter=adapter)
     answered, result = await _down_chain(services, request, route, job, caps)
+    if isinstance(result, Relayed):
+        return Answer(answered, None, relayed=result)
     return Answer(answered, result)
 
 
@@ -162,7 +168,7 @@ async def _down_chain(
     route: Route,
     job: EditJob,
     caps: Capabilities,
-) -> tuple[Route, EditResult]:
+) -> tuple[Route, EditResult | Relayed]:
     """The model's route, then its fallbacks (``proxy.fallback``) while they fail in a
     way another provider may not; each route's job is checked against its own
     provider."""
@@ -231,7 +237,7 @@ async def _call(
     route: Route,
     job: EditJob,
     caps: Capabilities,
-) -> EditResult:
+) -> EditResult | Relayed:
     planned = plan(job, caps)
     hold = request.hold
     if hold is not None:
@@ -239,6 +245,9 @@ async def _call(
         await hold.ensure(route, job, native_n=caps.native_n)
     job = await _prepare(services, request, route, job, caps, planned)
     plain = msgspec.structs.replace(job, stream=False)
+    relay = request.relay
+    if relay is not None and relay.takes(route, fan_out=planned.fan_out):
+        return await relay.open(route, plain, hold)
     if planned.fan_out:
         # Each call that answers is charged, whether or not its siblings do.
         return await fan_out(

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from proxy import pipeline, streaming
+from proxy import passthrough, pipeline, streaming
 from proxy.context import CONTEXT
 from proxy.headers import validate_extra_headers
 from proxy.idempotency import fingerprint
@@ -47,6 +47,10 @@ from proxy.state import (
 )
 from proxy.tempfiles import UploadSet
 from proxy.upload_api import caller
+
+# A data URL longer than this is decoded in its own step of the event loop (64 MiB of
+# them decoded in one step held it for tens of milliseconds).
+_YIELD_AFTER = 1024 * 1024
 
 
 def _job(
@@ -89,16 +93,18 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
             fields, extra = split_known(raw, EDIT_FIELDS)
             body = convert(fields, EditRequest)
             route = _route(request, body.model)
-            images = tuple(
-                resolve_ref(ref, param=f"images[{i}]")
-                for i, ref in enumerate(body.images)
-            )
+            images = []
+            for i, ref in enumerate(body.images):
+                images.append(resolve_ref(ref, param=f"images[{i}]"))
+                if ref.image_url is not None and len(ref.image_url) > _YIELD_AFTER:
+                    await asyncio.sleep(0)  # one data URL's decode at a time
+
             mask = (
                 resolve_ref(body.mask, param="mask", mask=True) if body.mask else None
             )
             job = _job(
                 body, route, operation="edit", source="json", extra=extra,
-                images=images, mask=mask,
+                images=tuple(images), mask=mask,
             )  # fmt: skip
         else:
             form = await read_multipart(request, limits, uploads, digest=bool(key))
@@ -138,6 +144,7 @@ async def _answer(
     uploads: UploadSet | None = None,
     *,
     idem: Idem | None = None,
+    keep: bool = False,
 ) -> web.StreamResponse:
     """Dispatch the job, then answer: relayed stream, completed events or JSON.
 
@@ -145,7 +152,7 @@ async def _answer(
     answered from what was kept (``proxy.idempotency_http``): it must stay buffered,
     the JSON bytes built at the end of this function."""
     if idem is not None:
-        run = lambda: _answer(request, route, job, uploads)  # noqa: E731
+        run = lambda: _answer(request, route, job, uploads, keep=True)  # noqa: E731
         return await idempotent(request, idem, job.stream, run)
     app, ctx = request.app, request[CONTEXT]
     ctx.prompt = job.prompt  # the access log shows it only if configured
@@ -153,9 +160,25 @@ async def _answer(
     job, links = pipeline.prepare(app, job, key)
     if (accepted := await accept(request, route, job, links)) is not None:
         return accepted  # Prefer: respond-async (proxy/jobs)
-    answer = await pipeline.run(
-        app, route, job, key=key, hold=ctx.hold, uploads=uploads
-    )
+    relay = None
+    if passthrough.wanted(job, keep=keep or pipeline.keeps(app, links)):
+        relay = passthrough.Relay(app[PRICES])
+    try:
+        answer = await pipeline.run(
+            app, route, job, key=key, hold=ctx.hold, uploads=uploads, relay=relay
+        )
+        if answer.relayed is not None:
+            if answer.route is not route:
+                _route(request, f"{answer.route.provider}/{answer.route.model}")
+            relaying = passthrough.Relaying(
+                app[METRICS], app[PRICES], app[REDACTOR], ctx, ctx.hold
+            )
+            return await passthrough.relay(
+                request, relaying, answer.route, answer.relayed
+            )
+    finally:
+        if relay is not None:
+            await relay.close()
     if answer.stream is not None and answer.adapter is not None:
         using = streaming.Relaying(
             metrics=app[METRICS],

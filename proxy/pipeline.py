@@ -17,6 +17,7 @@ from proxy.budget import Hold
 from proxy.context import RequestContext
 from proxy.guard import authorize
 from proxy.models import EditJob, EditResult
+from proxy.passthrough import Relay
 from proxy.result_links import Origin, ResultLinks
 from proxy.routing import Route
 from proxy.state import (
@@ -82,6 +83,12 @@ def prepare(
     return job, links
 
 
+def keeps(app: web.Application, links: ResultLinks | None) -> bool:
+    """The answer's images are stored (links, or ``results.keep``): it is held whole."""
+    kept = app.get(RESULT_LINKS)
+    return links is not None or (kept is not None and kept.keeps)
+
+
 async def run(
     app: web.Application,
     route: Route,
@@ -90,8 +97,9 @@ async def run(
     key: str | None,
     hold: Hold | None,
     uploads: UploadSet | None,
+    relay: Relay | None = None,
 ) -> dispatch.Answer:
-    mine = dispatch.Request(uploads=uploads, key=key, hold=hold)
+    mine = dispatch.Request(uploads=uploads, key=key, hold=hold, relay=relay)
     return await dispatch.run(services(app), mine, route, job)
 
 

@@ -88,6 +88,7 @@ class Redactor:
         self._secrets: tuple[str, ...] = ()
         self._texts: list[str] = []
         self._matcher: BytesAhoCorasick | None = None
+        self._longest = 0  # bytes of the longest form
 
     def needles(self) -> list[str]:
         """Every form of every current secret, longest first (a secret that contains
@@ -103,6 +104,7 @@ class Redactor:
             for secret in secrets:
                 forms |= _forms(secret)
             self._texts = sorted(forms, key=len, reverse=True)
+            self._longest = max((len(f.encode()) for f in forms), default=0)
             self._matcher = None
             if forms:
                 self._matcher = BytesAhoCorasick(
@@ -137,6 +139,58 @@ class Redactor:
         for _, start, end in found:
             parts += (view[last:start], _REDACTED_BYTES)
             last = end
+        parts.append(view[last:])
+        return b"".join(parts)
+
+    def stream(self) -> RedactingStream:
+        """A redactor for a body relayed in pieces, with the secrets of now."""
+        self.needles()
+        return RedactingStream(self._matcher, self._longest)
+
+
+class RedactingStream:
+    """Redacts a body written in pieces: a secret split between two pieces is found,
+    because the last (longest form - 1) bytes of each piece are held back until the
+    next one (or ``flush``); a form starting before that tail fits in what was seen."""
+
+    def __init__(self, matcher: BytesAhoCorasick | None, longest: int) -> None:
+        self._matcher = matcher
+        self._keep = max(longest - 1, 0)
+        self._held = b""
+
+    def feed(self, data: bytes) -> bytes | memoryview:
+        """What can be sent of ``data`` (after what was held), redacted."""
+        if self._matcher is None:
+            return data
+        buf = self._held + data if self._held else data
+        cut = len(buf) - self._keep
+        if cut <= 0:
+            self._held = buf
+            return b""
+        view, last, end = memoryview(buf), 0, cut
+        parts: list[bytes | memoryview] = []
+        for _, start, stop in self._matcher.find_matches_as_indexes(buf):
+            if start >= cut:
+                break
+            parts += (view[last:start], _REDACTED_BYTES)
+            end, last = max(end, stop), stop
+        self._held = bytes(view[end:])
+        if not parts:
+            return view[:end]  # not copied
+        parts.append(view[last:end])
+        return b"".join(parts)
+
+    def flush(self) -> bytes:
+        """The held tail, redacted."""
+        held, self._held = self._held, b""
+        if self._matcher is None or not held:
+            return held
+        found = self._matcher.find_matches_as_indexes(held)
+        view, last = memoryview(held), 0
+        parts: list[bytes | memoryview] = []
+        for _, start, stop in found:
+            parts += (view[last:start], _REDACTED_BYTES)
+            last = stop
         parts.append(view[last:])
         return b"".join(parts)
 

@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
-from aiohttp.payload import BytesPayload, Payload
 
 from proxy.context import add_upstream_time, trace_headers
 from proxy.credentials import Auth, RequestSigner
@@ -35,7 +34,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from proxy.formwriter import Form
+from proxy.formwriter import Form, InMemoryBody
 from proxy.hosts import host_allowed, origin
 from proxy.metrics import Metrics
 from proxy.resilience import (
@@ -46,13 +45,15 @@ from proxy.resilience import (
     retry_after_s,
 )
 from proxy.upstream_reply import (
-    UpstreamResponse as UpstreamResponse,  # adapters import it from here
-)
-from proxy.upstream_reply import (
+    HELD_KWARG,
     UpstreamStream,
     map_errors,
     mapped,
     read_capped,
+    read_whole,
+)
+from proxy.upstream_reply import (
+    UpstreamResponse as UpstreamResponse,  # adapters import it from here
 )
 
 _NO_RETRY = RetryPolicy(attempts=1)
@@ -152,7 +153,33 @@ class Upstream:
         """
         if not authenticated:
             sent = {**(headers or {}), **trace_headers()}
-            return await self._send(method, path, sent, kwargs)
+            resp = await self._send(method, path, sent, kwargs)
+        else:
+            resp = await self._authenticated(method, path, headers, kwargs)
+        assert isinstance(resp, UpstreamResponse)  # not held: read whole
+        return resp
+
+    async def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        held: int,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> UpstreamResponse | UpstreamStream:
+        """``request``, but a 2xx reply that may be over ``held`` bytes comes back
+        unread, to be relayed and then closed; retries and breaker as for any reply."""
+        kwargs[HELD_KWARG] = held
+        return await self._authenticated(method, path, headers, kwargs)
+
+    async def _authenticated(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str] | None,
+        kwargs: dict[str, Any],
+    ) -> UpstreamResponse | UpstreamStream:
         self._require_key_host(path)
         sent = await self._headers(headers)
         if self._signer is not None:
@@ -183,7 +210,7 @@ class Upstream:
         path: str,
         headers: dict[str, str],
         kwargs: dict[str, Any],
-    ) -> UpstreamResponse:
+    ) -> UpstreamResponse | UpstreamStream:
         policy = self._retry
         # Every body sent is bytes or a Form (a fresh payload per send): resendable.
         loop = asyncio.get_running_loop()
@@ -202,12 +229,16 @@ class Upstream:
                 later = self._retry_after(resp, policy)
                 if last or later is None or loop.time() + later > deadline:
                     return resp
+                if isinstance(resp, UpstreamStream):  # pragma: no cover - 2xx only
+                    await resp.close()
                 wait = later
             self._retries.inc()
             await asyncio.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _retry_after(self, resp: UpstreamResponse, policy: RetryPolicy) -> float | None:
+    def _retry_after(
+        self, resp: UpstreamResponse | UpstreamStream, policy: RetryPolicy
+    ) -> float | None:
         """The wait before sending again after a 429/503 that says when; else None."""
         if resp.status not in RETRY_STATUSES:
             return None
@@ -218,28 +249,41 @@ class Upstream:
 
     async def _send(
         self, method: str, path: str, headers: dict[str, str], kwargs: dict[str, Any]
-    ) -> UpstreamResponse:
+    ) -> UpstreamResponse | UpstreamStream:
         start = time.perf_counter()
         outcome = "error"
+        held = kwargs.get(HELD_KWARG)
         kwargs, size = _fresh_body(kwargs)
+        r: aiohttp.ClientResponse | None = None
         try:
-            async with self.session.request(
+            # Not ``async with``: a relayed reply outlives this call.
+            r = await self.session.request(
                 method, self.url(path), headers=headers, allow_redirects=False, **kwargs
-            ) as r:
-                self._sent.inc(size)
-                if 300 <= r.status < 400:
-                    outcome = "3xx"
-                    raise self._redirected(r.status)
-                body = await read_capped(r, self.max_response_bytes, self.name)
-                self._received.inc(len(body))
-                outcome = f"{r.status // 100}xx"
-                return UpstreamResponse(r.status, r.headers, body)
+            )
+            self._sent.inc(size)
+            if 300 <= r.status < 400:
+                outcome = "3xx"
+                raise self._redirected(r.status)
+            if held is not None and 200 <= r.status < 300 and not read_whole(r, held):
+                stream = UpstreamStream(
+                    self.name, r, self.max_response_bytes, self._received,
+                    on_close=lambda outcome: self._record(start, outcome),
+                )  # fmt: skip
+                r, outcome = None, ""  # the stream records when it is closed
+                return stream
+            body = await read_capped(r, self.max_response_bytes, self.name)
+            self._received.inc(len(body))
+            outcome = f"{r.status // 100}xx"
+            return UpstreamResponse(r.status, r.headers, body)
         except (TimeoutError, aiohttp.ClientError) as exc:
             # Inline rather than map_errors: a generator context manager per call
             # is measurable on the hot path.
             raise mapped(self.name, exc) from exc
         finally:
-            self._record(start, outcome)
+            if r is not None:
+                r.release()
+            if outcome:
+                self._record(start, outcome)
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -332,26 +376,14 @@ class Upstream:
 
 def _fresh_body(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:
     """The arguments of one send (a ``Form`` becomes a payload) and the body's size."""
+    if HELD_KWARG in kwargs:
+        kwargs = {k: v for k, v in kwargs.items() if k != HELD_KWARG}
     data = kwargs.get("data")
     if isinstance(data, Form):
         payload = data.payload()
         return {**kwargs, "data": payload}, payload.size or 0
     if isinstance(data, bytes | bytearray):
-        return {**kwargs, "data": _InMemoryBody(bytes(data))}, len(data)
+        return {**kwargs, "data": InMemoryBody(bytes(data))}, len(data)
     if isinstance(data, str):  # aiohttp sends text as UTF-8
         return kwargs, len(data.encode())
     return kwargs, 0
-
-
-class _InMemoryBody(BytesPayload):
-    """A body already in memory, written to the transport in one call.
-
-    aiohttp's ``BytesPayload`` warns past 1 MiB that raw bytes "might lock the event
-    loop"; writing them only queues them on the transport, and an image body is
-    usually past 1 MiB, so every such edit logged a warning (and a test running with
-    warnings as errors got a 500).
-    """
-
-    def __init__(self, value: bytes) -> None:
-        Payload.__init__(self, value, content_type="application/octet-stream")
-        self._size = len(value)

@@ -8,7 +8,7 @@ calls ``mapped``/``map_errors`` for every send, stream and download.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import aiohttp
 import msgspec
@@ -38,7 +38,13 @@ class UpstreamStream:
     """A reply whose body is read as it arrives; read errors map like any other."""
 
     def __init__(
-        self, provider: str, resp: aiohttp.ClientResponse, cap: int, received: Counter
+        self,
+        provider: str,
+        resp: aiohttp.ClientResponse,
+        cap: int,
+        received: Counter,
+        *,
+        on_close: Callable[[str], None] | None = None,
     ) -> None:
         self.status = resp.status
         self.headers = resp.headers
@@ -48,18 +54,53 @@ class UpstreamStream:
         self._received = received
         self._finished = False
         self._failed = False
+        self._on_close = on_close
+        self._outcome: str | None = None
+        self._head: list[bytes] = []  # read by ``head``, not yet handed out
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
 
+    def settle(self, outcome: str) -> None:
+        """Record the call as ``outcome`` when it is closed (a relay that gave up on
+        the reply: ``2xx`` for a body it refused, ``error`` for one too large)."""
+        self._outcome = outcome
+
     @property
     def outcome(self) -> str:
+        if self._outcome is not None:
+            return self._outcome
         if self._failed:
             return "error"
         if self.ok and not self._finished:
             return "aborted"  # the client left before the reply ended
         return f"{self.status // 100}xx"
+
+    @property
+    def provider(self) -> str:
+        return self._provider
+
+    @property
+    def cap(self) -> int:
+        return self._cap
+
+    @property
+    def length(self) -> int | None:
+        """The Content-Length the reply announced, if any."""
+        return self._resp.content_length
+
+    async def close(self) -> None:
+        """Release the connection (to the pool if the reply was read to its end, else
+        closed) and record the call's outcome; for a reply ``Upstream.open`` handed
+        out."""
+        if self._finished:
+            self._resp.release()
+        else:
+            self._resp.close()
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close(self.outcome)
 
     async def read(self) -> UpstreamResponse:
         """The whole (capped) body, e.g. of an error reply."""
@@ -68,10 +109,32 @@ class UpstreamStream:
         self._finished = True
         return UpstreamResponse(self.status, self.headers, body)
 
-    async def chunks(self) -> AsyncGenerator[bytes, None]:
-        """The body in the pieces it arrives in."""
+    async def head(self, held: int) -> UpstreamResponse | None:
+        """Read up to ``held`` bytes (kept for ``chunks``); the whole reply if it
+        ended within them (over the cap: a 502, as ``read_capped``), else None."""
+        size = 0
         async with self._errors():
-            async for chunk in self._resp.content.iter_any():
+            while size <= held:
+                chunk, _ = await self._resp.content.readchunk()
+                if not chunk:
+                    self._finished = True
+                    body = b"".join(self._head)
+                    self._head.clear()
+                    return UpstreamResponse(self.status, self.headers, body)
+                self._received.inc(len(chunk))
+                self._head.append(chunk)
+                size += len(chunk)
+                if size > self._cap:
+                    raise _too_large(self._provider, self._cap)
+        return None
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        """The body in the pieces it arrives in: each as the connection read it, not
+        joined with what else is buffered (no copy, and at most one read's size)."""
+        while self._head:
+            yield self._head.pop(0)
+        async with self._errors():
+            async for chunk, _ in self._resp.content.iter_chunks():
                 self._received.inc(len(chunk))
                 yield chunk
         self._finished = True
@@ -84,6 +147,19 @@ class UpstreamStream:
         except UpstreamError:
             self._failed = True
             raise
+
+
+HELD_KWARG = "_held"  # in a send's kwargs: a 2xx reply past this many bytes is relayed
+
+
+def read_whole(resp: aiohttp.ClientResponse, held: int) -> bool:
+    """A reply that says it is at most ``held`` bytes (identity-encoded): read whole."""
+    length = resp.content_length
+    return (
+        length is not None
+        and length <= held
+        and resp.headers.get(hdrs.CONTENT_ENCODING, "identity") == "identity"
+    )
 
 
 def _too_large(provider: str, cap: int) -> UpstreamProtocolError:

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from proxy.formwriter import Form
 from proxy.providers._prepare import Needs, Prepared, prepare
 from proxy.providers._results import Outputs, finish
+from proxy.upstream_reply import UpstreamResponse, UpstreamStream
 
 if TYPE_CHECKING:
     from proxy.models import EditJob, EditResult
-    from proxy.upstream import Upstream, UpstreamResponse
+    from proxy.upstream import Upstream
 
 
 class UpstreamCall(NamedTuple):
@@ -47,6 +48,28 @@ async def send(upstream: Upstream, call: UpstreamCall) -> UpstreamResponse:
     return await upstream.request(
         call.method, call.path, headers=call.headers, data=call.body
     )
+
+
+async def open_reply(
+    adapter: Translator, job: EditJob, upstream: Upstream, *, held: int
+) -> EditResult | UpstreamStream:
+    """``compose`` for a provider whose 2xx reply is relayed as it is: a reply longer
+    than ``held`` bytes is handed back unread (``proxy.passthrough``)."""
+    prepared = await prepare(job, adapter.needs(job))
+    call = adapter.build(job, prepared)
+    got = await upstream.open(call.method, call.path, held=held,
+                              headers=call.headers, data=call.body)  # fmt: skip
+    if isinstance(got, UpstreamStream):
+        try:
+            whole = await got.head(held)  # a short unsized reply is answered whole
+        except BaseException:
+            await got.close()
+            raise
+        if whole is None:
+            return got
+        await got.close()
+        got = whole
+    return await finish(adapter.parse(upstream.name, got), job=job, upstream=upstream)
 
 
 async def compose(

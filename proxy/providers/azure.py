@@ -22,11 +22,12 @@ import msgspec
 from proxy.models import EditJob, EditResult
 from proxy.providers import _inputs
 from proxy.providers import _openai_compat as compat
-from proxy.providers._call import UpstreamCall, compose
+from proxy.providers._call import UpstreamCall, compose, open_reply
 from proxy.providers._prepare import Needs, Prepared
 from proxy.providers._results import Outputs
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
 from proxy.upstream import Upstream, UpstreamResponse
+from proxy.upstream_reply import UpstreamStream
 
 
 class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="azure"):
@@ -88,3 +89,8 @@ class AzureAdapter:
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         return await compose(self, job, upstream)
+
+    async def open(
+        self, job: EditJob, upstream: Upstream, *, held: int
+    ) -> EditResult | UpstreamStream:
+        return await open_reply(self, job, upstream, held=held)

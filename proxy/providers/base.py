@@ -28,6 +28,7 @@ from proxy.models import Capabilities as Capabilities
 if TYPE_CHECKING:
     from proxy.models import EditJob, EditResult
     from proxy.upstream import Upstream
+    from proxy.upstream_reply import UpstreamStream
 
 
 class Pool(ConfigBase, frozen=True, forbid_unknown_fields=True):
@@ -67,6 +68,19 @@ class StreamingAdapter(Protocol):
     ) -> AbstractAsyncContextManager[AsyncGenerator[bytes, None]]:
         """Open the provider's event stream; raise an UpstreamError before yielding
         if the provider refused. Yields the raw body as it arrives."""
+        ...
+
+
+@runtime_checkable
+class RelayingAdapter(Protocol):
+    """An adapter whose 2xx reply is OpenAI's JSON as it is, relayed as it arrives
+    (``proxy.passthrough``)."""
+
+    async def open(
+        self, job: EditJob, upstream: Upstream, *, held: int
+    ) -> EditResult | UpstreamStream:
+        """The call made: its result if the reply is at most ``held`` bytes (or not
+        2xx: raised), else the reply unread, for the caller to relay and close."""
         ...
 
 

@@ -23,11 +23,12 @@ from proxy import sse
 from proxy.errors import InvalidRequest
 from proxy.models import EditJob, EditResult
 from proxy.providers import _openai_compat as compat
-from proxy.providers._call import UpstreamCall, compose
+from proxy.providers._call import UpstreamCall, compose, open_reply
 from proxy.providers._prepare import Needs, Prepared, prepare
 from proxy.providers._results import Outputs
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
 from proxy.upstream import Upstream, UpstreamResponse
+from proxy.upstream_reply import UpstreamStream
 
 
 class Config(ConfigBase, frozen=True, forbid_unknown_fields=True, tag="openai"):
@@ -94,6 +95,11 @@ class OpenAIAdapter:
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         return await compose(self, job, upstream)
+
+    async def open(
+        self, job: EditJob, upstream: Upstream, *, held: int
+    ) -> EditResult | UpstreamStream:
+        return await open_reply(self, job, upstream, held=held)
 
     @contextlib.asynccontextmanager
     async def stream(

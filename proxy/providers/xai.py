@@ -25,11 +25,12 @@ import msgspec
 from proxy.errors import InvalidRequest
 from proxy.models import EditJob, EditResult, ImageInput, RemoteImage, StoredImage
 from proxy.providers import _openai_compat as compat
-from proxy.providers._call import UpstreamCall, compose
+from proxy.providers._call import UpstreamCall, compose, open_reply
 from proxy.providers._prepare import Needs, Prepared
 from proxy.providers._results import Outputs
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
 from proxy.upstream import Upstream, UpstreamResponse
+from proxy.upstream_reply import UpstreamStream
 
 MAX_IMAGES = 3
 # xAI's aspect ratios that an OpenAI "WxH" size can name exactly.
@@ -139,3 +140,8 @@ class XAIAdapter:
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         return await compose(self, job, upstream)
+
+    async def open(
+        self, job: EditJob, upstream: Upstream, *, held: int
+    ) -> EditResult | UpstreamStream:
+        return await open_reply(self, job, upstream, held=held)

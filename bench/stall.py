@@ -1,0 +1,188 @@
+"""Event-loop stalls: the worst ``/healthz`` latency while one heavy request runs.
+
+``python -m bench.stall [--repeat N]`` (issue 19, item 7). Three processes, so that
+neither the heavy client nor the upstream shares a loop with what is measured: the
+fake upstream (this module with ``--upstream``), imagegate, and a probe (this module
+with ``--probe``) sending ``GET /healthz`` on one kept-alive connection every 2 ms.
+Each heavy request is sent ``--repeat`` times, one at a time; the probe's worst and
+99th-percentile latency over those requests is reported per scenario, beside an idle
+baseline. Requests within the default limits:
+
+- ``json64``: a JSON edit of 16 data URLs, 60 MiB of base64 in all;
+- ``multipart16``: a multipart edit of 16 images of 4 MiB;
+- ``reply256``: a generation whose reply is 256 MiB (``max_response_bytes``).
+
+A large mask to convert needs a provider that converts masks (BFL, Stability, ...):
+not covered yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from bench.procs import Proc, free_port
+from bench.scenarios import MiB, multipart, png_bytes
+from bench.targets import BENCH_KEY_ENV, imagegate_config
+
+REPLY_BYTES = 256 * MiB - 4096
+_BLOCK = b"A" * (4 * MiB)
+
+
+async def _edit(request: web.Request) -> web.StreamResponse:
+    await request.read()
+    return web.json_response({"created": 1, "data": [{"b64_json": "aGk="}]})
+
+
+async def _huge(request: web.Request) -> web.StreamResponse:
+    """A 256 MiB images reply, written in 4 MiB blocks (chunked)."""
+    await request.read()
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await resp.prepare(request)
+    head = b'{"created":1,"data":[{"b64_json":"'
+    await resp.write(head)
+    left = REPLY_BYTES - len(head) - 3
+    while left > 0:
+        block = _BLOCK[: min(left, len(_BLOCK))]
+        await resp.write(block)
+        left -= len(block)
+    await resp.write(b'"}]}')
+    await resp.write_eof()
+    return resp
+
+
+def serve_upstream(port: int) -> None:
+    app = web.Application(client_max_size=1 << 30)
+    app.router.add_post("/small/v1/images/edits", _edit)
+    app.router.add_post("/big/v1/images/generations", _huge)
+    web.run_app(app, host="127.0.0.1", port=port, print=None)
+
+
+def probe(port: int, seconds: float, out: Path) -> None:
+    """``GET /healthz`` every 2 ms on one connection; latencies (s) to ``out``."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    req = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    samples: list[tuple[float, float]] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        sock.sendall(req)
+        data = b""
+        while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+            data += sock.recv(4096)
+        samples.append((time.time(), time.monotonic() - t0))
+        time.sleep(0.002)
+    out.write_bytes(msgspec.json.encode(samples))
+
+
+def _bodies(directory: Path) -> dict[str, tuple[str, bytes, str]]:
+    """(path, body, content type) per scenario."""
+    image = png_bytes(int(2.8 * MiB))
+    url = "data:image/png;base64," + base64.b64encode(image).decode()
+    doc = {"model": "openai/gpt-image-2", "prompt": "p",
+           "images": [{"image_url": url} for _ in range(16)]}  # fmt: skip
+    files = [("image[]", png_bytes(4 * MiB)) for _ in range(16)]
+    form, ctype = multipart({"model": "openai/gpt-image-2", "prompt": "p"}, files)
+    gen = {"model": "big/gpt-image-2", "prompt": "p"}
+    return {
+        "json64": ("/v3/images/edits", msgspec.json.encode(doc), "application/json"),
+        "multipart16": ("/v3/images/edits", form, ctype),
+        "reply256": ("/v3/images/generations", msgspec.json.encode(gen),
+                     "application/json"),
+    }  # fmt: skip
+
+
+async def _send(port: int, path: str, body: bytes, ctype: str) -> tuple[float, float]:
+    async with aiohttp.ClientSession() as s:
+        t0 = time.time()
+        async with s.post(
+            f"http://127.0.0.1:{port}{path}", data=body,
+            headers={"Content-Type": ctype},
+        ) as r:  # fmt: skip
+            async for _ in r.content.iter_chunked(1 * MiB):
+                pass
+            assert r.status == 200, r.status
+        return t0, time.time()
+
+
+def _stats(
+    samples: list[tuple[float, float]], windows: list[tuple[float, float]]
+) -> str:
+    during = sorted(lat for t, lat in samples if any(a <= t <= b for a, b in windows))
+    if not during:
+        return "no samples"
+    p99 = during[min(len(during) - 1, int(len(during) * 0.99))]
+    return (
+        f"worst {1000 * during[-1]:7.1f} ms  p99 {1000 * p99:6.1f} ms  n={len(during)}"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="bench.stall")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--probe", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--seconds", type=float, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.upstream:
+        serve_upstream(args.upstream)
+        return
+    if args.probe:
+        probe(args.probe, args.seconds, args.out)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        up = free_port()
+        cmd = [sys.executable, "-m", "bench.stall", "--upstream", str(up)]
+        upstream = Proc("upstream", cmd, log=d / "up.log", cpus="0")
+        upstream.wait_port(up)
+        port = free_port()
+        conf = imagegate_config(d, port, up)
+        gate = Proc("imagegate", [sys.executable, "-m", "proxy", "--config", str(conf)],
+                    log=d / "ig.log", cpus="1",
+                    env={BENCH_KEY_ENV: "sk-bench-not-a-real-key"})  # fmt: skip
+        try:
+            gate.wait_port(port)
+            bodies = _bodies(d)
+            for name, (path, body, ctype) in bodies.items():
+                asyncio.run(_send(port, path, body, ctype))  # warm up
+                out = d / f"{name}.json"
+                seconds = 4 + 6 * args.repeat
+                probing = subprocess.Popen(
+                    [sys.executable, "-m", "bench.stall", "--probe", str(port),
+                     "--seconds", str(seconds), "--out", str(out)],
+                    env={**os.environ}, cwd=os.getcwd(),
+                )  # fmt: skip
+                time.sleep(1.0)
+                idle = [(time.time(), time.time() + 0.8)]
+                time.sleep(1.0)
+                windows = []
+                for _ in range(args.repeat):
+                    windows.append(asyncio.run(_send(port, path, body, ctype)))
+                    time.sleep(0.3)
+                probing.wait()
+                samples = [tuple(s) for s in msgspec.json.decode(out.read_bytes())]
+                print(f"{name:12s} {len(body) / MiB:6.1f} MiB  idle: "
+                      f"{_stats(samples, idle)}  during: {_stats(samples, windows)}",
+                      flush=True)  # fmt: skip
+        finally:
+            gate.stop()
+            upstream.stop()
+
+
+if __name__ == "__main__":
+    main()
