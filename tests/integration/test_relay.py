@@ -274,3 +274,38 @@ async def test_a_relay_the_client_leaves_is_charged_its_worst_case(
             break
         await asyncio.sleep(0.05)
     assert spent > 0.1
+
+
+async def test_an_idempotent_request_is_held_whole_and_replayed(
+    relay_gateway: Start,
+) -> None:
+    # A reply long enough to be relayed; with an Idempotency-Key it must be kept, so
+    # it stays on the held path (proxy.passthrough.wanted, keep=True) and a repeat is
+    # answered from what was kept without a second upstream call.
+    provider = Provider(reply_body(), piece=80 * KiB)
+    calls = 0
+    handle = provider.handle
+
+    async def counted(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        return await handle(request)
+
+    provider.handle = counted  # type: ignore[method-assign]
+    proxy = await relay_gateway(provider)
+    answers = []
+    async with aiohttp.ClientSession() as s:
+        for _ in range(2):
+            async with s.post(
+                proxy.make_url("/v3/images/generations"),
+                json=REQUEST,
+                headers={"Idempotency-Key": "held-1"},
+            ) as r:
+                answers.append(
+                    (r.status, r.headers.get("Idempotent-Replayed"), await r.read())
+                )
+    assert [a[0] for a in answers] == [200, 200]
+    assert answers[0][1] is None and answers[1][1] == "true"
+    assert answers[0][2] == answers[1][2]
+    assert msgspec.json.decode(answers[1][2])["data"] == [{"b64_json": BIG_B64}]
+    assert calls == 1
