@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
@@ -95,6 +96,9 @@ class Pace:
     min_rate: int  # bytes per second of waiting, averaged once grace_s is spent
     deadline_s: float | None = None
     reserve: Reservation | None = None
+    # The turn to read the body in (``proxy.backpressure.Readers``), waited for
+    # before the body's clocks start.
+    turn: AbstractAsyncContextManager[None] | None = None
 
 
 PACE = web.RequestKey("pace", Pace)
@@ -125,6 +129,7 @@ class BodyStream:
         self._cap = cap
         self._pace = pace
         self._reserve = pace.reserve if pace is not None else None
+        self._turn = pace.turn if pace is not None else None
         self.total = 0
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[object] | None = None
@@ -135,6 +140,8 @@ class BodyStream:
         self._fired: str | None = None  # why the timer cancelled the task
 
     async def __aenter__(self) -> BodyStream:
+        if self._turn is not None:
+            await self._turn.__aenter__()
         self._task = asyncio.current_task()
         self._start = now = self._loop.time()
         self._arm(now + min(self._timeout, self._slack(0.0, now)))
@@ -146,6 +153,8 @@ class BodyStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._turn is not None:
+            await self._turn.__aexit__(typ, exc, tb)
         if self._timer is not None:
             self._timer.cancel()
         if self._fired is not None and typ is asyncio.CancelledError:
