@@ -17,6 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from proxy.listener import AcceptingSite
 from proxy.state import LIFECYCLE, PRESSURE
 
 log = logging.getLogger("imagegate")
@@ -70,9 +71,9 @@ async def serve(
         # A high backlog (``effective_backlog``): a burst of clients waits in the
         # kernel's accept queue instead of being reset (issue 19: aiohttp's default
         # of 128 reset 316 of 1,000 clients).
-        site = web.TCPSite(
-            runner, host, port, reuse_port=reuse_port or None, backlog=backlog
-        )
+        # AcceptingSite, not aiohttp's TCPSite: uvloop accepts one connection per
+        # turn of the loop, and a burst waited seconds to be accepted (listener.py).
+        site = AcceptingSite(runner, host, port, reuse_port=reuse_port, backlog=backlog)
         await site.start()
         log.info(
             "listening",
