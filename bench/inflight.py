@@ -34,7 +34,7 @@ import msgspec
 
 from bench import procs, report
 from bench.inflight_client import raise_nofile
-from bench.probe import Probe, Sampler, netstat
+from bench.probe import Probe, Sampler, netstat, wait_seconds
 from bench.scenarios import MiB, multipart, png_bytes
 from bench.targets import HERE, Target, stack
 
@@ -107,13 +107,13 @@ def run_one(
     )
     time.sleep(0.5)
     idle = procs.rss_kib(pids)
-    net0, cpu0 = netstat(), procs.cpu_seconds(pids)
+    net0, cpu0, wait0 = netstat(), procs.cpu_seconds(pids), wait_seconds(pids)
     out = workdir / "inflight.json"
     out.unlink(missing_ok=True)
     timeout = hold * 3 + 120
     cmd = [sys.executable, "-m", "bench.inflight_client", url, str(body_path),
            content_type, str(clients), str(timeout), str(out)]  # fmt: skip
-    sampler = Sampler(pids).start()
+    sampler = Sampler(pids, port=target.port).start()
     start = time.monotonic()
     with Probe(target.port) as probe:
         done = subprocess.run(
@@ -121,6 +121,7 @@ def run_one(
         )
     end = time.monotonic()
     cpu, net1 = procs.cpu_seconds(pids) - cpu0, netstat()
+    waited = wait_seconds(pids) - wait0
     after = procs.rss_kib(pids)
     if done.returncode != 0:
         sampler.stop()
@@ -164,6 +165,8 @@ def run_one(
         "cpu_ms_per_request": round(cpu / answered * 1000, 2) if answered else None,
         "listen_overflows": net1.get("ListenOverflows", 0) - net0.get("ListenOverflows", 0),
         "listen_drops": net1.get("ListenDrops", 0) - net0.get("ListenDrops", 0),
+        "accept_queue_max": sampler.accept_queue_max,
+        "runnable_wait_s": round(waited, 2),
         "series": {
             "rss": [(round(at - start, 2), kib) for at, kib in sampler.rows],
             "healthz": [(round(at - start, 3), round(s, 4)) for at, _, s, e in probe.rows if not e],
@@ -274,9 +277,11 @@ COLUMNS = (
     ("latency_p50_s", "p50 s"), ("latency_max_s", "max s"),
     ("refused_max_ms", "503 max ms"), ("healthz_max_ms", "/healthz max ms"),
     ("connect_max_ms", "connect max ms"), ("listen_overflows", "overflows"),
+    ("accept_queue_max", "accept queue max"),
     ("idle_rss_mib", "idle MiB"), ("peak_rss_mib", "peak MiB"),
     ("rss_per_inflight_kib", "KiB per edit"), ("after_rss_mib", "after MiB"),
     ("settled_rss_mib", "settled MiB"), ("cpu_ms_per_request", "CPU ms/req"),
+    ("cpu_s", "CPU s"), ("runnable_wait_s", "run-queue wait s"),
 )  # fmt: skip
 
 

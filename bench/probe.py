@@ -97,19 +97,54 @@ class Probe:
         self._thread.join()
 
 
-class Sampler:
-    """Summed VmRSS (KiB) of ``pids`` every ``interval`` as (monotonic time, KiB)."""
+def accept_queue(port: int, path: Path = Path("/proc/net/tcp")) -> int:
+    """Connections waiting for ``accept()`` on 127.0.0.1:``port`` (its listening
+    socket's rx_queue in /proc/net/tcp)."""
+    local = f"0100007F:{port:04X}"
+    with path.open() as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[1] == local and fields[3] == "0A":  # TCP_LISTEN
+                return int(fields[4].split(":")[1], 16)
+    return 0
 
-    def __init__(self, pids: Sequence[int], interval: float = 0.1) -> None:
+
+def wait_seconds(pids: Sequence[int]) -> float:
+    """Seconds the processes' threads spent runnable but not running (schedstat):
+    what other work on the machine added to their latency."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    stat = Path(f"/proc/{pid}/task/{task}/schedstat").read_text()
+                    total += int(stat.split()[1])
+    return total / 1e9
+
+
+class Sampler:
+    """Summed VmRSS (KiB) of ``pids`` every ``interval`` as (monotonic time, KiB),
+    and the longest accept queue seen on ``port``."""
+
+    def __init__(
+        self, pids: Sequence[int], interval: float = 0.1, port: int | None = None
+    ) -> None:
         self.pids = list(pids)
         self.interval = interval
+        self.port = port
         self.rows: list[tuple[float, int]] = []
+        self.accept_queue_max = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while True:
             self.rows.append((time.monotonic(), procs.rss_kib(self.pids)))
+            if self.port is not None:
+                with contextlib.suppress(OSError):
+                    queued = accept_queue(self.port)
+                    self.accept_queue_max = max(self.accept_queue_max, queued)
             if self._stop.wait(self.interval):
                 return
 

@@ -48,6 +48,8 @@ def test_tiny_bursts_through_every_peer(tmp_path: Path) -> None:
         assert r["settled_rss_mib"] > 0
         assert r["cpu_ms_per_request"] is not None
         assert r["listen_overflows"] >= 0
+        assert r["accept_queue_max"] >= 0
+        assert r["runnable_wait_s"] >= 0
         assert len(r["series"]["latency"]) == r["ok"]
         assert r["series"]["rss"]
 
