@@ -86,34 +86,19 @@ class JsonReserve:
         )
 
 
-class Readers:
-    """Turns at reading request bodies: ``max_body_reads`` at once, the rest in order.
-
-    Each socket that delivers data costs the event loop a callback and a task step
-    per turn. With 2,000 uploads arriving at once, one turn of the loop took 0.3-1 s
-    of CPU (issue 19) and a ``/healthz`` or a 503 waited behind all of them. A body
-    waiting here is not read, so aiohttp pauses its socket once its buffer is full
-    and it costs the loop nothing until its turn; the client's pace clock stands
-    still meanwhile (``proxy.formreader.BodyStream``). Bytes to read are the same in
-    all: the uploads finish in arrival order instead of all at the end.
-    """
-
-    def __init__(self, turns: int) -> None:
-        self._turns = asyncio.Semaphore(turns)
-
-    async def __aenter__(self) -> None:
-        await self._turns.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._turns.release()
-
-
 class Pressure:
     def __init__(self, config: Backpressure, metrics: Metrics) -> None:
         self._config = config
         self._metrics = metrics
         self.inflight = 0
-        self.readers = Readers(config.max_body_reads)
+        # Turns at handling request body chunks (``BodyStream.read``): each socket
+        # delivering data costs the loop a callback and a task step per turn of the
+        # loop, and with 1,000 uploads arriving at once one turn took up to 282 ms of
+        # CPU (issue 19), with /healthz and 503s waiting behind it. Beyond these
+        # turns a chunk waits unprocessed, so aiohttp pauses its socket once its
+        # buffer is full. A turn is never held while waiting for the client: a
+        # dripping client cannot keep others' uploads waiting.
+        self.readers = asyncio.Semaphore(config.max_body_reads)
         share = config.max_temp_share
         self.temp = _Pool(config.max_temp_bytes, share, "bytes of uploads on disk")
         self.json = _Pool(

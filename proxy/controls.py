@@ -97,9 +97,10 @@ class Backpressure(ConfigBase, frozen=True, forbid_unknown_fields=True):
     # while its other requests hold some; 1 turns the share off.
     max_temp_share: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
     retry_after_s: PositiveInt = 1
-    # Request bodies read at once; the others wait their turn, their sockets paused
-    # (proxy.backpressure.Readers), so one turn of the event loop serves at most
-    # these many uploads and /healthz or a 503 is not kept waiting behind thousands.
+    # Request bodies being read at once: beyond it, a body's chunks wait unread
+    # (its socket paused) until a turn is free; a turn is given back whenever the
+    # body waits for its client (proxy.formreader.BodyStream.read), so one turn of
+    # the event loop serves fewer uploads and /healthz or a 503 waits less.
     max_body_reads: PositiveInt = 64
 
 
