@@ -44,7 +44,8 @@ def draw(out: Path, name: str, results: list[dict[str, Any]]) -> dict[str, str]:
                 ylabel="MiB")  # fmt: skip
         probe.set(title="/healthz, connected to answer", xlabel="s from burst",
                   ylabel="ms")  # fmt: skip
-        probe.axhline(100, color="grey", lw=0.8, ls="--")
+        probe.axhline(100, color="grey", lw=0.8, ls="--")  # issue 19's target
+        probe.set_yscale("log")
         lat.set(title=f"edit latency (upstream holds {first['hold_s']} s)",
                 xlabel="s, connect to last byte", ylabel="share of edits")  # fmt: skip
         for ax in (rss, probe, lat):
