@@ -45,7 +45,11 @@ def build(upstream: int) -> web.Application:
             await out.write_eof()
             return out
 
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
     app.cleanup_ctx.append(session_ctx)
+    app.router.add_get("/healthz", healthz)
     app.router.add_post("/{tail:.*}", forward)
     return app
 

@@ -1,5 +1,7 @@
 """``python -m bench.run [--quick] [--seconds S] [--scenarios a,b] [--targets a,b]``.
 
+Then, unless ``--inflight off``, the in-flight bursts (``bench/inflight.py``).
+
 Runs every scenario against the fake upstream directly, nginx, the aiohttp floor
 (``bench/floor.py``) and imagegate in one invocation, interleaving the targets within
 each scenario so that drift in the machine's load hits them all alike, and writes
@@ -93,6 +95,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy-cpus", default="1", help="taskset list for the proxies")
     p.add_argument("--client-cpus", default="0", help="for wrk and the fake upstream")
     p.add_argument("--workers", type=int, default=1, help="imagegate --workers N")
+    p.add_argument(
+        "--inflight",
+        choices=("auto", "quick", "full", "off"),
+        default="auto",
+        help="then the in-flight bursts (bench/inflight.py): auto is quick with "
+        "--quick, full otherwise",
+    )
     p.add_argument("--name", help="results file stem (default: results, or quick)")
     p.add_argument("--out", type=Path, default=HERE / "results")
     return p
@@ -122,6 +131,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = args.name or ("quick" if args.quick else "results")
     path = report.write(args.out, name, report.derive(results), meta)
     sys.stdout.write(path.read_text())
+    mode = (
+        args.inflight
+        if args.inflight != "auto"
+        else ("quick" if args.quick else "full")
+    )
+    if mode != "off":
+        from bench import inflight
+
+        passed = ["--proxy-cpus", args.proxy_cpus, "--client-cpus", args.client_cpus,
+                  "--workers", str(args.workers), "--out", str(args.out)]  # fmt: skip
+        return inflight.main([*passed, *(["--quick"] if mode == "quick" else [])])
     return 0
 
 

@@ -52,10 +52,16 @@ def nginx_config(directory: Path, listen: int, upstream: int) -> Path:
     return path
 
 
-def imagegate_config(directory: Path, listen: int, upstream: int) -> Path:
-    """The default config plus two providers on the fake upstream (YAML is JSON)."""
+def imagegate_config(
+    directory: Path,
+    listen: int,
+    upstream: int,
+    overrides: dict[str, dict[str, object]] | None = None,
+) -> Path:
+    """The default config plus providers on the fake upstream (YAML is JSON);
+    ``overrides`` adds keys to its top-level sections (``backpressure``, ``server``)."""
     base = f"http://127.0.0.1:{upstream}"
-    doc = {
+    doc: dict[str, dict[str, object]] = {
         "server": {"host": "127.0.0.1", "port": listen},
         "limits": {"temp_dir": str(directory)},
         "providers": {
@@ -70,8 +76,15 @@ def imagegate_config(directory: Path, listen: int, upstream: int) -> Path:
                 "base_url": f"{base}/stream/v1",
                 "api_key_env": BENCH_KEY_ENV,
             },
+            "trickle": {
+                "type": "openai",
+                "base_url": f"{base}/trickle/v1",
+                "api_key_env": BENCH_KEY_ENV,
+            },
         },
     }
+    for section, keys in (overrides or {}).items():
+        doc[section] = {**doc.get(section, {}), **keys}
     path = directory / "imagegate.yaml"
     path.write_bytes(msgspec.json.encode(doc))
     return path
@@ -91,10 +104,12 @@ def _launch(
     return proc
 
 
-def _upstream(directory: Path, latency_ms: float, cpus: str | None) -> tuple[Proc, int]:
+def _upstream(
+    directory: Path, latency_ms: float, cpus: str | None, trickle_s: float
+) -> tuple[Proc, int]:
     port = free_port()
     cmd = [sys.executable, "-m", "bench.upstream", "--port", str(port),
-           "--latency-ms", str(latency_ms)]  # fmt: skip
+           "--latency-ms", str(latency_ms), "--trickle-s", str(trickle_s)]  # fmt: skip
     return _launch("upstream", cmd, port, directory, cpus), port
 
 
@@ -114,10 +129,14 @@ def _floor(directory: Path, upstream: int, cpus: str | None) -> Target:
 
 
 def _imagegate(
-    directory: Path, upstream: int, cpus: str | None, workers: int
+    directory: Path,
+    upstream: int,
+    cpus: str | None,
+    workers: int,
+    overrides: dict[str, dict[str, object]] | None,
 ) -> Target:
     port = free_port()
-    conf = imagegate_config(directory, port, upstream)
+    conf = imagegate_config(directory, port, upstream, overrides)
     cmd = [sys.executable, "-m", "proxy", "--config", str(conf)]
     if workers > 1:
         cmd += ["--workers", str(workers)]
@@ -135,9 +154,11 @@ def stack(
     proxy_cpus: str | None,
     client_cpus: str | None,
     workers: int = 1,
+    trickle_s: float = 2.0,
+    overrides: dict[str, dict[str, object]] | None = None,
 ) -> Iterator[Stack]:
     """Start the fake upstream and the named targets; stop them all on exit."""
-    upstream, up_port = _upstream(directory, latency_ms, client_cpus)
+    upstream, up_port = _upstream(directory, latency_ms, client_cpus, trickle_s)
     running = Stack(upstream)
     try:
         for name in names:
@@ -149,7 +170,7 @@ def stack(
                 running.targets[name] = _floor(directory, up_port, proxy_cpus)
             elif name == "imagegate":
                 running.targets[name] = _imagegate(
-                    directory, up_port, proxy_cpus, workers
+                    directory, up_port, proxy_cpus, workers, overrides
                 )
             else:
                 raise ValueError(f"unknown target {name!r}")

@@ -7,7 +7,10 @@ It reads and discards each request body (Content-Length or chunked), waits the f
 latency, and answers an OpenAI images reply chosen by the path's first segment:
 ``/small/...`` a few hundred bytes, ``/big/...`` about 1.5 MB of base64, ``/stream/...``
 OpenAI's event stream: one partial image after the latency, the completed image
-``STREAM_GAP_S`` later (chunked, so time to the first partial image can be measured).
+``STREAM_GAP_S`` later (chunked, so time to the first partial image can be measured);
+``/trickle/...`` the big reply sent slowly: its head after the latency, then its body in
+``TRICKLE_PIECES`` pieces spread over ``--trickle-s`` (a provider that answers at the
+pace of a slow link; the in-flight benchmark, ``bench/inflight.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ SMALL_IMAGE_BYTES = 256
 PARTIAL_IMAGE_BYTES = 16 * 1024
 STREAM_GAP_S = 0.02
 BIG_IMAGE_BYTES = 1_125_000  # 1.5 MB once base64-encoded
+TRICKLE_PIECES = 24
 _MAX_HEAD = 64 * 1024
 
 
@@ -87,9 +91,12 @@ def _response(status: str, body: bytes) -> bytes:
 class _Conn(asyncio.Protocol):
     """One keep-alive connection: head, body (discarded), delayed reply, repeat."""
 
-    def __init__(self, replies: dict[bytes, bytes], latency: float) -> None:
+    def __init__(
+        self, replies: dict[bytes, bytes], latency: float, trickle: float = 2.0
+    ) -> None:
         self._replies = replies
         self._latency = latency
+        self._trickle = trickle
         self._buf = bytearray()
         self._remaining = 0  # body bytes still to discard (Content-Length mode)
         self._chunked = False
@@ -131,8 +138,8 @@ class _Conn(asyncio.Protocol):
         path = lines[0].split(b" ")[1] if lines[0].count(b" ") >= 2 else b"/"
         segment = path.lstrip(b"/").split(b"/", 1)[0]
         self._reply = (
-            b"stream"
-            if segment == b"stream"
+            segment
+            if segment in (b"stream", b"trickle")
             else self._replies.get(segment, self._replies[b"small"])
         )
         self._remaining, self._chunked = 0, False
@@ -175,6 +182,15 @@ class _Conn(asyncio.Protocol):
             first, rest = self._replies[b"stream:first"], self._replies[b"stream:rest"]
             loop.call_later(self._latency, self._send, first)
             loop.call_later(self._latency + STREAM_GAP_S, self._send, rest)
+        elif reply == b"trickle":
+            whole = self._replies[b"big"]
+            head = whole.index(b"\r\n\r\n") + 4
+            step = -(-(len(whole) - head) // TRICKLE_PIECES)
+            loop.call_later(self._latency, self._send, whole[:head])
+            for i in range(TRICKLE_PIECES):
+                at = self._latency + self._trickle * (i + 1) / TRICKLE_PIECES
+                piece = whole[head + i * step : head + (i + 1) * step]
+                loop.call_later(at, self._send, piece)
         elif self._latency > 0:
             loop.call_later(self._latency, self._send, reply)
         else:
@@ -193,7 +209,7 @@ class _Conn(asyncio.Protocol):
         self._transport = None
 
 
-async def serve(host: str, port: int, latency: float) -> None:
+async def serve(host: str, port: int, latency: float, trickle: float = 2.0) -> None:
     replies = {
         b"small": _response("200 OK", reply_body(SMALL_IMAGE_BYTES)),
         b"big": _response("200 OK", reply_body(BIG_IMAGE_BYTES)),
@@ -201,7 +217,11 @@ async def serve(host: str, port: int, latency: float) -> None:
     replies[b"stream:first"], replies[b"stream:rest"] = stream_parts()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: _Conn(replies, latency), host, port, backlog=1024, reuse_address=True
+        lambda: _Conn(replies, latency, trickle),
+        host,
+        port,
+        backlog=4096,
+        reuse_address=True,
     )
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -215,13 +235,14 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency-ms", type=float, default=2.0)
+    parser.add_argument("--trickle-s", type=float, default=2.0)
     args = parser.parse_args()
     try:
         import uvloop
     except ImportError:  # plain asyncio still works, only slower
-        asyncio.run(serve(args.host, args.port, args.latency_ms / 1000))
+        asyncio.run(serve(args.host, args.port, args.latency_ms / 1000, args.trickle_s))
     else:
-        uvloop.run(serve(args.host, args.port, args.latency_ms / 1000))
+        uvloop.run(serve(args.host, args.port, args.latency_ms / 1000, args.trickle_s))
 
 
 if __name__ == "__main__":

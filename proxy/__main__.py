@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return supervise([*worker_argv, "--workers", "1", "--reuse-port"], workers)
     from proxy.app import create_app
     from proxy.logs import setup_logging
-    from proxy.serve import serve
+    from proxy.serve import effective_backlog, serve
 
     setup_logging(config.server.log_level)
     limit_malloc_arenas(os.environ)  # before any thread exists
@@ -241,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     shutdown_timeout_s=config.server.shutdown_timeout_s,
                     keepalive_timeout_s=config.server.keepalive_timeout_s,
                     reuse_port=args.reuse_port,
+                    backlog=effective_backlog(config.server.backlog),
                 )
             )
     except OSError as exc:  # the address is taken or not ours

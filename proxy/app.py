@@ -267,11 +267,13 @@ class _CountingConnector(aiohttp.TCPConnector):
         return conn
 
 
-def _session(name: str, pool: Pool, metrics: Metrics) -> aiohttp.ClientSession:
+def _session(
+    name: str, pool: Pool, metrics: Metrics, max_inflight: int
+) -> aiohttp.ClientSession:
     connector = _CountingConnector(
         name,
         metrics,
-        limit=pool.limit,
+        limit=pool.limit if pool.limit is not None else max_inflight,
         limit_per_host=pool.limit_per_host,
         keepalive_timeout=pool.keepalive_timeout_s,
         ttl_dns_cache=pool.dns_cache_ttl_s,
@@ -314,7 +316,9 @@ def _upstreams_ctx(
                         cfg.api_key_env,
                         extra={"fields": {"provider": name}},
                     )
-                session = _session(name, cfg.pool, metrics)
+                session = _session(
+                    name, cfg.pool, metrics, config.backpressure.max_inflight
+                )
                 sessions.append(session)
                 upstream = Upstream(
                     name,

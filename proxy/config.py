@@ -57,6 +57,10 @@ class Server(ConfigBase, frozen=True, forbid_unknown_fields=True):
     log_prompts: bool = False
     # Worker processes sharing the port (SO_REUSEPORT); --workers overrides.
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    # Connections the kernel queues for accept() (per worker): a burst of clients
+    # beyond it is dropped or reset. The kernel caps it at net.core.somaxconn, which
+    # the gateway reads and warns about at start when lower (README "Sizing").
+    backlog: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 4096
     # Without client keys, the Host names served besides localhost, loopback and the
     # connection's own address ("*": any), and the browser origins allowed to call
     # (proxy/origins.py). Unused with keys.

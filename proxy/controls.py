@@ -52,19 +52,26 @@ class RedisSettings(ConfigBase, frozen=True, forbid_unknown_fields=True):
 
 
 class Backpressure(ConfigBase, frozen=True, forbid_unknown_fields=True):
-    max_inflight: PositiveInt = 256
+    # Edits held upstream for 10-60 s each: 512 per process fits the 2 GiB the
+    # Kubernetes overlays give it (README "Sizing"); past it, 503 and scale out.
+    max_inflight: PositiveInt = 512
     # The part of max_inflight one client (key, or address without keys) may hold:
     # at most ceil(share x max_inflight) slots, at least 1; 1 turns the share off.
     max_inflight_share: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
     # Multipart body bytes received (after inflating) by requests in flight.
     max_temp_bytes: PositiveInt = 4 * 1024**3
     # JSON bodies are held and decoded in memory: each reserves 2x its bytes received
-    # (the body and its decoded strings) from this, sized for a 1 GiB pod.
+    # (the body and its decoded strings) from this (README "Sizing").
     max_json_memory_bytes: PositiveInt = 256 * 1024**2
     # The part of max_temp_bytes (and of max_json_memory_bytes) one client (key, or address without keys) may hold
     # while its other requests hold some; 1 turns the share off.
     max_temp_share: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
     retry_after_s: PositiveInt = 1
+    # Request bodies being read at once: beyond it, a body's chunks wait unread
+    # (its socket paused) until a turn is free; a turn is given back whenever the
+    # body waits for its client (proxy.formreader.BodyStream.read), so one turn of
+    # the event loop serves fewer uploads and /healthz or a 503 waits less.
+    max_body_reads: PositiveInt = 64
 
 
 def validate(

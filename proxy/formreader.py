@@ -95,6 +95,10 @@ class Pace:
     min_rate: int  # bytes per second of waiting, averaged once grace_s is spent
     deadline_s: float | None = None
     reserve: Reservation | None = None
+    # Turns at reading the body (``proxy.backpressure.Pressure.readers``): taken
+    # when a chunk arrives, kept while more wait in aiohttp's buffer, given back
+    # before waiting for the client; waiting for one is the proxy's time.
+    turn: asyncio.Semaphore | None = None
 
 
 PACE = web.RequestKey("pace", Pace)
@@ -125,6 +129,8 @@ class BodyStream:
         self._cap = cap
         self._pace = pace
         self._reserve = pace.reserve if pace is not None else None
+        self._turn = pace.turn if pace is not None else None
+        self._holding = False  # a turn is held
         self.total = 0
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[object] | None = None
@@ -146,6 +152,7 @@ class BodyStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._give_turn()
         if self._timer is not None:
             self._timer.cancel()
         if self._fired is not None and typ is asyncio.CancelledError:
@@ -196,8 +203,17 @@ class BodyStream:
             self._fired = reason
             self._task.cancel()
 
+    def _give_turn(self) -> None:
+        if self._holding:
+            assert self._turn is not None
+            self._holding = False
+            self._turn.release()
+
     async def read(self) -> bytes:
         """The next chunk of the body; ``b""`` at its end."""
+        if self._holding and not _buffered(self._content):
+            # The next read waits for the client: the turn is another body's.
+            self._give_turn()
         self._since = since = self._loop.time()
         try:
             chunk = await self._content.readany()
@@ -212,12 +228,23 @@ class BodyStream:
         finally:
             self._since = None
             self._waited += self._loop.time() - since
+        if chunk and self._turn is not None and not self._holding:
+            # Beyond the turns, the chunk waits here; its socket, once aiohttp's
+            # buffer is full, stays paused and costs the loop nothing meanwhile.
+            await self._turn.acquire()
+            self._holding = True
         self.total += len(chunk)
         if self.total > self._cap:
             raise too_large("request body", self._cap)
         if self._reserve is not None and chunk:
             self._reserve.take(len(chunk))
         return chunk
+
+
+def _buffered(content: ChunkSource) -> bool:
+    """Whether a read would return at once: bytes wait in aiohttp's buffer (its
+    StreamReader's ``_buffer``; a source without one counts as empty)."""
+    return bool(getattr(content, "_buffer", None))
 
 
 def request_body(request: web.Request, timeout: float, cap: int) -> BodyStream:

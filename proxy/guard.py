@@ -58,6 +58,7 @@ def _pace(request: web.Request, limits: Limits, slot: Slot) -> Pace:
         min_rate=limits.client_min_body_rate_bytes_s,
         deadline_s=limits.client_body_timeout_s,
         reserve=slot if multipart else slot.json,
+        turn=request.app[PRESSURE].readers,
     )
 
 

@@ -10,14 +10,38 @@ sessions and the limits store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from pathlib import Path
 
 from aiohttp import web
 
+from proxy.listener import AcceptingSite
 from proxy.state import LIFECYCLE, PRESSURE
 
 log = logging.getLogger("imagegate")
+
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+
+
+def somaxconn(path: Path = SOMAXCONN) -> int | None:
+    """The kernel's cap on any listen backlog; None where it cannot be read."""
+    with contextlib.suppress(OSError, ValueError):
+        return int(path.read_text().strip())
+    return None
+
+
+def effective_backlog(backlog: int, path: Path = SOMAXCONN) -> int:
+    """The backlog the kernel will grant; a warning when somaxconn cuts it."""
+    cap = somaxconn(path)
+    if cap is None or cap >= backlog:
+        return backlog
+    log.warning(
+        "listen backlog capped by the kernel: raise net.core.somaxconn",
+        extra={"fields": {"backlog": backlog, "somaxconn": cap}},
+    )
+    return cap
 
 
 async def serve(
@@ -28,6 +52,7 @@ async def serve(
     shutdown_timeout_s: float,
     keepalive_timeout_s: float = 75.0,
     reuse_port: bool = False,
+    backlog: int = 4096,
 ) -> None:
     runner = web.AppRunner(
         app,
@@ -43,9 +68,17 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         # reuse_port: the workers of `--workers N` share one port (SO_REUSEPORT).
-        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+        # A high backlog (``effective_backlog``): a burst of clients waits in the
+        # kernel's accept queue instead of being reset (issue 19: aiohttp's default
+        # of 128 reset 316 of 1,000 clients).
+        # AcceptingSite, not aiohttp's TCPSite: uvloop accepts one connection per
+        # turn of the loop, and a burst waited seconds to be accepted (listener.py).
+        site = AcceptingSite(runner, host, port, reuse_port=reuse_port, backlog=backlog)
         await site.start()
-        log.info("listening", extra={"fields": {"host": host, "port": port}})
+        log.info(
+            "listening",
+            extra={"fields": {"host": host, "port": port, "backlog": backlog}},
+        )
         await stop.wait()
         app[LIFECYCLE].draining = True
         log.info("draining", extra={"fields": {"in_flight": app[PRESSURE].inflight}})

@@ -34,7 +34,10 @@ if TYPE_CHECKING:
 class Pool(ConfigBase, frozen=True, forbid_unknown_fields=True):
     """Connection pool and timeouts for one provider's session."""
 
-    limit: Annotated[int, msgspec.Meta(ge=1)] = 100
+    # Connections open at once; null: backpressure.max_inflight, so the pool never
+    # holds back an edit the gateway admitted (a fixed 100 ran 250 held edits 100 at
+    # a time: issue 19). A number caps what this provider is sent at once.
+    limit: Annotated[int, msgspec.Meta(ge=1)] | None = None
     limit_per_host: Annotated[int, msgspec.Meta(ge=0)] = 0
     keepalive_timeout_s: Seconds = 30.0
     dns_cache_ttl_s: Annotated[int, msgspec.Meta(ge=0)] = 300

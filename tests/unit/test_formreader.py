@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
-from proxy.formreader import BodyStream, FormReader, boundary_of
+from proxy.formreader import BodyStream, FormReader, Pace, boundary_of
 
 BOUNDARY = b"XyZ-boundary"
 
@@ -273,3 +273,27 @@ async def test_outside_cancellation_is_not_turned_into_a_timeout() -> None:
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.01):
             await read_forever()
+
+
+async def test_a_chunk_waits_for_a_turn_and_a_stall_holds_none() -> None:
+    turns = asyncio.Semaphore(1)
+    await turns.acquire()  # another body's chunk is being handled
+    pace = Pace(grace_s=10.0, min_rate=1, turn=turns)
+    stalls = Stalls(b"first")
+    async with BodyStream(stalls, 10.0, 1 << 20, pace=pace) as body:
+        first = asyncio.ensure_future(body.read())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not first.done()  # arrived, waiting for the turn
+        turns.release()
+        assert await first == b"first"
+        assert turns.locked()  # held while the chunk is handled
+        second = asyncio.ensure_future(body.read())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        # Waiting for the client's next bytes: the turn is someone else's to take.
+        assert not turns.locked()
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+    assert not turns.locked()

@@ -1,0 +1,176 @@
+"""The listening socket, accepting every connection waiting at each wake-up.
+
+uvloop (libuv) accepts one connection per turn of the event loop. A turn that serves
+a thousand uploads takes tens to hundreds of milliseconds, so a burst of 1,000
+clients waited seconds in the kernel's accept queue: 829 connections sat there for
+7 s while ``/healthz`` and the 503 refusals, answered at once once read, took
+6-9 s (issue 19, strace: one ``accept4`` per ``epoll_pwait``). ``AcceptingSite``
+binds the socket itself and, each time it is readable, accepts up to
+``ACCEPT_BATCH`` connections, handing each to the loop as an accepted socket
+(``loop.connect_accepted_socket``) with aiohttp's request handler as its protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from typing import Any
+
+from aiohttp import web
+
+from proxy.tasks import TaskGroup
+
+log = logging.getLogger("imagegate")
+
+# Connections accepted per wake-up: each costs an accept() and a task (~30 us), so a
+# batch is a few ms of the loop; the rest wait for the next turn.
+ACCEPT_BATCH = 256
+# Out of descriptors or memory: wait this long before accepting again (as asyncio).
+_RETRY_S = 1.0
+_TRANSIENT = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
+
+
+class _Listeners(asyncio.AbstractServer):
+    """The sockets a site listens on, closed by ``close()`` (``BaseSite.stop``)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, socks: list[socket.socket]):
+        self._loop = loop
+        self.sockets = socks
+        self._serving = True
+        self.connecting = TaskGroup()
+
+    def close(self) -> None:
+        if not self._serving:
+            return
+        self._serving = False
+        for sock in self.sockets:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    async def wait_closed(self) -> None:
+        await self.connecting.close()
+
+    async def start_serving(self) -> None:
+        """Serving starts with the site; nothing to do."""
+
+    async def serve_forever(self) -> None:
+        raise NotImplementedError("the gateway's serve() runs the loop")
+
+
+class AcceptingSite(web.BaseSite):
+    """A TCP site like aiohttp's ``TCPSite``, accepting in batches (module doc)."""
+
+    __slots__ = ("_host", "_port", "_reuse_port")
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        backlog: int,
+        reuse_port: bool = False,
+    ) -> None:
+        super().__init__(runner, backlog=backlog)
+        self._host, self._port, self._reuse_port = host, port, reuse_port
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    @property
+    def port(self) -> int:
+        """The bound port (the one asked for, or the kernel's pick for 0)."""
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        return port
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(
+            self._host or None,
+            self._port,
+            type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE,
+        )
+        socks: list[socket.socket] = []
+        try:
+            for family, kind, proto, _, address in dict.fromkeys(infos):
+                sock = socket.socket(family, kind, proto)
+                socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if self._reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+                sock.listen(self._backlog)
+                sock.setblocking(False)
+        except OSError:
+            for sock in socks:
+                sock.close()
+            raise
+        listeners = _Listeners(loop, socks)
+        self._server = listeners
+        factory = self._runner.server
+        assert factory is not None
+        for sock in socks:
+            loop.add_reader(sock.fileno(), _accept, loop, sock, factory, listeners)
+
+
+def _accept(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    factory: Any,
+    listeners: _Listeners,
+) -> None:
+    for _ in range(ACCEPT_BATCH):
+        try:
+            conn, _ = sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if exc.errno in _TRANSIENT:
+                continue
+            # EMFILE, ENFILE, ENOBUFS, ENOMEM: the clients wait in the queue.
+            log.warning(
+                "cannot accept connections; retrying in %g s",
+                _RETRY_S,
+                extra={"fields": {"error": exc.strerror}},
+            )
+            loop.remove_reader(sock.fileno())
+            loop.call_later(_RETRY_S, _resume, loop, sock, factory, listeners)
+            return
+        conn.setblocking(False)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        listeners.connecting.spawn(
+            _connect(loop, conn, factory), name="imagegate-accept"
+        )
+
+
+def _resume(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    factory: Any,
+    listeners: _Listeners,
+) -> None:
+    if listeners.is_serving():
+        loop.add_reader(sock.fileno(), _accept, loop, sock, factory, listeners)
+
+
+async def _connect(
+    loop: asyncio.AbstractEventLoop, conn: socket.socket, factory: Any
+) -> None:
+    try:
+        await loop.connect_accepted_socket(factory, conn)
+    except OSError:  # the client left before its transport was made
+        conn.close()
