@@ -35,7 +35,7 @@ def _flat(entry: Entry) -> Price | None:
             image_output=t.image_out,
             text_output=t.text_out,
         )
-    if price.per_input_image is not None or price.per_input_megapixel is not None:
+    if (price.per_input_image, price.per_input_megapixel) != (msgspec.UNSET,) * 2:
         return None  # input charges: not a flat per-image price
     if price.credits is not None:
         c = price.credits

@@ -257,9 +257,13 @@ def _surcharges(price: Price, ask: Ask, base: Range) -> Range:
     assert base.low is not None
     assert base.high is not None
     extra, notes = Decimal(0), list(base.notes)
-    if ask.inputs and price.per_input_image is not None:
+    if not ask.inputs:
+        return base
+    if price.per_input_image is None or price.per_input_megapixel is None:
+        return _none("input images are charged at a rate that is not published")
+    if isinstance(price.per_input_image, float):
         extra += _d(price.per_input_image) * ask.inputs * ask.calls
-    if ask.inputs and price.per_input_megapixel is not None:
+    if isinstance(price.per_input_megapixel, float):
         if ask.input_sizes is None:
             notes.append("input megapixels (the input images' sizes are not known)")
         else:

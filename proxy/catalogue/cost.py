@@ -140,9 +140,13 @@ def cost(price: Price | None, facts: Facts) -> Decimal | None:
     total = _base(price, facts)
     if total is None:
         return None
-    if facts.inputs and price.per_input_image is not None:
+    if not facts.inputs:
+        return total
+    if price.per_input_image is None or price.per_input_megapixel is None:
+        return None  # input images are charged at a rate that is not published
+    if isinstance(price.per_input_image, float):
         total += _d(price.per_input_image) * facts.inputs * facts.calls
-    if facts.inputs and price.per_input_megapixel is not None:
+    if isinstance(price.per_input_megapixel, float):
         if facts.input_sizes is None or len(facts.input_sizes) != facts.inputs:
             return None  # an input image the gateway could not measure
         started = sum(math.ceil(w * h / _MP) for w, h in facts.input_sizes)

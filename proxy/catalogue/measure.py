@@ -91,5 +91,7 @@ def reply_cost(row: Entry, job: EditJob, result: EditResult) -> Decimal | None:
         return None
     caps = row.capabilities
     one_per_call = caps is not None and caps.n_max == 1
-    measure = price.per_megapixel is not None or price.per_input_megapixel is not None
+    measure = price.per_megapixel is not None or isinstance(
+        price.per_input_megapixel, float
+    )
     return cost(price, facts(job, result, one_per_call=one_per_call, measure=measure))

@@ -99,8 +99,10 @@ class Price(Row, frozen=True):
     credits: Credits | None = None
     per_second: float | None = None
     per_prediction: float | None = None
-    per_input_image: float | None = None
-    per_input_megapixel: float | None = None
+    # Surcharges on input images. Absent: the provider charges none. null: it charges
+    # one at a rate not published, so no cost or worst case can be given for inputs.
+    per_input_image: float | msgspec.UnsetType | None = msgspec.UNSET
+    per_input_megapixel: float | msgspec.UnsetType | None = msgspec.UNSET
 
     def shape(self) -> str | None:
         """The base shape's name, or None when the row names none."""

@@ -44,10 +44,14 @@ def price_text(price: Price | None) -> str:
         parts.append(f"{_n(price.per_prediction)} per prediction")
     if price.per_second is not None:
         parts.append(f"{_n(price.per_second)} per second")
-    if price.per_input_image is not None:
-        parts.append(f"+ {_n(price.per_input_image)} per input image")
-    if price.per_input_megapixel is not None:
-        parts.append(f"+ {_n(price.per_input_megapixel)} per input MP")
+    for rate, unit in (
+        (price.per_input_image, "input image"),
+        (price.per_input_megapixel, "input MP"),
+    ):
+        if isinstance(rate, float):
+            parts.append(f"+ {_n(rate)} per {unit}")
+        elif rate is None:
+            parts.append(f"+ an unpublished rate per {unit}")
     return "; ".join(parts)
 
 

@@ -99,13 +99,15 @@ CASES = [
     # xAI 2.0: 2k/medium $0.08 per image (x 2), an edit of 1 plus $0.01 per input.
     Case("xai", "xai/grok-imagine-image-2.0", "0.16", "0.09",
          args={"quality": "medium", "extra_body": {"resolution": "2k"}}),
-    # grok-imagine-image: $0.02 per image, any resolution (input charge unpublished).
-    Case("xai", "xai/grok-imagine-image", "0.04", "0.02"),
-    Case("bfl", "bfl/flux-2-klein-4b", "0.032", "0.016", args=WIDE),
-    Case("bfl", "bfl/flux-2-klein-9b", "0.038", "0.019", args=WIDE),
+    # grok-imagine-image: $0.02 per image, any resolution. Its edits (and those of
+    # FLUX.2 klein, max and flex) are charged for their inputs at a rate that is not
+    # published: null (UNPRICED below), never the output price alone.
+    Case("xai", "xai/grok-imagine-image", "0.04", None),
+    Case("bfl", "bfl/flux-2-klein-4b", "0.032", None, args=WIDE),
+    Case("bfl", "bfl/flux-2-klein-9b", "0.038", None, args=WIDE),
     Case("bfl", "bfl/flux-2-pro", "0.12", "0.09", args=WIDE),
-    Case("bfl", "bfl/flux-2-max", "0.26", "0.13", args=WIDE),
-    Case("bfl", "bfl/flux-2-flex", "0.1", "0.05", args={"size": "992x992"}),
+    Case("bfl", "bfl/flux-2-max", "0.26", None, args=WIDE),
+    Case("bfl", "bfl/flux-2-flex", "0.1", None, args={"size": "992x992"}),
     # Kontext: 4 and 8 credits of $0.01 per image; FLUX1.1 [pro] 4 credits.
     Case("bfl", "bfl/flux-kontext-pro", "0.08", "0.04"),
     Case("bfl", "bfl/flux-kontext-max", "0.16", "0.08"),
@@ -124,6 +126,12 @@ UNPRICED = [  # (fake, model, whether the edit takes a mask)
     ("stabilityai", "stabilityai/search-and-replace", False),
     ("replicate", "replicate/black-forest-labs/flux-kontext-pro", False),
     ("bfl", "bfl/flux-pro-1.0-fill", True),
+    # Input images charged at an unpublished rate (catalog.yaml: the surcharge is null).
+    ("xai", "xai/grok-imagine-image", False),
+    ("bfl", "bfl/flux-2-klein-4b", False),
+    ("bfl", "bfl/flux-2-klein-9b", False),
+    ("bfl", "bfl/flux-2-max", False),
+    ("bfl", "bfl/flux-2-flex", False),
 ]
 
 

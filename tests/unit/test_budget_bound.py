@@ -159,3 +159,14 @@ def test_partials_of_a_stream_cut_short() -> None:
     # 3 partial images x 100 tokens at $30/1M.
     assert partials_cost(CAT.get("openai/gpt-image-2"), 3) == _d("0.009")
     assert partials_cost(CAT.get("stabilityai/ultra"), 3) is None
+
+
+def test_an_input_charge_at_an_unpublished_rate_has_no_worst_case() -> None:
+    # Generations are bounded; an edit's inputs are charged at a rate not published,
+    # so its worst case is unknown (a budgeted key needs limits.unpriced_image_usd).
+    assert _range("xai/grok-imagine-image", n=2) == (_d("0.04"), _d("0.04"))
+    got = bounds(CAT.get("xai/grok-imagine-image"), Ask(inputs=1))
+    assert (got.low, got.high) == (None, None)
+    assert got.reason == "input images are charged at a rate that is not published"
+    got = bounds(CAT.get("bfl/flux-2-max"), Ask(size="1024x1024", inputs=1))
+    assert got.high is None

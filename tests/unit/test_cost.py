@@ -168,3 +168,15 @@ def test_every_price_row_is_one_shape(key: str) -> None:
     price = _price(key)
     assert price is not None
     assert price.shape() is not None, key
+
+
+def test_an_input_charge_at_an_unpublished_rate_leaves_edits_unpriced() -> None:
+    # catalog.yaml: absent surcharge = none charged; null = charged, rate unknown.
+    # Before, a null surcharge counted as none and an edit's cost was understated.
+    flat = PerImage(by="resolution", table={"any": 0.02})
+    unknown = Price(per_image=flat, per_input_image=None)
+    assert cost(unknown, Facts(2)) == Decimal("0.04")  # no inputs: exact
+    assert cost(unknown, Facts(1, inputs=1)) is None
+    assert cost(Price(per_image=flat), Facts(1, inputs=3)) == Decimal("0.02")
+    assert cost(_price("xai/grok-imagine-image"), Facts(1, inputs=1)) is None
+    assert cost(_price("xai/grok-imagine-image"), Facts(3)) == Decimal("0.06")
