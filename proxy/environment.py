@@ -20,6 +20,9 @@ from proxy.config import Config
 from proxy.config_storage import S3Settings
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# Set for every worker when ``--workers`` > 1 (``proxy.workers``): prometheus_client's
+# shared directory, and the sign that several processes serve one port.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DEFAULT_REGION = "us-east-1"
 # botocore's own names and order (AWS SDKs' "service-specific endpoints").
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")

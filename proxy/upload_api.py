@@ -21,7 +21,7 @@ from aiohttp import hdrs, web
 from proxy import leftovers
 from proxy.config_storage import UploadStoreConfig
 from proxy.context import CONTEXT
-from proxy.environment import s3_settings
+from proxy.environment import MULTIPROC_ENV, s3_settings
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
 from proxy.formreader import FormReader, boundary_of, request_body
 from proxy.guard import defer_continue
@@ -35,7 +35,6 @@ from proxy.tasks import TaskGroup
 from proxy.upload_backend import FileStore
 from proxy.upload_objects import ObjectStore
 from proxy.upload_store import Draft, StoredFile, UploadStore
-from proxy.workers import MULTIPROC_ENV
 
 _MAX_PURPOSE = 64
 # Listing pages: OpenAI's list shape, with a page size a client may choose up to this.

@@ -20,7 +20,7 @@ from types import FrameType
 
 from prometheus_client import multiprocess
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from proxy.environment import MULTIPROC_ENV
 
 
 class Supervisor:

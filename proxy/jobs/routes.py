@@ -21,6 +21,7 @@ from aiohttp import web
 
 from proxy import dispatch
 from proxy.context import CONTEXT
+from proxy.environment import MULTIPROC_ENV
 from proxy.errors import InvalidRequest, NotFound, ProxyError, RateLimited
 from proxy.jobs.inputs import discard, stash, stored_ids
 from proxy.jobs.metrics import JobMetrics
@@ -51,7 +52,6 @@ from proxy.state import (
     REDACTOR,
     UPLOAD_STORE,
 )
-from proxy.workers import MULTIPROC_ENV
 
 log = logging.getLogger("imagegate")
 RUNNER = web.AppKey("jobs", Runner)
