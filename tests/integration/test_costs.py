@@ -18,7 +18,8 @@ CASES = [
     ("stabilityai", "stabilityai/core", "generate", 1, 0.03),
     # grok-imagine-image: $0.02 per output image.
     ("xai", "xai/grok-imagine-image", "generate", 2, 0.04),
-    ("xai", "xai/grok-imagine-image", "edit", 1, 0.02),
+    # Its edits' input images are charged at an unpublished rate: cost null there
+    # (tests/integration/test_catalogue_costs.py), never the output price alone.
     # Gemini GA id, the fake's usage: 10 text + 1290 image tokens in and out.
     # 10*2 + 1290*2 + 1290*120 + 10*12 = 157520 per 1M = 0.15752
     ("google", "google/gemini-3-pro-image", "edit", 1, 0.15752),

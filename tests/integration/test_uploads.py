@@ -18,8 +18,8 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
-from proxy.upload_store import ORPHAN_GRACE_S
 from proxy.environment import MULTIPROC_ENV
+from proxy.upload_store import ORPHAN_GRACE_S
 from tests.conftest import AiohttpServer, StartProxy, build_config
 from tests.fakes.openai import FakeOpenAI
 from tests.gateway import KEY_A, KEY_B, key_entry
