@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +24,10 @@ import pytest
 from tests.conftest import UPSTREAM_KEY
 from tests.deploy.test_k8s import render
 from tests.fakes.openai import IMAGE_B64, FakeOpenAI
-from tests.gateway import KEY_A, RedisServer, eventually, free_port, redis_server
+from tests.gateway import KEY_A, RedisServer, redis_server
 from tests.gateway import key_entry as entry
 from tests.images import png
+from tests.replicas import Replica, running
 from tests.s3server import S3Server
 from tests.seaweedfs import seaweedfs_server
 
@@ -45,12 +44,6 @@ def weed() -> Iterator[S3Server]:
 def redis() -> Iterator[RedisServer]:
     with redis_server() as server:
         yield server
-
-
-@dataclass
-class Replica:
-    base: str
-    process: asyncio.subprocess.Process
 
 
 def _overlay(fake: FakeOpenAI, temp: Path) -> tuple[dict[str, Any], Any]:
@@ -83,18 +76,6 @@ def _env(container: Any, redis: RedisServer, weed: S3Server) -> dict[str, str]:
     return {**os.environ, **own, **filled}
 
 
-async def _ready(replica: Replica) -> bool:
-    assert replica.process.returncode is None, "imagegate exited during start"
-    try:
-        async with (
-            aiohttp.ClientSession() as s,
-            s.get(f"{replica.base}/readyz") as r,
-        ):
-            return r.status == 200
-    except aiohttp.ClientConnectorError:
-        return False
-
-
 @pytest.fixture
 async def replicas(
     fake_openai: FakeOpenAI,
@@ -113,24 +94,8 @@ async def replicas(
     )  # fmt: skip
     _, err = await prepare.communicate()
     assert prepare.returncode == 0, err.decode()
-    started: list[Replica] = []
-    try:
-        for _ in range(2):
-            port = free_port()
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "proxy", *container["args"][:1], str(path),
-                "--port", str(port), env=env,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
-            started.append(Replica(f"http://127.0.0.1:{port}", proc))
-        for replica in started:
-            await eventually(lambda r=replica: _ready(r), within_s=30)  # type: ignore[misc]
+    async with running([*container["args"][:1], str(path)], env) as started:
         yield started[0], started[1]
-    finally:
-        for replica in started:
-            if replica.process.returncode is None:
-                replica.process.send_signal(signal.SIGTERM)
-                await replica.process.wait()
 
 
 async def _call(replica: Replica, method: str, path: str, **kw: Any) -> tuple[int, Any]:

@@ -8,12 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +24,10 @@ from tests.gateway import (
     KEY_A,
     Gate,
     RedisServer,
-    eventually,
-    free_port,
     key_entry,
     redis_server,
 )
+from tests.replicas import Replica, running
 from tests.s3server import S3Server, s3_server
 
 
@@ -57,21 +53,6 @@ async def gated(serve_fake: Any) -> AsyncIterator[tuple[FakeOpenAI, Gate]]:
     gate.open()
 
 
-@dataclass
-class Replica:
-    base: str
-    process: asyncio.subprocess.Process
-
-
-async def _ready(replica: Replica) -> bool:
-    assert replica.process.returncode is None, "imagegate exited during start"
-    try:
-        async with aiohttp.ClientSession() as s, s.get(f"{replica.base}/readyz") as r:
-            return r.status == 200
-    except aiohttp.ClientConnectorError:
-        return False
-
-
 @contextlib.asynccontextmanager
 async def replicas(
     tmp_path: Path, environ: dict[str, str], **config: Any
@@ -79,24 +60,8 @@ async def replicas(
     path = tmp_path / "imagegate.yaml"
     path.write_bytes(msgspec.yaml.encode(config))
     env = {**os.environ, "OPENAI_API_KEY": UPSTREAM_KEY, **environ}
-    started: list[Replica] = []
-    try:
-        for _ in range(2):
-            port = free_port()
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "proxy", "--config", str(path),
-                "--port", str(port), env=env,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
-            started.append(Replica(f"http://127.0.0.1:{port}", proc))
-        for replica in started:
-            await eventually(lambda r=replica: _ready(r), within_s=30)  # type: ignore[misc]
+    async with running(["--config", str(path)], env) as started:
         yield started[0], started[1]
-    finally:
-        for replica in started:
-            if replica.process.returncode is None:
-                replica.process.send_signal(signal.SIGTERM)
-                await replica.process.wait()
 
 
 def _config(

@@ -10,11 +10,8 @@ import asyncio
 import base64
 import contextlib
 import os
-import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +25,12 @@ from tests.gateway import (
     KEY_A,
     RedisServer,
     eventually,
-    free_port,
     key_entry,
     redis_server,
 )
 from tests.images import png
 from tests.integration.test_budgets import COST, HIGH, WORST
+from tests.replicas import Replica, running
 from tests.s3server import S3Server, s3_server
 
 MiB = 1024 * 1024
@@ -50,12 +47,6 @@ def s3() -> Iterator[S3Server]:
 def redis() -> Iterator[RedisServer]:
     with redis_server() as server:
         yield server
-
-
-@dataclass
-class Replica:
-    base: str
-    process: asyncio.subprocess.Process
 
 
 @pytest.fixture
@@ -91,36 +82,8 @@ async def replicas(
         "AWS_ENDPOINT_URL_S3": s3.url,
         "REDIS_URL": redis.url,
     }
-    started: list[Replica] = []
-    try:
-        for _ in range(2):
-            port = free_port()
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "proxy", "--config", str(path),
-                "--port", str(port), env=env,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
-            started.append(Replica(f"http://127.0.0.1:{port}", proc))
-        for replica in started:
-            await eventually(lambda r=replica: _ready(r), within_s=30)  # type: ignore[misc]
+    async with running(["--config", str(path)], env) as started:
         yield started[0], started[1], bucket
-    finally:
-        for replica in started:
-            if replica.process.returncode is None:
-                replica.process.send_signal(signal.SIGTERM)
-                await replica.process.wait()
-
-
-async def _ready(replica: Replica) -> bool:
-    assert replica.process.returncode is None, "imagegate exited during start"
-    try:
-        async with (
-            aiohttp.ClientSession() as s,
-            s.get(f"{replica.base}/readyz") as r,
-        ):
-            return r.status == 200
-    except aiohttp.ClientConnectorError:
-        return False
 
 
 async def _call(replica: Replica, method: str, path: str, **kw: Any) -> tuple[int, Any]:
