@@ -192,6 +192,13 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.results_stored = Counter(
+            "imagegate_result_images",
+            "Result images written to the object store, by purpose (link: "
+            "response_format url; keep: results.keep) and outcome (stored, failed).",
+            ["purpose", "outcome"],
+            registry=registry,
+        )
         self.idempotency = Counter(
             "imagegate_idempotency_requests",
             "Requests with an Idempotency-Key, by outcome (stored, replayed, "

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 import msgspec
+from prometheus_client import Counter
 
 from proxy.config_storage import Results
 from proxy.errors import StorageUnavailable
@@ -57,9 +58,10 @@ class Origin:
 
 
 class ResultLinks:
-    def __init__(self, client: S3Client, settings: Results) -> None:
+    def __init__(self, client: S3Client, settings: Results, counted: Counter) -> None:
         self._client = client
         self._settings = settings
+        self._counted = counted  # Metrics.results_stored
 
     @property
     def keeps(self) -> bool:
@@ -106,20 +108,27 @@ class ResultLinks:
         if not encoded:
             return result
         images = [base64.b64decode(i["b64_json"]) for i in encoded]
+        purpose = "link" if linking else "keep"
         if not linking:
             try:
                 await asyncio.gather(*(self.store(d, origin) for d in images))
             except StorageUnavailable:
+                self._counted.labels(purpose, "failed").inc(len(images))
                 log.error("results.keep: store unavailable, a result was not kept")
+            else:
+                self._counted.labels(purpose, "stored").inc(len(images))
             return result
         try:
             urls = await asyncio.gather(*(self.link(d, origin) for d in images))
         except StorageUnavailable:
+            self._counted.labels(purpose, "failed").inc(len(images))
             log.warning("result links: store unavailable, answering data: URLs")
             urls = [
                 f"data:{sniff(d[:12]) or 'image/png'};base64,{i['b64_json']}"
                 for d, i in zip(images, encoded, strict=True)
             ]
+        else:
+            self._counted.labels(purpose, "stored").inc(len(images))
         for item, url in zip(encoded, urls, strict=True):
             del item["b64_json"]
             item["url"] = url

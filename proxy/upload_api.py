@@ -62,7 +62,9 @@ def store_ctx(
         if config.files.backend == "s3":
             async with object_store(config.files, environ, bool(app[CLIENT_KEYS])) as s:
                 app[UPLOAD_STORE] = s
-                app[RESULT_LINKS] = ResultLinks(s.client, config.results)
+                app[RESULT_LINKS] = ResultLinks(
+                    s.client, config.results, app[METRICS].results_stored
+                )
                 group = TaskGroup()
                 group.spawn(s.run_sweeper(), name="upload-sweeper")
                 try:

@@ -17,6 +17,7 @@ import aiohttp
 import msgspec
 import pytest
 from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
 
 from proxy.config_storage import UploadStoreConfig
 from proxy.errors import InvalidRequest
@@ -380,3 +381,66 @@ async def test_records_another_replica_deleted_leave_the_cache(
     await files.list(owner="team-b")
     await files.sweep()
     assert files._records == {}
+
+
+async def test_results_the_store_could_not_take_are_counted_and_still_answered(
+    start_proxy: StartProxy,
+    fake_openai: FakeOpenAI,
+    s3: S3Server,
+    registry: CollectorRegistry,
+) -> None:
+    # Before, a result results.keep could not store was only logged: an operator
+    # auditing results had no metric to alert on.
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    proxy = await start_proxy(
+        {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
+        environ={"OPENAI_API_KEY": UPSTREAM_KEY, **s3.credentials},
+        keys=KEYS,
+        files=s3.files_config("nobucket", endpoint_url=closed, connect_timeout_s=2),
+        results={"keep": True, "retention_days": 30},
+    )
+
+    def count(purpose: str, outcome: str) -> float:
+        labels = {"purpose": purpose, "outcome": outcome}
+        got = registry.get_sample_value("imagegate_result_images_total", labels)
+        return got or 0.0
+
+    image = {"image_url": data_url(png())}
+    status, answer, _ = await _call(
+        proxy, "POST", "/v3/images/edits", KEY_A,
+        json={"model": "openai/gpt-image-2", "prompt": "a hat", "images": [image]},
+    )  # fmt: skip
+    assert status == 200, answer
+    assert answer["data"][0]["b64_json"] == IMAGE_B64
+    assert count("keep", "failed") == 1
+    status, answer, _ = await _call(
+        proxy, "POST", "/v3/images/edits", KEY_A,
+        json={"model": "openai/gpt-image-2", "prompt": "a hat", "images": [image],
+              "response_format": "url"},
+    )  # fmt: skip
+    assert status == 200, answer
+    assert answer["data"][0]["url"].startswith("data:image/png;base64,")
+    assert count("link", "failed") == 1
+    assert count("keep", "stored") == count("link", "stored") == 0
+
+
+async def test_stored_result_links_are_counted(
+    start_proxy: StartProxy,
+    fake_openai: FakeOpenAI,
+    s3: S3Server,
+    registry: CollectorRegistry,
+) -> None:
+    bucket = s3.bucket(f"t-{uuid.uuid4().hex[:12]}")
+    proxy = await _start(start_proxy, fake_openai, s3, s3.files_config(bucket))
+    status, answer, _ = await _call(
+        proxy, "POST", "/v3/images/edits", KEY_A,
+        json={"model": "openai/gpt-image-2", "prompt": "a hat", "n": 2,
+              "images": [{"image_url": data_url(png())}], "response_format": "url"},
+    )  # fmt: skip
+    assert status == 200, answer
+    images = len(answer["data"])
+    assert images >= 1
+    got = registry.get_sample_value(
+        "imagegate_result_images_total", {"purpose": "link", "outcome": "stored"}
+    )
+    assert got == images
