@@ -20,7 +20,7 @@ import timeit
 from prometheus_client import CollectorRegistry
 
 from proxy.config_idempotency import IdempotencyConfig
-from proxy.idempotency import Answer, Keeper, Ticket, fingerprint
+from proxy.idempotency import Answer, Keeper, Ticket, request_digest
 from proxy.idempotency_memory import MemoryStore
 from proxy.metrics import Metrics
 
@@ -36,7 +36,8 @@ def _json() -> float:
     }
     return (
         timeit.timeit(
-            lambda: fingerprint("POST", "/v3/images/edits", "json", body), number=RUNS
+            lambda: request_digest("POST", "/v3/images/edits", "json", body),
+            number=RUNS,
         )
         / RUNS
     )

@@ -11,8 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from proxy import passthrough, pipeline, streaming
 from proxy.context import CONTEXT
 from proxy.headers import validate_extra_headers
-from proxy.idempotency import fingerprint
-from proxy.idempotency_http import Idem, requested
+from proxy.idempotency_http import Idem, bound, requested
 from proxy.idempotency_http import answer as idempotent
 from proxy.jobs.routes import accept
 from proxy.metrics import exposition
@@ -88,8 +87,7 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
     async with UploadSet(app[TEMP_DIR]) as uploads:
         if kind == "application/json":
             raw = await read_json(request, limits)
-            if key is not None:
-                idem = Idem(key, fingerprint(request.method, request.path, "json", raw))
+            idem = bound(request, key, "json", raw)
             fields, extra = split_known(raw, EDIT_FIELDS)
             body = convert(fields, EditRequest)
             route = _route(request, body.model)
@@ -108,11 +106,7 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
             )  # fmt: skip
         else:
             form = await read_multipart(request, limits, uploads, digest=bool(key))
-            if key is not None:
-                print_ = fingerprint(
-                    request.method, request.path, "form", form.canonical
-                )
-                idem = Idem(key, print_)
+            idem = bound(request, key, "form", form.canonical)
             app[METRICS].upload_bytes.inc(
                 sum(i.size for i in form.images) + (form.mask.size if form.mask else 0)
             )
@@ -126,10 +120,9 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
 
 async def images_generations(request: web.Request) -> web.StreamResponse:
     require_json_or_multipart(request, multipart=False)
-    key, idem = requested(request), None
+    key = requested(request)
     raw = await read_json(request, request.app[CONFIG].limits)
-    if key is not None:
-        idem = Idem(key, fingerprint(request.method, request.path, "json", raw))
+    idem = bound(request, key, "json", raw)
     fields, extra = split_known(raw, GENERATE_FIELDS)
     body = convert(fields, GenerateRequest)
     route = _route(request, body.model)

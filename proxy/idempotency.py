@@ -3,7 +3,7 @@ first request's answer instead of a second upstream call and a second charge.
 
 A key is scoped to its caller (the client key's name; without client keys, the
 client's address, as backpressure knows it) and bound to the request's fingerprint
-(``fingerprint``: method, path and the canonical body). ``Keeper.begin`` claims the key
+(``request_digest``: method, path and the canonical body). ``Keeper.begin`` claims the key
 for a first request, or hands back the answer kept for a repeat; a repeat of a request
 still running waits for it (``wait_s``), then gets a 409 with ``Retry-After``; the same
 key with another fingerprint is a 422. ``Keeper.finish`` keeps the answer
@@ -119,7 +119,7 @@ def check_key(value: str | None) -> str | None:
     return value
 
 
-def fingerprint(method: str, path: str, kind: str, canonical: Any) -> str:
+def request_digest(method: str, path: str, kind: str, canonical: Any) -> str:
     """SHA-256 over the method, the path and the body's canonical form (a JSON value:
     a JSON body as decoded, a form's fields with its files' digests), its object keys
     sorted, so key order, whitespace, a multipart boundary or charset do not count.
@@ -175,16 +175,16 @@ class Keeper:
     spill: Spill | None = None
     _tasks: TaskGroup = field(default_factory=TaskGroup)
 
-    async def begin(self, scope: str, key: str, print_: str) -> Ticket | Answer:
+    async def begin(self, scope: str, key: str, digest: str) -> Ticket | Answer:
         """Claim the key (a ``Ticket``: run the request) or the answer to replay."""
         name = store_key(scope, key)
         owner = os.urandom(16).hex()
         deadline = time.monotonic() + self.config.wait_s
         while True:
-            seen = await self.store.claim(name, print_, owner)
+            seen = await self.store.claim(name, digest, owner)
             if seen is None:
-                return Ticket(name, owner, print_)
-            if seen.fingerprint != print_:
+                return Ticket(name, owner, digest)
+            if seen.fingerprint != digest:
                 self.metrics.idempotency.labels("mismatch").inc()
                 raise IdempotencyKeyReused(
                     f"this {HEADER} was used with another request; use a new key for "

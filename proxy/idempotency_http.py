@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -25,6 +26,7 @@ from proxy.idempotency import (
     Store,
     Ticket,
     check_key,
+    request_digest,
 )
 from proxy.idempotency_memory import MemoryStore
 from proxy.middleware import render
@@ -45,10 +47,20 @@ REPLAYED = "Idempotent-Replayed"
 
 @dataclass(frozen=True, slots=True)
 class Idem:
-    """A request's checked key and its fingerprint (``idempotency.fingerprint``)."""
+    """A request's checked key and its fingerprint (``idempotency.request_digest``)."""
 
     key: str
     fingerprint: str
+
+
+def bound(
+    request: web.Request, key: str | None, kind: str, canonical: Any
+) -> Idem | None:
+    """``key`` bound to the request's fingerprint (``kind``: "json" or "form", and the
+    body's canonical form); None without a key."""
+    if key is None:
+        return None
+    return Idem(key, request_digest(request.method, request.path, kind, canonical))
 
 
 def requested(request: web.Request) -> str | None:

@@ -17,7 +17,7 @@ from proxy.idempotency import (
     Seen,
     Ticket,
     check_key,
-    fingerprint,
+    request_digest,
     store_key,
     worth_keeping,
 )
@@ -53,20 +53,20 @@ def test_check_key() -> None:
 
 
 def test_fingerprint_is_canonical() -> None:
-    a = fingerprint("POST", "/v3/x", "json", {"a": 1, "b": [1, 2]})
-    assert a == fingerprint("POST", "/v3/x", "json", {"b": [1, 2], "a": 1})
-    assert a != fingerprint("POST", "/v3/x", "json", {"a": 1, "b": [2, 1]})
-    assert a != fingerprint("POST", "/v1/x", "json", {"a": 1, "b": [1, 2]})
-    assert a != fingerprint("POST", "/v3/x", "form", {"a": 1, "b": [1, 2]})
+    a = request_digest("POST", "/v3/x", "json", {"a": 1, "b": [1, 2]})
+    assert a == request_digest("POST", "/v3/x", "json", {"b": [1, 2], "a": 1})
+    assert a != request_digest("POST", "/v3/x", "json", {"a": 1, "b": [2, 1]})
+    assert a != request_digest("POST", "/v1/x", "json", {"a": 1, "b": [1, 2]})
+    assert a != request_digest("POST", "/v3/x", "form", {"a": 1, "b": [1, 2]})
     assert store_key("key a", "k") != store_key("key b", "k")
     # Long strings enter by their digest: still told apart by their bytes.
     long_a, long_b = "a" * 5000, "a" * 4999 + "b"
-    assert fingerprint("POST", "/", "json", {"i": [long_a]}) != fingerprint(
+    assert request_digest("POST", "/", "json", {"i": [long_a]}) != request_digest(
         "POST", "/", "json", {"i": [long_b]}
     )
-    assert fingerprint("POST", "/", "json", {"i": [long_a], "n": 1}) == fingerprint(
-        "POST", "/", "json", {"n": 1, "i": ["a" * 5000]}
-    )
+    assert request_digest(
+        "POST", "/", "json", {"i": [long_a], "n": 1}
+    ) == request_digest("POST", "/", "json", {"n": 1, "i": ["a" * 5000]})
 
 
 @pytest.mark.parametrize(
