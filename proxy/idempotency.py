@@ -126,24 +126,46 @@ def request_digest(method: str, path: str, kind: str, canonical: Any) -> str:
     Long strings (data URLs) enter as their own SHA-256, so no copy of the whole body
     is made: at most one string's UTF-8 bytes at a time."""
     h = hashlib.sha256(f"{method}\0{path}\0{kind}\0".encode())
-    h.update(msgspec.json.encode(_digested(canonical), order="sorted"))
+    try:
+        h.update(msgspec.json.encode(_digested(canonical), order="sorted"))
+    except RecursionError:  # as deep as the decoder took, on a deeper stack
+        raise InvalidRequest("the JSON body is nested too deeply") from None
     return h.hexdigest()
 
 
 _LONG = 1024
 
 
-def _digested(value: Any) -> Any:
+def _leaf(value: Any) -> Any:
     if isinstance(value, str) and len(value) > _LONG:
         return [
             "sha256",
             hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest(),
         ]
-    if isinstance(value, dict):
-        return {k: _digested(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_digested(v) for v in value]
     return value
+
+
+def _digested(value: Any) -> Any:
+    """``value`` with its long strings replaced by their digests; without recursion,
+    since a client's body may nest as deep as the JSON decoder allows."""
+    if not isinstance(value, dict | list):
+        return _leaf(value)
+    root: dict[Any, Any] | list[Any] = {} if isinstance(value, dict) else []
+    pending: list[tuple[Any, dict[Any, Any] | list[Any]]] = [(value, root)]
+    while pending:
+        source, copy = pending.pop()
+        items = source.items() if isinstance(source, dict) else enumerate(source)
+        for name, item in items:
+            if isinstance(item, dict | list):
+                made: Any = {} if isinstance(item, dict) else []
+                pending.append((item, made))
+            else:
+                made = _leaf(item)
+            if isinstance(copy, dict):
+                copy[name] = made
+            else:
+                copy.append(made)
+    return root
 
 
 def worth_keeping(status: int) -> bool:

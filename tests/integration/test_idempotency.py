@@ -458,3 +458,22 @@ async def test_redis_lost_mid_request_still_answers_the_first(
         assert (status, body["provider"]) == (200, "openai")
     errors = "imagegate_limit_store_errors_total"
     assert metric(registry, errors, operation="idempotency_keep") == 1
+
+
+async def test_a_deeply_nested_body_with_a_key_is_kept_like_any_other(
+    start: Start, gate_fake: tuple[FakeOpenAI, Gate]
+) -> None:
+    # The body decodes (msgspec takes ~1000 levels), but the fingerprint walked it
+    # recursively: 600 nested lists in a field raised RecursionError, a 500.
+    fake, _ = gate_fake
+    proxy, _ = await start(fake.url, None)  # type: ignore[attr-defined]
+    nested: Any = []
+    for _ in range(600):
+        nested = [nested]
+    status, first, _ = await post(proxy, "deep", extra_field=nested)
+    assert status == 200, first
+    status, again, headers = await post(proxy, "deep", extra_field=nested)
+    assert status == 200, again
+    assert headers["Idempotent-Replayed"] == "true"
+    assert again == first
+    assert len(fake.received) == 1
