@@ -90,6 +90,7 @@ class Pressure:
     def __init__(self, config: Backpressure, metrics: Metrics) -> None:
         self._config = config
         self._metrics = metrics
+        metrics.inflight_limit.set(config.max_inflight)
         self.inflight = 0
         # Turns at handling request body chunks (``BodyStream.read``): each socket
         # delivering data costs the loop a callback and a task step per turn of the

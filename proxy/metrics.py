@@ -101,6 +101,14 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        # The ceiling beside the count, so saturation alerts need no threshold
+        # copied from the config (summed over workers like the count).
+        self.inflight_limit = Gauge(
+            "imagegate_inflight_limit",
+            "Requests the process handles at once (backpressure.max_inflight).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self._upstream(registry)
         self._accounting(registry)
         self._controls(registry)

@@ -6,6 +6,7 @@ import re
 
 from prometheus_client import CollectorRegistry
 
+from proxy.jobs.metrics import JobMetrics
 from proxy.metrics import Metrics
 
 _SUFFIXES = {
@@ -19,6 +20,7 @@ _NAME = re.compile(r"\b(imagegate_[a-z0-9_]+)\b")
 
 def exposed_names() -> set[str]:
     metrics = Metrics(CollectorRegistry())
+    JobMetrics(metrics.registry)  # the jobs' series, on the gateway's registry
     return {
         family.name + suffix
         for family in metrics.registry.collect()

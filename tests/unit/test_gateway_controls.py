@@ -280,3 +280,10 @@ def test_a_clients_share_of_the_slots_in_flight(
     assert pressure.inflight == 0
     with pressure.admit() as again:
         again.claim("key a")  # every share is given back
+
+
+def test_the_inflight_ceiling_is_exposed_beside_the_count() -> None:
+    # ImagegateSaturated divides the count by this gauge: no threshold copied from config.
+    metrics = Metrics(CollectorRegistry())
+    Pressure(Backpressure(max_inflight=77), metrics)
+    assert metrics.registry.get_sample_value("imagegate_inflight_limit") == 77
