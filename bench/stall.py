@@ -29,6 +29,7 @@ import asyncio
 import base64
 import io
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -153,6 +154,8 @@ def _bodies(only: list[str] | None) -> dict[str, tuple[str, bytes, str]]:
         "multipart16": ("/v3/images/edits", form, ctype),
         "reply256": ("/v3/images/generations", msgspec.json.encode(gen),
                      "application/json"),
+        "reply256kept": ("/v3/images/generations#kept", msgspec.json.encode(gen),
+                         "application/json"),
     }  # fmt: skip
     if not only or "mask25mp" in only:
         image, mask = fill_pair()
@@ -164,11 +167,14 @@ def _bodies(only: list[str] | None) -> dict[str, tuple[str, bytes, str]]:
 
 
 async def _send(port: int, path: str, body: bytes, ctype: str) -> tuple[float, float]:
+    headers = {"Content-Type": ctype}
+    if path.endswith("#kept"):  # a fresh key each time: the reply is held, not relayed
+        path = path.removesuffix("#kept")
+        headers["Idempotency-Key"] = secrets.token_hex(8)
     async with aiohttp.ClientSession() as s:
         t0 = time.time()
         async with s.post(
-            f"http://127.0.0.1:{port}{path}", data=body,
-            headers={"Content-Type": ctype},
+            f"http://127.0.0.1:{port}{path}", data=body, headers=headers
         ) as r:  # fmt: skip
             async for _ in r.content.iter_chunked(1 * MiB):
                 pass
