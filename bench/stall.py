@@ -11,6 +11,8 @@ baseline. Requests within the default limits:
 - ``json64``: a JSON edit of 16 data URLs, 60 MiB of base64 in all;
 - ``multipart16``: a multipart edit of 16 images of 4 MiB;
 - ``reply256``: a generation whose reply is 256 MiB (``max_response_bytes``);
+- ``reply256kept``: the same with an ``Idempotency-Key`` (a fresh one each time): the
+  reply is held whole, not relayed;
 - ``mask25mp``: a FLUX Fill edit (``bfl/flux-pro-1.0-fill``) of a 5000x5000 image and
   an RGBA mask of the same size (25 Mpx, ``max_image_pixels``), each a real PNG just
   under 50 MiB (``max_file_bytes``): the mask is decoded and converted to FLUX's
