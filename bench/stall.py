@@ -10,10 +10,18 @@ baseline. Requests within the default limits:
 
 - ``json64``: a JSON edit of 16 data URLs, 60 MiB of base64 in all;
 - ``multipart16``: a multipart edit of 16 images of 4 MiB;
-- ``reply256``: a generation whose reply is 256 MiB (``max_response_bytes``).
+- ``reply256``: a generation whose reply is 256 MiB (``max_response_bytes``);
+- ``reply256kept``: the same with an ``Idempotency-Key`` (a fresh one each time): the
+  reply is held whole, not relayed;
+- ``mask25mp``: a FLUX Fill edit (``bfl/flux-pro-1.0-fill``) of a 5000x5000 image and
+  an RGBA mask of the same size (25 Mpx, ``max_image_pixels``), each a real PNG just
+  under 50 MiB (``max_file_bytes``): the mask is decoded and converted to FLUX's
+  white = edit, both are sent base64 in JSON, and the fake upstream answers BFL's
+  submit, poll and delivery.
 
-A large mask to convert needs a provider that converts masks (BFL, Stability, ...):
-not covered yet.
+imagegate runs under ``bench.loopsteps``, so each scenario also reports the longest
+CPU time its loop spent between two 1 ms heartbeats (``loop cpu``): the stall
+imagegate itself causes, which the loaded machine's scheduling does not inflate.
 """
 
 from __future__ import annotations
@@ -21,7 +29,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import io
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -32,7 +42,9 @@ from pathlib import Path
 import aiohttp
 import msgspec
 from aiohttp import web
+from PIL import Image
 
+from bench import loopsteps
 from bench.procs import Proc, free_port
 from bench.scenarios import MiB, multipart, png_bytes
 from bench.targets import BENCH_KEY_ENV, imagegate_config
@@ -63,21 +75,44 @@ async def _huge(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def _bfl_submit(request: web.Request) -> web.StreamResponse:
+    await request.read()
+    poll = f"http://{request.host}/bfl/v1/get_result?id=j1"
+    return web.json_response({"id": "j1", "polling_url": poll})
+
+
+async def _bfl_result(request: web.Request) -> web.StreamResponse:
+    sample = f"http://{request.host}/bfl/delivery/j1.png"
+    return web.json_response({"id": "j1", "status": "Ready",
+                              "result": {"sample": sample}})  # fmt: skip
+
+
+async def _bfl_file(request: web.Request) -> web.StreamResponse:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(buf, format="PNG")
+    return web.Response(body=buf.getvalue(), content_type="image/png")
+
+
 def serve_upstream(port: int) -> None:
     app = web.Application(client_max_size=1 << 30)
     app.router.add_post("/small/v1/images/edits", _edit)
     app.router.add_post("/big/v1/images/generations", _huge)
+    app.router.add_post("/bfl/v1/{model}", _bfl_submit)
+    app.router.add_get("/bfl/v1/get_result", _bfl_result)
+    app.router.add_get("/bfl/delivery/{file}", _bfl_file)
     web.run_app(app, host="127.0.0.1", port=port, print=None)
 
 
 def probe(port: int, seconds: float, out: Path) -> None:
-    """``GET /healthz`` every 2 ms on one connection; latencies (s) to ``out``."""
+    """``GET /healthz`` every 2 ms on one connection, until ``seconds`` have passed or
+    ``out`` with the suffix ``.stop`` exists; latencies (s) to ``out``."""
+    stop = out.with_suffix(".stop")
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     req = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
     samples: list[tuple[float, float]] = []
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    while time.monotonic() < end and not stop.exists():
         t0 = time.monotonic()
         sock.sendall(req)
         data = b""
@@ -88,8 +123,27 @@ def probe(port: int, seconds: float, out: Path) -> None:
     out.write_bytes(msgspec.json.encode(samples))
 
 
-def _bodies(directory: Path) -> dict[str, tuple[str, bytes, str]]:
-    """(path, body, content type) per scenario."""
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def fill_pair(side: int = 5000, noisy: tuple[int, int] = (3400, 2900)) -> list[bytes]:
+    """A ``side`` x ``side`` RGB image and an RGBA mask (alpha 0 in the middle ninth),
+    real PNGs whose first rows are noise so that each file is just under 50 MiB."""
+    rgb = os.urandom(side * 3 * noisy[0]) + bytes(side * 3 * (side - noisy[0]))
+    image = Image.frombytes("RGB", (side, side), rgb)
+    alpha = Image.new("L", (side, side), 255)
+    alpha.paste(0, (side // 3, side // 3, 2 * side // 3, 2 * side // 3))
+    rgb = os.urandom(side * 3 * noisy[1]) + bytes(side * 3 * (side - noisy[1]))
+    mask = Image.frombytes("RGB", (side, side), rgb)
+    mask.putalpha(alpha)
+    return [_png(image), _png(mask)]
+
+
+def _bodies(only: list[str] | None) -> dict[str, tuple[str, bytes, str]]:
+    """(path, body, content type) per scenario (those in ``only`` if given)."""
     image = png_bytes(int(2.8 * MiB))
     url = "data:image/png;base64," + base64.b64encode(image).decode()
     doc = {"model": "openai/gpt-image-2", "prompt": "p",
@@ -97,20 +151,32 @@ def _bodies(directory: Path) -> dict[str, tuple[str, bytes, str]]:
     files = [("image[]", png_bytes(4 * MiB)) for _ in range(16)]
     form, ctype = multipart({"model": "openai/gpt-image-2", "prompt": "p"}, files)
     gen = {"model": "big/gpt-image-2", "prompt": "p"}
-    return {
+    bodies = {
         "json64": ("/v3/images/edits", msgspec.json.encode(doc), "application/json"),
         "multipart16": ("/v3/images/edits", form, ctype),
         "reply256": ("/v3/images/generations", msgspec.json.encode(gen),
                      "application/json"),
+        "reply256kept": ("/v3/images/generations#kept", msgspec.json.encode(gen),
+                         "application/json"),
     }  # fmt: skip
+    if not only or "mask25mp" in only:
+        image, mask = fill_pair()
+        assert max(len(image), len(mask)) <= 50 * MiB, (len(image), len(mask))
+        form, ctype = multipart({"model": "bfl/flux-pro-1.0-fill", "prompt": "p"},
+                                [("image", image), ("mask", mask)])  # fmt: skip
+        bodies["mask25mp"] = ("/v3/images/edits", form, ctype)
+    return {k: v for k, v in bodies.items() if not only or k in only}
 
 
 async def _send(port: int, path: str, body: bytes, ctype: str) -> tuple[float, float]:
+    headers = {"Content-Type": ctype}
+    if path.endswith("#kept"):  # a fresh key each time: the reply is held, not relayed
+        path = path.removesuffix("#kept")
+        headers["Idempotency-Key"] = secrets.token_hex(8)
     async with aiohttp.ClientSession() as s:
         t0 = time.time()
         async with s.post(
-            f"http://127.0.0.1:{port}{path}", data=body,
-            headers={"Content-Type": ctype},
+            f"http://127.0.0.1:{port}{path}", data=body, headers=headers
         ) as r:  # fmt: skip
             async for _ in r.content.iter_chunked(1 * MiB):
                 pass
@@ -133,6 +199,7 @@ def _stats(
 def main() -> None:
     p = argparse.ArgumentParser(prog="bench.stall")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--only", nargs="*", help="scenarios to run (default: all)")
     p.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
     p.add_argument("--probe", type=int, help=argparse.SUPPRESS)
     p.add_argument("--seconds", type=float, default=0, help=argparse.SUPPRESS)
@@ -151,17 +218,21 @@ def main() -> None:
         upstream = Proc("upstream", cmd, log=d / "up.log", cpus="0")
         upstream.wait_port(up)
         port = free_port()
-        conf = imagegate_config(d, port, up)
-        gate = Proc("imagegate", [sys.executable, "-m", "proxy", "--config", str(conf)],
+        conf = imagegate_config(d, port, up, {"providers": {"bfl": {
+            "type": "bfl", "base_url": f"http://127.0.0.1:{up}/bfl/v1",
+            "api_key_env": BENCH_KEY_ENV, "poll_interval_s": 0.01,
+            "allowed_hosts": ["http://127.0.0.1:*"]}}})  # fmt: skip
+        steps = d / "steps.txt"
+        gate = Proc("imagegate", [sys.executable, "-m", "bench.loopsteps", str(steps),
+                                  "--config", str(conf)],
                     log=d / "ig.log", cpus="1",
                     env={BENCH_KEY_ENV: "sk-bench-not-a-real-key"})  # fmt: skip
         try:
             gate.wait_port(port)
-            bodies = _bodies(d)
-            for name, (path, body, ctype) in bodies.items():
+            for name, (path, body, ctype) in _bodies(args.only).items():
                 asyncio.run(_send(port, path, body, ctype))  # warm up
                 out = d / f"{name}.json"
-                seconds = 4 + 6 * args.repeat
+                seconds = 600
                 probing = subprocess.Popen(
                     [sys.executable, "-m", "bench.stall", "--probe", str(port),
                      "--seconds", str(seconds), "--out", str(out)],
@@ -174,10 +245,13 @@ def main() -> None:
                 for _ in range(args.repeat):
                     windows.append(asyncio.run(_send(port, path, body, ctype)))
                     time.sleep(0.3)
+                out.with_suffix(".stop").touch()
                 probing.wait()
                 samples = [tuple(s) for s in msgspec.json.decode(out.read_bytes())]
+                cpu, wall = loopsteps.longest(str(steps), windows)
                 print(f"{name:12s} {len(body) / MiB:6.1f} MiB  idle: "
-                      f"{_stats(samples, idle)}  during: {_stats(samples, windows)}",
+                      f"{_stats(samples, idle)}  during: {_stats(samples, windows)}"
+                      f"  loop cpu {1000 * cpu:6.1f} ms (wall {1000 * wall:6.1f})",
                       flush=True)  # fmt: skip
         finally:
             gate.stop()

@@ -34,7 +34,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from proxy.formwriter import Form, InMemoryBody
+from proxy.formwriter import Form, InMemoryBody, Spliced
 from proxy.hosts import host_allowed, origin
 from proxy.metrics import Metrics
 from proxy.resilience import (
@@ -184,6 +184,9 @@ class Upstream:
         sent = await self._headers(headers)
         if self._signer is not None:
             data = kwargs.get("data", b"")
+            if isinstance(data, Spliced):  # the signature hashes the whole body
+                # In a thread: bytes.join copies megabytes without the GIL.
+                data = await asyncio.to_thread(data.joined)
             assert isinstance(data, bytes), "a signed request needs a bytes body"
             sent = dict(await self._signer.sign(method, self.url(path), sent, data))
         breaker = self._breaker
@@ -212,7 +215,8 @@ class Upstream:
         kwargs: dict[str, Any],
     ) -> UpstreamResponse | UpstreamStream:
         policy = self._retry
-        # Every body sent is bytes or a Form (a fresh payload per send): resendable.
+        # Every body sent is bytes, Spliced or a Form (a fresh payload per send):
+        # resendable.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + policy.deadline_s
         for tries in range(1, policy.attempts + 1):
@@ -384,6 +388,9 @@ def _fresh_body(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:
         return {**kwargs, "data": payload}, payload.size or 0
     if isinstance(data, bytes | bytearray):
         return {**kwargs, "data": InMemoryBody(bytes(data))}, len(data)
+    if isinstance(data, Spliced):
+        body = InMemoryBody(data)
+        return {**kwargs, "data": body}, body.size or 0
     if isinstance(data, str):  # aiohttp sends text as UTF-8
         return kwargs, len(data.encode())
     return kwargs, 0

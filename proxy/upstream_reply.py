@@ -7,6 +7,7 @@ calls ``mapped``/``map_errors`` for every send, stream and download.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
@@ -170,6 +171,12 @@ def _too_large(provider: str, cap: int) -> UpstreamProtocolError:
     )
 
 
+# A reply past this is joined from its pieces in a worker thread: bytes.join copies
+# without the GIL, and one copy of a 256 MiB reply held the event loop for ~100 ms
+# (``bench/stall.py``, reply256kept). aiohttp's ``read`` joins on the loop.
+JOIN_OFF_LOOP = 4 * 1024 * 1024
+
+
 async def read_capped(resp: aiohttp.ClientResponse, cap: int, provider: str) -> bytes:
     length = resp.content_length
     if length is not None:
@@ -177,14 +184,21 @@ async def read_capped(resp: aiohttp.ClientResponse, cap: int, provider: str) -> 
             raise _too_large(provider, cap)
         # Content-Length counts the wire bytes: a compressed reply can inflate far
         # past it, so only an identity body is read whole.
-        if resp.headers.get(hdrs.CONTENT_ENCODING, "identity") == "identity":
+        identity = resp.headers.get(hdrs.CONTENT_ENCODING, "identity") == "identity"
+        if identity and length <= JOIN_OFF_LOOP:
             return await resp.read()
-    buf = bytearray()
-    async for chunk in resp.content.iter_chunked(256 * 1024):
-        buf += chunk
-        if len(buf) > cap:
+    # The pieces as the connection read them: a bytearray grown by += copied the
+    # whole body at each reallocation, and bytes() copied it again.
+    pieces: list[bytes] = []
+    size = 0
+    async for piece, _ in resp.content.iter_chunks():
+        pieces.append(piece)
+        size += len(piece)
+        if size > cap:
             raise _too_large(provider, cap)
-    return bytes(buf)
+    if size > JOIN_OFF_LOOP:
+        return await asyncio.to_thread(b"".join, pieces)
+    return b"".join(pieces)
 
 
 @contextlib.asynccontextmanager

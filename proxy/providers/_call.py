@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from proxy.formwriter import Form
-from proxy.providers._prepare import Needs, Prepared, prepare
+from proxy.formwriter import Form, Spliced
+from proxy.providers._prepare import Needs, Prepared, prepare, splice
 from proxy.providers._results import Outputs, finish
 from proxy.upstream_reply import UpstreamResponse, UpstreamStream
 
@@ -28,8 +28,9 @@ class UpstreamCall(NamedTuple):
     method: str
     path: str
     headers: Mapping[str, str] = {}
-    # JSON bytes, or a multipart form that streams images from their temp files.
-    body: bytes | Form | None = None
+    # JSON bytes (``Spliced`` around large images' base64), or a multipart form that
+    # streams images from their temp files.
+    body: bytes | Spliced | Form | None = None
 
 
 class Translator(Protocol):
@@ -55,8 +56,8 @@ async def open_reply(
 ) -> EditResult | UpstreamStream:
     """``compose`` for a provider whose 2xx reply is relayed as it is: a reply longer
     than ``held`` bytes is handed back unread (``proxy.passthrough``)."""
-    prepared = await prepare(job, adapter.needs(job))
-    call = adapter.build(job, prepared)
+    prepared = await prepare(job, adapter.needs(job), splice=True)
+    call = splice(adapter.build(job, prepared), prepared)
     got = await upstream.open(call.method, call.path, held=held,
                               headers=call.headers, data=call.body)  # fmt: skip
     if isinstance(got, UpstreamStream):
@@ -80,7 +81,7 @@ async def compose(
     hosts: Sequence[str] = (),
 ) -> EditResult:
     """One provider call end to end: what most adapters' ``edit`` is."""
-    prepared = await prepare(job, adapter.needs(job))
-    reply = await send(upstream, adapter.build(job, prepared))
+    prepared = await prepare(job, adapter.needs(job), splice=True)
+    reply = await send(upstream, splice(adapter.build(job, prepared), prepared))
     outputs = adapter.parse(upstream.name, reply)
     return await finish(outputs, job=job, upstream=upstream, hosts=hosts)

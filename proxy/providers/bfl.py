@@ -28,7 +28,7 @@ from proxy.errors import InvalidRequest, UpstreamRejected, UpstreamUnavailable
 from proxy.models import EditJob, EditResult
 from proxy.providers import _inputs, _polling, _replies, _sizes
 from proxy.providers._call import UpstreamCall, send
-from proxy.providers._prepare import Needs, Prepared, image_b64, prepare
+from proxy.providers._prepare import Needs, Prepared, image_b64, prepare, splice
 from proxy.providers._results import Outputs, finish
 from proxy.providers.base import (
     Auth,
@@ -219,7 +219,8 @@ class BFLAdapter:
         cfg = self._config
         name = upstream.name
         deadline = asyncio.get_running_loop().time() + cfg.deadline_s
-        call = self.build(job, await prepare(job, self.needs(job)))
+        prepared = await prepare(job, self.needs(job), splice=True)
+        call = splice(self.build(job, prepared), prepared)
         poll_url = self.submitted(name, await send(upstream, call))
 
         async def fetch() -> Job:

@@ -34,7 +34,7 @@ from proxy.models import EditJob, EditResult
 from proxy.providers import _inputs, _polling, _replies, _sizes
 from proxy.providers import _openai_compat as compat
 from proxy.providers._call import UpstreamCall, send
-from proxy.providers._prepare import Needs, Prepared, prepare
+from proxy.providers._prepare import Needs, Prepared, prepare, splice
 from proxy.providers._results import Outputs, finish
 from proxy.providers.base import (
     Auth,
@@ -185,7 +185,8 @@ class ReplicateAdapter:
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         deadline = asyncio.get_running_loop().time() + self._config.deadline_s
-        call = self.build(job, await prepare(job, self.needs(job)))
+        prepared = await prepare(job, self.needs(job), splice=True)
+        call = splice(self.build(job, prepared), prepared)
         pred = self.parse(upstream.name, await send(upstream, call))
         if pred.status not in _FINAL:
             pred = await self._follow(pred, upstream, deadline)

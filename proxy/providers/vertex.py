@@ -23,7 +23,7 @@ from proxy.models import EditJob, EditResult
 from proxy.providers import _google, _inputs
 from proxy.providers._call import UpstreamCall, send
 from proxy.providers._gcp_auth import ServiceAccountAuth
-from proxy.providers._prepare import Needs, Prepared, prepare
+from proxy.providers._prepare import Needs, Prepared, prepare, splice
 from proxy.providers._results import Outputs, finish
 from proxy.providers.base import Auth, Capabilities, ConfigBase, Pool, StaticKey
 from proxy.upstream import Upstream, UpstreamResponse
@@ -80,7 +80,8 @@ class VertexAdapter:
         return Outputs(*_google.parse_reply(provider, reply.body))
 
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
-        call = self.build(job, await prepare(job, self.needs(job)))
+        prepared = await prepare(job, self.needs(job), splice=True)
+        call = splice(self.build(job, prepared), prepared)
         if self._service_account is not None:
             await self._service_account.refresh(upstream)
         outputs = self.parse(upstream.name, await send(upstream, call))

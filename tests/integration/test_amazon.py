@@ -4,8 +4,10 @@ sizes, SigV4 signatures and missing credentials, Stability models on Bedrock."""
 from __future__ import annotations
 
 import base64
+import io
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -13,6 +15,7 @@ from tests.conftest import StartGateway
 from tests.fakes.base import Reply
 from tests.fakes.bedrock import AWS_ENV, FakeBedrock
 from tests.gateway import data_url, edit_body, post_json
+from tests.images import sized_png
 
 
 @pytest.fixture
@@ -165,3 +168,28 @@ async def test_bedrock_outpainting_keeps_white_edit_mask(
     assert sent is not None
     assert sent["taskType"] == "OUTPAINTING"
     assert_white_edit(base64.b64decode(sent["outPaintingParams"]["maskImage"]))
+
+
+async def test_bedrock_signs_a_body_with_a_large_image_spliced_in(
+    start_gateway: StartGateway, aws: FakeBedrock
+) -> None:
+    """An image past ``_prepare.SPLICE_OVER`` goes as base64 slices spliced into the
+    JSON; the signature (checked by the fake) covers the very bytes sent."""
+    server = await _aws_proxy(start_gateway, aws)
+    image = sized_png(3 * 1024 * 1024)
+    form = aiohttp.FormData()
+    form.add_field("model", NOVA)
+    form.add_field("prompt", "a hat")
+    # A BytesIO: aiohttp refuses raw bytes this large ("might lock the event loop").
+    form.add_field(
+        "image", io.BytesIO(image), filename="a.png", content_type="image/png"
+    )
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(server.make_url("/v3/images/edits"), data=form) as r,
+    ):
+        assert r.status == 200, await r.text()
+    sent = aws.last.json
+    assert sent is not None
+    (got,) = sent["imageVariationParams"]["images"]
+    assert base64.b64decode(got, validate=True) == image

@@ -5,18 +5,21 @@ wait counted as upstream time, and model ids that cannot reach other endpoints."
 from __future__ import annotations
 
 import base64
+import io
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 from aiohttp.test_utils import TestServer
+from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import UPSTREAM_KEY, StartGateway
 from tests.fakes.base import Reply
 from tests.fakes.bfl import FakeBFL
 from tests.gateway import edit_body, post_json
-from tests.images import png
+from tests.images import png, sized_png
 
 IMAGE = png(8, 8, seed=5)
 
@@ -266,3 +269,34 @@ async def test_flux2_width_height_and_reference_images(
     )  # fmt: skip
     assert got == 200, body
     assert bfl.received[calls].json == {"prompt": "x", "width": 1024, "height": 768}
+
+
+@pytest.mark.parametrize("size", [2 * 1024 * 1024, 6 * 1024 * 1024])
+async def test_bfl_fill_sends_a_large_image_and_the_converted_mask(
+    start_gateway: StartGateway, bfl: FakeBFL, size: int
+) -> None:
+    """A multipart image past ``_prepare.SPLICE_OVER`` (held in memory, or spooled
+    past ``spool_bytes``) goes upstream as its base64 sliced into the JSON body."""
+    server = await _bfl_proxy(start_gateway, bfl)
+    image = sized_png(size)  # declares 2x2 pixels: the mask's size
+    form = aiohttp.FormData()
+    form.add_field("model", "bfl/flux-pro-1.0-fill")
+    form.add_field("prompt", "a hat")
+    # A BytesIO: aiohttp refuses raw bytes this large ("might lock the event loop").
+    form.add_field(
+        "image", io.BytesIO(image), filename="a.png", content_type="image/png"
+    )
+    mask = png(2, 2, alpha=0)
+    form.add_field("mask", mask, filename="m.png", content_type="image/png")
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(server.make_url("/v3/images/edits"), data=form) as r,
+    ):
+        assert r.status == 200, await r.text()
+    sent = bfl.received[0].json
+    assert sent is not None
+    assert sent["prompt"] == "a hat"
+    assert base64.b64decode(sent["image"], validate=True) == image
+    white = Image.open(io.BytesIO(base64.b64decode(sent["mask"], validate=True)))
+    assert white.mode == "L"
+    assert white.getextrema() == (255, 255)  # all transparent: all edit
