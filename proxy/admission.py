@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from proxy.backpressure import Pressure
 from proxy.errors import ProxyError
 from proxy.formreader import BodyStream, Pace
 from proxy.listener import release
@@ -35,7 +36,6 @@ from proxy.state import CONFIG, LIFECYCLE, PRESSURE
 # As aiohttp's lingering_time: how long an answered request's body is still read.
 LINGER_S = 10.0
 _PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
-_RESERVED = web.RequestKey("reserved", bool)
 
 
 @web.middleware
@@ -43,46 +43,42 @@ async def admission(request: web.Request, handler: Handler) -> web.StreamRespons
     try:
         if request.path in _PROBES:
             return await handler(request)
-        resp = await _start(request, handler)
-        await _linger(request)
+        app = request.app
+        pressure = app[PRESSURE]
+        gate = pressure.starts
+        if app[LIFECYCLE].draining or not pressure.room():
+            resp = await handler(request)  # refused at its head (guard)
+        elif gate.open:
+            gate.take()
+            resp = await handler(request)
+        else:
+            resp = await _queued(request, handler, pressure)
+        content = request.content
+        if not content.is_eof() and content.exception() is None:
+            await _linger(request)
         return resp
     finally:
         # A body never read, or the next request on this connection: read on.
         release(request.transport)
 
 
-async def _start(request: web.Request, handler: Handler) -> web.StreamResponse:
-    app = request.app
-    pressure = app[PRESSURE]
-    gate = pressure.starts
-    if app[LIFECYCLE].draining or not pressure.room():
-        return await handler(request)  # refused at its head (guard)
-    if gate.open:
-        gate.take()
-        return await handler(request)
+async def _queued(
+    request: web.Request, handler: Handler, pressure: Pressure
+) -> web.StreamResponse:
     # Counted in flight while queued, so a request behind it is refused at once.
+    # Woken, it reaches the guard's admission in the same step of its task: no
+    # other request can take its place in between.
     pressure.waiting += 1
-    request[_RESERVED] = True
     try:
-        await gate.wait()
-        return await handler(request)
+        await pressure.starts.wait()
     finally:
-        if request.get(_RESERVED, False):
-            pressure.waiting -= 1  # never admitted (not an API route, refused)
-
-
-def claim_reservation(request: web.Request) -> None:
-    """The guard admitted ``request``: it no longer waits (``Pressure.waiting``)."""
-    if request.get(_RESERVED, False):
-        request[_RESERVED] = False
-        request.app[PRESSURE].waiting -= 1
+        pressure.waiting -= 1
+    return await handler(request)
 
 
 async def _linger(request: web.Request) -> None:
     """Discard what is left of an answered request's body (module doc)."""
     content = request.content
-    if content.is_eof() or content.exception() is not None:
-        return
     transport = request.transport
     if transport is None or transport.is_closing():
         return

@@ -2,10 +2,15 @@
 JSON bodies held in memory.
 
 Beyond any limit a request is answered 503 with Retry-After at once rather than
-queued (its body is not read further), and ``/readyz`` reports not-ready so a load
-balancer sends traffic elsewhere. Body bytes are reserved as they arrive (after gzip
-inflation), never from what a client declares: a Content-Length for a body that never
-comes holds nothing, and a slow body is cut off by its pace (``proxy.formreader``).
+queued (its body is not read further, only discarded after the answer:
+``proxy.admission``), and ``/readyz`` reports not-ready so a load balancer sends
+traffic elsewhere. Requests waiting to start (``StartGate``: at most
+``STARTS_PER_TURN`` start per turn of the loop) count as in flight, so the one past
+``max_inflight`` is refused at its head, not after their wait.
+
+Body bytes are reserved as they arrive (after gzip inflation), never from what a
+client declares: a Content-Length for a body that never comes holds nothing, and a
+slow body is cut off by its pace (``proxy.formreader``).
 Multipart bytes count against ``max_temp_bytes``; JSON bodies, which are held and
 decoded in memory, against ``max_json_memory_bytes`` at ``JSON_FACTOR`` times their
 size (the body and the decoded strings live side by side). One client (its key, or

@@ -19,7 +19,6 @@ import uuid
 
 from aiohttp import HttpVersion11, hdrs, web
 
-from proxy.admission import claim_reservation
 from proxy.backpressure import Slot
 from proxy.budget import Hold
 from proxy.client_keys import KeyRing
@@ -92,7 +91,6 @@ async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
             code="shutting_down",
             headers={"Connection": "close", "Retry-After": "1"},
         )
-    claim_reservation(request)
     with app[PRESSURE].admit() as slot:
         request[PACE] = _pace(request, limits, slot)
         if not keys:

@@ -88,16 +88,22 @@ class HeadFirst(asyncio.BufferedProtocol):
         self._inner.data_received(data)
 
     def release(self) -> None:
-        """The request started: its body is read as it comes."""
+        """The request reads its body: the connection is aiohttp's from now on."""
         if not self._held:
             return
         self._held = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-            transport = self._transport
-            if transport is not None and not transport.is_closing():
-                transport.resume_reading()
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        # Handed to aiohttp's protocol itself, with uvloop's own reads: nothing of
+        # ours on the path of later reads. uvloop picks how it reads when reading
+        # starts, hence the pause first.
+        transport.pause_reading()
+        transport.set_protocol(self._inner)
+        transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         result: bool | None = self._inner.eof_received()
