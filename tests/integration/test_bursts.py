@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -14,12 +15,14 @@ import uvloop
 from aiohttp import web
 
 from proxy import admission, handlers, listener
+from proxy.app import create_app
 from proxy.backpressure import STARTS_PER_TURN, Pressure
 from proxy.errors import Overloaded
 from proxy.listener import AcceptingSite, release
 from proxy.state import PRESSURE
-from tests.conftest import StartProxy
+from tests.conftest import StartProxy, build_config
 from tests.fakes.openai import FakeOpenAI
+from tests.fakes.registry import UPSTREAM_KEY
 from tests.gateway import Gate, generate
 
 BURST = 3 * STARTS_PER_TURN
@@ -240,3 +243,38 @@ def test_a_request_that_never_releases_its_body_reads_it_after_hold_max(
     before, after = uvloop.run(_head_first(release_it=False))
     assert before <= listener.HEAD_READ
     assert after == 1 << 20
+
+
+def test_a_kept_alive_connection_reads_its_next_request_at_once(
+    temp_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Requests without a body never release their connection by reading it: the
+    # answer does, or the next request would wait HOLD_MAX_S.
+    monkeypatch.setattr(listener, "HOLD_MAX_S", 30.0)
+    config = build_config(temp_root, {"openai": {"base_url": "http://127.0.0.1:9/v1"}})
+
+    async def scenario() -> tuple[list[bytes], float]:
+        app = create_app(config, environ={"OPENAI_API_KEY": UPSTREAM_KEY})
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = AcceptingSite(runner, "127.0.0.1", 0, backlog=8)
+        await site.start()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        answers = []
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+            for path in ("/healthz", "/v3/images/models", "/healthz"):
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r")[0])
+                await reader.readexactly(length)
+                answers.append(head.split(b"\r\n")[0])
+            writer.close()
+        finally:
+            await runner.cleanup()
+        return answers, loop.time() - start
+
+    answers, took = uvloop.run(scenario())
+    assert answers == [b"HTTP/1.1 200 OK"] * 3
+    assert took < 5
