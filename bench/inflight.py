@@ -172,6 +172,12 @@ def run_one(
             "rss": [(round(at - start, 2), kib) for at, kib in sampler.rows],
             "healthz": [(round(at - start, 3), round(s, 4)) for at, _, s, e in probe.rows if not e],
             "latency": sorted(round(x, 3) for x in latency),
+            # (seconds into the burst at connect, ms to the 503's first byte)
+            "refused": sorted(
+                (round(r[1] - start, 3), round((r[2] - r[1]) * 1000, 1))
+                for r in rows
+                if r[4] == 503
+            ),
         },
     }  # fmt: skip
 
