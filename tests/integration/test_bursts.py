@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -229,8 +231,11 @@ async def _head_first(release_it: bool) -> tuple[int, int]:
     return seen[0], seen[1]
 
 
-def test_a_connection_reads_only_its_head_until_its_request_reads_its_body() -> None:
-    before, after = uvloop.run(_head_first(release_it=True))
+@pytest.mark.parametrize("run", [uvloop.run, asyncio.run], ids=["uvloop", "asyncio"])
+def test_a_connection_reads_only_its_head_until_its_request_reads_its_body(
+    run: Callable[[Coroutine[Any, Any, tuple[int, int]]], tuple[int, int]],
+) -> None:
+    before, after = run(_head_first(release_it=True))
     assert before <= listener.HEAD_READ
     assert after == 1 << 20
 
