@@ -9,11 +9,12 @@ request's first step (middleware, key, handler, its first body chunks) is a few
 hundred microseconds of CPU, so that turn took 0.4 s and ``/healthz`` and the 503s
 waited behind it (issue 19). ``Pressure.starts`` (``backpressure.StartGate``) lets
 ``STARTS_PER_TURN`` requests start per turn and queues the rest in arrival order;
-each queued one costs a future. The probes
-(``/healthz``, ``/readyz``, ``/metrics``) never wait. A request that will be refused
-for ``max_inflight`` (or while draining) does not queue either: the requests queued
-count as in flight (``Pressure.waiting``), so the refusal is decided at its head and
-answered in the turn it arrived.
+each queued one costs a future. The probes (``/healthz``, ``/readyz``, ``/metrics``)
+never wait. A request that will be refused for ``max_inflight`` (or while draining)
+does not queue either: the requests queued count as in flight (``Pressure.waiting``),
+so the refusal is decided at its head and answered in the turn it arrived. A
+refusal for the client's share or the byte budgets still waits its turn: those need
+its key, or its body.
 
 After the answer, a body left unread (a refusal's, or a client error's) is discarded
 here, through the body turns (``Pressure.readers``, as ``BodyStream``) for at most

@@ -11,12 +11,13 @@ binds the socket itself and, each time it is readable, accepts up to
 behind a ``HeadFirst``.
 
 ``HeadFirst`` reads a new connection's request head, not its body: at most
-``HEAD_READ`` bytes a read until the head's end is in, then nothing until the request
-starts (``proxy.admission`` calls ``release``). uvloop otherwise reads up to 256 KiB
-from every readable socket on every turn, and a burst of 1,000 uploads cost the loop
-a read of each body's first 128-384 KiB (copies and fresh pages, ~0.3 ms apiece)
-before any request had started: turns of 0.4-0.5 s of CPU with ``/healthz`` waiting
-behind them. Released, a connection reads as before.
+``HEAD_READ`` bytes a read until the head's end is in, then nothing until ``release``:
+when the request reads its body (``formreader.request_body``) or is answered
+(``proxy.admission``). uvloop otherwise reads up to 256 KiB from every readable
+socket on every turn, and a burst of 1,000 uploads cost the loop a read of each
+body's first 128-384 KiB (copies into fresh pages, 0.1-0.4 ms apiece) before any
+request had started: turns of 0.4-0.5 s of CPU with ``/healthz`` waiting behind them.
+Released, the connection is aiohttp's protocol's alone, read as before.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class HeadFirst(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         data = bytes(self._reads.view[:nbytes])
         if self._held and self._timer is None:
-            seen = self._tail + data[:HEAD_READ]
+            seen = self._tail + data
             if _END in seen:
                 # The head is in: the body waits for the request to start.
                 assert self._transport is not None
@@ -131,7 +132,7 @@ class _Reads:
 
 
 def release(transport: asyncio.BaseTransport | None) -> None:
-    """The request on ``transport`` started: read its body (``HeadFirst``)."""
+    """Read on from ``transport``: its request reads its body, or was answered."""
     if transport is not None:
         protocol = transport.get_protocol()
         if isinstance(protocol, HeadFirst):
