@@ -167,12 +167,37 @@ def run_one(
         "listen_drops": net1.get("ListenDrops", 0) - net0.get("ListenDrops", 0),
         "accept_queue_max": sampler.accept_queue_max,
         "runnable_wait_s": round(waited, 2),
+        **_turns(workdir / "turns.jsonl", start, end),
         "series": {
             "rss": [(round(at - start, 2), kib) for at, kib in sampler.rows],
             "healthz": [(round(at - start, 3), round(s, 4)) for at, _, s, e in probe.rows if not e],
             "latency": sorted(round(x, 3) for x in latency),
+            # (seconds into the burst at connect, ms to the 503's first byte)
+            "refused": sorted(
+                (round(r[1] - start, 3), round((r[2] - r[1]) * 1000, 1))
+                for r in rows
+                if r[4] == 503
+            ),
         },
     }  # fmt: skip
+
+
+def _turns(path: Path, start: float, end: float) -> dict[str, float | None]:
+    """The longest turns of the loop over the burst (``--turns``, bench/turns.py)."""
+    if not path.exists():
+        return {}
+    rows = [msgspec.json.decode(line) for line in path.read_bytes().splitlines()]
+    rows = [r for r in rows if start <= r[0] <= end + 1]
+    return {
+        "turn_cpu_max_ms": _ms(max((r[2] for r in rows), default=None)),
+        "turn_wall_max_ms": _ms(max((r[1] for r in rows), default=None)),
+        "turns_over_50ms_cpu": sum(1 for r in rows if r[2] > 0.05),
+        # (seconds into the burst at the turn's end, wall ms, CPU ms)
+        "turns": [
+            (round(r[0] - start, 3), round(r[1] * 1e3, 1), round(r[2] * 1e3, 1))
+            for r in rows
+        ],
+    }
 
 
 def _round(value: float | None) -> float | None:
@@ -187,7 +212,7 @@ def run_all(
     workdir: Path, *, bursts: Sequence[Burst], targets: Sequence[str] = PEERS,
     hold: float, settle: float, trickle: float, clients: int | None = None,
     scale: float = 1.0, proxy_cpus: str | None = "1", client_cpus: str | None = "0",
-    workers: int = 1,
+    workers: int = 1, turns: bool = False,
 ) -> list[dict[str, Any]]:  # fmt: skip
     raise_nofile()  # the peers inherit it
     results = []
@@ -199,7 +224,7 @@ def run_all(
         with stack(
             workdir, names=tuple(targets), latency_ms=hold * 1000,
             proxy_cpus=proxy_cpus, client_cpus=client_cpus, workers=workers,
-            trickle_s=trickle, overrides=overrides(burst, count),
+            trickle_s=trickle, overrides=overrides(burst, count), turns=turns,
         ) as running:  # fmt: skip
             for name in targets:
                 row = run_one(
@@ -218,7 +243,9 @@ def _progress(r: dict[str, Any]) -> None:
         f"{r['scenario']:11} {r['target']:9} ok {r['ok']}/{r['clients']} "
         f"errors {r['errors']} healthz max {r['healthz_max_ms']} ms "
         f"peak {r['peak_rss_mib']} MiB settled {r['settled_rss_mib']} MiB "
-        f"cpu {r['cpu_ms_per_request']} ms/req overflows {r['listen_overflows']}\n"
+        f"cpu {r['cpu_ms_per_request']} ms/req overflows {r['listen_overflows']} "
+        f"503 max {r['refused_max_ms']} p99 {r['refused_p99_ms']} ms "
+        f"turn cpu max {r.get('turn_cpu_max_ms')} ms wait {r['runnable_wait_s']} s\n"
     )
 
 
@@ -237,6 +264,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy-cpus", default="1")
     p.add_argument("--client-cpus", default="0")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--turns", action="store_true",
+                   help="probe imagegate's loop turns (bench/turns.py)")  # fmt: skip
     p.add_argument("--name", help="results file stem (default: inflight[-quick])")
     p.add_argument("--out", type=Path, default=HERE / "results")
     return p
@@ -258,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets=args.targets.split(","), hold=hold, settle=settle,
             trickle=trickle, clients=clients, scale=args.scale,
             proxy_cpus=args.proxy_cpus, client_cpus=args.client_cpus,
-            workers=args.workers,
+            workers=args.workers, turns=args.turns,
         )  # fmt: skip
     name = args.name or ("inflight-quick" if quick else "inflight")
     meta = {
@@ -282,6 +311,7 @@ COLUMNS = (
     ("rss_per_inflight_kib", "KiB per edit"), ("after_rss_mib", "after MiB"),
     ("settled_rss_mib", "settled MiB"), ("cpu_ms_per_request", "CPU ms/req"),
     ("cpu_s", "CPU s"), ("runnable_wait_s", "run-queue wait s"),
+    ("turn_cpu_max_ms", "longest turn CPU ms"),
 )  # fmt: skip
 
 
@@ -312,7 +342,9 @@ def write(
         lines.append("|" + "---|" * len(COLUMNS))
         for r in results:
             if r["scenario"] == scenario:
-                lines.append("| " + " | ".join(_cell(r[k]) for k, _ in COLUMNS) + " |")
+                lines.append(
+                    "| " + " | ".join(_cell(r.get(k)) for k, _ in COLUMNS) + " |"
+                )
         if scenario in pictures:
             lines += ["", f"![{scenario}]({pictures[scenario]})"]
         lines.append("")

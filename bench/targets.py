@@ -134,10 +134,14 @@ def _imagegate(
     cpus: str | None,
     workers: int,
     overrides: dict[str, dict[str, object]] | None,
+    turns: bool = False,
 ) -> Target:
     port = free_port()
     conf = imagegate_config(directory, port, upstream, overrides)
     cmd = [sys.executable, "-m", "proxy", "--config", str(conf)]
+    if turns:
+        # The loop's turns probed (bench/turns.py), into <directory>/turns.jsonl.
+        cmd[2:3] = ["bench.turns", str(directory / "turns.jsonl")]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     env = {BENCH_KEY_ENV: "sk-bench-not-a-real-key"}
@@ -156,6 +160,7 @@ def stack(
     workers: int = 1,
     trickle_s: float = 2.0,
     overrides: dict[str, dict[str, object]] | None = None,
+    turns: bool = False,
 ) -> Iterator[Stack]:
     """Start the fake upstream and the named targets; stop them all on exit."""
     upstream, up_port = _upstream(directory, latency_ms, client_cpus, trickle_s)
@@ -170,7 +175,7 @@ def stack(
                 running.targets[name] = _floor(directory, up_port, proxy_cpus)
             elif name == "imagegate":
                 running.targets[name] = _imagegate(
-                    directory, up_port, proxy_cpus, workers, overrides
+                    directory, up_port, proxy_cpus, workers, overrides, turns
                 )
             else:
                 raise ValueError(f"unknown target {name!r}")

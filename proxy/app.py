@@ -22,6 +22,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 
 from proxy import handlers, upload_api
+from proxy.admission import admission
 from proxy.backpressure import Pressure
 from proxy.catalog import images_models
 from proxy.client_keys import KeyRing, ScrapeToken
@@ -92,7 +93,8 @@ def create_app(
         registry if registry is not None else CollectorRegistry(),
         multiproc_dir=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     )
-    middlewares: list[Middleware] = [observe, guard]
+    # admission first: it decides which requests start in this turn of the loop.
+    middlewares: list[Middleware] = [admission, observe, guard]
     if not config.keys:
         # Keyless: the provider keys serve whoever reaches us, so not web pages.
         server = config.server
@@ -101,7 +103,7 @@ def create_app(
             hosts=server.allowed_hosts,
             origins=server.allowed_origins,
         )
-        middlewares.insert(1, same_origin(policy))
+        middlewares.insert(2, same_origin(policy))
     # The JSON cap; multipart bodies are streamed and capped by the parser.
     app = web.Application(
         middlewares=middlewares,

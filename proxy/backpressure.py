@@ -2,10 +2,15 @@
 JSON bodies held in memory.
 
 Beyond any limit a request is answered 503 with Retry-After at once rather than
-queued (its body is not read further), and ``/readyz`` reports not-ready so a load
-balancer sends traffic elsewhere. Body bytes are reserved as they arrive (after gzip
-inflation), never from what a client declares: a Content-Length for a body that never
-comes holds nothing, and a slow body is cut off by its pace (``proxy.formreader``).
+queued (its body is not read further, only discarded after the answer:
+``proxy.admission``), and ``/readyz`` reports not-ready so a load balancer sends
+traffic elsewhere. Requests waiting to start (``StartGate``: at most
+``STARTS_PER_TURN`` start per turn of the loop) count as in flight, so the one past
+``max_inflight`` is refused at its head, not after their wait.
+
+Body bytes are reserved as they arrive (after gzip inflation), never from what a
+client declares: a Content-Length for a body that never comes holds nothing, and a
+slow body is cut off by its pace (``proxy.formreader``).
 Multipart bytes count against ``max_temp_bytes``; JSON bodies, which are held and
 decoded in memory, against ``max_json_memory_bytes`` at ``JSON_FACTOR`` times their
 size (the body and the decoded strings live side by side). One client (its key, or
@@ -25,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections import deque
 from collections.abc import Iterator
 
 from proxy.controls import Backpressure
@@ -35,6 +41,68 @@ from proxy.metrics import Metrics
 # (strings of the same length: data URLs are ASCII). The decoded images (3/4 of their
 # base64) are made after the body is dropped. Tested: tests/integration/test_json_bounds.py.
 JSON_FACTOR = 2
+# Requests starting per turn of the loop (``proxy.admission``): a start is ~0.3-0.5 ms
+# of CPU for an upload (its first chunks parsed), so a turn of starts stays near
+# 10-15 ms and a burst of 1,000 starts over ~30 turns, I/O and probes served between.
+STARTS_PER_TURN = 32
+
+
+class StartGate:
+    """At most ``per_turn`` passes per turn of the loop; the rest wait in order."""
+
+    __slots__ = ("_armed", "_left", "_loop", "_waiting", "per_turn")
+
+    def __init__(self, per_turn: int = STARTS_PER_TURN) -> None:
+        self.per_turn = per_turn
+        self._left = per_turn
+        self._armed = False
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def open(self) -> bool:
+        """Whether a request may start in this turn without waiting."""
+        return self._left > 0 and not self._waiting
+
+    def take(self) -> None:
+        """Start now (``open`` was true)."""
+        self._left -= 1
+        self._arm()
+
+    async def wait(self) -> None:
+        """Wait for a start in a later turn, in arrival order."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
+        self._arm()
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._left += 1  # woken, then cancelled: its start is another's
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(future)
+            raise
+
+    def _arm(self) -> None:
+        # A callback scheduled now runs in the next turn: that is the turn's end.
+        if not self._armed:
+            self._armed = True
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._turn)
+
+    def _turn(self) -> None:
+        self._armed = False
+        left = self.per_turn
+        waiting = self._waiting
+        while left and waiting:
+            future = waiting.popleft()
+            if not future.done():
+                future.set_result(None)  # its step runs in the next turn
+                left -= 1
+        self._left = left
+        if waiting or left < self.per_turn:
+            self._arm()
 
 
 class _Pool:
@@ -92,6 +160,10 @@ class Pressure:
         self._metrics = metrics
         metrics.inflight_limit.set(config.max_inflight)
         self.inflight = 0
+        # Requests queued to start (``proxy.admission``), counted as in flight so that
+        # one behind them is refused at its head rather than after their wait.
+        self.waiting = 0
+        self.starts = StartGate(STARTS_PER_TURN)
         # Turns at handling request body chunks (``BodyStream.read``): each socket
         # delivering data costs the loop a callback and a task step per turn of the
         # loop, and with 1,000 uploads arriving at once one turn took up to 282 ms of
@@ -111,11 +183,14 @@ class Pressure:
             1, math.ceil(round(config.max_inflight_share * config.max_inflight, 9))
         )
 
+    def room(self) -> bool:
+        """Whether one more request may be in flight (the queued ones counted)."""
+        return self.inflight + self.waiting < self._config.max_inflight
+
     @property
     def saturated(self) -> bool:
-        cfg = self._config
         return (
-            self.inflight >= cfg.max_inflight
+            not self.room()
             or self.temp.used >= self.temp.cap
             or self.json.used >= self.json.cap
         )
@@ -130,7 +205,7 @@ class Pressure:
     @contextlib.contextmanager
     def admit(self) -> Iterator[Slot]:
         cfg = self._config
-        if self.inflight >= cfg.max_inflight:
+        if not self.room():
             raise self._overloaded(f"{cfg.max_inflight} requests in flight")
         self.inflight += 1
         slot = Slot(self)

@@ -32,6 +32,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from proxy.disposition import disposition_names
 from proxy.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
+from proxy.listener import release
 
 # RFC 2046 5.1.1: 1 to 70 characters, the last not a space.
 _BOUNDARY_PARAM = re.compile(
@@ -251,6 +252,7 @@ def request_body(request: web.Request, timeout: float, cap: int) -> BodyStream:
     """``request``'s body as a ``BodyStream`` at the pace the guard set (``PACE``); a
     declared length over ``cap`` is refused at once."""
     pace = request.get(PACE)
+    release(request.transport)  # only the head was read so far (proxy.listener)
     return BodyStream(request.content, timeout, cap, request.content_length, pace=pace)
 
 

@@ -1,0 +1,68 @@
+"""imagegate with a probe of its event loop's turns: ``python -m bench.turns OUT ARGS``.
+
+Runs ``python -m proxy ARGS`` with a timer on its loop every ``TICK_S``; between two
+ticks, the thread's CPU time (``time.thread_time``) is what the loop ran meanwhile: a
+long gap is a long turn. Gaps over ``REPORT_S`` of wall time are appended to OUT as
+JSON lines ``[monotonic end, wall s, cpu s]``. CPU is what the loop itself spent;
+wall minus CPU is the time it waited for a core (other work on the machine) or for
+the kernel. Used by ``bench.inflight --turns``; never in production. With
+``BENCH_TURNS_CPROFILE=PATH`` in the environment the process is also profiled
+(cProfile), its stats written to PATH at exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import os
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import proxy.__main__ as gateway
+
+TICK_S = 0.001
+REPORT_S = 0.02
+
+
+class TurnProbe:
+    def __init__(self, loop: asyncio.AbstractEventLoop, out: IO[str]) -> None:
+        self._loop = loop
+        self._out = out
+        self._wall = time.monotonic()
+        self._cpu = time.thread_time()
+        loop.call_later(TICK_S, self._tick)
+
+    def _tick(self) -> None:
+        wall, cpu = time.monotonic(), time.thread_time()
+        gap = wall - self._wall
+        if gap > REPORT_S:
+            self._out.write(f"[{wall:.6f}, {gap:.6f}, {cpu - self._cpu:.6f}]\n")
+            self._out.flush()
+        self._wall, self._cpu = time.monotonic(), time.thread_time()
+        self._loop.call_later(TICK_S, self._tick)
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0]).open("a")  # noqa: SIM115 (open for the process's life)
+    make = gateway.new_event_loop
+
+    def new_event_loop() -> asyncio.AbstractEventLoop:
+        loop = make()
+        TurnProbe(loop, out)
+        return loop
+
+    gateway.new_event_loop = new_event_loop  # type: ignore[assignment]
+    stats = os.environ.get("BENCH_TURNS_CPROFILE")
+    if not stats:
+        return gateway.main(argv[1:])
+    profile = cProfile.Profile()
+    try:
+        return profile.runcall(gateway.main, argv[1:])
+    finally:
+        profile.dump_stats(stats)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
