@@ -19,6 +19,7 @@ from pytest_aiohttp import AiohttpServer
 
 from proxy import held
 from proxy.accounting import splice
+from proxy.providers._openai_compat import parse_images
 from tests.conftest import UPSTREAM_KEY
 from tests.integration.test_relay import (
     REQUEST,
@@ -146,3 +147,26 @@ async def test_held_response_sends_what_web_response_sends(
                 got.append((r.status, headers, await r.read()))
     assert got[0] == got[1]
     assert got[1][2] == body
+
+
+async def test_an_upstream_gateway_s_provider_and_cost_in_a_large_reply_are_dropped(
+    relay_gateway: Start,  # noqa: F811
+) -> None:
+    # Parsed from the slim copy, then (an upstream's own members found) decoded whole
+    # and re-encoded without them, as a small reply is.
+    reply = big_reply(provider="other", cost=9.5)
+    proxy = await relay_gateway(Provider(reply, piece=64 * 1024))
+    status, _, raw = await ask(proxy, "big-4")
+    assert status == 200
+    assert raw == expected(parse_images("openai", reply).body, raw)
+    assert raw.count(b'"provider"') == raw.count(b'"cost"') == 1
+
+
+async def test_a_large_reply_that_is_not_an_images_reply_is_a_502(
+    relay_gateway: Start,  # noqa: F811
+) -> None:
+    reply = b'{"data":"' + BIG.encode() + b'"}'  # data not a list
+    proxy = await relay_gateway(Provider(reply, piece=64 * 1024))
+    status, _, raw = await ask(proxy, "big-5")
+    assert status == 502
+    assert msgspec.json.decode(raw)["error"]["code"] == "upstream_protocol_error"
