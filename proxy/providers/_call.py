@@ -73,7 +73,10 @@ async def open_reply(
             return got
         await got.close()
         got = whole
-    outputs = await _parse(adapter, upstream.name, got)
+    if len(got.body) > _slim.LARGE:
+        outputs = await _parse_large(adapter, upstream.name, got)
+    else:
+        outputs = adapter.parse(upstream.name, got)
     return await finish(outputs, job=job, upstream=upstream)
 
 
@@ -87,18 +90,19 @@ async def compose(
     """One provider call end to end: what most adapters' ``edit`` is."""
     prepared = await prepare(job, adapter.needs(job), splice=True)
     reply = await send(upstream, splice(adapter.build(job, prepared), prepared))
-    outputs = await _parse(adapter, upstream.name, reply)
+    if len(reply.body) > _slim.LARGE:
+        outputs = await _parse_large(adapter, upstream.name, reply)
+    else:
+        outputs = adapter.parse(upstream.name, reply)
     return await finish(outputs, job=job, upstream=upstream, hosts=hosts)
 
 
-async def _parse(
+async def _parse_large(
     adapter: Translator, provider: str, reply: UpstreamResponse
 ) -> Outputs:
     """``adapter.parse``; a large OpenAI images reply (``openai_images`` adapters)
     parsed from its slim copy (``_slim``), so that no step decodes all of it."""
-    if len(reply.body) <= _slim.LARGE or not reply.ok:
-        return adapter.parse(provider, reply)
-    if not getattr(adapter, "openai_images", False):
+    if not reply.ok or not getattr(adapter, "openai_images", False):
         return adapter.parse(provider, reply)
     slim = await _slim.slimmed(reply.body)
     if slim is None:
