@@ -7,6 +7,7 @@ idempotency store keep what it kept, and a big kept answer replay byte for byte.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 
@@ -28,6 +29,7 @@ from tests.integration.test_relay import (
     Start,
     relay_gateway,  # noqa: F401 - the fixture
 )
+from tests.s3server import s3_server
 
 MiB = 1024 * 1024
 # Base64 of 5 MiB: the answer is over held.WHOLE.
@@ -170,3 +172,26 @@ async def test_a_large_reply_that_is_not_an_images_reply_is_a_502(
     status, _, raw = await ask(proxy, "big-5")
     assert status == 502
     assert msgspec.json.decode(raw)["error"]["code"] == "upstream_protocol_error"
+
+
+async def test_a_large_answer_kept_in_the_bucket_replays_byte_for_byte(
+    relay_gateway: Start,  # noqa: F811
+) -> None:
+    reply = big_reply()
+    provider = Provider(reply, piece=64 * 1024)
+    with s3_server() as s3:
+        bucket = await asyncio.to_thread(s3.bucket, "idempotency-answers")
+        proxy = await relay_gateway(
+            provider,
+            environ={"OPENAI_API_KEY": UPSTREAM_KEY, **s3.credentials},
+            files=s3.files_config(bucket),
+            idempotency={"max_answer_bytes": MiB},
+        )
+        status, headers, first = await ask(proxy, "big-6")
+        assert (status, first) == (200, expected(reply, first))
+        provider.body = b"{}"
+        status, again_headers, again = await ask(proxy, "big-6")
+    assert (status, again_headers["Idempotent-Replayed"]) == (200, "true")
+    assert again == first
+    assert again_headers["Content-Type"] == headers["Content-Type"]
+    assert again_headers["Content-Length"] == str(len(first))
