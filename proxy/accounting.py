@@ -84,10 +84,23 @@ def splice(body: bytes, extra: bytes) -> bytes:
 
     One copy of the (often megabytes of base64) body: slicing and ``+`` made four.
     """
+    end, sep = _end(body)
+    return b"".join((memoryview(body)[:end], sep, extra, b"}"))
+
+
+def splice_parts(body: bytes, extra: bytes) -> tuple[memoryview, bytes]:
+    """``splice``'s answer as two pieces, the body's part a view (no copy): a large
+    answer is written piece by piece (``proxy.held``)."""
+    end, sep = _end(body)
+    return memoryview(body)[:end], sep + extra + b"}"
+
+
+def _end(body: bytes) -> tuple[int, bytes]:
+    """Where the object's members end (before its closing brace and any space), and
+    the separator the next member needs there."""
     close = body.rindex(b"}")
     assert not body[close + 1 :].strip()
     last = close - 1
     while last >= 0 and body[last] in b" \t\r\n":
         last -= 1
-    sep = b"" if body[last : last + 1] == b"{" else b","
-    return b"".join((memoryview(body)[: last + 1], sep, extra, b"}"))
+    return last + 1, b"" if body[last : last + 1] == b"{" else b","

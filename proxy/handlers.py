@@ -8,7 +8,7 @@ from typing import Any, Literal
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from proxy import passthrough, pipeline, streaming
+from proxy import held, passthrough, pipeline, streaming
 from proxy.context import CONTEXT
 from proxy.headers import validate_extra_headers
 from proxy.idempotency_http import Idem, bound, requested
@@ -187,6 +187,8 @@ async def _answer(
     answered, result, cost = await pipeline.finish(app, ctx, route, job, answer, links)
     if job.stream:
         return streaming.completed_events(answered, job, result, cost)
+    if len(result.body) > held.WHOLE:  # written in pieces, never joined
+        return held.HeldResponse(pipeline.json_parts(answered, result, cost))
     return web.Response(
         body=pipeline.json_body(answered, result, cost),
         content_type="application/json",

@@ -292,14 +292,21 @@ class Keeper:
             await asyncio.sleep(lease_s / 3)
             await self.store.renew(ticket.key, ticket.owner)
 
-    async def finish(self, ticket: Ticket, answer: Answer) -> None:
-        """Keep ``answer`` for repeats if it is worth it, else free the key."""
+    def keeps(self, size: int) -> bool:
+        """An answer body of ``size`` bytes is kept (in the store, or the bucket)."""
+        return size <= self.config.max_answer_bytes or self.spill is not None
+
+    async def finish(
+        self, ticket: Ticket, answer: Answer, *, size: int | None = None
+    ) -> None:
+        """Keep ``answer`` for repeats if it is worth it, else free the key. ``size``:
+        the body's, when ``answer`` was captured without it (one ``keeps`` refuses)."""
         if not worth_keeping(answer.status):
             await self.store.drop(ticket.key, ticket.owner)
             return
         ttl = self.config.ttl_s
         seen = Seen(ticket.fingerprint, answer)
-        if len(answer.body) > self.config.max_answer_bytes:
+        if (len(answer.body) if size is None else size) > self.config.max_answer_bytes:
             seen = Seen(ticket.fingerprint, lost=True)
             if self.spill is not None:
                 spilled = f"{self.config.object_prefix}/{ticket.key}-{ticket.owner}"

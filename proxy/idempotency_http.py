@@ -18,6 +18,7 @@ from aiohttp import web
 
 from proxy.context import CONTEXT
 from proxy.errors import InvalidRequest, ProxyError
+from proxy.held import WHOLE, HeldResponse, joined
 from proxy.idempotency import (
     HEADER,
     KEPT_HEADERS,
@@ -80,17 +81,36 @@ def scope(request: web.Request) -> str:
     return f"address {request.remote}"
 
 
-def _captured(resp: web.StreamResponse) -> Answer:
-    assert isinstance(resp, web.Response)
-    assert isinstance(resp.body, bytes)
+def _captured(resp: web.StreamResponse, body: bytes | None = None) -> Answer:
+    if body is None:
+        assert isinstance(resp, web.Response)
+        assert isinstance(resp.body, bytes)
+        body = resp.body
     headers = [
         (str(k), v) for k, v in resp.headers.items() if k.lower() in KEPT_HEADERS
     ]
-    return Answer(resp.status, headers, resp.body)
+    return Answer(resp.status, headers, body)
 
 
-def _replay(answer: Answer) -> web.Response:
-    resp = web.Response(status=answer.status, body=answer.body)
+async def _finish(keeper: Keeper, ticket: Ticket, resp: web.StreamResponse) -> None:
+    if not isinstance(resp, HeldResponse):
+        await keeper.finish(ticket, _captured(resp))
+    elif keeper.keeps(resp.size):  # joined in a worker thread
+        await keeper.finish(ticket, _captured(resp, await joined(resp.pieces)))
+    else:  # not kept: its body is not needed, only its size
+        await keeper.finish(ticket, _captured(resp, b""), size=resp.size)
+
+
+def _replay(answer: Answer) -> web.StreamResponse:
+    resp: web.StreamResponse
+    if len(answer.body) > WHOLE:  # a large one from the bucket: written in pieces
+        resp = HeldResponse(
+            (answer.body,),
+            status=answer.status,
+            content_type="application/octet-stream",  # web.Response's default
+        )
+    else:
+        resp = web.Response(status=answer.status, body=answer.body)
     for name, value in answer.headers:
         resp.headers[name] = value
     resp.headers[REPLAYED] = "true"
@@ -133,7 +153,7 @@ async def _first(
             # Kept as the middleware renders it, which it still does.
             await keeper.finish(ticket, _captured(render(exc, request.app[REDACTOR])))
             raise
-        await keeper.finish(ticket, _captured(resp))
+        await _finish(keeper, ticket, resp)
         return resp
 
 

@@ -12,10 +12,11 @@ import msgspec
 from aiohttp import web
 
 from proxy import dispatch, retirements
-from proxy.accounting import bill, splice
+from proxy.accounting import bill, splice, splice_parts
 from proxy.budget import Hold
 from proxy.context import RequestContext
 from proxy.guard import authorize
+from proxy.held import WHOLE
 from proxy.models import EditJob, EditResult
 from proxy.passthrough import Relay
 from proxy.result_links import Origin, ResultLinks
@@ -121,7 +122,12 @@ async def finish(
     cost = bill(app[METRICS], app[PRICES], ctx, answered, result, job)
     # A success reply may echo our credentials too (a debug member, a fingerprint):
     # the provider's own members are relayed, so they are redacted like an error's.
-    result = msgspec.structs.replace(result, body=app[REDACTOR].data(result.body))
+    redactor = app[REDACTOR]
+    if len(result.body) > WHOLE:  # the scan in a worker thread (it drops the GIL)
+        body = await redactor.data_off_loop(result.body)
+    else:
+        body = redactor.data(result.body)
+    result = msgspec.structs.replace(result, body=body)
     kept = app.get(RESULT_LINKS)
     if kept is not None and (links is not None or kept.keeps):
         # Links when asked for; with results.keep the images are stored in any case.
@@ -135,3 +141,12 @@ def json_body(answered: Route, result: EditResult, cost: float | None) -> bytes:
     """The JSON answer: the provider's object plus ``provider`` and ``cost``."""
     members = b'"provider":' + _encode(answered.provider) + b',"cost":' + _encode(cost)
     return splice(result.body, members)
+
+
+def json_parts(
+    answered: Route, result: EditResult, cost: float | None
+) -> tuple[memoryview, bytes]:
+    """``json_body`` as pieces (the provider's object a view, then the members): a
+    large answer is written piece by piece, never joined (``proxy.held``)."""
+    members = b'"provider":' + _encode(answered.provider) + b',"cost":' + _encode(cost)
+    return splice_parts(result.body, members)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from proxy.accounting import splice
+from proxy.accounting import splice_parts
 from proxy.models import (
     EditJob,
     FileRef,
@@ -93,6 +93,14 @@ def new_id() -> str:
 def view(record: JobRecord, result: bytes | None = None) -> bytes:
     """The job as GET shows it; ``result`` (the synchronous answer's bytes) is put in
     unchanged as the ``result`` member."""
+    return b"".join(view_parts(record, result))
+
+
+def view_parts(
+    record: JobRecord, result: bytes | None = None
+) -> tuple[bytes | memoryview, ...]:
+    """``view`` as pieces, the result not copied: a large one is joined off the loop
+    or written in pieces (``proxy.held``)."""
     body = msgspec.json.encode(
         _View(
             id=record.id,
@@ -109,8 +117,9 @@ def view(record: JobRecord, result: bytes | None = None) -> bytes:
         )
     )
     if result is None:
-        return body
-    return splice(body, b'"result":' + result)
+        return (body,)
+    head, tail = splice_parts(body, b'"result":')
+    return head, tail[:-1], result, tail[-1:]
 
 
 def accepted(record: JobRecord) -> bytes:

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from proxy import dispatch
+from proxy import dispatch, held
 from proxy.context import CONTEXT
 from proxy.environment import MULTIPROC_ENV
 from proxy.errors import InvalidRequest, NotFound, ProxyError, RateLimited
@@ -34,6 +34,7 @@ from proxy.jobs.records import (
     job_fields,
     new_id,
     view,
+    view_parts,
 )
 from proxy.jobs.runner import Runner
 from proxy.jobs.store import JobStore, MemoryJobs
@@ -218,12 +219,12 @@ def _json(body: bytes) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
-async def show_job(request: web.Request) -> web.Response:
+async def show_job(request: web.Request) -> web.StreamResponse:
     runner, record = await _mine(request)
     result = None
     if record.state == "succeeded":
         result = await runner.store.result(record.id)
-    return _json(view(record, result))
+    return held.response(view_parts(record, result))  # a large result in pieces
 
 
 async def cancel_job(request: web.Request) -> web.Response:

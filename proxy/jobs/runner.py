@@ -25,7 +25,7 @@ import uuid
 import msgspec
 from aiohttp import web
 
-from proxy import pipeline
+from proxy import held, pipeline
 from proxy.budget import Hold
 from proxy.context import CURRENT, RequestContext
 from proxy.controls import ClientKey
@@ -35,7 +35,7 @@ from proxy.jobs.config import Jobs
 from proxy.jobs.inputs import discard, restore, stored_ids
 from proxy.jobs.metrics import JobMetrics
 from proxy.jobs.queue import Delivery, JobQueue
-from proxy.jobs.records import TERMINAL, JobRecord, rebuild, view
+from proxy.jobs.records import TERMINAL, JobRecord, rebuild, view_parts
 from proxy.jobs.store import JobStore
 from proxy.jobs.webhooks import Sender
 from proxy.logs import log_access
@@ -222,7 +222,9 @@ class Runner:
         keepalive = self._tasks.spawn(self._keepalive(delivery), name="job-lease")
         try:
             assert record.webhook_url is not None
-            body = view(record, await self.store.result(record.id))
+            body = await held.joined(
+                view_parts(record, await self.store.result(record.id))
+            )
             ok = await self.sender.deliver(
                 record.webhook_url, record.owner, record.id, body
             )
@@ -326,7 +328,8 @@ class Runner:
                     app, ctx, route, job, answer, links
                 )
                 return (
-                    pipeline.json_body(answered, result, cost),
+                    # A large result joined in a worker thread (held.joined).
+                    await held.joined(pipeline.json_parts(answered, result, cost)),
                     answered.provider,
                     cost,
                 )

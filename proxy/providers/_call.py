@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+import msgspec
+
 from proxy.formwriter import Form, Spliced
+from proxy.providers import _slim
 from proxy.providers._prepare import Needs, Prepared, prepare, splice
 from proxy.providers._results import Outputs, finish
 from proxy.upstream_reply import UpstreamResponse, UpstreamStream
@@ -70,7 +73,11 @@ async def open_reply(
             return got
         await got.close()
         got = whole
-    return await finish(adapter.parse(upstream.name, got), job=job, upstream=upstream)
+    if len(got.body) > _slim.LARGE:
+        outputs = await _parse_large(adapter, upstream.name, got)
+    else:
+        outputs = adapter.parse(upstream.name, got)
+    return await finish(outputs, job=job, upstream=upstream)
 
 
 async def compose(
@@ -83,5 +90,27 @@ async def compose(
     """One provider call end to end: what most adapters' ``edit`` is."""
     prepared = await prepare(job, adapter.needs(job), splice=True)
     reply = await send(upstream, splice(adapter.build(job, prepared), prepared))
-    outputs = adapter.parse(upstream.name, reply)
+    if len(reply.body) > _slim.LARGE:
+        outputs = await _parse_large(adapter, upstream.name, reply)
+    else:
+        outputs = adapter.parse(upstream.name, reply)
     return await finish(outputs, job=job, upstream=upstream, hosts=hosts)
+
+
+async def _parse_large(
+    adapter: Translator, provider: str, reply: UpstreamResponse
+) -> Outputs:
+    """``adapter.parse``; a large OpenAI images reply (``openai_images`` adapters)
+    parsed from its slim copy (``_slim``), so that no step decodes all of it."""
+    if not reply.ok or not getattr(adapter, "openai_images", False):
+        return adapter.parse(provider, reply)
+    slim = await _slim.slimmed(reply.body)
+    if slim is None:
+        return adapter.parse(provider, reply)
+    outputs = adapter.parse(
+        provider, UpstreamResponse(reply.status, reply.headers, slim)
+    )
+    got = outputs.passthrough
+    if got is None or got.body is not slim:
+        return adapter.parse(provider, reply)  # re-encoded (an upstream's cost): whole
+    return outputs._replace(passthrough=msgspec.structs.replace(got, body=reply.body))

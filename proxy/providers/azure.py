@@ -84,6 +84,8 @@ class AzureAdapter:
             headers=dict(job.extra_headers),
         )
 
+    openai_images = True  # a large reply is parsed in slices (_call._parse)
+
     def parse(self, provider: str, reply: UpstreamResponse) -> Outputs:
         return compat.parse(provider, reply)
 

@@ -90,6 +90,8 @@ class OpenAIAdapter:
             headers={**job.extra_headers, **self._headers},
         )
 
+    openai_images = True  # a large reply is parsed in slices (_call._parse)
+
     def parse(self, provider: str, reply: UpstreamResponse) -> Outputs:
         return compat.parse(provider, reply)
 

@@ -135,6 +135,8 @@ class XAIAdapter:
         headers = {**job.extra_headers, "Content-Type": "application/json"}
         return UpstreamCall("POST", path, headers, build_body(job, prepared))
 
+    openai_images = True  # a large reply is parsed in slices (_call._parse)
+
     def parse(self, provider: str, reply: UpstreamResponse) -> Outputs:
         return compat.parse(provider, reply)
 

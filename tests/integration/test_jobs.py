@@ -6,6 +6,8 @@ worst case charged), it belongs to its key, and its budget is spent when it runs
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import time
 from typing import Any
 
@@ -462,3 +464,34 @@ async def test_a_key_s_open_jobs_are_capped(
     hold.set()
     await until(proxy, first, "succeeded")
     await submit(proxy)  # the first ended: room again
+
+
+async def test_a_large_result_is_shown_byte_for_byte_in_pieces(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, backend: dict[str, Any]
+) -> None:
+    # Over proxy.held.WHOLE: joined off the loop when kept, written in pieces when shown.
+    proxy = await start_proxy(providers_for(fake_openai), keys=keys(), **backend)
+    big = base64.b64encode(os.urandom(5 * 1024 * 1024)).decode()
+    reply = {**images_reply(), "data": [{"b64_json": big}]}
+    fake_openai.script(Reply(body=reply), Reply(body=reply))
+    job_id = await submit(proxy, **HIGH)
+    await until(proxy, job_id, "succeeded")
+    auth = {"Authorization": f"Bearer {KEY_A}"}
+    async with aiohttp.ClientSession() as s:
+        # With a key the synchronous answer is held whole, not relayed: the bytes
+        # the job's result is made of.
+        held = {**auth, "Idempotency-Key": "large-result"}
+        async with s.post(
+            proxy.make_url("/v3/images/edits"), headers=held, data=form(**HIGH)
+        ) as r:
+            assert r.status == 200
+            sync = await r.read()
+        async with s.get(
+            proxy.make_url(f"/v3/images/jobs/{job_id}"), headers=auth
+        ) as r:
+            assert r.status == 200
+            assert r.headers["Content-Type"] == "application/json"
+            shown = await r.read()
+    assert len(sync) > 5 * 1024 * 1024
+    assert shown.endswith(b',"result":' + sync + b"}")
+    assert msgspec.json.decode(shown)["result"]["data"] == [{"b64_json": big}]

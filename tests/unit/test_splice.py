@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from proxy.accounting import splice
+from proxy.accounting import splice, splice_parts
 
 MEMBERS = b'"provider":"openai","cost":0.04'
 
@@ -32,3 +32,13 @@ def test_splice_keeps_a_large_body_byte_for_byte() -> None:
     body = b'{"data":[{"b64_json":"' + payload + b'"}]}'
     out = splice(body, MEMBERS)
     assert out == body[:-1] + b"," + MEMBERS + b"}"
+
+
+@pytest.mark.parametrize(
+    "body", [b"{}", b" {\n}\n", b'{"a":1}', b'{"a":{} }\r\n', b'{"d":"QUJD"}\t']
+)
+def test_splice_parts_are_splice_without_copying_the_body(body: bytes) -> None:
+    head, tail = splice_parts(body, MEMBERS)
+    assert isinstance(head, memoryview)
+    assert head.obj is body  # a view of the provider's bytes, not a copy
+    assert b"".join((head, tail)) == splice(body, MEMBERS)

@@ -1,0 +1,68 @@
+"""A large answer held whole (not relayed as it arrives), written in bounded pieces.
+
+``web.Response(body=...)`` hands the whole body to the transport in one call: for a
+256 MiB reply aiohttp joins it with the headers and the transport copies what the
+socket did not take, one step of the event loop of hundreds of milliseconds
+(``bench/stall.py``, reply256kept). ``HeldResponse`` announces the same Content-Length
+and writes the body's pieces in ``PIECE``-sized views, draining between them, so the
+client gets the same bytes and headers and no step copies more than a piece.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+
+from aiohttp import web
+
+# A body up to this is answered as ``web.Response`` as before (a few ms at most).
+WHOLE = 4 * 1024 * 1024
+PIECE = 1024 * 1024
+
+Piece = bytes | memoryview
+
+
+class HeldResponse(web.StreamResponse):
+    """``pieces`` (their concatenation is the body) sent with a Content-Length."""
+
+    def __init__(
+        self,
+        pieces: Iterable[Piece],
+        *,
+        status: int = 200,
+        content_type: str = "application/json",
+    ) -> None:
+        super().__init__(status=status)
+        self.pieces: tuple[Piece, ...] = tuple(pieces)
+        self.size = sum(len(p) for p in self.pieces)
+        self.content_type = content_type
+        self.content_length = self.size
+        self._sent = False
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        # Called by the middleware and again by aiohttp: the body once.
+        if not self._sent:
+            self._sent = True
+            for piece in self.pieces:
+                view = memoryview(piece)
+                for at in range(0, len(view), PIECE):
+                    await self.write(view[at : at + PIECE])
+            self.pieces = ()  # the body's memory is freed with the last piece
+        await super().write_eof(data)
+
+
+async def joined(pieces: Sequence[Piece]) -> bytes:
+    """The pieces as one ``bytes``; a large join in a worker thread (``bytes.join``
+    copies without the GIL)."""
+    if sum(len(p) for p in pieces) > WHOLE:
+        return await asyncio.to_thread(b"".join, pieces)
+    return b"".join(pieces)
+
+
+def response(pieces: Sequence[Piece], *, status: int = 200) -> web.StreamResponse:
+    """A JSON answer: small ones as ``web.Response``, large ones in pieces."""
+    if sum(len(p) for p in pieces) <= WHOLE:
+        return web.Response(
+            status=status, body=b"".join(pieces), content_type="application/json"
+        )
+    return HeldResponse(pieces, status=status)
