@@ -24,7 +24,7 @@ import math
 import re
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -252,6 +252,21 @@ def request_body(request: web.Request, timeout: float, cap: int) -> BodyStream:
     declared length over ``cap`` is refused at once."""
     pace = request.get(PACE)
     return BodyStream(request.content, timeout, cap, request.content_length, pace=pace)
+
+
+class Chunks(Protocol):
+    """A part's body, chunk by chunk (``FormReader``, or a digest of it)."""
+
+    async def read(self) -> bytes | memoryview: ...
+
+
+class Watch(Protocol):
+    """Sees each part as its headers are read (``proxy.forward``); for a file part
+    it may give the chunks the sink reads instead of ``reader``."""
+
+    async def part(
+        self, fields: dict[str, Any], part: Part, reader: Chunks, *, file: bool
+    ) -> Chunks | None: ...
 
 
 class Part:

@@ -19,6 +19,7 @@ import aiofiles
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import BytesPayload, Payload
 
+from proxy.livebody import Pipe
 from proxy.models import StoredImage
 
 _READ = 256 * 1024
@@ -56,15 +57,36 @@ class Form:
 
     def __init__(self) -> None:
         self.boundary = secrets.token_hex(16)
-        self._segments: list[bytes | StoredImage] = []
+        self._segments: list[bytes | StoredImage | Pipe] = []
         self._size = 0
         self._on_disk = False
+        self._live = False
+
+    @property
+    def resendable(self) -> bool:
+        """Whether a second ``payload()`` sends the same body: not for an image
+        forwarded as it arrives (``proxy.livebody``), whose bytes go by once."""
+        return not self._live
 
     @property
     def content_type(self) -> str:
         return f"multipart/form-data; boundary={self.boundary}"
 
-    def _add(self, segment: bytes | StoredImage, size: int) -> None:
+    async def settled(self) -> None:
+        """Returns once every forwarded image's client body was read whole (a reply
+        that came sooner waits for it); raises an abort's error."""
+        for segment in self._segments:
+            if isinstance(segment, Pipe):
+                await segment.settled()
+
+    def aborted(self) -> BaseException | None:
+        """Why a forwarded image's body was cut off (``Pipe.abort``), if it was."""
+        for segment in self._segments:
+            if isinstance(segment, Pipe) and segment.error is not None:
+                return segment.error
+        return None
+
+    def _add(self, segment: bytes | StoredImage | Pipe, size: int) -> None:
         self._segments.append(segment)
         self._size += size
 
@@ -82,7 +104,10 @@ class Form:
             "\r\n\r\n"
         ).encode()
         self._add(head, len(head))
-        if image.data is not None:
+        if image.live is not None:
+            self._add(image.live, 0)
+            self._live = True
+        elif image.data is not None:
             self._add(image.data, len(image.data))
         else:
             self._add(image, image.size)
@@ -94,6 +119,9 @@ class Form:
         end = f"--{self.boundary}--\r\n".encode()
         segments = [*self._segments, end]
         size = self._size + len(end)
+        if self._live:
+            # Its length is not known before its last byte: chunked encoding.
+            return _Streamed(segments, None, self.content_type)
         if self._on_disk or size > _ONE_BUFFER:
             return _Streamed(segments, size, self.content_type)
         parts: list[bytes] = segments  # type: ignore[assignment]  # all bytes here
@@ -106,7 +134,10 @@ class _Streamed(Payload):
     _autoclose = True  # each file is opened and closed within ``write``
 
     def __init__(
-        self, segments: list[bytes | StoredImage], size: int, content_type: str
+        self,
+        segments: list[bytes | StoredImage | Pipe],
+        size: int | None,
+        content_type: str,
     ) -> None:
         super().__init__(segments, content_type=content_type)
         self._segments = segments
@@ -120,6 +151,9 @@ class _Streamed(Payload):
             if isinstance(segment, bytes):
                 await writer.write(segment)
                 continue
+            if isinstance(segment, Pipe):
+                await _forward(segment, writer)
+                continue
             assert segment.path is not None
             async with aiofiles.open(segment.path, "rb") as f:
                 while chunk := await f.read(_READ):
@@ -130,6 +164,18 @@ class _Streamed(Payload):
     ) -> None:
         # The length sent is this form's own size, so there is nothing to cut.
         await self.write(writer)
+
+
+async def _forward(pipe: Pipe, writer: AbstractStreamWriter) -> None:
+    """The pipe's chunks as they come; an abort raises out of here before the closing
+    boundary, and aiohttp then sends no terminating chunk (its connection is closed)."""
+    transport = getattr(writer, "transport", None)
+    pipe.attach(transport)
+    try:
+        while (chunk := await pipe.take()) is not None:
+            await writer.write(chunk)
+    finally:
+        pipe.close()
 
 
 class InMemoryBody(BytesPayload):

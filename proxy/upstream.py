@@ -212,11 +212,16 @@ class Upstream:
         kwargs: dict[str, Any],
     ) -> UpstreamResponse | UpstreamStream:
         policy = self._retry
-        # Every body sent is bytes or a Form (a fresh payload per send): resendable.
+        # Every body sent is bytes or a Form (a fresh payload per send): resendable,
+        # but for an image forwarded as it arrives, whose bytes go by once.
+        data = kwargs.get("data")
+        attempts = policy.attempts
+        if isinstance(data, Form) and not data.resendable:
+            attempts = 1
         loop = asyncio.get_running_loop()
         deadline = loop.time() + policy.deadline_s
-        for tries in range(1, policy.attempts + 1):
-            last = tries == policy.attempts
+        for tries in range(1, attempts + 1):
+            last = tries == attempts
             try:
                 resp = await self._send(method, path, headers, kwargs)
             except UpstreamError as exc:
@@ -253,6 +258,7 @@ class Upstream:
         start = time.perf_counter()
         outcome = "error"
         held = kwargs.get(HELD_KWARG)
+        form = kwargs.get("data")
         kwargs, size = _fresh_body(kwargs)
         r: aiohttp.ClientResponse | None = None
         try:
@@ -260,6 +266,8 @@ class Upstream:
             r = await self.session.request(
                 method, self.url(path), headers=headers, allow_redirects=False, **kwargs
             )
+            if isinstance(form, Form) and not form.resendable:
+                await form.settled()  # no reply is used before the client's body ends
             self._sent.inc(size)
             if 300 <= r.status < 400:
                 outcome = "3xx"
@@ -276,9 +284,11 @@ class Upstream:
             outcome = f"{r.status // 100}xx"
             return UpstreamResponse(r.status, r.headers, body)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            # Inline rather than map_errors: a generator context manager per call
-            # is measurable on the hot path.
-            raise mapped(self.name, exc) from exc
+            # Inline rather than map_errors (a generator context manager per call is
+            # measurable). A body the gateway cut off raises why it did (a client's
+            # failed check, or its leaving): not a provider failure.
+            why = form.aborted() if isinstance(form, Form) else None
+            raise why or mapped(self.name, exc) from exc
         finally:
             if r is not None:
                 r.release()

@@ -1,0 +1,185 @@
+"""Multipart edits forwarded to the provider while the client's upload arrives.
+
+The official OpenAI SDKs send the text fields before the files. When every field is
+in by the first file part, and what they name can take the client's image bytes as
+they are (an adapter with ``forwards_uploads``: OpenAI, Azure OpenAI), the request's
+checks that need only the fields run then (key, model, retirements, capabilities, the
+budget's worst case), the provider's request is opened with a chunked body, and the
+image's bytes go to it as they arrive (``proxy.livebody.Pipe``), once its first
+``pixels.HEAD_BYTES`` passed the type sniff and the pixel header check.
+
+The upload is read as it always is meanwhile (``parsing.read_form``, spooled to memory
+or temp files, every check in place): the forward is speculative. The provider's body
+ends only once the client's whole body has been read and found valid. Anything else
+cuts it off without its terminating chunk, so the provider never holds a complete
+request (``proxy.livebody``):
+
+- a check fails, the body is malformed, late or too large, or the client leaves: the
+  request fails exactly as a spooled one does, and nothing is charged;
+- the form is not one forward can send as the client meant it (a second file, a mask,
+  a field after the file, an image over the provider's size cap): the rest is read and
+  the request runs from the spooled parts, as it did before forwarding existed.
+
+Not forwarded (spooled as before): files before the fields, an ``Idempotency-Key``
+(its fingerprint needs the files' digests before the key is claimed), ``stream``,
+``Prefer: respond-async``, a model with fallbacks (a second provider needs the bytes
+again), providers that need whole or converted images (base64 JSON, mask polarity).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from proxy.config import Limits
+from proxy.formreader import Chunks, Part
+from proxy.images import SNIFF_BYTES, require_image
+from proxy.livebody import Pipe
+from proxy.models import StoredImage
+from proxy.pixels import HEAD_BYTES, dimensions
+from proxy.tasks import TaskGroup
+
+
+class NotForwarded(Exception):
+    """The form cannot go as it arrives after all: it runs from its spooled parts."""
+
+
+# What the handler makes of the fields and the first image: the request's pipeline
+# on them (run as a task) and the most bytes the image may have on that route, or
+# None when this request is not forwarded.
+Answer = Coroutine[Any, Any, web.StreamResponse]
+Launch = Callable[[dict[str, Any], StoredImage], tuple[Answer, int] | None]
+
+
+class Forward:
+    """Watches ``read_form``'s parts (``part``) and forwards the first image."""
+
+    def __init__(self, limits: Limits, launch: Launch) -> None:
+        self._limits = limits
+        self._launch = launch
+        self._seen_file = False
+        self.pipe: Pipe | None = None
+        self.task: asyncio.Task[web.StreamResponse] | None = None
+        self._tasks = TaskGroup()
+
+    async def part(
+        self, fields: dict[str, Any], part: Part, reader: Chunks, *, file: bool
+    ) -> Chunks | None:
+        """Called for each part once its headers are read: for the first file part,
+        the chunks the sink reads (forwarded as they go), or None (``reader``)."""
+        pipe = self.pipe
+        if pipe is not None:
+            # Another part after the forwarded one: not one image after the fields.
+            pipe.abort(NotForwarded("a part follows the forwarded image"))
+            return None
+        if not file:
+            return None
+        first, self._seen_file = not self._seen_file, True
+        name = part.name or ""
+        if not first or name == "mask":
+            return None
+        pieces: list[bytes | memoryview] = []
+        size = 0
+        while size < HEAD_BYTES and (chunk := await reader.read()):
+            pieces.append(chunk)
+            size += len(chunk)
+        replay = _Replay(pieces, reader)
+        head = b"".join(pieces)
+        if not _image_head(head):
+            return replay
+        pipe = Pipe(head)
+        image = StoredImage(
+            content_type=require_image(head[:SNIFF_BYTES], param="image"),
+            size=len(head),
+            filename=part.filename or "",
+            field=name,
+            live=pipe,
+        )
+        launched = self._launch(fields, image)
+        if launched is None:
+            return replay
+        answer, cap = launched
+        self.pipe = pipe
+        self.task = self._tasks.spawn(answer, name="forwarded-edit")
+        self.task.add_done_callback(lambda _: pipe.close())
+        cap = min(cap, self._limits.max_file_bytes)
+        return _Tee(replay, pipe, size, cap)
+
+    async def complete(self) -> web.StreamResponse | None:
+        """After the whole body was read and checked: the forwarded request's answer,
+        or None when it is to run from the spooled parts."""
+        pipe, task = self.pipe, self.task
+        if pipe is None or task is None:
+            return None
+        if pipe.error is None:
+            pipe.finish()
+            return await task
+        await _quietly(task)  # it ends with the abort's error
+        return None
+
+    async def abandon(self, error: BaseException) -> None:
+        """The intake failed with ``error``: the provider's body is cut off, and the
+        forwarded request's end (that same error) awaited."""
+        if self.pipe is None or self.task is None:
+            return
+        self.pipe.abort(error)
+        await _quietly(self.task)
+
+
+async def _quietly(task: asyncio.Task[web.StreamResponse]) -> None:
+    with contextlib.suppress(BaseException):
+        await asyncio.shield(task)
+
+
+def _image_head(head: bytes) -> bool:
+    """The first bytes are an image's (the sink refuses them otherwise, as it always
+    did) and say its dimensions (the pixel check needs them before any provider)."""
+    try:
+        require_image(head[:SNIFF_BYTES], param="image")
+    except Exception:
+        return False
+    return dimensions(head) is not None
+
+
+class _Replay:
+    """The chunks read ahead, then the rest of the part."""
+
+    def __init__(self, pieces: list[bytes | memoryview], reader: Chunks) -> None:
+        self._pieces = pieces
+        self._reader = reader
+
+    async def read(self) -> bytes | memoryview:
+        if self._pieces:
+            return self._pieces.pop(0)
+        return await self._reader.read()
+
+
+class _Tee:
+    """The part's chunks to the sink, and after its head to the provider too: each
+    handed on (and taken) before the sink gets it, so the provider is never more
+    than one chunk behind the client."""
+
+    def __init__(self, replay: _Replay, pipe: Pipe, size: int, cap: int) -> None:
+        self._replay = replay
+        self._pipe = pipe
+        self._head = len(pipe.head)
+        self._size = size
+        self._cap = cap
+
+    async def read(self) -> bytes | memoryview:
+        chunk = await self._replay.read()
+        if self._head > 0:  # the head is in the pipe already
+            self._head -= len(chunk)
+            return chunk
+        if not chunk:
+            return chunk
+        self._size += len(chunk)
+        if self._size > self._cap:
+            # The spooled run gives the refusal, in its own words.
+            self._pipe.abort(NotForwarded("the image is over its size cap"))
+        await self._pipe.put(chunk)
+        return chunk
