@@ -14,6 +14,7 @@ CR and LF percent-encoded); values go out as UTF-8.
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 import aiofiles
 from aiohttp.abc import AbstractStreamWriter
@@ -60,30 +61,37 @@ class Form:
         self._segments: list[bytes | StoredImage | Pipe] = []
         self._size = 0
         self._on_disk = False
-        self._live = False
+        self._pipes: list[Pipe] = []
+        self._sent = False  # a payload was made (a forwarded image went by)
 
     @property
     def resendable(self) -> bool:
-        """Whether a second ``payload()`` sends the same body: not for an image
-        forwarded as it arrives (``proxy.livebody``), whose bytes go by once."""
-        return not self._live
+        """Whether another ``payload()`` sends the same body: for an image forwarded
+        as it arrives (``proxy.livebody``), once the intake's spooled copy is in."""
+        return all(pipe.whole is not None for pipe in self._pipes)
 
     @property
     def content_type(self) -> str:
         return f"multipart/form-data; boundary={self.boundary}"
 
-    async def settled(self) -> None:
+    @property
+    def live(self) -> bool:
+        return bool(self._pipes)
+
+    async def settled(self, *, over: bool = False) -> None:
         """Returns once every forwarded image's client body was read whole (a reply
-        that came sooner waits for it); raises an abort's error."""
-        for segment in self._segments:
-            if isinstance(segment, Pipe):
-                await segment.settled()
+        that came sooner waits for it); raises an abort's error. ``over``: the send
+        is over, nothing takes from the pipes any more."""
+        for pipe in self._pipes:
+            if over:
+                pipe.close()
+            await pipe.settled()
 
     def aborted(self) -> BaseException | None:
         """Why a forwarded image's body was cut off (``Pipe.abort``), if it was."""
-        for segment in self._segments:
-            if isinstance(segment, Pipe) and segment.error is not None:
-                return segment.error
+        for pipe in self._pipes:
+            if pipe.error is not None:
+                return pipe.error
         return None
 
     def _add(self, segment: bytes | StoredImage | Pipe, size: int) -> None:
@@ -106,7 +114,7 @@ class Form:
         self._add(head, len(head))
         if image.live is not None:
             self._add(image.live, 0)
-            self._live = True
+            self._pipes.append(image.live)
         elif image.data is not None:
             self._add(image.data, len(image.data))
         else:
@@ -119,13 +127,39 @@ class Form:
         end = f"--{self.boundary}--\r\n".encode()
         segments = [*self._segments, end]
         size = self._size + len(end)
-        if self._live:
+        if self._pipes and not self._sent:
             # Its length is not known before its last byte: chunked encoding.
+            self._sent = True
             return _Streamed(segments, None, self.content_type)
+        if self._pipes:  # sent again: the spooled copies in the pipes' places
+            segments = [_whole(s) for s in segments]
+            size += sum(pipe.whole.size for pipe in self._pipes)
+            return _Streamed(segments, size, self.content_type)
         if self._on_disk or size > _ONE_BUFFER:
             return _Streamed(segments, size, self.content_type)
         parts: list[bytes] = segments  # type: ignore[assignment]  # all bytes here
         return BytesPayload(b"".join(parts), content_type=self.content_type)
+
+
+def _whole(segment: bytes | StoredImage | Pipe) -> bytes | StoredImage:
+    if not isinstance(segment, Pipe):
+        return segment
+    whole = segment.whole
+    assert isinstance(whole, StoredImage), "resent before the intake ended"
+    return whole if whole.data is None else whole.data
+
+
+def fresh_body(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The arguments of one send (a ``Form`` becomes a payload) and the body's size."""
+    data = kwargs.get("data")
+    if isinstance(data, Form):
+        payload = data.payload()
+        return {**kwargs, "data": payload}, payload.size or 0
+    if isinstance(data, bytes | bytearray):
+        return {**kwargs, "data": InMemoryBody(bytes(data))}, len(data)
+    if isinstance(data, str):  # aiohttp sends text as UTF-8
+        return kwargs, len(data.encode())
+    return kwargs, 0
 
 
 class _Streamed(Payload):

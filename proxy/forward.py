@@ -38,15 +38,10 @@ from aiohttp import web
 from proxy.config import Limits
 from proxy.formreader import Chunks, Part
 from proxy.images import SNIFF_BYTES, require_image
-from proxy.livebody import Pipe
+from proxy.livebody import NotForwarded, Pipe
 from proxy.models import StoredImage
 from proxy.pixels import HEAD_BYTES, dimensions
 from proxy.tasks import TaskGroup
-
-
-class NotForwarded(Exception):
-    """The form cannot go as it arrives after all: it runs from its spooled parts."""
-
 
 # What the handler makes of the fields and the first image: the request's pipeline
 # on them (run as a task) and the most bytes the image may have on that route, or
@@ -109,13 +104,15 @@ class Forward:
         cap = min(cap, self._limits.max_file_bytes)
         return _Tee(replay, pipe, size, cap)
 
-    async def complete(self) -> web.StreamResponse | None:
-        """After the whole body was read and checked: the forwarded request's answer,
-        or None when it is to run from the spooled parts."""
+    async def complete(self, whole: StoredImage) -> web.StreamResponse | None:
+        """After the whole body was read and checked (``whole``: the forwarded image
+        as spooled): the forwarded request's answer, or None when it is to run from
+        the spooled parts."""
         pipe, task = self.pipe, self.task
         if pipe is None or task is None:
             return None
         if pipe.error is None:
+            pipe.whole = whole  # before finish: a retry sends it
             pipe.finish()
             return await task
         await _quietly(task)  # it ends with the abort's error
@@ -126,6 +123,8 @@ class Forward:
         forwarded request's end (that same error) awaited."""
         if self.pipe is None or self.task is None:
             return
+        if not isinstance(error, Exception):  # cancelled: the client left
+            error = NotForwarded("the client's body ended early")
         self.pipe.abort(error)
         await _quietly(self.task)
 

@@ -125,8 +125,10 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
             app[METRICS].upload_bytes.inc(
                 sum(i.size for i in form.images) + (form.mask.size if form.mask else 0)
             )
-            if ahead is not None and (forwarded := await ahead.complete()) is not None:
-                return forwarded
+            if ahead is not None:
+                forwarded = await ahead.complete(form.images[0])
+                if forwarded is not None:
+                    return forwarded
             route = _route(request, form.form.model)
             job = _job(
                 form.form, route, operation="edit", source="multipart",

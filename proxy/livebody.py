@@ -20,7 +20,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Protocol
+from typing import Any, Protocol
+
+
+class NotForwarded(Exception):
+    """Why a forwarded body was cut off when no client error says it: the form is to
+    run from its spooled parts, or the client's body ended early."""
 
 
 class Closable(Protocol):
@@ -43,6 +48,10 @@ class Pipe:
         self.ended = False
         self.error: BaseException | None = None
         self.closed = False  # nobody will take more (the upstream call is over)
+        self.lost = False  # a chunk was put after that: this pipe can never end well
+        # The same image as spooled by the intake (a ``StoredImage``), set before
+        # ``finish``: what a retry of the call sends (``proxy.formwriter``).
+        self.whole: Any = None
         self.taken = 0  # bytes handed to the upstream body
         self.started = False  # the upstream body began to take
         self._transport: Closable | None = None
@@ -59,6 +68,7 @@ class Pipe:
             self._putter = self._loop.create_future()
             await self._putter
         if self.closed or self.error is not None:
+            self.lost = True
             return
         self._items.append(chunk)
         self._wake(self._taker)
@@ -109,6 +119,8 @@ class Pipe:
                 self.taken += len(chunk)
                 self._wake(self._putter)
                 return chunk
+            if self.lost:  # a body short of bytes must never end
+                raise NotForwarded("a chunk was put after the body was closed")
             if self.ended:
                 return None
             self._taker = self._loop.create_future()

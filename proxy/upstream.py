@@ -34,7 +34,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from proxy.formwriter import Form, InMemoryBody
+from proxy.formwriter import Form, fresh_body
 from proxy.hosts import host_allowed, origin
 from proxy.metrics import Metrics
 from proxy.resilience import (
@@ -212,27 +212,23 @@ class Upstream:
         kwargs: dict[str, Any],
     ) -> UpstreamResponse | UpstreamStream:
         policy = self._retry
-        # Every body sent is bytes or a Form (a fresh payload per send): resendable,
-        # but for an image forwarded as it arrives, whose bytes go by once.
-        data = kwargs.get("data")
-        attempts = policy.attempts
-        if isinstance(data, Form) and not data.resendable:
-            attempts = 1
+        # Every body sent is bytes or a Form (a fresh payload per send): resendable.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + policy.deadline_s
-        for tries in range(1, attempts + 1):
-            last = tries == attempts
+        for tries in range(1, policy.attempts + 1):
             try:
                 resp = await self._send(method, path, headers, kwargs)
             except UpstreamError as exc:
-                if last or not exc.unsent:
+                if not exc.unsent or await _last(tries, policy, kwargs):
                     raise
                 wait = backoff_s(policy, tries - 1, self._rng)
                 if loop.time() + wait > deadline:
                     raise
             else:
                 later = self._retry_after(resp, policy)
-                if last or later is None or loop.time() + later > deadline:
+                if later is None or await _last(tries, policy, kwargs):
+                    return resp
+                if loop.time() + later > deadline:
                     return resp
                 if isinstance(resp, UpstreamStream):  # pragma: no cover - 2xx only
                     await resp.close()
@@ -259,14 +255,14 @@ class Upstream:
         outcome = "error"
         held = kwargs.get(HELD_KWARG)
         form = kwargs.get("data")
-        kwargs, size = _fresh_body(kwargs)
+        kwargs, size = fresh_body({k: v for k, v in kwargs.items() if k != HELD_KWARG})
         r: aiohttp.ClientResponse | None = None
         try:
             # Not ``async with``: a relayed reply outlives this call.
             r = await self.session.request(
                 method, self.url(path), headers=headers, allow_redirects=False, **kwargs
             )
-            if isinstance(form, Form) and not form.resendable:
+            if isinstance(form, Form) and form.live:
                 await form.settled()  # no reply is used before the client's body ends
             self._sent.inc(size)
             if 300 <= r.status < 400:
@@ -311,7 +307,7 @@ class Upstream:
         """
         self._require_key_host(path)
         sent = await self._headers(headers)
-        kwargs, size = _fresh_body(kwargs)
+        kwargs, size = fresh_body(kwargs)
         breaker = self._breaker
         if breaker is not None:
             breaker.before()
@@ -384,16 +380,10 @@ class Upstream:
         self._received.inc(size)
 
 
-def _fresh_body(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """The arguments of one send (a ``Form`` becomes a payload) and the body's size."""
-    if HELD_KWARG in kwargs:
-        kwargs = {k: v for k, v in kwargs.items() if k != HELD_KWARG}
+async def _last(tries: int, policy: RetryPolicy, kwargs: dict[str, Any]) -> bool:
+    """No try after this one: the policy's last, or a forwarded image's form that
+    cannot be sent again (the client's body, once it ended, is spooled: it can)."""
     data = kwargs.get("data")
-    if isinstance(data, Form):
-        payload = data.payload()
-        return {**kwargs, "data": payload}, payload.size or 0
-    if isinstance(data, bytes | bytearray):
-        return {**kwargs, "data": InMemoryBody(bytes(data))}, len(data)
-    if isinstance(data, str):  # aiohttp sends text as UTF-8
-        return kwargs, len(data.encode())
-    return kwargs, 0
+    if isinstance(data, Form) and data.live:
+        await data.settled(over=True)  # the client's error, if its body had one
+    return tries == policy.attempts or (isinstance(data, Form) and not data.resendable)
