@@ -1,6 +1,8 @@
 """``python -m bench.run [--quick] [--seconds S] [--scenarios a,b] [--targets a,b]``.
 
-Then, unless ``--inflight off``, the in-flight bursts (``bench/inflight.py``).
+Then, unless ``--inflight off``, the in-flight bursts (``bench/inflight.py``), and
+unless ``--forward off`` the last-byte lag of uploads in both orders
+(``bench/forward.py``).
 
 Runs every scenario against the fake upstream directly, nginx, the aiohttp floor
 (``bench/floor.py``) and imagegate in one invocation, interleaving the targets within
@@ -102,6 +104,13 @@ def _parser() -> argparse.ArgumentParser:
         help="then the in-flight bursts (bench/inflight.py): auto is quick with "
         "--quick, full otherwise",
     )
+    p.add_argument(
+        "--forward",
+        choices=("auto", "quick", "full", "off"),
+        default="auto",
+        help="then the last-byte lag (bench/forward.py): quick is 40 x 1 MiB, full "
+        "250 x 8 MiB; auto is quick with --quick, full otherwise",
+    )
     p.add_argument("--name", help="results file stem (default: results, or quick)")
     p.add_argument("--out", type=Path, default=HERE / "results")
     return p
@@ -141,7 +150,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         passed = ["--proxy-cpus", args.proxy_cpus, "--client-cpus", args.client_cpus,
                   "--workers", str(args.workers), "--out", str(args.out)]  # fmt: skip
-        return inflight.main([*passed, *(["--quick"] if mode == "quick" else [])])
+        failed = inflight.main([*passed, *(["--quick"] if mode == "quick" else [])])
+        if failed:
+            return failed
+    lag = (
+        args.forward if args.forward != "auto" else ("quick" if args.quick else "full")
+    )
+    if lag != "off":
+        from bench import forward
+
+        pins = ["--proxy-cpus", args.proxy_cpus, "--client-cpus", args.client_cpus,
+                "--out", str(args.out)]  # fmt: skip
+        small = ["--clients", "40", "--upload", str(1024 * 1024), "--hold", "1",
+                 "--name", "forward-quick"]  # fmt: skip
+        return forward.main([*pins, *(small if lag == "quick" else [])])
     return 0
 
 
