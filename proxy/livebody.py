@@ -3,8 +3,8 @@
 ``Pipe`` is the hand-off between the intake (``proxy.forward``), which reads one image
 part from the client and puts its chunks, and the upstream body (``proxy.formwriter``),
 which takes them and writes them to the provider's connection in chunked encoding. At
-most one chunk waits in it: the client is read no faster than the provider takes, so a
-request's memory stays one socket chunk however large its image.
+most about ``QUEUED`` bytes wait in it: the client is read no faster than the provider
+takes, so a request's memory stays bounded however large its image.
 
 It ends in one of two ways. ``finish`` once the client's whole body has been read and
 checked: the upstream body then ends with its closing boundary and the terminating
@@ -21,6 +21,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from typing import Any, Protocol
+
+# Bytes that may wait between the intake and the provider's connection: enough that
+# neither waits for the other at every socket chunk, little against a request's spool.
+QUEUED = 256 * 1024
 
 
 class NotForwarded(Exception):
@@ -42,6 +46,7 @@ class Pipe:
         # provider is called, and the first bytes the provider gets.
         self.head = head
         self._items: deque[bytes | memoryview] = deque([head])
+        self._queued = len(head)
         self._loop = asyncio.get_running_loop()
         self._taker: asyncio.Future[None] | None = None
         self._putter: asyncio.Future[None] | None = None
@@ -63,14 +68,15 @@ class Pipe:
             fut.set_result(None)
 
     async def put(self, chunk: bytes | memoryview) -> None:
-        """Hand on ``chunk``, waiting while the previous one is not taken yet."""
-        while self._items and not self.closed and self.error is None:
+        """Hand on ``chunk``, waiting while ``QUEUED`` bytes are not taken yet."""
+        while self._queued >= QUEUED and not self.closed and self.error is None:
             self._putter = self._loop.create_future()
             await self._putter
         if self.closed or self.error is not None:
             self.lost = True
             return
         self._items.append(chunk)
+        self._queued += len(chunk)
         self._wake(self._taker)
 
     def finish(self) -> None:
@@ -85,6 +91,7 @@ class Pipe:
             return
         self.error = error
         self._items.clear()
+        self._queued = 0
         if self._transport is not None:
             # A body blocked on a provider that stopped reading ends here too.
             self._transport.abort()
@@ -117,6 +124,7 @@ class Pipe:
             if self._items:
                 chunk = self._items.popleft()
                 self.taken += len(chunk)
+                self._queued -= len(chunk)
                 self._wake(self._putter)
                 return chunk
             if self.lost:  # a body short of bytes must never end

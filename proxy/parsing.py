@@ -207,16 +207,14 @@ async def read_form(
             first = False
             continue
         first = False
-        is_file = _IMAGE_PART.match(name) is not None or name == "mask"
-        watched = None
-        if watch is not None:
-            watched = await watch.part(raw_fields, part, reader, file=is_file)
-        if is_file:
+        file = _IMAGE_PART.match(name) is not None or name == "mask"
+        mine = await watch.part(raw_fields, part, reader, file=file) if watch else None
+        if file:
             if len(images) + (mask is not None) >= limits.max_files:
                 raise InvalidRequest(
                     f"at most {limits.max_files} files are allowed", param=name
                 )
-            source = _Digesting(reader) if files is not None else watched or reader
+            source = _Digesting(reader) if files is not None else mine or reader
             stored = await sink(source, part, name)
             if isinstance(source, _Digesting) and files is not None:
                 files.append([name, stored.filename, source.sha.hexdigest()])
