@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import re
 import statistics
 import sys
@@ -141,6 +142,8 @@ def run(
     client_cpus: str | None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     raise_nofile()
+    if client_cpus is not None:  # the clients run here, beside the fake provider
+        os.sched_setaffinity(0, {int(c) for c in client_cpus.split(",")})
     image = png_bytes(upload)
     rows = []
     for order in ORDERS:

@@ -203,6 +203,11 @@ class BodyStream:
             self._fired = reason
             self._task.cancel()
 
+    def give_turn(self) -> None:
+        """Give the read turn back while the body waits for something else (the
+        provider taking a forwarded upload): the next chunk takes one again."""
+        self._give_turn()
+
     def _give_turn(self) -> None:
         if self._holding:
             assert self._turn is not None
@@ -308,6 +313,9 @@ class FormReader:
         self._pos = 0  # where the unparsed bytes of _data begin
         self._in_part = False
         self._done = False
+
+    def give_turn(self) -> None:
+        self._body.give_turn()
 
     async def _next_chunk(self) -> bytes:
         chunk = await self._body.read()

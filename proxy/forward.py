@@ -31,12 +31,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from proxy.config import Limits
-from proxy.formreader import Chunks, Part
+from proxy.formreader import Chunks, FormReader, Part
 from proxy.images import SNIFF_BYTES, require_image
 from proxy.livebody import NotForwarded, Pipe
 from proxy.models import StoredImage
@@ -77,12 +77,13 @@ class Forward:
         name = part.name or ""
         if not first or name == "mask":
             return None
+        turns = reader if isinstance(reader, FormReader) else None
         pieces: list[bytes | memoryview] = []
         size = 0
         while size < HEAD_BYTES and (chunk := await reader.read()):
             pieces.append(chunk)
             size += len(chunk)
-        replay = _Replay(pieces, reader)
+        replay = _Replay(pieces, reader, turns)
         head = b"".join(pieces)
         if not _image_head(head):
             return replay
@@ -144,12 +145,21 @@ def _image_head(head: bytes) -> bool:
     return dimensions(head) is not None
 
 
+class Turns(Protocol):
+    """Where the body's read turn is given back (``formreader.FormReader``)."""
+
+    def give_turn(self) -> None: ...
+
+
 class _Replay:
     """The chunks read ahead, then the rest of the part."""
 
-    def __init__(self, pieces: list[bytes | memoryview], reader: Chunks) -> None:
+    def __init__(
+        self, pieces: list[bytes | memoryview], reader: Chunks, turns: Turns | None
+    ) -> None:
         self._pieces = pieces
         self._reader = reader
+        self.turns = turns
 
     async def read(self) -> bytes | memoryview:
         if self._pieces:
@@ -180,5 +190,9 @@ class _Tee:
         if self._size > self._cap:
             # The spooled run gives the refusal, in its own words.
             self._pipe.abort(NotForwarded("the image is over its size cap"))
+        if self._pipe.full and self._replay.turns is not None:
+            # Waiting for the provider, not the client: other bodies read meanwhile
+            # (a turn held here kept up to 64 uploads waiting on their providers).
+            self._replay.turns.give_turn()
         await self._pipe.put(chunk)
         return chunk

@@ -67,6 +67,11 @@ class Pipe:
         if fut is not None and not fut.done():
             fut.set_result(None)
 
+    @property
+    def full(self) -> bool:
+        """A ``put`` now would wait for the provider to take."""
+        return self._queued >= QUEUED
+
     async def put(self, chunk: bytes | memoryview) -> None:
         """Hand on ``chunk``, waiting while ``QUEUED`` bytes are not taken yet."""
         while self._queued >= QUEUED and not self.closed and self.error is None:
