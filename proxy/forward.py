@@ -40,7 +40,7 @@ from proxy.formreader import Chunks, FormReader, Part
 from proxy.images import SNIFF_BYTES, require_image
 from proxy.livebody import NotForwarded, Pipe
 from proxy.models import StoredImage
-from proxy.pixels import HEAD_BYTES, dimensions
+from proxy.pixels import HEAD_BYTES
 from proxy.tasks import TaskGroup
 
 # What the handler makes of the fields and the first image: the request's pipeline
@@ -136,13 +136,14 @@ async def _quietly(task: asyncio.Task[web.StreamResponse]) -> None:
 
 
 def _image_head(head: bytes) -> bool:
-    """The first bytes are an image's (the sink refuses them otherwise, as it always
-    did) and say its dimensions (the pixel check needs them before any provider)."""
+    """The first bytes are an image's: the sink refuses them otherwise, as it always
+    did. (Their pixel header is checked by the pipeline before any provider call;
+    one it cannot read passes, as for a spooled image.)"""
     try:
         require_image(head[:SNIFF_BYTES], param="image")
     except Exception:
         return False
-    return dimensions(head) is not None
+    return True
 
 
 class Turns(Protocol):
