@@ -33,7 +33,6 @@ from typing import Any
 
 import aiohttp
 import msgspec
-from aiohttp import web
 
 from bench import report
 from bench.inflight_client import raise_nofile
@@ -54,23 +53,74 @@ _REPLY = msgspec.json.encode(
 _PIECE = 256 * 1024  # what the client writes at a time
 
 
+class _Provider(asyncio.Protocol):
+    """The fake provider's side of one connection, raw (no HTTP parsing beyond the
+    head, so the fake costs little beside the gateway): a body ends at its
+    Content-Length or at the last chunk; its prompt is in its first bytes (the
+    gateway sends the fields first)."""
+
+    def __init__(self, hold: float, sink: Any) -> None:
+        self._hold, self._sink = hold, sink
+        self._reset()
+
+    def _reset(self) -> None:
+        self._head = bytearray()
+        self._left: int | None = None  # Content-Length bytes still to come
+        self._chunked = False
+        self._first = bytearray()
+        self._tail = b""
+        self._in_body = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport: Any = transport  # uvloop's, not an asyncio.Transport
+
+    def data_received(self, data: bytes) -> None:
+        if not self._in_body:
+            self._head += data
+            at = self._head.find(b"\r\n\r\n")
+            if at < 0:
+                return
+            head, data = bytes(self._head[:at]).lower(), bytes(self._head[at + 4 :])
+            self._in_body = True
+            self._chunked = b"transfer-encoding: chunked" in head
+            length = re.search(rb"content-length: *(\d+)", head)
+            self._left = int(length[1]) if length else None
+        if len(self._first) < 4096:
+            self._first += data[:4096]
+        if self._left is not None:
+            self._left -= len(data)
+            done = self._left <= 0
+        else:
+            self._tail = (self._tail + data[-16:])[-16:]
+            done = self._tail.endswith(b"\r\n0\r\n\r\n")
+        if done:
+            ended = time.monotonic()
+            found = _PROMPT.search(self._first)
+            self._sink.write(f"{found[1].decode() if found else '-'} {ended}\n")
+            self._reset()
+            asyncio.get_running_loop().call_later(self._hold, self._answer)
+
+    def _answer(self) -> None:
+        if not self._transport.is_closing():
+            head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(_REPLY)}\r\n\r\n").encode()  # fmt: skip
+            self._transport.write(head + _REPLY)
+
+
 def serve(port: int, hold: float, out: Path) -> None:
     """The fake provider: one line ``<prompt> <last byte time>`` per whole body."""
+    import uvloop
+
     sink = out.open("a", buffering=1)
 
-    async def edit(request: web.Request) -> web.Response:
-        body = bytearray()
-        while chunk := await request.content.readany():
-            body += chunk
-        ended = time.monotonic()
-        found = _PROMPT.search(body)
-        sink.write(f"{found[1].decode() if found else '-'} {ended}\n")
-        await asyncio.sleep(hold)
-        return web.Response(body=_REPLY, content_type="application/json")
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: _Provider(hold, sink), "127.0.0.1", port, backlog=4096
+        )
+        await server.serve_forever()
 
-    app = web.Application(client_max_size=1024**3)
-    app.router.add_post("/{tail:.*}/images/edits", edit)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    uvloop.run(main())
 
 
 def form(order: str, prompt: str, image: bytes, boundary: str) -> bytes:
