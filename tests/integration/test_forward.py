@@ -5,6 +5,7 @@ form that cannot go as it arrives, never gives the provider a complete request."
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -47,7 +48,10 @@ Step = bytes | Callable[[], Awaitable[None]]
 
 
 async def post(
-    proxy: TestServer, steps: list[Step], key: str = CLIENT_KEY
+    proxy: TestServer,
+    steps: list[Step],
+    key: str = CLIENT_KEY,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """A multipart edit sent in ``steps``: bytes are sent, callables awaited between
     them (a client that pauses mid-body)."""
@@ -67,6 +71,7 @@ async def post(
             headers={
                 "Authorization": f"Bearer {key}",
                 "Content-Type": f"multipart/form-data; boundary={B}",
+                **(headers or {}),
             },
         ) as r,
     ):
@@ -247,6 +252,61 @@ async def test_a_client_that_leaves_mid_body_is_not_charged(
     assert status == 200, body
     assert fake.chunked == [True]
     assert await left(gw.proxy) == pytest.approx(budget - COST, abs=1e-6)
+
+
+async def test_a_pixel_bomb_never_reaches_the_provider(
+    start_gateway: StartGateway,
+) -> None:
+    gw = await gateway(start_gateway)
+    fake: ArrivingOpenAI = gw.fake
+    bomb = bytearray(sized_png(MiB))
+    bomb[16:24] = struct.pack(">II", 13000, 13000)  # the IHDR's width and height
+    status, body = await post(
+        gw.proxy, [fields() + file_head() + bytes(bomb) + b"\r\n" + END]
+    )
+    assert status == 400, body
+    assert body["error"]["code"] == "image_too_large"
+    assert body["error"]["param"] == "image"
+    assert fake.arrived == 0  # refused before the provider's request was opened
+    assert fake.received == []
+    assert fake.incomplete == []
+
+
+async def test_a_field_after_the_image_runs_from_the_spooled_parts(
+    start_gateway: StartGateway,
+) -> None:
+    gw = await gateway(start_gateway)
+    fake: ArrivingOpenAI = gw.fake
+    image = sized_png(MiB)
+
+    async def forwarding() -> None:
+        await fake.seen(FIRST // 2)
+
+    values = {"model": "openai/gpt-image-2", "prompt": "a hat"}
+    status, body = await post(
+        gw.proxy,
+        [
+            fields(values) + file_head() + image[:FIRST],
+            forwarding,
+            image[FIRST:] + b"\r\n" + field("quality", "low") + END,
+        ],
+    )
+    assert status == 200, body
+    await eventually(lambda: _true(bool(fake.incomplete)))
+    assert fake.chunked == [False]
+    assert fake.last.fields["quality"] == ["low"]
+    assert fake.last.files[0].data == image
+
+
+async def test_an_idempotent_edit_is_spooled(start_gateway: StartGateway) -> None:
+    gw = await gateway(start_gateway)
+    fake: ArrivingOpenAI = gw.fake
+    steps: list[Step] = [fields() + file_head() + sized_png(MiB) + b"\r\n" + END]
+    first = await post(gw.proxy, steps, headers={"Idempotency-Key": "forward-1"})
+    again = await post(gw.proxy, steps, headers={"Idempotency-Key": "forward-1"})
+    assert first[0] == 200, first
+    assert again == first  # kept and replayed
+    assert fake.chunked == [False]  # its fingerprint needs the whole file first
 
 
 async def _true(value: bool) -> bool:
