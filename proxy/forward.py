@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
@@ -59,13 +59,14 @@ class Forward:
         self._seen_file = False
         self.pipe: Pipe | None = None
         self.task: asyncio.Task[web.StreamResponse] | None = None
+        self.cap = 0  # the most bytes the forwarded image may have
         self._tasks = TaskGroup()
 
     async def part(
         self, fields: dict[str, Any], part: Part, reader: Chunks, *, file: bool
     ) -> Chunks | None:
         """Called for each part once its headers are read: for the first file part,
-        the chunks the sink reads (forwarded as they go), or None (``reader``)."""
+        the chunks the sink reads (forwarded once its head is in), or None."""
         pipe = self.pipe
         if pipe is not None:
             # Another part after the forwarded one: not one image after the fields.
@@ -74,36 +75,31 @@ class Forward:
         if not file:
             return None
         first, self._seen_file = not self._seen_file, True
-        name = part.name or ""
-        if not first or name == "mask":
+        if not first or part.name == "mask":
             return None
-        turns = reader if isinstance(reader, FormReader) else None
-        pieces: list[bytes | memoryview] = []
-        size = 0
-        while size < HEAD_BYTES and (chunk := await reader.read()):
-            pieces.append(chunk)
-            size += len(chunk)
-        replay = _Replay(pieces, reader, turns)
-        head = b"".join(pieces)
+        return _Tee(self, fields, part, reader)
+
+    def start(self, fields: dict[str, Any], part: Part, head: bytes) -> Pipe | None:
+        """The forward of an image part whose first bytes are ``head``: its pipe, or
+        None when this request is not forwarded."""
         if not _image_head(head):
-            return replay
+            return None  # the sink refuses it, as it always did
         pipe = Pipe(head)
         image = StoredImage(
             content_type=require_image(head[:SNIFF_BYTES], param="image"),
             size=len(head),
             filename=part.filename or "",
-            field=name,
+            field=part.name or "",
             live=pipe,
         )
         launched = self._launch(fields, image)
         if launched is None:
-            return replay
+            return None
         answer, cap = launched
-        self.pipe = pipe
+        self.pipe, self.cap = pipe, min(cap, self._limits.max_file_bytes)
         self.task = self._tasks.spawn(answer, name="forwarded-edit")
         self.task.add_done_callback(lambda _: pipe.close())
-        cap = min(cap, self._limits.max_file_bytes)
-        return _Tee(replay, pipe, size, cap)
+        return pipe
 
     async def complete(self, whole: StoredImage) -> web.StreamResponse | None:
         """After the whole body was read and checked (``whole``: the forwarded image
@@ -146,54 +142,43 @@ def _image_head(head: bytes) -> bool:
     return True
 
 
-class Turns(Protocol):
-    """Where the body's read turn is given back (``formreader.FormReader``)."""
-
-    def give_turn(self) -> None: ...
-
-
-class _Replay:
-    """The chunks read ahead, then the rest of the part."""
+class _Tee:
+    """The part's chunks to the sink as they arrive; its first ``HEAD_BYTES`` (or
+    the whole part, if shorter) decide the forward, after which each chunk is handed
+    to the provider too, before the sink gets it."""
 
     def __init__(
-        self, pieces: list[bytes | memoryview], reader: Chunks, turns: Turns | None
+        self, forward: Forward, fields: dict[str, Any], part: Part, reader: Chunks
     ) -> None:
-        self._pieces = pieces
+        self._forward = forward
+        self._fields, self._part = fields, part
         self._reader = reader
-        self.turns = turns
+        self._turns = reader if isinstance(reader, FormReader) else None
+        self._head: list[bytes | memoryview] | None = []  # None: decided
+        self._pipe: Pipe | None = None
+        self._size = 0
 
     async def read(self) -> bytes | memoryview:
-        if self._pieces:
-            return self._pieces.pop(0)
-        return await self._reader.read()
-
-
-class _Tee:
-    """The part's chunks to the sink, and after its head to the provider too: each
-    handed on (and taken) before the sink gets it, so the provider is never more
-    than one chunk behind the client."""
-
-    def __init__(self, replay: _Replay, pipe: Pipe, size: int, cap: int) -> None:
-        self._replay = replay
-        self._pipe = pipe
-        self._head = len(pipe.head)
-        self._size = size
-        self._cap = cap
-
-    async def read(self) -> bytes | memoryview:
-        chunk = await self._replay.read()
-        if self._head > 0:  # the head is in the pipe already
-            self._head -= len(chunk)
-            return chunk
-        if not chunk:
-            return chunk
+        chunk = await self._reader.read()
         self._size += len(chunk)
-        if self._size > self._cap:
+        head = self._head
+        if head is not None:
+            if chunk:
+                head.append(chunk)
+            if not chunk or self._size >= HEAD_BYTES:
+                self._head = None
+                joined = b"".join(head)
+                self._pipe = self._forward.start(self._fields, self._part, joined)
+            return chunk
+        pipe = self._pipe
+        if pipe is None or not chunk:
+            return chunk
+        if self._size > self._forward.cap:
             # The spooled run gives the refusal, in its own words.
-            self._pipe.abort(NotForwarded("the image is over its size cap"))
-        if self._pipe.full and self._replay.turns is not None:
+            pipe.abort(NotForwarded("the image is over its size cap"))
+        if pipe.full and self._turns is not None:
             # Waiting for the provider, not the client: other bodies read meanwhile
             # (a turn held here kept up to 64 uploads waiting on their providers).
-            self._replay.turns.give_turn()
-        await self._pipe.put(chunk)
+            self._turns.give_turn()
+        await pipe.put(chunk)
         return chunk
