@@ -54,6 +54,7 @@ class ArrivingOpenAI(FakeOpenAI):
         self.incomplete: list[int] = []
         self.chunked: list[bool] = []
         self.complete_at: list[float] = []
+        self.image_b64: str | None = None  # the reply's image (a large one: relayed)
         self._progress = asyncio.Event()
 
     async def seen(self, count: int, *, within_s: float = 10) -> None:
@@ -84,4 +85,7 @@ class ArrivingOpenAI(FakeOpenAI):
         )
         rec.fields, rec.files = parse_form(request.headers["Content-Type"], bytes(body))
         self.received.append(rec)
-        return web.json_response(images_reply(1))
+        reply = images_reply(1)
+        if self.image_b64 is not None:
+            reply["data"] = [{"b64_json": self.image_b64}]
+        return web.json_response(reply)

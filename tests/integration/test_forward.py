@@ -309,5 +309,23 @@ async def test_an_idempotent_edit_is_spooled(start_gateway: StartGateway) -> Non
     assert fake.chunked == [False]  # its fingerprint needs the whole file first
 
 
+async def test_a_forwarded_edit_s_large_reply_is_relayed(
+    start_gateway: StartGateway,
+) -> None:
+    gw = await gateway(start_gateway)
+    fake: ArrivingOpenAI = gw.fake
+    fake.image_b64 = "QUJD" * 100_000  # 400 KB: past what is held, relayed
+    image = sized_png(MiB)
+    status, body = await post(
+        gw.proxy, [fields() + file_head() + image + b"\r\n" + END]
+    )
+    assert status == 200, body
+    assert body["data"] == [{"b64_json": fake.image_b64}]
+    assert body["provider"] == "openai"
+    assert body["cost"] is not None
+    assert fake.chunked == [True]
+    assert fake.last.files[0].data == image
+
+
 async def _true(value: bool) -> bool:
     return value
