@@ -141,15 +141,19 @@ def form(order: str, prompt: str, image: bytes, boundary: str) -> bytes:
 
 
 async def _one(
-    session: aiohttp.ClientSession, url: str, body: bytes, boundary: str
+    session: aiohttp.ClientSession, url: str, body: bytes, boundary: str, rate: float
 ) -> tuple[int, float]:
-    """One edit: its status and when its last byte was written."""
+    """One edit (at ``rate`` bytes/s, 0: as fast as it goes): its status and when its
+    last byte was written."""
     last = 0.0
 
     async def chunks() -> AsyncIterator[bytes]:
         nonlocal last
         view = memoryview(body)
+        begun = time.monotonic()
         for start in range(0, len(view), _PIECE):
+            if rate:  # a client on a real link: its pieces at its pace
+                await asyncio.sleep(max(0.0, begun + start / rate - time.monotonic()))
             yield bytes(view[start : start + _PIECE])
         last = time.monotonic()  # resumed once the last piece was written
 
@@ -162,7 +166,9 @@ async def _one(
         return r.status, last
 
 
-async def burst(url: str, order: str, clients: int, image: bytes) -> dict[str, float]:
+async def burst(
+    url: str, order: str, clients: int, image: bytes, rate: float = 0.0
+) -> dict[str, float]:
     """C edits at once; each prompt's client last-byte time (failures left out)."""
     boundary = "benchforward0123456789"
     bodies = {
@@ -172,7 +178,7 @@ async def burst(url: str, order: str, clients: int, image: bytes) -> dict[str, f
     timeout = aiohttp.ClientTimeout(total=600)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         results = await asyncio.gather(
-            *(_one(session, url, b, boundary) for b in bodies.values()),
+            *(_one(session, url, b, boundary, rate) for b in bodies.values()),
             return_exceptions=True,
         )
     done: dict[str, float] = {}
@@ -189,7 +195,7 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 def run(
     workdir: Path, *, clients: int, upload: int, hold: float, proxy_cpus: str | None,
-    client_cpus: str | None,
+    client_cpus: str | None, rate: float = 0.0,
 ) -> list[dict[str, Any]]:  # fmt: skip
     raise_nofile()
     if client_cpus is not None:  # the clients run here, beside the fake provider
@@ -217,7 +223,7 @@ def run(
             gate.wait_port(port)
             url = f"http://127.0.0.1:{port}/v3/images/edits"
             start = time.monotonic()
-            sent = asyncio.run(burst(url, order, clients, image))
+            sent = asyncio.run(burst(url, order, clients, image, rate))
             wall = time.monotonic() - start
         finally:
             gate.stop()
@@ -229,6 +235,7 @@ def run(
         lags = [arrived[p] - t for p, t in sent.items() if p in arrived]
         row = {
             "order": order, "clients": clients, "upload_bytes": upload, "hold_s": hold,
+            "rate_bytes_s": rate,
             "ok": len(sent), "wall_s": round(wall, 2),
             "lag_min_ms": _ms(min(lags, default=None)),
             "lag_p50_ms": _ms(statistics.median(lags) if lags else None),
@@ -238,6 +245,10 @@ def run(
         sys.stderr.write(f"{row}\n")
         rows.append(row)
     return rows
+
+
+def _pace(rate: float | None) -> str:
+    return f"each sent at {rate / MiB:g} MiB/s" if rate else "sent as fast as they go"
 
 
 def _ms(value: float | None) -> float | None:
@@ -261,7 +272,8 @@ def write(
     lines = [
         f"# Last-byte lag ({name})", "",
         f"{first.get('clients')} edits of {first.get('upload_bytes', 0) / MiB:g} MiB "
-        f"at once, upstream hold {meta['hold_s']} s; lag = the provider's last byte "
+        f"at once ({_pace(meta.get('rate_bytes_s'))}), upstream hold "
+        f"{meta['hold_s']} s; lag = the provider's last byte "
         "minus the client's, wall clock; "
         f"{meta['machine'].get('cpu', '')}; load average after "
         f"{' '.join(meta['loadavg_after'])}.", "",
@@ -281,6 +293,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--clients", type=int, default=250)
     p.add_argument("--upload", type=int, default=8 * MiB, help="image bytes")
     p.add_argument("--hold", type=float, default=2.0, help="upstream hold, s")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="each client's upload pace, bytes/s (0: as fast as it goes)")  # fmt: skip
     p.add_argument("--proxy-cpus", default="1")
     p.add_argument("--client-cpus", default="0")
     p.add_argument("--name", default="forward")
@@ -298,10 +312,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="imagegate-forward-") as tmp:
         rows = run(
             Path(tmp), clients=args.clients, upload=args.upload, hold=args.hold,
-            proxy_cpus=args.proxy_cpus, client_cpus=args.client_cpus,
+            proxy_cpus=args.proxy_cpus, client_cpus=args.client_cpus, rate=args.rate,
         )  # fmt: skip
     meta = {
-        "machine": report.machine(), "hold_s": args.hold,
+        "machine": report.machine(), "hold_s": args.hold, "rate_bytes_s": args.rate,
         "proxy_cpus": args.proxy_cpus, "client_cpus": args.client_cpus,
         "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
     }  # fmt: skip

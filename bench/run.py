@@ -109,7 +109,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=("auto", "quick", "full", "off"),
         default="auto",
         help="then the last-byte lag (bench/forward.py): quick is 40 x 1 MiB, full "
-        "250 x 8 MiB; auto is quick with --quick, full otherwise",
+        "250 x 8 MiB unpaced and at 0.5 MiB/s; auto is quick with --quick, full "
+        "otherwise",
     )
     p.add_argument("--name", help="results file stem (default: results, or quick)")
     p.add_argument("--out", type=Path, default=HERE / "results")
@@ -163,7 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--out", str(args.out)]  # fmt: skip
         small = ["--clients", "40", "--upload", str(1024 * 1024), "--hold", "1",
                  "--name", "forward-quick"]  # fmt: skip
-        return forward.main([*pins, *(small if lag == "quick" else [])])
+        if lag == "quick":
+            return forward.main([*pins, *small])
+        # As fast as the clients go (the kernel's socket buffers hold much of each
+        # upload), then at 0.5 MiB/s each, as clients on real links send.
+        paced = ["--rate", str(512 * 1024), "--name", "forward-paced"]
+        return forward.main(pins) or forward.main([*pins, *paced])
     return 0
 
 
