@@ -29,7 +29,6 @@ again), providers that need whole or converted images (base64 JSON, mask polarit
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -112,7 +111,7 @@ class Forward:
             pipe.whole = whole  # before finish: a retry sends it
             pipe.finish()
             return await task
-        await _quietly(task)  # it ends with the abort's error
+        await _ended(task)  # it ends with the abort's error
         return None
 
     async def abandon(self, error: BaseException) -> None:
@@ -123,12 +122,15 @@ class Forward:
         if not isinstance(error, Exception):  # cancelled: the client left
             error = NotForwarded("the client's body ended early")
         self.pipe.abort(error)
-        await _quietly(self.task)
+        await _ended(self.task)
 
 
-async def _quietly(task: asyncio.Task[web.StreamResponse]) -> None:
-    with contextlib.suppress(BaseException):
-        await asyncio.shield(task)
+async def _ended(task: asyncio.Task[web.StreamResponse]) -> None:
+    """Waits for ``task`` to end, whatever its outcome (retrieved, so never logged as
+    lost); a cancellation of the caller itself still goes through."""
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()
 
 
 def _image_head(head: bytes) -> bool:
