@@ -78,6 +78,12 @@ class Form:
     def live(self) -> bool:
         return bool(self._pipes)
 
+    def forwarded(self) -> int:
+        """The body's bytes with each forwarded image's as far as it went (a chunked
+        body's size is known only once it was sent)."""
+        end = len(f"--{self.boundary}--\r\n")
+        return self._size + end + sum(pipe.taken for pipe in self._pipes)
+
     async def settled(self, *, over: bool = False) -> None:
         """Returns once every forwarded image's client body was read whole (a reply
         that came sooner waits for it); raises an abort's error. ``over``: the send

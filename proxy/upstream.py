@@ -264,6 +264,7 @@ class Upstream:
             )
             if isinstance(form, Form) and form.live:
                 await form.settled()  # no reply is used before the client's body ends
+                size = form.forwarded()
             self._sent.inc(size)
             if 300 <= r.status < 400:
                 outcome = "3xx"

@@ -5,6 +5,7 @@ form that cannot go as it arrives, never gives the provider a complete request."
 from __future__ import annotations
 
 import asyncio
+import re
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -115,6 +116,17 @@ async def test_fields_first_image_reaches_the_provider_before_the_client_finishe
         ("image", "a.png", "image/png")
     ]
     assert got.files[0].data == image
+    # The bytes sent upstream are counted, though no length was declared.
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(gw.proxy.make_url("/metrics")) as r,
+    ):
+        exposition = await r.text()
+    sent = re.search(
+        r'imagegate_upstream_sent_bytes_total\{provider="openai"\} (\S+)', exposition
+    )
+    assert sent is not None
+    assert float(sent[1]) >= len(image)
 
 
 async def test_files_first_still_spools(start_gateway: StartGateway) -> None:
