@@ -1,6 +1,8 @@
 """``python -m bench.run [--quick] [--seconds S] [--scenarios a,b] [--targets a,b]``.
 
-Then, unless ``--inflight off``, the in-flight bursts (``bench/inflight.py``).
+Then, unless ``--inflight off``, the in-flight bursts (``bench/inflight.py``), and
+unless ``--forward off`` the last-byte lag of uploads in both orders
+(``bench/forward.py``).
 
 Runs every scenario against the fake upstream directly, nginx, the aiohttp floor
 (``bench/floor.py``) and imagegate in one invocation, interleaving the targets within
@@ -102,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
         help="then the in-flight bursts (bench/inflight.py): auto is quick with "
         "--quick, full otherwise",
     )
+    p.add_argument(
+        "--forward",
+        choices=("auto", "quick", "full", "off"),
+        default="auto",
+        help="then the last-byte lag (bench/forward.py): quick is 40 x 1 MiB, full "
+        "250 x 8 MiB unpaced and at 0.5 MiB/s; auto is quick with --quick, full "
+        "otherwise",
+    )
     p.add_argument("--name", help="results file stem (default: results, or quick)")
     p.add_argument("--out", type=Path, default=HERE / "results")
     return p
@@ -141,7 +151,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         passed = ["--proxy-cpus", args.proxy_cpus, "--client-cpus", args.client_cpus,
                   "--workers", str(args.workers), "--out", str(args.out)]  # fmt: skip
-        return inflight.main([*passed, *(["--quick"] if mode == "quick" else [])])
+        failed = inflight.main([*passed, *(["--quick"] if mode == "quick" else [])])
+        if failed:
+            return failed
+    lag = (
+        args.forward if args.forward != "auto" else ("quick" if args.quick else "full")
+    )
+    if lag != "off":
+        from bench import forward
+
+        pins = ["--proxy-cpus", args.proxy_cpus, "--client-cpus", args.client_cpus,
+                "--out", str(args.out)]  # fmt: skip
+        small = ["--clients", "40", "--upload", str(1024 * 1024), "--hold", "1",
+                 "--name", "forward-quick"]  # fmt: skip
+        if lag == "quick":
+            return forward.main([*pins, *small])
+        # As fast as the clients go (the kernel's socket buffers hold much of each
+        # upload), then at 0.5 MiB/s each, as clients on real links send.
+        paced = ["--rate", str(512 * 1024), "--name", "forward-paced"]
+        return forward.main(pins) or forward.main([*pins, *paced])
     return 0
 
 

@@ -24,7 +24,7 @@ import math
 import re
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -204,6 +204,11 @@ class BodyStream:
             self._fired = reason
             self._task.cancel()
 
+    def give_turn(self) -> None:
+        """Give the read turn back while the body waits for something else (the
+        provider taking a forwarded upload): the next chunk takes one again."""
+        self._give_turn()
+
     def _give_turn(self) -> None:
         if self._holding:
             assert self._turn is not None
@@ -256,6 +261,21 @@ def request_body(request: web.Request, timeout: float, cap: int) -> BodyStream:
     return BodyStream(request.content, timeout, cap, request.content_length, pace=pace)
 
 
+class Chunks(Protocol):
+    """A part's body, chunk by chunk (``FormReader``, or a digest of it)."""
+
+    async def read(self) -> bytes | memoryview: ...
+
+
+class Watch(Protocol):
+    """Sees each part as its headers are read (``proxy.forward``); for a file part
+    it may give the chunks the sink reads instead of ``reader``."""
+
+    async def part(
+        self, fields: dict[str, Any], part: Part, reader: Chunks, *, file: bool
+    ) -> Chunks | None: ...
+
+
 class Part:
     """One part's headers, as far as a form needs them."""
 
@@ -295,6 +315,9 @@ class FormReader:
         self._pos = 0  # where the unparsed bytes of _data begin
         self._in_part = False
         self._done = False
+
+    def give_turn(self) -> None:
+        self._body.give_turn()
 
     async def _next_chunk(self) -> bytes:
         chunk = await self._body.read()

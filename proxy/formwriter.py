@@ -14,12 +14,13 @@ CR and LF percent-encoded); values go out as UTF-8.
 from __future__ import annotations
 
 import secrets
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import aiofiles
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import BytesPayload, Payload
 
+from proxy.livebody import Pipe
 from proxy.models import StoredImage
 
 _READ = 256 * 1024
@@ -57,15 +58,49 @@ class Form:
 
     def __init__(self) -> None:
         self.boundary = secrets.token_hex(16)
-        self._segments: list[bytes | StoredImage] = []
+        self._segments: list[bytes | StoredImage | Pipe] = []
         self._size = 0
         self._on_disk = False
+        self._pipes: list[Pipe] = []
+        self._sent = False  # a payload was made (a forwarded image went by)
+
+    @property
+    def resendable(self) -> bool:
+        """Whether another ``payload()`` sends the same body: for an image forwarded
+        as it arrives (``proxy.livebody``), once the intake's spooled copy is in."""
+        return all(pipe.whole is not None for pipe in self._pipes)
 
     @property
     def content_type(self) -> str:
         return f"multipart/form-data; boundary={self.boundary}"
 
-    def _add(self, segment: bytes | StoredImage, size: int) -> None:
+    @property
+    def live(self) -> bool:
+        return bool(self._pipes)
+
+    def forwarded(self) -> int:
+        """The body's bytes with each forwarded image's as far as it went (a chunked
+        body's size is known only once it was sent)."""
+        end = len(f"--{self.boundary}--\r\n")
+        return self._size + end + sum(pipe.taken for pipe in self._pipes)
+
+    async def settled(self, *, over: bool = False) -> None:
+        """Returns once every forwarded image's client body was read whole (a reply
+        that came sooner waits for it); raises an abort's error. ``over``: the send
+        is over, nothing takes from the pipes any more."""
+        for pipe in self._pipes:
+            if over:
+                pipe.close()
+            await pipe.settled()
+
+    def aborted(self) -> BaseException | None:
+        """Why a forwarded image's body was cut off (``Pipe.abort``), if it was."""
+        for pipe in self._pipes:
+            if pipe.error is not None:
+                return pipe.error
+        return None
+
+    def _add(self, segment: bytes | StoredImage | Pipe, size: int) -> None:
         self._segments.append(segment)
         self._size += size
 
@@ -83,7 +118,10 @@ class Form:
             "\r\n\r\n"
         ).encode()
         self._add(head, len(head))
-        if image.data is not None:
+        if image.live is not None:
+            self._add(image.live, 0)
+            self._pipes.append(image.live)
+        elif image.data is not None:
             self._add(image.data, len(image.data))
         else:
             self._add(image, image.size)
@@ -95,10 +133,42 @@ class Form:
         end = f"--{self.boundary}--\r\n".encode()
         segments = [*self._segments, end]
         size = self._size + len(end)
+        if self._pipes and not self._sent:
+            # Its length is not known before its last byte: chunked encoding.
+            self._sent = True
+            return _Streamed(segments, None, self.content_type)
+        if self._pipes:  # sent again: the spooled copies in the pipes' places
+            segments = [_whole(s) for s in segments]
+            size += sum(pipe.whole.size for pipe in self._pipes)
+            return _Streamed(segments, size, self.content_type)
         if self._on_disk or size > _ONE_BUFFER:
             return _Streamed(segments, size, self.content_type)
         parts: list[bytes] = segments  # type: ignore[assignment]  # all bytes here
         return BytesPayload(b"".join(parts), content_type=self.content_type)
+
+
+def _whole(segment: bytes | StoredImage | Pipe) -> bytes | StoredImage:
+    if not isinstance(segment, Pipe):
+        return segment
+    whole = segment.whole
+    assert isinstance(whole, StoredImage), "resent before the intake ended"
+    return whole if whole.data is None else whole.data
+
+
+def fresh_body(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The arguments of one send (a ``Form`` becomes a payload) and the body's size."""
+    data = kwargs.get("data")
+    if isinstance(data, Form):
+        payload = data.payload()
+        return {**kwargs, "data": payload}, payload.size or 0
+    if isinstance(data, bytes | bytearray):
+        return {**kwargs, "data": InMemoryBody(bytes(data))}, len(data)
+    if isinstance(data, Spliced):
+        body = InMemoryBody(data)
+        return {**kwargs, "data": body}, body.size or 0
+    if isinstance(data, str):  # aiohttp sends text as UTF-8
+        return kwargs, len(data.encode())
+    return kwargs, 0
 
 
 class _Streamed(Payload):
@@ -107,7 +177,10 @@ class _Streamed(Payload):
     _autoclose = True  # each file is opened and closed within ``write``
 
     def __init__(
-        self, segments: list[bytes | StoredImage], size: int, content_type: str
+        self,
+        segments: list[bytes | StoredImage | Pipe],
+        size: int | None,
+        content_type: str,
     ) -> None:
         super().__init__(segments, content_type=content_type)
         self._segments = segments
@@ -120,6 +193,9 @@ class _Streamed(Payload):
         for segment in self._segments:
             if isinstance(segment, bytes):
                 await writer.write(segment)
+                continue
+            if isinstance(segment, Pipe):
+                await _forward(segment, writer)
                 continue
             assert segment.path is not None
             async with aiofiles.open(segment.path, "rb") as f:
@@ -146,6 +222,18 @@ class Spliced(NamedTuple):
 
     def joined(self) -> bytes:
         return b"".join(self.pieces)
+
+
+async def _forward(pipe: Pipe, writer: AbstractStreamWriter) -> None:
+    """The pipe's chunks as they come; an abort raises out of here before the closing
+    boundary, and aiohttp then sends no terminating chunk (its connection is closed)."""
+    transport = getattr(writer, "transport", None)
+    pipe.attach(transport)
+    try:
+        while (chunk := await pipe.take()) is not None:
+            await writer.write(chunk)
+    finally:
+        pipe.close()
 
 
 class InMemoryBody(BytesPayload):

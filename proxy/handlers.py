@@ -10,18 +10,24 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from proxy import held, passthrough, pipeline, streaming
 from proxy.context import CONTEXT
+from proxy.errors import ProxyError
+from proxy.forward import Answer, Forward
 from proxy.headers import validate_extra_headers
 from proxy.idempotency_http import Idem, bound, requested
 from proxy.idempotency_http import answer as idempotent
-from proxy.jobs.routes import accept
+from proxy.jobs.prefer import wants_async
+from proxy.jobs.routes import RUNNER, accept
 from proxy.metrics import exposition
 from proxy.models import (
     EDIT_FIELDS,
+    FORM_FIELDS,
     GENERATE_FIELDS,
+    EditForm,
     EditJob,
     EditRequest,
     GenerateRequest,
     ImageInput,
+    StoredImage,
     _Fields,
 )
 from proxy.parsing import (
@@ -32,6 +38,7 @@ from proxy.parsing import (
     resolve_ref,
     split_known,
 )
+from proxy.providers.base import capabilities_of
 from proxy.routing import Route
 from proxy.state import (
     CONFIG,
@@ -105,17 +112,62 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
                 images=tuple(images), mask=mask,
             )  # fmt: skip
         else:
-            form = await read_multipart(request, limits, uploads, digest=bool(key))
+            ahead = None if key is not None else _forwarding(request, uploads)
+            try:
+                form = await read_multipart(
+                    request, limits, uploads, digest=bool(key), watch=ahead
+                )
+            except BaseException as exc:
+                if ahead is not None:
+                    await ahead.abandon(exc)
+                raise
             idem = bound(request, key, "form", form.canonical)
             app[METRICS].upload_bytes.inc(
                 sum(i.size for i in form.images) + (form.mask.size if form.mask else 0)
             )
+            if ahead is not None:
+                forwarded = await ahead.complete(form.images[0])
+                if forwarded is not None:
+                    return forwarded
             route = _route(request, form.form.model)
             job = _job(
                 form.form, route, operation="edit", source="multipart",
                 extra=form.extra, images=tuple(form.images), mask=form.mask,
             )  # fmt: skip
         return await _answer(request, route, job, uploads, idem=idem)
+
+
+def _forwarding(request: web.Request, uploads: UploadSet) -> Forward | None:
+    """A ``Forward`` for a multipart edit that may go to its provider as it arrives
+    (``proxy.forward``), None when it cannot whatever its fields say."""
+    app = request.app
+    if app.get(RUNNER) is not None and wants_async(request):
+        return None
+
+    def forwards(route: Route) -> bool:
+        named = f"{route.provider}/{route.model}"
+        allowed = getattr(route.adapter, "forwards_uploads", False)
+        return bool(allowed) and named not in app[CONFIG].fallbacks
+
+    def launch(raw: dict[str, Any], image: StoredImage) -> tuple[Answer, int] | None:
+        fields, extra = split_known(raw, FORM_FIELDS)
+        try:
+            form = convert(fields, EditForm, strict=False)
+            if form.stream or not forwards(app[ROUTER].resolve(form.model)):
+                return None
+            route = _route(request, form.model)  # its refusals are the spooled run's
+            if not forwards(route):
+                return None
+            job = _job(
+                form, route, operation="edit", source="multipart", extra=extra,
+                images=(image,),
+            )  # fmt: skip
+        except ProxyError:
+            return None  # the spooled run refuses it, after the body as ever
+        caps = capabilities_of(route.adapter, route.model)
+        return _answer(request, route, job, uploads), caps.max_image_bytes
+
+    return Forward(app[CONFIG].limits, launch)
 
 
 async def images_generations(request: web.Request) -> web.StreamResponse:

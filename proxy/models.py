@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 import aiofiles
 import msgspec
 
+from proxy.livebody import Pipe
+
 Prompt = Annotated[str, msgspec.Meta(min_length=1, max_length=32000)]
 # "<provider>/<model id>" or a configured alias; the router decides which.
 ModelName = Annotated[str, msgspec.Meta(pattern=r"^\S+$", max_length=256)]
@@ -100,6 +102,9 @@ class StoredImage(msgspec.Struct, frozen=True):
     # The multipart part it came in ("image", "image[]", "mask"), kept for upstreams
     # that take the same names.
     field: str = ""
+    # Set for an image forwarded while it arrives (``proxy.forward``): its bytes go
+    # by once, through this pipe; ``size`` is then its first bytes' only.
+    live: Pipe | None = None
 
     async def read(self) -> bytes:
         if self.data is not None:

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import hdrs, web
@@ -22,7 +22,17 @@ from proxy.errors import (
     InvalidRequest,
     UnsupportedMediaType,
 )
-from proxy.formreader import FormReader, Part, boundary_of, request_body, too_large
+from proxy.formreader import (
+    Chunks as Chunks,  # proxy.quote reads it here
+)
+from proxy.formreader import (
+    FormReader,
+    Part,
+    Watch,
+    boundary_of,
+    request_body,
+    too_large,
+)
 from proxy.images import SNIFF_BYTES, decode_data_url, require_image
 from proxy.json_body import read_json as read_json  # handlers read it here
 from proxy.models import (
@@ -125,12 +135,6 @@ class MultipartEdit(msgspec.Struct):
     canonical: dict[str, Any] | None = None
 
 
-class Chunks(Protocol):
-    """A part's body, chunk by chunk (``FormReader``, or a digest of it)."""
-
-    async def read(self) -> bytes | memoryview: ...
-
-
 class _Digesting:
     """A part's chunks, hashed as they are read."""
 
@@ -145,7 +149,12 @@ class _Digesting:
 
 
 async def read_multipart(
-    request: web.Request, limits: Limits, uploads: UploadSet, *, digest: bool = False
+    request: web.Request,
+    limits: Limits,
+    uploads: UploadSet,
+    *,
+    digest: bool = False,
+    watch: Watch | None = None,
 ) -> MultipartEdit:
     """Stream an OpenAI-SDK-shaped multipart edit into temp files and typed fields
     (and, with ``digest``, its canonical form: ``MultipartEdit.canonical``)."""
@@ -162,7 +171,7 @@ async def read_multipart(
         async def store(reader: Chunks, part: Part, name: str) -> StoredImage:
             return await _stream_file(reader, part, name, limits, uploads, spool)
 
-        return await read_form(form, limits, store, digest=digest)
+        return await read_form(form, limits, store, digest=digest, watch=watch)
 
 
 # What becomes of a file part: spooled (an edit), or only looked at (a quote).
@@ -170,7 +179,12 @@ FileSink = Callable[[Chunks, Part, str], Awaitable[StoredImage]]
 
 
 async def read_form(
-    reader: FormReader, limits: Limits, sink: FileSink, *, digest: bool = False
+    reader: FormReader,
+    limits: Limits,
+    sink: FileSink,
+    *,
+    digest: bool = False,
+    watch: Watch | None = None,
 ) -> MultipartEdit:
     """An edit's form: its text fields typed, its file parts given to ``sink``."""
     raw_fields: dict[str, Any] = {}
@@ -193,12 +207,14 @@ async def read_form(
             first = False
             continue
         first = False
-        if _IMAGE_PART.match(name) or name == "mask":
+        file = _IMAGE_PART.match(name) is not None or name == "mask"
+        mine = await watch.part(raw_fields, part, reader, file=file) if watch else None
+        if file:
             if len(images) + (mask is not None) >= limits.max_files:
                 raise InvalidRequest(
                     f"at most {limits.max_files} files are allowed", param=name
                 )
-            source = _Digesting(reader) if files is not None else reader
+            source = _Digesting(reader) if files is not None else mine or reader
             stored = await sink(source, part, name)
             if isinstance(source, _Digesting) and files is not None:
                 files.append([name, stored.filename, source.sha.hexdigest()])

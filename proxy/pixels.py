@@ -142,7 +142,9 @@ class PixelGate:
 
         A header this does not understand passes: the gateway does not decode such
         an image, and where it decodes one Pillow's parsed size is checked again."""
-        if image.data is not None:
+        if image.live is not None:  # forwarded as it arrives: its first bytes
+            head = image.live.head[:HEAD_BYTES]
+        elif image.data is not None:
             head = image.data[:HEAD_BYTES]
         else:
             assert image.path is not None

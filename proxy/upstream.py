@@ -34,7 +34,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from proxy.formwriter import Form, InMemoryBody, Spliced
+from proxy.formwriter import Form, Spliced, fresh_body
 from proxy.hosts import host_allowed, origin
 from proxy.metrics import Metrics
 from proxy.resilience import (
@@ -220,18 +220,19 @@ class Upstream:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + policy.deadline_s
         for tries in range(1, policy.attempts + 1):
-            last = tries == policy.attempts
             try:
                 resp = await self._send(method, path, headers, kwargs)
             except UpstreamError as exc:
-                if last or not exc.unsent:
+                if not exc.unsent or await _last(tries, policy, kwargs):
                     raise
                 wait = backoff_s(policy, tries - 1, self._rng)
                 if loop.time() + wait > deadline:
                     raise
             else:
                 later = self._retry_after(resp, policy)
-                if last or later is None or loop.time() + later > deadline:
+                if later is None or await _last(tries, policy, kwargs):
+                    return resp
+                if loop.time() + later > deadline:
                     return resp
                 if isinstance(resp, UpstreamStream):  # pragma: no cover - 2xx only
                     await resp.close()
@@ -257,13 +258,17 @@ class Upstream:
         start = time.perf_counter()
         outcome = "error"
         held = kwargs.get(HELD_KWARG)
-        kwargs, size = _fresh_body(kwargs)
+        form = kwargs.get("data")
+        kwargs, size = fresh_body({k: v for k, v in kwargs.items() if k != HELD_KWARG})
         r: aiohttp.ClientResponse | None = None
         try:
             # Not ``async with``: a relayed reply outlives this call.
             r = await self.session.request(
                 method, self.url(path), headers=headers, allow_redirects=False, **kwargs
             )
+            if isinstance(form, Form) and form.live:
+                await form.settled()  # no reply is used before the client's body ends
+                size = form.forwarded()
             self._sent.inc(size)
             if 300 <= r.status < 400:
                 outcome = "3xx"
@@ -280,9 +285,11 @@ class Upstream:
             outcome = f"{r.status // 100}xx"
             return UpstreamResponse(r.status, r.headers, body)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            # Inline rather than map_errors: a generator context manager per call
-            # is measurable on the hot path.
-            raise mapped(self.name, exc) from exc
+            # Inline rather than map_errors (a generator context manager per call is
+            # measurable). A body the gateway cut off raises why it did (a client's
+            # failed check, or its leaving): not a provider failure.
+            why = form.aborted() if isinstance(form, Form) else None
+            raise why or mapped(self.name, exc) from exc
         finally:
             if r is not None:
                 r.release()
@@ -305,7 +312,7 @@ class Upstream:
         """
         self._require_key_host(path)
         sent = await self._headers(headers)
-        kwargs, size = _fresh_body(kwargs)
+        kwargs, size = fresh_body(kwargs)
         breaker = self._breaker
         if breaker is not None:
             breaker.before()
@@ -378,19 +385,10 @@ class Upstream:
         self._received.inc(size)
 
 
-def _fresh_body(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """The arguments of one send (a ``Form`` becomes a payload) and the body's size."""
-    if HELD_KWARG in kwargs:
-        kwargs = {k: v for k, v in kwargs.items() if k != HELD_KWARG}
+async def _last(tries: int, policy: RetryPolicy, kwargs: dict[str, Any]) -> bool:
+    """No try after this one: the policy's last, or a forwarded image's form that
+    cannot be sent again (the client's body, once it ended, is spooled: it can)."""
     data = kwargs.get("data")
-    if isinstance(data, Form):
-        payload = data.payload()
-        return {**kwargs, "data": payload}, payload.size or 0
-    if isinstance(data, bytes | bytearray):
-        return {**kwargs, "data": InMemoryBody(bytes(data))}, len(data)
-    if isinstance(data, Spliced):
-        body = InMemoryBody(data)
-        return {**kwargs, "data": body}, body.size or 0
-    if isinstance(data, str):  # aiohttp sends text as UTF-8
-        return kwargs, len(data.encode())
-    return kwargs, 0
+    if isinstance(data, Form) and data.live:
+        await data.settled(over=True)  # the client's error, if its body had one
+    return tries == policy.attempts or (isinstance(data, Form) and not data.resendable)

@@ -55,6 +55,9 @@ def path_for(config: Config, deployment: str, operation: str) -> str:
 class AzureAdapter:
     name: ClassVar[str] = "azure"
     capabilities: ClassVar[Capabilities] = Capabilities()
+    # A multipart edit's image goes in the client's bytes: sent as it arrives
+    # (proxy.forward).
+    forwards_uploads: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self._config = config

@@ -66,6 +66,9 @@ class OpenAIAdapter:
     name: ClassVar[str] = "openai"
     # OpenAI's JSON form takes file ids; gpt-image models do not fetch remote URLs.
     capabilities: ClassVar[Capabilities] = Capabilities(file_ids=True, streaming=True)
+    # A multipart edit's image goes in the client's bytes: sent as it arrives
+    # (proxy.forward).
+    forwards_uploads: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self._derive = config.safety_identifier == "derive"
