@@ -15,7 +15,8 @@ Prompt = Annotated[str, msgspec.Meta(min_length=1, max_length=32000)]
 # "<provider>/<model id>" or a configured alias; the router decides which.
 ModelName = Annotated[str, msgspec.Meta(pattern=r"^\S+$", max_length=256)]
 # OpenAI's own cap on an image_url (a data URL of a ~15 MiB image fits).
-ImageUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=20 * 1024 * 1024)]
+MAX_IMAGE_URL = 20 * 1024 * 1024
+ImageUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_IMAGE_URL)]
 FileId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 
 
@@ -95,8 +96,9 @@ class StoredImage(msgspec.Struct, frozen=True):
     filename: str
     path: str | None = None
     data: bytes | None = None
-    # The client's own data URL, kept so JSON upstreams get it without re-encoding.
-    data_url: str | None = None
+    # The base64 of the client's data URL (a view of the request body), kept so JSON
+    # upstreams get it without encoding it again; sent as data:<content_type>;base64.
+    b64: bytes | memoryview | None = None
     # The multipart part it came in ("image", "image[]", "mask"), kept for upstreams
     # that take the same names.
     field: str = ""

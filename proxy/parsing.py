@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -23,7 +23,8 @@ from proxy.errors import (
     UnsupportedMediaType,
 )
 from proxy.formreader import FormReader, Part, boundary_of, request_body, too_large
-from proxy.images import SNIFF_BYTES, decode_data_url, require_image
+from proxy.images import SNIFF_BYTES, check_data_media, decode_data_url, require_image
+from proxy.json_body import DataUrl
 from proxy.json_body import read_json as read_json  # handlers read it here
 from proxy.models import (
     FORM_FIELDS,
@@ -84,8 +85,15 @@ def split_known(
     return fields, extra
 
 
-def resolve_ref(ref: ImageRef, *, param: str, mask: bool = False) -> ImageInput:
-    """Turn one ``{file_id|image_url}`` into an image input, decoding data URLs."""
+def resolve_ref(
+    ref: ImageRef,
+    *,
+    param: str,
+    mask: bool = False,
+    urls: Mapping[str, DataUrl] | None = None,
+) -> ImageInput:
+    """Turn one ``{file_id|image_url}`` into an image input, decoding data URLs
+    (``urls``: those ``read_edit_json`` took out of the body, decoded there)."""
     if (ref.file_id is None) == (ref.image_url is None):
         raise InvalidRequest(
             f"'{param}' must have exactly one of 'file_id' or 'image_url'", param=param
@@ -95,23 +103,30 @@ def resolve_ref(ref: ImageRef, *, param: str, mask: bool = False) -> ImageInput:
     url = ref.image_url
     assert url is not None
     param = f"{param}.image_url"
+    if urls and (taken := urls.get(url)) is not None:
+        check_data_media(taken.media, param=param)
+        return _data_image(taken.data, taken.payload, param=param, mask=mask)
     scheme = url[:8].lower()
     if scheme.startswith("data:"):
         data = decode_data_url(url, param=param)
-        kind = require_image(data[:SNIFF_BYTES], param=param, mask=mask)
-        # Upstreams get the client's base64 as is, under the type the bytes have (a
-        # client may label a PNG image/jpeg, or write DATA:IMAGE/PNG;BASE64,...).
-        prefix = f"data:{kind};base64,"
-        if not url.startswith(prefix):
-            url = prefix + url.partition(",")[2]
-        return StoredImage(
-            content_type=kind, size=len(data), filename="", data=data, data_url=url
-        )
+        payload = url.partition(",")[2].encode("ascii")
+        return _data_image(data, payload, param=param, mask=mask)
     # http:// too, so the fetch policy can name it (allowed only by config).
     if scheme.startswith(("https://", "http://")) and " " not in url:
         return RemoteImage(url)
     raise InvalidRequest(
         f"'{param}' must be an https URL or a data:image/...;base64, URL", param=param
+    )
+
+
+def _data_image(
+    data: bytes, payload: bytes | memoryview, *, param: str, mask: bool
+) -> StoredImage:
+    kind = require_image(data[:SNIFF_BYTES], param=param, mask=mask)
+    # Upstreams get the client's base64 as is, under the type the bytes have (a
+    # client may label a PNG image/jpeg, or write DATA:IMAGE/PNG;BASE64,...).
+    return StoredImage(
+        content_type=kind, size=len(data), filename="", data=data, b64=payload
     )
 
 

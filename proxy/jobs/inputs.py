@@ -111,13 +111,12 @@ async def restore(
         if not entry.data_url:
             return image
         data = await image.read()
-        encoded = base64.b64encode(data).decode()
         return StoredImage(
             content_type=entry.content_type,
             size=entry.size,
             filename=entry.filename,
             data=data,
-            data_url=f"data:{entry.content_type};base64,{encoded}",
+            b64=base64.b64encode(data),
             field=entry.field,
         )
 
