@@ -28,6 +28,8 @@ _ONE_BUFFER = 512 * 1024
 _ESCAPES = str.maketrans({'"': "%22", "\r": "%0D", "\n": "%0A"})
 
 
+Segment = bytes | memoryview | StoredImage
+
 # Long enough for any real file name; the client's bytes go upstream, not its essays.
 MAX_FILENAME = 128
 
@@ -56,7 +58,7 @@ class Form:
 
     def __init__(self) -> None:
         self.boundary = secrets.token_hex(16)
-        self._segments: list[bytes | StoredImage] = []
+        self._segments: list[Segment] = []
         self._size = 0
         self._on_disk = False
 
@@ -64,7 +66,7 @@ class Form:
     def content_type(self) -> str:
         return f"multipart/form-data; boundary={self.boundary}"
 
-    def _add(self, segment: bytes | StoredImage, size: int) -> None:
+    def _add(self, segment: Segment, size: int) -> None:
         self._segments.append(segment)
         self._size += size
 
@@ -100,14 +102,38 @@ class Form:
         return BytesPayload(b"".join(parts), content_type=self.content_type)
 
 
+class Joined(Form):
+    """A body of another type sent as its pieces in order, never joined: a JSON body
+    with megabytes of data URLs (views of the client's body), whose join would be one
+    long copy on the event loop. A ``Form`` to the upstream (a fresh payload per try)."""
+
+    def __init__(self, pieces: list[bytes | memoryview], content_type: str) -> None:
+        super().__init__()
+        for piece in pieces:
+            self._add(piece, len(piece))
+        self._type = content_type
+
+    @property
+    def content_type(self) -> str:
+        return self._type
+
+    def payload(self) -> Payload:
+        return _Streamed([*self._segments], self._size, self._type)
+
+
+def joined(pieces: list[bytes | memoryview], content_type: str) -> bytes | Form:
+    """``pieces`` as one buffer when small, else as a ``Joined`` body."""
+    if sum(len(piece) for piece in pieces) > _ONE_BUFFER:
+        return Joined(pieces, content_type)
+    return b"".join(pieces)
+
+
 class _Streamed(Payload):
     """Segments written in order; temp files read in chunks on aiofiles' threads."""
 
     _autoclose = True  # each file is opened and closed within ``write``
 
-    def __init__(
-        self, segments: list[bytes | StoredImage], size: int, content_type: str
-    ) -> None:
+    def __init__(self, segments: list[Segment], size: int, content_type: str) -> None:
         super().__init__(segments, content_type=content_type)
         self._segments = segments
         self._size = size
@@ -117,8 +143,12 @@ class _Streamed(Payload):
 
     async def write(self, writer: AbstractStreamWriter) -> None:
         for segment in self._segments:
-            if isinstance(segment, bytes):
-                await writer.write(segment)
+            if not isinstance(segment, StoredImage):
+                # In slices, each waiting for the transport to drain: one write of
+                # megabytes holds the event loop (InMemoryBody).
+                view = memoryview(segment)
+                for start in range(0, len(view), _READ):
+                    await writer.write(view[start : start + _READ])
                 continue
             assert segment.path is not None
             async with aiofiles.open(segment.path, "rb") as f:

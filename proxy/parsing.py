@@ -43,6 +43,8 @@ _FIELD_NAME = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _IMAGE_PART = re.compile(r"^image(\[\d*\])?$")
 _MAX_NESTING = 4
 _WRITE_BLOCK = 256 * 1024
+# A form's boundaries, headers and fields: spool_bytes bounds its parts (4 x 1 MiB fit).
+_FRAMING = 64 * 1024
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -167,10 +169,10 @@ async def read_multipart(
     timeout, cap = limits.client_idle_timeout_s, limits.body_cap
     async with request_body(request, timeout, cap) as body:
         boundary = boundary_of(request.headers.get(hdrs.CONTENT_TYPE, ""))
-        # A body declared larger than the spool goes straight to disk: holding its
-        # first MiBs in memory would only mean copying them out again.
+        # A body declared larger than the spool (and its form's framing) goes straight
+        # to disk: holding its first MiBs in memory would only mean copying them out.
         declared = request.content_length
-        fits = declared is None or declared <= limits.spool_bytes
+        fits = declared is None or declared <= limits.spool_bytes + _FRAMING
         spool = limits.spool_bytes if fits else 0
         form = FormReader(body, boundary)
 

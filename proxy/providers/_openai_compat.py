@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from proxy.errors import UpstreamError, from_upstream_status
-from proxy.formwriter import Form, safe_filename
+from proxy.formwriter import Form, joined, safe_filename
 from proxy.images import EXTENSIONS, require_stored
 from proxy.models import (
     FORWARDED_FIELDS,
@@ -141,7 +141,7 @@ def image_ref(image: ImageInput, data: str | None) -> dict[str, str]:
 _SLOT = msgspec.Raw(b"\x00")
 
 
-def json_body(job: EditJob, prepared: Prepared, *, model: str) -> bytes:
+def json_body(job: EditJob, prepared: Prepared, *, model: str) -> bytes | Form:
     """OpenAI's JSON edit form, each held image's base64 joined in as bytes: copied
     once, not scanned for escapes (base64 has none; a client's was validated)."""
     body = job_fields(job, model=model)
@@ -164,7 +164,7 @@ def json_body(job: EditJob, prepared: Prepared, *, model: str) -> bytes:
     pieces: list[bytes | memoryview] = [parts[0]]
     for i, rest in enumerate(parts[1:]):
         pieces += (*urls[3 * i : 3 * i + 3], rest)
-    return b"".join(pieces)
+    return joined(pieces, "application/json")
 
 
 class _ImagesShape(msgspec.Struct):

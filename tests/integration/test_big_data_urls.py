@@ -113,3 +113,17 @@ async def test_big_data_urls_are_checked_like_small_ones(
     assert answer["error"]["param"] == param
     assert says in answer["error"]["message"]
     assert fake_openai.received == []
+
+
+async def test_a_body_of_megabytes_goes_upstream_in_pieces_unchanged(
+    proxy: TestServer, fake_openai: FakeOpenAI
+) -> None:
+    # Past formwriter._ONE_BUFFER the body is written piece by piece, not joined.
+    images = [png(8, 8) + os.urandom(300 * 1024) for _ in range(2)]
+    status, answer = await _post(proxy, _edit([_url(i) for i in images], n=2))
+    assert status == 200, answer
+    sent = fake_openai.last.json
+    assert sent is not None
+    assert sent["images"] == [{"image_url": _url(i)} for i in images]
+    assert sent["n"] == 2
+    assert fake_openai.last.headers["Content-Type"] == "application/json"
