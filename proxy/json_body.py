@@ -46,23 +46,30 @@ _MAX_CANDIDATES = 64
 # "data:" then printable ASCII but for the quote and backslash (which would need
 # escapes): a header whose bytes are its text.
 _HEADER = re.compile(rb"data:[\x20\x21\x23-\x5b\x5d-\x7e]*")
-# Base64 decoded in one turn of the event loop at most (SIMD: ~0.1 ms per MiB).
-_YIELD_AFTER = 8 * 1024 * 1024
+# Base64 decoded in a worker thread from this size (a few ms on the loop below it).
+_THREAD_BYTES = 2 * 1024 * 1024
 
 
 async def read_json(request: web.Request, limits: Limits) -> dict[str, Any]:
     """Read and decode a JSON object body, capped at ``max_json_bytes``."""
-    body = await _read(request, limits)
-    _count_members(body, limits.max_json_members)
-    return decode_json(body)
+    return decode_json(await _read(request, limits))
 
 
 async def _read(request: web.Request, limits: Limits) -> bytearray:
+    """The body, its members counted (``_count_members``) chunk by chunk as it comes:
+    one pass over megabytes at its end held the event loop."""
     body = bytearray()
     timeout, cap = limits.client_idle_timeout_s, limits.max_json_bytes
+    limit = limits.max_json_members
+    counted = 0
     async with request_body(request, timeout, cap) as stream:
         while chunk := await stream.read():
+            start = len(body)
             body += chunk
+            if counted <= limit:
+                counted += _structure(body, start, len(body), limit + 1 - counted)
+    if counted > limit:
+        _count_members(body, limit)
     return body
 
 
@@ -121,9 +128,7 @@ async def read_edit_json(request: web.Request, limits: Limits) -> EditBody:
     or ``mask.image_url``. Anything else, and any body that does not decode, goes the
     way of ``read_json``, with its errors.
     """
-    body = await _read(request, limits)
-    _count_members(body, limits.max_json_members)
-    return await decode_edit(body)
+    return await decode_edit(await _read(request, limits))
 
 
 async def decode_edit(body: bytearray) -> EditBody:
@@ -146,7 +151,7 @@ async def _take_data_urls(body: bytearray) -> tuple[bytes, dict[str, DataUrl]]:
     pieces: list[bytes | memoryview] = []
     view = memoryview(body)
     nonce = secrets.token_hex(8)
-    pos = start = decoded = 0
+    pos = start = 0
     for _ in range(_MAX_CANDIDATES):
         at = body.find(b'"data:', pos)
         if at < 0:
@@ -165,7 +170,7 @@ async def _take_data_urls(body: bytearray) -> tuple[bytes, dict[str, DataUrl]]:
         if comma < 0 or not _HEADER.fullmatch(body, pos, comma):
             continue
         try:
-            data = pybase64.b64decode(view[comma + 1 : end], validate=True)
+            data = await _b64decode(view[comma + 1 : end])
         except (binascii.Error, ValueError):
             continue  # the decode and resolve_ref name the field
         key = f"{_MARKER}{nonce}:{len(urls)}"
@@ -174,14 +179,18 @@ async def _take_data_urls(body: bytearray) -> tuple[bytes, dict[str, DataUrl]]:
         )
         pieces += (view[start:at], f'"\\uffff{nonce}:{len(urls) - 1}"'.encode())
         start = pos = end + 1
-        decoded += len(data)
-        if decoded >= _YIELD_AFTER:
-            decoded = 0
-            await asyncio.sleep(0)  # a turn for others between big decodes
     if not urls:
         return b"", urls
     pieces.append(view[start:])
     return b"".join(pieces), urls
+
+
+async def _b64decode(payload: memoryview) -> bytes:
+    """Strict base64 (pybase64: SIMD); a big one in a worker thread, as pybase64
+    lets the GIL go while it decodes (16 of 4 MiB held the loop for 100 ms)."""
+    if len(payload) < _THREAD_BYTES:
+        return pybase64.b64decode(payload, validate=True)
+    return await asyncio.to_thread(pybase64.b64decode, payload, validate=True)
 
 
 def _placed(obj: dict[str, Any], urls: dict[str, DataUrl]) -> int:
