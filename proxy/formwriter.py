@@ -24,6 +24,8 @@ from proxy.models import StoredImage
 
 _READ = 256 * 1024
 _YIELD_EVERY = 4 * _READ
+# A temp file is read in blocks this large: each read is a trip to a worker thread.
+_FILE_READ = 1024 * 1024
 # Under aiohttp's 1 MiB mark for bytes bodies (it warns above, as a large write would
 # hold the event loop); larger in-memory forms are written segment by segment.
 _ONE_BUFFER = 512 * 1024
@@ -150,7 +152,7 @@ class _Streamed(Payload):
                 continue
             assert segment.path is not None
             async with aiofiles.open(segment.path, "rb") as f:
-                while chunk := await f.read(_READ):
+                while chunk := await f.read(_FILE_READ):
                     await writer.write(chunk)
 
     async def write_with_length(

@@ -42,7 +42,7 @@ _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 _FIELD_NAME = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _IMAGE_PART = re.compile(r"^image(\[\d*\])?$")
 _MAX_NESTING = 4
-_WRITE_BLOCK = 256 * 1024
+_WRITE_BLOCK = 1024 * 1024
 # A form's boundaries, headers and fields: spool_bytes bounds its parts (4 x 1 MiB fit).
 _FRAMING = 64 * 1024
 
