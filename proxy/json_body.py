@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import itertools
 import re
 import secrets
 from typing import Any, NamedTuple
@@ -38,6 +39,9 @@ _TOO_MANY_ESCAPES = -2
 _MARKER = "\uffff"  # a noncharacter: stands in for a lone surrogate while searching
 _MARKER_ESCAPE = b"\\uffff"
 _MAX_JSON_SEARCH = 64
+# The keys that stand for taken data URLs: unguessable, without a syscall per body.
+_NONCE = secrets.token_hex(8)
+_BODIES = itertools.count()
 # Data URLs shorter than this are decoded with the body: taking them out saves little.
 _TAKE_BYTES = 16 * 1024
 _MAX_HEADER = 256  # "data:image/png;base64," and a few parameters, at most
@@ -150,7 +154,7 @@ async def _take_data_urls(body: bytearray) -> tuple[bytes, dict[str, DataUrl]]:
     urls: dict[str, DataUrl] = {}
     pieces: list[bytes | memoryview] = []
     view = memoryview(body)
-    nonce = secrets.token_hex(8)
+    nonce = f"{_NONCE}:{next(_BODIES)}"
     pos = start = 0
     for _ in range(_MAX_CANDIDATES):
         at = body.find(b'"data:', pos)
