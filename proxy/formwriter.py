@@ -150,7 +150,9 @@ class _Streamed(Payload):
             if not isinstance(segment, StoredImage):
                 await _write_sliced(writer, memoryview(segment))
                 continue
-            assert segment.path is not None
+            if segment.path is None:  # a data URL's base64, decoded to be sent
+                await _write_sliced(writer, memoryview(await segment.read()))
+                continue
             async with aiofiles.open(segment.path, "rb") as f:
                 while chunk := await f.read(_FILE_READ):
                     await writer.write(chunk)

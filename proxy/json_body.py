@@ -2,8 +2,9 @@
 that names the member when the text is not valid (a lone surrogate, say).
 
 An edit's big data URLs are taken out of the body before it is decoded
-(``read_edit_json``): each stays a view of the body's bytes, its base64 decoded once,
-instead of becoming a str of megabytes that is then decoded, copied and encoded again.
+(``read_edit_json``): each stays a view of the body's bytes, its base64
+checked slice by slice and decoded only where bytes are sent, instead of becoming a
+str of megabytes that is then decoded, copied and encoded again.
 
 Conversion into the typed request is ``proxy.parsing``'s; this module only reads.
 """
@@ -24,7 +25,8 @@ from aiohttp import web
 from proxy.config import Limits
 from proxy.errors import InvalidRequest
 from proxy.formreader import request_body
-from proxy.models import MAX_IMAGE_URL
+from proxy.models import MAX_IMAGE_URL, THREAD_BASE64
+from proxy.pixels import HEAD_BYTES
 
 _json_decoder = msgspec.json.Decoder()
 # A surrogate pair, a lone surrogate escape, or any other escape (so that an escaped
@@ -50,8 +52,9 @@ _MAX_CANDIDATES = 64
 # "data:" then printable ASCII but for the quote and backslash (which would need
 # escapes): a header whose bytes are its text.
 _HEADER = re.compile(rb"data:[\x20\x21\x23-\x5b\x5d-\x7e]*")
-# Base64 decoded in a worker thread from this size (a few ms on the loop below it).
-_THREAD_BYTES = 2 * 1024 * 1024
+# Base64 is checked in slices of this many characters (a multiple of 4).
+_CHECK_SLICE = 1024 * 1024
+_PAD = ord("=")
 
 
 async def read_json(request: web.Request, limits: Limits) -> dict[str, Any]:
@@ -95,11 +98,13 @@ def decode_json(body: bytearray) -> dict[str, Any]:
 
 class DataUrl(NamedTuple):
     """A data URL taken out of a body: ``media`` stands between ``data:`` and the
-    comma, ``payload`` is a view of its base64 in the body, ``data`` that decoded."""
+    comma, ``payload`` is a view of its (valid) base64 in the body, ``head`` the first
+    ``HEAD_BYTES`` of it decoded and ``size`` the length of all of it decoded."""
 
     media: str
     payload: memoryview
-    data: bytes
+    head: bytes
+    size: int
 
     def text(self) -> str:
         """The URL as decoding the whole body would have given it."""
@@ -173,14 +178,14 @@ async def _take_data_urls(body: bytearray) -> tuple[bytes, dict[str, DataUrl]]:
         comma = body.find(b",", pos, min(end, pos + _MAX_HEADER))
         if comma < 0 or not _HEADER.fullmatch(body, pos, comma):
             continue
+        payload = view[comma + 1 : end]
         try:
-            data = await _b64decode(view[comma + 1 : end])
+            head = await _checked(payload)
         except (binascii.Error, ValueError):
             continue  # the decode and resolve_ref name the field
         key = f"{_MARKER}{nonce}:{len(urls)}"
-        urls[key] = DataUrl(
-            body[pos + 5 : comma].decode("ascii"), view[comma + 1 : end], data
-        )
+        media = body[pos + 5 : comma].decode("ascii")
+        urls[key] = DataUrl(media, payload, head, _decoded_size(payload))
         pieces += (view[start:at], f'"\\uffff{nonce}:{len(urls) - 1}"'.encode())
         start = pos = end + 1
     if not urls:
@@ -189,12 +194,32 @@ async def _take_data_urls(body: bytearray) -> tuple[bytes, dict[str, DataUrl]]:
     return b"".join(pieces), urls
 
 
-async def _b64decode(payload: memoryview) -> bytes:
-    """Strict base64 (pybase64: SIMD); a big one in a worker thread, as pybase64
-    lets the GIL go while it decodes (16 of 4 MiB held the loop for 100 ms)."""
-    if len(payload) < _THREAD_BYTES:
-        return pybase64.b64decode(payload, validate=True)
-    return await asyncio.to_thread(pybase64.b64decode, payload, validate=True)
+async def _checked(payload: memoryview) -> bytes:
+    """The first ``HEAD_BYTES`` of ``payload`` decoded, once all of it is found to be
+    strict base64 (a worker thread's work from ``THREAD_BASE64``)."""
+    if len(payload) < THREAD_BASE64:
+        return _check_base64(payload)
+    return await asyncio.to_thread(_check_base64, payload)
+
+
+def _check_base64(payload: memoryview) -> bytes:
+    # Decoded slice by slice and dropped: a JSON upstream takes the base64 as it is,
+    # so the bytes are made only where they are sent (StoredImage.read). A slice but
+    # the last may not end in padding, which only the whole may.
+    if len(payload) % 4:
+        raise ValueError("base64 of a length not a multiple of 4")
+    head = b""
+    for start in range(0, len(payload), _CHECK_SLICE):
+        piece = payload[start : start + _CHECK_SLICE]
+        decoded = pybase64.b64decode(piece, validate=True)
+        if piece[-1] == _PAD and start + _CHECK_SLICE < len(payload):
+            raise ValueError("padding inside base64")
+        head = head or decoded[:HEAD_BYTES]
+    return head
+
+
+def _decoded_size(payload: memoryview) -> int:
+    return len(payload) // 4 * 3 - (payload[-1] == _PAD) - (payload[-2] == _PAD)
 
 
 def _placed(obj: dict[str, Any], urls: dict[str, DataUrl]) -> int:

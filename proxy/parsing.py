@@ -107,28 +107,21 @@ def resolve_ref(
     param = f"{param}.image_url"
     if urls and (taken := urls.get(url)) is not None:
         check_data_media(taken.media, param=param)
-        return _data_image(taken.data, taken.payload, param=param, mask=mask)
+        kind = require_image(taken.head[:SNIFF_BYTES], param=param, mask=mask)
+        return StoredImage(kind, taken.size, "", b64=taken.payload, b64_head=taken.head)
     scheme = url[:8].lower()
     if scheme.startswith("data:"):
         data = decode_data_url(url, param=param)
+        kind = require_image(data[:SNIFF_BYTES], param=param, mask=mask)
+        # Upstreams get the client's base64 as is, under the type the bytes have (a
+        # client may label a PNG image/jpeg, or write DATA:IMAGE/PNG;BASE64,...).
         payload = url.partition(",")[2].encode("ascii")
-        return _data_image(data, payload, param=param, mask=mask)
+        return StoredImage(kind, len(data), "", data=data, b64=payload)
     # http:// too, so the fetch policy can name it (allowed only by config).
     if scheme.startswith(("https://", "http://")) and " " not in url:
         return RemoteImage(url)
     raise InvalidRequest(
         f"'{param}' must be an https URL or a data:image/...;base64, URL", param=param
-    )
-
-
-def _data_image(
-    data: bytes, payload: bytes | memoryview, *, param: str, mask: bool
-) -> StoredImage:
-    kind = require_image(data[:SNIFF_BYTES], param=param, mask=mask)
-    # Upstreams get the client's base64 as is, under the type the bytes have (a
-    # client may label a PNG image/jpeg, or write DATA:IMAGE/PNG;BASE64,...).
-    return StoredImage(
-        content_type=kind, size=len(data), filename="", data=data, b64=payload
     )
 
 

@@ -142,9 +142,8 @@ class PixelGate:
 
         A header this does not understand passes: the gateway does not decode such
         an image, and where it decodes one Pillow's parsed size is checked again."""
-        if image.data is not None:
-            head = image.data[:HEAD_BYTES]
-        else:
+        head = image.head(HEAD_BYTES)
+        if head is None:
             assert image.path is not None
             async with aiofiles.open(image.path, "rb") as f:
                 head = await f.read(HEAD_BYTES)

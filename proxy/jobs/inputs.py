@@ -27,10 +27,9 @@ _CHUNK = 1024 * 1024
 
 
 async def _chunks(image: StoredImage) -> AsyncIterator[bytes]:
-    if image.data is not None:
-        yield image.data
+    if image.path is None:
+        yield await image.read()
         return
-    assert image.path is not None
     async with aiofiles.open(image.path, "rb") as f:
         while chunk := await f.read(_CHUNK):
             yield chunk

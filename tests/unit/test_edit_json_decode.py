@@ -18,6 +18,11 @@ BIG = png(4, 4) + os.urandom(48 * 1024)
 PAYLOAD = base64.b64encode(BIG).decode()
 URL = "data:image/png;base64," + PAYLOAD
 SMALL = [{"image_url": "data:image/png;base64,QUJD"}]
+PADDED_INSIDE = (
+    "data:image/png;base64,"
+    + base64.b64encode(png(4, 4) + os.urandom(786_431 - len(png(4, 4)))).decode()
+    + PAYLOAD
+)
 
 
 def _doc(**fields: Any) -> dict[str, Any]:
@@ -47,7 +52,8 @@ async def test_big_data_urls_are_taken_out_as_views_of_the_body() -> None:
         "image/jpeg;base64",
         "image/png;base64",
     ]
-    assert got.urls[keys[0]].data == BIG
+    assert got.urls[keys[0]].size == len(BIG)
+    assert got.urls[keys[0]].head == BIG[: 64 * 1024]
     assert isinstance(got.urls[keys[0]].payload, memoryview)
     assert bytes(got.urls[keys[0]].payload) == PAYLOAD.encode()
     assert got.canonical() == msgspec.json.decode(raw)
@@ -69,6 +75,9 @@ async def test_big_data_urls_are_taken_out_as_views_of_the_body() -> None:
         # Escapes: a JSON-escaped slash in the header, a big URL inside a string.
         msgspec.json.encode(_doc()).replace(b"image/png", b"image\\/png"),
         msgspec.json.encode(_doc(images=SMALL, prompt='say "' + URL + '"')),
+        # Padding where a slice of the check ends (json_body._CHECK_SLICE), not at
+        # the end: invalid as a whole.
+        msgspec.json.encode(_doc(images=[{"image_url": PADDED_INSIDE}])),
         # Upper case, bad base64, base64 whitespace, a header without a comma.
         msgspec.json.encode(_doc(images=[{"image_url": URL.upper()}])),
         msgspec.json.encode(_doc(images=[{"image_url": URL[:-8] + "*" + URL[-7:]}])),
