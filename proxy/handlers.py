@@ -17,6 +17,7 @@ from proxy.idempotency_http import Idem, bound, requested
 from proxy.idempotency_http import answer as idempotent
 from proxy.jobs.prefer import wants_async
 from proxy.jobs.routes import RUNNER, accept
+from proxy.json_body import read_edit_json
 from proxy.metrics import exposition
 from proxy.models import (
     EDIT_FIELDS,
@@ -35,10 +36,10 @@ from proxy.parsing import (
     read_json,
     read_multipart,
     require_json_or_multipart,
-    resolve_ref,
     split_known,
 )
 from proxy.providers.base import capabilities_of
+from proxy.refs import resolve_ref
 from proxy.routing import Route
 from proxy.state import (
     CONFIG,
@@ -93,19 +94,20 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
     key, idem = requested(request), None
     async with UploadSet(app[TEMP_DIR]) as uploads:
         if kind == "application/json":
-            raw = await read_json(request, limits)
-            idem = bound(request, key, "json", raw)
-            fields, extra = split_known(raw, EDIT_FIELDS)
+            doc = await read_edit_json(request, limits)
+            idem = bound(request, key, "json", doc.canonical() if key else None)
+            fields, extra = split_known(doc.obj, EDIT_FIELDS)
             body = convert(fields, EditRequest)
             route = _route(request, body.model)
             images = []
             for i, ref in enumerate(body.images):
-                images.append(resolve_ref(ref, param=f"images[{i}]"))
+                images.append(resolve_ref(ref, param=f"images[{i}]", urls=doc.urls))
                 if ref.image_url is not None and len(ref.image_url) > _YIELD_AFTER:
                     await asyncio.sleep(0)  # one data URL's decode at a time
-
             mask = (
-                resolve_ref(body.mask, param="mask", mask=True) if body.mask else None
+                resolve_ref(body.mask, param="mask", mask=True, urls=doc.urls)
+                if body.mask
+                else None
             )
             job = _job(
                 body, route, operation="edit", source="json", extra=extra,

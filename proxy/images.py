@@ -55,13 +55,7 @@ def decode_data_url(url: str, *, param: str) -> bytes:
     header, sep, payload = url.partition(",")
     if not sep:
         raise InvalidRequest(f"'{param}' is not a valid data URL", param=param)
-    meta = header[5:].split(";")
-    if not meta[0].lower().startswith("image/") or "base64" not in (
-        m.strip().lower() for m in meta[1:]
-    ):
-        raise InvalidRequest(
-            f"'{param}' must be a data:image/...;base64, URL", param=param
-        )
+    check_data_media(header[5:], param=param)
     try:
         # SIMD base64: 0.07 ms instead of 2.6 ms per MiB with binascii (bench/).
         return pybase64.b64decode(payload, validate=True)
@@ -69,6 +63,18 @@ def decode_data_url(url: str, *, param: str) -> bytes:
         raise InvalidRequest(
             f"'{param}' does not hold valid base64 data", param=param
         ) from exc
+
+
+def check_data_media(media: str, *, param: str) -> None:
+    """A 400 unless a data URL's ``media`` (between ``data:`` and the comma) says
+    ``image/...;base64``."""
+    meta = media.split(";")
+    if not meta[0].lower().startswith("image/") or "base64" not in (
+        m.strip().lower() for m in meta[1:]
+    ):
+        raise InvalidRequest(
+            f"'{param}' must be a data:image/...;base64, URL", param=param
+        )
 
 
 def b64(data: bytes) -> str:

@@ -44,23 +44,21 @@ async def to_white_edit_mask(mask: StoredImage, first: StoredImage) -> bytes:
     than the gateway's ``max_image_pixels`` (a 400 before any decode).
     """
     gate = pixels.current()
-    work = functools.partial(_convert, _source(mask), _source(first), gate.max_pixels)
-    return await gate.run(work)
+    src = await _source(mask), await _source(first)
+    return await gate.run(functools.partial(_convert, *src, gate.max_pixels))
 
 
 async def to_black_edit_mask(mask: StoredImage, first: StoredImage) -> bytes:
     """The same mask inverted, black = edit (Amazon Nova's inpainting), in one pass."""
     gate = pixels.current()
-    work = functools.partial(
-        _convert, _source(mask), _source(first), gate.max_pixels, invert=True
-    )
+    src = await _source(mask), await _source(first)
+    work = functools.partial(_convert, *src, gate.max_pixels, invert=True)
     return await gate.run(work)
 
 
-def _source(image: StoredImage) -> str | IO[bytes]:
-    if image.data is not None:
-        return io.BytesIO(image.data)
-    assert image.path is not None
+async def _source(image: StoredImage) -> str | IO[bytes]:
+    if image.path is None:
+        return io.BytesIO(await image.read())
     return image.path
 
 

@@ -6,10 +6,12 @@ msgspec's decode and its error path names the field. Adapters only ever see ``Ed
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Literal
 
 import aiofiles
 import msgspec
+import pybase64
 
 from proxy.livebody import Pipe
 
@@ -17,7 +19,8 @@ Prompt = Annotated[str, msgspec.Meta(min_length=1, max_length=32000)]
 # "<provider>/<model id>" or a configured alias; the router decides which.
 ModelName = Annotated[str, msgspec.Meta(pattern=r"^\S+$", max_length=256)]
 # OpenAI's own cap on an image_url (a data URL of a ~15 MiB image fits).
-ImageUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=20 * 1024 * 1024)]
+MAX_IMAGE_URL = 20 * 1024 * 1024
+ImageUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_IMAGE_URL)]
 FileId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 
 
@@ -90,15 +93,20 @@ GENERATE_FIELDS = frozenset(GenerateRequest.__struct_fields__)
 
 
 class StoredImage(msgspec.Struct, frozen=True):
-    """Image bytes the proxy holds: a temp file (multipart) or decoded data URL bytes."""
+    """Image bytes the proxy holds: a temp file (multipart), bytes (a small data URL,
+    a part spooled in memory) or the base64 of a big data URL, decoded only if sent
+    as bytes (``read``)."""
 
     content_type: str
     size: int
     filename: str
     path: str | None = None
     data: bytes | None = None
-    # The client's own data URL, kept so JSON upstreams get it without re-encoding.
-    data_url: str | None = None
+    # The base64 of the client's data URL (a view of the request body), kept so JSON
+    # upstreams get it without encoding it again; sent as data:<content_type>;base64.
+    b64: bytes | memoryview | None = None
+    # Its first bytes decoded (the header the gateway reads), kept with ``b64``.
+    b64_head: bytes = b""
     # The multipart part it came in ("image", "image[]", "mask"), kept for upstreams
     # that take the same names.
     field: str = ""
@@ -106,12 +114,36 @@ class StoredImage(msgspec.Struct, frozen=True):
     # by once, through this pipe; ``size`` is then its first bytes' only.
     live: Pipe | None = None
 
+    def head(self, size: int) -> bytes | None:
+        """Its first ``size`` bytes when held in memory (as bytes or as base64)."""
+        if self.data is not None:
+            return self.data[:size]
+        if self.b64 is None:
+            return None
+        if len(self.b64_head) >= min(size, self.size):
+            return self.b64_head[:size]
+        return pybase64.b64decode(self.b64[: -(-size // 3) * 4])[:size]
+
     async def read(self) -> bytes:
         if self.data is not None:
             return self.data
+        if self.b64 is not None:
+            return await decode_base64(self.b64)
         assert self.path is not None
         async with aiofiles.open(self.path, "rb") as f:
             return await f.read()
+
+
+# Base64 decoded in a worker thread from this size (pybase64 lets the GIL go): a few
+# ms on the event loop below it.
+THREAD_BASE64 = 2 * 1024 * 1024
+
+
+async def decode_base64(b64: bytes | memoryview) -> bytes:
+    """Base64 already validated, decoded (once, where bytes must be sent)."""
+    if len(b64) < THREAD_BASE64:
+        return pybase64.b64decode(b64)
+    return await asyncio.to_thread(pybase64.b64decode, b64)
 
 
 class RemoteImage(msgspec.Struct, frozen=True):

@@ -33,15 +33,11 @@ from proxy.formreader import (
     request_body,
     too_large,
 )
-from proxy.images import SNIFF_BYTES, decode_data_url, require_image
+from proxy.images import SNIFF_BYTES, require_image
 from proxy.json_body import read_json as read_json  # handlers read it here
 from proxy.models import (
     FORM_FIELDS,
     EditForm,
-    FileRef,
-    ImageInput,
-    ImageRef,
-    RemoteImage,
     StoredImage,
 )
 from proxy.tempfiles import UploadSet
@@ -51,7 +47,9 @@ _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 _FIELD_NAME = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _IMAGE_PART = re.compile(r"^image(\[\d*\])?$")
 _MAX_NESTING = 4
-_WRITE_BLOCK = 256 * 1024
+_WRITE_BLOCK = 1024 * 1024
+# A form's boundaries, headers and fields: spool_bytes bounds its parts (4 x 1 MiB fit).
+_FRAMING = 64 * 1024
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -94,37 +92,6 @@ def split_known(
     return fields, extra
 
 
-def resolve_ref(ref: ImageRef, *, param: str, mask: bool = False) -> ImageInput:
-    """Turn one ``{file_id|image_url}`` into an image input, decoding data URLs."""
-    if (ref.file_id is None) == (ref.image_url is None):
-        raise InvalidRequest(
-            f"'{param}' must have exactly one of 'file_id' or 'image_url'", param=param
-        )
-    if ref.file_id is not None:
-        return FileRef(ref.file_id)
-    url = ref.image_url
-    assert url is not None
-    param = f"{param}.image_url"
-    scheme = url[:8].lower()
-    if scheme.startswith("data:"):
-        data = decode_data_url(url, param=param)
-        kind = require_image(data[:SNIFF_BYTES], param=param, mask=mask)
-        # Upstreams get the client's base64 as is, under the type the bytes have (a
-        # client may label a PNG image/jpeg, or write DATA:IMAGE/PNG;BASE64,...).
-        prefix = f"data:{kind};base64,"
-        if not url.startswith(prefix):
-            url = prefix + url.partition(",")[2]
-        return StoredImage(
-            content_type=kind, size=len(data), filename="", data=data, data_url=url
-        )
-    # http:// too, so the fetch policy can name it (allowed only by config).
-    if scheme.startswith(("https://", "http://")) and " " not in url:
-        return RemoteImage(url)
-    raise InvalidRequest(
-        f"'{param}' must be an https URL or a data:image/...;base64, URL", param=param
-    )
-
-
 class MultipartEdit(msgspec.Struct):
     form: EditForm
     extra: dict[str, Any]
@@ -161,10 +128,10 @@ async def read_multipart(
     timeout, cap = limits.client_idle_timeout_s, limits.body_cap
     async with request_body(request, timeout, cap) as body:
         boundary = boundary_of(request.headers.get(hdrs.CONTENT_TYPE, ""))
-        # A body declared larger than the spool goes straight to disk: holding its
-        # first MiBs in memory would only mean copying them out again.
+        # A body declared larger than the spool (and its form's framing) goes straight
+        # to disk: holding its first MiBs in memory would only mean copying them out.
         declared = request.content_length
-        fits = declared is None or declared <= limits.spool_bytes
+        fits = declared is None or declared <= limits.spool_bytes + _FRAMING
         spool = limits.spool_bytes if fits else 0
         form = FormReader(body, boundary)
 

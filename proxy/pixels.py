@@ -143,10 +143,10 @@ class PixelGate:
         A header this does not understand passes: the gateway does not decode such
         an image, and where it decodes one Pillow's parsed size is checked again."""
         if image.live is not None:  # forwarded as it arrives: its first bytes
-            head = image.live.head[:HEAD_BYTES]
-        elif image.data is not None:
-            head = image.data[:HEAD_BYTES]
+            head: bytes | None = image.live.head[:HEAD_BYTES]
         else:
+            head = image.head(HEAD_BYTES)
+        if head is None:
             assert image.path is not None
             async with aiofiles.open(image.path, "rb") as f:
                 head = await f.read(HEAD_BYTES)

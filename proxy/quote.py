@@ -54,10 +54,10 @@ from proxy.parsing import (
     read_form,
     read_json,
     require_json_or_multipart,
-    resolve_ref,
     split_known,
 )
 from proxy.providers.base import capabilities_of
+from proxy.refs import resolve_ref
 from proxy.routing import Route
 from proxy.state import CONFIG, PRICES
 

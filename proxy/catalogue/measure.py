@@ -55,8 +55,8 @@ def input_sizes(job: EditJob) -> list[tuple[int, int]] | None:
     header; None when one is not (a file on disk, a URL, a stored file)."""
     sizes = []
     for image in job.images:
-        data = image.data if isinstance(image, StoredImage) else None
-        size = None if data is None else dimensions(data[:HEAD_BYTES])
+        head = image.head(HEAD_BYTES) if isinstance(image, StoredImage) else None
+        size = None if head is None else dimensions(head)
         if size is None:
             return None
         sizes.append(size)

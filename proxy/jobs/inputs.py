@@ -27,10 +27,9 @@ _CHUNK = 1024 * 1024
 
 
 async def _chunks(image: StoredImage) -> AsyncIterator[bytes]:
-    if image.data is not None:
-        yield image.data
+    if image.path is None:
+        yield await image.read()
         return
-    assert image.path is not None
     async with aiofiles.open(image.path, "rb") as f:
         while chunk := await f.read(_CHUNK):
             yield chunk
@@ -111,13 +110,12 @@ async def restore(
         if not entry.data_url:
             return image
         data = await image.read()
-        encoded = base64.b64encode(data).decode()
         return StoredImage(
             content_type=entry.content_type,
             size=entry.size,
             filename=entry.filename,
             data=data,
-            data_url=f"data:{entry.content_type};base64,{encoded}",
+            b64=base64.b64encode(data),
             field=entry.field,
         )
 

@@ -161,7 +161,7 @@ def reference(image: ImageInput, file_id: str | None = None) -> Input:
         size=image.size,
         filename=image.filename,
         field=image.field,
-        data_url=image.data_url is not None,
+        data_url=image.b64 is not None,
     )
 
 

@@ -66,7 +66,7 @@ async def _base64(
 ) -> str | None:
     # A client's data URL is reused, not decoded and encoded again (nor copied: an
     # OpenAI-shaped body sends it whole).
-    if not isinstance(image, StoredImage) or image.data_url is not None:
+    if not isinstance(image, StoredImage) or image.b64 is not None:
         return None
     if slices is None or image.size <= SPLICE_OVER:
         return b64(await image.read())
@@ -138,8 +138,8 @@ def image_b64(job: EditJob, prepared: Prepared, index: int, *, provider: str) ->
     """The base64 of ``images[index]``; a 400 if the provider needs bytes it lacks."""
     param = f"images[{index}]"
     image = require_stored(job.images[index], provider=provider, param=param)
-    if image.data_url is not None:
-        return image.data_url.partition(",")[2]
+    if image.b64 is not None:
+        return str(image.b64, "ascii")
     data = prepared.images[index]
     assert data is not None, "prepare() was not asked for base64"
     return data

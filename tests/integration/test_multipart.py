@@ -283,6 +283,26 @@ async def test_small_parts_are_spooled_in_memory_large_ones_on_disk(
     assert value(await scrape(proxy), "imagegate_spooled_bytes") == 0
 
 
+async def test_parts_within_the_spool_stay_in_memory_with_a_declared_length(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, temp_root: Path
+) -> None:
+    # Four parts of 64 KiB fill a 256 KiB spool exactly; the body, with its
+    # boundaries and fields, is longer. Before, the declared length was compared
+    # with the spool and every part went to disk.
+    proxy = await start_proxy(
+        {"openai": {"base_url": fake_openai.url}},  # type: ignore[attr-defined]
+        limits={"spool_bytes": 256 * 1024},
+    )
+    blobs = [sized_png(64 * 1024) for _ in range(4)]
+    seen = await _max_temp_files(
+        temp_root, post(proxy, form([("image[]", b) for b in blobs]))
+    )
+    assert seen == 0
+    assert [f.sha256 for f in fake_openai.last.files] == [
+        hashlib.sha256(b).hexdigest() for b in blobs
+    ]
+
+
 async def _max_temp_files(temp_root: Path, call: Awaitable[tuple[int, Any]]) -> int:
     """The most temp files seen at once while ``call`` (an edit that must succeed) ran."""
     seen: list[int] = []

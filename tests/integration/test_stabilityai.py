@@ -217,3 +217,19 @@ async def test_client_fields_are_never_a_second_form_part(
         await sdk.images.generate(model="stabilityai/ultra", prompt="x", **kwargs)
     assert exc.value.param == param
     assert fake.received == []
+
+
+async def test_big_json_data_url_reaches_stability_decoded(
+    proxy: TestServer, fake: FakeStability
+) -> None:
+    # Taken out of the JSON body (proxy.json_body), decoded once for the form.
+    image = png(6, 6, seed=3) + bytes(range(256)) * 256
+    url = "data:image/png;base64," + base64.b64encode(image).decode()
+    async with aiohttp.ClientSession() as client:
+        resp = await client.post(
+            proxy.make_url("/v3/images/edits"),
+            json={"model": "stabilityai/remove-background", "prompt": "-",
+                  "images": [{"image_url": url}]},
+        )  # fmt: skip
+        assert resp.status == 200, await resp.text()
+    assert fake.file("image") == image

@@ -112,9 +112,7 @@ def test_inputs_are_kept_as_references() -> None:
         "remote", url="https://x/a.png"
     )
     assert reference(FileRef("file-1")) == Input("file", file_id="file-1")
-    image = StoredImage(
-        "image/png", 3, "a.png", data=b"abc", data_url="data:,", field="image"
-    )
+    image = StoredImage("image/png", 3, "a.png", data=b"abc", b64=b"", field="image")
     assert reference(image, "f-9") == Input(
         "stored", file_id="f-9", content_type="image/png", size=3,
         filename="a.png", field="image", data_url=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import zlib
 from pathlib import Path
@@ -205,3 +206,16 @@ async def test_malformed_masks_are_400s(mask: bytes) -> None:
     with pytest.raises(InvalidRequest) as exc:
         await to_white_edit_mask(_stored(mask), _stored(png(4, 4)))
     assert exc.value.param == "mask"
+
+
+async def test_a_mask_held_as_base64_converts_like_one_held_as_bytes() -> None:
+    # A big data URL's image is kept as its base64 (proxy.json_body) and decoded
+    # only where bytes are needed, as here.
+    mask = _alpha_mask(6, 4, {(0, 0), (5, 3)})
+    image = png(6, 4)
+
+    def held(data: bytes) -> StoredImage:
+        return StoredImage("image/png", len(data), "", b64=base64.b64encode(data))
+
+    as_bytes = await to_white_edit_mask(_stored(mask), _stored(image))
+    assert await to_white_edit_mask(held(mask), held(image)) == as_bytes

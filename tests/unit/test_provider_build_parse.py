@@ -75,7 +75,7 @@ def form_text(call: UpstreamCall) -> str:
 
 
 async def test_prepare_reuses_data_urls_and_leaves_urls_and_ids() -> None:
-    from_url = msgspec.structs.replace(STORED, data_url="data:image/png;base64,QUJD")
+    from_url = msgspec.structs.replace(STORED, b64=b"QUJD")
     images = (from_url, STORED, RemoteImage("https://a/b.png"), FileRef("file-1"))
     got = await prepare(job(images=images, mask=STORED), Needs(base64=True))
     assert got == Prepared(images=(None, B64, None, None), mask=B64)
