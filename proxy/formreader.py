@@ -211,9 +211,18 @@ class BodyStream:
 
     async def read(self) -> bytes:
         """The next chunk of the body; ``b""`` at its end."""
-        if self._holding and not _buffered(self._content):
-            # The next read waits for the client: the turn is another body's.
-            self._give_turn()
+        turn = self._turn
+        if turn is not None:
+            if self._holding:
+                if not _buffered(self._content):
+                    # The next read waits for the client: the turn is another body's.
+                    self._give_turn()
+            elif _buffered(self._content):
+                # Bytes wait in aiohttp's buffer: the turn first, then the bytes.
+                # Taken the other way round, the socket read on while the chunk
+                # waited, and a burst of 1,000 uploads held every body whole.
+                await turn.acquire()
+                self._holding = True
         self._since = since = self._loop.time()
         try:
             chunk = await self._content.readany()

@@ -18,7 +18,9 @@ from pathlib import Path
 from aiohttp import web
 
 from proxy.listener import AcceptingSite
-from proxy.state import LIFECYCLE, PRESSURE
+from proxy.state import CONFIG, LIFECYCLE, PRESSURE
+from proxy.tasks import TaskGroup
+from proxy.trim import Trimmer, trimmer
 
 log = logging.getLogger("imagegate")
 
@@ -64,6 +66,7 @@ async def serve(
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    background = TaskGroup()
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
@@ -79,11 +82,24 @@ async def serve(
             "listening",
             extra={"fields": {"host": host, "port": port, "backlog": backlog}},
         )
+        _start_trimming(app, background)
         await stop.wait()
         app[LIFECYCLE].draining = True
         log.info("draining", extra={"fields": {"in_flight": app[PRESSURE].inflight}})
     finally:
+        await background.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
     log.info("stopped")
+
+
+def _start_trimming(app: web.Application, tasks: TaskGroup) -> Trimmer | None:
+    """Free memory back to the system after bursts (``proxy.trim``), checked while at
+    most 1/64 of ``max_inflight`` requests are in flight (8 at the default)."""
+    pressure = app[PRESSURE]
+    quiet = app[CONFIG].backpressure.max_inflight // 64
+    found = trimmer(lambda: pressure.inflight <= quiet)
+    if found is not None:
+        tasks.spawn(found.run(), name="imagegate-trim")
+    return found

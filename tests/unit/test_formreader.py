@@ -275,6 +275,39 @@ async def test_outside_cancellation_is_not_turned_into_a_timeout() -> None:
             await read_forever()
 
 
+class Buffered:
+    """Like aiohttp's ``request.content``: chunks already received wait in
+    ``_buffer`` (and keep its socket paused while they are many) until read."""
+
+    def __init__(self, chunks: Sequence[bytes]) -> None:
+        self._buffer = list(chunks)
+        self.reads = 0
+
+    async def readany(self) -> bytes:
+        self.reads += 1
+        chunks, self._buffer = self._buffer, []
+        return b"".join(chunks)
+
+
+async def test_buffered_bytes_stay_buffered_until_a_turn_is_free() -> None:
+    turns = asyncio.Semaphore(1)
+    await turns.acquire()  # another body's chunk is being handled
+    pace = Pace(grace_s=10.0, min_rate=1, turn=turns)
+    source = Buffered([b"first", b"second"])
+    async with BodyStream(source, 10.0, 1 << 20, pace=pace) as body:
+        read = asyncio.ensure_future(body.read())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        # Not taken out of aiohttp's buffer: taken, they waited here while the
+        # socket read on, and 1,000 waiting uploads held their bodies whole.
+        assert not read.done()
+        assert source.reads == 0
+        turns.release()
+        assert await read == b"firstsecond"
+        assert turns.locked()
+    assert not turns.locked()
+
+
 async def test_a_chunk_waits_for_a_turn_and_a_stall_holds_none() -> None:
     turns = asyncio.Semaphore(1)
     await turns.acquire()  # another body's chunk is being handled
