@@ -76,13 +76,13 @@ async def serve(
         # of 128 reset 316 of 1,000 clients).
         # AcceptingSite, not aiohttp's TCPSite: uvloop accepts one connection per
         # turn of the loop, and a burst waited seconds to be accepted (listener.py).
+        await _start_trimming(app, background)
         site = AcceptingSite(runner, host, port, reuse_port=reuse_port, backlog=backlog)
         await site.start()
         log.info(
             "listening",
             extra={"fields": {"host": host, "port": port, "backlog": backlog}},
         )
-        _start_trimming(app, background)
         await stop.wait()
         app[LIFECYCLE].draining = True
         log.info("draining", extra={"fields": {"in_flight": app[PRESSURE].inflight}})
@@ -94,12 +94,14 @@ async def serve(
     log.info("stopped")
 
 
-def _start_trimming(app: web.Application, tasks: TaskGroup) -> Trimmer | None:
+async def _start_trimming(app: web.Application, tasks: TaskGroup) -> Trimmer | None:
     """Free memory back to the system after bursts (``proxy.trim``), checked while at
-    most 1/64 of ``max_inflight`` requests are in flight (8 at the default)."""
+    most 1/64 of ``max_inflight`` requests are in flight (8 at the default). Called
+    before the gateway listens: the first tick reads the idle baseline."""
     pressure = app[PRESSURE]
     quiet = app[CONFIG].backpressure.max_inflight // 64
     found = trimmer(lambda: pressure.inflight <= quiet)
     if found is not None:
+        await found.tick()
         tasks.spawn(found.run(), name="imagegate-trim")
     return found

@@ -66,7 +66,8 @@ class Trimmer:
     ``quiet`` says whether few enough requests are in flight; ``rss`` reads the
     resident set; ``trim`` returns free memory. A tick runs on a worker thread: it
     reads ``/proc`` and ctypes lets go of the GIL for the trim, so the event loop
-    serves meanwhile. The baseline is the lowest RSS seen while quiet.
+    serves meanwhile. The baseline is the lowest RSS seen while quiet, the first
+    reading taken before the gateway listens.
     """
 
     def __init__(
