@@ -209,6 +209,10 @@ class BodyStream:
             self._holding = False
             self._turn.release()
 
+    def buffered(self) -> bool:
+        """Whether bytes wait in aiohttp's buffer (a read would not wait for them)."""
+        return _buffered(self._content)
+
     async def read(self) -> bytes:
         """The next chunk of the body; ``b""`` at its end."""
         turn = self._turn
@@ -303,6 +307,14 @@ class FormReader:
         self._in_part = False
         self._done = False
 
+    def ready(self) -> bool:
+        """Whether ``read`` has bytes at hand, so it would not wait for the client."""
+        return (
+            not self._in_part
+            or len(self._data) - self._pos >= len(self._delim)
+            or self._body.buffered()
+        )
+
     async def _next_chunk(self) -> bytes:
         chunk = await self._body.read()
         if not chunk:
@@ -368,7 +380,9 @@ class FormReader:
             # Everything but a tail that may be the start of a split delimiter.
             safe = len(data) - size + 1
             if safe > pos:
-                self._pos = safe
+                # Only that tail stays here: the chunk lives as long as the view
+                # handed out, not while this body waits for its client.
+                self._data, self._pos = data[safe:], 0
                 return memoryview(data)[pos:safe]
             chunk = await self._next_chunk()
             tail = data[pos:]

@@ -42,6 +42,7 @@ _FIELD_NAME = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _IMAGE_PART = re.compile(r"^image(\[\d*\])?$")
 _MAX_NESTING = 4
 _WRITE_BLOCK = 256 * 1024
+_FLUSH_BLOCK = 64 * 1024
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -130,6 +131,10 @@ class Chunks(Protocol):
 
     async def read(self) -> bytes | memoryview: ...
 
+    def ready(self) -> bool:
+        """Whether a read would not wait for the client."""
+        ...
+
 
 class _Digesting:
     """A part's chunks, hashed as they are read."""
@@ -142,6 +147,9 @@ class _Digesting:
         chunk = await self._reader.read()
         self.sha.update(chunk)
         return chunk
+
+    def ready(self) -> bool:
+        return self._reader.ready()
 
 
 async def read_multipart(
@@ -278,11 +286,20 @@ async def _stream_file(
             uploads.release(len(piece))
         pieces.clear()
         # Then the rest in blocks of at least _WRITE_BLOCK: each write is a trip to
-        # aiofiles' thread, and the socket hands out chunks of tens of KiB.
+        # aiofiles' thread, and the socket hands out chunks of tens of KiB. A block
+        # of _FLUSH_BLOCK or more goes to disk before waiting for the client, so a
+        # burst of uploads waiting for their clients holds little each (issue 19).
         buf = bytearray(chunk)
+        del chunk  # a view of the socket's whole chunk: not kept across waits
         while True:
-            while len(buf) < _WRITE_BLOCK and (chunk := await reader.read()):
+            while len(buf) < _WRITE_BLOCK and (
+                len(buf) < _FLUSH_BLOCK or reader.ready()
+            ):
+                chunk = await reader.read()
+                if not chunk:
+                    break
                 buf += chunk
+                del chunk
             if not buf:
                 break
             size += len(buf)

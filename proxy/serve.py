@@ -25,6 +25,10 @@ from proxy.trim import Trimmer, trimmer
 log = logging.getLogger("imagegate")
 
 SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+# aiohttp pauses a request body's socket once 2 x read_bufsize bytes wait unread;
+# its default (256 KiB) let each of 1,000 uploads waiting for a body turn hold
+# 512-768 KiB (issue 19). 64 KiB: at most 128 KiB plus one socket read.
+READ_BUFSIZE = 64 * 1024
 
 
 def somaxconn(path: Path = SOMAXCONN) -> int | None:
@@ -62,6 +66,7 @@ async def serve(
         access_log=None,
         shutdown_timeout=shutdown_timeout_s,
         keepalive_timeout=keepalive_timeout_s,
+        read_bufsize=READ_BUFSIZE,
     )
     await runner.setup()
     stop = asyncio.Event()

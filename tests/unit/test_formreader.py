@@ -8,6 +8,7 @@ Bodies are fed in chosen chunkings (a delimiter split across reads is the case a
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Sequence
 
 import pytest
@@ -330,3 +331,25 @@ async def test_a_chunk_waits_for_a_turn_and_a_stall_holds_none() -> None:
         with pytest.raises(asyncio.CancelledError):
             await second
     assert not turns.locked()
+
+
+async def test_a_handed_out_chunk_is_not_kept_by_the_reader() -> None:
+    head = (
+        b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="image"; '
+        b'filename="a.png"\r\n\r\n'
+    )
+    big = bytes(300_000)
+    source = Chunks([head, big, b"\r\n--" + BOUNDARY + b"--\r\n"])
+    async with BodyStream(source, 5.0, 1 << 30) as body:
+        reader = FormReader(body, BOUNDARY)
+        assert await reader.next() is not None
+        view = await reader.read()
+        assert view.obj is big
+        del view
+        # Only our own name for it (and getrefcount's argument) is left: a body
+        # waiting for its client keeps no chunk it already handed out.
+        assert sys.getrefcount(big) == 2
+        data = b""
+        while chunk := await reader.read():
+            data += chunk
+        assert data == big[len(big) - len(BOUNDARY) - 3 :]
