@@ -1,7 +1,7 @@
 """The outermost middleware: how many requests start per turn of the event loop, and
 the unread body of an answered request discarded in body turns.
 
-Until a request reads its body (``formreader.request_body``), or its answer is out,
+Until a request reads its body (``bodystream.request_body``), or its answer is out,
 only its head was read from its connection (``proxy.listener.HeadFirst``).
 
 A burst's heads arrive together: 1,000 uploads read in one turn of the loop, and each
@@ -28,8 +28,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy.backpressure import Pressure
+from proxy.bodystream import BodyStream, Pace
 from proxy.errors import ProxyError
-from proxy.formreader import BodyStream, Pace
 from proxy.listener import release
 from proxy.middleware import Handler
 from proxy.state import CONFIG, LIFECYCLE, PRESSURE

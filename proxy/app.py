@@ -269,6 +269,9 @@ class _CountingConnector(aiohttp.TCPConnector):
         return conn
 
 
+UPSTREAM_READ_BUFSIZE = 64 * 1024
+
+
 def _session(
     name: str, pool: Pool, metrics: Metrics, max_inflight: int
 ) -> aiohttp.ClientSession:
@@ -294,6 +297,9 @@ def _session(
         # client's reply must not ride on the next client's request.
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=True,
+        # A reply's buffer pauses its socket at 2 x read_bufsize: aiohttp's default
+        # (256 KiB) let 1,000 relayed replies hold up to 768 KiB each (issue 19).
+        read_bufsize=UPSTREAM_READ_BUFSIZE,
     )
 
 

@@ -69,7 +69,7 @@ class Backpressure(ConfigBase, frozen=True, forbid_unknown_fields=True):
     retry_after_s: PositiveInt = 1
     # Request bodies being read at once: beyond it, a body's chunks wait unread
     # (its socket paused) until a turn is free; a turn is given back whenever the
-    # body waits for its client (proxy.formreader.BodyStream.read), so one turn of
+    # body waits for its client (proxy.bodystream.BodyStream.read), so one turn of
     # the event loop serves fewer uploads and /healthz or a 503 waits less.
     max_body_reads: PositiveInt = 64
 

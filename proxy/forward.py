@@ -160,6 +160,9 @@ class _Tee:
         self._pipe: Pipe | None = None
         self._size = 0
 
+    def ready(self) -> bool:
+        return self._reader.ready()
+
     async def read(self) -> bytes | memoryview:
         chunk = await self._reader.read()
         self._size += len(chunk)

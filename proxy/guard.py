@@ -20,13 +20,13 @@ import uuid
 from aiohttp import HttpVersion11, hdrs, web
 
 from proxy.backpressure import Slot
+from proxy.bodystream import PACE, Pace, too_large
 from proxy.budget import Hold
 from proxy.client_keys import KeyRing
 from proxy.config import Limits
 from proxy.context import CONTEXT, RequestContext
 from proxy.controls import ClientKey
 from proxy.errors import Overloaded, ProxyError
-from proxy.formreader import PACE, Pace, too_large
 from proxy.jobs.prefer import uncounted
 from proxy.middleware import Handler
 from proxy.parsing import media_type

@@ -22,9 +22,9 @@ import msgspec
 import pybase64
 from aiohttp import web
 
+from proxy.bodystream import request_body
 from proxy.config import Limits
 from proxy.errors import InvalidRequest
-from proxy.formreader import request_body
 from proxy.models import MAX_IMAGE_URL, THREAD_BASE64
 from proxy.pixels import HEAD_BYTES
 

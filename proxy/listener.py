@@ -12,7 +12,7 @@ behind a ``HeadFirst``.
 
 ``HeadFirst`` reads a new connection's request head, not its body: at most
 ``HEAD_READ`` bytes a read until the head's end is in, then nothing until ``release``:
-when the request reads its body (``formreader.request_body``) or is answered
+when the request reads its body (``bodystream.request_body``) or is answered
 (``proxy.admission``). uvloop otherwise reads up to 256 KiB from every readable
 socket on every turn, and a burst of 1,000 uploads cost the loop a read of each
 body's first 128-384 KiB (copies into fresh pages, 0.1-0.4 ms apiece) before any

@@ -16,23 +16,15 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import hdrs, web
 
+from proxy.bodystream import request_body, too_large
 from proxy.charsets import text_codec
 from proxy.config import Limits
 from proxy.errors import (
     InvalidRequest,
     UnsupportedMediaType,
 )
-from proxy.formreader import (
-    Chunks as Chunks,  # proxy.quote reads it here
-)
-from proxy.formreader import (
-    FormReader,
-    Part,
-    Watch,
-    boundary_of,
-    request_body,
-    too_large,
-)
+from proxy.formreader import Chunks as Chunks  # proxy.quote reads it here
+from proxy.formreader import FormReader, Part, Watch, boundary_of
 from proxy.images import SNIFF_BYTES, require_image
 from proxy.json_body import read_json as read_json  # handlers read it here
 from proxy.models import (
@@ -47,7 +39,8 @@ _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 _FIELD_NAME = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _IMAGE_PART = re.compile(r"^image(\[\d*\])?$")
 _MAX_NESTING = 4
-_WRITE_BLOCK = 1024 * 1024
+_WRITE_BLOCK = 256 * 1024
+_FLUSH_BLOCK = 64 * 1024
 # A form's boundaries, headers and fields: spool_bytes bounds its parts (4 x 1 MiB fit).
 _FRAMING = 64 * 1024
 
@@ -113,6 +106,9 @@ class _Digesting:
         chunk = await self._reader.read()
         self.sha.update(chunk)
         return chunk
+
+    def ready(self) -> bool:
+        return self._reader.ready()
 
 
 async def read_multipart(
@@ -261,11 +257,20 @@ async def _stream_file(
             uploads.release(len(piece))
         pieces.clear()
         # Then the rest in blocks of at least _WRITE_BLOCK: each write is a trip to
-        # aiofiles' thread, and the socket hands out chunks of tens of KiB.
+        # aiofiles' thread, and the socket hands out chunks of tens of KiB. A block
+        # of _FLUSH_BLOCK or more goes to disk before waiting for the client, so a
+        # burst of uploads waiting for their clients holds little each (issue 19).
         buf = bytearray(chunk)
+        del chunk  # a view of the socket's whole chunk: not kept across waits
         while True:
-            while len(buf) < _WRITE_BLOCK and (chunk := await reader.read()):
+            while len(buf) < _WRITE_BLOCK and (
+                len(buf) < _FLUSH_BLOCK or reader.ready()
+            ):
+                chunk = await reader.read()
+                if not chunk:
+                    break
                 buf += chunk
+                del chunk
             if not buf:
                 break
             size += len(buf)

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import hdrs, web
 
+from proxy.bodystream import request_body
 from proxy.catalogue.bound import ask_of, bounds
 from proxy.catalogue.cost import usd
 from proxy.catalogue.measure import HEAD_BYTES, input_sizes
@@ -35,7 +36,7 @@ from proxy.catalogue.schema import Price, TokensPerImage, Verdict
 from proxy.config import Limits
 from proxy.dispatch import check_job
 from proxy.errors import InvalidRequest
-from proxy.formreader import FormReader, Part, boundary_of, request_body
+from proxy.formreader import FormReader, Part, boundary_of
 from proxy.handlers import _job as job_of
 from proxy.handlers import _route as route_of
 from proxy.images import SNIFF_BYTES, require_image

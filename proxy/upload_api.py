@@ -19,11 +19,12 @@ import aiohttp
 from aiohttp import hdrs, web
 
 from proxy import leftovers
+from proxy.bodystream import request_body
 from proxy.config_storage import UploadStoreConfig
 from proxy.context import CONTEXT
 from proxy.environment import MULTIPROC_ENV, s3_settings
 from proxy.errors import InvalidRequest, NotFound, UnsupportedMediaType
-from proxy.formreader import FormReader, boundary_of, request_body
+from proxy.formreader import FormReader, boundary_of
 from proxy.guard import defer_continue
 from proxy.images import SNIFF_BYTES, sniff
 from proxy.parsing import media_type

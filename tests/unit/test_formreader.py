@@ -8,14 +8,16 @@ Bodies are fed in chosen chunkings (a delimiter split across reads is the case a
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.bodystream import BodyStream, Pace
 from proxy.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
-from proxy.formreader import BodyStream, FormReader, Pace, boundary_of
+from proxy.formreader import FormReader, boundary_of
 
 BOUNDARY = b"XyZ-boundary"
 
@@ -275,6 +277,39 @@ async def test_outside_cancellation_is_not_turned_into_a_timeout() -> None:
             await read_forever()
 
 
+class Buffered:
+    """Like aiohttp's ``request.content``: chunks already received wait in
+    ``_buffer`` (and keep its socket paused while they are many) until read."""
+
+    def __init__(self, chunks: Sequence[bytes]) -> None:
+        self._buffer = list(chunks)
+        self.reads = 0
+
+    async def readany(self) -> bytes:
+        self.reads += 1
+        chunks, self._buffer = self._buffer, []
+        return b"".join(chunks)
+
+
+async def test_buffered_bytes_stay_buffered_until_a_turn_is_free() -> None:
+    turns = asyncio.Semaphore(1)
+    await turns.acquire()  # another body's chunk is being handled
+    pace = Pace(grace_s=10.0, min_rate=1, turn=turns)
+    source = Buffered([b"first", b"second"])
+    async with BodyStream(source, 10.0, 1 << 20, pace=pace) as body:
+        read = asyncio.ensure_future(body.read())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        # Not taken out of aiohttp's buffer: taken, they waited here while the
+        # socket read on, and 1,000 waiting uploads held their bodies whole.
+        assert not read.done()
+        assert source.reads == 0
+        turns.release()
+        assert await read == b"firstsecond"
+        assert turns.locked()
+    assert not turns.locked()
+
+
 async def test_a_chunk_waits_for_a_turn_and_a_stall_holds_none() -> None:
     turns = asyncio.Semaphore(1)
     await turns.acquire()  # another body's chunk is being handled
@@ -297,3 +332,25 @@ async def test_a_chunk_waits_for_a_turn_and_a_stall_holds_none() -> None:
         with pytest.raises(asyncio.CancelledError):
             await second
     assert not turns.locked()
+
+
+async def test_a_handed_out_chunk_is_not_kept_by_the_reader() -> None:
+    head = (
+        b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="image"; '
+        b'filename="a.png"\r\n\r\n'
+    )
+    big = bytes(300_000)
+    source = Chunks([head, big, b"\r\n--" + BOUNDARY + b"--\r\n"])
+    async with BodyStream(source, 5.0, 1 << 30) as body:
+        reader = FormReader(body, BOUNDARY)
+        assert await reader.next() is not None
+        view = await reader.read()
+        assert view.obj is big
+        del view
+        # Only our own name for it (and getrefcount's argument) is left: a body
+        # waiting for its client keeps no chunk it already handed out.
+        assert sys.getrefcount(big) == 2
+        data = b""
+        while chunk := await reader.read():
+            data += chunk
+        assert data == big[len(big) - len(BOUNDARY) - 3 :]
