@@ -14,18 +14,21 @@ is refused with a message naming the budget left, and is never sent upstream.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
 from proxy.app import create_app
+from proxy.logs import JsonFormatter
 from tests.conftest import (
     UPSTREAM_KEY,
     AiohttpServer,
@@ -39,6 +42,7 @@ from tests.fakes.sse import StreamPlan
 from tests.fakes.stabilityai import FakeStability
 from tests.gateway import KEY_A, Gate, eventually, generate, key_entry, redis_server
 from tests.images import png
+from tests.observability import scrape as metrics
 
 # The fake's gpt-image-2 reply: 10 text tokens in at $5/1M, 40 image tokens in at
 # $8/1M, 1000 out at $30/1M ($0.00005 + $0.00032 + $0.03).
@@ -203,6 +207,31 @@ async def test_fan_out_with_failures_charges_the_calls_that_answered(
     # stabilityai/core is $0.03 per image: four images made, four charged.
     assert await left(proxy, "stabilityai/core") == pytest.approx(0.2 - 4 * 0.03)
     assert len(fake.received) == 6
+
+
+async def test_fan_out_with_failures_logs_and_counts_what_was_spent(
+    start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The failed request still cost the four images made: the access line and the
+    # cost counter say so, with or without a budget (they said null and nothing).
+    gateway = await start_gateway("stabilityai", keys={"team-a": key_entry(KEY_A)})
+    fake, proxy = gateway.fake, gateway.proxy
+    failure = Reply(status=500, body=fake.error_body(500, "boom"))
+    fake.script(Reply(), Reply(), Reply(), Reply(), failure, failure)
+    caplog.set_level(logging.INFO, logger="imagegate.access")
+    status, body, _ = await generate(proxy, KEY_A, "stabilityai/core", n=6)
+    assert status == 502, body
+    assert "cost" not in body  # an error answer carries no cost
+    (line,) = [
+        msgspec.json.decode(JsonFormatter().format(r))
+        for r in caplog.records
+        if r.name == "imagegate.access"
+    ]
+    assert line["status"] == 502
+    assert line["cost_usd"] == pytest.approx(4 * 0.03)
+    samples = await metrics.scrape(proxy)
+    spent = metrics.value(samples, "imagegate_cost_usd_total", key="team-a")
+    assert spent == pytest.approx(4 * 0.03)
 
 
 async def test_unpriced_model_is_refused_for_a_budgeted_key(
