@@ -247,8 +247,8 @@ class _CountingConnector(aiohttp.TCPConnector):
 
     def __init__(self, name: str, metrics: Metrics, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._created = metrics.upstream_connections.labels(name, "created")
-        self._reused = metrics.upstream_connections.labels(name, "reused")
+        self._created = metrics.add(metrics.upstream_connections, name, "created")
+        self._reused = metrics.add(metrics.upstream_connections, name, "reused")
         self._seen: weakref.WeakSet[object] = weakref.WeakSet()
 
     async def connect(
@@ -260,10 +260,10 @@ class _CountingConnector(aiohttp.TCPConnector):
         conn = await super().connect(req, traces, timeout)
         protocol = conn.protocol
         if protocol in self._seen:
-            self._reused.inc()
+            self._reused(1)
         elif protocol is not None:
             self._seen.add(protocol)
-            self._created.inc()
+            self._created(1)
         return conn
 
 

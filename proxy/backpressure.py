@@ -29,7 +29,7 @@ from collections.abc import Iterator
 
 from proxy.controls import Backpressure
 from proxy.errors import Overloaded
-from proxy.metrics import Metrics
+from proxy.metrics import Metrics, setter
 
 # Bytes reserved per JSON body byte: the body itself plus what msgspec decodes from it
 # (strings of the same length: data URLs are ASCII). The decoded images (3/4 of their
@@ -90,6 +90,8 @@ class Pressure:
     def __init__(self, config: Backpressure, metrics: Metrics) -> None:
         self._config = config
         self._metrics = metrics
+        self._temp_gauge = setter(metrics.temp_reserved_bytes)
+        self._json_gauge = setter(metrics.json_reserved_bytes)
         self.inflight = 0
         # Turns at handling request body chunks (``BodyStream.read``): each socket
         # delivering data costs the loop a callback and a task step per turn of the
@@ -186,6 +188,6 @@ class Pressure:
 
     def _gauge(self, pool: _Pool) -> None:
         if pool is self.temp:
-            self._metrics.temp_reserved_bytes.set(pool.used)
+            self._temp_gauge(pool.used)
         else:
-            self._metrics.json_reserved_bytes.set(pool.used)
+            self._json_gauge(pool.used)

@@ -107,7 +107,7 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
         else:
             form = await read_multipart(request, limits, uploads, digest=bool(key))
             idem = bound(request, key, "form", form.canonical)
-            app[METRICS].upload_bytes.inc(
+            app[METRICS].upload_add(
                 sum(i.size for i in form.images) + (form.mask.size if form.mask else 0)
             )
             route = _route(request, form.form.model)

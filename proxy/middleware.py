@@ -84,9 +84,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     start = time.perf_counter()
     status = 500
     # Probes and scrapes are not work: they stay out of the saturation gauge.
-    inflight = metrics.inflight if route not in _QUIET_ROUTES else None
+    inflight = metrics.inflight_add if route not in _QUIET_ROUTES else None
     if inflight is not None:
-        inflight.inc()
+        inflight(1)
     try:
         try:
             resp = await handler(request)
@@ -139,7 +139,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         return resp
     finally:
         if inflight is not None:
-            inflight.dec()
+            inflight(-1)
         _record(metrics, app[CONFIG].server, ctx, status, time.perf_counter() - start)
 
 
@@ -148,13 +148,13 @@ def _record(
 ) -> None:
     provider = ctx.provider or "none"
     code_class = f"{status // 100}xx"
-    metrics.child(metrics.requests, ctx.route, provider, code_class, ctx.key).inc()
+    metrics.add(metrics.requests, ctx.route, provider, code_class, ctx.key)(1)
     overhead = max(elapsed - ctx.upstream_s, 0.0)
     # Probes and scrapes are counted and logged like any request (an operator
     # filters on `route`) but kept out of the latency histograms.
     if ctx.route not in _QUIET_ROUTES:
-        metrics.child(metrics.request_duration, ctx.route).observe(elapsed)
-        metrics.child(metrics.overhead, ctx.route).observe(overhead)
+        metrics.observe(metrics.request_duration, ctx.route)(elapsed)
+        metrics.observe(metrics.overhead, ctx.route)(overhead)
     if server.access_log:
         fields = {
             "request_id": ctx.request_id,
