@@ -156,7 +156,7 @@ async def run(
             await request.hold.ensure(route, job, native_n=True)
         prepared = await _prepare(services, request, route, job, caps, planned)
         return Answer(route, None, stream=prepared, adapter=adapter)
-    answered, result = await _down_chain(services, request, route, job, caps)
+    answered, result = await _down_chain(services, request, route, job, caps, planned)
     if isinstance(result, Relayed):
         return Answer(answered, None, relayed=result)
     return Answer(answered, result)
@@ -168,12 +168,13 @@ async def _down_chain(
     route: Route,
     job: EditJob,
     caps: Capabilities,
+    planned: Plan,
 ) -> tuple[Route, EditResult | Relayed]:
     """The model's route, then its fallbacks (``proxy.fallback``) while they fail in a
     way another provider may not; each route's job is checked against its own
     provider."""
     try:
-        return route, await _call(services, request, route, job, caps)
+        return route, await _call(services, request, route, job, caps, planned)
     except fallback.FALLBACK_ON as exc:
         chain = services.fallbacks.get(f"{route.provider}/{route.model}", [])
         if not chain:
@@ -237,8 +238,10 @@ async def _call(
     route: Route,
     job: EditJob,
     caps: Capabilities,
+    planned: Plan | None = None,  # the route's own plan, when already made
 ) -> EditResult | Relayed:
-    planned = plan(job, caps)
+    if planned is None:
+        planned = plan(job, caps)
     hold = request.hold
     if hold is not None:
         # Before anything is sent: room for this call's worst case, or a 429.

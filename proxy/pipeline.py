@@ -30,6 +30,7 @@ from proxy.state import (
     REDACTOR,
     RESULT_LINKS,
     ROUTER,
+    SERVICES,
     UPLOAD_STORE,
 )
 from proxy.tempfiles import UploadSet
@@ -54,6 +55,11 @@ def route_for(app: web.Application, ctx: RequestContext, model: str) -> Route:
     if route.price_key in app[PRICES]:
         ctx.model_label = route.price_key
     return route
+
+
+async def keep_services(app: web.Application) -> None:
+    """An ``on_startup`` hook, after the cleanup contexts that open the resources."""
+    app[SERVICES] = services(app)
 
 
 def services(app: web.Application) -> dispatch.Services:
@@ -100,7 +106,9 @@ async def run(
     relay: Relay | None = None,
 ) -> dispatch.Answer:
     mine = dispatch.Request(uploads=uploads, key=key, hold=hold, relay=relay)
-    return await dispatch.run(services(app), mine, route, job)
+    # Not yet set for a job the runner took while the app was still starting.
+    found = app.get(SERVICES) or services(app)
+    return await dispatch.run(found, mine, route, job)
 
 
 async def finish(

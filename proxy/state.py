@@ -15,6 +15,7 @@ from aiohttp import web
 from proxy.backpressure import Pressure
 from proxy.client_keys import KeyRing
 from proxy.config import Config
+from proxy.dispatch import Services
 from proxy.fetch import Fetcher
 from proxy.idempotency import Keeper
 from proxy.metrics import Metrics
@@ -57,3 +58,6 @@ UPLOAD_STORE = web.AppKey("upload_store", FileStore)  # upload_api.store_ctx
 RESULT_LINKS = web.AppKey("result_links", ResultLinks)
 # Unless idempotency.enabled is off (idempotency_http.keeper_ctx): Idempotency-Key answers.
 IDEMPOTENCY = web.AppKey("idempotency", Keeper)
+# Set once the cleanup contexts ran (create_app's on_startup): what a dispatch uses,
+# gathered once rather than per request (pipeline.run).
+SERVICES = web.AppKey("services", Services)
