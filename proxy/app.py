@@ -21,7 +21,7 @@ from aiohttp.connector import Connection
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 
-from proxy import handlers, pipeline, upload_api
+from proxy import handlers, upload_api
 from proxy.backpressure import Pressure
 from proxy.catalog import images_models
 from proxy.client_keys import KeyRing, ScrapeToken
@@ -64,6 +64,7 @@ from proxy.state import (
     ROUTER,
     TEMP_DIR,
     Lifecycle,
+    keep_resources,
 )
 from proxy.tempfiles import TempDir
 from proxy.ui import add_ui_routes, assets_ctx, ui_enabled
@@ -127,7 +128,7 @@ def create_app(
     app.cleanup_ctx.append(keeper_ctx)  # after the store: it may use its bucket
     if ui_enabled(config):
         app.cleanup_ctx.append(assets_ctx)
-    app.on_startup.append(pipeline.keep_services)  # after every cleanup context
+    app.on_startup.append(keep_resources)  # after every cleanup context
     app.on_shutdown.append(_drain)
     for prefix in ("/v1", "/v3"):
         # 100 Continue waits for the guard's checks (defer_continue).
