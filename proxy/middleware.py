@@ -73,7 +73,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     metrics, redactor = app[METRICS], app[REDACTOR]
     incoming = request.headers.get("X-Request-ID", "")
     # 128 random bits as hex, like uuid4().hex, at a third of its cost.
-    request_id = incoming if _REQUEST_ID.match(incoming) else os.urandom(16).hex()
+    request_id = (
+        incoming if incoming and _REQUEST_ID.match(incoming) else os.urandom(16).hex()
+    )
     route = _route_name(request)
     trace = start_trace(
         request.headers.get("traceparent"), request.headers.get("tracestate")
