@@ -145,6 +145,12 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         _record(metrics, app[CONFIG].server, ctx, status, time.perf_counter() - start)
 
 
+def _micros(seconds: float) -> float:
+    # Whole microseconds, as round(seconds, 6) gives them but for a last digit at an
+    # exact half: round() with digits formats the float, ~3,500 instructions a call.
+    return round(seconds * 1_000_000) / 1_000_000
+
+
 def _record(
     metrics: Metrics, server: Server, ctx: RequestContext, status: int, elapsed: float
 ) -> None:
@@ -166,9 +172,9 @@ def _record(
             "key": ctx.key,
             "provider": ctx.provider,
             "model": ctx.model,
-            "duration_s": round(elapsed, 6),
-            "upstream_s": round(ctx.upstream_s, 6),
-            "overhead_s": round(overhead, 6),
+            "duration_s": _micros(elapsed),
+            "upstream_s": _micros(ctx.upstream_s),
+            "overhead_s": _micros(overhead),
             "cost_usd": ctx.cost,
             "images": ctx.images,
             "error": ctx.error_code,
