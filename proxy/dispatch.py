@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 import msgspec
 
@@ -144,6 +145,19 @@ class Answer:
     relayed: Relayed | None = None  # a reply to relay as it arrives
 
 
+_STREAMS: dict[type, bool] = {}  # by adapter class: a few entries
+
+
+def _streams(adapter: object) -> TypeGuard[StreamingAdapter]:
+    """``isinstance(adapter, StreamingAdapter)``, kept per class: a runtime
+    protocol's isinstance walks the protocol's members on every call."""
+    kind = type(adapter)
+    found = _STREAMS.get(kind)
+    if found is None:
+        found = _STREAMS[kind] = isinstance(adapter, StreamingAdapter)
+    return found
+
+
 async def run(
     services: Services, request: Request, route: Route, job: EditJob
 ) -> Answer:
@@ -151,7 +165,7 @@ async def run(
     adapter = route.adapter
     caps = capabilities_of(adapter, route.model)
     planned = plan(job, caps)
-    if planned.stream and isinstance(adapter, StreamingAdapter):
+    if planned.stream and _streams(adapter):
         if request.hold is not None:
             await request.hold.ensure(route, job, native_n=True)
         prepared = await _prepare(services, request, route, job, caps, planned)
