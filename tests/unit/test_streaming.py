@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from proxy.accounting import price
@@ -18,7 +20,7 @@ from proxy.pricing import PriceTable
 from proxy.providers.openai import Config as OpenAIConfig
 from proxy.providers.openai import OpenAIAdapter
 from proxy.routing import Route
-from proxy.sse import SSEDecoder, parse_event
+from proxy.sse import SSEDecoder, _lines, parse_event
 from proxy.streaming import completed_events as completed
 from proxy.upstream import Upstream
 
@@ -121,3 +123,35 @@ async def test_completed_events_from_a_normal_result(
     assert last["provider"] == "openai"
     assert last["cost"] == pytest.approx(0.03)
     assert last["usage"] == {"input_tokens": 0, "output_tokens": 1000}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=200)
+    | st.lists(st.sampled_from([b"a", b"\n", b":", b" "])).map(b"".join)
+)
+def test_event_lines_are_split_as_split_does(block: bytes) -> None:
+    assert _lines(block) == block.split(b"\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"event: x\n", b"data: {}\n", b": c\n", b"\n", b"\r\n", b"data:1"]
+        )
+    ),
+    st.integers(min_value=1, max_value=7),
+)
+def test_decoded_events_do_not_depend_on_the_chunking(
+    pieces: list[bytes], size: int
+) -> None:
+    stream = b"".join(pieces) + b"\n\n"
+    whole = SSEDecoder(1 << 20).feed(stream)
+    decoder = SSEDecoder(1 << 20)
+    chunked = [
+        e
+        for i in range(0, len(stream), size)
+        for e in decoder.feed(stream[i : i + size])
+    ]
+    assert chunked == whole
