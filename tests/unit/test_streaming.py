@@ -20,7 +20,7 @@ from proxy.pricing import PriceTable
 from proxy.providers.openai import Config as OpenAIConfig
 from proxy.providers.openai import OpenAIAdapter
 from proxy.routing import Route
-from proxy.sse import SSEDecoder, _lines, parse_event
+from proxy.sse import SSEDecoder, _blank_line, _lines, parse_event
 from proxy.streaming import completed_events as completed
 from proxy.upstream import Upstream
 
@@ -155,3 +155,11 @@ def test_decoded_events_do_not_depend_on_the_chunking(
         for e in decoder.feed(stream[i : i + size])
     ]
     assert chunked == whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"a", b"\n", b"bc"])).map(b"".join), st.integers(0, 12)
+)
+def test_blank_lines_are_found_as_find_does(data: bytes, at: int) -> None:
+    assert _blank_line(bytearray(data), at) == bytearray(data).find(b"\n\n", at)
