@@ -76,16 +76,27 @@ def parse_event(block: bytes) -> Event:
     name: str | None = None
     data: list[bytes] = []
     raw = block.strip(b"\n")
-    for line in _lines(raw):
-        if line.startswith(b":"):
-            continue
-        field, _, value = line.partition(b":")
-        value = value.removeprefix(b" ")
-        if field == b"event":
-            name = value.decode("utf-8", "replace")
-        elif field == b"data":
-            data.append(value)
-    return Event(name, b"\n".join(data), raw)
+    # Line by line by offsets: each field's value is the one copy made of it (split,
+    # partition and removeprefix copied a partial image's base64 three times).
+    at, end = 0, len(raw)
+    while True:
+        nl = raw.find(b"\n", at)
+        stop = end if nl < 0 else nl
+        if not raw.startswith(b":", at, stop):  # a comment line is skipped
+            colon = raw.find(b":", at, stop)
+            field = raw[at:stop] if colon < 0 else raw[at:colon]
+            value = stop if colon < 0 else colon + 1
+            if raw.startswith(
+                b" ", value, stop
+            ):  # one space after the colon is not data
+                value += 1
+            if field == b"event":
+                name = raw[value:stop].decode("utf-8", "replace")
+            elif field == b"data":
+                data.append(raw[value:stop])
+        if nl < 0:
+            return Event(name, b"\n".join(data), raw)
+        at = nl + 1
 
 
 def encode_event(name: str | None, data: bytes) -> bytes:

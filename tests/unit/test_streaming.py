@@ -163,3 +163,32 @@ def test_decoded_events_do_not_depend_on_the_chunking(
 )
 def test_blank_lines_are_found_as_find_does(data: bytes, at: int) -> None:
     assert _blank_line(bytearray(data), at) == bytearray(data).find(b"\n\n", at)
+
+
+def _reference_parse_event(block: bytes) -> tuple[str | None, bytes, bytes]:
+    # The definition, line by line.
+    name: str | None = None
+    data: list[bytes] = []
+    for line in block.strip(b"\n").split(b"\n"):
+        if line.startswith(b":"):
+            continue
+        field, _, value = line.partition(b":")
+        value = value.removeprefix(b" ")
+        if field == b"event":
+            name = value.decode("utf-8", "replace")
+        elif field == b"data":
+            data.append(value)
+    return name, b"\n".join(data), block.strip(b"\n")
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"event", b"data", b":", b" ", b"\n", b"x", b"\xff", b"id", b"data: {}"]
+        )
+    ).map(b"".join)
+)
+def test_parse_event_as_defined(block: bytes) -> None:
+    event = parse_event(block)
+    assert (event.name, event.data, event.raw) == _reference_parse_event(block)
