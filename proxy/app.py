@@ -65,6 +65,7 @@ from proxy.state import (
     ROUTER,
     TEMP_DIR,
     Lifecycle,
+    keep_resources,
 )
 from proxy.tempfiles import TempDir
 from proxy.ui import add_ui_routes, assets_ctx, ui_enabled
@@ -129,6 +130,7 @@ def create_app(
     app.cleanup_ctx.append(keeper_ctx)  # after the store: it may use its bucket
     if ui_enabled(config):
         app.cleanup_ctx.append(assets_ctx)
+    app.on_startup.append(keep_resources)  # after every cleanup context
     app.on_shutdown.append(_drain)
     for prefix in ("/v1", "/v3"):
         # 100 Continue waits for the guard's checks (defer_continue).
@@ -249,8 +251,8 @@ class _CountingConnector(aiohttp.TCPConnector):
 
     def __init__(self, name: str, metrics: Metrics, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._created = metrics.upstream_connections.labels(name, "created")
-        self._reused = metrics.upstream_connections.labels(name, "reused")
+        self._created = metrics.add(metrics.upstream_connections, name, "created")
+        self._reused = metrics.add(metrics.upstream_connections, name, "reused")
         self._seen: weakref.WeakSet[object] = weakref.WeakSet()
 
     async def connect(
@@ -262,10 +264,10 @@ class _CountingConnector(aiohttp.TCPConnector):
         conn = await super().connect(req, traces, timeout)
         protocol = conn.protocol
         if protocol in self._seen:
-            self._reused.inc()
+            self._reused(1)
         elif protocol is not None:
             self._seen.add(protocol)
-            self._created.inc()
+            self._created(1)
         return conn
 
 

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 
 from proxy.controls import Backpressure
 from proxy.errors import Overloaded
-from proxy.metrics import Metrics
+from proxy.metrics import Metrics, setter
 
 # Bytes reserved per JSON body byte: the body itself plus what msgspec decodes from it
 # (strings of the same length: data URLs are ASCII). The decoded images (3/4 of their
@@ -159,6 +159,8 @@ class Pressure:
         self._config = config
         self._metrics = metrics
         metrics.inflight_limit.set(config.max_inflight)
+        self._temp_gauge = setter(metrics.temp_reserved_bytes)
+        self._json_gauge = setter(metrics.json_reserved_bytes)
         self.inflight = 0
         # Requests queued to start (``proxy.admission``), counted as in flight so that
         # one behind them is refused at its head rather than after their wait.
@@ -262,6 +264,6 @@ class Pressure:
 
     def _gauge(self, pool: _Pool) -> None:
         if pool is self.temp:
-            self._metrics.temp_reserved_bytes.set(pool.used)
+            self._temp_gauge(pool.used)
         else:
-            self._metrics.json_reserved_bytes.set(pool.used)
+            self._json_gauge(pool.used)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 import msgspec
 
@@ -144,6 +145,19 @@ class Answer:
     relayed: Relayed | None = None  # a reply to relay as it arrives
 
 
+_STREAMS: dict[type, bool] = {}  # by adapter class: a few entries
+
+
+def _streams(adapter: object) -> TypeGuard[StreamingAdapter]:
+    """``isinstance(adapter, StreamingAdapter)``, kept per class: a runtime
+    protocol's isinstance walks the protocol's members on every call."""
+    kind = type(adapter)
+    found = _STREAMS.get(kind)
+    if found is None:
+        found = _STREAMS[kind] = isinstance(adapter, StreamingAdapter)
+    return found
+
+
 async def run(
     services: Services, request: Request, route: Route, job: EditJob
 ) -> Answer:
@@ -151,12 +165,12 @@ async def run(
     adapter = route.adapter
     caps = capabilities_of(adapter, route.model)
     planned = plan(job, caps)
-    if planned.stream and isinstance(adapter, StreamingAdapter):
+    if planned.stream and _streams(adapter):
         if request.hold is not None:
             await request.hold.ensure(route, job, native_n=True)
         prepared = await _prepare(services, request, route, job, caps, planned)
         return Answer(route, None, stream=prepared, adapter=adapter)
-    answered, result = await _down_chain(services, request, route, job, caps)
+    answered, result = await _down_chain(services, request, route, job, caps, planned)
     if isinstance(result, Relayed):
         return Answer(answered, None, relayed=result)
     return Answer(answered, result)
@@ -168,12 +182,13 @@ async def _down_chain(
     route: Route,
     job: EditJob,
     caps: Capabilities,
+    planned: Plan,
 ) -> tuple[Route, EditResult | Relayed]:
     """The model's route, then its fallbacks (``proxy.fallback``) while they fail in a
     way another provider may not; each route's job is checked against its own
     provider."""
     try:
-        return route, await _call(services, request, route, job, caps)
+        return route, await _call(services, request, route, job, caps, planned)
     except fallback.FALLBACK_ON as exc:
         chain = services.fallbacks.get(f"{route.provider}/{route.model}", [])
         if not chain:
@@ -237,8 +252,10 @@ async def _call(
     route: Route,
     job: EditJob,
     caps: Capabilities,
+    planned: Plan | None = None,  # the route's own plan, when already made
 ) -> EditResult | Relayed:
-    planned = plan(job, caps)
+    if planned is None:
+        planned = plan(job, caps)
     hold = request.hold
     if hold is not None:
         # Before anything is sent: room for this call's worst case, or a 429.

@@ -10,6 +10,7 @@ matched here by one regex; any other header goes to aiohttp's full RFC 6266/5987
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 
@@ -29,8 +30,21 @@ _EXT_CHARSET = re.compile(
 )
 
 
+# Headers up to this long are remembered: SDKs send the same few for every request
+# (the regex costs more than the whole rest of a part's header parsing). Bounded:
+# at most _KEPT of them, so about 128 KiB whatever clients send.
+_CACHED_CHARS = 256
+_KEPT = 512
+
+
 def disposition_names(header: str) -> tuple[str | None, str | None]:
     """``(name, filename)`` of a form-data part's Content-Disposition header."""
+    if len(header) <= _CACHED_CHARS:
+        return _kept(header)
+    return _names(header)
+
+
+def _names(header: str) -> tuple[str | None, str | None]:
     match = _PLAIN.fullmatch(header)
     if match is not None:
         return match.group(1), match.group(2)
@@ -57,3 +71,7 @@ def disposition_names(header: str) -> tuple[str | None, str | None]:
             f"the filename of part '{name}' is not valid text", param=name or "name"
         )
     return name, filename
+
+
+# A refused header raises, and is not kept.
+_kept = functools.lru_cache(maxsize=_KEPT)(_names)

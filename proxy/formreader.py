@@ -137,9 +137,20 @@ class FormReader:
             return None
         delim = self._delim
         while (at := self._data.find(delim, self._pos)) < 0:
-            # Preamble: keep only what may start a delimiter.
-            self._pos = max(self._pos, len(self._data) - len(delim) + 1)
-            await self._more()
+            # Preamble (or a part skipped): keep only what may start a delimiter.
+            left = self._data[max(self._pos, len(self._data) - len(delim) + 1) :]
+            chunk = await self._next_chunk()
+            self._pos = 0
+            if len(chunk) < len(delim):
+                self._data = left + chunk
+                continue
+            # A delimiter split between them is found in their joined ends; the chunk
+            # itself is not joined to what was left (that copied it, often an image).
+            self._data = chunk
+            at = (left + chunk[: len(delim)]).find(delim)
+            if 0 <= at < len(left):
+                at -= len(left)  # it starts before the chunk
+                break
         self._pos = at + len(delim)
         while len(self._data) - self._pos < 2:
             await self._more()

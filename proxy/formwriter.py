@@ -41,7 +41,10 @@ MAX_FILENAME = 128
 
 
 def _quote(value: str) -> str:
-    return value.translate(_ESCAPES)
+    # translate() with a str-valued table walks the text character by character.
+    if '"' in value or "\r" in value or "\n" in value:
+        return value.translate(_ESCAPES)
+    return value
 
 
 def safe_filename(name: str) -> str:

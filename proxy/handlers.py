@@ -47,10 +47,8 @@ from proxy.state import (
     METRICS,
     OPENAPI,
     PRESSURE,
-    PRICES,
-    REDACTOR,
     ROUTER,
-    TEMP_DIR,
+    resources,
 )
 from proxy.tempfiles import UploadSet
 from proxy.upload_api import caller
@@ -88,11 +86,11 @@ def _route(request: web.Request, model: str) -> Route:
 
 
 async def images_edits(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    limits = app[CONFIG].limits
+    res = resources(request.app)
+    limits = res.config.limits
     kind = require_json_or_multipart(request, multipart=True)
     key, idem = requested(request), None
-    async with UploadSet(app[TEMP_DIR]) as uploads:
+    async with UploadSet(res.temp_dir) as uploads:
         if kind == "application/json":
             doc = await read_edit_json(request, limits)
             idem = bound(request, key, "json", doc.canonical() if key else None)
@@ -124,7 +122,7 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
                     await ahead.abandon(exc)
                 raise
             idem = bound(request, key, "form", form.canonical)
-            app[METRICS].upload_bytes.inc(
+            res.metrics.upload_add(
                 sum(i.size for i in form.images) + (form.mask.size if form.mask else 0)
             )
             if ahead is not None:
@@ -207,9 +205,9 @@ async def _answer(
     job, links = pipeline.prepare(app, job, key)
     if (accepted := await accept(request, route, job, links)) is not None:
         return accepted  # Prefer: respond-async (proxy/jobs)
-    relay = None
+    relay, res = None, resources(app)
     if passthrough.wanted(job, keep=keep or pipeline.keeps(app, links)):
-        relay = passthrough.Relay(app[PRICES])
+        relay = passthrough.Relay(res.prices)
     try:
         answer = await pipeline.run(
             app, route, job, key=key, hold=ctx.hold, uploads=uploads, relay=relay
@@ -218,7 +216,7 @@ async def _answer(
             if answer.route is not route:
                 _route(request, f"{answer.route.provider}/{answer.route.model}")
             relaying = passthrough.Relaying(
-                app[METRICS], app[PRICES], app[REDACTOR], ctx, ctx.hold
+                res.metrics, res.prices, res.redactor, ctx, ctx.hold
             )
             return await passthrough.relay(
                 request, relaying, answer.route, answer.relayed
@@ -228,10 +226,10 @@ async def _answer(
             await relay.close()
     if answer.stream is not None and answer.adapter is not None:
         using = streaming.Relaying(
-            metrics=app[METRICS],
-            prices=app[PRICES],
-            redactor=app[REDACTOR],
-            max_response_bytes=app[CONFIG].limits.max_response_bytes,
+            metrics=res.metrics,
+            prices=res.prices,
+            redactor=res.redactor,
+            max_response_bytes=res.config.limits.max_response_bytes,
             ctx=ctx,
             hold=ctx.hold,
         )

@@ -8,6 +8,8 @@ definitions work when several worker processes share ``PROMETHEUS_MULTIPROC_DIR`
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from prometheus_client import (
@@ -59,6 +61,47 @@ def token_counts(usage: Usage | None) -> dict[str, int]:
 
 _M = TypeVar("_M", Counter, Gauge, Histogram)
 
+Add = Callable[[float], None]
+
+
+def adder(child: Counter | Gauge) -> Add:
+    """``child.inc``, bound to the child's value once: ``inc()`` checks on every call
+    that the metric is labelled and the amount not negative (three Python calls and a
+    lock around the one that counts). For the hot path's children, whose labels are
+    bound and whose amounts are counts and sizes; a gauge's ``dec(n)`` is ``add(-n)``.
+    Works the same on the multiprocess value class (``PROMETHEUS_MULTIPROC_DIR``)."""
+    inc: Add = child._value.inc
+    return inc
+
+
+def setter(gauge: Gauge) -> Add:
+    """``gauge.set``, bound the same way as ``adder`` (livesum and max gauges only:
+    a ``mostrecent`` gauge's set also records the time)."""
+    assert not gauge._is_most_recent
+    value = gauge._value
+
+    def set_to(amount: float) -> None:
+        value.set(float(amount))
+
+    return set_to
+
+
+class Observer:
+    """``histogram.observe`` for a labelled child, its bucket found by bisection
+    rather than the library's scan of every bound, with no per-call checks."""
+
+    __slots__ = ("_bounds", "_buckets", "_sum")
+
+    def __init__(self, child: Histogram) -> None:
+        self._sum: Add = child._sum.inc
+        # The last bound is +Inf: every amount but NaN has a bucket.
+        self._bounds: Sequence[float] = child._upper_bounds
+        self._buckets: list[Add] = [bucket.inc for bucket in child._buckets]
+
+    def __call__(self, amount: float) -> None:
+        self._sum(amount)
+        self._buckets[bisect_left(self._bounds, amount)](1)
+
 
 class Metrics:
     def __init__(
@@ -68,6 +111,8 @@ class Metrics:
         # Set when worker processes share their values through files (see workers.py).
         self.multiproc_dir = multiproc_dir
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._adders: dict[tuple[int, tuple[str, ...]], Add] = {}
+        self._observers: dict[tuple[int, tuple[str, ...]], Observer] = {}
         self.deprecated_requests = Counter(
             "imagegate_deprecated_model_requests",
             "Requests for a model its provider has deprecated or retired (remapped), "
@@ -101,6 +146,7 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.inflight_add = adder(self.inflight)
         # The ceiling beside the count, so saturation alerts need no threshold
         # copied from the config (summed over workers like the count).
         self.inflight_limit = Gauge(
@@ -182,6 +228,7 @@ class Metrics:
             "Bytes of image files received from clients.",
             registry=registry,
         )
+        self.upload_add = adder(self.upload_bytes)
         self.temp_bytes = Gauge(
             "imagegate_temp_file_bytes",
             "Bytes of request temp files on disk.",
@@ -256,6 +303,22 @@ class Metrics:
             multiprocess_mode="livesum",
         )
 
+    def add(self, metric: Counter | Gauge, *values: str) -> Add:
+        """``adder`` of ``metric.labels(*values)``, kept like ``child``."""
+        key = (id(metric), values)
+        found: Add | None = self._adders.get(key)
+        if found is None:
+            found = self._adders[key] = adder(metric.labels(*values))
+        return found
+
+    def observe(self, metric: Histogram, *values: str) -> Observer:
+        """An ``Observer`` of ``metric.labels(*values)``, kept like ``child``."""
+        key = (id(metric), values)
+        found = self._observers.get(key)
+        if found is None:
+            found = self._observers[key] = Observer(metric.labels(*values))
+        return found
+
     def child(self, metric: _M, *values: str) -> _M:
         """``metric.labels(*values)``, kept: ``labels()`` validates and takes a lock on
         every call, about ten times a dict lookup. Label values come from closed sets
@@ -290,12 +353,13 @@ class Metrics:
     ) -> None:
         """Account one answered request: cost, tokens by kind, images returned."""
         if cost is None:
-            self.child(self.unpriced, provider, model).inc()
+            self.add(self.unpriced, provider, model)(1)
         else:
+            # The public inc: it refuses a negative amount (a cost is never one).
             self.child(self.cost, provider, model, key).inc(cost)
         for kind, count in token_counts(usage).items():
-            self.child(self.tokens, provider, model, kind).inc(count)
-        self.child(self.images, provider).inc(images)
+            self.add(self.tokens, provider, model, kind)(count)
+        self.add(self.images, provider)(images)
 
     def record_error(self, exc: ProxyError) -> None:
         if isinstance(exc, UpstreamError):

@@ -21,18 +21,7 @@ from proxy.models import EditJob, EditResult
 from proxy.passthrough import Relay
 from proxy.result_links import Origin, ResultLinks
 from proxy.routing import Route
-from proxy.state import (
-    CLIENT_KEYS,
-    CONFIG,
-    FETCHER,
-    METRICS,
-    PIXELS,
-    PRICES,
-    REDACTOR,
-    RESULT_LINKS,
-    ROUTER,
-    UPLOAD_STORE,
-)
+from proxy.state import resources
 from proxy.tempfiles import UploadSet
 
 _encode = msgspec.json.encode
@@ -42,31 +31,20 @@ def route_for(app: web.Application, ctx: RequestContext, model: str) -> Route:
     """The route of ``model`` for the context's key: 403 if the key may not use it,
     410 (or the replacement) if it was retired; labels the context."""
     ctx.model = model  # logged even when it names nothing served
-    route = app[ROUTER].resolve(model)
-    authorize(app[CLIENT_KEYS], ctx, f"{route.provider}/{route.model}")  # an alias's
+    res = resources(app)
+    route = res.router.resolve(model)
+    authorize(res.keys, ctx, f"{route.provider}/{route.model}")  # an alias's
     ctx.provider = route.provider
     route = retirements.apply(
         route,
-        app[PRICES].catalogue,
-        mode=app[CONFIG].lifecycle,
+        res.prices.catalogue,
+        mode=res.config.lifecycle,
         ctx=ctx,
-        metrics=app[METRICS],
+        metrics=res.metrics,
     )
-    if route.price_key in app[PRICES]:
+    if route.price_key in res.prices:
         ctx.model_label = route.price_key
     return route
-
-
-def services(app: web.Application) -> dispatch.Services:
-    return dispatch.Services(
-        router=app[ROUTER],
-        fallbacks=app[CONFIG].fallbacks,
-        keys=app[CLIENT_KEYS],
-        metrics=app[METRICS],
-        pixels=app[PIXELS],
-        store=app[UPLOAD_STORE],
-        fetcher=app[FETCHER],
-    )
 
 
 def prepare(
@@ -74,19 +52,20 @@ def prepare(
 ) -> tuple[EditJob, ResultLinks | None]:
     """The job as it is sent (results asked as base64 when they become links, the
     key's hashed client id) and the links, when the answer's images become links."""
-    links = app.get(RESULT_LINKS)
+    res = resources(app)
+    links = res.links
     if links is not None and not links.wanted(job):
         links = None
     elif links is not None:
         job = links.as_base64(job)  # then stored and linked, whatever the model
     if key is not None:
-        job = msgspec.structs.replace(job, client_id=app[CLIENT_KEYS].client_id(key))
+        job = msgspec.structs.replace(job, client_id=res.keys.client_id(key))
     return job, links
 
 
 def keeps(app: web.Application, links: ResultLinks | None) -> bool:
     """The answer's images are stored (links, or ``results.keep``): it is held whole."""
-    kept = app.get(RESULT_LINKS)
+    kept = resources(app).links
     return links is not None or (kept is not None and kept.keeps)
 
 
@@ -101,7 +80,7 @@ async def run(
     relay: Relay | None = None,
 ) -> dispatch.Answer:
     mine = dispatch.Request(uploads=uploads, key=key, hold=hold, relay=relay)
-    return await dispatch.run(services(app), mine, route, job)
+    return await dispatch.run(resources(app).services, mine, route, job)
 
 
 async def finish(
@@ -119,19 +98,20 @@ async def finish(
     if answered is not route:
         # Labelled and logged as the fallback that answered.
         route_for(app, ctx, f"{answered.provider}/{answered.model}")
-    cost = bill(app[METRICS], app[PRICES], ctx, answered, result, job)
+    res = resources(app)
+    cost = bill(res.metrics, res.prices, ctx, answered, result, job)
     # A success reply may echo our credentials too (a debug member, a fingerprint):
     # the provider's own members are relayed, so they are redacted like an error's.
-    redactor = app[REDACTOR]
+    redactor = res.redactor
     if len(result.body) > WHOLE:  # the scan in a worker thread (it drops the GIL)
         body = await redactor.data_off_loop(result.body)
     else:
         body = redactor.data(result.body)
     result = msgspec.structs.replace(result, body=body)
-    kept = app.get(RESULT_LINKS)
+    kept = res.links
     if kept is not None and (links is not None or kept.keeps):
         # Links when asked for; with results.keep the images are stored in any case.
-        owner = ctx.key if app[CLIENT_KEYS] else None
+        owner = ctx.key if res.keys else None
         origin = Origin(owner, answered.provider, answered.model)
         result = await kept.convert(result, origin, linking=links is not None)
     return answered, result, cost

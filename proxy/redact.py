@@ -34,7 +34,7 @@ from urllib.parse import quote, quote_plus
 import msgspec
 from ahocorasick_rs import BytesAhoCorasick, MatchKind
 
-from proxy.credentials import Auth
+from proxy.credentials import Auth, StaticKey
 from proxy.errors import ProxyError, UpstreamRejected
 from proxy.models import ErrorBody, ErrorDetail
 
@@ -86,6 +86,11 @@ class Redactor:
 
     def __init__(self, auths: Sequence[Auth] = ()) -> None:
         self._auths = list(auths)
+        # Fixed keys never change: with nothing else, their secrets are read once
+        # rather than on every answer (``needles`` runs for each one).
+        self._fixed: tuple[str, ...] | None = None
+        if all(type(auth) is StaticKey for auth in self._auths):
+            self._fixed = self._current()
         self._secrets: tuple[str, ...] = ()
         self._texts: list[str] = []
         self._matcher: BytesAhoCorasick | None = None
@@ -94,12 +99,9 @@ class Redactor:
     def needles(self) -> list[str]:
         """Every form of every current secret, longest first (a secret that contains
         another is replaced whole); recomputed only when the secrets change."""
-        secrets = tuple(
-            s
-            for auth in self._auths
-            for s in auth.secrets()
-            if len(s) >= MIN_SECRET_CHARS
-        )
+        secrets = self._fixed
+        if secrets is None:
+            secrets = self._current()
         if secrets != self._secrets:
             forms: set[str] = set()
             for secret in secrets:
@@ -114,6 +116,14 @@ class Redactor:
                 )
             self._secrets = secrets
         return self._texts
+
+    def _current(self) -> tuple[str, ...]:
+        return tuple(
+            s
+            for auth in self._auths
+            for s in auth.secrets()
+            if len(s) >= MIN_SECRET_CHARS
+        )
 
     @overload
     def text(self, text: str) -> str: ...

@@ -35,10 +35,11 @@ class SSEDecoder:
         self._buf += data
         events: list[Event] = []
         start = 0
-        while (end := self._buf.find(b"\n\n", max(start, self._scanned))) != -1:
+        while (end := _blank_line(self._buf, max(start, self._scanned))) != -1:
             if end - start > self._max:
                 raise ValueError(f"an event is larger than {self._max} bytes")
-            block = bytes(self._buf[start:end])
+            with memoryview(self._buf) as view:  # one copy, not a bytearray's two
+                block = bytes(view[start:end])
             if block.strip(b"\n"):
                 events.append(parse_event(block))
             start = end + 2
@@ -50,26 +51,57 @@ class SSEDecoder:
         return events
 
 
+def _blank_line(buf: bytearray, at: int) -> int:
+    # buf.find(b"\n\n", at) by way of memchr: a two-byte find scans each byte.
+    end = len(buf) - 1
+    while 0 <= (nl := buf.find(b"\n", at)) < end:
+        if buf[nl + 1] == 10:
+            return nl
+        at = nl + 1
+    return -1
+
+
+def _lines(block: bytes) -> list[bytes]:
+    # block.split(b"\n"), found with find() (memchr): split() steps through every
+    # byte of a partial image's base64 in Python's own loop.
+    lines, at = [], 0
+    while (nl := block.find(b"\n", at)) >= 0:
+        lines.append(block[at:nl])
+        at = nl + 1
+    lines.append(block[at:])
+    return lines
+
+
 def parse_event(block: bytes) -> Event:
     name: str | None = None
     data: list[bytes] = []
-    for line in block.strip(b"\n").split(b"\n"):
-        if line.startswith(b":"):
-            continue
-        field, _, value = line.partition(b":")
-        value = value.removeprefix(b" ")
-        if field == b"event":
-            name = value.decode("utf-8", "replace")
-        elif field == b"data":
-            data.append(value)
-    return Event(name, b"\n".join(data), block.strip(b"\n"))
+    raw = block.strip(b"\n")
+    # Line by line by offsets: each field's value is the one copy made of it (split,
+    # partition and removeprefix copied a partial image's base64 three times).
+    at, end = 0, len(raw)
+    while True:
+        nl = raw.find(b"\n", at)
+        stop = end if nl < 0 else nl
+        if not raw.startswith(b":", at, stop):  # a comment line is skipped
+            colon = raw.find(b":", at, stop)
+            field = raw[at:stop] if colon < 0 else raw[at:colon]
+            value = stop if colon < 0 else colon + 1
+            if raw.startswith(
+                b" ", value, stop
+            ):  # one space after the colon is not data
+                value += 1
+            if field == b"event":
+                name = raw[value:stop].decode("utf-8", "replace")
+            elif field == b"data":
+                data.append(raw[value:stop])
+        if nl < 0:
+            return Event(name, b"\n".join(data), raw)
+        at = nl + 1
 
 
 def encode_event(name: str | None, data: bytes) -> bytes:
     head = b"event: " + name.encode() + b"\n" if name else b""
-    return (
-        head + b"".join(b"data: " + line + b"\n" for line in data.split(b"\n")) + b"\n"
-    )
+    return head + b"".join(b"data: " + line + b"\n" for line in _lines(data)) + b"\n"
 
 
 def result_events(body: dict[str, Any], prefix: str) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from aiohttp import web
 from proxy.backpressure import Pressure
 from proxy.client_keys import KeyRing
 from proxy.config import Config
+from proxy.dispatch import Services
 from proxy.fetch import Fetcher
 from proxy.idempotency import Keeper
 from proxy.metrics import Metrics
@@ -57,3 +58,56 @@ UPLOAD_STORE = web.AppKey("upload_store", FileStore)  # upload_api.store_ctx
 RESULT_LINKS = web.AppKey("result_links", ResultLinks)
 # Unless idempotency.enabled is off (idempotency_http.keeper_ctx): Idempotency-Key answers.
 IDEMPOTENCY = web.AppKey("idempotency", Keeper)
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What the request pipeline and its handlers take from the app, gathered once
+    the app has started rather than looked up (an aiohttp call each) per request."""
+
+    config: Config
+    router: Router
+    keys: KeyRing
+    prices: PriceTable
+    metrics: Metrics
+    redactor: Redactor
+    temp_dir: TempDir
+    links: ResultLinks | None  # RESULT_LINKS, when set
+    services: Services  # what a dispatch uses
+
+
+def gather(app: web.Application) -> Resources:
+    return Resources(
+        config=app[CONFIG],
+        router=app[ROUTER],
+        keys=app[CLIENT_KEYS],
+        prices=app[PRICES],
+        metrics=app[METRICS],
+        redactor=app[REDACTOR],
+        temp_dir=app[TEMP_DIR],
+        links=app.get(RESULT_LINKS),
+        services=Services(
+            router=app[ROUTER],
+            fallbacks=app[CONFIG].fallbacks,
+            keys=app[CLIENT_KEYS],
+            metrics=app[METRICS],
+            pixels=app[PIXELS],
+            store=app[UPLOAD_STORE],
+            fetcher=app[FETCHER],
+        ),
+    )
+
+
+# Set by create_app's last on_startup hook, after every cleanup context.
+RESOURCES = web.AppKey("resources", Resources)
+
+
+async def keep_resources(app: web.Application) -> None:
+    app[RESOURCES] = gather(app)
+
+
+def resources(app: web.Application) -> Resources:
+    try:
+        return app[RESOURCES]
+    except KeyError:  # a job the runner took while the app was still starting
+        return gather(app)

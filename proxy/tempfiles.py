@@ -20,6 +20,7 @@ from aiofiles.threadpool.binary import AsyncBufferedIOBase
 from prometheus_client import Gauge
 
 from proxy import leftovers
+from proxy.metrics import adder
 
 
 class TempDir:
@@ -41,10 +42,10 @@ class TempDir:
         # Named for this process: the next start removes it if this one is killed.
         self.path = leftovers.make_dir(parent, "imagegate-tmp.")
         self._bytes = 0
-        self._gauge = gauge
+        self._gauge = None if gauge is None else adder(gauge)
         # The process's budget for file parts held in memory instead of on disk.
         self.memory_free = memory_budget
-        self._memory_gauge = memory_gauge
+        self._memory_gauge = None if memory_gauge is None else adder(memory_gauge)
 
     def hold_memory(self, count: int) -> bool:
         """Reserve ``count`` bytes of the memory budget; False if it is spent."""
@@ -52,18 +53,18 @@ class TempDir:
             return False
         self.memory_free -= count
         if self._memory_gauge is not None:
-            self._memory_gauge.inc(count)
+            self._memory_gauge(count)
         return True
 
     def release_memory(self, count: int) -> None:
         self.memory_free += count
         if self._memory_gauge is not None:
-            self._memory_gauge.dec(count)
+            self._memory_gauge(-count)
 
     def add(self, delta: int) -> None:
         self._bytes += delta
         if self._gauge is not None:
-            self._gauge.inc(delta)
+            self._gauge(delta)
 
     def bytes_on_disk(self) -> int:
         return self._bytes

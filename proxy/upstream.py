@@ -36,7 +36,7 @@ from proxy.errors import (
 )
 from proxy.formwriter import Form, Spliced, fresh_body
 from proxy.hosts import host_allowed, origin
-from proxy.metrics import Metrics
+from proxy.metrics import Metrics, adder
 from proxy.resilience import (
     RETRY_STATUSES,
     CircuitBreaker,
@@ -88,10 +88,11 @@ class Upstream:
         self._key_env = key_env
         self._metrics = metrics
         self.max_response_bytes = max_response_bytes
-        self._duration = metrics.upstream_duration.labels(name)
+        self._duration = metrics.observe(metrics.upstream_duration, name)
         self._received = metrics.upstream_received_bytes.labels(name)
+        self._received_add = adder(self._received)
         # Counted once the reply has begun: by then the whole body was sent.
-        self._sent = metrics.upstream_sent_bytes.labels(name)
+        self._sent = metrics.add(metrics.upstream_sent_bytes, name)
         self._retries = metrics.retries.labels(name)
         self._retry = retry
         self._breaker = breaker
@@ -269,7 +270,7 @@ class Upstream:
             if isinstance(form, Form) and form.live:
                 await form.settled()  # no reply is used before the client's body ends
                 size = form.forwarded()
-            self._sent.inc(size)
+            self._sent(size)
             if 300 <= r.status < 400:
                 outcome = "3xx"
                 raise self._redirected(r.status)
@@ -281,7 +282,7 @@ class Upstream:
                 r, outcome = None, ""  # the stream records when it is closed
                 return stream
             body = await read_capped(r, self.max_response_bytes, self.name)
-            self._received.inc(len(body))
+            self._received_add(len(body))
             outcome = f"{r.status // 100}xx"
             return UpstreamResponse(r.status, r.headers, body)
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -329,7 +330,7 @@ class Upstream:
                     **kwargs,
                 ) as r,
             ):
-                self._sent.inc(size)
+                self._sent(size)
                 if 300 <= r.status < 400:
                     raise self._redirected(r.status)
                 reply = UpstreamStream(
@@ -377,12 +378,12 @@ class Upstream:
         """One call's time (request total, histogram) and outcome counter."""
         elapsed = time.perf_counter() - start
         add_upstream_time(elapsed)
-        self._duration.observe(elapsed)
+        self._duration(elapsed)
         metrics = self._metrics
-        metrics.child(metrics.upstream_requests, self.name, outcome).inc()
+        metrics.add(metrics.upstream_requests, self.name, outcome)(1)
 
     def received(self, size: int) -> None:
-        self._received.inc(size)
+        self._received_add(size)
 
 
 async def _last(tries: int, policy: RetryPolicy, kwargs: dict[str, Any]) -> bool:

@@ -15,6 +15,7 @@ the same way, from the sizes their headers declare.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from decimal import Decimal
@@ -42,7 +43,10 @@ class Facts(NamedTuple):
     resolution: str | None = None
 
 
+@functools.cache
 def _d(value: float) -> Decimal:
+    # Kept: the values are the catalogue's rates, a fixed set, and str(float) plus
+    # Decimal() was most of a request's pricing.
     return Decimal(str(value))
 
 

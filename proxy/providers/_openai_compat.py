@@ -26,6 +26,7 @@ from proxy.models import (
     RemoteImage,
     StoredImage,
     Usage,
+    forwarded_values,
 )
 from proxy.providers import _inputs, _replies
 from proxy.providers._call import UpstreamCall
@@ -46,8 +47,7 @@ def job_fields(job: EditJob, *, model: str) -> dict[str, Any]:
     later are refused too, so no second ``image`` part reaches the provider.
     """
     fields: dict[str, Any] = {"model": model, "prompt": job.prompt}
-    for name in FORWARDED_FIELDS:
-        value = getattr(job, name)
+    for name, value in zip(FORWARDED_FIELDS, forwarded_values(job), strict=True):
         if value is not None:
             fields[name] = value
     if job.stream:

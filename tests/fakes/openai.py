@@ -42,6 +42,7 @@ class Received:
     fields: dict[str, list[str]] = field(default_factory=dict)
     files: list[FilePart] = field(default_factory=list)
     json: dict[str, Any] | None = None
+    size: int = 0  # body bytes read (a chunked body's without its chunk framing)
 
 
 @dataclass
@@ -99,6 +100,7 @@ async def record(request: web.Request) -> Received:
         rec.fields = {
             k: [v] for k, v in (await request.post()).items() if isinstance(v, str)
         }
+    rec.size = request.content.total_bytes
     return rec
 
 

@@ -7,7 +7,8 @@ import warnings
 import pytest
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
-from proxy.disposition import _PLAIN, disposition_names
+from proxy.disposition import _PLAIN, _kept, disposition_names
+from proxy.errors import InvalidRequest
 
 HEADERS = [
     # The plain shapes SDKs send: taken by the fast path.
@@ -61,3 +62,26 @@ def test_plain_headers_take_the_fast_path() -> None:
 
 def test_missing_header() -> None:
     assert disposition_names("") == (None, None)
+
+
+@pytest.mark.parametrize("header", HEADERS)
+def test_a_kept_answer_is_the_same_answer(header: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = _aiohttp(header)
+    assert disposition_names(header) == expected
+    assert disposition_names(header) == expected  # from the cache the second time
+
+
+def test_a_refused_header_is_refused_every_time() -> None:
+    header = "form-data; name*=utf-7''%2BAGEAYgBj-"
+    for _ in range(2):
+        with pytest.raises(InvalidRequest):
+            disposition_names(header)
+
+
+def test_long_headers_are_not_kept() -> None:
+    header = f'form-data; name="image"; filename="{"x" * 300}.png"'
+    before = _kept.cache_info().currsize
+    assert disposition_names(header) == ("image", "x" * 300 + ".png")
+    assert _kept.cache_info().currsize == before

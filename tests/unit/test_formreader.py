@@ -354,3 +354,36 @@ async def test_a_handed_out_chunk_is_not_kept_by_the_reader() -> None:
         while chunk := await reader.read():
             data += chunk
         assert data == big[len(big) - len(BOUNDARY) - 3 :]
+
+
+async def test_a_part_without_headers_in_any_two_chunk_split() -> None:
+    body = (
+        b"--XyZ-boundary\r\n\r\nno headers\r\n"
+        + b'--XyZ-boundary\r\nContent-Disposition: form-data; name="n"\r\n\r\n1\r\n'
+        + b"--XyZ-boundary--\r\n"
+    )
+    expected = [
+        (None, None, None, False, b"no headers"),
+        ("n", None, None, False, b"1"),
+    ]
+    for at in range(1, len(body)):
+        assert await parse([body[:at], body[at:]]) == expected, at
+
+
+async def test_a_chunk_after_a_split_delimiter_is_not_copied() -> None:
+    # The socket's chunk ended inside a delimiter (its CRLF); the next one carries the
+    # rest and the image: the image is handed out as a view of that chunk, not of a
+    # copy of it joined to the bytes before.
+    image = PNG * 64
+    second = (
+        b'--XyZ-boundary\r\nContent-Disposition: form-data; name="image"\r\n\r\n'
+        + image
+    )
+    chunks = [b"a preamble\r\n", second, b"\r\n--XyZ-boundary--\r\n"]
+    async with BodyStream(Chunks(chunks), 5.0, 1 << 30) as body:
+        reader = FormReader(body, BOUNDARY)
+        part = await reader.next()
+        assert part is not None
+        assert part.name == "image"
+        chunk = await reader.read()
+        assert chunk.obj is second

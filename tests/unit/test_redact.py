@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping, Sequence
 from urllib.parse import quote, quote_plus
 
 from proxy.errors import UpstreamRateLimited
@@ -64,3 +65,25 @@ def test_base64_at_every_offset_inside_a_longer_text() -> None:
 def test_bytes_without_a_secret_are_not_copied() -> None:
     body = b'{"data":[{"b64_json":"' + b"A" * 4096 + b'"}]}'
     assert Redactor([StaticKey("x-key", KEY)]).data(body) is body
+
+
+class _Rotating:
+    """A credential source whose secret changes (a token refreshed, say)."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+
+    async def headers(self) -> Mapping[str, str]:
+        return {"authorization": f"Bearer {self.secret}"}
+
+    def secrets(self) -> Sequence[str]:
+        return (self.secret,)
+
+
+def test_a_rotated_secret_is_redacted_beside_fixed_keys() -> None:
+    rotating = _Rotating("tok-first-0123456789")
+    redactor = Redactor([StaticKey("x-key", KEY), rotating])
+    assert redactor.text(f"{KEY} tok-first-0123456789") == "[redacted] [redacted]"
+    rotating.secret = "tok-second-0123456789"
+    assert redactor.data(b"tok-second-0123456789") == b"[redacted]"
+    assert redactor.text(f"{KEY}") == "[redacted]"

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from proxy.accounting import price
@@ -18,7 +20,7 @@ from proxy.pricing import PriceTable
 from proxy.providers.openai import Config as OpenAIConfig
 from proxy.providers.openai import OpenAIAdapter
 from proxy.routing import Route
-from proxy.sse import SSEDecoder, parse_event
+from proxy.sse import SSEDecoder, _blank_line, _lines, parse_event
 from proxy.streaming import completed_events as completed
 from proxy.upstream import Upstream
 
@@ -121,3 +123,72 @@ async def test_completed_events_from_a_normal_result(
     assert last["provider"] == "openai"
     assert last["cost"] == pytest.approx(0.03)
     assert last["usage"] == {"input_tokens": 0, "output_tokens": 1000}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=200)
+    | st.lists(st.sampled_from([b"a", b"\n", b":", b" "])).map(b"".join)
+)
+def test_event_lines_are_split_as_split_does(block: bytes) -> None:
+    assert _lines(block) == block.split(b"\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"event: x\n", b"data: {}\n", b": c\n", b"\n", b"\r\n", b"data:1"]
+        )
+    ),
+    st.integers(min_value=1, max_value=7),
+)
+def test_decoded_events_do_not_depend_on_the_chunking(
+    pieces: list[bytes], size: int
+) -> None:
+    stream = b"".join(pieces) + b"\n\n"
+    whole = SSEDecoder(1 << 20).feed(stream)
+    decoder = SSEDecoder(1 << 20)
+    chunked = [
+        e
+        for i in range(0, len(stream), size)
+        for e in decoder.feed(stream[i : i + size])
+    ]
+    assert chunked == whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"a", b"\n", b"bc"])).map(b"".join), st.integers(0, 12)
+)
+def test_blank_lines_are_found_as_find_does(data: bytes, at: int) -> None:
+    assert _blank_line(bytearray(data), at) == bytearray(data).find(b"\n\n", at)
+
+
+def _reference_parse_event(block: bytes) -> tuple[str | None, bytes, bytes]:
+    # The definition, line by line.
+    name: str | None = None
+    data: list[bytes] = []
+    for line in block.strip(b"\n").split(b"\n"):
+        if line.startswith(b":"):
+            continue
+        field, _, value = line.partition(b":")
+        value = value.removeprefix(b" ")
+        if field == b"event":
+            name = value.decode("utf-8", "replace")
+        elif field == b"data":
+            data.append(value)
+    return name, b"\n".join(data), block.strip(b"\n")
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [b"event", b"data", b":", b" ", b"\n", b"x", b"\xff", b"id", b"data: {}"]
+        )
+    ).map(b"".join)
+)
+def test_parse_event_as_defined(block: bytes) -> None:
+    event = parse_event(block)
+    assert (event.name, event.data, event.raw) == _reference_parse_event(block)
