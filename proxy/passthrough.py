@@ -179,7 +179,7 @@ async def _pieces(
         if turns.open:
             turns.take()
         else:
-            await turns.wait()  # the piece waits; its socket pauses once more come
+            await reply.wait_turn(turns)
         try:
             yield scanner.feed(chunk)
         except ValueError as exc:
