@@ -13,7 +13,6 @@ import asyncio
 import base64
 import os
 from collections import Counter
-from typing import Any
 
 import aiohttp
 import msgspec
@@ -24,28 +23,11 @@ from pytest_aiohttp import AiohttpServer
 from proxy.backpressure import StartGate
 from proxy.state import PRESSURE
 from tests.conftest import StartProxy
+from tests.loop_turns import TurnCounter
 
 KiB = 1024
 RELAYS = 8
 PER_TURN = 2
-
-
-class TurnCounter:
-    """Numbers the event loop's turns (by wrapping its ``_run_once``: what the
-    test observes, the loop itself runs unchanged)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.turn = 0
-        self._loop: Any = loop
-        self._run_once = loop._run_once  # type: ignore[attr-defined]
-        self._loop._run_once = self._step
-
-    def _step(self) -> None:
-        self.turn += 1
-        self._run_once()
-
-    def close(self) -> None:
-        del self._loop._run_once
 
 
 class CountingGate(StartGate):
