@@ -26,7 +26,7 @@ from tests.conftest import StartProxy
 from tests.loop_turns import TurnCounter
 
 KiB = 1024
-RELAYS = 8
+RELAYS = 16
 PER_TURN = 2
 
 
@@ -117,3 +117,61 @@ async def test_relays_take_turns_and_answer_byte_for_byte(
     assert gate.waited > 0
     # /healthz was answered while relays still had pieces waiting for their turns.
     assert health_turn[0] < max(gate.passes)
+
+
+class SlowGate(StartGate):
+    """Every piece waits for its turn, the first one ``first_s`` seconds: a relay
+    behind a long queue of others."""
+
+    def __init__(self, first_s: float, waited: asyncio.Event) -> None:
+        super().__init__(1)
+        self.first_s = first_s
+        self.waited = waited
+
+    @property
+    def open(self) -> bool:
+        return False
+
+    async def wait(self) -> None:
+        if not self.waited.is_set():
+            await asyncio.sleep(self.first_s)
+            self.waited.set()
+        await super().wait()
+
+
+async def test_a_relay_waiting_for_its_turn_is_not_the_providers_idle_time(
+    aiohttp_server: AiohttpServer, start_proxy: StartProxy
+) -> None:
+    # The provider sends a first part, then nothing until the relay has waited for
+    # its turn longer than the provider's read timeout (0.3 s). Without the pause
+    # in ``UpstreamStream.wait_turn`` that wait was charged to the provider: its
+    # read timed out and the client's connection was cut.
+    body = reply(0)
+    waited = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        await resp.write(body[: 100 * KiB])  # past what is read whole
+        await waited.wait()
+        await resp.write(body[100 * KiB :])
+        await resp.write_eof()
+        return resp
+
+    upstream_app = web.Application()
+    upstream_app.router.add_post("/v1/images/generations", handle)
+    upstream = await aiohttp_server(upstream_app)
+    pool = {"total_timeout_s": 10.0, "read_timeout_s": 0.3}
+    proxy: TestServer = await start_proxy(
+        {"openai": {"base_url": str(upstream.make_url("/v1")), "pool": pool}}
+    )
+    proxy.app[PRESSURE].relays = SlowGate(0.9, waited)
+    request = {"model": "openai/gpt-image-2", "prompt": "p"}
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(proxy.make_url("/v3/images/generations"), json=request) as r,
+    ):
+        assert r.status == 200
+        raw = await r.read()
+    assert raw.startswith(body[:-1] + b',"provider":"openai","cost":')
