@@ -34,6 +34,7 @@ import msgspec
 from aiohttp import web
 
 from proxy.accounting import bill
+from proxy.backpressure import StartGate
 from proxy.budget import Hold
 from proxy.context import RequestContext
 from proxy.errors import ProxyError, UpstreamProtocolError
@@ -44,6 +45,7 @@ from proxy.providers.base import RelayingAdapter
 from proxy.redact import Redactor
 from proxy.reply_scan import ReplyScanner
 from proxy.routing import Route
+from proxy.state import PRESSURE
 from proxy.upstream_reply import UpstreamStream
 
 # A reply that says it is at most this long is read whole (it costs less to answer
@@ -128,7 +130,7 @@ async def relay(
     charged = False
     try:
         redacting = using.redactor.stream()
-        async for piece in _pieces(reply, scanner):
+        async for piece in _pieces(reply, scanner, request.app[PRESSURE].relays):
             out = redacting.feed(piece)
             if out:
                 if not resp.prepared:
@@ -162,8 +164,11 @@ async def relay(
     return resp
 
 
-async def _pieces(reply: UpstreamStream, scanner: ReplyScanner) -> AsyncIterator[bytes]:
-    """The reply through the scanner, capped; a broken or malformed one as a 502."""
+async def _pieces(
+    reply: UpstreamStream, scanner: ReplyScanner, turns: StartGate
+) -> AsyncIterator[bytes]:
+    """The reply through the scanner, capped; a broken or malformed one as a 502.
+    Each piece takes one of ``turns`` (``Pressure.relays``) before it is handled."""
     size, cap = 0, reply.cap
     if (reply.length or 0) > cap:
         raise _malformed(reply, f"a reply over {cap} bytes", "too_large")
@@ -171,6 +176,10 @@ async def _pieces(reply: UpstreamStream, scanner: ReplyScanner) -> AsyncIterator
         size += len(chunk)
         if size > cap:
             raise _malformed(reply, f"a reply over {cap} bytes", "too_large")
+        if turns.open:
+            turns.take()
+        else:
+            await reply.wait_turn(turns)
         try:
             yield scanner.feed(chunk)
         except ValueError as exc:

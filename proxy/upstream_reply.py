@@ -17,6 +17,7 @@ from aiohttp import hdrs
 from multidict import CIMultiDictProxy
 from prometheus_client import Counter
 
+from proxy.backpressure import StartGate
 from proxy.errors import (
     UpstreamError,
     UpstreamProtocolError,
@@ -139,6 +140,22 @@ class UpstreamStream:
                 self._received.inc(len(chunk))
                 yield chunk
         self._finished = True
+
+    async def wait_turn(self, turns: StartGate) -> None:
+        """Wait for one of ``turns`` with the connection paused: the piece in hand is
+        the only one held meanwhile (not one more read into aiohttp's buffer), and
+        the read timeout stops (the wait is the proxy's, not the provider's)."""
+        connection = self._resp.connection
+        protocol = None if connection is None else connection.protocol
+        if protocol is None or getattr(protocol, "_reading_paused", True):
+            await turns.wait()  # ended, or already paused by its full buffer
+            return
+        protocol.pause_reading()
+        try:
+            await turns.wait()
+        finally:
+            if protocol.connected:
+                protocol.resume_reading()
 
     @contextlib.asynccontextmanager
     async def _errors(self) -> AsyncIterator[None]:
