@@ -79,6 +79,31 @@ def bill(
     return spent
 
 
+def bill_answered(
+    metrics: Metrics,
+    prices: PriceTable,
+    ctx: RequestContext,
+    answered: list[tuple[Route, EditJob, EditResult]],
+) -> None:
+    """Price and count the calls that answered within a request that failed: their
+    cost goes on the access line and the cost counter; no image was returned."""
+    total: float | None = None
+    for route, job, result in answered:
+        spent = result.cost
+        if spent is None:
+            spent = price(
+                prices, route, usage=result.usage, images=result.images, job=job,
+                result=result,
+            )  # fmt: skip
+        metrics.record_result(
+            route.provider, ctx.model_label, ctx.key, cost=spent, usage=result.usage,
+            images=0,
+        )  # fmt: skip
+        if spent is not None:
+            total = round((total or 0.0) + spent, 8)
+    ctx.cost = total
+
+
 def splice(body: bytes, extra: bytes) -> bytes:
     """Append ``"k":v`` members to an encoded JSON object without decoding it.
 

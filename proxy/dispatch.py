@@ -134,6 +134,9 @@ class Request:
     resolved: dict[tuple[bool, bool], EditJob] = field(default_factory=dict)
     # Set when the answer may be relayed as it arrives (``proxy.passthrough``).
     relay: Relay | None = None
+    # Fanned-out calls that answered: billed by the provider even when a sibling's
+    # failure fails the request (``proxy.accounting.bill_answered``).
+    answered: list[tuple[Route, EditJob, EditResult]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,11 +269,13 @@ async def _call(
     if relay is not None and relay.takes(route, fan_out=planned.fan_out):
         return await relay.open(route, plain, hold)
     if planned.fan_out:
-        # Each call that answers is charged, whether or not its siblings do.
-        return await fan_out(
-            plain,
-            lambda one: charged(
-                hold, route, one, route.adapter.edit(one, route.upstream)
-            ),
-        )
+        # Each call that answers is charged, whether or not its siblings do, and
+        # kept so that a request failed by a sibling still accounts for it.
+        async def one_call(one: EditJob) -> EditResult:
+            call = route.adapter.edit(one, route.upstream)
+            result = await charged(hold, route, one, call)
+            request.answered.append((route, one, result))
+            return result
+
+        return await fan_out(plain, one_call)
     return await charged(hold, route, plain, route.adapter.edit(plain, route.upstream))

@@ -210,14 +210,16 @@ async def _answer(
         relay = passthrough.Relay(res.prices)
     try:
         answer = await pipeline.run(
-            app, route, job, key=key, hold=ctx.hold, uploads=uploads, relay=relay
-        )
+            app, route, job, key=key, hold=ctx.hold, uploads=uploads, ctx=ctx,
+            relay=relay,
+        )  # fmt: skip
         if answer.relayed is not None:
             if answer.route is not route:
                 _route(request, f"{answer.route.provider}/{answer.route.model}")
             relaying = passthrough.Relaying(
-                res.metrics, res.prices, res.redactor, ctx, ctx.hold
-            )
+                res.metrics, res.prices, res.redactor, ctx, ctx.hold,
+                app[PRESSURE].relays,
+            )  # fmt: skip
             return await passthrough.relay(
                 request, relaying, answer.route, answer.relayed
             )

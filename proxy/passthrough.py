@@ -45,7 +45,6 @@ from proxy.providers.base import RelayingAdapter
 from proxy.redact import Redactor
 from proxy.reply_scan import ReplyScanner
 from proxy.routing import Route
-from proxy.state import PRESSURE
 from proxy.upstream_reply import UpstreamStream
 
 # A reply that says it is at most this long is read whole (it costs less to answer
@@ -116,6 +115,7 @@ class Relaying:
     redactor: Redactor
     ctx: RequestContext
     hold: Hold | None
+    relays: StartGate  # per-turn passes for a reply's pieces (``Pressure.relays``)
 
 
 async def relay(
@@ -130,7 +130,7 @@ async def relay(
     charged = False
     try:
         redacting = using.redactor.stream()
-        async for piece in _pieces(reply, scanner, request.app[PRESSURE].relays):
+        async for piece in _pieces(reply, scanner, using.relays):
             out = redacting.feed(piece)
             if out:
                 if not resp.prepared:

@@ -12,9 +12,10 @@ import msgspec
 from aiohttp import web
 
 from proxy import dispatch, retirements
-from proxy.accounting import bill, splice, splice_parts
+from proxy.accounting import bill, bill_answered, splice, splice_parts
 from proxy.budget import Hold
 from proxy.context import RequestContext
+from proxy.errors import ProxyError
 from proxy.guard import authorize
 from proxy.held import WHOLE
 from proxy.models import EditJob, EditResult
@@ -77,10 +78,20 @@ async def run(
     key: str | None,
     hold: Hold | None,
     uploads: UploadSet | None,
+    ctx: RequestContext,
     relay: Relay | None = None,
 ) -> dispatch.Answer:
+    """The dispatch's answer; when it fails after some fanned-out calls answered,
+    what those cost is accounted on ``ctx`` and in the metrics before the error
+    goes on (the provider bills them whatever the request's outcome)."""
     mine = dispatch.Request(uploads=uploads, key=key, hold=hold, relay=relay)
-    return await dispatch.run(resources(app).services, mine, route, job)
+    res = resources(app)
+    try:
+        return await dispatch.run(res.services, mine, route, job)
+    except ProxyError:
+        if mine.answered:
+            bill_answered(res.metrics, res.prices, ctx, mine.answered)
+        raise
 
 
 async def finish(

@@ -322,8 +322,9 @@ class Runner:
                 route = pipeline.route_for(app, ctx, record.model)
                 links = app.get(RESULT_LINKS) if record.links else None
                 answer = await pipeline.run(
-                    app, route, job, key=record.key, hold=hold, uploads=uploads
-                )
+                    app, route, job, key=record.key, hold=hold, uploads=uploads,
+                    ctx=ctx,
+                )  # fmt: skip
                 answered, result, cost = await pipeline.finish(
                     app, ctx, route, job, answer, links
                 )
