@@ -109,6 +109,10 @@ class FormReader:
     def give_turn(self) -> None:
         self._body.give_turn()
 
+    def part_read(self) -> bool:
+        """Whether the current part's last bytes have been handed out by ``read``."""
+        return not self._in_part
+
     def ready(self) -> bool:
         """Whether ``read`` has bytes at hand, so it would not wait for the client."""
         return (

@@ -129,6 +129,21 @@ async def test_fields_first_image_reaches_the_provider_before_the_client_finishe
     assert float(sent[1]) >= len(image)
 
 
+async def test_an_image_in_whole_at_once_is_spooled(
+    start_gateway: StartGateway,
+) -> None:
+    # Forwarding it would gain nothing over the spooled run and cost its CPU.
+    gw = await gateway(start_gateway)
+    fake: ArrivingOpenAI = gw.fake
+    image = png(64, 64, seed=4)
+    status, body = await post(
+        gw.proxy, [fields() + file_head() + image + b"\r\n" + END]
+    )
+    assert status == 200, body
+    assert fake.chunked == [False]
+    assert fake.last.files[0].data == image
+
+
 async def test_files_first_still_spools(start_gateway: StartGateway) -> None:
     gw = await gateway(start_gateway)
     fake: ArrivingOpenAI = gw.fake
@@ -154,7 +169,8 @@ async def test_sdk_edit_forwarded_is_what_the_spooled_path_sends(
 ) -> None:
     gw = await gateway(start_gateway)
     fake: ArrivingOpenAI = gw.fake
-    image = png(64, 64, seed=3)
+    # Over what one socket read brings: an image that is in whole at once is spooled.
+    image = png(64, 64, seed=3) + b"\x00" * (2 * MiB)
     sdk = gw.sdk()
     await sdk.images.edit(
         model="openai/gpt-image-2", image=("cat.png", image, "image/png"),

@@ -4,6 +4,7 @@ retries and the breaker (with an injected clock: no sleeping)."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import random
 from datetime import UTC, datetime
@@ -287,3 +288,21 @@ def test_the_inflight_ceiling_is_exposed_beside_the_count() -> None:
     metrics = Metrics(CollectorRegistry())
     Pressure(Backpressure(max_inflight=77), metrics)
     assert metrics.registry.get_sample_value("imagegate_inflight_limit") == 77
+
+
+def test_a_slot_leaves_no_garbage_cycle() -> None:
+    # One cycle per request was the collector's work at c=32 (slot <-> JSON reserve).
+    pressure = Pressure(Backpressure(), Metrics(CollectorRegistry()))
+    gc.collect()
+    gc.disable()
+    try:
+        with pressure.admit() as slot:
+            slot.claim("key a")
+            slot.json.take(10)
+            slot.take(10)
+        del slot
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    assert pressure.inflight == 0
+    assert pressure.json.used == pressure.temp.used == 0
