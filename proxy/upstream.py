@@ -268,7 +268,7 @@ class Upstream:
                 method, self.url(path), headers=headers, allow_redirects=False, **kwargs
             )
             if isinstance(form, Form) and form.live:
-                await form.settled()  # no reply is used before the client's body ends
+                await form.replied(r)  # no reply is used before the client's body ends
                 size = form.forwarded()
             self._sent(size)
             if 300 <= r.status < 400:
