@@ -7,9 +7,13 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 
 from tests.conftest import StartProxy
+from tests.fakes.arriving import parse_form
+from tests.fakes.openai import images_reply
+from tests.gateway import eventually
 from tests.images import sized_png
 from tests.integration.test_forward import END, FIELDS, MiB, fields, file_head, post
 
@@ -117,3 +121,80 @@ async def test_a_provider_that_stalls_mid_reply_while_the_body_arrives_times_out
         assert spooled == (status, body)
     finally:
         await early.close()
+
+
+_BUSY = (
+    b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+    b"Retry-After: 0\r\nContent-Length: 2\r\n\r\n{}"
+)
+
+
+class BusyThenWhole(EarlyProvider):
+    """Its first request: a 429 (Retry-After: 0) as soon as the head is in, nothing
+    more read. Later ones: read whole (a declared length) and answered 200."""
+
+    def __init__(self) -> None:
+        super().__init__(_BUSY)
+        self.bodies: list[bytes] = []
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        if self.heads == 0:
+            await super()._serve(reader, writer)
+            return
+        self._writers.append(writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.heads += 1
+        self.chunked.append(b"transfer-encoding: chunked" in head.lower())
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        self.bodies.append(await reader.readexactly(length))
+        reply = msgspec.json.encode(images_reply(1))
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(reply), reply)
+        )
+        await writer.drain()
+
+
+async def test_a_429_while_the_client_sends_is_retried_with_the_spooled_copy(
+    start_proxy: StartProxy,
+) -> None:
+    provider = BusyThenWhole()
+    try:
+        url = await provider.start()
+        proxy = await start_proxy({"openai": {"base_url": url}})
+        image = sized_png(8 * MiB)
+
+        async def refused() -> bool:
+            return provider.heads >= 1
+
+        async def refused_meanwhile() -> None:
+            await eventually(refused)
+
+        async with asyncio.timeout(25):
+            status, body = await post(
+                proxy,
+                [
+                    fields(FIELDS) + file_head() + image[: 2 * MiB],
+                    refused_meanwhile,
+                    image[2 * MiB :] + b"\r\n" + END,
+                ],
+            )
+        assert status == 200, body
+        assert provider.chunked == [True, False]
+        _, files = parse_form(
+            f"multipart/form-data; boundary={boundary(provider.bodies[0])}",
+            provider.bodies[0],
+        )
+        assert [f.data for f in files] == [image]
+    finally:
+        await provider.close()
+
+
+def boundary(body: bytes) -> str:
+    return body[2 : body.index(b"\r\n")].decode()
