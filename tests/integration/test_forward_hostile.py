@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import msgspec
 import pytest
 
-from tests.conftest import StartProxy
-from tests.fakes.arriving import parse_form
+from tests.conftest import UPSTREAM_KEY, StartGateway, StartProxy
+from tests.fakes.arriving import ArrivingOpenAI, parse_form
 from tests.fakes.openai import images_reply
 from tests.gateway import eventually
 from tests.images import sized_png
@@ -198,3 +198,28 @@ async def test_a_429_while_the_client_sends_is_retried_with_the_spooled_copy(
 
 def boundary(body: bytes) -> str:
     return body[2 : body.index(b"\r\n")].decode()
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        END + b"trailing bytes after the closing delimiter",
+        b"",  # no closing delimiter
+        END[:-2],  # the closing delimiter without its CRLF
+        END[:-4],  # cut inside it
+        b"--" + END,  # a delimiter that is not this body's
+    ],
+)
+async def test_a_malformed_end_is_answered_as_the_spooled_run_answers_it(
+    start_gateway: StartGateway, tail: bytes
+) -> None:
+    gw = await start_gateway("openai", fake=ArrivingOpenAI(UPSTREAM_KEY))
+    fake: ArrivingOpenAI = gw.fake
+    image = sized_png(MiB)
+    spooled = await post(gw.proxy, [file_head() + image + b"\r\n" + fields() + tail])
+    assert fake.chunked in ([], [False])
+    forwarded = await post(gw.proxy, [fields() + file_head() + image + b"\r\n" + tail])
+    assert forwarded == spooled
+    if spooled[0] != 200:
+        await asyncio.sleep(0.2)  # the provider's side of a cut-off body settles
+        assert fake.received == []
