@@ -4,18 +4,20 @@ a provider does while a client's body is still arriving must not stall the intak
 from __future__ import annotations
 
 import asyncio
+import io
 import socket
 from collections.abc import AsyncIterator
 
+import aiohttp
 import msgspec
 import pytest
 
-from tests.conftest import UPSTREAM_KEY, StartGateway, StartProxy
+from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, StartGateway, StartProxy
 from tests.fakes.arriving import ArrivingOpenAI, parse_form
 from tests.fakes.openai import images_reply
 from tests.gateway import eventually
 from tests.images import sized_png
-from tests.integration.test_forward import END, FIELDS, MiB, fields, file_head, post
+from tests.integration.test_forward import END, FIELDS, B, MiB, fields, file_head, post
 
 _EARLY = (
     b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
@@ -223,3 +225,27 @@ async def test_a_malformed_end_is_answered_as_the_spooled_run_answers_it(
     if spooled[0] != 200:
         await asyncio.sleep(0.2)  # the provider's side of a cut-off body settles
         assert fake.received == []
+
+
+async def test_a_forwarded_edit_with_expect_100_continue(
+    start_gateway: StartGateway,
+) -> None:
+    gw = await start_gateway("openai", fake=ArrivingOpenAI(UPSTREAM_KEY))
+    fake: ArrivingOpenAI = gw.fake
+    image = sized_png(2 * MiB)
+    body = fields() + file_head() + image + b"\r\n" + END
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            gw.proxy.make_url("/v3/images/edits"),
+            data=io.BytesIO(body),
+            expect100=True,
+            headers={
+                "Authorization": f"Bearer {CLIENT_KEY}",
+                "Content-Type": f"multipart/form-data; boundary={B}",
+            },
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+    assert fake.chunked == [True]
+    assert fake.last.files[0].data == image
