@@ -7,12 +7,19 @@ import asyncio
 import io
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import msgspec
 import pytest
 
-from tests.conftest import CLIENT_KEY, UPSTREAM_KEY, StartGateway, StartProxy
+from tests.conftest import (
+    CLIENT_KEY,
+    UPSTREAM_KEY,
+    StartGateway,
+    StartProxy,
+    leftover_files,
+)
 from tests.fakes.arriving import ArrivingOpenAI, parse_form
 from tests.fakes.openai import images_reply
 from tests.gateway import eventually
@@ -96,7 +103,7 @@ async def test_a_provider_that_answers_early_and_stops_reading_does_not_stall(
 
 
 async def test_a_provider_that_stalls_mid_reply_while_the_body_arrives_times_out(
-    start_proxy: StartProxy,
+    start_proxy: StartProxy, temp_root: Path
 ) -> None:
     """A reply's head, then nothing, and no more of the body read: the spooled run
     gives up after the pool's read timeout; the forwarded one must too, not wait for
@@ -114,6 +121,11 @@ async def test_a_provider_that_stalls_mid_reply_while_the_body_arrives_times_out
             )
         assert early.chunked[0], "forwarded as it arrived"
         assert status == 504, body
+        # The gateway closed its connection to the provider (the provider holds its
+        # own side open), and left no temp file.
+        port = int(url.split(":")[2].split("/")[0])
+        await eventually(lambda: _true(_open_to(port) == 0))
+        assert leftover_files(temp_root) == []
         # What the spooled run gets (files before the fields).
         async with asyncio.timeout(25):
             spooled = await post(
@@ -249,3 +261,19 @@ async def test_a_forwarded_edit_with_expect_100_continue(
         assert r.status == 200, await r.text()
     assert fake.chunked == [True]
     assert fake.last.files[0].data == image
+
+
+def _open_to(port: int) -> int:
+    """This host's TCP connections to ``port`` still open on this side (Linux)."""
+    with open("/proc/net/tcp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    open_states = {"01", "08"}  # ESTABLISHED, CLOSE_WAIT
+    return sum(
+        1
+        for row in rows
+        if row[3] in open_states and row[2].split(":")[1] == f"{port:04X}"
+    )
+
+
+async def _true(value: bool) -> bool:
+    return value
