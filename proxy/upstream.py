@@ -290,6 +290,8 @@ class Upstream:
             # measurable). A body the gateway cut off raises why it did (a client's
             # failed check, or its leaving): not a provider failure.
             why = form.aborted() if isinstance(form, Form) else None
+            if r is not None and r.connection and (sock := r.connection.transport):
+                sock.abort()  # its unsent body would hold it open while unread
             raise why or mapped(self.name, exc) from exc
         finally:
             if r is not None:

@@ -133,6 +133,9 @@ async def test_a_provider_that_stalls_mid_reply_while_the_body_arrives_times_out
             )
         assert early.chunked[1:] == [False]
         assert spooled == (status, body)
+        # Its connection too: closed gracefully it stayed open, its unsent body
+        # waiting for the provider to read on (a descriptor per such request).
+        await eventually(lambda: _true(_open_to(port) == 0))
     finally:
         await early.close()
 
