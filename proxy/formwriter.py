@@ -18,6 +18,7 @@ import secrets
 from typing import Any, NamedTuple
 
 import aiofiles
+import aiohttp
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import BytesPayload, Payload
 
@@ -86,6 +87,18 @@ class Form:
     @property
     def live(self) -> bool:
         return bool(self._pipes)
+
+    async def replied(self, reply: aiohttp.ClientResponse) -> None:
+        """``settled``, for a send whose ``reply`` came. One that came before the
+        client's body ended ends the forward (the rest is only spooled; the provider
+        never gets its last chunk): a provider that answered and stopped reading held
+        the intake on a full pipe, past every timeout. The body cut off stopped the
+        reply's read timeout (aiohttp's, started once a body is sent): started."""
+        early = not all(pipe.ended for pipe in self._pipes)
+        await self.settled(over=True)
+        conn = reply.connection
+        if early and conn is not None and conn.protocol is not None:
+            conn.protocol.start_timeout()
 
     def forwarded(self) -> int:
         """The body's bytes with each forwarded image's as far as it went (a chunked

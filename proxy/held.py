@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
 
 # A body up to this is answered as ``web.Response`` as before (a few ms at most).
 WHOLE = 4 * 1024 * 1024
@@ -38,6 +39,14 @@ class HeldResponse(web.StreamResponse):
         self.content_type = content_type
         self.content_length = self.size
         self._sent = False
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        # No body after the head of a HEAD answer (a GET route answers HEAD too):
+        # web.Response leaves it out; bytes written here would be read as the
+        # connection's next answer.
+        if request.method == hdrs.METH_HEAD:
+            self._sent, self.pieces = True, ()
+        return await super().prepare(request)
 
     async def write_eof(self, data: bytes = b"") -> None:
         # Called by the middleware and again by aiohttp: the body once.

@@ -268,7 +268,7 @@ class Upstream:
                 method, self.url(path), headers=headers, allow_redirects=False, **kwargs
             )
             if isinstance(form, Form) and form.live:
-                await form.settled()  # no reply is used before the client's body ends
+                await form.replied(r)  # no reply is used before the client's body ends
                 size = form.forwarded()
             self._sent(size)
             if 300 <= r.status < 400:
@@ -290,6 +290,8 @@ class Upstream:
             # measurable). A body the gateway cut off raises why it did (a client's
             # failed check, or its leaving): not a provider failure.
             why = form.aborted() if isinstance(form, Form) else None
+            if r is not None and r.connection and (sock := r.connection.transport):
+                sock.abort()  # its unsent body would hold it open while unread
             raise why or mapped(self.name, exc) from exc
         finally:
             if r is not None:

@@ -283,3 +283,55 @@ def test_a_kept_alive_connection_reads_its_next_request_at_once(
     answers, took = uvloop.run(scenario())
     assert answers == [b"HTTP/1.1 200 OK"] * 3
     assert took < 5
+
+
+@pytest.mark.parametrize("run", [uvloop.run, asyncio.run], ids=["uvloop", "asyncio"])
+def test_pipelined_requests_with_an_unread_body_are_answered_in_order(
+    temp_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    run: Callable[[Coroutine[Any, Any, list[bytes]]], list[bytes]],
+) -> None:
+    # Heads sent in one write, one of them a GET whose body nobody reads, another
+    # split across writes at its end: each answered once, in order, with no wait
+    # for the release fallback.
+    monkeypatch.setattr(listener, "HOLD_MAX_S", 30.0)
+    config = build_config(temp_root, {"openai": {"base_url": "http://127.0.0.1:9/v1"}})
+
+    async def scenario() -> list[bytes]:
+        app = create_app(config, environ={"OPENAI_API_KEY": UPSTREAM_KEY})
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = AcceptingSite(runner, "127.0.0.1", 0, backlog=8)
+        await site.start()
+        answers = []
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+            body = b"b" * 40_000
+            writer.write(
+                b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                b"GET /openapi.json HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Length: %d\r\n\r\n%s"
+                % (len(body), body)
+                + b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r"
+            )
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            writer.write(b"\nGET /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            async with asyncio.timeout(10):
+                for _ in range(4):
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    lower = head.lower()
+                    length = int(lower.split(b"content-length: ")[1].split(b"\r")[0])
+                    await reader.readexactly(length)
+                    answers.append(head.split(b"\r\n")[0])
+            writer.close()
+        finally:
+            await runner.cleanup()
+        return answers
+
+    assert run(scenario()) == [
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 404 Not Found",
+    ]

@@ -151,6 +151,40 @@ async def test_held_response_sends_what_web_response_sends(
     assert got[1][2] == body
 
 
+async def test_held_response_to_a_head_request_sends_no_body(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """A GET route answers HEAD too (a job's large result): the body after the head
+    of a HEAD answer is read as the next answer on the connection (the provider's
+    bytes taken for a response to a request the client has not made yet)."""
+    body = os.urandom(held.WHOLE + 12345)
+
+    async def whole(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, content_type="application/json")
+
+    async def pieces(request: web.Request) -> web.StreamResponse:
+        return held.HeldResponse([body])
+
+    app = web.Application()
+    app.router.add_get("/whole", whole)
+    app.router.add_get("/pieces", pieces)
+    server = await aiohttp_server(app)
+    got = []
+    for path in ("/whole", "/pieces"):
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(
+            f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
+        async with asyncio.timeout(10):
+            raw = await reader.read(-1)
+        writer.close()
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = [line for line in head.split(b"\r\n") if not line.startswith(b"Date:")]
+        got.append((lines, len(rest)))
+    assert got[0][1] == 0
+    assert got[1] == got[0]
+
+
 async def test_an_upstream_gateway_s_provider_and_cost_in_a_large_reply_are_dropped(
     relay_gateway: Start,  # noqa: F811
 ) -> None:

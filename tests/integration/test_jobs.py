@@ -495,3 +495,27 @@ async def test_a_large_result_is_shown_byte_for_byte_in_pieces(
     assert len(sync) > 5 * 1024 * 1024
     assert shown.endswith(b',"result":' + sync + b"}")
     assert msgspec.json.decode(shown)["result"]["data"] == [{"b64_json": big}]
+
+
+async def test_a_large_result_answers_head_without_a_body(
+    start_proxy: StartProxy, fake_openai: FakeOpenAI, backend: dict[str, Any]
+) -> None:
+    # A GET route answers HEAD too: a body after the head would be read as the
+    # answer to the next request on the connection.
+    proxy = await start_proxy(providers_for(fake_openai), keys=keys(), **backend)
+    big = base64.b64encode(os.urandom(5 * 1024 * 1024)).decode()
+    fake_openai.script(Reply(body={**images_reply(), "data": [{"b64_json": big}]}))
+    job_id = await submit(proxy, **HIGH)
+    await until(proxy, job_id, "succeeded")
+    auth = {"Authorization": f"Bearer {KEY_A}"}
+    url = proxy.make_url(f"/v3/images/jobs/{job_id}")
+    connector = aiohttp.TCPConnector(limit=1)  # one connection: HEAD, then GET on it
+    async with aiohttp.ClientSession(connector=connector) as s:
+        async with s.head(url, headers=auth) as r:
+            assert r.status == 200
+            size = int(r.headers["Content-Length"])
+        async with s.get(url, headers=auth) as r:
+            assert r.status == 200
+            shown = await r.read()
+    assert len(shown) == size > 5 * 1024 * 1024
+    assert msgspec.json.decode(shown)["result"]["data"] == [{"b64_json": big}]
