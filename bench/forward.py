@@ -208,7 +208,7 @@ def run(
         cmd = [sys.executable, "-m", "bench.forward", "--serve", str(up_port),
                "--hold", str(hold), "--seen", str(seen)]  # fmt: skip
         upstream = Proc("upstream", cmd, log=workdir / "up.log", cpus=client_cpus)
-        overrides = {
+        overrides: dict[str, dict[str, object]] = {
             "backpressure": {"max_inflight": clients, "max_inflight_share": 1.0,
                              "max_temp_share": 1.0},
         }  # fmt: skip

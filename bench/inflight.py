@@ -182,7 +182,7 @@ def run_one(
     }  # fmt: skip
 
 
-def _turns(path: Path, start: float, end: float) -> dict[str, float | None]:
+def _turns(path: Path, start: float, end: float) -> dict[str, Any]:
     """The longest turns of the loop over the burst (``--turns``, bench/turns.py)."""
     if not path.exists():
         return {}

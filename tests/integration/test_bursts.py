@@ -153,7 +153,7 @@ async def _refused_upload(
 
 async def _one_in_flight(
     start_proxy: StartProxy, held: tuple[FakeOpenAI, Gate]
-) -> tuple[int, asyncio.Future[object]]:
+) -> tuple[int, asyncio.Task[Any]]:
     fake, gate = held
     proxy = await start_proxy(
         {"openai": {"base_url": fake.url}},  # type: ignore[attr-defined]

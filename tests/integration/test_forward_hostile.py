@@ -69,7 +69,9 @@ class EarlyProvider:
         self.chunked.append(b"transfer-encoding: chunked" in head.lower())
         writer.write(self.reply)
         await writer.drain()
-        writer.transport.pause_reading()
+        transport = writer.transport
+        assert isinstance(transport, asyncio.Transport)  # a socket's: it reads too
+        transport.pause_reading()
 
     async def close(self) -> None:
         for writer in self._writers:

@@ -125,7 +125,7 @@ async def test_held_response_sends_what_web_response_sends(
     aiohttp_server: AiohttpServer,
 ) -> None:
     body = os.urandom(3 * held.PIECE + 12345)
-    cut = [
+    cut: list[bytes | memoryview] = [
         body[:10],
         memoryview(body)[10 : 2 * held.PIECE + 7],
         body[2 * held.PIECE + 7 :],
