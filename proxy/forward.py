@@ -20,7 +20,8 @@ request (``proxy.livebody``):
   a field after the file, an image over the provider's size cap): the rest is read and
   the request runs from the spooled parts, as it did before forwarding existed.
 
-Not forwarded (spooled as before): an image whose last byte came with its first
+Not forwarded (spooled as before): a body declared under ``limits.forward_min_bytes``,
+a list of images (``image[]``), an image whose last byte came with its first
 ``HEAD_BYTES`` (in whole already: nothing to gain), files before the fields, an ``Idempotency-Key``
 (its fingerprint needs the files' digests before the key is claimed), ``stream``,
 ``Prefer: respond-async``, a model with fallbacks (a second provider needs the bytes
@@ -75,7 +76,9 @@ class Forward:
         if not file:
             return None
         first, self._seen_file = not self._seen_file, True
-        if not first or part.name == "mask":
+        if not first or part.name != "image":
+            # ``image[]`` is how the SDKs send a list: a second image would follow
+            # and cut the forward off, so such a form is spooled from the start.
             return None
         return _Tee(self, fields, part, reader)
 

@@ -143,6 +143,11 @@ def _forwarding(request: web.Request, uploads: UploadSet) -> Forward | None:
     app = request.app
     if app.get(RUNNER) is not None and wants_async(request):
         return None
+    least, declared = app[CONFIG].limits.forward_min_bytes, request.content_length
+    if not least or (declared is not None and declared < least):
+        # Arrives fast enough spooled, and a mask after the image would cut the
+        # forward off (a body of unknown length, streamed by its client, may go).
+        return None
 
     def forwards(route: Route) -> bool:
         named = f"{route.provider}/{route.model}"

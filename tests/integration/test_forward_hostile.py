@@ -24,7 +24,16 @@ from tests.fakes.arriving import ArrivingOpenAI, parse_form
 from tests.fakes.openai import images_reply
 from tests.gateway import eventually
 from tests.images import sized_png
-from tests.integration.test_forward import END, FIELDS, B, MiB, fields, file_head, post
+from tests.integration.test_forward import (
+    END,
+    FIELDS,
+    FORWARD_ALL,
+    B,
+    MiB,
+    fields,
+    file_head,
+    post,
+)
 
 _EARLY = (
     b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
@@ -91,7 +100,7 @@ async def test_a_provider_that_answers_early_and_stops_reading_does_not_stall(
     start_proxy: StartProxy, early: EarlyProvider
 ) -> None:
     url = await early.start()
-    proxy = await start_proxy({"openai": {"base_url": url}})
+    proxy = await start_proxy({"openai": {"base_url": url}}, limits=FORWARD_ALL)
     image = sized_png(24 * MiB)
     # The spooled run gets the provider's refusal once the body is in; so must the
     # forwarded one, not wait on a provider that will never read the rest.
@@ -114,7 +123,8 @@ async def test_a_provider_that_stalls_mid_reply_while_the_body_arrives_times_out
     try:
         url = await early.start()
         proxy = await start_proxy(
-            {"openai": {"base_url": url, "pool": {"read_timeout_s": 1.0}}}
+            {"openai": {"base_url": url, "pool": {"read_timeout_s": 1.0}}},
+            limits=FORWARD_ALL,
         )
         image = sized_png(24 * MiB)
         async with asyncio.timeout(25):
@@ -186,7 +196,7 @@ async def test_a_429_while_the_client_sends_is_retried_with_the_spooled_copy(
     provider = BusyThenWhole()
     try:
         url = await provider.start()
-        proxy = await start_proxy({"openai": {"base_url": url}})
+        proxy = await start_proxy({"openai": {"base_url": url}}, limits=FORWARD_ALL)
         image = sized_png(8 * MiB)
 
         async def refused() -> bool:
@@ -232,7 +242,9 @@ def boundary(body: bytes) -> str:
 async def test_a_malformed_end_is_answered_as_the_spooled_run_answers_it(
     start_gateway: StartGateway, tail: bytes
 ) -> None:
-    gw = await start_gateway("openai", fake=ArrivingOpenAI(UPSTREAM_KEY))
+    gw = await start_gateway(
+        "openai", fake=ArrivingOpenAI(UPSTREAM_KEY), limits=FORWARD_ALL
+    )
     fake: ArrivingOpenAI = gw.fake
     image = sized_png(MiB)
     spooled = await post(gw.proxy, [file_head() + image + b"\r\n" + fields() + tail])
@@ -247,7 +259,9 @@ async def test_a_malformed_end_is_answered_as_the_spooled_run_answers_it(
 async def test_a_forwarded_edit_with_expect_100_continue(
     start_gateway: StartGateway,
 ) -> None:
-    gw = await start_gateway("openai", fake=ArrivingOpenAI(UPSTREAM_KEY))
+    gw = await start_gateway(
+        "openai", fake=ArrivingOpenAI(UPSTREAM_KEY), limits=FORWARD_ALL
+    )
     fake: ArrivingOpenAI = gw.fake
     image = sized_png(2 * MiB)
     body = fields() + file_head() + image + b"\r\n" + END
