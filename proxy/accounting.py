@@ -69,14 +69,21 @@ def bill(
     job: EditJob | None = None,
 ) -> float | None:
     """Price and account a whole result; its cost, for the answer."""
-    spent = result.cost
-    if spent is None:
-        spent = price(
-            prices, route, usage=result.usage, images=result.images, job=job,
-            result=result,
-        )  # fmt: skip
+    spent = _cost(prices, route, result, job)
     account(metrics, ctx, route, spent, result.images, usage=result.usage)
     return spent
+
+
+def _cost(
+    prices: PriceTable, route: Route, result: EditResult, job: EditJob | None
+) -> float | None:
+    """What the adapter knew the result cost, else its price from the catalogue."""
+    if result.cost is not None:
+        return result.cost
+    return price(
+        prices, route, usage=result.usage, images=result.images, job=job,
+        result=result,
+    )  # fmt: skip
 
 
 def bill_answered(
@@ -89,12 +96,7 @@ def bill_answered(
     cost goes on the access line and the cost counter; no image was returned."""
     total: float | None = None
     for route, job, result in answered:
-        spent = result.cost
-        if spent is None:
-            spent = price(
-                prices, route, usage=result.usage, images=result.images, job=job,
-                result=result,
-            )  # fmt: skip
+        spent = _cost(prices, route, result, job)
         metrics.record_result(
             route.provider, ctx.model_label, ctx.key, cost=spent, usage=result.usage,
             images=0,
