@@ -30,12 +30,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections import deque
 from collections.abc import Iterator
 
 from proxy.controls import Backpressure
 from proxy.errors import Overloaded
 from proxy.metrics import Metrics, setter
+from proxy.turns import StartGate
 
 # Bytes reserved per JSON body byte: the body itself plus what msgspec decodes from it
 # (strings of the same length: data URLs are ASCII). The decoded images (3/4 of their
@@ -45,75 +45,6 @@ JSON_FACTOR = 2
 # of CPU for an upload (its first chunks parsed), so a turn of starts stays near
 # 10-15 ms and a burst of 1,000 starts over ~30 turns, I/O and probes served between.
 STARTS_PER_TURN = 32
-
-
-class StartGate:
-    """At most ``per_turn`` passes per turn of the loop; the rest wait in order.
-
-    A waiter woken by ``_turn`` passes in the next turn, and a ``take`` between two
-    ``_turn`` callbacks may fall on either side of a turn's end, so each is counted
-    against both turns it may be in: a turn never holds more than ``per_turn``."""
-
-    __slots__ = ("_armed", "_left", "_loop", "_taken", "_waiting", "_woken", "per_turn")
-
-    def __init__(self, per_turn: int = STARTS_PER_TURN) -> None:
-        self.per_turn = per_turn
-        self._left = per_turn
-        self._taken = 0  # takes since the last ``_turn``
-        self._woken = 0  # waiters the last ``_turn`` woke
-        self._armed = False
-        self._waiting: deque[asyncio.Future[None]] = deque()
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def open(self) -> bool:
-        """Whether a request may start in this turn without waiting."""
-        return self._left > 0 and not self._waiting
-
-    def take(self) -> None:
-        """Start now (``open`` was true)."""
-        self._left -= 1
-        self._taken += 1
-        self._arm()
-
-    async def wait(self) -> None:
-        """Wait for a start in a later turn, in arrival order."""
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.append(future)
-        self._arm()
-        try:
-            await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                self._left += 1  # woken, then cancelled: its start is another's
-            with contextlib.suppress(ValueError):
-                self._waiting.remove(future)
-            raise
-
-    def _arm(self) -> None:
-        # A callback scheduled now runs in the next turn: that is the turn's end.
-        if not self._armed:
-            self._armed = True
-            if self._loop is None:
-                self._loop = asyncio.get_running_loop()
-            self._loop.call_soon(self._turn)
-
-    def _turn(self) -> None:
-        self._armed = False
-        # Passes that may be in this turn: those woken last time (they ran just
-        # before this callback) and every take since.
-        spent = self._woken + self._taken
-        woken, waiting = 0, self._waiting
-        while woken < self.per_turn and waiting:
-            future = waiting.popleft()
-            if not future.done():
-                future.set_result(None)  # its step runs in the next turn
-                woken += 1
-        self._woken, self._taken = woken, 0
-        # Takes from now on are in this turn or the next one, with those woken.
-        self._left = max(0, self.per_turn - max(spent, woken))
-        if waiting or self._left < self.per_turn:
-            self._arm()
 
 
 class _Pool:

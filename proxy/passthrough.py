@@ -34,7 +34,6 @@ import msgspec
 from aiohttp import web
 
 from proxy.accounting import bill
-from proxy.backpressure import StartGate
 from proxy.budget import Hold
 from proxy.context import RequestContext
 from proxy.errors import ProxyError, UpstreamProtocolError
@@ -45,6 +44,7 @@ from proxy.providers.base import RelayingAdapter
 from proxy.redact import Redactor
 from proxy.reply_scan import ReplyScanner
 from proxy.routing import Route
+from proxy.turns import StartGate
 from proxy.upstream_reply import UpstreamStream
 
 # A reply that says it is at most this long is read whole (it costs less to answer

@@ -17,13 +17,13 @@ from aiohttp import hdrs
 from multidict import CIMultiDictProxy
 from prometheus_client import Counter
 
-from proxy.backpressure import StartGate
 from proxy.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from proxy.turns import StartGate
 
 
 class UpstreamResponse(msgspec.Struct, frozen=True):

@@ -20,8 +20,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpServer
 
-from proxy.backpressure import StartGate
 from proxy.state import PRESSURE
+from proxy.turns import StartGate
 from tests.conftest import StartProxy
 from tests.loop_turns import TurnCounter
 

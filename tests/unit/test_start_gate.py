@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from proxy.backpressure import StartGate
+from proxy.turns import StartGate
 from tests.loop_turns import TurnCounter
 
 
