@@ -195,14 +195,7 @@ class RedactingStream:
         held, self._held = self._held, b""
         if self._matcher is None or not held:
             return held
-        found = self._matcher.find_matches_as_indexes(held)
-        view, last = memoryview(held), 0
-        parts: list[bytes | memoryview] = []
-        for _, start, stop in found:
-            parts += (view[last:start], _REDACTED_BYTES)
-            last = stop
-        parts.append(view[last:])
-        return b"".join(parts)
+        return _redacted(self._matcher, held)
 
 
 def error_detail(exc: ProxyError, redactor: Redactor) -> ErrorDetail:
