@@ -140,6 +140,16 @@ def run_one(
     latency = [r[3] - r[0] for r in ok]
     connect = [r[1] - r[0] for r in rows if r[1]]
     answers = [row[2] for row in probe.rows if not row[3]]
+    accepted = _accepts(workdir / "accepts.jsonl", start, end)
+    # From the gateway's accept(), where the accept log has it (--turns).
+    refused_acc = _since_accept(
+        accepted, [(r[7], r[0], r[2]) for r in rows if r[4] == 503 and len(r) > 7]
+    )
+    healthz_acc = _since_accept(
+        accepted,
+        [(r[4], r[0], r[0] + r[1] + r[2]) for r in probe.rows if not r[3] and r[4]],
+    )
+    queued = _since_accept(accepted, [(r[7], r[0], r[1]) for r in rows if len(r) > 7])
     peak = sampler.peak()
     answered = sum(1 for r in rows if r[4])
     return {
@@ -152,6 +162,12 @@ def run_one(
         "connect_max_ms": _ms(max(connect, default=None)),
         "refused_p99_ms": _ms(_pct(refused, 0.99)),
         "refused_max_ms": _ms(max(refused, default=None)),
+        "refused_accept_p99_ms": _ms(_pct(refused_acc, 0.99)),
+        "refused_accept_max_ms": _ms(max(refused_acc, default=None)),
+        "healthz_accept_max_ms": _ms(max(healthz_acc, default=None)),
+        # connected (the kernel queued it) to accept(): minus, so the longest wait
+        "accept_wait_max_ms": _ms(-min(queued, default=0.0) if queued else None),
+        "accepted": len(accepted),
         "healthz_probes": len(probe.rows),
         "healthz_errors": len(probe.rows) - len(answers),
         "healthz_max_ms": _ms(max(answers, default=None)),
@@ -170,7 +186,7 @@ def run_one(
         **_turns(workdir / "turns.jsonl", start, end),
         "series": {
             "rss": [(round(at - start, 2), kib) for at, kib in sampler.rows],
-            "healthz": [(round(at - start, 3), round(s, 4)) for at, _, s, e in probe.rows if not e],
+            "healthz": [(round(r[0] - start, 3), round(r[2], 4)) for r in probe.rows if not r[3]],
             "latency": sorted(round(x, 3) for x in latency),
             # (seconds into the burst at connect, ms to the 503's first byte)
             "refused": sorted(
@@ -180,6 +196,31 @@ def run_one(
             ),
         },
     }  # fmt: skip
+
+
+def _accepts(path: Path, start: float, end: float) -> dict[int, list[float]]:
+    """The gateway's accept log over the burst (bench/turns.py): port -> times."""
+    if not path.exists():
+        return {}
+    times: dict[int, list[float]] = {}
+    for line in path.read_bytes().splitlines():
+        at, port = msgspec.json.decode(line)
+        if start <= at <= end + 1:
+            times.setdefault(port, []).append(at)
+    return times
+
+
+def _since_accept(
+    accepted: dict[int, list[float]], rows: Sequence[tuple[int, float, float]]
+) -> list[float]:
+    """Seconds from each connection's accept to ``at``, for (port, connect start,
+    at) rows: the first accept of that port after the connect began (ports recur)."""
+    out = []
+    for port, began, at in rows:
+        later = [t for t in accepted.get(port, ()) if t >= began]
+        if later:
+            out.append(at - min(later))
+    return out
 
 
 def _turns(path: Path, start: float, end: float) -> dict[str, Any]:
@@ -245,6 +286,9 @@ def _progress(r: dict[str, Any]) -> None:
         f"peak {r['peak_rss_mib']} MiB settled {r['settled_rss_mib']} MiB "
         f"cpu {r['cpu_ms_per_request']} ms/req overflows {r['listen_overflows']} "
         f"503 max {r['refused_max_ms']} p99 {r['refused_p99_ms']} ms "
+        f"from accept: 503 max {r['refused_accept_max_ms']} p99 "
+        f"{r['refused_accept_p99_ms']} ms healthz max {r['healthz_accept_max_ms']} ms "
+        f"accept wait max {r['accept_wait_max_ms']} ms "
         f"turn cpu max {r.get('turn_cpu_max_ms')} ms wait {r['runnable_wait_s']} s\n"
     )
 
@@ -264,8 +308,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy-cpus", default="1")
     p.add_argument("--client-cpus", default="0")
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--turns", action="store_true",
-                   help="probe imagegate's loop turns (bench/turns.py)")  # fmt: skip
+    p.add_argument("--turns", action=argparse.BooleanOptionalAction, default=True,
+                   help="probe imagegate's loop turns and log its accepts "
+                   "(bench/turns.py): the longest turn, times from accept")  # fmt: skip
     p.add_argument("--name", help="results file stem (default: inflight[-quick])")
     p.add_argument("--out", type=Path, default=HERE / "results")
     return p
@@ -304,7 +349,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 COLUMNS = (
     ("target", "peer"), ("clients", "C"), ("ok", "ok"), ("errors", "errors"),
     ("latency_p50_s", "p50 s"), ("latency_max_s", "max s"),
-    ("refused_max_ms", "503 max ms"), ("healthz_max_ms", "/healthz max ms"),
+    ("refused_max_ms", "503 max ms"), ("refused_p99_ms", "503 p99 ms"),
+    ("refused_accept_max_ms", "503 max ms from accept"),
+    ("refused_accept_p99_ms", "503 p99 ms from accept"),
+    ("healthz_max_ms", "/healthz max ms"),
+    ("healthz_accept_max_ms", "/healthz max ms from accept"),
+    ("accept_wait_max_ms", "accept wait max ms"),
     ("connect_max_ms", "connect max ms"), ("listen_overflows", "overflows"),
     ("accept_queue_max", "accept queue max"),
     ("idle_rss_mib", "idle MiB"), ("peak_rss_mib", "peak MiB"),

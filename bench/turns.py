@@ -5,7 +5,11 @@ ticks, the thread's CPU time (``time.thread_time``) is what the loop ran meanwhi
 long gap is a long turn. Gaps over ``REPORT_S`` of wall time are appended to OUT as
 JSON lines ``[monotonic end, wall s, cpu s]``. CPU is what the loop itself spent;
 wall minus CPU is the time it waited for a core (other work on the machine) or for
-the kernel. Used by ``bench.inflight --turns``; never in production. With
+the kernel. Each connection the gateway accepts is logged beside OUT, in
+``accepts.jsonl``, as ``[monotonic time of accept(), the peer's port]``: the load
+client and the ``/healthz`` probe keep their local ports, so the harness times each
+answer from its accept as well as from its client's connect. Used by
+``bench.inflight --turns``; never in production. With
 ``BENCH_TURNS_CPROFILE=PATH`` in the environment the process is also profiled
 (cProfile), its stats written to PATH at exit.
 """
@@ -15,21 +19,27 @@ from __future__ import annotations
 import asyncio
 import cProfile
 import os
+import socket
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import proxy.__main__ as gateway
+import proxy.listener as listener
 
 TICK_S = 0.001
 REPORT_S = 0.02
 
 
 class TurnProbe:
-    def __init__(self, loop: asyncio.AbstractEventLoop, out: IO[str]) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, out: IO[str], accepts: IO[str]
+    ) -> None:
         self._loop = loop
         self._out = out
+        self._accepts = accepts
+        self.accepted: list[str] = []
         self._wall = time.monotonic()
         self._cpu = time.thread_time()
         loop.call_later(TICK_S, self._tick)
@@ -40,17 +50,40 @@ class TurnProbe:
         if gap > REPORT_S:
             self._out.write(f"[{wall:.6f}, {gap:.6f}, {cpu - self._cpu:.6f}]\n")
             self._out.flush()
+        if self.accepted:
+            self._accepts.write("".join(self.accepted))
+            self._accepts.flush()
+            self.accepted.clear()
         self._wall, self._cpu = time.monotonic(), time.thread_time()
         self._loop.call_later(TICK_S, self._tick)
 
 
+def log_accepts(probe: TurnProbe) -> None:
+    """Note each accepted connection's time and peer port (module doc)."""
+    connect = listener._connect
+
+    def logged(
+        loop: asyncio.AbstractEventLoop, conn: socket.socket, factory: Any
+    ) -> Any:
+        at = time.monotonic()
+        try:
+            port = conn.getpeername()[1]
+        except OSError:  # the client already left
+            port = 0
+        probe.accepted.append(f"[{at:.6f}, {port}]\n")
+        return connect(loop, conn, factory)
+
+    listener._connect = logged  # type: ignore[assignment]
+
+
 def main(argv: list[str]) -> int:
     out = Path(argv[0]).open("a")  # noqa: SIM115 (open for the process's life)
+    accepts = Path(argv[0]).with_name("accepts.jsonl").open("a")
     make = gateway.new_event_loop
 
     def new_event_loop() -> asyncio.AbstractEventLoop:
         loop = make()
-        TurnProbe(loop, out)
+        log_accepts(TurnProbe(loop, out, accepts))
         return loop
 
     gateway.new_event_loop = new_event_loop  # type: ignore[assignment]
