@@ -150,6 +150,13 @@ def run_one(
         [(r[4], r[0], r[0] + r[1] + r[2]) for r in probe.rows if not r[3] and r[4]],
     )
     queued = _since_accept(accepted, [(r[7], r[0], r[1]) for r in rows if len(r) > 7])
+    # The 503s as the gateway wrote them: accept to written, written to read.
+    written = _accepts(workdir / "answers.jsonl", start, end, status=503)
+    wrote = {port: at for port, ats in written.items() for at in ats}
+    refused_srv = _since_accept(
+        accepted, [(p, r[0], wrote[p]) for r in rows if (p := r[7]) in wrote]
+    )
+    lag = [r[2] - wrote[r[7]] for r in rows if r[4] == 503 and r[7] in wrote]
     peak = sampler.peak()
     answered = sum(1 for r in rows if r[4])
     return {
@@ -165,6 +172,9 @@ def run_one(
         "refused_accept_p99_ms": _ms(_pct(refused_acc, 0.99)),
         "refused_accept_max_ms": _ms(max(refused_acc, default=None)),
         "healthz_accept_max_ms": _ms(max(healthz_acc, default=None)),
+        "refused_written_p99_ms": _ms(_pct(refused_srv, 0.99)),
+        "refused_written_max_ms": _ms(max(refused_srv, default=None)),
+        "client_read_lag_max_ms": _ms(max(lag, default=None)),
         # connected (the kernel queued it) to accept(): minus, so the longest wait
         "accept_wait_max_ms": _ms(-min(queued, default=0.0) if queued else None),
         "accepted": len(accepted),
@@ -188,6 +198,8 @@ def run_one(
             "rss": [(round(at - start, 2), kib) for at, kib in sampler.rows],
             "healthz": [(round(r[0] - start, 3), round(r[2], 4)) for r in probe.rows if not r[3]],
             "latency": sorted(round(x, 3) for x in latency),
+            # seconds into the burst of each accept() (the accept log, --turns)
+            "accepts": sorted(round(t - start, 4) for ts in accepted.values() for t in ts),
             # (seconds into the burst at connect, ms to the 503's first byte)
             "refused": sorted(
                 (round(r[1] - start, 3), round((r[2] - r[1]) * 1000, 1))
@@ -198,14 +210,17 @@ def run_one(
     }  # fmt: skip
 
 
-def _accepts(path: Path, start: float, end: float) -> dict[int, list[float]]:
-    """The gateway's accept log over the burst (bench/turns.py): port -> times."""
+def _accepts(
+    path: Path, start: float, end: float, status: int | None = None
+) -> dict[int, list[float]]:
+    """The gateway's accept log (or its answers of ``status``) over the burst
+    (bench/turns.py): port -> times."""
     if not path.exists():
         return {}
     times: dict[int, list[float]] = {}
     for line in path.read_bytes().splitlines():
-        at, port = msgspec.json.decode(line)
-        if start <= at <= end + 1:
+        at, port, *rest = msgspec.json.decode(line)
+        if start <= at <= end + 1 and (status is None or rest == [status]):
             times.setdefault(port, []).append(at)
     return times
 
@@ -288,7 +303,9 @@ def _progress(r: dict[str, Any]) -> None:
         f"503 max {r['refused_max_ms']} p99 {r['refused_p99_ms']} ms "
         f"from accept: 503 max {r['refused_accept_max_ms']} p99 "
         f"{r['refused_accept_p99_ms']} ms healthz max {r['healthz_accept_max_ms']} ms "
-        f"accept wait max {r['accept_wait_max_ms']} ms "
+        f"accept wait max {r['accept_wait_max_ms']} ms 503 written from accept max "
+        f"{r['refused_written_max_ms']} p99 {r['refused_written_p99_ms']} ms "
+        f"client lag max {r['client_read_lag_max_ms']} ms "
         f"turn cpu max {r.get('turn_cpu_max_ms')} ms wait {r['runnable_wait_s']} s\n"
     )
 
@@ -352,6 +369,9 @@ COLUMNS = (
     ("refused_max_ms", "503 max ms"), ("refused_p99_ms", "503 p99 ms"),
     ("refused_accept_max_ms", "503 max ms from accept"),
     ("refused_accept_p99_ms", "503 p99 ms from accept"),
+    ("refused_written_max_ms", "503 written max ms from accept"),
+    ("refused_written_p99_ms", "503 written p99 ms from accept"),
+    ("client_read_lag_max_ms", "client read lag max ms"),
     ("healthz_max_ms", "/healthz max ms"),
     ("healthz_accept_max_ms", "/healthz max ms from accept"),
     ("accept_wait_max_ms", "accept wait max ms"),

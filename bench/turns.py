@@ -8,7 +8,10 @@ wall minus CPU is the time it waited for a core (other work on the machine) or f
 the kernel. Each connection the gateway accepts is logged beside OUT, in
 ``accepts.jsonl``, as ``[monotonic time of accept(), the peer's port]``: the load
 client and the ``/healthz`` probe keep their local ports, so the harness times each
-answer from its accept as well as from its client's connect. Used by
+answer from its accept as well as from its client's connect. Each answer the
+gateway has written (``proxy.middleware.observe`` returned) is logged in
+``answers.jsonl`` as ``[monotonic time, the peer's port, status]``: the answer's time
+on the gateway's side, apart from the load client's own delay in reading it. Used by
 ``bench.inflight --turns``; never in production. With
 ``BENCH_TURNS_CPROFILE=PATH`` in the environment the process is also profiled
 (cProfile), its stats written to PATH at exit.
@@ -25,21 +28,41 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from aiohttp import web
+
 import proxy.__main__ as gateway
+import proxy.app
 import proxy.listener as listener
+from proxy.middleware import Handler
 
 TICK_S = 0.001
 REPORT_S = 0.02
 
 
+class Log:
+    """Accepts and answers noted since the last tick, as JSON lines."""
+
+    def __init__(self, accepts: IO[str], answers: IO[str]) -> None:
+        self.accepts, self.answers = accepts, answers
+        self.accepted: list[str] = []
+        self.answered: list[str] = []
+
+    def flush(self) -> None:
+        for lines, out in (
+            (self.accepted, self.accepts),
+            (self.answered, self.answers),
+        ):
+            if lines:
+                out.write("".join(lines))
+                out.flush()
+                lines.clear()
+
+
 class TurnProbe:
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, out: IO[str], accepts: IO[str]
-    ) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, out: IO[str], log: Log) -> None:
         self._loop = loop
         self._out = out
-        self._accepts = accepts
-        self.accepted: list[str] = []
+        self._log = log
         self._wall = time.monotonic()
         self._cpu = time.thread_time()
         loop.call_later(TICK_S, self._tick)
@@ -50,19 +73,17 @@ class TurnProbe:
         if gap > REPORT_S:
             self._out.write(f"[{wall:.6f}, {gap:.6f}, {cpu - self._cpu:.6f}]\n")
             self._out.flush()
-        if self.accepted:
-            self._accepts.write("".join(self.accepted))
-            self._accepts.flush()
-            self.accepted.clear()
+        self._log.flush()
         self._wall, self._cpu = time.monotonic(), time.thread_time()
         self._loop.call_later(TICK_S, self._tick)
 
 
-def log_accepts(probe: TurnProbe) -> None:
-    """Note each accepted connection's time and peer port (module doc)."""
+def note(log: Log) -> None:
+    """Note each accepted connection and each answer written (module doc); before
+    the app is made, which takes ``proxy.app.observe`` then."""
     connect = listener._connect
 
-    def logged(
+    def accepted(
         loop: asyncio.AbstractEventLoop, conn: socket.socket, factory: Any
     ) -> Any:
         at = time.monotonic()
@@ -70,20 +91,36 @@ def log_accepts(probe: TurnProbe) -> None:
             port = conn.getpeername()[1]
         except OSError:  # the client already left
             port = 0
-        probe.accepted.append(f"[{at:.6f}, {port}]\n")
+        log.accepted.append(f"[{at:.6f}, {port}]\n")
         return connect(loop, conn, factory)
 
-    listener._connect = logged  # type: ignore[assignment]
+    listener._connect = accepted  # type: ignore[assignment]
+    observe = proxy.app.observe
+
+    @web.middleware
+    async def answered(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resp = await observe(request, handler)  # the answer is written
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport else None
+        port = peer[1] if peer else 0
+        log.answered.append(f"[{time.monotonic():.6f}, {port}, {resp.status}]\n")
+        return resp
+
+    proxy.app.observe = answered  # type: ignore[assignment]
 
 
 def main(argv: list[str]) -> int:
     out = Path(argv[0]).open("a")  # noqa: SIM115 (open for the process's life)
-    accepts = Path(argv[0]).with_name("accepts.jsonl").open("a")
+    log = Log(
+        Path(argv[0]).with_name("accepts.jsonl").open("a"),
+        Path(argv[0]).with_name("answers.jsonl").open("a"),
+    )
+    note(log)
     make = gateway.new_event_loop
 
     def new_event_loop() -> asyncio.AbstractEventLoop:
         loop = make()
-        log_accepts(TurnProbe(loop, out, accepts))
+        TurnProbe(loop, out, log)
         return loop
 
     gateway.new_event_loop = new_event_loop  # type: ignore[assignment]
