@@ -179,7 +179,7 @@ class _Listeners(asyncio.AbstractServer):
 class AcceptingSite(web.BaseSite):
     """A TCP site like aiohttp's ``TCPSite``, accepting in batches (module doc)."""
 
-    __slots__ = ("_host", "_port", "_reuse_port")
+    __slots__ = ("_handlers", "_host", "_port", "_reuse_port")
 
     def __init__(
         self,
@@ -189,9 +189,12 @@ class AcceptingSite(web.BaseSite):
         *,
         backlog: int,
         reuse_port: bool = False,
+        server: web.Server | None = None,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host, self._port, self._reuse_port = host, port, reuse_port
+        # The connections' request handlers: the runner's, or another (health_port).
+        self._handlers = server
 
     @property
     def name(self) -> str:
@@ -232,7 +235,7 @@ class AcceptingSite(web.BaseSite):
             raise
         listeners = _Listeners(loop, socks)
         self._server = listeners
-        server = self._runner.server
+        server = self._handlers or self._runner.server
         assert server is not None
         reads = _Reads()
 
