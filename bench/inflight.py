@@ -32,7 +32,7 @@ from typing import Any
 
 import msgspec
 
-from bench import procs, report
+from bench import gateway_log, procs, report
 from bench.inflight_client import raise_nofile
 from bench.probe import Probe, Sampler, netstat, wait_seconds
 from bench.scenarios import MiB, multipart, png_bytes
@@ -140,23 +140,10 @@ def run_one(
     latency = [r[3] - r[0] for r in ok]
     connect = [r[1] - r[0] for r in rows if r[1]]
     answers = [row[2] for row in probe.rows if not row[3]]
-    accepted = _accepts(workdir / "accepts.jsonl", start, end)
-    # From the gateway's accept(), where the accept log has it (--turns).
-    refused_acc = _since_accept(
-        accepted, [(r[7], r[0], r[2]) for r in rows if r[4] == 503 and len(r) > 7]
+    # From the gateway's accept, as it logged it (bench/turns.py, --turns).
+    logged = gateway_log.figures(
+        workdir, start, end, rows, [r[4] for r in probe.rows if r[4]]
     )
-    healthz_acc = _since_accept(
-        accepted,
-        [(r[4], r[0], r[0] + r[1] + r[2]) for r in probe.rows if not r[3] and r[4]],
-    )
-    queued = _since_accept(accepted, [(r[7], r[0], r[1]) for r in rows if len(r) > 7])
-    # The 503s as the gateway wrote them: accept to written, written to read.
-    written = _accepts(workdir / "answers.jsonl", start, end, status=503)
-    wrote = {port: at for port, ats in written.items() for at in ats}
-    refused_srv = _since_accept(
-        accepted, [(p, r[0], wrote[p]) for r in rows if (p := r[7]) in wrote]
-    )
-    lag = [r[2] - wrote[r[7]] for r in rows if r[4] == 503 and r[7] in wrote]
     peak = sampler.peak()
     answered = sum(1 for r in rows if r[4])
     return {
@@ -169,15 +156,6 @@ def run_one(
         "connect_max_ms": _ms(max(connect, default=None)),
         "refused_p99_ms": _ms(_pct(refused, 0.99)),
         "refused_max_ms": _ms(max(refused, default=None)),
-        "refused_accept_p99_ms": _ms(_pct(refused_acc, 0.99)),
-        "refused_accept_max_ms": _ms(max(refused_acc, default=None)),
-        "healthz_accept_max_ms": _ms(max(healthz_acc, default=None)),
-        "refused_written_p99_ms": _ms(_pct(refused_srv, 0.99)),
-        "refused_written_max_ms": _ms(max(refused_srv, default=None)),
-        "client_read_lag_max_ms": _ms(max(lag, default=None)),
-        # connected (the kernel queued it) to accept(): minus, so the longest wait
-        "accept_wait_max_ms": _ms(-min(queued, default=0.0) if queued else None),
-        "accepted": len(accepted),
         "healthz_probes": len(probe.rows),
         "healthz_errors": len(probe.rows) - len(answers),
         "healthz_max_ms": _ms(max(answers, default=None)),
@@ -193,13 +171,12 @@ def run_one(
         "listen_drops": net1.get("ListenDrops", 0) - net0.get("ListenDrops", 0),
         "accept_queue_max": sampler.accept_queue_max,
         "runnable_wait_s": round(waited, 2),
+        **logged,
         **_turns(workdir / "turns.jsonl", start, end),
         "series": {
             "rss": [(round(at - start, 2), kib) for at, kib in sampler.rows],
             "healthz": [(round(r[0] - start, 3), round(r[2], 4)) for r in probe.rows if not r[3]],
             "latency": sorted(round(x, 3) for x in latency),
-            # seconds into the burst of each accept() (the accept log, --turns)
-            "accepts": sorted(round(t - start, 4) for ts in accepted.values() for t in ts),
             # (seconds into the burst at connect, ms to the 503's first byte)
             "refused": sorted(
                 (round(r[1] - start, 3), round((r[2] - r[1]) * 1000, 1))
@@ -208,34 +185,6 @@ def run_one(
             ),
         },
     }  # fmt: skip
-
-
-def _accepts(
-    path: Path, start: float, end: float, status: int | None = None
-) -> dict[int, list[float]]:
-    """The gateway's accept log (or its answers of ``status``) over the burst
-    (bench/turns.py): port -> times."""
-    if not path.exists():
-        return {}
-    times: dict[int, list[float]] = {}
-    for line in path.read_bytes().splitlines():
-        at, port, *rest = msgspec.json.decode(line)
-        if start <= at <= end + 1 and (status is None or rest == [status]):
-            times.setdefault(port, []).append(at)
-    return times
-
-
-def _since_accept(
-    accepted: dict[int, list[float]], rows: Sequence[tuple[int, float, float]]
-) -> list[float]:
-    """Seconds from each connection's accept to ``at``, for (port, connect start,
-    at) rows: the first accept of that port after the connect began (ports recur)."""
-    out = []
-    for port, began, at in rows:
-        later = [t for t in accepted.get(port, ()) if t >= began]
-        if later:
-            out.append(at - min(later))
-    return out
 
 
 def _turns(path: Path, start: float, end: float) -> dict[str, Any]:
@@ -301,11 +250,13 @@ def _progress(r: dict[str, Any]) -> None:
         f"peak {r['peak_rss_mib']} MiB settled {r['settled_rss_mib']} MiB "
         f"cpu {r['cpu_ms_per_request']} ms/req overflows {r['listen_overflows']} "
         f"503 max {r['refused_max_ms']} p99 {r['refused_p99_ms']} ms "
-        f"from accept: 503 max {r['refused_accept_max_ms']} p99 "
-        f"{r['refused_accept_p99_ms']} ms healthz max {r['healthz_accept_max_ms']} ms "
-        f"accept wait max {r['accept_wait_max_ms']} ms 503 written from accept max "
-        f"{r['refused_written_max_ms']} p99 {r['refused_written_p99_ms']} ms "
-        f"client lag max {r['client_read_lag_max_ms']} ms "
+        f"gateway, from accept: 503 max {r.get('refused_written_max_ms')} "
+        f"p99 {r.get('refused_written_p99_ms')} ms (loop CPU "
+        f"{r.get('refused_written_cpu_max_ms')}/{r.get('refused_written_cpu_p99_ms')}) "
+        f"healthz max {r.get('healthz_written_max_ms')} ms (loop CPU "
+        f"{r.get('healthz_written_cpu_max_ms')}) head read max "
+        f"{r.get('head_written_max_ms')} ms client lag max "
+        f"{r.get('client_read_lag_max_ms')} ms "
         f"turn cpu max {r.get('turn_cpu_max_ms')} ms wait {r['runnable_wait_s']} s\n"
     )
 
@@ -367,14 +318,14 @@ COLUMNS = (
     ("target", "peer"), ("clients", "C"), ("ok", "ok"), ("errors", "errors"),
     ("latency_p50_s", "p50 s"), ("latency_max_s", "max s"),
     ("refused_max_ms", "503 max ms"), ("refused_p99_ms", "503 p99 ms"),
-    ("refused_accept_max_ms", "503 max ms from accept"),
-    ("refused_accept_p99_ms", "503 p99 ms from accept"),
-    ("refused_written_max_ms", "503 written max ms from accept"),
-    ("refused_written_p99_ms", "503 written p99 ms from accept"),
-    ("client_read_lag_max_ms", "client read lag max ms"),
+    ("refused_written_max_ms", "503 max ms from accept"),
+    ("refused_written_p99_ms", "503 p99 ms from accept"),
+    ("refused_written_cpu_max_ms", "503 max loop-CPU ms from accept"),
     ("healthz_max_ms", "/healthz max ms"),
-    ("healthz_accept_max_ms", "/healthz max ms from accept"),
-    ("accept_wait_max_ms", "accept wait max ms"),
+    ("healthz_written_max_ms", "/healthz max ms from accept"),
+    ("healthz_written_cpu_max_ms", "/healthz max loop-CPU ms from accept"),
+    ("head_written_max_ms", "head read max ms from accept"),
+    ("client_read_lag_max_ms", "client read lag max ms"),
     ("connect_max_ms", "connect max ms"), ("listen_overflows", "overflows"),
     ("accept_queue_max", "accept queue max"),
     ("idle_rss_mib", "idle MiB"), ("peak_rss_mib", "peak MiB"),

@@ -5,13 +5,13 @@ ticks, the thread's CPU time (``time.thread_time``) is what the loop ran meanwhi
 long gap is a long turn. Gaps over ``REPORT_S`` of wall time are appended to OUT as
 JSON lines ``[monotonic end, wall s, cpu s]``. CPU is what the loop itself spent;
 wall minus CPU is the time it waited for a core (other work on the machine) or for
-the kernel. Each connection the gateway accepts is logged beside OUT, in
-``accepts.jsonl``, as ``[monotonic time of accept(), the peer's port]``: the load
-client and the ``/healthz`` probe keep their local ports, so the harness times each
-answer from its accept as well as from its client's connect. Each answer the
-gateway has written (``proxy.middleware.observe`` returned) is logged in
-``answers.jsonl`` as ``[monotonic time, the peer's port, status]``: the answer's time
-on the gateway's side, apart from the load client's own delay in reading it. Used by
+the kernel. Beside OUT, three logs name each connection by its peer's port (the
+load client and the ``/healthz`` probe keep their local ports), each line with the
+monotonic time and the loop thread's CPU clock: ``accepts.jsonl`` (``[time, port,
+cpu]`` at ``accept()``), ``heads.jsonl`` (each read of a head, the same shape: when
+a request reached the gateway; a loaded client sends late) and ``answers.jsonl``
+(``[time, port, cpu, status]`` once ``proxy.middleware.observe`` wrote the answer).
+``bench/gateway_log.py`` reads them. Used by
 ``bench.inflight --turns``; never in production. With
 ``BENCH_TURNS_CPROFILE=PATH`` in the environment the process is also profiled
 (cProfile), its stats written to PATH at exit.
@@ -40,17 +40,19 @@ REPORT_S = 0.02
 
 
 class Log:
-    """Accepts and answers noted since the last tick, as JSON lines."""
+    """Accepts, head reads and answers noted since the last tick, as JSON lines."""
 
-    def __init__(self, accepts: IO[str], answers: IO[str]) -> None:
-        self.accepts, self.answers = accepts, answers
+    def __init__(self, accepts: IO[str], answers: IO[str], heads: IO[str]) -> None:
+        self.accepts, self.answers, self.heads = accepts, answers, heads
         self.accepted: list[str] = []
         self.answered: list[str] = []
+        self.read: list[str] = []
 
     def flush(self) -> None:
         for lines, out in (
             (self.accepted, self.accepts),
             (self.answered, self.answers),
+            (self.read, self.heads),
         ):
             if lines:
                 out.write("".join(lines))
@@ -91,7 +93,7 @@ def note(log: Log) -> None:
             port = conn.getpeername()[1]
         except OSError:  # the client already left
             port = 0
-        log.accepted.append(f"[{at:.6f}, {port}]\n")
+        log.accepted.append(f"[{at:.6f}, {port}, {time.thread_time():.6f}]\n")
         return connect(loop, conn, factory)
 
     listener._connect = accepted  # type: ignore[assignment]
@@ -103,10 +105,21 @@ def note(log: Log) -> None:
         transport = request.transport
         peer = transport.get_extra_info("peername") if transport else None
         port = peer[1] if peer else 0
-        log.answered.append(f"[{time.monotonic():.6f}, {port}, {resp.status}]\n")
+        at, cpu = time.monotonic(), time.thread_time()
+        log.answered.append(f"[{at:.6f}, {port}, {cpu:.6f}, {resp.status}]\n")
         return resp
 
     proxy.app.observe = answered  # type: ignore[assignment]
+    buffer_updated = listener.HeadFirst.buffer_updated
+
+    def head_read(self: listener.HeadFirst, nbytes: int) -> None:
+        if self._held and self._transport is not None:
+            peer = self._transport.get_extra_info("peername")
+            at, cpu = time.monotonic(), time.thread_time()
+            log.read.append(f"[{at:.6f}, {peer[1] if peer else 0}, {cpu:.6f}]\n")
+        buffer_updated(self, nbytes)
+
+    listener.HeadFirst.buffer_updated = head_read  # type: ignore[method-assign]
 
 
 def main(argv: list[str]) -> int:
@@ -114,6 +127,7 @@ def main(argv: list[str]) -> int:
     log = Log(
         Path(argv[0]).with_name("accepts.jsonl").open("a"),
         Path(argv[0]).with_name("answers.jsonl").open("a"),
+        Path(argv[0]).with_name("heads.jsonl").open("a"),
     )
     note(log)
     make = gateway.new_event_loop

@@ -1,0 +1,115 @@
+"""What imagegate itself saw of a burst (``bench/turns.py``'s logs): each connection's
+accept, the reads of its head and its answer, named by the peer's port, each with the
+loop thread's CPU clock beside the wall clock.
+
+Wall time from accept mixes the gateway's own work with what the machine made it wait
+(other processes on the same cores: the "run-queue wait" column); the loop's CPU time
+between two events is the work the gateway did in between, what the wall time would
+be on a core of its own.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+# (monotonic s, loop thread CPU s, status: 0 but for answers)
+Event = tuple[float, float, int]
+
+
+def read(path: Path, start: float, end: float) -> dict[int, list[Event]]:
+    """port -> its events within the burst, in time order."""
+    if not path.exists():
+        return {}
+    events: dict[int, list[Event]] = {}
+    for line in path.read_bytes().splitlines():
+        at, port, cpu, *status = msgspec.json.decode(line)
+        if start <= at <= end + 1:
+            events.setdefault(port, []).append((at, cpu, status[0] if status else 0))
+    for found in events.values():
+        found.sort()
+    return events
+
+
+def since_accept(
+    accepts: dict[int, list[Event]],
+    events: dict[int, list[Event]],
+    *,
+    ports: Iterable[int] | None = None,
+    status: int | None = None,
+    first: bool = False,
+) -> list[tuple[float, float]]:
+    """(wall s, loop CPU s) from each event back to its connection's accept (the
+    latest accept of its port before it); with ``first``, one per connection."""
+    out: dict[tuple[int, float], tuple[float, float]] = {}
+    for port in events if ports is None else ports:
+        times = [a[0] for a in accepts.get(port, ())]
+        for at, cpu, code in events.get(port, ()):
+            if status is not None and code != status:
+                continue
+            i = bisect.bisect_right(times, at) - 1
+            if i < 0:
+                continue
+            accepted = accepts[port][i]
+            key = (port, accepted[0])
+            if first and key in out:
+                continue
+            out[key] = (at - accepted[0], cpu - accepted[1])
+    return list(out.values())
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 1)
+
+
+def _top(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """(max, p99)"""
+    if not values:
+        return None, None
+    ordered = sorted(values)
+    return ordered[-1], ordered[
+        min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)
+    ]
+
+
+def figures(
+    workdir: Path,
+    start: float,
+    end: float,
+    rows: Sequence[Sequence[Any]],
+    probe_ports: Iterable[int],
+) -> dict[str, Any]:
+    """The burst's figures from the gateway's logs (empty without ``--turns``).
+    ``rows`` are the load client's, ``probe_ports`` the ``/healthz`` probe's."""
+    accepts = read(workdir / "accepts.jsonl", start, end)
+    if not accepts:
+        return {}
+    answers = read(workdir / "answers.jsonl", start, end)
+    heads = read(workdir / "heads.jsonl", start, end)
+    refused = since_accept(accepts, answers, status=503)
+    healthz = since_accept(accepts, answers, ports=probe_ports, status=200)
+    head = since_accept(accepts, heads, first=True)
+    # The client read its 503 this long after the gateway wrote it.
+    lag = []
+    for row in rows:
+        if row[4] == 503 and len(row) > 7:
+            written = [a[0] for a in answers.get(row[7], ()) if a[0] <= row[2]]
+            if written:
+                lag.append(row[2] - written[-1])
+    out: dict[str, Any] = {"accepted": sum(len(a) for a in accepts.values())}
+    for name, spans in (("refused", refused), ("healthz", healthz), ("head", head)):
+        wall, wall99 = _top([s[0] for s in spans])
+        cpu, cpu99 = _top([s[1] for s in spans])
+        out |= {
+            f"{name}_written_max_ms": _ms(wall),
+            f"{name}_written_p99_ms": _ms(wall99),
+            f"{name}_written_cpu_max_ms": _ms(cpu),
+            f"{name}_written_cpu_p99_ms": _ms(cpu99),
+        }
+    out["client_read_lag_max_ms"] = _ms(max(lag, default=None))
+    return out
