@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-# (monotonic s, loop thread CPU s, status: 0 but for answers)
-Event = tuple[float, float, int]
+# (monotonic s, loop thread CPU s, status and path: 0 and "" but for answers)
+Event = tuple[float, float, int, str]
 
 
 def read(path: Path, start: float, end: float) -> dict[int, list[Event]]:
@@ -28,9 +28,10 @@ def read(path: Path, start: float, end: float) -> dict[int, list[Event]]:
         return {}
     events: dict[int, list[Event]] = {}
     for line in path.read_bytes().splitlines():
-        at, port, cpu, *status = msgspec.json.decode(line)
+        at, port, cpu, *answer = msgspec.json.decode(line)
+        status, path = answer if answer else (0, "")
         if start <= at <= end + 1:
-            events.setdefault(port, []).append((at, cpu, status[0] if status else 0))
+            events.setdefault(port, []).append((at, cpu, status, path))
     for found in events.values():
         found.sort()
     return events
@@ -40,17 +41,18 @@ def since_accept(
     accepts: dict[int, list[Event]],
     events: dict[int, list[Event]],
     *,
-    ports: Iterable[int] | None = None,
     status: int | None = None,
+    path: str | None = None,
     first: bool = False,
 ) -> list[tuple[float, float]]:
-    """(wall s, loop CPU s) from each event back to its connection's accept (the
-    latest accept of its port before it); with ``first``, one per connection."""
+    """(wall s, loop CPU s) from a connection's accept (the latest accept of the
+    event's port before it) to its event: its first with ``first``, else its last
+    (the benchmark's connections carry one request each)."""
     out: dict[tuple[int, float], tuple[float, float]] = {}
-    for port in events if ports is None else ports:
+    for port, found in events.items():
         times = [a[0] for a in accepts.get(port, ())]
-        for at, cpu, code in events.get(port, ()):
-            if status is not None and code != status:
+        for at, cpu, code, where in found:
+            if (status is not None and code != status) or path not in (None, where):
                 continue
             i = bisect.bisect_right(times, at) - 1
             if i < 0:
@@ -82,17 +84,16 @@ def figures(
     start: float,
     end: float,
     rows: Sequence[Sequence[Any]],
-    probe_ports: Iterable[int],
 ) -> dict[str, Any]:
-    """The burst's figures from the gateway's logs (empty without ``--turns``).
-    ``rows`` are the load client's, ``probe_ports`` the ``/healthz`` probe's."""
+    """The burst's figures from the gateway's logs (empty without ``--turns``);
+    ``rows`` are the load client's."""
     accepts = read(workdir / "accepts.jsonl", start, end)
     if not accepts:
         return {}
     answers = read(workdir / "answers.jsonl", start, end)
     heads = read(workdir / "heads.jsonl", start, end)
     refused = since_accept(accepts, answers, status=503)
-    healthz = since_accept(accepts, answers, ports=probe_ports, status=200)
+    healthz = since_accept(accepts, answers, status=200, path="/healthz")
     head = since_accept(accepts, heads, first=True)
     # The client read its 503 this long after the gateway wrote it.
     lag = []

@@ -97,6 +97,7 @@ def _ms(value: float | None) -> float | None:
 def run_one(
     target: Target, burst: Burst, body_path: Path, content_type: str, *,
     clients: int, hold: float, settle: float, workdir: Path, client_cpus: str | None,
+    probe_port: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """One burst through one peer; its figures and its time series."""
     pids = target.pids()
@@ -115,7 +116,7 @@ def run_one(
            content_type, str(clients), str(timeout), str(out)]  # fmt: skip
     sampler = Sampler(pids, port=target.port).start()
     start = time.monotonic()
-    with Probe(target.port) as probe:
+    with Probe(probe_port or target.port) as probe:
         done = subprocess.run(
             procs.pinned(cmd, client_cpus), capture_output=True, timeout=timeout + 60
         )
@@ -141,13 +142,12 @@ def run_one(
     connect = [r[1] - r[0] for r in rows if r[1]]
     answers = [row[2] for row in probe.rows if not row[3]]
     # From the gateway's accept, as it logged it (bench/turns.py, --turns).
-    logged = gateway_log.figures(
-        workdir, start, end, rows, [r[4] for r in probe.rows if r[4]]
-    )
+    logged = gateway_log.figures(workdir, start, end, rows)
     peak = sampler.peak()
     answered = sum(1 for r in rows if r[4])
     return {
         "target": target.name, "scenario": burst.name, "clients": clients,
+        "probed": "health_port" if probe_port else "port",
         "hold_s": hold, "wall_s": round(end - start, 2),
         "ok": len(ok), "errors": errors,
         "latency_p50_s": _round(statistics.median(latency) if latency else None),
@@ -217,7 +217,7 @@ def run_all(
     workdir: Path, *, bursts: Sequence[Burst], targets: Sequence[str] = PEERS,
     hold: float, settle: float, trickle: float, clients: int | None = None,
     scale: float = 1.0, proxy_cpus: str | None = "1", client_cpus: str | None = "0",
-    workers: int = 1, turns: bool = False,
+    workers: int = 1, turns: bool = False, health_port: bool = False,
 ) -> list[dict[str, Any]]:  # fmt: skip
     raise_nofile()  # the peers inherit it
     results = []
@@ -226,16 +226,22 @@ def run_all(
         data, content_type = body(burst)
         body_path = workdir / f"{burst.name}.body"
         body_path.write_bytes(data)
+        config = overrides(burst, count)
+        # imagegate's probes on a port of their own (server.health_port), if asked.
+        health = procs.free_port() if health_port else None
+        if health is not None:
+            config["server"] = {"health_port": health}
         with stack(
             workdir, names=tuple(targets), latency_ms=hold * 1000,
             proxy_cpus=proxy_cpus, client_cpus=client_cpus, workers=workers,
-            trickle_s=trickle, overrides=overrides(burst, count), turns=turns,
+            trickle_s=trickle, overrides=config, turns=turns,
         ) as running:  # fmt: skip
             for name in targets:
                 row = run_one(
                     running.targets[name], replace(burst, clients=count), body_path,
                     content_type, clients=count, hold=hold, settle=settle,
                     workdir=workdir, client_cpus=client_cpus,
+                    probe_port=health if name == "imagegate" else None,
                 )  # fmt: skip
                 _progress(row)
                 results.append(row)
@@ -279,6 +285,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--turns", action=argparse.BooleanOptionalAction, default=True,
                    help="probe imagegate's loop turns and log its accepts "
                    "(bench/turns.py): the longest turn, times from accept")  # fmt: skip
+    p.add_argument("--health-port", action="store_true",
+                   help="probe /healthz on imagegate's server.health_port")  # fmt: skip
     p.add_argument("--name", help="results file stem (default: inflight[-quick])")
     p.add_argument("--out", type=Path, default=HERE / "results")
     return p
@@ -300,13 +308,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets=args.targets.split(","), hold=hold, settle=settle,
             trickle=trickle, clients=clients, scale=args.scale,
             proxy_cpus=args.proxy_cpus, client_cpus=args.client_cpus,
-            workers=args.workers, turns=args.turns,
+            workers=args.workers, turns=args.turns, health_port=args.health_port,
         )  # fmt: skip
     name = args.name or ("inflight-quick" if quick else "inflight")
     meta = {
         "machine": report.machine(), "hold_s": hold, "settle_s": settle,
         "trickle_s": trickle, "workers": args.workers, "proxy_cpus": args.proxy_cpus,
-        "client_cpus": args.client_cpus,
+        "client_cpus": args.client_cpus, "health_port": args.health_port,
         "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
     }  # fmt: skip
     md = write(args.out, name, results, meta, plot.draw(args.out, name, results))
@@ -355,7 +363,9 @@ def write(
     lines = [f"# In-flight bursts ({name})", "",
              f"Upstream hold {meta['hold_s']} s; RSS settled {meta['settle_s']} s after "
              f"the load; {meta['machine'].get('cpu', '')}; load average after "
-             f"{' '.join(meta['loadavg_after'])}.", ""]  # fmt: skip
+             f"{' '.join(meta['loadavg_after'])}."
+             + (" imagegate's /healthz probed on its server.health_port."
+                if meta.get("health_port") else ""), ""]  # fmt: skip
     for scenario in dict.fromkeys(r["scenario"] for r in results):
         burst = BY_NAME.get(scenario)
         lines += [f"## {scenario}: {burst.title if burst else ''}", ""]

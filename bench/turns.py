@@ -10,7 +10,7 @@ load client and the ``/healthz`` probe keep their local ports), each line with t
 monotonic time and the loop thread's CPU clock: ``accepts.jsonl`` (``[time, port,
 cpu]`` at ``accept()``), ``heads.jsonl`` (each read of a head, the same shape: when
 a request reached the gateway; a loaded client sends late) and ``answers.jsonl``
-(``[time, port, cpu, status]`` once ``proxy.middleware.observe`` wrote the answer).
+(``[time, port, cpu, status, path]`` once ``proxy.middleware.observe`` wrote the answer).
 ``bench/gateway_log.py`` reads them. Used by
 ``bench.inflight --turns``; never in production. With
 ``BENCH_TURNS_CPROFILE=PATH`` in the environment the process is also profiled
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+import msgspec
 from aiohttp import web
 
 import proxy.__main__ as gateway
@@ -105,8 +106,8 @@ def note(log: Log) -> None:
         transport = request.transport
         peer = transport.get_extra_info("peername") if transport else None
         port = peer[1] if peer else 0
-        at, cpu = time.monotonic(), time.thread_time()
-        log.answered.append(f"[{at:.6f}, {port}, {cpu:.6f}, {resp.status}]\n")
+        line = [time.monotonic(), port, time.thread_time(), resp.status, request.path]
+        log.answered.append(msgspec.json.encode(line).decode() + "\n")
         return resp
 
     proxy.app.observe = answered  # type: ignore[assignment]
