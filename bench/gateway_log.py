@@ -65,6 +65,29 @@ def since_accept(
     return list(out.values())
 
 
+def since_head(
+    accepts: dict[int, list[Event]],
+    heads: dict[int, list[Event]],
+    answers: dict[int, list[Event]],
+    *,
+    status: int,
+) -> list[tuple[float, float]]:
+    """(wall s, loop CPU s) from the first read of a connection's head (after its
+    latest accept) to its answer of ``status``."""
+    out = []
+    for port, found in answers.items():
+        times = [a[0] for a in accepts.get(port, ())]
+        for at, cpu, code, _ in found:
+            i = bisect.bisect_right(times, at) - 1
+            if code != status or i < 0:
+                continue
+            accepted = times[i]
+            read = [h for h in heads.get(port, ()) if accepted <= h[0] <= at]
+            if read:
+                out.append((at - read[0][0], cpu - read[0][1]))
+    return out
+
+
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 1)
 
@@ -95,6 +118,9 @@ def figures(
     refused = since_accept(accepts, answers, status=503)
     healthz = since_accept(accepts, answers, status=200, path="/healthz")
     head = since_accept(accepts, heads, first=True)
+    # From the head's first read, the moment the gateway could see the request: a
+    # load client that sends late is not counted against the gateway.
+    seen = since_head(accepts, heads, answers, status=503)
     # The client read its 503 this long after the gateway wrote it.
     lag = []
     for row in rows:
@@ -103,7 +129,8 @@ def figures(
             if written:
                 lag.append(row[2] - written[-1])
     out: dict[str, Any] = {"accepted": sum(len(a) for a in accepts.values())}
-    for name, spans in (("refused", refused), ("healthz", healthz), ("head", head)):
+    named = (("refused", refused), ("healthz", healthz), ("head", head), ("seen", seen))
+    for name, spans in named:
         wall, wall99 = _top([s[0] for s in spans])
         cpu, cpu99 = _top([s[1] for s in spans])
         out |= {

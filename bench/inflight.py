@@ -261,7 +261,9 @@ def _progress(r: dict[str, Any]) -> None:
         f"{r.get('refused_written_cpu_max_ms')}/{r.get('refused_written_cpu_p99_ms')}) "
         f"healthz max {r.get('healthz_written_max_ms')} ms (loop CPU "
         f"{r.get('healthz_written_cpu_max_ms')}) head read max "
-        f"{r.get('head_written_max_ms')} ms client lag max "
+        f"{r.get('head_written_max_ms')} ms; 503 from head read max "
+        f"{r.get('seen_written_max_ms')} ms (loop CPU {r.get('seen_written_cpu_max_ms')})"
+        f" client lag max "
         f"{r.get('client_read_lag_max_ms')} ms "
         f"turn cpu max {r.get('turn_cpu_max_ms')} ms wait {r['runnable_wait_s']} s\n"
     )
@@ -329,6 +331,8 @@ COLUMNS = (
     ("refused_written_max_ms", "503 max ms from accept"),
     ("refused_written_p99_ms", "503 p99 ms from accept"),
     ("refused_written_cpu_max_ms", "503 max loop-CPU ms from accept"),
+    ("seen_written_max_ms", "503 max ms from head read"),
+    ("seen_written_cpu_max_ms", "503 max loop-CPU ms from head read"),
     ("healthz_max_ms", "/healthz max ms"),
     ("healthz_written_max_ms", "/healthz max ms from accept"),
     ("healthz_written_cpu_max_ms", "/healthz max loop-CPU ms from accept"),

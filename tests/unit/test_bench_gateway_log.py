@@ -55,3 +55,20 @@ def test_outside_the_burst_or_without_logs_nothing_counts(tmp_path: Path) -> Non
     path = _write(tmp_path / "a", ["[1.0, 5, 0.5]", "[30.0, 6, 0.9]"])
     assert set(gateway_log.read(path, 0.0, 9.0)) == {5}
     assert gateway_log.figures(tmp_path / "none", 0.0, 9.0, []) == {}
+
+
+def test_a_503_is_timed_from_its_heads_first_read_too(tmp_path: Path) -> None:
+    accepts = gateway_log.read(_write(tmp_path / "a", ["[1.0, 5, 0.5]"]), 0.0, 9.0)
+    heads = gateway_log.read(
+        _write(tmp_path / "h", ["[3.0, 5, 0.7]", "[3.5, 5, 0.75]"]), 0.0, 9.0
+    )
+    answers = gateway_log.read(
+        _write(tmp_path / "b", ['[3.25, 5, 0.9, 503, "/v3/images/edits"]']), 0.0, 9.0
+    )
+    # The client sent its head 2 s after the accept: the gateway answered 0.25 s on.
+    assert gateway_log.since_head(accepts, heads, answers, status=503) == [
+        pytest.approx((0.25, 0.2))
+    ]
+    assert gateway_log.since_accept(accepts, answers, status=503) == [
+        pytest.approx((2.25, 0.4))
+    ]
