@@ -197,9 +197,10 @@ def _turns(path: Path, start: float, end: float) -> dict[str, Any]:
         "turn_cpu_max_ms": _ms(max((r[2] for r in rows), default=None)),
         "turn_wall_max_ms": _ms(max((r[1] for r in rows), default=None)),
         "turns_over_50ms_cpu": sum(1 for r in rows if r[2] > 0.05),
-        # (seconds into the burst at the turn's end, wall ms, CPU ms)
+        # (s into the burst at the turn's end, wall ms, CPU ms, and with --turns
+        # from bench/turns.py: connections accepted, head reads, answers written)
         "turns": [
-            (round(r[0] - start, 3), round(r[1] * 1e3, 1), round(r[2] * 1e3, 1))
+            (round(r[0] - start, 3), round(r[1] * 1e3, 1), round(r[2] * 1e3, 1), *r[3:])
             for r in rows
         ],
     }

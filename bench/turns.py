@@ -3,7 +3,8 @@
 Runs ``python -m proxy ARGS`` with a timer on its loop every ``TICK_S``; between two
 ticks, the thread's CPU time (``time.thread_time``) is what the loop ran meanwhile: a
 long gap is a long turn. Gaps over ``REPORT_S`` of wall time are appended to OUT as
-JSON lines ``[monotonic end, wall s, cpu s]``. CPU is what the loop itself spent;
+JSON lines ``[monotonic end, wall s, cpu s, accepts, head reads, answers]`` (the
+last three as the logs below counted them in that gap). CPU is what the loop itself spent;
 wall minus CPU is the time it waited for a core (other work on the machine) or for
 the kernel. Beside OUT, three logs name each connection by its peer's port (the
 load client and the ``/healthz`` probe keep their local ports), each line with the
@@ -74,7 +75,10 @@ class TurnProbe:
         wall, cpu = time.monotonic(), time.thread_time()
         gap = wall - self._wall
         if gap > REPORT_S:
-            self._out.write(f"[{wall:.6f}, {gap:.6f}, {cpu - self._cpu:.6f}]\n")
+            # What the turn did: connections accepted, head reads, answers written.
+            log = self._log
+            done = f"{len(log.accepted)}, {len(log.read)}, {len(log.answered)}"
+            self._out.write(f"[{wall:.6f}, {gap:.6f}, {cpu - self._cpu:.6f}, {done}]\n")
             self._out.flush()
         self._log.flush()
         self._wall, self._cpu = time.monotonic(), time.thread_time()
