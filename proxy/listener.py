@@ -306,5 +306,9 @@ def _step(
     except (OSError, asyncio.CancelledError):  # the client left, or the loop closes
         conn.close()
         return
+    except Exception:  # one connection's failure ends it, not the accepts after it
+        conn.close()
+        log.exception("cannot set up a connection")
+        return
     waiting._asyncio_future_blocking = False  # taken, as a task takes it
     waiting.add_done_callback(functools.partial(_step, conn, coro))
