@@ -32,7 +32,7 @@ from typing import Any
 
 import msgspec
 
-from bench import procs, report
+from bench import gateway_log, procs, report
 from bench.inflight_client import raise_nofile
 from bench.probe import Probe, Sampler, netstat, wait_seconds
 from bench.scenarios import MiB, multipart, png_bytes
@@ -97,6 +97,7 @@ def _ms(value: float | None) -> float | None:
 def run_one(
     target: Target, burst: Burst, body_path: Path, content_type: str, *,
     clients: int, hold: float, settle: float, workdir: Path, client_cpus: str | None,
+    probe_port: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """One burst through one peer; its figures and its time series."""
     pids = target.pids()
@@ -115,7 +116,7 @@ def run_one(
            content_type, str(clients), str(timeout), str(out)]  # fmt: skip
     sampler = Sampler(pids, port=target.port).start()
     start = time.monotonic()
-    with Probe(target.port) as probe:
+    with Probe(probe_port or target.port) as probe:
         done = subprocess.run(
             procs.pinned(cmd, client_cpus), capture_output=True, timeout=timeout + 60
         )
@@ -140,10 +141,13 @@ def run_one(
     latency = [r[3] - r[0] for r in ok]
     connect = [r[1] - r[0] for r in rows if r[1]]
     answers = [row[2] for row in probe.rows if not row[3]]
+    # From the gateway's accept, as it logged it (bench/turns.py, --turns).
+    logged = gateway_log.figures(workdir, start, end, rows)
     peak = sampler.peak()
     answered = sum(1 for r in rows if r[4])
     return {
         "target": target.name, "scenario": burst.name, "clients": clients,
+        "probed": "health_port" if probe_port else "port",
         "hold_s": hold, "wall_s": round(end - start, 2),
         "ok": len(ok), "errors": errors,
         "latency_p50_s": _round(statistics.median(latency) if latency else None),
@@ -167,10 +171,11 @@ def run_one(
         "listen_drops": net1.get("ListenDrops", 0) - net0.get("ListenDrops", 0),
         "accept_queue_max": sampler.accept_queue_max,
         "runnable_wait_s": round(waited, 2),
+        **logged,
         **_turns(workdir / "turns.jsonl", start, end),
         "series": {
             "rss": [(round(at - start, 2), kib) for at, kib in sampler.rows],
-            "healthz": [(round(at - start, 3), round(s, 4)) for at, _, s, e in probe.rows if not e],
+            "healthz": [(round(r[0] - start, 3), round(r[2], 4)) for r in probe.rows if not r[3]],
             "latency": sorted(round(x, 3) for x in latency),
             # (seconds into the burst at connect, ms to the 503's first byte)
             "refused": sorted(
@@ -192,9 +197,10 @@ def _turns(path: Path, start: float, end: float) -> dict[str, Any]:
         "turn_cpu_max_ms": _ms(max((r[2] for r in rows), default=None)),
         "turn_wall_max_ms": _ms(max((r[1] for r in rows), default=None)),
         "turns_over_50ms_cpu": sum(1 for r in rows if r[2] > 0.05),
-        # (seconds into the burst at the turn's end, wall ms, CPU ms)
+        # (s into the burst at the turn's end, wall ms, CPU ms, and with --turns
+        # from bench/turns.py: connections accepted, head reads, answers written)
         "turns": [
-            (round(r[0] - start, 3), round(r[1] * 1e3, 1), round(r[2] * 1e3, 1))
+            (round(r[0] - start, 3), round(r[1] * 1e3, 1), round(r[2] * 1e3, 1), *r[3:])
             for r in rows
         ],
     }
@@ -212,7 +218,7 @@ def run_all(
     workdir: Path, *, bursts: Sequence[Burst], targets: Sequence[str] = PEERS,
     hold: float, settle: float, trickle: float, clients: int | None = None,
     scale: float = 1.0, proxy_cpus: str | None = "1", client_cpus: str | None = "0",
-    workers: int = 1, turns: bool = False,
+    workers: int = 1, turns: bool = False, health_port: bool = False,
 ) -> list[dict[str, Any]]:  # fmt: skip
     raise_nofile()  # the peers inherit it
     results = []
@@ -221,16 +227,22 @@ def run_all(
         data, content_type = body(burst)
         body_path = workdir / f"{burst.name}.body"
         body_path.write_bytes(data)
+        config = overrides(burst, count)
+        # imagegate's probes on a port of their own (server.health_port), if asked.
+        health = procs.free_port() if health_port else None
+        if health is not None:
+            config["server"] = {"health_port": health}
         with stack(
             workdir, names=tuple(targets), latency_ms=hold * 1000,
             proxy_cpus=proxy_cpus, client_cpus=client_cpus, workers=workers,
-            trickle_s=trickle, overrides=overrides(burst, count), turns=turns,
+            trickle_s=trickle, overrides=config, turns=turns,
         ) as running:  # fmt: skip
             for name in targets:
                 row = run_one(
                     running.targets[name], replace(burst, clients=count), body_path,
                     content_type, clients=count, hold=hold, settle=settle,
                     workdir=workdir, client_cpus=client_cpus,
+                    probe_port=health if name == "imagegate" else None,
                 )  # fmt: skip
                 _progress(row)
                 results.append(row)
@@ -245,6 +257,15 @@ def _progress(r: dict[str, Any]) -> None:
         f"peak {r['peak_rss_mib']} MiB settled {r['settled_rss_mib']} MiB "
         f"cpu {r['cpu_ms_per_request']} ms/req overflows {r['listen_overflows']} "
         f"503 max {r['refused_max_ms']} p99 {r['refused_p99_ms']} ms "
+        f"gateway, from accept: 503 max {r.get('refused_written_max_ms')} "
+        f"p99 {r.get('refused_written_p99_ms')} ms (loop CPU "
+        f"{r.get('refused_written_cpu_max_ms')}/{r.get('refused_written_cpu_p99_ms')}) "
+        f"healthz max {r.get('healthz_written_max_ms')} ms (loop CPU "
+        f"{r.get('healthz_written_cpu_max_ms')}) head read max "
+        f"{r.get('head_written_max_ms')} ms; 503 from head read max "
+        f"{r.get('seen_written_max_ms')} ms (loop CPU {r.get('seen_written_cpu_max_ms')})"
+        f" client lag max "
+        f"{r.get('client_read_lag_max_ms')} ms "
         f"turn cpu max {r.get('turn_cpu_max_ms')} ms wait {r['runnable_wait_s']} s\n"
     )
 
@@ -264,8 +285,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy-cpus", default="1")
     p.add_argument("--client-cpus", default="0")
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--turns", action="store_true",
-                   help="probe imagegate's loop turns (bench/turns.py)")  # fmt: skip
+    p.add_argument("--turns", action=argparse.BooleanOptionalAction, default=True,
+                   help="probe imagegate's loop turns and log its accepts "
+                   "(bench/turns.py): the longest turn, times from accept")  # fmt: skip
+    p.add_argument("--health-port", action="store_true",
+                   help="probe /healthz on imagegate's server.health_port")  # fmt: skip
     p.add_argument("--name", help="results file stem (default: inflight[-quick])")
     p.add_argument("--out", type=Path, default=HERE / "results")
     return p
@@ -287,13 +311,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets=args.targets.split(","), hold=hold, settle=settle,
             trickle=trickle, clients=clients, scale=args.scale,
             proxy_cpus=args.proxy_cpus, client_cpus=args.client_cpus,
-            workers=args.workers, turns=args.turns,
+            workers=args.workers, turns=args.turns, health_port=args.health_port,
         )  # fmt: skip
     name = args.name or ("inflight-quick" if quick else "inflight")
     meta = {
         "machine": report.machine(), "hold_s": hold, "settle_s": settle,
         "trickle_s": trickle, "workers": args.workers, "proxy_cpus": args.proxy_cpus,
-        "client_cpus": args.client_cpus,
+        "client_cpus": args.client_cpus, "health_port": args.health_port,
         "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
     }  # fmt: skip
     md = write(args.out, name, results, meta, plot.draw(args.out, name, results))
@@ -304,7 +328,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 COLUMNS = (
     ("target", "peer"), ("clients", "C"), ("ok", "ok"), ("errors", "errors"),
     ("latency_p50_s", "p50 s"), ("latency_max_s", "max s"),
-    ("refused_max_ms", "503 max ms"), ("healthz_max_ms", "/healthz max ms"),
+    ("refused_max_ms", "503 max ms"), ("refused_p99_ms", "503 p99 ms"),
+    ("refused_written_max_ms", "503 max ms from accept"),
+    ("refused_written_p99_ms", "503 p99 ms from accept"),
+    ("refused_written_cpu_max_ms", "503 max loop-CPU ms from accept"),
+    ("seen_written_max_ms", "503 max ms from head read"),
+    ("seen_written_cpu_max_ms", "503 max loop-CPU ms from head read"),
+    ("healthz_max_ms", "/healthz max ms"),
+    ("healthz_written_max_ms", "/healthz max ms from accept"),
+    ("healthz_written_cpu_max_ms", "/healthz max loop-CPU ms from accept"),
+    ("head_written_max_ms", "head read max ms from accept"),
+    ("client_read_lag_max_ms", "client read lag max ms"),
     ("connect_max_ms", "connect max ms"), ("listen_overflows", "overflows"),
     ("accept_queue_max", "accept queue max"),
     ("idle_rss_mib", "idle MiB"), ("peak_rss_mib", "peak MiB"),
@@ -334,7 +368,9 @@ def write(
     lines = [f"# In-flight bursts ({name})", "",
              f"Upstream hold {meta['hold_s']} s; RSS settled {meta['settle_s']} s after "
              f"the load; {meta['machine'].get('cpu', '')}; load average after "
-             f"{' '.join(meta['loadavg_after'])}.", ""]  # fmt: skip
+             f"{' '.join(meta['loadavg_after'])}."
+             + (" imagegate's /healthz probed on its server.health_port."
+                if meta.get("health_port") else ""), ""]  # fmt: skip
     for scenario in dict.fromkeys(r["scenario"] for r in results):
         burst = BY_NAME.get(scenario)
         lines += [f"## {scenario}: {burst.title if burst else ''}", ""]

@@ -7,8 +7,9 @@ body in 256 KiB writes at the pace the socket takes them), reads the whole reply
 the open-file limit is raised to its hard limit first.
 
 OUT gets JSON: one row per client, ``[connect_start, connected, first_byte, done,
-status, error, reply_bytes]`` with times on ``time.monotonic()`` (system-wide on Linux,
-so comparable with the harness's own samples), status 0 and an error kind
+status, error, reply_bytes, local_port]`` with times on ``time.monotonic()``
+(system-wide on Linux, so comparable with the harness's own samples and the gateway's
+accept log, which names connections by this port), status 0 and an error kind
 (``reset``, ``refused``, ``timeout``, ``eof``, ``other:<name>``) when no reply came.
 """
 
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 WRITE_BLOCK = 256 * 1024
-Row = tuple[float, float, float, float, int, str, int]
+Row = tuple[float, float, float, float, int, str, int, int]
 
 
 def raise_nofile() -> int:
@@ -77,13 +78,20 @@ async def one(
 ) -> Row:
     start = time.monotonic()
     connected = first = 0.0
+    local = 0
     try:
         async with asyncio.timeout(limit_s):
             reader, writer = await asyncio.open_connection(host, port)
             connected = time.monotonic()
+            local = writer.get_extra_info("sockname")[1]
+
+            # The head goes out now, in the step that saw the connection made: in a
+            # task it waited behind the other clients' 256 KiB body writes in this
+            # loop's turn, and at C = 2,000 reached the gateway up to 3.5 s after
+            # its accept (bench/turns.py's heads.jsonl).
+            writer.write(request)
 
             async def send() -> None:
-                writer.write(request)
                 for at in range(0, len(body), WRITE_BLOCK):
                     writer.write(body[at : at + WRITE_BLOCK])
                     await writer.drain()
@@ -106,8 +114,8 @@ async def one(
                 with contextlib.suppress(BaseException):
                     await sending
     except Exception as exc:  # every failure is a counted kind, never a crash
-        return (start, connected, first, time.monotonic(), 0, error_kind(exc), 0)
-    return (start, connected, first, time.monotonic(), status, "", size)
+        return (start, connected, first, time.monotonic(), 0, error_kind(exc), 0, local)
+    return (start, connected, first, time.monotonic(), status, "", size, local)
 
 
 def request_head(url: str, length: int, content_type: str) -> tuple[str, int, bytes]:

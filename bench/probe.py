@@ -35,13 +35,18 @@ def netstat(path: Path = Path("/proc/net/netstat")) -> dict[str, int]:
     return {}
 
 
-def healthz(port: int, timeout: float = PROBE_TIMEOUT_S) -> tuple[float, float, str]:
-    """One probe: (connect seconds, connected-to-answer seconds, error or "")."""
+def healthz(
+    port: int, timeout: float = PROBE_TIMEOUT_S
+) -> tuple[float, float, str, int]:
+    """One probe: (connect seconds, connected-to-answer seconds, error or "", the
+    probe's local port: its name in the gateway's accept log)."""
     start = time.monotonic()
     connected = start
+    local = 0
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
             connected = time.monotonic()
+            local = sock.getsockname()[1]
             sock.sendall(
                 b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
             )
@@ -52,10 +57,11 @@ def healthz(port: int, timeout: float = PROBE_TIMEOUT_S) -> tuple[float, float, 
                     break
                 data += more
         if not data.startswith(b"HTTP/1.1 200"):
-            return connected - start, time.monotonic() - connected, "status"
+            return connected - start, time.monotonic() - connected, "status", local
     except OSError as exc:
-        return connected - start, time.monotonic() - connected, type(exc).__name__
-    return connected - start, time.monotonic() - connected, ""
+        failed = type(exc).__name__
+        return connected - start, time.monotonic() - connected, failed, local
+    return connected - start, time.monotonic() - connected, "", local
 
 
 def _complete(data: bytes) -> bool:
@@ -72,8 +78,8 @@ class Probe:
 
     def __init__(self, port: int) -> None:
         self.port = port
-        # (monotonic time of the probe's start, connect s, answer s, error)
-        self.rows: list[tuple[float, float, float, str]] = []
+        # (monotonic time of the probe's start, connect s, answer s, error, port)
+        self.rows: list[tuple[float, float, float, str, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 

@@ -242,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     keepalive_timeout_s=config.server.keepalive_timeout_s,
                     reuse_port=args.reuse_port,
                     backlog=effective_backlog(config.server.backlog),
+                    health_port=config.server.health_port,
                 )
             )
     except OSError as exc:  # the address is taken or not ours

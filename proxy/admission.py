@@ -63,6 +63,20 @@ async def admission(request: web.Request, handler: Handler) -> web.StreamRespons
         release(request.transport)
 
 
+def probes_only(handle: Handler) -> Handler:
+    """The request handler of ``server.health_port``'s connections: the probes go on
+    to the app as they do on the main port (this middleware, the access line, the
+    metrics); any other path is a 404 there, its connection read on."""
+
+    async def probes(request: web.Request) -> web.StreamResponse:
+        if request.path in _PROBES:
+            return await handle(request)
+        release(request.transport)
+        raise web.HTTPNotFound()
+
+    return probes
+
+
 async def _queued(
     request: web.Request, handler: Handler, pressure: Pressure
 ) -> web.StreamResponse:

@@ -61,11 +61,19 @@ class Server(ConfigBase, frozen=True, forbid_unknown_fields=True):
     # beyond it is dropped or reset. The kernel caps it at net.core.somaxconn, which
     # the gateway reads and warns about at start when lower (README "Sizing").
     backlog: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 4096
+    # A second port, on the same host, answering only /healthz, /readyz and /metrics
+    # (they stay on `port` too): a probe there is not queued behind a burst's
+    # connections waiting for accept() on `port` (README "Sizing"). None: none.
+    health_port: Port | None = None
     # Without client keys, the Host names served besides localhost, loopback and the
     # connection's own address ("*": any), and the browser origins allowed to call
     # (proxy/origins.py). Unused with keys.
     allowed_hosts: list[HostName] = msgspec.field(default_factory=list)
     allowed_origins: list[Origin] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.health_port is not None and self.health_port in (0, self.port):
+            raise ValueError("health_port: must be a fixed port other than port")
 
 
 class Limits(ConfigBase, frozen=True, forbid_unknown_fields=True):

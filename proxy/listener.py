@@ -8,7 +8,8 @@ clients waited seconds in the kernel's accept queue: 829 connections sat there f
 binds the socket itself and, each time it is readable, accepts up to
 ``ACCEPT_BATCH`` connections, handing each to the loop as an accepted socket
 (``loop.connect_accepted_socket``) with aiohttp's request handler as its protocol,
-behind a ``HeadFirst``.
+behind a ``HeadFirst``. Its transport is made there and then (``_connect``), not in a
+task a turn later.
 
 ``HeadFirst`` reads a new connection's request head, not its body: at most
 ``HEAD_READ`` bytes a read until the head's end is in, then nothing until ``release``:
@@ -24,19 +25,23 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import socket
+from collections.abc import Coroutine
 from typing import Any, cast
 
 from aiohttp import web
 
-from proxy.tasks import TaskGroup
-
 log = logging.getLogger("imagegate")
 
-# Connections accepted per wake-up: each costs an accept() and a task (~30 us), so a
-# batch is a few ms of the loop; the rest wait for the next turn.
-ACCEPT_BATCH = 256
+# Connections accepted per wake-up; the rest wait in the kernel's queue for the next
+# turn. Each one accepted is, a turn or two later, its head read and its request
+# started or refused (0.3-0.7 ms of CPU with the gateway's middleware): a batch of
+# 256 made turns of 150-190 ms of CPU at C = 2,000, and the 503s answered in them
+# came up to 0.96 s after their accept; 32 (as many as start a turn, STARTS_PER_TURN)
+# brought that to 0.15 s, with the same time from the clients' connect (issue 19).
+ACCEPT_BATCH = 32
 # A read before the request starts: most heads fit; a longer head takes more reads.
 HEAD_READ = 16 * 1024
 # The most a read takes once the request started (as uvloop's own reads).
@@ -146,7 +151,6 @@ class _Listeners(asyncio.AbstractServer):
         self._loop = loop
         self.sockets = socks
         self._serving = True
-        self.connecting = TaskGroup()
 
     def close(self) -> None:
         if not self._serving:
@@ -163,7 +167,7 @@ class _Listeners(asyncio.AbstractServer):
         return self._serving
 
     async def wait_closed(self) -> None:
-        await self.connecting.close()
+        """Nothing to wait for: a connection accepted has its transport at once."""
 
     async def start_serving(self) -> None:
         """Serving starts with the site; nothing to do."""
@@ -175,7 +179,7 @@ class _Listeners(asyncio.AbstractServer):
 class AcceptingSite(web.BaseSite):
     """A TCP site like aiohttp's ``TCPSite``, accepting in batches (module doc)."""
 
-    __slots__ = ("_host", "_port", "_reuse_port")
+    __slots__ = ("_handlers", "_host", "_port", "_reuse_port")
 
     def __init__(
         self,
@@ -185,9 +189,12 @@ class AcceptingSite(web.BaseSite):
         *,
         backlog: int,
         reuse_port: bool = False,
+        server: web.Server | None = None,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host, self._port, self._reuse_port = host, port, reuse_port
+        # The connections' request handlers: the runner's, or another (health_port).
+        self._handlers = server
 
     @property
     def name(self) -> str:
@@ -228,7 +235,7 @@ class AcceptingSite(web.BaseSite):
             raise
         listeners = _Listeners(loop, socks)
         self._server = listeners
-        server = self._runner.server
+        server = self._handlers or self._runner.server
         assert server is not None
         reads = _Reads()
 
@@ -264,9 +271,7 @@ def _accept(
             return
         conn.setblocking(False)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        listeners.connecting.spawn(
-            _connect(loop, conn, factory), name="imagegate-accept"
-        )
+        _connect(loop, conn, factory)
 
 
 def _resume(
@@ -279,10 +284,31 @@ def _resume(
         loop.add_reader(sock.fileno(), _accept, loop, sock, factory, listeners)
 
 
-async def _connect(
+def _connect(
     loop: asyncio.AbstractEventLoop, conn: socket.socket, factory: Any
 ) -> None:
+    """Make ``conn``'s transport now, in the turn that accepted it.
+
+    ``connect_accepted_socket`` is a coroutine that makes the transport, then waits
+    for its ``connection_made``. A task per connection ran it a turn later at ~30 us
+    more a connection; its steps are run here instead, each after the future the
+    last one waits for (as a task would)."""
+    _step(conn, loop.connect_accepted_socket(factory, conn))
+
+
+def _step(
+    conn: socket.socket, coro: Coroutine[Any, Any, Any], _: object = None
+) -> None:
     try:
-        await loop.connect_accepted_socket(factory, conn)
-    except OSError:  # the client left before its transport was made
+        waiting = coro.send(None)
+    except StopIteration:
+        return
+    except (OSError, asyncio.CancelledError):  # the client left, or the loop closes
         conn.close()
+        return
+    except Exception:  # one connection's failure ends it, not the accepts after it
+        conn.close()
+        log.exception("cannot set up a connection")
+        return
+    waiting._asyncio_future_blocking = False  # taken, as a task takes it
+    waiting.add_done_callback(functools.partial(_step, conn, coro))

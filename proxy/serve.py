@@ -17,6 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from proxy.admission import probes_only
 from proxy.listener import AcceptingSite
 from proxy.state import CONFIG, LIFECYCLE, PRESSURE
 from proxy.tasks import TaskGroup
@@ -62,6 +63,7 @@ async def serve(
     keepalive_timeout_s: float = 75.0,
     reuse_port: bool = False,
     backlog: int = 4096,
+    health_port: int | None = None,
 ) -> None:
     runner = web.AppRunner(
         app,
@@ -75,6 +77,7 @@ async def serve(
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     background = TaskGroup()
+    probes: web.Server | None = None
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
@@ -87,9 +90,18 @@ async def serve(
         await _start_trimming(app, background)
         site = AcceptingSite(runner, host, port, reuse_port=reuse_port, backlog=backlog)
         await site.start()
+        if health_port is not None:
+            probes = await _health_site(runner, host, health_port, reuse_port, backlog)
         log.info(
             "listening",
-            extra={"fields": {"host": host, "port": port, "backlog": backlog}},
+            extra={
+                "fields": {
+                    "host": host,
+                    "port": port,
+                    "backlog": backlog,
+                    "health_port": health_port,
+                }
+            },
         )
         await stop.wait()
         app[LIFECYCLE].draining = True
@@ -99,7 +111,31 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+        if probes is not None:
+            await probes.shutdown(1.0)
     log.info("stopped")
+
+
+async def _health_site(
+    runner: web.AppRunner, host: str, port: int, reuse_port: bool, backlog: int
+) -> web.Server:
+    """``server.health_port``: the probes on a listening socket of their own, whose
+    accept queue a burst on the main port does not fill (``probes_only``). Its
+    connections' handlers are made as the runner's (same settings: aiohttp keeps them
+    in ``Server._kwargs``); it stops listening with the runner's other site."""
+    main = runner.server
+    assert main is not None
+    probes = web.Server(
+        probes_only(main.request_handler),  # type: ignore[arg-type]
+        request_factory=main.request_factory,
+        handler_cancellation=main.handler_cancellation,
+        **main._kwargs,
+    )
+    site = AcceptingSite(
+        runner, host, port, reuse_port=reuse_port, backlog=backlog, server=probes
+    )
+    await site.start()
+    return probes
 
 
 async def _start_trimming(app: web.Application, tasks: TaskGroup) -> Trimmer | None:

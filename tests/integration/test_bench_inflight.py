@@ -26,7 +26,7 @@ def test_tiny_bursts_through_every_peer(tmp_path: Path) -> None:
               inflight.BY_NAME["refuse-1m"]]  # fmt: skip
     results = inflight.run_all(
         tmp_path, bursts=bursts, hold=0.6, settle=0.2, trickle=0.2, clients=CLIENTS,
-        proxy_cpus=None, client_cpus=None,
+        proxy_cpus=None, client_cpus=None, turns=True,
     )  # fmt: skip
     assert [(r["scenario"], r["target"]) for r in results] == [
         (b.name, peer) for b in bursts for peer in inflight.PEERS
@@ -38,6 +38,10 @@ def test_tiny_bursts_through_every_peer(tmp_path: Path) -> None:
             assert r["ok"] == CLIENTS // 2, r
             assert r["errors"] == {"http_503": CLIENTS // 2}, r
             assert r["refused_max_ms"] is not None
+            # Timed from the gateway's accept too, in wall and loop CPU time.
+            assert r["refused_written_max_ms"] is not None, r
+            assert r["refused_written_cpu_max_ms"] is not None, r
+            assert r["accepted"] >= CLIENTS, r
         else:
             assert (r["ok"], r["errors"]) == (CLIENTS, {}), r
             assert r["refused_max_ms"] is None
@@ -50,6 +54,9 @@ def test_tiny_bursts_through_every_peer(tmp_path: Path) -> None:
         assert r["listen_overflows"] >= 0
         assert r["accept_queue_max"] >= 0
         assert r["runnable_wait_s"] >= 0
+        if r["target"] == "imagegate":  # its loop probed (bench/turns.py)
+            assert r["turn_cpu_max_ms"] is not None or r["turns"] == [], r
+            assert r["healthz_written_max_ms"] is not None, r
         assert len(r["series"]["latency"]) == r["ok"]
         assert r["series"]["rss"]
 

@@ -66,8 +66,99 @@ def test_uvloop_alone_accepts_one_connection_per_turn() -> None:
     assert uvloop.run(_turns_to_accept(None)) <= TURNS
 
 
-def test_the_site_accepts_every_waiting_connection_at_once() -> None:
+def test_the_site_accepts_every_waiting_connection_within_a_few_turns() -> None:
     assert uvloop.run(_turns_to_accept(AcceptingSite)) == WAITING
+
+
+def test_a_wake_up_accepts_one_batch_and_makes_its_transports_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch is bounded (what it starts must fit a short turn), and each connection
+    accepted has its protocol and transport before ``_accept`` returns: no task, no
+    turn in between."""
+    monkeypatch.setattr(listener, "ACCEPT_BATCH", 8)
+
+    async def scenario() -> list[int]:
+        loop = asyncio.get_running_loop()
+        made: list[asyncio.BaseTransport] = []
+
+        class Counting(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                made.append(transport)
+
+        protocols: list[Counting] = []
+
+        def factory() -> Counting:
+            protocols.append(Counting())
+            return protocols[-1]
+
+        with socket.socket() as real:
+            real.bind(("127.0.0.1", 0))
+            real.listen(64)
+            real.setblocking(False)
+            clients = [socket.create_connection(real.getsockname()) for _ in range(20)]
+            listeners = listener._Listeners(loop, [])
+            counts = []
+            for _ in range(3):
+                listener._accept(loop, real, factory, listeners)
+                counts.append(len(protocols))
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            counts.append(len(made))
+            for transport in made:
+                transport.close()
+            for client in clients:
+                client.close()
+            await listeners.wait_closed()
+        return counts
+
+    assert uvloop.run(scenario()) == [8, 16, 20, 20]
+
+
+def test_a_connection_that_fails_to_set_up_is_closed_and_the_batch_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> tuple[int, list[bytes]]:
+        loop = asyncio.get_running_loop()
+        made: list[asyncio.BaseTransport] = []
+        calls = 0
+
+        class Counting(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                made.append(transport)
+
+        def factory() -> Counting:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("broken protocol")
+            return Counting()
+
+        with socket.socket() as real:
+            real.bind(("127.0.0.1", 0))
+            real.listen(8)
+            real.setblocking(False)
+            clients = [socket.create_connection(real.getsockname()) for _ in range(3)]
+            listener._accept(loop, real, factory, listener._Listeners(loop, []))
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            # The first client's connection was closed: it reads end of file.
+            reads = []
+            for client in clients:
+                client.settimeout(0.2)
+                try:
+                    reads.append(client.recv(1))
+                except TimeoutError:
+                    reads.append(b"open")
+                client.close()
+            for transport in made:
+                transport.close()
+        return len(made), reads
+
+    with caplog.at_level(logging.ERROR, logger="imagegate"):
+        made, reads = uvloop.run(scenario())
+    assert (made, reads) == (2, [b"", b"open", b"open"])
+    assert "cannot set up a connection" in caplog.text
 
 
 def test_the_site_serves_and_stops_listening_on_stop() -> None:

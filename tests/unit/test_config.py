@@ -67,6 +67,14 @@ def test_body_cap_default_fits_sixteen_images_and_a_mask() -> None:
         ("server:\n  port: 70000\n", "server.port: expected `int` <= 65535"),
         ("server:\n  hots: x\n", "server: unknown field `hots`"),
         (
+            "server:\n  port: 8080\n  health_port: 8080\n",
+            "server: health_port: must be a fixed port other than port",
+        ),
+        (
+            "server:\n  health_port: 0\n",
+            "server: health_port: must be a fixed port other than port",
+        ),
+        (
             "limits:\n  max_file_bytes: 0\n",
             "limits.max_file_bytes: expected `int` >= 1",
         ),
