@@ -1,0 +1,96 @@
+"""A large held answer's buffers are freed off the event loop once sent (``proxy.held``):
+freeing 256 MiB on the loop was its longest step. The pages go back to the kernel in a
+worker thread, and only from a buffer nothing else holds."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import mmap
+import os
+import threading
+from collections.abc import Callable
+
+import aiohttp
+import pytest
+from aiohttp import web
+from pytest_aiohttp import AiohttpServer
+
+from proxy import held
+
+MiB = 1024 * 1024
+
+
+FREED_IN: list[int] = []  # the threads Tracked objects were freed in
+
+
+class Tracked(bytes):
+    """Bytes that say which thread freed them."""
+
+    def __del__(self) -> None:
+        FREED_IN.append(threading.get_ident())
+
+
+async def _until(done: Callable[[], object]) -> None:
+    for _ in range(1000):
+        if done():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("not done in 5 s")
+
+
+def test_drop_pages_zeroes_only_whole_pages_inside_the_buffer() -> None:
+    assert held._ADVISE is not None
+    data = bytes([1]) * (5 * mmap.PAGESIZE + 123)
+    start = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+    assert start is not None
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE - start
+    end = (start + len(data)) // mmap.PAGESIZE * mmap.PAGESIZE - start
+    held._drop_pages(held._ADVISE, data)
+    assert data[first:end] == bytes(end - first)  # given back: zero pages now
+    assert data[:first] == bytes([1]) * first
+    assert data[end:] == bytes([1]) * (len(data) - end)
+
+
+async def test_release_frees_in_a_worker_thread_once_the_last_holder_lets_go() -> None:
+    FREED_IN.clear()
+    content = os.urandom(held.WHOLE + 1)
+    other = [Tracked(content)]
+    held.release([other[0]])
+    await asyncio.sleep(0.05)  # still held elsewhere: untouched
+    assert FREED_IN == []
+    assert other[0] == content
+    other.clear()
+    await _until(lambda: FREED_IN)
+    assert threading.get_ident() not in FREED_IN  # (_until: not empty)
+
+
+async def test_a_buffer_held_past_the_wait_is_left_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(held, "RELEASE_WAIT_S", 0.02)
+    content = os.urandom(held.WHOLE + 1)
+    kept = bytes(content)  # as the idempotency store keeps an answer
+    held.release([kept])
+    await _until(lambda: len(held._releasing) == 0)
+    assert kept == content
+
+
+async def test_a_held_response_s_body_is_freed_off_the_loop_once_sent(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    FREED_IN.clear()
+    content = os.urandom(held.WHOLE + 3 * held.PIECE + 5)
+
+    async def pieces(request: web.Request) -> web.StreamResponse:
+        body = Tracked(content)
+        return held.HeldResponse([b"[", memoryview(body)[1:], b"]"])
+
+    app = web.Application()
+    app.router.add_get("/", pieces)
+    server = await aiohttp_server(app)
+    async with aiohttp.ClientSession() as s, s.get(server.make_url("/")) as r:
+        got = await r.read()
+    assert got == b"[" + content[1:] + b"]"
+    await _until(lambda: FREED_IN)
+    assert threading.get_ident() not in FREED_IN  # (_until: not empty)
