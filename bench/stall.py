@@ -21,7 +21,9 @@ baseline. Requests within the default limits:
 
 imagegate runs under ``bench.loopsteps``, so each scenario also reports the longest
 CPU time its loop spent between two 1 ms heartbeats (``loop cpu``): the stall
-imagegate itself causes, which the loaded machine's scheduling does not inflate.
+imagegate itself causes, which the loaded machine's scheduling does not inflate;
+and the longest gap less the loop's wait for a CPU (``own``): its CPU and its waits
+for the GIL a worker thread holds (a mask conversion), which ``loop cpu`` misses.
 """
 
 from __future__ import annotations
@@ -248,10 +250,11 @@ def main() -> None:
                 out.with_suffix(".stop").touch()
                 probing.wait()
                 samples = [tuple(s) for s in msgspec.json.decode(out.read_bytes())]
-                cpu, wall = loopsteps.longest(str(steps), windows)
+                cpu, wall, own = loopsteps.longest(str(steps), windows)
                 print(f"{name:12s} {len(body) / MiB:6.1f} MiB  idle: "
                       f"{_stats(samples, idle)}  during: {_stats(samples, windows)}"
-                      f"  loop cpu {1000 * cpu:6.1f} ms (wall {1000 * wall:6.1f})",
+                      f"  loop cpu {1000 * cpu:6.1f} ms own {1000 * own:6.1f} "
+                      f"(wall {1000 * wall:6.1f})",
                       flush=True)  # fmt: skip
         finally:
             gate.stop()
