@@ -7,26 +7,21 @@ socket did not take, one step of the event loop of hundreds of milliseconds
 and writes the body's pieces in ``PIECE``-sized views, draining between them, so the
 client gets the same bytes and headers and no step copies more than a piece.
 
-Once written, the body's large buffers are freed off the loop (``release``): freeing
-256 MiB (glibc unmaps it, the kernel returns 65,536 pages) was the loop's longest
-step, 25-55 ms of CPU (``bench/stall.py``, reply256kept, perf). Freed in a worker
-thread it still held the loop, through the GIL a deallocation keeps; so the thread
-first hands the pages back with ``madvise`` (ctypes lets go of the GIL), and the
-free that follows has nothing left to return.
+Once written, the body's large buffers are freed off the loop
+(``proxy.freeing.release``): freeing 256 MiB on it was its longest step, 25-55 ms of
+CPU (``bench/stall.py``, reply256kept).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
-import mmap
-import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 
-from proxy.tasks import TaskGroup
+from proxy.freeing import release
 
 # A body up to this is answered as ``web.Response`` as before (a few ms at most).
 WHOLE = 4 * 1024 * 1024
@@ -81,79 +76,30 @@ def _base(piece: Piece) -> object:
     return piece.obj if isinstance(piece, memoryview) else piece
 
 
-# Polling for the last other holder (the transport's views of the last pieces, until
-# the socket took them), from RELEASE_POLL_S, doubling, for at most RELEASE_WAIT_S:
-# an answer the idempotency store keeps is never ours to free.
-RELEASE_POLL_S = 0.002
-RELEASE_WAIT_S = 30.0
-_releasing = TaskGroup()
-
-
-def release(box: list[object]) -> None:
-    """Free the buffers in ``box`` (the caller's only references) in a worker thread
-    once nothing else holds them; after ``RELEASE_WAIT_S``, or if the loop closes,
-    only this reference is dropped."""
-    if box:
-        _releasing.spawn(_release(box), name="held-release")
-
-
-Advise = Callable[[int, int, int], int]
-
-
-def _madvise() -> Advise | None:
-    """libc's ``madvise``, or None where there is none (the pages then go with the
-    free, in the worker thread but holding the GIL)."""
-    if not hasattr(mmap, "MADV_DONTNEED"):  # pragma: no cover - not Linux or BSD
-        return None
-    try:
-        advise = ctypes.CDLL(None).madvise
-    except (AttributeError, OSError):  # pragma: no cover
-        return None
-    advise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    advise.restype = ctypes.c_int
-    return advise
-
-
-_ADVISE = _madvise()
-
-
-def _give_back(box: list[object]) -> None:
-    """In a worker thread: the pages wholly inside each ``bytes`` of ``box`` (which
-    nothing else holds: their contents become zeros) returned to the kernel, then
-    the objects freed."""
-    for data in box:
-        if _ADVISE is not None and isinstance(data, bytes):
-            _drop_pages(_ADVISE, data)
-    box.clear()
-
-
-def _drop_pages(advise: Advise, data: bytes) -> None:
-    pointer = ctypes.c_char_p(data)  # the object's own buffer, not a copy
-    start = ctypes.cast(pointer, ctypes.c_void_p).value or 0
-    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
-    end = (start + len(data)) // mmap.PAGESIZE * mmap.PAGESIZE
-    if end > first:  # the allocator's headers lie outside [first, end)
-        advise(first, end - first, mmap.MADV_DONTNEED)
-
-
-async def _release(box: list[object]) -> None:
-    wait, waited = RELEASE_POLL_S, 0.0
-    # 2: the list's reference and getrefcount's argument.
-    while any(sys.getrefcount(box[i]) > 2 for i in range(len(box))):
-        if waited >= RELEASE_WAIT_S:
-            box.clear()
-            return
-        await asyncio.sleep(wait)
-        waited, wait = waited + wait, min(2 * wait, 1.0)
-    await asyncio.to_thread(_give_back, box)
-
-
 async def joined(pieces: Sequence[Piece]) -> bytes:
-    """The pieces as one ``bytes``; a large join in a worker thread (``bytes.join``
-    copies without the GIL)."""
+    """The pieces as one ``bytes``; a large join in a worker thread, in slices."""
     if sum(len(p) for p in pieces) > WHOLE:
-        return await asyncio.to_thread(b"".join, pieces)
+        return await asyncio.to_thread(_copied, pieces)
     return b"".join(pieces)
+
+
+def _copied(pieces: Sequence[Piece]) -> bytes:
+    """``b"".join(pieces)`` a ``PIECE`` at a time. ``bytes.join`` keeps the GIL when a
+    piece is a memoryview (the answer's body is one): joining a 256 MiB answer to keep
+    it held the event loop 135-200 ms (``bench/stall.py --keep-answers``). Each slice
+    copied here holds it well under a millisecond, and the loop takes it between."""
+    size = sum(len(p) for p in pieces)
+    out = bytes(size)  # calloc: untouched pages until the copy, nobody else sees it
+    start = ctypes.cast(ctypes.c_char_p(out), ctypes.c_void_p).value or 0
+    target = memoryview((ctypes.c_char * size).from_address(start)).cast("B")
+    at = 0
+    for piece in pieces:
+        view = memoryview(piece).cast("B")
+        for first in range(0, len(view), PIECE):
+            part = view[first : first + PIECE]
+            target[at : at + len(part)] = part
+            at += len(part)
+    return out
 
 
 def response(pieces: Sequence[Piece], *, status: int = 200) -> web.StreamResponse:
