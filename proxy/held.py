@@ -15,13 +15,12 @@ CPU (``bench/stall.py``, reply256kept).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 from collections.abc import Iterable, Sequence
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 
-from proxy.freeing import release
+from proxy.freeing import copied, release
 
 # A body up to this is answered as ``web.Response`` as before (a few ms at most).
 WHOLE = 4 * 1024 * 1024
@@ -79,27 +78,8 @@ def _base(piece: Piece) -> object:
 async def joined(pieces: Sequence[Piece]) -> bytes:
     """The pieces as one ``bytes``; a large join in a worker thread, in slices."""
     if sum(len(p) for p in pieces) > WHOLE:
-        return await asyncio.to_thread(_copied, pieces)
+        return await asyncio.to_thread(copied, pieces)
     return b"".join(pieces)
-
-
-def _copied(pieces: Sequence[Piece]) -> bytes:
-    """``b"".join(pieces)`` a ``PIECE`` at a time. ``bytes.join`` keeps the GIL when a
-    piece is a memoryview (the answer's body is one): joining a 256 MiB answer to keep
-    it held the event loop 135-200 ms (``bench/stall.py --keep-answers``). Each slice
-    copied here holds it well under a millisecond, and the loop takes it between."""
-    size = sum(len(p) for p in pieces)
-    out = bytes(size)  # calloc: untouched pages until the copy, nobody else sees it
-    start = ctypes.cast(ctypes.c_char_p(out), ctypes.c_void_p).value or 0
-    target = memoryview((ctypes.c_char * size).from_address(start)).cast("B")
-    at = 0
-    for piece in pieces:
-        view = memoryview(piece).cast("B")
-        for first in range(0, len(view), PIECE):
-            part = view[first : first + PIECE]
-            target[at : at + len(part)] = part
-            at += len(part)
-    return out
 
 
 def response(pieces: Sequence[Piece], *, status: int = 200) -> web.StreamResponse:

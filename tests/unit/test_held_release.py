@@ -1,8 +1,8 @@
 """Large buffers are freed off the event loop (``proxy.freeing``): a held answer's once
 sent (``proxy.held``), a kept answer's once the memory store forgets it; freeing 256
 MiB on the loop was its longest step. The pages go back to the kernel in a worker
-thread, and only from a buffer nothing else holds. A large join for the store copies
-the same bytes."""
+thread, and only from a buffer nothing else holds. A large join for the store, and
+an answer packed for the bucket and unpacked from it, copy the same bytes."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ import threading
 from collections.abc import Callable
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from proxy import freeing, held
 from proxy.config_idempotency import IdempotencyConfig
-from proxy.idempotency import Answer, Seen
+from proxy.idempotency import Answer, Seen, packed, unpacked
 from proxy.idempotency_memory import MemoryStore
 
 MiB = 1024 * 1024
@@ -128,3 +129,22 @@ async def test_a_large_answer_the_memory_store_forgets_is_freed_off_the_loop() -
     assert await store.claim("first", "fp", "again") is None  # forgotten
     await _until(lambda: FREED_IN)
     assert threading.get_ident() not in FREED_IN  # (_until: not empty)
+
+
+@pytest.mark.parametrize("size", [10, freeing.LARGE + 1, freeing.LARGE + 70_000])
+async def test_a_spilled_answer_packs_and_unpacks_as_msgspec_does(size: int) -> None:
+    answer = Answer(200, [("Content-Type", "application/json")], os.urandom(size))
+    stored = await packed(answer)
+    assert stored == msgspec.msgpack.encode(answer)
+    back = await unpacked(stored)
+    assert back == answer
+    assert type(back.body) is bytes
+
+
+async def test_a_large_stored_answer_that_is_not_one_fails_as_before() -> None:
+    stored = msgspec.msgpack.encode([200, [], "x" * (freeing.LARGE + 1)])
+    with pytest.raises(msgspec.ValidationError) as caught:
+        msgspec.msgpack.decode(stored, type=Answer)
+    with pytest.raises(msgspec.ValidationError) as ours:
+        await unpacked(stored)
+    assert str(ours.value) == str(caught.value)
