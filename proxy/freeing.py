@@ -107,3 +107,14 @@ def copied(pieces: Sequence[bytes | memoryview]) -> bytes:
             target[at : at + len(part)] = part
             at += len(part)
     return out
+
+
+def joined_freeing(pieces: list[bytes]) -> bytes:
+    """In a worker thread: the pieces joined (``bytes.join`` of bytes lets go of the
+    GIL), then freed here one at a time: freed with the list on the loop, 256 MiB of
+    them held it for ~15 ms (the allocator returning pages); one at a time, the loop
+    takes the GIL between them."""
+    body = b"".join(pieces)
+    while pieces:
+        pieces.pop()
+    return body
