@@ -12,7 +12,9 @@ baseline. Requests within the default limits:
 - ``multipart16``: a multipart edit of 16 images of 4 MiB;
 - ``reply256``: a generation whose reply is 256 MiB (``max_response_bytes``);
 - ``reply256kept``: the same with an ``Idempotency-Key`` (a fresh one each time): the
-  reply is held whole, not relayed;
+  reply is held whole, not relayed; past the default ``max_answer_bytes`` it is not
+  kept, unless ``--keep-answers`` (then each is copied into the memory store, and the
+  older ones evicted);
 - ``mask25mp``: a FLUX Fill edit (``bfl/flux-pro-1.0-fill``) of a 5000x5000 image and
   an RGBA mask of the same size (25 Mpx, ``max_image_pixels``), each a real PNG just
   under 50 MiB (``max_file_bytes``): the mask is decoded and converted to FLUX's
@@ -21,7 +23,9 @@ baseline. Requests within the default limits:
 
 imagegate runs under ``bench.loopsteps``, so each scenario also reports the longest
 CPU time its loop spent between two 1 ms heartbeats (``loop cpu``): the stall
-imagegate itself causes, which the loaded machine's scheduling does not inflate.
+imagegate itself causes, which the loaded machine's scheduling does not inflate;
+and the longest gap less the loop's wait for a CPU (``own``): its CPU and its waits
+for the GIL a worker thread holds (a mask conversion), which ``loop cpu`` misses.
 """
 
 from __future__ import annotations
@@ -200,6 +204,9 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="bench.stall")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--only", nargs="*", help="scenarios to run (default: all)")
+    p.add_argument("--keep-answers", action="store_true",
+                   help="keep reply256kept's answers (idempotency.max_answer_bytes "
+                   "300 MiB, max_bytes 600 MiB): copied, stored, evicted")  # fmt: skip
     p.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
     p.add_argument("--probe", type=int, help=argparse.SUPPRESS)
     p.add_argument("--seconds", type=float, default=0, help=argparse.SUPPRESS)
@@ -221,7 +228,9 @@ def main() -> None:
         conf = imagegate_config(d, port, up, {"providers": {"bfl": {
             "type": "bfl", "base_url": f"http://127.0.0.1:{up}/bfl/v1",
             "api_key_env": BENCH_KEY_ENV, "poll_interval_s": 0.01,
-            "allowed_hosts": ["http://127.0.0.1:*"]}}})  # fmt: skip
+            "allowed_hosts": ["http://127.0.0.1:*"]}},
+            **({"idempotency": {"max_bytes": 600 * MiB, "max_answer_bytes": 300 * MiB}}
+               if args.keep_answers else {})})  # fmt: skip
         steps = d / "steps.txt"
         gate = Proc("imagegate", [sys.executable, "-m", "bench.loopsteps", str(steps),
                                   "--config", str(conf)],
@@ -248,10 +257,11 @@ def main() -> None:
                 out.with_suffix(".stop").touch()
                 probing.wait()
                 samples = [tuple(s) for s in msgspec.json.decode(out.read_bytes())]
-                cpu, wall = loopsteps.longest(str(steps), windows)
+                cpu, wall, own = loopsteps.longest(str(steps), windows)
                 print(f"{name:12s} {len(body) / MiB:6.1f} MiB  idle: "
                       f"{_stats(samples, idle)}  during: {_stats(samples, windows)}"
-                      f"  loop cpu {1000 * cpu:6.1f} ms (wall {1000 * wall:6.1f})",
+                      f"  loop cpu {1000 * cpu:6.1f} ms own {1000 * own:6.1f} "
+                      f"(wall {1000 * wall:6.1f})",
                       flush=True)  # fmt: skip
         finally:
             gate.stop()

@@ -6,6 +6,10 @@ socket did not take, one step of the event loop of hundreds of milliseconds
 (``bench/stall.py``, reply256kept). ``HeldResponse`` announces the same Content-Length
 and writes the body's pieces in ``PIECE``-sized views, draining between them, so the
 client gets the same bytes and headers and no step copies more than a piece.
+
+Once written, the body's large buffers are freed off the loop
+(``proxy.freeing.release``): freeing 256 MiB on it was its longest step, 25-55 ms of
+CPU (``bench/stall.py``, reply256kept).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from collections.abc import Iterable, Sequence
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
+
+from proxy.freeing import copied, release
 
 # A body up to this is answered as ``web.Response`` as before (a few ms at most).
 WHOLE = 4 * 1024 * 1024
@@ -52,19 +58,27 @@ class HeldResponse(web.StreamResponse):
         # Called by the middleware and again by aiohttp: the body once.
         if not self._sent:
             self._sent = True
-            for piece in self.pieces:
-                view = memoryview(piece)
-                for at in range(0, len(view), PIECE):
-                    await self.write(view[at : at + PIECE])
-            self.pieces = ()  # the body's memory is freed with the last piece
+            await self._write_pieces()  # its locals (views of the body) gone with it
+            release([_base(p) for p in self.pieces if len(p) > WHOLE])
+            self.pieces = ()
         await super().write_eof(data)
+
+    async def _write_pieces(self) -> None:
+        for piece in self.pieces:
+            view = memoryview(piece)
+            for at in range(0, len(view), PIECE):
+                await self.write(view[at : at + PIECE])
+
+
+def _base(piece: Piece) -> object:
+    # What a view keeps alive: the buffer to free.
+    return piece.obj if isinstance(piece, memoryview) else piece
 
 
 async def joined(pieces: Sequence[Piece]) -> bytes:
-    """The pieces as one ``bytes``; a large join in a worker thread (``bytes.join``
-    copies without the GIL)."""
+    """The pieces as one ``bytes``; a large join in a worker thread, in slices."""
     if sum(len(p) for p in pieces) > WHOLE:
-        return await asyncio.to_thread(b"".join, pieces)
+        return await asyncio.to_thread(copied, pieces)
     return b"".join(pieces)
 
 

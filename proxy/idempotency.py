@@ -39,6 +39,7 @@ from proxy.errors import (
     InvalidRequest,
     StorageUnavailable,
 )
+from proxy.freeing import LARGE, copied
 from proxy.metrics import Metrics
 from proxy.tasks import TaskGroup
 
@@ -103,6 +104,45 @@ class Spill(Protocol):
     async def put(self, key: str, body: bytes) -> None: ...
 
     async def get(self, key: str) -> bytes | None: ...
+
+
+class _Packed(msgspec.Struct, frozen=True, array_like=True):
+    """An ``Answer`` as stored, its body left encoded (a view of the stored bytes)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: msgspec.Raw
+
+
+# msgpack's bin formats: the marker, then the length in 1, 2 or 4 bytes.
+_BIN = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+
+
+async def packed(answer: Answer) -> bytes:
+    """``msgspec.msgpack.encode(answer)``, the same bytes; a large body copied in a
+    worker thread, a slice at a time: msgspec copied a 256 MiB body in one step of the
+    event loop (170-190 ms of CPU)."""
+    size = len(answer.body)
+    if size <= LARGE or size >= 1 << 32:
+        return msgspec.msgpack.encode(answer)
+    head = msgspec.msgpack.encode(Answer(answer.status, answer.headers, b""))
+    # The empty body's bin 8 header (c4 00) becomes the body's bin 32 header.
+    head = head[:-2] + b"\xc6" + size.to_bytes(4, "big")
+    return await asyncio.to_thread(copied, [head, answer.body])
+
+
+async def unpacked(stored: bytes) -> Answer:
+    """``msgspec.msgpack.decode(stored, type=Answer)``; a large body copied out in a
+    worker thread, a slice at a time (msgspec's copy held the loop as long)."""
+    if len(stored) <= LARGE:
+        return msgspec.msgpack.decode(stored, type=Answer)
+    got = msgspec.msgpack.decode(stored, type=_Packed)  # the body not copied
+    raw = memoryview(got.body)
+    width = _BIN.get(raw[0]) if raw else None
+    if width is None:  # not a bin: decoded as before, with its error
+        return msgspec.msgpack.decode(stored, type=Answer)
+    body = await asyncio.to_thread(copied, [raw[1 + width :]])
+    return Answer(got.status, got.headers, body)
 
 
 def check_key(value: str | None) -> str | None:
@@ -238,7 +278,7 @@ class Keeper:
         if seen.spilled is not None and self.spill is not None:
             body = await self.spill.get(seen.spilled)
         if body is not None:
-            return msgspec.msgpack.decode(body, type=Answer)
+            return await unpacked(body)
         if seen.lost or seen.spilled is not None:
             self.metrics.idempotency.labels("not_kept").inc()
             raise IdempotencyAnswerLost(
@@ -312,7 +352,7 @@ class Keeper:
                 spilled = f"{self.config.object_prefix}/{ticket.key}-{ticket.owner}"
                 # The bucket down: the answer still goes to its client, not kept.
                 with contextlib.suppress(StorageUnavailable):
-                    await self.spill.put(spilled, msgspec.msgpack.encode(answer))
+                    await self.spill.put(spilled, await packed(answer))
                     seen = Seen(ticket.fingerprint, spilled=spilled)
         await self.store.keep(ticket.key, ticket.owner, seen, ttl)
         self.metrics.idempotency.labels("stored" if seen.answer else "not_kept").inc()

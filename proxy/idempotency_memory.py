@@ -14,6 +14,7 @@ from typing import Any
 
 from proxy.config_idempotency import IdempotencyConfig
 from proxy.errors import Overloaded
+from proxy.freeing import LARGE, release
 from proxy.idempotency import Seen
 
 
@@ -62,6 +63,10 @@ class MemoryStore:
         entry = self._entries.pop(key)
         self._bytes -= entry.size
         entry.done.set()
+        if entry.size > LARGE and entry.seen is not None and entry.seen.answer:
+            # Freed on the loop, a 256 MiB answer held it ~25 ms (bench/stall.py
+            # --keep-answers): freed in a thread once the entry and replays let go.
+            release([entry.seen.answer.body])
 
     def _make_room(self, entries: int, size: int) -> bool:
         """Forget expired, then the oldest finished entries, until ``entries`` more

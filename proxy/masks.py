@@ -11,9 +11,10 @@ from __future__ import annotations
 import functools
 import io
 import struct
+from collections.abc import Callable
 from typing import IO
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from proxy import pixels
 from proxy.errors import InvalidRequest
@@ -121,35 +122,61 @@ def _convert(
                 code="invalid_image",
             )
         try:
-            out = _white_edit(mask)
+            out = _white_edit(mask, invert=invert)
         except _UNREADABLE as exc:  # truncated or corrupt pixel data
             raise InvalidRequest(
                 "'mask' could not be decoded", param="mask", code="invalid_image"
             ) from exc
-    if invert:
-        out = ImageOps.invert(out.convert("L"))
     buf = io.BytesIO()
     out.save(buf, format="PNG")
     return buf.getvalue()
 
 
+# Pillow keeps the GIL through getchannel, convert and point (not through decoding
+# and encoding): on a 25 Mpx mask each held the event loop for 10-50 ms while it ran
+# in a worker thread (bench/stall.py, mask25mp). A strip of rows at a time, each step
+# is a few ms and the loop takes the GIL between strips; every step is per pixel, so
+# the bytes are the same.
+STRIP_PIXELS = 1 << 20
+_Step = Callable[[Image.Image], Image.Image]
+
+
+def _white_edit(mask: Image.Image, *, invert: bool = False) -> Image.Image:
+    """An "L" image: white (black if ``invert``) where ``mask`` says edit."""
+    step = _step(mask, invert)
+    width, height = mask.size
+    out = Image.new("L", mask.size)
+    rows = max(1, STRIP_PIXELS // max(1, width))
+    for top in range(0, height, rows):
+        box = (0, top, width, min(height, top + rows))
+        out.paste(step(mask.crop(box)), box)  # crop keeps the palette and tRNS
+    return out
+
+
+def _lut(edit: Callable[[int], bool], size: int, invert: bool) -> list[int]:
+    on, off = (BLACK, WHITE) if invert else (WHITE, BLACK)
+    return [on if edit(v) else off for v in range(size)]
+
+
+def _step(mask: Image.Image, invert: bool) -> _Step:
+    """What turns a strip of ``mask`` into its strip of the answer."""
+    # Each strip keeps at most one copy besides its crop: the peak is the decoded
+    # mask and the answer (5 bytes a pixel for RGBA) and a strip's few MiB.
+    if "A" in mask.getbands() or mask.has_transparency_data:
+        # Only fully transparent pixels are the edit area, as OpenAI documents.
+        clear = _lut(lambda a: a == 0, 256, invert)
+        if "A" in mask.getbands():
+            return lambda strip: strip.getchannel("A").point(clear)
+        # palette or tRNS colour key
+        return lambda strip: strip.convert("RGBA").getchannel("A").point(clear)
+    if mask.mode.startswith("I;16"):
+        # 16-bit greyscale thresholds at the middle of its own range, not at 128.
+        half = _half_16(invert)
+        return lambda strip: strip.convert("I").point(half, "L")
+    light = _lut(lambda v: v >= 128, 256, invert)
+    return lambda strip: strip.convert("L").point(light)
+
+
 @functools.cache
-def _half_16() -> list[int]:
-    # 16-bit greyscale thresholds at the middle of its own range, not at 128.
-    return [WHITE if v >= 32768 else BLACK for v in range(65536)]
-
-
-def _white_edit(mask: Image.Image) -> Image.Image:
-    # Each step keeps at most one full-size copy besides the decoded mask: the peak
-    # is about 6 bytes a pixel for RGBA, 7 for palette or 16-bit masks.
-    if "A" in mask.getbands():
-        alpha = mask.getchannel("A")
-    elif mask.has_transparency_data:  # palette or tRNS colour key
-        alpha = mask.convert("RGBA").getchannel("A")
-    elif mask.mode.startswith("I;16"):
-        return mask.convert("I").point(_half_16(), "L")
-    else:
-        grey = mask.convert("L")
-        return grey.point(lambda v: WHITE if v >= 128 else BLACK)
-    # Only fully transparent pixels are the edit area, as OpenAI documents.
-    return alpha.point(lambda a: WHITE if a == 0 else BLACK)
+def _half_16(invert: bool) -> list[int]:
+    return _lut(lambda v: v >= 32768, 65536, invert)

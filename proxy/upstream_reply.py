@@ -23,6 +23,7 @@ from proxy.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from proxy.freeing import joined_freeing
 from proxy.turns import StartGate
 
 
@@ -214,18 +215,8 @@ async def read_capped(resp: aiohttp.ClientResponse, cap: int, provider: str) -> 
         if size > cap:
             raise _too_large(provider, cap)
     if size > JOIN_OFF_LOOP:
-        return await asyncio.to_thread(_joined_freeing, pieces)
+        return await asyncio.to_thread(joined_freeing, pieces)
     return b"".join(pieces)
-
-
-def _joined_freeing(pieces: list[bytes]) -> bytes:
-    """The pieces joined, then freed here one at a time: freed with the list on the
-    loop, 256 MiB of them held it for ~15 ms (the allocator returning pages); one at
-    a time, the loop takes the GIL between them."""
-    body = b"".join(pieces)
-    while pieces:
-        pieces.pop()
-    return body
 
 
 @contextlib.asynccontextmanager
