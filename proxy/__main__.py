@@ -97,10 +97,12 @@ def limit_malloc_arenas(environ: Mapping[str, str], arenas: int = 2) -> bool:
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers
 _M_MMAP_THRESHOLD = -3
-# glibc's own ceiling for its sliding mmap threshold on 64-bit, and twice it for the
-# trim threshold, as glibc's sliding rule pairs them.
-MMAP_THRESHOLD = 32 * 1024 * 1024
-TRIM_THRESHOLD = 2 * MMAP_THRESHOLD
+# Buffers from 4 MiB up are mmap'd: a bytearray growing past it (a JSON body being
+# read) moves by mremap, not by a copy; at 32 MiB, 32 MiB were copied in one step of
+# the loop (bench.stall json64: 42-49 ms of loop CPU, glibc's sliding threshold
+# 33-39, 4 MiB 7-9). Up to 64 MiB freed at the heap's top is kept.
+MMAP_THRESHOLD = 4 * 1024 * 1024
+TRIM_THRESHOLD = 64 * 1024 * 1024
 _MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
