@@ -113,9 +113,9 @@ def keep_freed_memory(environ: Mapping[str, str]) -> bool:
     With glibc's sliding thresholds, 16 requests' MiB-sized buffers freed together
     left more than the trim threshold free at the heap's top: it went back to the
     kernel, and every page of the next ones was faulted in (and zeroed) again. JSON
-    with a 1 MiB data URL at c=16 took 130-390 minor faults per request in six runs
-    of seven (the aiohttp floor 1-150) and 1.4-1.8 ms of kernel CPU, against 0-1
-    faults and 0.8-0.9 ms with these thresholds (bench/syscalls.py). ``proxy.trim``
+    with a 1 MiB data URL at c=16 took 130-390 minor faults per request in five runs
+    of eight (the aiohttp floor 1-150) and 1.3-1.8 ms of kernel CPU, against 0-2
+    faults and 0.8-0.9 ms with fixed thresholds (bench/syscalls.py). ``proxy.trim``
     still hands the memory back once the gateway is quiet. A no-op off glibc.
     """
     if any(name in environ for name in _MALLOC_ENV):
