@@ -118,9 +118,7 @@ class _Recorder(AbstractStreamWriter):
     async def drain(self) -> None:
         return None
 
-    def enable_compression(
-        self, encoding: str = "deflate", strategy: int | None = None
-    ) -> None:
+    def enable_compression(self, encoding: str = "deflate", strategy: int = 0) -> None:
         raise AssertionError("not used")
 
     def enable_chunking(self) -> None:
