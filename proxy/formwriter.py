@@ -32,8 +32,6 @@ _FILE_READ = 1024 * 1024
 # Under aiohttp's 1 MiB mark for bytes bodies (it warns above, as a large write would
 # hold the event loop); larger in-memory forms are written segment by segment.
 _ONE_BUFFER = 512 * 1024
-# In-memory segments up to this size are joined with their neighbours into one write.
-_FRAMING = 16 * 1024
 _ESCAPES = str.maketrans({'"': "%22", "\r": "%0D", "\n": "%0A"})
 
 
@@ -237,17 +235,7 @@ class _Streamed(Payload):
         raise TypeError("a streamed form has no text form")
 
     async def write(self, writer: AbstractStreamWriter) -> None:
-        framing: list[bytes | memoryview] = []
         for segment in self._segments:
-            if isinstance(segment, bytes | memoryview) and len(segment) <= _FRAMING:
-                # Part heads, fields and CRLFs go out together with what follows:
-                # each write to an idle socket is a send of its own (a 4-image form
-                # made 14 sends where 6 do).
-                framing.append(segment)
-                continue
-            if framing:
-                await writer.write(b"".join(framing))
-                framing.clear()
             if isinstance(segment, Pipe):
                 await _forward(segment, writer)
                 continue
@@ -260,8 +248,6 @@ class _Streamed(Payload):
             async with aiofiles.open(segment.path, "rb") as f:
                 while chunk := await f.read(_FILE_READ):
                     await writer.write(chunk)
-        if framing:
-            await writer.write(b"".join(framing))
 
     async def write_with_length(
         self, writer: AbstractStreamWriter, content_length: int | None

@@ -12,7 +12,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 from aiohttp.test_utils import TestServer
 
 from proxy.formwriter import Form
@@ -101,59 +100,6 @@ async def test_files_on_disk_and_large_forms_stream(tmp_path: Path) -> None:
     assert int(got["length"]) == got["read"]
     assert [p["size"] for p in got["parts"]] == [1, len(big), len(big)]
     assert got["parts"][1]["data"].encode("latin-1") == big
-
-
-class _Recorder(AbstractStreamWriter):
-    """Records each write a payload makes: to an idle socket, each is a send."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    async def write(self, chunk: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(chunk))
-
-    async def write_eof(self, chunk: bytes = b"") -> None:
-        raise AssertionError("a payload does not end the message")
-
-    async def drain(self) -> None:
-        return None
-
-    def enable_compression(self, encoding: str = "deflate", strategy: int = 0) -> None:
-        raise AssertionError("not used")
-
-    def enable_chunking(self) -> None:
-        raise AssertionError("not used")
-
-    async def write_headers(self, status_line: str, headers: Any) -> None:
-        raise AssertionError("not used")
-
-
-async def test_framing_pieces_go_out_with_their_neighbours(tmp_path: Path) -> None:
-    big = PNG * 40  # three write slices in memory, one read from disk
-    path = tmp_path / "image"
-    path.write_bytes(big)
-    form = Form()
-    form.add_field("n", "2")
-    form.add_field("prompt", "a hat")
-    on_disk = StoredImage(
-        content_type="image/png", size=len(big), filename="", path=str(path)
-    )
-    form.add_file("image", on_disk, "image.png")
-    form.add_file("mask", _image(big), "mask.png")
-    payload = form.payload()
-    out = _Recorder()
-    await payload.write(out)
-    body = b"".join(out.writes)
-    assert len(body) == payload.size
-    # Fields and the first part's head: one write; the file; the CRLF after it with
-    # the mask's head; the mask in slices; its CRLF with the closing boundary.
-    sizes = [len(w) for w in out.writes]
-    assert sizes[1] == len(big)
-    assert sum(sizes[3:6]) == len(big)
-    assert len(sizes) == 7
-    assert body.endswith(f"\r\n--{form.boundary}--\r\n".encode())
-    assert out.writes[0].startswith(f"--{form.boundary}\r\n".encode())
-    assert out.writes[0].endswith(b"Content-Type: image/png\r\n\r\n")
 
 
 async def test_names_are_escaped_as_browsers_do() -> None:
