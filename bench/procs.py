@@ -108,8 +108,8 @@ def _tasks(pid: int) -> list[str]:
 
 
 def cpu_split(pids: Sequence[int]) -> tuple[float, float]:
-    """User and system (kernel) CPU seconds: the kernel's share is the socket work
-    (recv, send, epoll) that instruction counts of user space do not see."""
+    """User and system (kernel) CPU seconds: the kernel's share (socket and file I/O,
+    page faults, thread wake-ups) is what instruction counts of user space miss."""
     user = system = 0
     for pid in pids:
         with contextlib.suppress(OSError):
