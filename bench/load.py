@@ -45,6 +45,9 @@ class Measurement:
     # (max - min) / median over the runs: the noise this figure carries.
     rps_spread_pct: float = 0.0
     p50_spread_pct: float = 0.0
+    # cpu_s_per_1k split into user space and the kernel (ms per request).
+    user_ms: float | None = None
+    sys_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,7 +114,7 @@ def measure(
 ) -> Measurement:
     pids = target.pids()
     procs.reset_hwm(pids)
-    cpu0 = procs.cpu_seconds(pids)
+    user0, sys0 = procs.cpu_split(pids)
     start = time.perf_counter()
     with procs.rss_sampler(pids) as peak:
         summary, generator_cpu = run_wrk(
@@ -121,7 +124,9 @@ def measure(
             stream=scenario.kind == "stream",
         )  # fmt: skip
     wall = time.perf_counter() - start
-    cpu = procs.cpu_seconds(pids) - cpu0
+    user1, sys1 = procs.cpu_split(pids)
+    user, system = user1 - user0, sys1 - sys0
+    cpu = user + system
     requests = int(summary["requests"])
     duration = summary["duration_us"] / 1e6
     errors = sum(int(v) for k, v in summary.items() if k.startswith("errors_"))
@@ -140,6 +145,8 @@ def measure(
         peak_rss_mib=round(peak[0] / 1024, 1) if pids else None,
         hwm_rss_mib=round(procs.hwm_kib(pids) / 1024, 1) if pids else None,
         generator_cpu_pct=round(100 * generator_cpu / wall, 1),
+        user_ms=round(user / requests * 1000, 4) if pids and requests else None,
+        sys_ms=round(system / requests * 1000, 4) if pids and requests else None,
     )
 
 
@@ -161,6 +168,11 @@ def combine(runs: list[Measurement]) -> Measurement:
         return max(values) if values else None
 
     cpu = [m.cpu_s_per_1k for m in runs if m.cpu_s_per_1k is not None]
+
+    def mid(field: str) -> float | None:
+        values = [getattr(m, field) for m in runs if getattr(m, field) is not None]
+        return round(statistics.median(values), 4) if values else None
+
     first = runs[0]
     return Measurement(
         target=first.target,
@@ -180,4 +192,6 @@ def combine(runs: list[Measurement]) -> Measurement:
         runs=len(runs),
         rps_spread_pct=spread("rps"),
         p50_spread_pct=spread("p50_ms"),
+        user_ms=mid("user_ms"),
+        sys_ms=mid("sys_ms"),
     )

@@ -107,14 +107,32 @@ def _tasks(pid: int) -> list[str]:
         return []
 
 
-def cpu_seconds(pids: Sequence[int]) -> float:
-    total = 0
+def cpu_split(pids: Sequence[int]) -> tuple[float, float]:
+    """User and system (kernel) CPU seconds: the kernel's share (socket and file I/O,
+    page faults, thread wake-ups) is what instruction counts of user space miss."""
+    user = system = 0
     for pid in pids:
         with contextlib.suppress(OSError):
             stat = Path(f"/proc/{pid}/stat").read_text()
             fields = stat[stat.rindex(")") + 2 :].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _TICK
+            user += int(fields[11])  # utime
+            system += int(fields[12])  # stime
+    return user / _TICK, system / _TICK
+
+
+def minor_faults(pids: Sequence[int]) -> int:
+    """Minor page faults so far: each first touch of a fresh page (a large buffer
+    mmap'd by malloc and freed again is faulted in anew every time)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            total += int(stat[stat.rindex(")") + 2 :].split()[7])  # minflt
+    return total
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    return sum(cpu_split(pids))
 
 
 def _status_kib(pid: int, key: str) -> int:

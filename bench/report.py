@@ -76,12 +76,20 @@ def _cell(value: Any, fmt: str = "{}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
+def _split(row: dict[str, Any]) -> str:
+    user, system = row.get("user_ms"), row.get("sys_ms")
+    if user is None or system is None:
+        return "-"
+    return f"{user:.3f} / {system:.3f}"
+
+
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         "| scenario | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms "
         "| CPU s/1k req | peak RSS MiB | req/s vs nginx | added p50 vs nginx "
-        "| CPU vs nginx | CPU vs aiohttp | errors | wrk CPU % | spread % req/s, p50 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| CPU vs nginx | CPU vs aiohttp | user / sys ms per req | errors | wrk CPU % "
+        "| spread % req/s, p50 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         title = (
@@ -96,7 +104,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| {_cell(r.get('rps_vs_nginx'), '{:.2f}')} "
             f"| {_cell(r.get('added_p50_vs_nginx'), '{:.2f}')} "
             f"| {_cell(r.get('cpu_vs_nginx'), '{:.2f}')} "
-            f"| {_cell(r.get('cpu_vs_aiohttp'), '{:.2f}')} | {r['errors']} "
+            f"| {_cell(r.get('cpu_vs_aiohttp'), '{:.2f}')} | {_split(r)} | {r['errors']} "
             f"| {r['generator_cpu_pct']:.0f} "
             f"| {r['rps_spread_pct']:.0f}, {r['p50_spread_pct']:.0f} |"
         )

@@ -75,6 +75,8 @@ def run_all(
 
 def _progress(m: Measurement) -> None:
     rss = f" peak RSS {m.peak_rss_mib} MiB" if m.peak_rss_mib is not None else ""
+    if m.user_ms is not None and m.sys_ms is not None:
+        rss += f"  user/sys {m.user_ms:.3f}/{m.sys_ms:.3f} ms/req"
     sys.stderr.write(
         f"{m.scenario:14} {m.target:9} {m.rps:8.0f} req/s  p50 {m.p50_ms:7.3f} ms  "
         f"p99 {m.p99_ms:7.3f} ms  errors {m.errors}{rss}  wrk {m.generator_cpu_pct}%\n"

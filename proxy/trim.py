@@ -7,7 +7,9 @@ freed ones. ``malloc_trim(0)`` hands the free pages inside every arena back
 (``madvise``), which took RSS from 1,1xx MiB back to about idle (bench/README.md).
 A lower fixed ``M_MMAP_THRESHOLD`` returned memory too, but cost 1.5-2.4x CPU on every
 large buffer; a trim costs tens of milliseconds, once, off the request path: only
-when few requests are in flight and RSS has grown well past what it was.
+when few requests are in flight and RSS has grown well past what it was. While busy,
+freed memory is kept for the next requests (``__main__.keep_freed_memory``: high fixed
+thresholds, so that it is not faulted in again); this trim is what hands it back.
 
 glibc only: where ``malloc_trim`` or ``/proc/self/statm`` is missing (musl, macOS)
 nothing runs.

@@ -43,8 +43,15 @@ def test_quick_harness_measures_every_target(tmp_path: Path) -> None:
         if m.target == "direct":
             assert m.cpu_s_per_1k is None
             assert m.peak_rss_mib is None
+            assert m.user_ms is None
+            assert m.sys_ms is None
         else:
             assert m.cpu_s_per_1k is not None
+            # The user / kernel split adds up to the CPU figure (each run's
+            # rounding and the median over one run aside).
+            assert m.user_ms is not None
+            assert m.sys_ms is not None
+            assert m.user_ms + m.sys_ms == pytest.approx(m.cpu_s_per_1k, abs=0.01)
             assert m.peak_rss_mib is not None
             assert m.peak_rss_mib > 0
 
@@ -60,6 +67,7 @@ def test_quick_harness_measures_every_target(tmp_path: Path) -> None:
     md = report.write(tmp_path / "out", "quick", rows, meta)
     text = md.read_text()
     assert text.count("| imagegate |") == 3
+    assert "user / sys ms per req" in text
     doc = msgspec.json.decode((tmp_path / "out" / "quick.json").read_bytes())
     assert len(doc["results"]) == 12
     # imagegate was stopped cleanly: its upload directory went with it.
