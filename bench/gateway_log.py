@@ -29,9 +29,9 @@ def read(path: Path, start: float, end: float) -> dict[int, list[Event]]:
     events: dict[int, list[Event]] = {}
     for line in path.read_bytes().splitlines():
         at, port, cpu, *answer = msgspec.json.decode(line)
-        status, path = answer if answer else (0, "")
+        status, route = answer if answer else (0, "")
         if start <= at <= end + 1:
-            events.setdefault(port, []).append((at, cpu, status, path))
+            events.setdefault(port, []).append((at, cpu, status, route))
     for found in events.values():
         found.sort()
     return events

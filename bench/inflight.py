@@ -59,6 +59,8 @@ class Burst:
 
 BURSTS = (
     Burst("held-1m", "1 MiB edits held upstream", 2000, MiB),
+    # Issue 19's memory per in-flight edit is stated at 1,000 in flight.
+    Burst("held-1m-1k", "1 MiB edits held upstream, C = 1,000", 1000, MiB),
     Burst("held-8m", "8 MiB edits held upstream", 250, 8 * MiB),
     Burst("trickle-1m", "1 MiB edits, reply trickled upstream", 1000, MiB, "trickle"),
     Burst("refuse-1m", "1 MiB edits, half refused (503)", 2000, MiB, admit=0.5),

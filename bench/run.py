@@ -1,8 +1,10 @@
 """``python -m bench.run [--quick] [--seconds S] [--scenarios a,b] [--targets a,b]``.
 
-Then, unless ``--inflight off``, the in-flight bursts (``bench/inflight.py``), and
+Then, unless ``--inflight off``, the in-flight bursts (``bench/inflight.py``), unless
+``--stall off`` the loop stalls of single large requests (``bench/stall.py``), and
 unless ``--forward off`` the last-byte lag of uploads in both orders
-(``bench/forward.py``).
+(``bench/forward.py``): each target of issue 19 from one invocation, its files named
+``<name>-inflight``, ``<name>-stall``, ``<name>-forward[-paced]``.
 
 Runs every scenario against the fake upstream directly, nginx, the aiohttp floor
 (``bench/floor.py``) and imagegate in one invocation, interleaving the targets within
@@ -13,6 +15,7 @@ each scenario so that drift in the machine's load hits them all alike, and write
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -114,6 +117,13 @@ def _parser() -> argparse.ArgumentParser:
         "250 x 8 MiB unpaced and at 0.5 MiB/s; auto is quick with --quick, full "
         "otherwise",
     )
+    p.add_argument(
+        "--stall",
+        choices=("auto", "quick", "full", "off"),
+        default="auto",
+        help="then the loop stalls (bench/stall.py): quick is json64 and multipart16 "
+        "once, full every scenario 3 times; auto is quick with --quick, full otherwise",
+    )
     p.add_argument("--name", help="results file stem (default: results, or quick)")
     p.add_argument("--out", type=Path, default=HERE / "results")
     return p
@@ -153,9 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         passed = ["--proxy-cpus", args.proxy_cpus, "--client-cpus", args.client_cpus,
                   "--workers", str(args.workers), "--out", str(args.out)]  # fmt: skip
+        passed += ["--name", f"{name}-inflight"]
         failed = inflight.main([*passed, *(["--quick"] if mode == "quick" else [])])
         if failed:
             return failed
+    failed = _stall(args, name)
+    if failed:
+        return failed
     lag = (
         args.forward if args.forward != "auto" else ("quick" if args.quick else "full")
     )
@@ -165,14 +179,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         pins = ["--proxy-cpus", args.proxy_cpus, "--client-cpus", args.client_cpus,
                 "--out", str(args.out)]  # fmt: skip
         small = ["--clients", "40", "--upload", str(1024 * 1024), "--hold", "1",
-                 "--name", "forward-quick"]  # fmt: skip
+                 "--name", f"{name}-forward"]  # fmt: skip
         if lag == "quick":
             return forward.main([*pins, *small])
         # As fast as the clients go (the kernel's socket buffers hold much of each
         # upload), then at 0.5 MiB/s each, as clients on real links send.
-        paced = ["--rate", str(512 * 1024), "--name", "forward-paced"]
-        return forward.main(pins) or forward.main([*pins, *paced])
+        paced = ["--rate", str(512 * 1024), "--name", f"{name}-forward-paced"]
+        return forward.main([*pins, "--name", f"{name}-forward"]) or forward.main(
+            [*pins, *paced]
+        )
     return 0
+
+
+def _stall(args: argparse.Namespace, name: str) -> int:
+    """``bench.stall`` in its own processes (it pins them itself), its lines kept as
+    ``<name>-stall.txt`` beside the other results of this run."""
+    mode = args.stall if args.stall != "auto" else ("quick" if args.quick else "full")
+    if mode == "off":
+        return 0
+    picked = ["--repeat", "1", "--only", "json64", "multipart16"]
+    cmd = [sys.executable, "-m", "bench.stall", *(picked if mode == "quick" else [])]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    sys.stdout.write(done.stdout)
+    sys.stderr.write(done.stderr)
+    (args.out / f"{name}-stall.txt").write_text(done.stdout)
+    return done.returncode
 
 
 if __name__ == "__main__":
