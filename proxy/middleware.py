@@ -23,7 +23,7 @@ from proxy.errors import ProxyError, RequestError
 from proxy.logs import log_access
 from proxy.metrics import Metrics
 from proxy.redact import Redactor, envelope, error_headers
-from proxy.state import CONFIG, METRICS, REDACTOR
+from proxy.state import resources
 from proxy.tracing import start_trace
 
 log = logging.getLogger("imagegate")
@@ -69,8 +69,8 @@ def _route_name(request: web.Request) -> str:
 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    app = request.app
-    metrics, redactor = app[METRICS], app[REDACTOR]
+    res = resources(request.app)
+    metrics, redactor = res.metrics, res.redactor
     incoming = request.headers.get("X-Request-ID", "")
     # 128 random bits as hex, like uuid4().hex, at a third of its cost.
     request_id = (
@@ -142,7 +142,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     finally:
         if inflight is not None:
             inflight(-1)
-        _record(metrics, app[CONFIG].server, ctx, status, time.perf_counter() - start)
+        _record(metrics, res.config.server, ctx, status, time.perf_counter() - start)
 
 
 def _micros(seconds: float) -> float:

@@ -35,6 +35,7 @@ from proxy.middleware import Handler
 _PROBES = frozenset({"/healthz", "/readyz"})
 _WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 _BROWSER_SITES = frozenset({"cross-site", "same-site"})
+_ACCEPTED_KEPT = 64
 
 
 def host_name(host: str) -> str:
@@ -83,12 +84,21 @@ class OriginPolicy:
             names.add(host_name(listen_host))
         self.hosts = frozenset(names - {"*"})
         self.origins = frozenset(origin_key(o) for o in origins)
+        self.accepted: set[str] = set()  # ``Host`` values accepted, as sent
 
     def check_host(self, host: str | None, local: str | None) -> None:
         if host is None or self.any_host:
             return  # HTTP/1.0 without Host: no browser sends that
         name = host_name(host)
-        if name in self.hosts or _is_loopback(name) or _same_address(name, local):
+        if name in self.hosts:
+            if len(self.accepted) < _ACCEPTED_KEPT:
+                # Seen again, not parsed again (``same_origin``). Only names of
+                # ``hosts`` are kept, never a connection's own address, which
+                # another connection may not share; bounded, the header being the
+                # client's.
+                self.accepted.add(host)
+            return
+        if _is_loopback(name) or _same_address(name, local):
             return
         raise Forbidden(
             f"Host '{host}' does not name this gateway; without client keys it answers "
@@ -138,9 +148,14 @@ def same_origin(policy: OriginPolicy) -> Middleware:
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path not in _PROBES:
             headers = request.headers
-            policy.check_host(headers.get("Host"), _local_address(request))
+            host = headers.get("Host")
+            if host not in policy.accepted:
+                policy.check_host(host, _local_address(request))
             origin, site = headers.get("Origin"), headers.get("Sec-Fetch-Site")
-            if not own_page(origin, site, headers.get("Host")):
+            # Neither header: not a browser (SDKs, curl), nothing to check.
+            if (origin is not None or site is not None) and not own_page(
+                origin, site, host
+            ):
                 policy.check_origin(origin, site)
         return await handler(request)
 

@@ -74,6 +74,8 @@ class Resources:
     temp_dir: TempDir
     links: ResultLinks | None  # RESULT_LINKS, when set
     services: Services  # what a dispatch uses
+    pressure: Pressure
+    lifecycle: Lifecycle
 
 
 def gather(app: web.Application) -> Resources:
@@ -95,6 +97,8 @@ def gather(app: web.Application) -> Resources:
             store=app[UPLOAD_STORE],
             fetcher=app[FETCHER],
         ),
+        pressure=app[PRESSURE],
+        lifecycle=app[LIFECYCLE],
     )
 
 
