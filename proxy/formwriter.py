@@ -53,7 +53,10 @@ def safe_filename(name: str) -> str:
     control, format or quote characters, at most ``MAX_FILENAME`` characters with its
     extension kept; "" when nothing usable is left."""
     name = name.replace("\\", "/").rpartition("/")[2]
-    name = "".join(c for c in name if c.isprintable() and c not in "\"'").strip()
+    if not name.isprintable() or '"' in name or "'" in name:
+        # Character by character only when something is to go (rarely).
+        name = "".join(c for c in name if c.isprintable() and c not in "\"'")
+    name = name.strip()
     if name.strip(".") == "":
         return ""
     if len(name) > MAX_FILENAME:

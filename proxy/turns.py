@@ -69,7 +69,14 @@ class StartGate:
         # Passes that may be in this turn: those woken last time (they ran just
         # before this callback) and every take since.
         spent = self._woken + self._taken
-        woken, waiting = 0, self._waiting
+        waiting = self._waiting
+        if not waiting:  # uncontended, the usual case: what follows, shortened
+            self._woken = self._taken = 0
+            self._left = left = max(0, self.per_turn - spent)
+            if left < self.per_turn:
+                self._arm()
+            return
+        woken = 0
         while woken < self.per_turn and waiting:
             future = waiting.popleft()
             if not future.done():

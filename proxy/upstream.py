@@ -20,7 +20,7 @@ import contextlib
 import glob
 import random
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -160,7 +160,7 @@ class Upstream:
         assert isinstance(resp, UpstreamResponse)  # not held: read whole
         return resp
 
-    async def open(
+    def open(
         self,
         method: str,
         path: str,
@@ -168,11 +168,12 @@ class Upstream:
         held: int,
         headers: Mapping[str, str] | None = None,
         **kwargs: Any,
-    ) -> UpstreamResponse | UpstreamStream:
+    ) -> Coroutine[Any, Any, UpstreamResponse | UpstreamStream]:
         """``request``, but a 2xx reply that may be over ``held`` bytes comes back
-        unread, to be relayed and then closed; retries and breaker as for any reply."""
+        unread, to be relayed and then closed; retries and breaker as for any reply.
+        (The call itself, to await: a coroutine of its own would only forward.)"""
         kwargs[HELD_KWARG] = held
-        return await self._authenticated(method, path, headers, kwargs)
+        return self._authenticated(method, path, headers, kwargs)
 
     async def _authenticated(
         self,

@@ -59,6 +59,7 @@ class Prepared(NamedTuple):
 
 
 NOTHING = Prepared()
+NO_NEEDS = Needs()
 
 
 async def _base64(
@@ -93,7 +94,7 @@ async def prepare(job: EditJob, needs: Needs, *, splice: bool = False) -> Prepar
 
     With ``splice``, large images' base64 stands as tokens in the result: the
     caller's body goes through ``splice`` before it is sent."""
-    if needs == Needs():
+    if needs == NO_NEEDS:
         return NOTHING
     images: tuple[str | None, ...] = ()
     mask = None
