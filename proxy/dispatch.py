@@ -15,7 +15,7 @@ runs on the model's own route only and is never retried.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeGuard
 
@@ -173,10 +173,25 @@ async def run(
             await request.hold.ensure(route, job, native_n=True)
         prepared = await _prepare(services, request, route, job, caps, planned)
         return Answer(route, None, stream=prepared, adapter=adapter)
-    answered, result = await _down_chain(services, request, route, job, caps, planned)
+    # The model's route first, in this coroutine (the fallbacks' loop in its own,
+    # ``_down_chain``, only after a failure: a frame less on every step).
+    try:
+        result = await _call(services, request, route, job, caps, planned)
+    except fallback.FALLBACK_ON as exc:
+        chain = services.fallbacks.get(f"{route.provider}/{route.model}", [])
+        if not chain:
+            raise
+        failure: ProxyError = exc
+    else:
+        return _answered(route, result)
+    answered, result = await _down_chain(services, request, route, job, chain, failure)
+    return _answered(answered, result)
+
+
+def _answered(route: Route, result: EditResult | Relayed) -> Answer:
     if isinstance(result, Relayed):
-        return Answer(answered, None, relayed=result)
-    return Answer(answered, result)
+        return Answer(route, None, relayed=result)
+    return Answer(route, result)
 
 
 async def _down_chain(
@@ -184,19 +199,13 @@ async def _down_chain(
     request: Request,
     route: Route,
     job: EditJob,
-    caps: Capabilities,
-    planned: Plan,
+    chain: list[str],
+    failure: ProxyError,
 ) -> tuple[Route, EditResult | Relayed]:
-    """The model's route, then its fallbacks (``proxy.fallback``) while they fail in a
-    way another provider may not; each route's job is checked against its own
-    provider."""
-    try:
-        return route, await _call(services, request, route, job, caps, planned)
-    except fallback.FALLBACK_ON as exc:
-        chain = services.fallbacks.get(f"{route.provider}/{route.model}", [])
-        if not chain:
-            raise
-        causes: list[tuple[str, ProxyError]] = [(route.provider, exc)]
+    """The model's fallbacks (``proxy.fallback``) after its route failed with
+    ``failure``, while they fail in a way another provider may not; each route's job
+    is checked against its own provider."""
+    causes: list[tuple[str, ProxyError]] = [(route.provider, failure)]
     failed = route.provider
     for nxt in fallback.candidates(
         chain,
@@ -269,13 +278,20 @@ async def _call(
     if relay is not None and relay.takes(route, fan_out=planned.fan_out):
         return await relay.open(route, plain, hold)
     if planned.fan_out:
-        # Each call that answers is charged, whether or not its siblings do, and
-        # kept so that a request failed by a sibling still accounts for it.
-        async def one_call(one: EditJob) -> EditResult:
-            call = route.adapter.edit(one, route.upstream)
-            result = await charged(hold, route, one, call)
-            request.answered.append((route, one, result))
-            return result
-
-        return await fan_out(plain, one_call)
+        return await _fanned(request, route, plain)
     return await charged(hold, route, plain, route.adapter.edit(plain, route.upstream))
+
+
+def _fanned(request: Request, route: Route, plain: EditJob) -> Awaitable[EditResult]:
+    # Apart from ``_call``: its closure's cells would be made on every call.
+    hold = request.hold
+
+    # Each call that answers is charged, whether or not its siblings do, and
+    # kept so that a request failed by a sibling still accounts for it.
+    async def one_call(one: EditJob) -> EditResult:
+        call = route.adapter.edit(one, route.upstream)
+        result = await charged(hold, route, one, call)
+        request.answered.append((route, one, result))
+        return result
+
+    return fan_out(plain, one_call)

@@ -1,4 +1,6 @@
-"""The gateway's admission middleware for the API routes, inside ``observe``.
+"""The gateway's admission middleware for the API routes, inside ``observe``; without
+client keys it first runs the Host and browser-origin checks (``proxy.origins``) of
+every route but the probes.
 
 Order: draining, backpressure, client key, the client's share of the slots in flight
 (``Slot.claim``), the key's quotas, then ``100 Continue`` for a client waiting for it
@@ -29,6 +31,7 @@ from proxy.controls import ClientKey
 from proxy.errors import Overloaded, ProxyError
 from proxy.jobs.prefer import uncounted
 from proxy.middleware import Handler
+from proxy.origins import check_request
 from proxy.parsing import media_type
 from proxy.quotas import refusal_error
 from proxy.state import QUOTAS, resources
@@ -63,13 +66,15 @@ def authorize(keys: KeyRing, ctx: RequestContext, model: str) -> None:
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    app = request.app
+    res = resources(app)
+    if res.origins is not None:
+        check_request(res.origins, request)  # keyless mode (proxy.origins), any route
     if not _guarded(request):
         return await handler(request)
     # The admission is inline rather than a coroutine of its own: a frame less
     # that every step of the request's task would pass through.
     try:
-        app = request.app
-        res = resources(app)
         limits, keys, pressure = res.config.limits, res.keys, res.pressure
         if res.lifecycle.draining:
             raise Overloaded(

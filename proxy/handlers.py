@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any, Literal
 
 from aiohttp import web
@@ -152,7 +153,11 @@ def _forwarding(
         return None
     if app.get(RUNNER) is not None and wants_async(request):
         return None
+    return _forward(request, app, uploads)
 
+
+def _forward(request: web.Request, app: web.Application, uploads: UploadSet) -> Forward:
+    # Apart from ``_forwarding``: its closures' cells are made only for a forward.
     def forwards(route: Route) -> bool:
         named = f"{route.provider}/{route.model}"
         allowed = getattr(route.adapter, "forwards_uploads", False)
@@ -206,8 +211,7 @@ async def _answer(
     answered from what was kept (``proxy.idempotency_http``): it must stay buffered,
     the JSON bytes built at the end of this function."""
     if idem is not None:
-        run = lambda: _answer(request, route, job, uploads, keep=True)  # noqa: E731
-        return await idempotent(request, idem, job.stream, run)
+        return await _kept(request, route, job, uploads, idem)
     app, ctx = request.app, request[CONTEXT]
     res = resources(app)
     ctx.prompt = job.prompt  # the access log shows it only if configured
@@ -257,6 +261,19 @@ async def _answer(
         body=pipeline.json_body(answered, result, cost),
         content_type="application/json",
     )
+
+
+def _kept(
+    request: web.Request,
+    route: Route,
+    job: EditJob,
+    uploads: UploadSet | None,
+    idem: Idem,
+) -> Awaitable[web.StreamResponse]:
+    # Its own function: a closure in ``_answer`` made cells of its variables on every
+    # call, garbage for the collector to walk while the request is in flight.
+    run = lambda: _answer(request, route, job, uploads, keep=True)  # noqa: E731
+    return idempotent(request, idem, job.stream, run)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -27,10 +27,8 @@ import ipaddress
 from collections.abc import Iterable
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from proxy.errors import Forbidden
-from proxy.middleware import Handler
 
 _PROBES = frozenset({"/healthz", "/readyz"})
 _WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
@@ -92,7 +90,7 @@ class OriginPolicy:
         name = host_name(host)
         if name in self.hosts:
             if len(self.accepted) < _ACCEPTED_KEPT:
-                # Seen again, not parsed again (``same_origin``). Only names of
+                # Seen again, not parsed again (``check_request``). Only names of
                 # ``hosts`` are kept, never a connection's own address, which
                 # another connection may not share; bounded, the header being the
                 # client's.
@@ -141,22 +139,18 @@ def _local_address(request: web.Request) -> str | None:
     return None
 
 
-def same_origin(policy: OriginPolicy) -> Middleware:
-    """The middleware; ``create_app`` installs it only when no client keys exist."""
-
-    @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in _PROBES:
-            headers = request.headers
-            host = headers.get("Host")
-            if host not in policy.accepted:
-                policy.check_host(host, _local_address(request))
-            origin, site = headers.get("Origin"), headers.get("Sec-Fetch-Site")
-            # Neither header: not a browser (SDKs, curl), nothing to check.
-            if (origin is not None or site is not None) and not own_page(
-                origin, site, host
-            ):
-                policy.check_origin(origin, site)
-        return await handler(request)
-
-    return check
+def check_request(policy: OriginPolicy, request: web.Request) -> None:
+    """``policy``'s checks of one request, the probes exempt. ``guard.guard`` runs them
+    first, for every route, when no client keys exist (``create_app`` then sets
+    ``state.ORIGINS``): a step of that middleware, not a middleware of its own (a
+    coroutine frame more on every step of every request)."""
+    if request.path in _PROBES:
+        return
+    headers = request.headers
+    host = headers.get("Host")
+    if host not in policy.accepted:
+        policy.check_host(host, _local_address(request))
+    origin, site = headers.get("Origin"), headers.get("Sec-Fetch-Site")
+    # Neither header: not a browser (SDKs, curl), nothing to check.
+    if (origin is not None or site is not None) and not own_page(origin, site, host):
+        policy.check_origin(origin, site)

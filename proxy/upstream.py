@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import glob
 import random
 import time
@@ -278,7 +279,7 @@ class Upstream:
             if held is not None and 200 <= r.status < 300 and not read_whole(r, held):
                 stream = UpstreamStream(
                     self.name, r, self.max_response_bytes, self._received,
-                    on_close=lambda outcome: self._record(start, outcome),
+                    on_close=functools.partial(self._record, start),
                 )  # fmt: skip
                 r, outcome = None, ""  # the stream records when it is closed
                 return stream
