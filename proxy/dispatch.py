@@ -51,11 +51,11 @@ def plan(job: EditJob, caps: Capabilities) -> Plan:
     if job.mask is not None:
         inputs.append(("mask", job.mask))
     # A URL the provider fetches itself is still checked here (its scheme).
-    resolve = tuple(
-        param
-        for param, image in inputs
-        if job.source == "json" and isinstance(image, FileRef | RemoteImage)
-    )
+    resolve: tuple[str, ...] = ()
+    if job.source == "json":  # tested out here: ``job`` in the genexpr made a cell
+        resolve = tuple(
+            param for param, image in inputs if isinstance(image, FileRef | RemoteImage)
+        )
     return Plan(
         stream=job.stream and caps.streaming,
         fan_out=not caps.native_n and (job.n or 1) > 1,

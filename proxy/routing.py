@@ -60,7 +60,11 @@ class Router:
         """Whether ``<provider>/<model id>`` passes the ``allowed_models`` patterns."""
         if self.allowed is None:
             return True
-        return any(fnmatchcase(model, pattern) for pattern in self.allowed)
+        # A loop: a genexpr made a cell of ``model`` on every call.
+        for pattern in self.allowed:  # noqa: SIM110
+            if fnmatchcase(model, pattern):
+                return True
+        return False
 
     def _not_served(self, model: str) -> UnknownModel:
         assert self.allowed is not None
