@@ -16,7 +16,7 @@ runs on the model's own route only and is never retried.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeGuard
 
 import msgspec
@@ -38,8 +38,9 @@ from proxy.translate import fan_out
 from proxy.upload_backend import FileStore
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+# Structs rather than dataclasses where made per request: msgspec's __init__ is C
+# (a frozen dataclass sets each field through object.__setattr__).
+class Plan(msgspec.Struct, frozen=True, gc=False):  # only atoms: no cycle
     stream: bool  # relay the provider's own event stream
     fan_out: bool  # the provider makes one image per call: n calls, one result
     resolve: tuple[str, ...]  # params whose reference is turned into bytes first
@@ -123,24 +124,24 @@ class Services:
     fetcher: Fetcher
 
 
-@dataclass(slots=True)
-class Request:
+class Request(msgspec.Struct):
     """What one request brings to its dispatch."""
 
     uploads: UploadSet | None  # None: a job without image inputs (generations)
     key: str | None  # the client key's name when client keys are configured
     hold: Hold | None  # the key's budget hold, if it has a budget
     # Resolved jobs by what their provider takes, reused down a fallback chain.
-    resolved: dict[tuple[bool, bool], EditJob] = field(default_factory=dict)
+    resolved: dict[tuple[bool, bool], EditJob] = msgspec.field(default_factory=dict)
     # Set when the answer may be relayed as it arrives (``proxy.passthrough``).
     relay: Relay | None = None
     # Fanned-out calls that answered: billed by the provider even when a sibling's
     # failure fails the request (``proxy.accounting.bill_answered``).
-    answered: list[tuple[Route, EditJob, EditResult]] = field(default_factory=list)
+    answered: list[tuple[Route, EditJob, EditResult]] = msgspec.field(
+        default_factory=list
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(msgspec.Struct, frozen=True):
     route: Route  # the route that answered (a fallback's, if the model's failed)
     result: EditResult | None  # None: ``stream`` is to be relayed
     stream: EditJob | None = None

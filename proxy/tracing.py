@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+
+import msgspec
 
 # version-traceid-parentid-flags, lowercase hex. Future versions may append fields
 # after another '-', which a version-00 parser reads past (spec section 3.2.4).
@@ -22,8 +23,8 @@ _ZERO_SPAN = "0" * 16
 _MAX_TRACESTATE = 512
 
 
-@dataclass(frozen=True, slots=True)
-class Trace:
+# A Struct: made per request, msgspec's __init__ is C; only strings (no cycle).
+class Trace(msgspec.Struct, frozen=True, gc=False):
     trace_id: str
     parent_id: str | None  # the client's span, when it sent one
     flags: str
