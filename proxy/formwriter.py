@@ -14,7 +14,7 @@ CR and LF percent-encoded); values go out as UTF-8.
 from __future__ import annotations
 
 import asyncio
-import secrets
+import os
 from typing import Any, NamedTuple
 
 import aiofiles
@@ -70,7 +70,8 @@ class Form:
     """Fields and images in order; ``payload()`` gives the body to send."""
 
     def __init__(self) -> None:
-        self.boundary = secrets.token_hex(16)
+        # os.urandom, as secrets.token_hex (three Python calls less).
+        self.boundary = os.urandom(16).hex()
         self._segments: list[Segment] = []
         self._size = 0
         self._on_disk = False

@@ -8,8 +8,8 @@ parent id under the same trace (https://www.w3.org/TR/trace-context/).
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 
 import msgspec
 
@@ -38,8 +38,10 @@ class Trace(msgspec.Struct, frozen=True, gc=False):
         return headers
 
 
+# os.urandom, where secrets.token_hex draws its bytes from too, without its three
+# Python calls on the way.
 def new_span_id() -> str:
-    return secrets.token_hex(8)
+    return os.urandom(8).hex()
 
 
 def parse_traceparent(value: str | None) -> Trace | None:
@@ -62,7 +64,7 @@ def start_trace(traceparent: str | None, tracestate: str | None) -> Trace:
     trace = parse_traceparent(traceparent)
     if trace is None:
         # Not sampled: the proxy records nothing, so it makes no sampling decision.
-        return Trace(secrets.token_hex(16), None, "00")
+        return Trace(os.urandom(16).hex(), None, "00")
     state = tracestate.strip() if tracestate else None
     if state and len(state) <= _MAX_TRACESTATE and state.isprintable():
         return Trace(trace.trace_id, trace.parent_id, trace.flags, state)
