@@ -59,7 +59,9 @@ class Prepared(NamedTuple):
 
 
 NOTHING = Prepared()
+# Made once: an adapter's needs() returns one of these rather than a tuple per call.
 NO_NEEDS = Needs()
+BASE64 = Needs(base64=True)
 
 
 async def _base64(
