@@ -17,6 +17,8 @@ from proxy.errors import UnknownModel
 from proxy.providers.base import PricedAs, ProviderAdapter
 from proxy.upstream import Upstream
 
+_KEPT_ROUTES = 256
+
 
 class Route(NamedTuple):
     provider: str
@@ -48,6 +50,10 @@ class Router:
         }
         self.aliases = dict(aliases or {})
         self.allowed = None if allowed is None else tuple(allowed)
+        # Routes resolved before, by the name the client sent: a request's model is
+        # resolved two or three times, the same few names each request. Bounded (the
+        # name is the client's); a name refused is never kept.
+        self._resolved: dict[str, Route] = {}
 
     @property
     def names(self) -> list[str]:
@@ -74,6 +80,14 @@ class Router:
         )
 
     def resolve(self, model: str) -> Route:
+        route = self._resolved.get(model)
+        if route is None:
+            route = self._resolve(model)
+            if len(self._resolved) < _KEPT_ROUTES:
+                self._resolved[model] = route
+        return route
+
+    def _resolve(self, model: str) -> Route:
         target = self.aliases.get(model)
         if target is None:
             target = model
