@@ -25,7 +25,8 @@ def _router(allowed: list[str] | None = None) -> Router:
 def test_a_name_resolves_to_the_same_route_each_time() -> None:
     router = _router()
     first = router.resolve("fast")
-    assert first == ("openai", "gpt-image-1", first.adapter, None, "openai/gpt-image-1")
+    assert (first.provider, first.model) == ("openai", "gpt-image-1")
+    assert first.price_key == "openai/gpt-image-1"
     assert router.resolve("fast") is first
     assert router.resolve("openai/gpt-image-1") == first
 
