@@ -260,9 +260,9 @@ class Upstream:
     ) -> UpstreamResponse | UpstreamStream:
         start = time.perf_counter()
         outcome = "error"
-        held = kwargs.get(HELD_KWARG)
-        form = kwargs.get("data")
-        kwargs, size = fresh_body({k: v for k, v in kwargs.items() if k != HELD_KWARG})
+        form, sent = kwargs.get("data"), dict(kwargs)  # a copy: kwargs serves each try
+        held = sent.pop(HELD_KWARG, None)
+        kwargs, size = fresh_body(sent)
         r: aiohttp.ClientResponse | None = None
         try:
             # Not ``async with``: a relayed reply outlives this call.
