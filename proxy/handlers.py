@@ -238,7 +238,7 @@ async def _answer(
                 request, relaying, answer.route, answer.relayed
             )
     finally:
-        if relay is not None:
+        if relay is not None and relay.opened is not None:  # no coroutine if none
             await relay.close()
     if answer.stream is not None and answer.adapter is not None:
         using = streaming.Relaying(
