@@ -89,11 +89,11 @@ class OriginPolicy:
             return  # HTTP/1.0 without Host: no browser sends that
         name = host_name(host)
         if name in self.hosts:
-            if len(self.accepted) < _ACCEPTED_KEPT:
+            if len(self.accepted) < _ACCEPTED_KEPT and len(host) <= 255:
                 # Seen again, not parsed again (``check_request``). Only names of
                 # ``hosts`` are kept, never a connection's own address, which
-                # another connection may not share; bounded, the header being the
-                # client's.
+                # another connection may not share; bounded in count and length,
+                # the header being the client's.
                 self.accepted.add(host)
             return
         if _is_loopback(name) or _same_address(name, local):

@@ -246,6 +246,9 @@ def test_only_configured_host_values_are_remembered_and_at_most_a_bound() -> Non
         policy.check_host(f"gw.internal:{port}", None)
     assert "gw.internal:0" in policy.accepted
     assert len(policy.accepted) == 64
+    padded = OriginPolicy(listen_host="gw.internal", hosts=[], origins=[])
+    padded.check_host(" " * 300 + "gw.internal", None)  # accepted, not kept
+    assert padded.accepted == set()
 
 
 async def test_http10_without_host_is_served(
