@@ -39,7 +39,7 @@ from proxy.logs import ServerLog
 from proxy.metrics import Metrics
 from proxy.middleware import Handler, observe
 from proxy.openapi import build_openapi
-from proxy.origins import OriginPolicy, same_origin
+from proxy.origins import OriginPolicy
 from proxy.pixels import PixelGate, configure_pillow
 from proxy.pricing import PriceTable
 from proxy.providers.base import KeyHosts, Pool, resolve_auth
@@ -57,6 +57,7 @@ from proxy.state import (
     LIFECYCLE,
     METRICS,
     OPENAPI,
+    ORIGINS,
     PIXELS,
     PRESSURE,
     PRICES,
@@ -96,15 +97,6 @@ def create_app(
     )
     # admission first: it decides which requests start in this turn of the loop.
     middlewares: list[Middleware] = [admission, observe, guard]
-    if not config.keys:
-        # Keyless: the provider keys serve whoever reaches us, so not web pages.
-        server = config.server
-        policy = OriginPolicy(
-            listen_host=server.host,
-            hosts=server.allowed_hosts,
-            origins=server.allowed_origins,
-        )
-        middlewares.insert(2, same_origin(policy))
     # The JSON cap; multipart bodies are streamed and capped by the parser.
     app = web.Application(
         middlewares=middlewares,
@@ -120,6 +112,15 @@ def create_app(
     app[PIXELS] = PixelGate(limits.max_image_pixels, limits.max_image_decodes)
     app[OPENAPI] = msgspec.json.encode(build_openapi())
     app[LIFECYCLE] = Lifecycle()
+    if not config.keys:
+        # Keyless: the provider keys serve whoever reaches us, so not web pages
+        # (the guard checks each request against it).
+        server = config.server
+        app[ORIGINS] = OriginPolicy(
+            listen_host=server.host,
+            hosts=server.allowed_hosts,
+            origins=server.allowed_origins,
+        )
     app.on_response_prepare.append(_request_headers)
     app.cleanup_ctx.append(_temp_dir)
     app.cleanup_ctx.append(_upstreams_ctx(dict(environ)))

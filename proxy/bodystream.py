@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
+import msgspec
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
@@ -51,8 +51,9 @@ class Reservation(Protocol):
         """Reserve ``count`` more bytes received; raises to refuse them."""
 
 
-@dataclass(frozen=True, slots=True)
-class Pace:
+# A Struct: made per request, and msgspec's __init__ is C (a frozen dataclass sets
+# each field through object.__setattr__).
+class Pace(msgspec.Struct, frozen=True):
     """What the guard decided for one request's body: how slow it may come, and
     where its bytes are reserved (None: they are held in memory, not reserved)."""
 

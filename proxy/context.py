@@ -12,9 +12,9 @@ provider adapters whose ``edit(job, upstream)`` carries no request, adds its tim
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import msgspec
 from aiohttp import web
 
 from proxy.tracing import Trace
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 ANONYMOUS = "anonymous"
 
 
-@dataclass(slots=True)
-class RequestContext:
+# A Struct, not a dataclass: made per request, its __init__ is msgspec's C one.
+class RequestContext(msgspec.Struct):
     request_id: str
     route: str
     trace: Trace | None = None
@@ -47,7 +47,7 @@ class RequestContext:
     hold: Hold | None = None
     # Headers every answer to this request carries (model lifecycle: Deprecation,
     # Sunset, the remap notice), error answers included.
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 CONTEXT = web.RequestKey("context", RequestContext)

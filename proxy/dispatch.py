@@ -15,8 +15,8 @@ runs on the model's own route only and is never retried.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from typing import TypeGuard
 
 import msgspec
@@ -38,8 +38,9 @@ from proxy.translate import fan_out
 from proxy.upload_backend import FileStore
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+# Structs rather than dataclasses where made per request: msgspec's __init__ is C
+# (a frozen dataclass sets each field through object.__setattr__).
+class Plan(msgspec.Struct, frozen=True, gc=False):  # only atoms: no cycle
     stream: bool  # relay the provider's own event stream
     fan_out: bool  # the provider makes one image per call: n calls, one result
     resolve: tuple[str, ...]  # params whose reference is turned into bytes first
@@ -51,11 +52,11 @@ def plan(job: EditJob, caps: Capabilities) -> Plan:
     if job.mask is not None:
         inputs.append(("mask", job.mask))
     # A URL the provider fetches itself is still checked here (its scheme).
-    resolve = tuple(
-        param
-        for param, image in inputs
-        if job.source == "json" and isinstance(image, FileRef | RemoteImage)
-    )
+    resolve: tuple[str, ...] = ()
+    if job.source == "json":  # tested out here: ``job`` in the genexpr made a cell
+        resolve = tuple(
+            param for param, image in inputs if isinstance(image, FileRef | RemoteImage)
+        )
     return Plan(
         stream=job.stream and caps.streaming,
         fan_out=not caps.native_n and (job.n or 1) > 1,
@@ -123,24 +124,24 @@ class Services:
     fetcher: Fetcher
 
 
-@dataclass(slots=True)
-class Request:
+class Request(msgspec.Struct):
     """What one request brings to its dispatch."""
 
     uploads: UploadSet | None  # None: a job without image inputs (generations)
     key: str | None  # the client key's name when client keys are configured
     hold: Hold | None  # the key's budget hold, if it has a budget
     # Resolved jobs by what their provider takes, reused down a fallback chain.
-    resolved: dict[tuple[bool, bool], EditJob] = field(default_factory=dict)
+    resolved: dict[tuple[bool, bool], EditJob] = msgspec.field(default_factory=dict)
     # Set when the answer may be relayed as it arrives (``proxy.passthrough``).
     relay: Relay | None = None
     # Fanned-out calls that answered: billed by the provider even when a sibling's
     # failure fails the request (``proxy.accounting.bill_answered``).
-    answered: list[tuple[Route, EditJob, EditResult]] = field(default_factory=list)
+    answered: list[tuple[Route, EditJob, EditResult]] = msgspec.field(
+        default_factory=list
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(msgspec.Struct, frozen=True):
     route: Route  # the route that answered (a fallback's, if the model's failed)
     result: EditResult | None  # None: ``stream`` is to be relayed
     stream: EditJob | None = None
@@ -173,10 +174,25 @@ async def run(
             await request.hold.ensure(route, job, native_n=True)
         prepared = await _prepare(services, request, route, job, caps, planned)
         return Answer(route, None, stream=prepared, adapter=adapter)
-    answered, result = await _down_chain(services, request, route, job, caps, planned)
+    # The model's route first, in this coroutine (the fallbacks' loop in its own,
+    # ``_down_chain``, only after a failure: a frame less on every step).
+    try:
+        result = await _call(services, request, route, job, caps, planned)
+    except fallback.FALLBACK_ON as exc:
+        chain = services.fallbacks.get(f"{route.provider}/{route.model}", [])
+        if not chain:
+            raise
+        failure: ProxyError = exc
+    else:
+        return _answered(route, result)
+    answered, result = await _down_chain(services, request, route, job, chain, failure)
+    return _answered(answered, result)
+
+
+def _answered(route: Route, result: EditResult | Relayed) -> Answer:
     if isinstance(result, Relayed):
-        return Answer(answered, None, relayed=result)
-    return Answer(answered, result)
+        return Answer(route, None, relayed=result)
+    return Answer(route, result)
 
 
 async def _down_chain(
@@ -184,19 +200,13 @@ async def _down_chain(
     request: Request,
     route: Route,
     job: EditJob,
-    caps: Capabilities,
-    planned: Plan,
+    chain: list[str],
+    failure: ProxyError,
 ) -> tuple[Route, EditResult | Relayed]:
-    """The model's route, then its fallbacks (``proxy.fallback``) while they fail in a
-    way another provider may not; each route's job is checked against its own
-    provider."""
-    try:
-        return route, await _call(services, request, route, job, caps, planned)
-    except fallback.FALLBACK_ON as exc:
-        chain = services.fallbacks.get(f"{route.provider}/{route.model}", [])
-        if not chain:
-            raise
-        causes: list[tuple[str, ProxyError]] = [(route.provider, exc)]
+    """The model's fallbacks (``proxy.fallback``) after its route failed with
+    ``failure``, while they fail in a way another provider may not; each route's job
+    is checked against its own provider."""
+    causes: list[tuple[str, ProxyError]] = [(route.provider, failure)]
     failed = route.provider
     for nxt in fallback.candidates(
         chain,
@@ -269,13 +279,20 @@ async def _call(
     if relay is not None and relay.takes(route, fan_out=planned.fan_out):
         return await relay.open(route, plain, hold)
     if planned.fan_out:
-        # Each call that answers is charged, whether or not its siblings do, and
-        # kept so that a request failed by a sibling still accounts for it.
-        async def one_call(one: EditJob) -> EditResult:
-            call = route.adapter.edit(one, route.upstream)
-            result = await charged(hold, route, one, call)
-            request.answered.append((route, one, result))
-            return result
-
-        return await fan_out(plain, one_call)
+        return await _fanned(request, route, plain)
     return await charged(hold, route, plain, route.adapter.edit(plain, route.upstream))
+
+
+def _fanned(request: Request, route: Route, plain: EditJob) -> Awaitable[EditResult]:
+    # Apart from ``_call``: its closure's cells would be made on every call.
+    hold = request.hold
+
+    # Each call that answers is charged, whether or not its siblings do, and
+    # kept so that a request failed by a sibling still accounts for it.
+    async def one_call(one: EditJob) -> EditResult:
+        call = route.adapter.edit(one, route.upstream)
+        result = await charged(hold, route, one, call)
+        request.answered.append((route, one, result))
+        return result
+
+    return fan_out(plain, one_call)

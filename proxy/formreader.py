@@ -11,6 +11,7 @@ bodies that end before the closing delimiter are refused. The body it reads is a
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Protocol
 
@@ -72,21 +73,35 @@ class Part:
     __slots__ = ("charset", "filename", "name", "nested")
 
     def __init__(self, block: bytes) -> None:
-        disposition = ""
-        content_type = ""
-        for line in block.split(b"\r\n") if block else ():
-            key, sep, value = line.partition(b":")
-            if not sep or not key or key != key.strip():
-                raise malformed(f"invalid part header line {line[:60]!r}")
-            key = key.lower()
-            if key == b"content-disposition" and not disposition:
-                disposition = value.decode("utf-8", "replace").strip()
-            elif key == b"content-type" and not content_type:
-                content_type = value.decode("latin-1").strip()
-        self.name, self.filename = disposition_names(disposition)
-        self.nested = content_type[:10].lower() == "multipart/"
-        match = _CHARSET_PARAM.search(content_type)
-        self.charset = match.group(1) if match else None
+        parse = _kept_headers if len(block) <= _CACHED_BLOCK else _part_headers
+        self.name, self.filename, self.nested, self.charset = parse(block)
+
+
+def _part_headers(block: bytes) -> tuple[str | None, str | None, bool, str | None]:
+    """``(name, filename, nested, charset)`` of a part's header block."""
+    disposition = ""
+    content_type = ""
+    for line in block.split(b"\r\n") if block else ():
+        key, sep, value = line.partition(b":")
+        if not sep or not key or key != key.strip():
+            raise malformed(f"invalid part header line {line[:60]!r}")
+        key = key.lower()
+        if key == b"content-disposition" and not disposition:
+            disposition = value.decode("utf-8", "replace").strip()
+        elif key == b"content-type" and not content_type:
+            content_type = value.decode("latin-1").strip()
+    name, filename = disposition_names(disposition)
+    match = _CHARSET_PARAM.search(content_type)
+    charset = match.group(1) if match else None
+    return name, filename, content_type[:10].lower() == "multipart/", charset
+
+
+# SDKs send the same few header blocks in every request (only a file's name varies):
+# those up to this long are remembered, at most _KEPT_BLOCKS (about 200 KiB whatever
+# clients send). A block refused raises, and is never kept.
+_CACHED_BLOCK = 256
+_KEPT_BLOCKS = 512
+_kept_headers = functools.lru_cache(maxsize=_KEPT_BLOCKS)(_part_headers)
 
 
 class FormReader:

@@ -14,7 +14,7 @@ CR and LF percent-encoded); values go out as UTF-8.
 from __future__ import annotations
 
 import asyncio
-import secrets
+import os
 from typing import Any, NamedTuple
 
 import aiofiles
@@ -53,7 +53,10 @@ def safe_filename(name: str) -> str:
     control, format or quote characters, at most ``MAX_FILENAME`` characters with its
     extension kept; "" when nothing usable is left."""
     name = name.replace("\\", "/").rpartition("/")[2]
-    name = "".join(c for c in name if c.isprintable() and c not in "\"'").strip()
+    if not name.isprintable() or '"' in name or "'" in name:
+        # Character by character only when something is to go (rarely).
+        name = "".join(c for c in name if c.isprintable() and c not in "\"'")
+    name = name.strip()
     if name.strip(".") == "":
         return ""
     if len(name) > MAX_FILENAME:
@@ -67,7 +70,8 @@ class Form:
     """Fields and images in order; ``payload()`` gives the body to send."""
 
     def __init__(self) -> None:
-        self.boundary = secrets.token_hex(16)
+        # os.urandom, as secrets.token_hex (three Python calls less).
+        self.boundary = os.urandom(16).hex()
         self._segments: list[Segment] = []
         self._size = 0
         self._on_disk = False

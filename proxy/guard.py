@@ -1,4 +1,6 @@
-"""The gateway's admission middleware for the API routes, inside ``observe``.
+"""The gateway's admission middleware for the API routes, inside ``observe``; without
+client keys it first runs the Host and browser-origin checks (``proxy.origins``) of
+every route but the probes.
 
 Order: draining, backpressure, client key, the client's share of the slots in flight
 (``Slot.claim``), the key's quotas, then ``100 Continue`` for a client waiting for it
@@ -19,7 +21,7 @@ import uuid
 
 from aiohttp import HttpVersion11, hdrs, web
 
-from proxy.backpressure import Slot
+from proxy.backpressure import Pressure, Slot
 from proxy.bodystream import PACE, Pace, too_large
 from proxy.budget import Hold
 from proxy.client_keys import KeyRing
@@ -29,16 +31,10 @@ from proxy.controls import ClientKey
 from proxy.errors import Overloaded, ProxyError
 from proxy.jobs.prefer import uncounted
 from proxy.middleware import Handler
+from proxy.origins import check_request
 from proxy.parsing import media_type
 from proxy.quotas import refusal_error
-from proxy.state import (
-    CLIENT_KEYS,
-    CONFIG,
-    LIFECYCLE,
-    PRESSURE,
-    PRICES,
-    QUOTAS,
-)
+from proxy.state import QUOTAS, resources
 
 # Set once ``100 Continue`` went out: the client then sends its body.
 _CONTINUED = web.RequestKey("continued", bool)
@@ -49,7 +45,7 @@ def _guarded(request: web.Request) -> bool:
     return resource is not None and resource.canonical.startswith(("/v1/", "/v3/"))
 
 
-def _pace(request: web.Request, limits: Limits, slot: Slot) -> Pace:
+def _pace(request: web.Request, limits: Limits, slot: Slot, pressure: Pressure) -> Pace:
     # Multipart bytes go to the temp budget; any other body (JSON) is held in memory
     # and reserved from the JSON memory budget as it arrives.
     multipart = media_type(request) == "multipart/form-data"
@@ -58,7 +54,7 @@ def _pace(request: web.Request, limits: Limits, slot: Slot) -> Pace:
         min_rate=limits.client_min_body_rate_bytes_s,
         deadline_s=limits.client_body_timeout_s,
         reserve=slot if multipart else slot.json,
-        turn=request.app[PRESSURE].readers,
+        turn=pressure.readers,
     )
 
 
@@ -70,65 +66,69 @@ def authorize(keys: KeyRing, ctx: RequestContext, model: str) -> None:
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    app = request.app
+    res = resources(app)
+    if res.origins is not None:
+        check_request(res.origins, request)  # keyless mode (proxy.origins), any route
     if not _guarded(request):
         return await handler(request)
+    # The admission is inline rather than a coroutine of its own: a frame less
+    # that every step of the request's task would pass through.
     try:
-        return await _admit(request, handler)
+        limits, keys, pressure = res.config.limits, res.keys, res.pressure
+        if res.lifecycle.draining:
+            raise Overloaded(
+                "the gateway is shutting down; retry on another instance",
+                code="shutting_down",
+                headers={"Connection": "close", "Retry-After": "1"},
+            )
+        with pressure.admit() as slot:
+            request[PACE] = _pace(request, limits, slot, pressure)
+            if not keys:
+                # Without keys a client is known by its address (behind a proxy, all
+                # clients share one: see backpressure.max_temp_share,
+                # max_inflight_share).
+                slot.claim(f"address {request.remote}")
+                if request.headers.get(hdrs.EXPECT) is not None:
+                    await _continue(request, limits)
+                return await handler(request)
+            name = keys.authenticate(request.headers)
+            ctx = request[CONTEXT]
+            ctx.key = name  # a refusal below is labelled with the key
+            # Only now is the client known: a refused key never claims a share.
+            slot.claim(f"key {name}")
+            rule = keys[name]
+            if not limited(rule) or uncounted(request):
+                await _continue(request, limits)
+                return await handler(request)
+            quotas = app[QUOTAS]
+            lease = uuid.uuid4().hex
+            refusal = await quotas.admit(name, rule, lease)
+            if refusal is not None:
+                raise refusal_error(name, rule, refusal)
+            try:
+                await _continue(request, limits)
+            except BaseException:
+                await quotas.release(name, rule, lease)
+                raise
+            hold = None
+            if rule.budget_usd_day is not None or rule.budget_usd_month is not None:
+                hold = Hold(quotas, name, rule, res.prices, limits.unpriced_image_usd)
+            ctx.hold = hold
+            try:
+                return await handler(request)
+            finally:
+                await quotas.release(name, rule, lease)
+                if hold is not None:
+                    # Failed requests too: their reservations go back, their
+                    # charges stay.
+                    await hold.settle()
     except ProxyError as exc:
         if _expects_continue(request) and not request.get(_CONTINUED, False):
             # Refused before 100 Continue: the body never comes, so the connection
             # cannot carry another request (aiohttp closes it once answered).
             exc.headers["Connection"] = "close"
         raise
-
-
-async def _admit(request: web.Request, handler: Handler) -> web.StreamResponse:
-    app = request.app
-    limits, keys = app[CONFIG].limits, app[CLIENT_KEYS]
-    if app[LIFECYCLE].draining:
-        raise Overloaded(
-            "the gateway is shutting down; retry on another instance",
-            code="shutting_down",
-            headers={"Connection": "close", "Retry-After": "1"},
-        )
-    with app[PRESSURE].admit() as slot:
-        request[PACE] = _pace(request, limits, slot)
-        if not keys:
-            # Without keys a client is known by its address (behind a proxy, all
-            # clients share one: see backpressure.max_temp_share, max_inflight_share).
-            slot.claim(f"address {request.remote}")
-            await _continue(request, limits)
-            return await handler(request)
-        name = keys.authenticate(request.headers)
-        ctx = request[CONTEXT]
-        ctx.key = name  # a refusal below is labelled with the key
-        # Only now is the client known: a refused key never claims a share.
-        slot.claim(f"key {name}")
-        rule = keys[name]
-        if not limited(rule) or uncounted(request):
-            await _continue(request, limits)
-            return await handler(request)
-        quotas = app[QUOTAS]
-        lease = uuid.uuid4().hex
-        refusal = await quotas.admit(name, rule, lease)
-        if refusal is not None:
-            raise refusal_error(name, rule, refusal)
-        try:
-            await _continue(request, limits)
-        except BaseException:
-            await quotas.release(name, rule, lease)
-            raise
-        hold = None
-        if rule.budget_usd_day is not None or rule.budget_usd_month is not None:
-            hold = Hold(quotas, name, rule, app[PRICES], limits.unpriced_image_usd)
-        ctx.hold = hold
-        try:
-            return await handler(request)
-        finally:
-            await quotas.release(name, rule, lease)
-            if hold is not None:
-                # Failed requests too: their reservations go back, their charges stay.
-                await hold.settle()
 
 
 async def defer_continue(request: web.Request) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any, Literal
 
 from aiohttp import web
@@ -48,10 +49,10 @@ from proxy.state import (
     OPENAPI,
     PRESSURE,
     ROUTER,
+    Resources,
     resources,
 )
 from proxy.tempfiles import UploadSet
-from proxy.upload_api import caller
 
 # A data URL longer than this is decoded in its own step of the event loop (64 MiB of
 # them decoded in one step held it for tens of milliseconds).
@@ -81,12 +82,15 @@ def _job(
     )
 
 
-def _route(request: web.Request, model: str) -> Route:
-    return pipeline.route_for(request.app, request[CONTEXT], model)
+def _route(request: web.Request, model: str, res: Resources | None = None) -> Route:
+    if res is None:
+        res = resources(request.app)
+    return pipeline.route_for(res, request[CONTEXT], model)
 
 
 async def images_edits(request: web.Request) -> web.StreamResponse:
-    res = resources(request.app)
+    app = request.app
+    res = resources(app)
     limits = res.config.limits
     kind = require_json_or_multipart(request, multipart=True)
     key, idem = requested(request), None
@@ -96,7 +100,7 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
             idem = bound(request, key, "json", doc.canonical() if key else None)
             fields, extra = split_known(doc.obj, EDIT_FIELDS)
             body = convert(fields, EditRequest)
-            route = _route(request, body.model)
+            route = _route(request, body.model, res)
             images = []
             for i, ref in enumerate(body.images):
                 images.append(resolve_ref(ref, param=f"images[{i}]", urls=doc.urls))
@@ -112,7 +116,7 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
                 images=tuple(images), mask=mask,
             )  # fmt: skip
         else:
-            ahead = None if key is not None else _forwarding(request, uploads)
+            ahead = None if key is not None else _forwarding(request, app, uploads)
             try:
                 form = await read_multipart(
                     request, limits, uploads, digest=bool(key), watch=ahead
@@ -129,7 +133,7 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
                 forwarded = await ahead.complete(form.images[0])
                 if forwarded is not None:
                     return forwarded
-            route = _route(request, form.form.model)
+            route = _route(request, form.form.model, res)
             job = _job(
                 form.form, route, operation="edit", source="multipart",
                 extra=form.extra, images=tuple(form.images), mask=form.mask,
@@ -137,18 +141,23 @@ async def images_edits(request: web.Request) -> web.StreamResponse:
         return await _answer(request, route, job, uploads, idem=idem)
 
 
-def _forwarding(request: web.Request, uploads: UploadSet) -> Forward | None:
+def _forwarding(
+    request: web.Request, app: web.Application, uploads: UploadSet
+) -> Forward | None:
     """A ``Forward`` for a multipart edit that may go to its provider as it arrives
     (``proxy.forward``), None when it cannot whatever its fields say."""
-    app = request.app
-    if app.get(RUNNER) is not None and wants_async(request):
-        return None
     least, declared = app[CONFIG].limits.forward_min_bytes, request.content_length
     if not least or (declared is not None and declared < least):
         # Arrives fast enough spooled, and a mask after the image would cut the
         # forward off (a body of unknown length, streamed by its client, may go).
         return None
+    if app.get(RUNNER) is not None and wants_async(request):
+        return None
+    return _forward(request, app, uploads)
 
+
+def _forward(request: web.Request, app: web.Application, uploads: UploadSet) -> Forward:
+    # Apart from ``_forwarding``: its closures' cells are made only for a forward.
     def forwards(route: Route) -> bool:
         named = f"{route.provider}/{route.model}"
         allowed = getattr(route.adapter, "forwards_uploads", False)
@@ -202,20 +211,20 @@ async def _answer(
     answered from what was kept (``proxy.idempotency_http``): it must stay buffered,
     the JSON bytes built at the end of this function."""
     if idem is not None:
-        run = lambda: _answer(request, route, job, uploads, keep=True)  # noqa: E731
-        return await idempotent(request, idem, job.stream, run)
+        return await _kept(request, route, job, uploads, idem)
     app, ctx = request.app, request[CONTEXT]
+    res = resources(app)
     ctx.prompt = job.prompt  # the access log shows it only if configured
-    key = caller(request)
-    job, links = pipeline.prepare(app, job, key)
-    if (accepted := await accept(request, route, job, links)) is not None:
-        return accepted  # Prefer: respond-async (proxy/jobs)
-    relay, res = None, resources(app)
-    if passthrough.wanted(job, keep=keep or pipeline.keeps(app, links)):
+    key = ctx.key if res.keys else None  # upload_api.caller
+    job, links = pipeline.prepare(res, job, key)
+    if (accepting := accept(request, route, job, links)) is not None:
+        return await accepting  # Prefer: respond-async (proxy/jobs)
+    relay = None
+    if passthrough.wanted(job, keep=keep or pipeline.keeps(res, links)):
         relay = passthrough.Relay(res.prices)
     try:
         answer = await pipeline.run(
-            app, route, job, key=key, hold=ctx.hold, uploads=uploads, ctx=ctx,
+            res, route, job, key=key, hold=ctx.hold, uploads=uploads, ctx=ctx,
             relay=relay,
         )  # fmt: skip
         if answer.relayed is not None:
@@ -229,7 +238,7 @@ async def _answer(
                 request, relaying, answer.route, answer.relayed
             )
     finally:
-        if relay is not None:
+        if relay is not None and relay.opened is not None:  # no coroutine if none
             await relay.close()
     if answer.stream is not None and answer.adapter is not None:
         using = streaming.Relaying(
@@ -243,7 +252,7 @@ async def _answer(
         return await streaming.relay(
             request, using, answer.route, answer.stream, answer.adapter
         )
-    answered, result, cost = await pipeline.finish(app, ctx, route, job, answer, links)
+    answered, result, cost = await pipeline.finish(res, ctx, route, job, answer, links)
     if job.stream:
         return streaming.completed_events(answered, job, result, cost)
     if len(result.body) > held.WHOLE:  # written in pieces, never joined
@@ -252,6 +261,19 @@ async def _answer(
         body=pipeline.json_body(answered, result, cost),
         content_type="application/json",
     )
+
+
+def _kept(
+    request: web.Request,
+    route: Route,
+    job: EditJob,
+    uploads: UploadSet | None,
+    idem: Idem,
+) -> Awaitable[web.StreamResponse]:
+    # Its own function: a closure in ``_answer`` made cells of its variables on every
+    # call, garbage for the collector to walk while the request is in flight.
+    run = lambda: _answer(request, route, job, uploads, keep=True)  # noqa: E731
+    return idempotent(request, idem, job.stream, run)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -23,7 +23,7 @@ from proxy.errors import ProxyError, RequestError
 from proxy.logs import log_access
 from proxy.metrics import Metrics
 from proxy.redact import Redactor, envelope, error_headers
-from proxy.state import CONFIG, METRICS, REDACTOR
+from proxy.state import resources
 from proxy.tracing import start_trace
 
 log = logging.getLogger("imagegate")
@@ -62,21 +62,17 @@ def _http_error(exc: web.HTTPException, redactor: Redactor) -> web.Response:
     return resp
 
 
-def _route_name(request: web.Request) -> str:
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
-
-
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    app = request.app
-    metrics, redactor = app[METRICS], app[REDACTOR]
+    res = resources(request.app)
+    metrics, redactor = res.metrics, res.redactor
     incoming = request.headers.get("X-Request-ID", "")
     # 128 random bits as hex, like uuid4().hex, at a third of its cost.
     request_id = (
         incoming if incoming and _REQUEST_ID.match(incoming) else os.urandom(16).hex()
     )
-    route = _route_name(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
     trace = start_trace(
         request.headers.get("traceparent"), request.headers.get("tracestate")
     )
@@ -142,13 +138,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     finally:
         if inflight is not None:
             inflight(-1)
-        _record(metrics, app[CONFIG].server, ctx, status, time.perf_counter() - start)
-
-
-def _micros(seconds: float) -> float:
-    # Whole microseconds, as round(seconds, 6) gives them but for a last digit at an
-    # exact half: round() with digits formats the float, ~3,500 instructions a call.
-    return round(seconds * 1_000_000) / 1_000_000
+        _record(metrics, res.config.server, ctx, status, time.perf_counter() - start)
 
 
 def _record(
@@ -172,9 +162,12 @@ def _record(
             "key": ctx.key,
             "provider": ctx.provider,
             "model": ctx.model,
-            "duration_s": _micros(elapsed),
-            "upstream_s": _micros(ctx.upstream_s),
-            "overhead_s": _micros(overhead),
+            # Whole microseconds, as round(seconds, 6) gives them but for a last
+            # digit at an exact half: round() with digits formats the float, ~3,500
+            # instructions a call.
+            "duration_s": round(elapsed * 1_000_000) / 1_000_000,
+            "upstream_s": round(ctx.upstream_s * 1_000_000) / 1_000_000,
+            "overhead_s": round(overhead * 1_000_000) / 1_000_000,
             "cost_usd": ctx.cost,
             "images": ctx.images,
             "error": ctx.error_code,

@@ -66,6 +66,7 @@ JOB_FIELDS = tuple(
 FORWARDED_FIELDS = tuple(name for name in JOB_FIELDS if name != "prompt")
 # Their values, in that order, in one call rather than a getattr each.
 forwarded_values = operator.attrgetter(*FORWARDED_FIELDS)
+_job_values = operator.attrgetter(*JOB_FIELDS)
 
 
 class _Fields(RequestFields, frozen=True, kw_only=True):
@@ -199,7 +200,7 @@ class EditJob(RequestFields, frozen=True, kw_only=True):
         images: tuple[ImageInput, ...] = (),
         mask: ImageInput | None = None,
     ) -> EditJob:
-        copied = {name: getattr(fields, name) for name in JOB_FIELDS}
+        copied = dict(zip(JOB_FIELDS, _job_values(fields), strict=True))
         return cls(
             operation=operation,
             provider=provider,

@@ -27,14 +27,13 @@ import ipaddress
 from collections.abc import Iterable
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from proxy.errors import Forbidden
-from proxy.middleware import Handler
 
 _PROBES = frozenset({"/healthz", "/readyz"})
 _WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 _BROWSER_SITES = frozenset({"cross-site", "same-site"})
+_ACCEPTED_KEPT = 64
 
 
 def host_name(host: str) -> str:
@@ -83,12 +82,21 @@ class OriginPolicy:
             names.add(host_name(listen_host))
         self.hosts = frozenset(names - {"*"})
         self.origins = frozenset(origin_key(o) for o in origins)
+        self.accepted: set[str] = set()  # ``Host`` values accepted, as sent
 
     def check_host(self, host: str | None, local: str | None) -> None:
         if host is None or self.any_host:
             return  # HTTP/1.0 without Host: no browser sends that
         name = host_name(host)
-        if name in self.hosts or _is_loopback(name) or _same_address(name, local):
+        if name in self.hosts:
+            if len(self.accepted) < _ACCEPTED_KEPT and len(host) <= 255:
+                # Seen again, not parsed again (``check_request``). Only names of
+                # ``hosts`` are kept, never a connection's own address, which
+                # another connection may not share; bounded in count and length,
+                # the header being the client's.
+                self.accepted.add(host)
+            return
+        if _is_loopback(name) or _same_address(name, local):
             return
         raise Forbidden(
             f"Host '{host}' does not name this gateway; without client keys it answers "
@@ -131,17 +139,18 @@ def _local_address(request: web.Request) -> str | None:
     return None
 
 
-def same_origin(policy: OriginPolicy) -> Middleware:
-    """The middleware; ``create_app`` installs it only when no client keys exist."""
-
-    @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in _PROBES:
-            headers = request.headers
-            policy.check_host(headers.get("Host"), _local_address(request))
-            origin, site = headers.get("Origin"), headers.get("Sec-Fetch-Site")
-            if not own_page(origin, site, headers.get("Host")):
-                policy.check_origin(origin, site)
-        return await handler(request)
-
-    return check
+def check_request(policy: OriginPolicy, request: web.Request) -> None:
+    """``policy``'s checks of one request, the probes exempt. ``guard.guard`` runs them
+    first, for every route, when no client keys exist (``create_app`` then sets
+    ``state.ORIGINS``): a step of that middleware, not a middleware of its own (a
+    coroutine frame more on every step of every request)."""
+    if request.path in _PROBES:
+        return
+    headers = request.headers
+    host = headers.get("Host")
+    if host not in policy.accepted:
+        policy.check_host(host, _local_address(request))
+    origin, site = headers.get("Origin"), headers.get("Sec-Fetch-Site")
+    # Neither header: not a browser (SDKs, curl), nothing to check.
+    if (origin is not None or site is not None) and not own_page(origin, site, host):
+        policy.check_origin(origin, site)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import NamedTuple, cast
 
 import msgspec
@@ -58,8 +57,8 @@ def wanted(job: EditJob, *, keep: bool) -> bool:
     return not keep and not job.stream
 
 
-@dataclass(slots=True)
-class Relay:
+# A Struct: made per request (msgspec's __init__ is C).
+class Relay(msgspec.Struct):
     """A request whose answer may be relayed, and the reply it opened (closed by
     ``close`` when the request ends)."""
 
@@ -106,8 +105,7 @@ class Relayed(NamedTuple):
     job: EditJob
 
 
-@dataclass(frozen=True, slots=True)
-class Relaying:
+class Relaying(msgspec.Struct, frozen=True):
     """What relaying one reply uses: the app's resources and the request's own."""
 
     metrics: Metrics

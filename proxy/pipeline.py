@@ -1,6 +1,7 @@
 """The synchronous pipeline between a validated job and its JSON answer, without the
-web request: resolve the route, dispatch (``proxy.dispatch``), bill
-(``proxy.accounting``), redact, links, and the answer's bytes.
+web request (its caller hands it the app's ``Resources``): resolve the route,
+dispatch (``proxy.dispatch``), bill (``proxy.accounting``), redact, links, and the
+answer's bytes.
 
 ``proxy.handlers`` runs it for a request and ``proxy.jobs.runner`` for an async job,
 so a job's result is byte for byte what the synchronous call answers.
@@ -9,7 +10,6 @@ so a job's result is byte for byte what the synchronous call answers.
 from __future__ import annotations
 
 import msgspec
-from aiohttp import web
 
 from proxy import dispatch, retirements
 from proxy.accounting import bill, bill_answered, splice, splice_parts
@@ -22,17 +22,16 @@ from proxy.models import EditJob, EditResult
 from proxy.passthrough import Relay
 from proxy.result_links import Origin, ResultLinks
 from proxy.routing import Route
-from proxy.state import resources
+from proxy.state import Resources
 from proxy.tempfiles import UploadSet
 
 _encode = msgspec.json.encode
 
 
-def route_for(app: web.Application, ctx: RequestContext, model: str) -> Route:
+def route_for(res: Resources, ctx: RequestContext, model: str) -> Route:
     """The route of ``model`` for the context's key: 403 if the key may not use it,
     410 (or the replacement) if it was retired; labels the context."""
     ctx.model = model  # logged even when it names nothing served
-    res = resources(app)
     route = res.router.resolve(model)
     authorize(res.keys, ctx, f"{route.provider}/{route.model}")  # an alias's
     ctx.provider = route.provider
@@ -49,11 +48,10 @@ def route_for(app: web.Application, ctx: RequestContext, model: str) -> Route:
 
 
 def prepare(
-    app: web.Application, job: EditJob, key: str | None
+    res: Resources, job: EditJob, key: str | None
 ) -> tuple[EditJob, ResultLinks | None]:
     """The job as it is sent (results asked as base64 when they become links, the
     key's hashed client id) and the links, when the answer's images become links."""
-    res = resources(app)
     links = res.links
     if links is not None and not links.wanted(job):
         links = None
@@ -64,14 +62,14 @@ def prepare(
     return job, links
 
 
-def keeps(app: web.Application, links: ResultLinks | None) -> bool:
+def keeps(res: Resources, links: ResultLinks | None) -> bool:
     """The answer's images are stored (links, or ``results.keep``): it is held whole."""
-    kept = resources(app).links
+    kept = res.links
     return links is not None or (kept is not None and kept.keeps)
 
 
 async def run(
-    app: web.Application,
+    res: Resources,
     route: Route,
     job: EditJob,
     *,
@@ -85,7 +83,6 @@ async def run(
     what those cost is accounted on ``ctx`` and in the metrics before the error
     goes on (the provider bills them whatever the request's outcome)."""
     mine = dispatch.Request(uploads=uploads, key=key, hold=hold, relay=relay)
-    res = resources(app)
     try:
         return await dispatch.run(res.services, mine, route, job)
     except ProxyError:
@@ -95,7 +92,7 @@ async def run(
 
 
 async def finish(
-    app: web.Application,
+    res: Resources,
     ctx: RequestContext,
     route: Route,
     job: EditJob,
@@ -108,8 +105,7 @@ async def finish(
     assert result is not None
     if answered is not route:
         # Labelled and logged as the fallback that answered.
-        route_for(app, ctx, f"{answered.provider}/{answered.model}")
-    res = resources(app)
+        route_for(res, ctx, f"{answered.provider}/{answered.model}")
     cost = bill(res.metrics, res.prices, ctx, answered, result, job)
     # A success reply may echo our credentials too (a debug member, a fingerprint):
     # the provider's own members are relayed, so they are redacted like an error's.

@@ -18,6 +18,7 @@ from fnmatch import fnmatchcase
 from typing import Literal
 
 from proxy.catalogue.load import Catalogue, today
+from proxy.catalogue.schema import Lifecycle
 from proxy.config import Config
 from proxy.context import RequestContext
 from proxy.errors import ModelRetired
@@ -69,6 +70,20 @@ def apply(
         return route
     if status != "shutdown":
         return route
+    return _shut_down(route, catalogue, life, day, mode=mode, ctx=ctx, metrics=metrics)
+
+
+def _shut_down(
+    route: Route,
+    catalogue: Catalogue,
+    life: Lifecycle,
+    day: dt.date,
+    *,
+    mode: Literal["retire", "remap"],
+    ctx: RequestContext,
+    metrics: Metrics,
+) -> Route:
+    # Apart from ``apply``: its comprehensions' cells are made only for a shut model.
     ptype = route.adapter.name
     live = [
         r for r in life.replacements()

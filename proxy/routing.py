@@ -17,6 +17,8 @@ from proxy.errors import UnknownModel
 from proxy.providers.base import PricedAs, ProviderAdapter
 from proxy.upstream import Upstream
 
+_KEPT_ROUTES = 256
+
 
 class Route(NamedTuple):
     provider: str
@@ -48,6 +50,10 @@ class Router:
         }
         self.aliases = dict(aliases or {})
         self.allowed = None if allowed is None else tuple(allowed)
+        # Routes resolved before, by the name the client sent: a request's model is
+        # resolved two or three times, the same few names each request. Bounded (the
+        # name is the client's); a name refused is never kept.
+        self._resolved: dict[str, Route] = {}
 
     @property
     def names(self) -> list[str]:
@@ -60,7 +66,11 @@ class Router:
         """Whether ``<provider>/<model id>`` passes the ``allowed_models`` patterns."""
         if self.allowed is None:
             return True
-        return any(fnmatchcase(model, pattern) for pattern in self.allowed)
+        # A loop: a genexpr made a cell of ``model`` on every call.
+        for pattern in self.allowed:  # noqa: SIM110
+            if fnmatchcase(model, pattern):
+                return True
+        return False
 
     def _not_served(self, model: str) -> UnknownModel:
         assert self.allowed is not None
@@ -70,6 +80,14 @@ class Router:
         )
 
     def resolve(self, model: str) -> Route:
+        route = self._resolved.get(model)
+        if route is None:
+            route = self._resolve(model)
+            if len(self._resolved) < _KEPT_ROUTES:
+                self._resolved[model] = route
+        return route
+
+    def _resolve(self, model: str) -> Route:
         target = self.aliases.get(model)
         if target is None:
             target = model

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -50,8 +49,8 @@ class _Head(msgspec.Struct):
 _head_decoder = msgspec.json.Decoder(_Head)
 
 
-@dataclass(frozen=True, slots=True)
-class Relaying:
+# A Struct: made per request (msgspec's __init__ is C).
+class Relaying(msgspec.Struct, frozen=True):
     """What relaying one stream uses: the app's resources and the request's own."""
 
     metrics: Metrics

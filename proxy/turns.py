@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import deque
 
 
@@ -20,7 +21,17 @@ class StartGate:
     ``_turn`` callbacks may fall on either side of a turn's end, so each is counted
     against both turns it may be in: a turn never holds more than ``per_turn``."""
 
-    __slots__ = ("_armed", "_left", "_loop", "_taken", "_waiting", "_woken", "per_turn")
+    __slots__ = (
+        "_armed",
+        "_context",
+        "_left",
+        "_loop",
+        "_taken",
+        "_tick",
+        "_waiting",
+        "_woken",
+        "per_turn",
+    )
 
     def __init__(self, per_turn: int) -> None:
         self.per_turn = per_turn
@@ -30,6 +41,10 @@ class StartGate:
         self._armed = False
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Made once, not per callback: a bound method, and the context the loop
+        # would otherwise copy for each (``_turn`` reads no context variable).
+        self._tick = self._turn
+        self._context = contextvars.Context()
 
     @property
     def open(self) -> bool:
@@ -62,14 +77,21 @@ class StartGate:
             self._armed = True
             if self._loop is None:
                 self._loop = asyncio.get_running_loop()
-            self._loop.call_soon(self._turn)
+            self._loop.call_soon(self._tick, context=self._context)
 
     def _turn(self) -> None:
         self._armed = False
         # Passes that may be in this turn: those woken last time (they ran just
         # before this callback) and every take since.
         spent = self._woken + self._taken
-        woken, waiting = 0, self._waiting
+        waiting = self._waiting
+        if not waiting:  # uncontended, the usual case: what follows, shortened
+            self._woken = self._taken = 0
+            self._left = left = max(0, self.per_turn - spent)
+            if left < self.per_turn:
+                self._arm()
+            return
+        woken = 0
         while woken < self.per_turn and waiting:
             future = waiting.popleft()
             if not future.done():

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import glob
 import random
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -160,7 +161,7 @@ class Upstream:
         assert isinstance(resp, UpstreamResponse)  # not held: read whole
         return resp
 
-    async def open(
+    def open(
         self,
         method: str,
         path: str,
@@ -168,11 +169,12 @@ class Upstream:
         held: int,
         headers: Mapping[str, str] | None = None,
         **kwargs: Any,
-    ) -> UpstreamResponse | UpstreamStream:
+    ) -> Coroutine[Any, Any, UpstreamResponse | UpstreamStream]:
         """``request``, but a 2xx reply that may be over ``held`` bytes comes back
-        unread, to be relayed and then closed; retries and breaker as for any reply."""
+        unread, to be relayed and then closed; retries and breaker as for any reply.
+        (The call itself, to await: a coroutine of its own would only forward.)"""
         kwargs[HELD_KWARG] = held
-        return await self._authenticated(method, path, headers, kwargs)
+        return self._authenticated(method, path, headers, kwargs)
 
     async def _authenticated(
         self,
@@ -258,9 +260,9 @@ class Upstream:
     ) -> UpstreamResponse | UpstreamStream:
         start = time.perf_counter()
         outcome = "error"
-        held = kwargs.get(HELD_KWARG)
-        form = kwargs.get("data")
-        kwargs, size = fresh_body({k: v for k, v in kwargs.items() if k != HELD_KWARG})
+        form, sent = kwargs.get("data"), dict(kwargs)  # a copy: kwargs serves each try
+        held = sent.pop(HELD_KWARG, None)
+        kwargs, size = fresh_body(sent)
         r: aiohttp.ClientResponse | None = None
         try:
             # Not ``async with``: a relayed reply outlives this call.
@@ -277,7 +279,7 @@ class Upstream:
             if held is not None and 200 <= r.status < 300 and not read_whole(r, held):
                 stream = UpstreamStream(
                     self.name, r, self.max_response_bytes, self._received,
-                    on_close=lambda outcome: self._record(start, outcome),
+                    on_close=functools.partial(self._record, start),
                 )  # fmt: skip
                 r, outcome = None, ""  # the stream records when it is closed
                 return stream

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import NamedTuple
 
-from proxy.catalogue.schema import PerImage, Price
+from proxy.catalogue.schema import PerImage, PerMegapixel, Price
 from proxy.models import Usage
 
 _MP = 1_000_000
@@ -123,18 +123,20 @@ def _base(price: Price, facts: Facts) -> Decimal | None:
         rate = None if key is None else price.per_image.table.get(key)
         return None if rate is None else _d(rate) * facts.images
     if price.per_megapixel is not None:
-        pm = price.per_megapixel
-        if pm.first is None or facts.sizes is None or len(facts.sizes) != facts.images:
-            return None
-        if pm.extra is None and any(w * h > _MP for w, h in facts.sizes):
-            return None
-        first, extra = _d(pm.first), _d(pm.extra or 0)
-        return sum(
-            (megapixel_cost(first, extra, w, h) for w, h in facts.sizes), Decimal(0)
-        )
+        return _megapixels(price.per_megapixel, facts)
     if price.per_prediction is not None:
         return _d(price.per_prediction) * facts.calls
     return None  # per_second: run time is not reported to the gateway
+
+
+def _megapixels(pm: PerMegapixel, facts: Facts) -> Decimal | None:
+    # Apart from ``_base``: its genexpr's cells were made for every price.
+    if pm.first is None or facts.sizes is None or len(facts.sizes) != facts.images:
+        return None
+    if pm.extra is None and any(w * h > _MP for w, h in facts.sizes):
+        return None
+    first, extra = _d(pm.first), _d(pm.extra or 0)
+    return sum((megapixel_cost(first, extra, w, h) for w, h in facts.sizes), Decimal(0))
 
 
 def cost(price: Price | None, facts: Facts) -> Decimal | None:

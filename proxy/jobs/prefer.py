@@ -28,10 +28,8 @@ def preferences(header: str) -> set[str]:
 
 
 def wants_async(request: web.Request) -> bool:
-    return any(
-        "respond-async" in preferences(value)
-        for value in request.headers.getall("Prefer", ())
-    )
+    values = request.headers.getall("Prefer", ())
+    return bool(values) and any("respond-async" in preferences(v) for v in values)
 
 
 def uncounted(request: web.Request) -> bool:

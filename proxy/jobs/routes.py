@@ -85,20 +85,30 @@ def _webhook(
     return named
 
 
-async def accept(
+def accept(
     request: web.Request,
     route: Route,
     job: EditJob,
     links: ResultLinks | None,
-) -> web.Response | None:
-    """The 202 for a valid request that prefers ``respond-async``; None to answer it
-    synchronously (no such preference, or jobs disabled). With an Idempotency-Key the
-    202 is kept like any answer (``proxy.idempotency_http``): a repeat gets the same
-    job."""
-    app = request.app
-    runner = app.get(RUNNER)
+) -> Awaitable[web.Response] | None:
+    """The 202 (to await) for a valid request that prefers ``respond-async``; None
+    to answer it synchronously (no such preference, or jobs disabled), decided
+    without a coroutine. With an Idempotency-Key the 202 is kept like any answer
+    (``proxy.idempotency_http``): a repeat gets the same job."""
+    runner = request.app.get(RUNNER)
     if runner is None or not wants_async(request):
         return None
+    return _accept(request, route, job, links, runner)
+
+
+async def _accept(
+    request: web.Request,
+    route: Route,
+    job: EditJob,
+    links: ResultLinks | None,
+    runner: Runner,
+) -> web.Response:
+    app = request.app
     if job.stream:
         raise InvalidRequest(
             "'stream' cannot be combined with Prefer: respond-async: a job's result "

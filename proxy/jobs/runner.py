@@ -52,6 +52,7 @@ from proxy.state import (
     RESULT_LINKS,
     TEMP_DIR,
     UPLOAD_STORE,
+    resources,
 )
 from proxy.tasks import TaskGroup
 from proxy.tempfiles import UploadSet
@@ -319,14 +320,15 @@ class Runner:
                 images, mask = await restore(app[UPLOAD_STORE], record, uploads)
                 job = rebuild(record, images, mask)
                 ctx.prompt = job.prompt
-                route = pipeline.route_for(app, ctx, record.model)
+                res = resources(app)
+                route = pipeline.route_for(res, ctx, record.model)
                 links = app.get(RESULT_LINKS) if record.links else None
                 answer = await pipeline.run(
-                    app, route, job, key=record.key, hold=hold, uploads=uploads,
+                    res, route, job, key=record.key, hold=hold, uploads=uploads,
                     ctx=ctx,
                 )  # fmt: skip
                 answered, result, cost = await pipeline.finish(
-                    app, ctx, route, job, answer, links
+                    res, ctx, route, job, answer, links
                 )
                 return (
                     # A large result joined in a worker thread (held.joined).

@@ -15,7 +15,7 @@ import msgspec
 
 from proxy.formwriter import Form, Spliced
 from proxy.providers import _slim
-from proxy.providers._prepare import Needs, Prepared, prepare, splice
+from proxy.providers._prepare import NO_NEEDS, NOTHING, Needs, Prepared, prepare, splice
 from proxy.providers._results import Outputs, finish
 from proxy.upstream_reply import UpstreamResponse, UpstreamStream
 
@@ -59,7 +59,9 @@ async def open_reply(
 ) -> EditResult | UpstreamStream:
     """``compose`` for a provider whose 2xx reply is relayed as it is: a reply longer
     than ``held`` bytes is handed back unread (``proxy.passthrough``)."""
-    prepared = await prepare(job, adapter.needs(job), splice=True)
+    needs = adapter.needs(job)
+    # Nothing to prepare (the usual OpenAI edit): no coroutine for it.
+    prepared = NOTHING if needs == NO_NEEDS else await prepare(job, needs, splice=True)
     call = splice(adapter.build(job, prepared), prepared)
     got = await upstream.open(call.method, call.path, held=held,
                               headers=call.headers, data=call.body)  # fmt: skip
@@ -88,7 +90,9 @@ async def compose(
     hosts: Sequence[str] = (),
 ) -> EditResult:
     """One provider call end to end: what most adapters' ``edit`` is."""
-    prepared = await prepare(job, adapter.needs(job), splice=True)
+    needs = adapter.needs(job)
+    # Nothing to prepare (the usual OpenAI edit): no coroutine for it.
+    prepared = NOTHING if needs == NO_NEEDS else await prepare(job, needs, splice=True)
     reply = await send(upstream, splice(adapter.build(job, prepared), prepared))
     if len(reply.body) > _slim.LARGE:
         outputs = await _parse_large(adapter, upstream.name, reply)

@@ -30,7 +30,7 @@ from proxy.models import (
 )
 from proxy.providers import _inputs, _replies
 from proxy.providers._call import UpstreamCall
-from proxy.providers._prepare import Needs, Prepared
+from proxy.providers._prepare import BASE64, NO_NEEDS, Needs, Prepared
 from proxy.providers._results import Outputs
 from proxy.upstream import UpstreamResponse
 
@@ -222,7 +222,7 @@ def error_for(provider: str, resp: UpstreamResponse) -> UpstreamError:
 
 def needs(job: EditJob) -> Needs:
     # A multipart form streams the files themselves; JSON carries base64.
-    return Needs(base64=not (job.operation == "edit" and job.source == "multipart"))
+    return NO_NEEDS if job.operation == "edit" and job.source == "multipart" else BASE64
 
 
 def build(

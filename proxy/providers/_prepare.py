@@ -59,6 +59,9 @@ class Prepared(NamedTuple):
 
 
 NOTHING = Prepared()
+# Made once: an adapter's needs() returns one of these rather than a tuple per call.
+NO_NEEDS = Needs()
+BASE64 = Needs(base64=True)
 
 
 async def _base64(
@@ -93,7 +96,7 @@ async def prepare(job: EditJob, needs: Needs, *, splice: bool = False) -> Prepar
 
     With ``splice``, large images' base64 stands as tokens in the result: the
     caller's body goes through ``splice`` before it is sent."""
-    if needs == Needs():
+    if needs == NO_NEEDS:
         return NOTHING
     images: tuple[str | None, ...] = ()
     mask = None

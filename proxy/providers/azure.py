@@ -14,7 +14,8 @@ For a deployment of a gpt-image model the client's ``user`` goes as
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from collections.abc import Coroutine
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
 import msgspec
@@ -95,7 +96,7 @@ class AzureAdapter:
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         return await compose(self, job, upstream)
 
-    async def open(
+    def open(
         self, job: EditJob, upstream: Upstream, *, held: int
-    ) -> EditResult | UpstreamStream:
-        return await open_reply(self, job, upstream, held=held)
+    ) -> Coroutine[Any, Any, EditResult | UpstreamStream]:
+        return open_reply(self, job, upstream, held=held)  # awaited by the caller

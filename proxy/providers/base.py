@@ -8,9 +8,9 @@ given; it never creates sessions, reads the environment or touches metrics.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Annotated, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, runtime_checkable
 
 import msgspec
 
@@ -79,11 +79,12 @@ class RelayingAdapter(Protocol):
     """An adapter whose 2xx reply is OpenAI's JSON as it is, relayed as it arrives
     (``proxy.passthrough``)."""
 
-    async def open(
+    def open(
         self, job: EditJob, upstream: Upstream, *, held: int
-    ) -> EditResult | UpstreamStream:
-        """The call made: its result if the reply is at most ``held`` bytes (or not
-        2xx: raised), else the reply unread, for the caller to relay and close."""
+    ) -> Coroutine[Any, Any, EditResult | UpstreamStream]:
+        """The call made (to await): its result if the reply is at most ``held``
+        bytes (or not 2xx: raised), else the reply unread, for the caller to relay
+        and close."""
         ...
 
 

@@ -14,8 +14,8 @@ gpt-image-2.6-flare/-sunburst; gpt-image-1*, chatgpt-image-latest and DALL-E are
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import ClassVar, Literal
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
@@ -101,10 +101,10 @@ class OpenAIAdapter:
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         return await compose(self, job, upstream)
 
-    async def open(
+    def open(
         self, job: EditJob, upstream: Upstream, *, held: int
-    ) -> EditResult | UpstreamStream:
-        return await open_reply(self, job, upstream, held=held)
+    ) -> Coroutine[Any, Any, EditResult | UpstreamStream]:
+        return open_reply(self, job, upstream, held=held)  # awaited by the caller
 
     @contextlib.asynccontextmanager
     async def stream(

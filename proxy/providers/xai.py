@@ -18,6 +18,7 @@ sent; unknown client fields (``aspect_ratio``, ``resolution``) are forwarded.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any, ClassVar
 
 import msgspec
@@ -143,7 +144,7 @@ class XAIAdapter:
     async def edit(self, job: EditJob, upstream: Upstream) -> EditResult:
         return await compose(self, job, upstream)
 
-    async def open(
+    def open(
         self, job: EditJob, upstream: Upstream, *, held: int
-    ) -> EditResult | UpstreamStream:
-        return await open_reply(self, job, upstream, held=held)
+    ) -> Coroutine[Any, Any, EditResult | UpstreamStream]:
+        return open_reply(self, job, upstream, held=held)  # awaited by the caller

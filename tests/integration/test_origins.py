@@ -235,6 +235,22 @@ def test_policy_without_a_socket_address() -> None:
     named.check_host("GW.internal:8080", None)
 
 
+def test_only_configured_host_values_are_remembered_and_at_most_a_bound() -> None:
+    policy = OriginPolicy(listen_host="gw.internal", hosts=[], origins=[])
+    policy.check_host("127.0.0.1:1", None)  # loopback: parsed each time
+    policy.check_host("10.0.0.1:80", "10.0.0.1")  # this connection's own address
+    with pytest.raises(Forbidden):
+        policy.check_host("evil.example", None)
+    assert policy.accepted == set()
+    for port in range(1000):
+        policy.check_host(f"gw.internal:{port}", None)
+    assert "gw.internal:0" in policy.accepted
+    assert len(policy.accepted) == 64
+    padded = OriginPolicy(listen_host="gw.internal", hosts=[], origins=[])
+    padded.check_host(" " * 300 + "gw.internal", None)  # accepted, not kept
+    assert padded.accepted == set()
+
+
 async def test_http10_without_host_is_served(
     start_proxy: StartProxy, fake_openai: FakeOpenAI
 ) -> None:
