@@ -54,6 +54,9 @@ AGAIN_S = 20.0
 # resident (their transient read buffers); one trim took RSS from 297 to 115 MiB in
 # 23 ms (18 ms of CPU, on a worker thread).
 LOAD_SLACK = 96 * MiB
+# and at most every LOAD_AGAIN_S: a heap that refills as fast as it is trimmed (its
+# pages faulted back in) costs at most one trim, tens of ms of CPU, per 5 s.
+LOAD_AGAIN_S = 5.0
 # A trim that returned less is logged at debug: one that finds nothing recurs.
 LOGGED = MiB
 _STATM = Path("/proc/self/statm")
@@ -105,18 +108,27 @@ class Trimmer:
         self.baseline: int | None = None
         self._left = 0  # RSS after the last trim
         self._last = -math.inf  # when it ran
+        self._loaded = False  # a tick saw load at or since the last trim
         self.trims = 0
 
     def _due(self, rss: int, quiet: bool) -> bool:
         if not quiet:
+            self._loaded = True
             if self.baseline is None:
+                return False
+            if self._clock() - self._last < LOAD_AGAIN_S:
                 return False
             return rss > max(self._left, self.baseline) + LOAD_SLACK
         if self.baseline is None or rss < self.baseline:
             self.baseline = rss
         if rss <= self.baseline * GROWTH:
             return False
-        return rss > self._left + SLACK or self._clock() - self._last >= AGAIN_S
+        since = self._clock() - self._last
+        # The first quiet tick after load: a trim under load late in a burst left
+        # RSS that the burst's end then freed (seen: 20 s more at 230-330 MiB).
+        if self._loaded and since >= LOAD_AGAIN_S:
+            return True
+        return rss > self._left + SLACK or since >= AGAIN_S
 
     async def tick(self) -> bool:
         """Trim if due; whether it did."""
@@ -133,7 +145,7 @@ class Trimmer:
         self._trim()
         done = time.perf_counter()
         after = self._rss() or 0
-        self._left, self._last = after, self._clock()
+        self._left, self._last, self._loaded = after, self._clock(), not quiet
         self.trims += 1
         log.log(
             logging.INFO if before - after >= LOGGED else logging.DEBUG,

@@ -22,6 +22,7 @@ from proxy.tasks import TaskGroup
 from proxy.trim import (
     AGAIN_S,
     INTERVAL_S,
+    LOAD_AGAIN_S,
     LOAD_SLACK,
     SLACK,
     MiB,
@@ -115,8 +116,29 @@ async def test_under_load_only_once_it_grew_far_past_the_last_trim() -> None:
     assert await trimmer.tick() is False  # live memory is not trimmed every tick
     proc.rss += 1
     assert await trimmer.tick() is True
-    assert trimmer.trims == 2
+    proc.rss = 1000 * MiB  # refilled at once: not again within LOAD_AGAIN_S
+    proc.now += LOAD_AGAIN_S - 1
+    assert await trimmer.tick() is False
+    proc.now += 1
+    assert await trimmer.tick() is True
+    assert trimmer.trims == 3
     assert trimmer.baseline == 60 * MiB  # readings under load never move it
+
+
+async def test_the_burst_s_end_is_trimmed_even_after_a_trim_under_load() -> None:
+    proc = Process(60 * MiB)
+    trimmer = proc.trimmer()
+    assert await trimmer.tick() is False
+    proc.inflight, proc.rss, proc.left = 900, 400 * MiB, 300 * MiB
+    assert await trimmer.tick() is True  # late in the burst, most of it live
+    proc.inflight, proc.rss, proc.left = 0, 310 * MiB, 90 * MiB  # the burst ended
+    proc.now += INTERVAL_S
+    assert await trimmer.tick() is False  # within LOAD_AGAIN_S of that trim
+    proc.now += LOAD_AGAIN_S
+    assert await trimmer.tick() is True  # not SLACK above it, and not AGAIN_S yet
+    assert proc.rss == 90 * MiB
+    proc.now += LOAD_AGAIN_S
+    assert await trimmer.tick() is False  # once
 
 
 async def test_memory_freed_after_the_last_trim_returns_within_20_s() -> None:
