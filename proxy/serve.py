@@ -103,10 +103,9 @@ async def serve(
 
 
 async def _start_trimming(app: web.Application, tasks: TaskGroup) -> Trimmer | None:
-    """Free memory back to the system after bursts (``proxy.trim``): quiet is at most
-    1/64 of ``max_inflight`` requests in flight (8 at the default); under load only
-    far larger growth is trimmed. Called before the gateway listens: the first tick
-    reads the idle baseline."""
+    """Free memory back to the system after bursts (``proxy.trim``), checked while at
+    most 1/64 of ``max_inflight`` requests are in flight (8 at the default). Called
+    before the gateway listens: the first tick reads the idle baseline."""
     pressure = app[PRESSURE]
     quiet = app[CONFIG].backpressure.max_inflight // 64
     found = trimmer(lambda: pressure.inflight <= quiet)

@@ -6,16 +6,8 @@ heap, and blocks still alive (a keep-alive connection, a metric child) sit above
 freed ones. ``malloc_trim(0)`` hands the free pages inside every arena back
 (``madvise``), which took RSS from 1,1xx MiB back to about idle (bench/README.md).
 A lower fixed ``M_MMAP_THRESHOLD`` returned memory too, but cost 1.5-2.4x CPU on every
-large buffer; a trim costs tens of milliseconds, off the request path: when few
-requests are in flight and RSS has grown well past what it was, and under load once
-RSS is far above what the last trim left.
-
-What a trim cannot return (bench/README.md, "Memory after a burst"): after 1,000
-held edits, RSS settled 31-35 MiB above idle, 29 MiB of it CPython's small-object
-arenas. Only a few hundred objects (~100 KiB) made during the burst outlive it
-(first-use metric children, caches, executor threads), but each keeps its 1 MiB
-arena: obmalloc returns an arena only when all of it is free. A second burst reuses
-those arenas and leaves RSS where the first did.
+large buffer; a trim costs tens of milliseconds, once, off the request path: only
+when few requests are in flight and RSS has grown well past what it was.
 
 glibc only: where ``malloc_trim`` or ``/proc/self/statm`` is missing (musl, macOS)
 nothing runs.
@@ -36,29 +28,14 @@ from pathlib import Path
 log = logging.getLogger("imagegate")
 
 MiB = 1024 * 1024
-# Every 2 s (a /proc read on a worker thread): a burst's uploads arrive within a few
-# seconds, and a trim under load helps while its edits wait for their providers.
-INTERVAL_S = 2.0
+INTERVAL_S = 10.0
 # Due when RSS is over 20% above its first reading (idle, after start-up) and either
-# SLACK above what the last trim left or AGAIN_S after it: memory freed later is
-# returned too, while a process that truly uses more is trimmed at most every AGAIN_S.
-# The burst's idle upstream connections close one to two keep-alives (30 s) after
-# it, with 5-7 MiB of heap that only a trim returns; at 60 s that came back 60-130 s
-# after the burst, at 20 s within 20 s of their closing. A trim with little to
-# return costs 1-2 ms (after a 1,000-edit burst: 1.2 ms, 1.3 ms of CPU).
+# SLACK above what the last trim left or AGAIN_S after it: memory freed later (idle
+# upstream connections close after their keep-alive) is returned too, while a
+# process that truly uses more is trimmed at most once a minute.
 GROWTH = 1.2
 SLACK = 32 * MiB
-AGAIN_S = 20.0
-# Under load too, once RSS is LOAD_SLACK above what the last trim left: 1,000
-# uploads at once left glibc's heap with 29 MiB in use and 185 MiB free but
-# resident (their transient read buffers); one trim took RSS from 297 to 115 MiB in
-# 23 ms (18 ms of CPU, on a worker thread).
-LOAD_SLACK = 96 * MiB
-# and at most every LOAD_AGAIN_S: a heap that refills as fast as it is trimmed (its
-# pages faulted back in) costs at most one trim, tens of ms of CPU, per 5 s.
-LOAD_AGAIN_S = 5.0
-# A trim that returned less is logged at debug: one that finds nothing recurs.
-LOGGED = MiB
+AGAIN_S = 60.0
 _STATM = Path("/proc/self/statm")
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -89,8 +66,7 @@ class Trimmer:
     resident set; ``trim`` returns free memory. A tick runs on a worker thread: it
     reads ``/proc`` and ctypes lets go of the GIL for the trim, so the event loop
     serves meanwhile. The baseline is the lowest RSS seen while quiet, the first
-    reading taken before the gateway listens; under load a trim is due only once
-    RSS is LOAD_SLACK above both it and what the last trim left.
+    reading taken before the gateway listens.
     """
 
     def __init__(
@@ -108,36 +84,24 @@ class Trimmer:
         self.baseline: int | None = None
         self._left = 0  # RSS after the last trim
         self._last = -math.inf  # when it ran
-        self._loaded = False  # a tick saw load at or since the last trim
         self.trims = 0
 
-    def _due(self, rss: int, quiet: bool) -> bool:
-        if not quiet:
-            self._loaded = True
-            if self.baseline is None:
-                return False
-            if self._clock() - self._last < LOAD_AGAIN_S:
-                return False
-            return rss > max(self._left, self.baseline) + LOAD_SLACK
+    def _due(self, rss: int) -> bool:
         if self.baseline is None or rss < self.baseline:
             self.baseline = rss
         if rss <= self.baseline * GROWTH:
             return False
-        since = self._clock() - self._last
-        # The first quiet tick after load: a trim under load late in a burst left
-        # RSS that the burst's end then freed (seen: 20 s more at 230-330 MiB).
-        if self._loaded and since >= LOAD_AGAIN_S:
-            return True
-        return rss > self._left + SLACK or since >= AGAIN_S
+        return rss > self._left + SLACK or self._clock() - self._last >= AGAIN_S
 
     async def tick(self) -> bool:
         """Trim if due; whether it did."""
         return await asyncio.to_thread(self._tick)
 
     def _tick(self) -> bool:
-        quiet = self._quiet()
+        if not self._quiet():
+            return False
         before = self._rss()
-        if before is None or not self._due(before, quiet):
+        if before is None or not self._due(before):
             return False
         # No gc.collect() first: it held the GIL (the event loop) for 76-112 ms
         # and RSS after the trim was the same within noise (87-93 MiB vs 89).
@@ -145,10 +109,9 @@ class Trimmer:
         self._trim()
         done = time.perf_counter()
         after = self._rss() or 0
-        self._left, self._last, self._loaded = after, self._clock(), not quiet
+        self._left, self._last = after, self._clock()
         self.trims += 1
-        log.log(
-            logging.INFO if before - after >= LOGGED else logging.DEBUG,
+        log.info(
             "memory returned to the system",
             extra={
                 "fields": {
