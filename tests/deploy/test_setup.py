@@ -56,5 +56,5 @@ def test_system_deps_without_root_names_the_apt_command(tmp_path: Path) -> None:
     assert done.stdout == ""
     assert done.stderr == (
         "the test suite needs: sudo apt-get install -y "
-        "redis-server wrk nginx prometheus kubernetes-client curl chromium\n"
+        "redis-server wrk nginx prometheus kubernetes-client curl chromium strace valgrind\n"
     )

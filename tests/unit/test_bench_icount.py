@@ -21,7 +21,7 @@ def test_copies_are_counted_apart(tmp_path: Path) -> None:
     out = tmp_path / "callgrind.out"
     subprocess.run(
         [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", "-q",
-         sys.executable, "-c", _CHILD],
+         sys.executable, "-I", "-S", "-c", _CHILD],
         check=True, timeout=300,
     )  # fmt: skip
     annotated = subprocess.run(

@@ -24,7 +24,19 @@ def test_counts_from_a_real_trace(tmp_path: Path) -> None:
     strace = require_binary("strace")
     out = tmp_path / "trace.txt"
     subprocess.run(
-        [strace, "-c", "-f", "-qq", "-o", str(out), sys.executable, "-c", _CHILD],
+        [
+            strace,
+            "-c",
+            "-f",
+            "-qq",
+            "-o",
+            str(out),
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            _CHILD,
+        ],
         check=True,
     )
     counts = parse(out.read_text())

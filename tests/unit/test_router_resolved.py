@@ -18,21 +18,21 @@ class _Adapter:
 
 def _router(allowed: list[str] | None = None) -> Router:
     provider = Provider(cast(Any, _Adapter()), cast(Any, None))
-    return Router({"openai": provider}, aliases={"fast": "openai/gpt-image-1"},
+    return Router({"openai": provider}, aliases={"fast": "openai/gpt-image-2"},
                   allowed=allowed)  # fmt: skip
 
 
 def test_a_name_resolves_to_the_same_route_each_time() -> None:
     router = _router()
     first = router.resolve("fast")
-    assert (first.provider, first.model) == ("openai", "gpt-image-1")
-    assert first.price_key == "openai/gpt-image-1"
+    assert (first.provider, first.model) == ("openai", "gpt-image-2")
+    assert first.price_key == "openai/gpt-image-2"
     assert router.resolve("fast") is first
-    assert router.resolve("openai/gpt-image-1") == first
+    assert router.resolve("openai/gpt-image-2") == first
 
 
 def test_a_refused_name_is_refused_every_time() -> None:
-    router = _router(allowed=["openai/gpt-image-1"])
+    router = _router(allowed=["openai/gpt-image-2"])
     for _ in range(2):
         with pytest.raises(UnknownModel):
             router.resolve("openai/other")
