@@ -68,6 +68,11 @@ class HeldResponse(web.StreamResponse):
             view = memoryview(piece)
             for at in range(0, len(view), PIECE):
                 await self.write(view[at : at + PIECE])
+                # A client reading as fast as loopback goes takes every piece at
+                # once, so write() never waits to drain and 256 MiB went out in one
+                # step of the loop (45-99 ms of its CPU, bench/stall.py
+                # reply256kept on an idle machine): a turn for the others per piece.
+                await asyncio.sleep(0)
 
 
 def _base(piece: Piece) -> object:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import itertools
 import mmap
 import os
 import threading
@@ -23,6 +24,7 @@ from proxy import freeing, held
 from proxy.config_idempotency import IdempotencyConfig
 from proxy.idempotency import Answer, Seen, packed, unpacked
 from proxy.idempotency_memory import MemoryStore
+from proxy.tasks import TaskGroup
 
 MiB = 1024 * 1024
 
@@ -100,6 +102,44 @@ async def test_a_held_response_s_body_is_freed_off_the_loop_once_sent(
     assert got == b"[" + content[1:] + b"]"
     await _until(lambda: FREED_IN)
     assert threading.get_ident() not in FREED_IN  # (_until: not empty)
+
+
+async def test_a_held_response_gives_the_loop_a_turn_between_pieces(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    # A client taking every piece at once never made write() wait to drain: the
+    # whole body went out in one step of the loop. Each piece now sees a turn of
+    # the ticker (another task on the loop) since the one before.
+    turns = [0]
+    seen: list[int] = []
+    content = os.urandom(held.WHOLE + 4 * held.PIECE)
+
+    class Watched(held.HeldResponse):
+        async def write(self, data: bytes | bytearray | memoryview) -> None:
+            seen.append(turns[0])
+            await super().write(data)
+
+    async def ticker() -> None:
+        while True:
+            turns[0] += 1
+            await asyncio.sleep(0)
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        return Watched([content])
+
+    app = web.Application()
+    app.router.add_get("/", answer)
+    server = await aiohttp_server(app)
+    background = TaskGroup()
+    background.spawn(ticker(), name="ticker")
+    try:
+        async with aiohttp.ClientSession() as s, s.get(server.make_url("/")) as r:
+            got = await r.read()
+    finally:
+        await background.close()
+    assert got == content
+    assert len(seen) == len(content) // held.PIECE
+    assert all(b > a for a, b in itertools.pairwise(seen))
 
 
 async def test_a_large_join_copies_the_pieces_byte_for_byte() -> None:
