@@ -39,7 +39,7 @@ from proxy.logs import ServerLog
 from proxy.metrics import Metrics
 from proxy.middleware import Handler, observe
 from proxy.openapi import build_openapi
-from proxy.origins import OriginPolicy
+from proxy.origins import ORIGINS, OriginPolicy
 from proxy.pixels import PixelGate, configure_pillow
 from proxy.pricing import PriceTable
 from proxy.providers.base import KeyHosts, Pool, resolve_auth
@@ -57,7 +57,6 @@ from proxy.state import (
     LIFECYCLE,
     METRICS,
     OPENAPI,
-    ORIGINS,
     PIXELS,
     PRESSURE,
     PRICES,

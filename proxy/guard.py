@@ -31,7 +31,7 @@ from proxy.controls import ClientKey
 from proxy.errors import Overloaded, ProxyError
 from proxy.jobs.prefer import uncounted
 from proxy.middleware import Handler
-from proxy.origins import check_request
+from proxy.origins import ORIGINS, check_request
 from proxy.parsing import media_type
 from proxy.quotas import refusal_error
 from proxy.state import QUOTAS, resources
@@ -68,8 +68,9 @@ def authorize(keys: KeyRing, ctx: RequestContext, model: str) -> None:
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     app = request.app
     res = resources(app)
-    if res.origins is not None:
-        check_request(res.origins, request)  # keyless mode (proxy.origins), any route
+    origins = app.get(ORIGINS)
+    if origins is not None:
+        check_request(origins, request)  # keyless mode (proxy.origins), any route
     if not _guarded(request):
         return await handler(request)
     # The admission is inline rather than a coroutine of its own: a frame less

@@ -139,11 +139,15 @@ def _local_address(request: web.Request) -> str | None:
     return None
 
 
+# Set by create_app only when no client keys exist. Kept here, not in proxy.state:
+# the settings know no routes, and this is the HTTP layer's own policy.
+ORIGINS = web.AppKey("origins", OriginPolicy)
+
+
 def check_request(policy: OriginPolicy, request: web.Request) -> None:
     """``policy``'s checks of one request, the probes exempt. ``guard.guard`` runs them
-    first, for every route, when no client keys exist (``create_app`` then sets
-    ``state.ORIGINS``): a step of that middleware, not a middleware of its own (a
-    coroutine frame more on every step of every request)."""
+    first, for every route, when ``ORIGINS`` is set: a step of that middleware, not a
+    middleware of its own (a coroutine frame more on every step of every request)."""
     if request.path in _PROBES:
         return
     headers = request.headers

@@ -19,7 +19,6 @@ from proxy.dispatch import Services
 from proxy.fetch import Fetcher
 from proxy.idempotency import Keeper
 from proxy.metrics import Metrics
-from proxy.origins import OriginPolicy
 from proxy.pixels import PixelGate
 from proxy.pricing import PriceTable
 from proxy.quotas import QuotaStore
@@ -44,8 +43,6 @@ PRESSURE = web.AppKey("pressure", Pressure)
 PIXELS = web.AppKey("pixels", PixelGate)
 OPENAPI = web.AppKey("openapi", bytes)  # the encoded description, built once
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
-# Only without client keys: the Host and browser-origin checks (guard, proxy.origins).
-ORIGINS = web.AppKey("origins", OriginPolicy)
 # Set by cleanup contexts.
 TEMP_DIR = web.AppKey("temp_dir", TempDir)  # the request's temp files (app._temp_dir)
 PRICES = web.AppKey("prices", PriceTable)  # app._temp_dir, loaded off the loop
@@ -79,7 +76,6 @@ class Resources:
     services: Services  # what a dispatch uses
     pressure: Pressure
     lifecycle: Lifecycle
-    origins: OriginPolicy | None  # ORIGINS, when set
 
 
 def gather(app: web.Application) -> Resources:
@@ -103,7 +99,6 @@ def gather(app: web.Application) -> Resources:
         ),
         pressure=app[PRESSURE],
         lifecycle=app[LIFECYCLE],
-        origins=app.get(ORIGINS),
     )
 
 
