@@ -2,7 +2,7 @@
 the edit's last byte (issue 19 item 6), with C uploads in flight at once.
 
 C clients each send one multipart edit of an ``--upload``-byte image through imagegate
-to a fake provider (``--serve``, a child process), which notes when each request's
+(and then through the aiohttp floor, ``--peers``) to a fake provider (``--serve``, a child process), which notes when each request's
 body ended and holds it ``--hold`` seconds before answering. Both orders are sent:
 ``fields-first`` (the OpenAI SDKs' order: forwarded as it arrives) and ``files-first``
 (the image before the fields: spooled whole, then sent). The lag of one edit is the
@@ -41,6 +41,7 @@ from bench.scenarios import MiB, png_bytes
 from bench.targets import BENCH_KEY_ENV, HERE, imagegate_config
 
 ORDERS = ("fields-first", "files-first")
+PEERS = ("imagegate", "aiohttp")
 _PROMPT = re.compile(rb'name="prompt"\r\n\r\n(req-\d+)\r\n')
 _REPLY = msgspec.json.encode(
     {
@@ -57,7 +58,8 @@ class _Provider(asyncio.Protocol):
     """The fake provider's side of one connection, raw (no HTTP parsing beyond the
     head, so the fake costs little beside the gateway): a body ends at its
     Content-Length or at the last chunk; its prompt is in its first bytes (the
-    gateway sends the fields first)."""
+    gateway sends the fields first) or its last (the floor passes a files-first form
+    as it came)."""
 
     def __init__(self, hold: float, sink: Any) -> None:
         self._hold, self._sink = hold, sink
@@ -69,6 +71,7 @@ class _Provider(asyncio.Protocol):
         self._chunked = False
         self._first = bytearray()
         self._tail = b""
+        self._last = b""
         self._in_body = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -87,6 +90,7 @@ class _Provider(asyncio.Protocol):
             self._left = int(length[1]) if length else None
         if len(self._first) < 4096:
             self._first += data[:4096]
+        self._last = (self._last + data[-4096:])[-4096:]
         if self._left is not None:
             self._left -= len(data)
             done = self._left <= 0
@@ -95,7 +99,7 @@ class _Provider(asyncio.Protocol):
             done = self._tail.endswith(b"\r\n0\r\n\r\n")
         if done:
             ended = time.monotonic()
-            found = _PROMPT.search(self._first)
+            found = _PROMPT.search(self._first) or _PROMPT.search(self._last)
             self._sink.write(f"{found[1].decode() if found else '-'} {ended}\n")
             self._reset()
             asyncio.get_running_loop().call_later(self._hold, self._answer)
@@ -195,56 +199,80 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 def run(
     workdir: Path, *, clients: int, upload: int, hold: float, proxy_cpus: str | None,
-    client_cpus: str | None, rate: float = 0.0,
+    client_cpus: str | None, rate: float = 0.0, peers: Sequence[str] = PEERS,
 ) -> list[dict[str, Any]]:  # fmt: skip
     raise_nofile()
     if client_cpus is not None:  # the clients run here, beside the fake provider
         os.sched_setaffinity(0, {int(c) for c in client_cpus.split(",")})
     image = png_bytes(upload)
     rows = []
-    for order in ORDERS:
-        seen = workdir / f"{order}.seen"
-        up_port, port = free_port(), free_port()
-        cmd = [sys.executable, "-m", "bench.forward", "--serve", str(up_port),
-               "--hold", str(hold), "--seen", str(seen)]  # fmt: skip
-        upstream = Proc("upstream", cmd, log=workdir / "up.log", cpus=client_cpus)
-        overrides: dict[str, dict[str, object]] = {
-            "backpressure": {"max_inflight": clients, "max_inflight_share": 1.0,
-                             "max_temp_share": 1.0},
-        }  # fmt: skip
-        conf = imagegate_config(workdir, port, up_port, overrides)
-        gate = Proc(
-            "imagegate", [sys.executable, "-m", "proxy", "--config", str(conf)],
-            log=workdir / "imagegate.log", cpus=proxy_cpus,
-            env={BENCH_KEY_ENV: "sk-bench-not-a-real-key"},
-        )  # fmt: skip
-        try:
-            upstream.wait_port(up_port)
-            gate.wait_port(port)
-            url = f"http://127.0.0.1:{port}/v3/images/edits"
-            start = time.monotonic()
-            sent = asyncio.run(burst(url, order, clients, image, rate))
-            wall = time.monotonic() - start
-        finally:
-            gate.stop()
-            upstream.stop()
-        arrived = {}
-        for line in seen.read_text().splitlines():
-            prompt, _, at = line.partition(" ")
-            arrived[prompt] = float(at)
-        lags = [arrived[p] - t for p, t in sent.items() if p in arrived]
-        row = {
-            "order": order, "clients": clients, "upload_bytes": upload, "hold_s": hold,
-            "rate_bytes_s": rate,
-            "ok": len(sent), "wall_s": round(wall, 2),
-            "lag_min_ms": _ms(min(lags, default=None)),
-            "lag_p50_ms": _ms(statistics.median(lags) if lags else None),
-            "lag_p99_ms": _ms(_pct(lags, 0.99) if lags else None),
-            "lag_max_ms": _ms(max(lags, default=None)),
-        }  # fmt: skip
-        sys.stderr.write(f"{row}\n")
-        rows.append(row)
+    for peer in peers:
+        for order in ORDERS:
+            row = _one_run(workdir, peer, order, clients=clients, upload=upload,
+                           hold=hold, proxy_cpus=proxy_cpus, client_cpus=client_cpus,
+                           rate=rate, image=image)  # fmt: skip
+            sys.stderr.write(f"{row}\n")
+            rows.append(row)
     return rows
+
+
+def _peer(
+    workdir: Path, peer: str, port: int, up_port: int, clients: int, cpus: str | None
+) -> Proc:
+    """imagegate with limits raised to ``clients``, or the aiohttp floor, which reads
+    each body whole before it sends it on (``bench/floor.py``)."""
+    if peer == "aiohttp":
+        cmd = [sys.executable, "-m", "bench.floor", "--port", str(port),
+               "--upstream", str(up_port)]  # fmt: skip
+        return Proc(peer, cmd, log=workdir / f"{peer}.log", cpus=cpus)
+    if peer != "imagegate":
+        raise SystemExit(f"unknown peer {peer!r}")
+    overrides: dict[str, dict[str, object]] = {
+        "backpressure": {"max_inflight": clients, "max_inflight_share": 1.0,
+                         "max_temp_share": 1.0},
+    }  # fmt: skip
+    conf = imagegate_config(workdir, port, up_port, overrides)
+    return Proc(
+        peer, [sys.executable, "-m", "proxy", "--config", str(conf)],
+        log=workdir / f"{peer}.log", cpus=cpus,
+        env={BENCH_KEY_ENV: "sk-bench-not-a-real-key"},
+    )  # fmt: skip
+
+
+def _one_run(
+    workdir: Path, peer: str, order: str, *, clients: int, upload: int, hold: float,
+    proxy_cpus: str | None, client_cpus: str | None, rate: float, image: bytes,
+) -> dict[str, Any]:  # fmt: skip
+    seen = workdir / f"{peer}-{order}.seen"
+    up_port, port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "bench.forward", "--serve", str(up_port),
+           "--hold", str(hold), "--seen", str(seen)]  # fmt: skip
+    upstream = Proc("upstream", cmd, log=workdir / "up.log", cpus=client_cpus)
+    gate = _peer(workdir, peer, port, up_port, clients, proxy_cpus)
+    try:
+        upstream.wait_port(up_port)
+        gate.wait_port(port)
+        url = f"http://127.0.0.1:{port}/v3/images/edits"
+        start = time.monotonic()
+        sent = asyncio.run(burst(url, order, clients, image, rate))
+        wall = time.monotonic() - start
+    finally:
+        gate.stop()
+        upstream.stop()
+    arrived = {}
+    for line in seen.read_text().splitlines():
+        prompt, _, at = line.partition(" ")
+        arrived[prompt] = float(at)
+    lags = [arrived[p] - t for p, t in sent.items() if p in arrived]
+    return {
+        "peer": peer, "order": order, "clients": clients, "upload_bytes": upload,
+        "hold_s": hold, "rate_bytes_s": rate,
+        "ok": len(sent), "wall_s": round(wall, 2),
+        "lag_min_ms": _ms(min(lags, default=None)),
+        "lag_p50_ms": _ms(statistics.median(lags) if lags else None),
+        "lag_p99_ms": _ms(_pct(lags, 0.99) if lags else None),
+        "lag_max_ms": _ms(max(lags, default=None)),
+    }  # fmt: skip
 
 
 def _pace(rate: float | None) -> str:
@@ -256,7 +284,7 @@ def _ms(value: float | None) -> float | None:
 
 
 COLUMNS = (
-    ("order", "order"), ("clients", "C"), ("ok", "ok"), ("wall_s", "wall s"),
+    ("peer", "peer"), ("order", "order"), ("clients", "C"), ("ok", "ok"), ("wall_s", "wall s"),
     ("lag_min_ms", "lag min ms"), ("lag_p50_ms", "lag p50 ms"),
     ("lag_p99_ms", "lag p99 ms"), ("lag_max_ms", "lag max ms"),
 )  # fmt: skip
@@ -281,7 +309,7 @@ def write(
         "|" + "---|" * len(COLUMNS),
     ]  # fmt: skip
     for r in rows:
-        lines.append("| " + " | ".join(str(r[k]) for k, _ in COLUMNS) + " |")
+        lines.append("| " + " | ".join(str(r.get(k, "-")) for k, _ in COLUMNS) + " |")
     path = out / f"{name}.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -295,6 +323,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hold", type=float, default=2.0, help="upstream hold, s")
     p.add_argument("--rate", type=float, default=0.0,
                    help="each client's upload pace, bytes/s (0: as fast as it goes)")  # fmt: skip
+    p.add_argument("--peers", default=",".join(PEERS),
+                   help="imagegate and/or aiohttp (the floor), comma-separated")  # fmt: skip
     p.add_argument("--proxy-cpus", default="1")
     p.add_argument("--client-cpus", default="0")
     p.add_argument("--name", default="forward")
@@ -313,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = run(
             Path(tmp), clients=args.clients, upload=args.upload, hold=args.hold,
             proxy_cpus=args.proxy_cpus, client_cpus=args.client_cpus, rate=args.rate,
+            peers=args.peers.split(","),
         )  # fmt: skip
     meta = {
         "machine": report.machine(), "hold_s": args.hold, "rate_bytes_s": args.rate,

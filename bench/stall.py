@@ -21,7 +21,9 @@ baseline. Requests within the default limits:
   white = edit, both are sent base64 in JSON, and the fake upstream answers BFL's
   submit, poll and delivery.
 
-imagegate runs under ``bench.loopsteps``, so each scenario also reports the longest
+The aiohttp floor (``bench/floor.py``) is sent the same bodies (``--peers``): what
+carrying them costs a loop with no application code. imagegate runs under
+``bench.loopsteps``, so each of its scenarios also reports the longest
 CPU time its loop spent between two 1 ms heartbeats (``loop cpu``): the stall
 imagegate itself causes, which the loaded machine's scheduling does not inflate;
 and the longest gap less the loop's wait for a CPU (``own``): its CPU and its waits
@@ -200,10 +202,59 @@ def _stats(
     )
 
 
+# The floor has no routes of its own: it posts each request to the same path on the
+# fake upstream, so it is sent the upstream's path for the same body. It converts no
+# mask and keeps no answer: its figure is what carrying the same bytes costs.
+_FLOOR_PATHS = {
+    "/v3/images/edits": "/small/v1/images/edits",
+    "/v3/images/generations": "/big/v1/images/generations",
+    "/v3/images/generations#kept": "/big/v1/images/generations",
+}
+PEERS = ("imagegate", "aiohttp")
+
+
+def _measure(
+    peer: str, port: int, bodies: dict[str, tuple[str, bytes, str]], repeat: int,
+    steps: Path | None, workdir: Path,
+) -> None:  # fmt: skip
+    """Each scenario through one peer: the probe's worst ``/healthz`` while it runs,
+    and (imagegate, under ``bench.loopsteps``) its loop's longest step."""
+    for name, (path, body, ctype) in bodies.items():
+        if peer != "imagegate":
+            path = _FLOOR_PATHS[path]
+        asyncio.run(_send(port, path, body, ctype))  # warm up
+        out = workdir / f"{peer}-{name}.json"
+        probing = subprocess.Popen(
+            [sys.executable, "-m", "bench.stall", "--probe", str(port),
+             "--seconds", "600", "--out", str(out)],
+            env={**os.environ}, cwd=os.getcwd(),
+        )  # fmt: skip
+        time.sleep(1.0)
+        idle = [(time.time(), time.time() + 0.8)]
+        time.sleep(1.0)
+        windows = []
+        for _ in range(repeat):
+            windows.append(asyncio.run(_send(port, path, body, ctype)))
+            time.sleep(0.3)
+        out.with_suffix(".stop").touch()
+        probing.wait()
+        samples = [tuple(s) for s in msgspec.json.decode(out.read_bytes())]
+        loop = ""
+        if steps is not None:
+            cpu, wall, own = loopsteps.longest(str(steps), windows)
+            loop = (f"  loop cpu {1000 * cpu:6.1f} ms own {1000 * own:6.1f} "
+                    f"(wall {1000 * wall:6.1f})")  # fmt: skip
+        print(f"{peer:9s} {name:12s} {len(body) / MiB:6.1f} MiB  idle: "
+              f"{_stats(samples, idle)}  during: {_stats(samples, windows)}{loop}",
+              flush=True)  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="bench.stall")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--only", nargs="*", help="scenarios to run (default: all)")
+    p.add_argument("--peers", default=",".join(PEERS),
+                   help="imagegate and/or aiohttp (the floor), comma-separated")  # fmt: skip
     p.add_argument("--keep-answers", action="store_true",
                    help="keep reply256kept's answers (idempotency.max_answer_bytes "
                    "300 MiB, max_bytes 600 MiB): copied, stored, evicted")  # fmt: skip
@@ -218,53 +269,42 @@ def main() -> None:
     if args.probe:
         probe(args.probe, args.seconds, args.out)
         return
+    bodies = _bodies(args.only)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         up = free_port()
         cmd = [sys.executable, "-m", "bench.stall", "--upstream", str(up)]
         upstream = Proc("upstream", cmd, log=d / "up.log", cpus="0")
-        upstream.wait_port(up)
-        port = free_port()
-        conf = imagegate_config(d, port, up, {"providers": {"bfl": {
-            "type": "bfl", "base_url": f"http://127.0.0.1:{up}/bfl/v1",
-            "api_key_env": BENCH_KEY_ENV, "poll_interval_s": 0.01,
-            "allowed_hosts": ["http://127.0.0.1:*"]}},
-            **({"idempotency": {"max_bytes": 600 * MiB, "max_answer_bytes": 300 * MiB}}
-               if args.keep_answers else {})})  # fmt: skip
-        steps = d / "steps.txt"
-        gate = Proc("imagegate", [sys.executable, "-m", "bench.loopsteps", str(steps),
-                                  "--config", str(conf)],
-                    log=d / "ig.log", cpus="1",
-                    env={BENCH_KEY_ENV: "sk-bench-not-a-real-key"})  # fmt: skip
         try:
-            gate.wait_port(port)
-            for name, (path, body, ctype) in _bodies(args.only).items():
-                asyncio.run(_send(port, path, body, ctype))  # warm up
-                out = d / f"{name}.json"
-                seconds = 600
-                probing = subprocess.Popen(
-                    [sys.executable, "-m", "bench.stall", "--probe", str(port),
-                     "--seconds", str(seconds), "--out", str(out)],
-                    env={**os.environ}, cwd=os.getcwd(),
-                )  # fmt: skip
-                time.sleep(1.0)
-                idle = [(time.time(), time.time() + 0.8)]
-                time.sleep(1.0)
-                windows = []
-                for _ in range(args.repeat):
-                    windows.append(asyncio.run(_send(port, path, body, ctype)))
-                    time.sleep(0.3)
-                out.with_suffix(".stop").touch()
-                probing.wait()
-                samples = [tuple(s) for s in msgspec.json.decode(out.read_bytes())]
-                cpu, wall, own = loopsteps.longest(str(steps), windows)
-                print(f"{name:12s} {len(body) / MiB:6.1f} MiB  idle: "
-                      f"{_stats(samples, idle)}  during: {_stats(samples, windows)}"
-                      f"  loop cpu {1000 * cpu:6.1f} ms own {1000 * own:6.1f} "
-                      f"(wall {1000 * wall:6.1f})",
-                      flush=True)  # fmt: skip
+            upstream.wait_port(up)
+            for peer in args.peers.split(","):
+                port = free_port()
+                steps: Path | None = None
+                if peer == "imagegate":
+                    conf = imagegate_config(d, port, up, {"providers": {"bfl": {
+                        "type": "bfl", "base_url": f"http://127.0.0.1:{up}/bfl/v1",
+                        "api_key_env": BENCH_KEY_ENV, "poll_interval_s": 0.01,
+                        "allowed_hosts": ["http://127.0.0.1:*"]}},
+                        **({"idempotency": {"max_bytes": 600 * MiB,
+                                            "max_answer_bytes": 300 * MiB}}
+                           if args.keep_answers else {})})  # fmt: skip
+                    steps = d / "steps.txt"
+                    cmd = [sys.executable, "-m", "bench.loopsteps", str(steps),
+                           "--config", str(conf)]  # fmt: skip
+                    env = {BENCH_KEY_ENV: "sk-bench-not-a-real-key"}
+                elif peer == "aiohttp":
+                    cmd = [sys.executable, "-m", "bench.floor", "--port", str(port),
+                           "--upstream", str(up)]  # fmt: skip
+                    env = {}
+                else:
+                    raise SystemExit(f"unknown peer {peer!r}")
+                gate = Proc(peer, cmd, log=d / f"{peer}.log", cpus="1", env=env)
+                try:
+                    gate.wait_port(port)
+                    _measure(peer, port, bodies, args.repeat, steps, d)
+                finally:
+                    gate.stop()
         finally:
-            gate.stop()
             upstream.stop()
 
 
