@@ -2,8 +2,9 @@
 the edit's last byte (issue 19 item 6), with C uploads in flight at once.
 
 C clients each send one multipart edit of an ``--upload``-byte image through imagegate
-(and then through the aiohttp floor, ``--peers``) to a fake provider (``--serve``, a child process), which notes when each request's
-body ended and holds it ``--hold`` seconds before answering. Both orders are sent:
+and then through the aiohttp floor (``--peers``) to a fake provider (``--serve``, a
+child process), which notes when each request's body ended and holds it ``--hold``
+seconds before answering. Both orders are sent:
 ``fields-first`` (the OpenAI SDKs' order: forwarded as it arrives) and ``files-first``
 (the image before the fields: spooled whole, then sent). The lag of one edit is the
 provider's last-byte time minus the client's (both ``time.monotonic``, one clock for
@@ -38,7 +39,7 @@ from bench import report
 from bench.inflight_client import raise_nofile
 from bench.procs import Proc, free_port
 from bench.scenarios import MiB, png_bytes
-from bench.targets import BENCH_KEY_ENV, HERE, imagegate_config
+from bench.targets import BENCH_KEY_ENV, HERE, Target, floor, imagegate_config
 
 ORDERS = ("fields-first", "files-first")
 PEERS = ("imagegate", "aiohttp")
@@ -70,8 +71,7 @@ class _Provider(asyncio.Protocol):
         self._left: int | None = None  # Content-Length bytes still to come
         self._chunked = False
         self._first = bytearray()
-        self._tail = b""
-        self._last = b""
+        self._last = b""  # the body's last 4 KiB: a chunked end, a files-first prompt
         self._in_body = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -95,8 +95,7 @@ class _Provider(asyncio.Protocol):
             self._left -= len(data)
             done = self._left <= 0
         else:
-            self._tail = (self._tail + data[-16:])[-16:]
-            done = self._tail.endswith(b"\r\n0\r\n\r\n")
+            done = self._last.endswith(b"\r\n0\r\n\r\n")
         if done:
             ended = time.monotonic()
             found = _PROMPT.search(self._first) or _PROMPT.search(self._last)
@@ -217,26 +216,27 @@ def run(
 
 
 def _peer(
-    workdir: Path, peer: str, port: int, up_port: int, clients: int, cpus: str | None
-) -> Proc:
+    workdir: Path, peer: str, up_port: int, clients: int, cpus: str | None
+) -> Target:
     """imagegate with limits raised to ``clients``, or the aiohttp floor, which reads
-    each body whole before it sends it on (``bench/floor.py``)."""
+    each body whole before it sends it on; listening."""
     if peer == "aiohttp":
-        cmd = [sys.executable, "-m", "bench.floor", "--port", str(port),
-               "--upstream", str(up_port)]  # fmt: skip
-        return Proc(peer, cmd, log=workdir / f"{peer}.log", cpus=cpus)
+        return floor(workdir, up_port, cpus)
     if peer != "imagegate":
         raise SystemExit(f"unknown peer {peer!r}")
+    port = free_port()
     overrides: dict[str, dict[str, object]] = {
         "backpressure": {"max_inflight": clients, "max_inflight_share": 1.0,
                          "max_temp_share": 1.0},
     }  # fmt: skip
     conf = imagegate_config(workdir, port, up_port, overrides)
-    return Proc(
+    gate = Proc(
         peer, [sys.executable, "-m", "proxy", "--config", str(conf)],
         log=workdir / f"{peer}.log", cpus=cpus,
         env={BENCH_KEY_ENV: "sk-bench-not-a-real-key"},
     )  # fmt: skip
+    gate.wait_port(port)
+    return Target(peer, port, gate)
 
 
 def _one_run(
@@ -244,20 +244,21 @@ def _one_run(
     proxy_cpus: str | None, client_cpus: str | None, rate: float, image: bytes,
 ) -> dict[str, Any]:  # fmt: skip
     seen = workdir / f"{peer}-{order}.seen"
-    up_port, port = free_port(), free_port()
+    up_port = free_port()
     cmd = [sys.executable, "-m", "bench.forward", "--serve", str(up_port),
            "--hold", str(hold), "--seen", str(seen)]  # fmt: skip
     upstream = Proc("upstream", cmd, log=workdir / "up.log", cpus=client_cpus)
-    gate = _peer(workdir, peer, port, up_port, clients, proxy_cpus)
+    gate: Target | None = None
     try:
         upstream.wait_port(up_port)
-        gate.wait_port(port)
-        url = f"http://127.0.0.1:{port}/v3/images/edits"
+        gate = _peer(workdir, peer, up_port, clients, proxy_cpus)
+        url = f"http://127.0.0.1:{gate.port}/v3/images/edits"
         start = time.monotonic()
         sent = asyncio.run(burst(url, order, clients, image, rate))
         wall = time.monotonic() - start
     finally:
-        gate.stop()
+        if gate is not None and gate.proc is not None:
+            gate.proc.stop()
         upstream.stop()
     arrived = {}
     for line in seen.read_text().splitlines():
@@ -284,7 +285,8 @@ def _ms(value: float | None) -> float | None:
 
 
 COLUMNS = (
-    ("peer", "peer"), ("order", "order"), ("clients", "C"), ("ok", "ok"), ("wall_s", "wall s"),
+    ("peer", "peer"), ("order", "order"), ("clients", "C"), ("ok", "ok"),
+    ("wall_s", "wall s"),
     ("lag_min_ms", "lag min ms"), ("lag_p50_ms", "lag p50 ms"),
     ("lag_p99_ms", "lag p99 ms"), ("lag_max_ms", "lag max ms"),
 )  # fmt: skip

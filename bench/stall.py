@@ -53,7 +53,7 @@ from PIL import Image
 from bench import loopsteps
 from bench.procs import Proc, free_port
 from bench.scenarios import MiB, multipart, png_bytes
-from bench.targets import BENCH_KEY_ENV, imagegate_config
+from bench.targets import BENCH_KEY_ENV, Target, floor, imagegate_config
 
 REPLY_BYTES = 256 * MiB - 4096
 _BLOCK = b"A" * (4 * MiB)
@@ -249,6 +249,28 @@ def _measure(
               flush=True)  # fmt: skip
 
 
+def _peer(peer: str, workdir: Path, up: int, *, keep_answers: bool) -> Target:
+    """imagegate under ``bench.loopsteps`` (its steps to ``workdir/steps.txt``), or
+    the aiohttp floor; listening, on CPU 1."""
+    if peer == "aiohttp":
+        return floor(workdir, up, "1")
+    if peer != "imagegate":
+        raise SystemExit(f"unknown peer {peer!r}")
+    port = free_port()
+    conf = imagegate_config(workdir, port, up, {"providers": {"bfl": {
+        "type": "bfl", "base_url": f"http://127.0.0.1:{up}/bfl/v1",
+        "api_key_env": BENCH_KEY_ENV, "poll_interval_s": 0.01,
+        "allowed_hosts": ["http://127.0.0.1:*"]}},
+        **({"idempotency": {"max_bytes": 600 * MiB, "max_answer_bytes": 300 * MiB}}
+           if keep_answers else {})})  # fmt: skip
+    cmd = [sys.executable, "-m", "bench.loopsteps", str(workdir / "steps.txt"),
+           "--config", str(conf)]  # fmt: skip
+    gate = Proc(peer, cmd, log=workdir / f"{peer}.log", cpus="1",
+                env={BENCH_KEY_ENV: "sk-bench-not-a-real-key"})  # fmt: skip
+    gate.wait_port(port)
+    return Target(peer, port, gate)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="bench.stall")
     p.add_argument("--repeat", type=int, default=3)
@@ -278,32 +300,13 @@ def main() -> None:
         try:
             upstream.wait_port(up)
             for peer in args.peers.split(","):
-                port = free_port()
-                steps: Path | None = None
-                if peer == "imagegate":
-                    conf = imagegate_config(d, port, up, {"providers": {"bfl": {
-                        "type": "bfl", "base_url": f"http://127.0.0.1:{up}/bfl/v1",
-                        "api_key_env": BENCH_KEY_ENV, "poll_interval_s": 0.01,
-                        "allowed_hosts": ["http://127.0.0.1:*"]}},
-                        **({"idempotency": {"max_bytes": 600 * MiB,
-                                            "max_answer_bytes": 300 * MiB}}
-                           if args.keep_answers else {})})  # fmt: skip
-                    steps = d / "steps.txt"
-                    cmd = [sys.executable, "-m", "bench.loopsteps", str(steps),
-                           "--config", str(conf)]  # fmt: skip
-                    env = {BENCH_KEY_ENV: "sk-bench-not-a-real-key"}
-                elif peer == "aiohttp":
-                    cmd = [sys.executable, "-m", "bench.floor", "--port", str(port),
-                           "--upstream", str(up)]  # fmt: skip
-                    env = {}
-                else:
-                    raise SystemExit(f"unknown peer {peer!r}")
-                gate = Proc(peer, cmd, log=d / f"{peer}.log", cpus="1", env=env)
+                gate = _peer(peer, d, up, keep_answers=args.keep_answers)
                 try:
-                    gate.wait_port(port)
-                    _measure(peer, port, bodies, args.repeat, steps, d)
+                    steps = d / "steps.txt" if peer == "imagegate" else None
+                    _measure(peer, gate.port, bodies, args.repeat, steps, d)
                 finally:
-                    gate.stop()
+                    if gate.proc is not None:
+                        gate.proc.stop()
         finally:
             upstream.stop()
 

@@ -121,7 +121,8 @@ def _nginx(directory: Path, upstream: int, cpus: str | None) -> Target:
     return Target("nginx", port, _launch("nginx", cmd, port, directory, cpus))
 
 
-def _floor(directory: Path, upstream: int, cpus: str | None) -> Target:
+def floor(directory: Path, upstream: int, cpus: str | None) -> Target:
+    """The aiohttp floor (``bench/floor.py``) in front of ``upstream``, listening."""
     port = free_port()
     cmd = [sys.executable, "-m", "bench.floor", "--port", str(port),
            "--upstream", str(upstream)]  # fmt: skip
@@ -172,7 +173,7 @@ def stack(
             elif name == "nginx":
                 running.targets[name] = _nginx(directory, up_port, proxy_cpus)
             elif name == "aiohttp":
-                running.targets[name] = _floor(directory, up_port, proxy_cpus)
+                running.targets[name] = floor(directory, up_port, proxy_cpus)
             elif name == "imagegate":
                 running.targets[name] = _imagegate(
                     directory, up_port, proxy_cpus, workers, overrides, turns

@@ -1,6 +1,6 @@
 """The last-byte lag benchmark end to end at a tiny size: the real fake provider
-process, imagegate and the aiohttp floor, both orders, the report. It proves the harness works; it never
-asserts a timing."""
+process, imagegate and the aiohttp floor, both orders, the report. It proves the
+harness works; it never asserts a timing."""
 
 from __future__ import annotations
 
